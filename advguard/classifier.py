@@ -1,0 +1,310 @@
+"""``Classifier``: any ``nn.Module`` plus its input spec, with batched, validated, accounted inference.
+
+Images given to a Classifier are always float32 NCHW in [0, 1] (``bounds``); mean/std
+normalisation happens inside (:attr:`Classifier.module` is the normalised model that
+attacks and Foolbox use). Every image that goes through the network is counted in
+:attr:`Classifier.num_passes`, which detectors' cost figures are built on.
+
+Inference-only calls (``logits``, ``probs``, ``predict``, ``top_k``, ``activations``)
+run under ``torch.inference_mode()`` in batches of ``batch_size``, optionally in
+channels-last layout with bfloat16 autocast (``fast_inference``); gradient calls
+(``forward``, ``input_gradient``, ``layer_gradient``) are always float32.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import InputError, unknown_name
+from .validation import as_image_batch, as_labels
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` as a module, so the normalised model is one differentiable ``nn.Module``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class NormalizedModel(nn.Module):
+    """``model(normalize(x))``; children are named ``normalize`` and ``model``."""
+
+    def __init__(self, model: nn.Module, normalize: nn.Module):
+        super().__init__()
+        self.normalize = normalize
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalize(x))
+
+
+class Classifier:
+    """Wrap ``model`` (expects normalised input) with its input specification.
+
+    Parameters
+    ----------
+    model: the network; any ``nn.Module`` whose forward maps (N, C, H, W) to logits (N, K).
+    channels, size: expected input channels and (H, W); inputs are checked against them.
+    mean, std: per-channel normalisation applied inside, on [0, 1] images (defaults: none).
+    num_classes: inferred with one dummy forward pass when not given.
+    gradcam_layer: name of the layer Grad-CAM uses; default the last ``nn.Conv2d``.
+    fast_inference: channels-last + bfloat16 autocast for inference-only calls on CPU.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        channels: int,
+        size: tuple[int, int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_classes: int | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        gradcam_layer: str | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 256,
+        fast_inference: bool = False,
+        name: str | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.channels = int(channels)
+        self.size = tuple(size) if size is not None else None
+        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.batch_size = int(batch_size)
+        self.fast_inference = bool(fast_inference)
+        self.name = name or type(model).__name__
+        mean = tuple(mean) if mean is not None else (0.0,) * self.channels
+        std = tuple(std) if std is not None else (1.0,) * self.channels
+        if len(mean) != self.channels or len(std) != self.channels:
+            raise ValueError(f"mean/std need {self.channels} values, got {len(mean)} and {len(std)}")
+        self.mean, self.std = mean, std
+        self.model = model.eval().to(self.device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.module = NormalizedModel(self.model, Normalize(mean, std)).eval().to(self.device)
+        self.num_passes = 0
+        self._layers = dict(self.model.named_modules())
+        self.gradcam_layer = gradcam_layer or self._last_conv()
+        if self.gradcam_layer is not None and self.gradcam_layer not in self._layers:
+            raise unknown_name("layer", self.gradcam_layer, self.layer_names())
+        self.num_classes = int(num_classes) if num_classes is not None else self._infer_num_classes()
+
+    # ------------------------------------------------------------------ helpers
+    def __repr__(self) -> str:
+        return (f"Classifier({self.name}, input=({self.channels}, {self.size}), classes={self.num_classes}, "
+                f"device={self.device}, fast_inference={self.fast_inference})")
+
+    def _last_conv(self) -> str | None:
+        convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
+        return convs[-1] if convs else None
+
+    def _infer_num_classes(self) -> int:
+        h, w = self.size or (32, 32)
+        with torch.inference_mode():
+            out = self.module(torch.zeros(1, self.channels, h, w, device=self.device))
+        if out.ndim != 2:
+            raise ValueError(f"model output has shape {tuple(out.shape)}; expected (N, num_classes) logits")
+        return int(out.shape[1])
+
+    def layer_names(self) -> list[str]:
+        """Names usable with :meth:`activations` and :meth:`layer_gradient` (``nn.Module.named_modules``)."""
+        return [n for n in self._layers if n]
+
+    def layer(self, name: str) -> nn.Module:
+        if name not in self._layers or not name:
+            raise unknown_name("layer", name, self.layer_names())
+        return self._layers[name]
+
+    def validate(self, x: np.ndarray | torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Check shape, dtype, range and finiteness; return a float32 tensor."""
+        return as_image_batch(x, channels=self.channels, size=self.size, bounds=self.bounds, name=name)
+
+    def _batches(self, x: torch.Tensor, batch_size: int | None) -> Iterator[torch.Tensor]:
+        bs = batch_size or self.batch_size
+        for i in range(0, x.shape[0], bs):
+            yield x[i: i + bs].to(self.device, non_blocking=True)
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        if self.fast_inference and self.device.type == "cpu":
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                yield
+        else:
+            with torch.inference_mode():
+                yield
+
+    def _prep(self, xb: torch.Tensor) -> torch.Tensor:
+        if self.fast_inference:
+            return xb.contiguous(memory_format=torch.channels_last)
+        return xb
+
+    def reset_passes(self) -> int:
+        """Zero the pass counter and return its previous value."""
+        n, self.num_passes = self.num_passes, 0
+        return n
+
+    # ---------------------------------------------------------------- inference
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable float32 logits of one batch (no validation, no batching); counts passes."""
+        self.num_passes += int(x.shape[0])
+        return self.module(x.to(self.device))
+
+    __call__ = forward
+
+    def logits(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, validate: bool = True) -> torch.Tensor:
+        """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
+        t = self.validate(x) if validate else x
+        outs = []
+        with self._inference():
+            for xb in self._batches(t, batch_size):
+                self.num_passes += int(xb.shape[0])
+                outs.append(self.module(self._prep(xb)).float().cpu())
+        return torch.cat(outs)
+
+    def probs(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """Softmax probabilities (N, K)."""
+        return F.softmax(self.logits(x, batch_size) / temperature, dim=1)
+
+    def predict(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Top-1 labels (N,) int64."""
+        return self.logits(x, batch_size).argmax(1)
+
+    def top_k(self, x: np.ndarray | torch.Tensor, k: int = 5, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(probabilities, labels)`` of the k most likely classes, each (N, k), most likely first."""
+        if not 1 <= k <= self.num_classes:
+            raise ValueError(f"k must be in 1..{self.num_classes}, got {k}")
+        return self.probs(x, batch_size).topk(k, dim=1)
+
+    def accuracy(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, batch_size: int | None = None) -> float:
+        """Top-1 accuracy on labelled images."""
+        t = self.validate(x)
+        yt = as_labels(y, t.shape[0], self.num_classes)
+        return float((self.predict(t, batch_size) == yt).float().mean())
+
+    def activations(self, x: np.ndarray | torch.Tensor, layer_names: Sequence[str], batch_size: int | None = None,
+                    reduce: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+                    include_logits: bool = False) -> dict[str, torch.Tensor]:
+        """Outputs of the named layers via forward hooks, concatenated over batches (CPU, float32).
+
+        ``reduce(name, activation)`` (optional) is applied per batch before storing, e.g. to keep
+        only selected units and bound memory. With ``include_logits`` the key ``"logits"`` is added.
+        """
+        t = self.validate(x)
+        mods = {n: self.layer(n) for n in layer_names}
+        store: dict[str, list[torch.Tensor]] = {n: [] for n in layer_names}
+        current: dict[str, torch.Tensor] = {}
+
+        def hook_for(n: str):
+            def hook(_m, _i, out):
+                current[n] = out[0] if isinstance(out, (tuple, list)) else out
+            return hook
+
+        handles = [m.register_forward_hook(hook_for(n)) for n, m in mods.items()]
+        logits = []
+        try:
+            with self._inference():
+                for xb in self._batches(t, batch_size):
+                    self.num_passes += int(xb.shape[0])
+                    out = self.module(self._prep(xb))
+                    if include_logits:
+                        logits.append(out.float().cpu())
+                    for n in layer_names:
+                        if n not in current:
+                            raise InputError(f"layer {n!r} was not called in the forward pass")
+                        a = current.pop(n).float()
+                        store[n].append((reduce(n, a) if reduce else a).contiguous().cpu())
+        finally:
+            for h in handles:
+                h.remove()
+        res = {n: torch.cat(v) for n, v in store.items()}
+        if include_logits:
+            res["logits"] = torch.cat(logits)
+        return res
+
+    # ---------------------------------------------------------------- gradients
+    def input_gradient(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | Sequence[int],
+                       loss: str = "ce", batch_size: int | None = None) -> torch.Tensor:
+        """Gradient w.r.t. the [0, 1] input of per-image cross-entropy (``"ce"``) or of the class-``y`` logit."""
+        t = self.validate(x)
+        yt = as_labels(y, t.shape[0], self.num_classes)
+        grads = []
+        for i, xb in enumerate(self._batches(t, batch_size)):
+            bs = batch_size or self.batch_size
+            yb = yt[i * bs: i * bs + xb.shape[0]].to(self.device)
+            xb = xb.clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = self.forward(xb)
+                if loss == "ce":
+                    obj = F.cross_entropy(out, yb, reduction="sum")
+                elif loss == "logit":
+                    obj = out.gather(1, yb[:, None]).sum()
+                else:
+                    raise ValueError(f"loss must be 'ce' or 'logit', got {loss!r}")
+                (g,) = torch.autograd.grad(obj, xb)
+            grads.append(g.cpu())
+        return torch.cat(grads)
+
+    def layer_gradient(self, x: np.ndarray | torch.Tensor, layer_name: str,
+                       y: np.ndarray | torch.Tensor | Sequence[int], score: str = "logit", temperature: float = 1.0,
+                       batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activation ``A`` of ``layer_name`` and ``d score / d A`` for class ``y`` of each image.
+
+        ``score``: ``"logit"`` (Z_y) or ``"log_softmax"`` (log softmax(Z / temperature)_y, as in
+        TaintRadar's softened Grad-CAM loss).
+        """
+        t = self.validate(x)
+        yt = as_labels(y, t.shape[0], self.num_classes)
+        mod = self.layer(layer_name)
+        acts, grads = [], []
+        holder: dict[str, torch.Tensor] = {}
+
+        def hook(_m, _i, out):
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            holder["a"] = out
+            return out
+
+        handle = mod.register_forward_hook(hook)
+        bs = batch_size or self.batch_size
+        try:
+            for i, xb in enumerate(self._batches(t, batch_size)):
+                yb = yt[i * bs: i * bs + xb.shape[0]].to(self.device)
+                with torch.enable_grad():
+                    out = self.forward(xb.requires_grad_(True))
+                    a = holder.pop("a")
+                    if score == "logit":
+                        obj = out.gather(1, yb[:, None]).sum()
+                    elif score == "log_softmax":
+                        obj = F.log_softmax(out / temperature, dim=1).gather(1, yb[:, None]).sum()
+                    else:
+                        raise ValueError(f"score must be 'logit' or 'log_softmax', got {score!r}")
+                    (g,) = torch.autograd.grad(obj, a)
+                acts.append(a.detach().cpu())
+                grads.append(g.cpu())
+        finally:
+            handle.remove()
+        return torch.cat(acts), torch.cat(grads)
+
+    def gradcam(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | Sequence[int],
+                score: str = "logit", temperature: float = 1.0, batch_size: int | None = None) -> torch.Tensor:
+        """Grad-CAM heatmaps (N, h, w) on :attr:`gradcam_layer`, ReLU'd and scaled to max 1 (Selvaraju et al.)."""
+        if self.gradcam_layer is None:
+            raise ValueError("this model has no Conv2d layer; pass gradcam_layer= to the Classifier")
+        a, g = self.layer_gradient(x, self.gradcam_layer, y, score=score, temperature=temperature,
+                                   batch_size=batch_size)
+        weights = g.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weights * a).sum(1))
+        peak = cam.flatten(1).max(1).values.clamp_min(1e-12)
+        return cam / peak[:, None, None]

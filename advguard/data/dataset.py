@@ -1,0 +1,89 @@
+"""The in-memory dataset container returned by every loader, and deterministic subsetting."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ImageDataset:
+    """Images as NCHW arrays (uint8 0..255 or float32 in [0, 1]) with int64 labels.
+
+    ``source`` records where the pixels came from (e.g. ``"cifar10-jpeg"`` for the
+    public JPEG copy), so reports can say exactly what was evaluated.
+    ``indices`` are the positions in the full split, ``groups`` optional group ids
+    (e.g. GTSRB physical-sign tracks) that must not straddle a train/validation split.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    name: str
+    split: str
+    source: str
+    indices: np.ndarray
+    groups: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def take(self, idx: np.ndarray) -> "ImageDataset":
+        """A new dataset holding the rows ``idx`` (positions in this dataset)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return replace(
+            self,
+            x=self.x[idx],
+            y=self.y[idx],
+            indices=self.indices[idx],
+            groups=None if self.groups is None else self.groups[idx],
+        )
+
+    def as_float(self) -> "ImageDataset":
+        """float32 copy in [0, 1] (no-op if already float)."""
+        if self.x.dtype == np.float32:
+            return self
+        return replace(self, x=self.x.astype(np.float32) / 255.0)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` as torch tensors, x float32 in [0, 1]."""
+        return torch.from_numpy(np.ascontiguousarray(self.as_float().x)), torch.from_numpy(self.y)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageDataset(name={self.name!r}, split={self.split!r}, source={self.source!r}, "
+            f"n={len(self)}, shape={tuple(self.x.shape[1:])}, dtype={self.x.dtype}, classes={self.num_classes})"
+        )
+
+
+def subset_indices(
+    y: np.ndarray, limit: int | None, seed: int = 0, stratified: bool = True
+) -> np.ndarray:
+    """Deterministic subset of ``limit`` positions, sorted.
+
+    Stratified: classes are represented in proportion to their frequency (each
+    class's samples are shuffled with ``seed`` and interleaved by relative rank).
+    Not stratified: a seeded uniform random sample.
+    """
+    n = len(y)
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    if not stratified:
+        return np.sort(perm[:limit])
+    y_perm = y[perm]
+    rank = np.empty(n, dtype=np.float64)
+    for c in np.unique(y):
+        pos = np.nonzero(y_perm == c)[0]
+        rank[pos] = (np.arange(len(pos)) + 0.5) / len(pos)
+    order = np.argsort(rank, kind="stable")
+    return np.sort(perm[order[:limit]])

@@ -1,0 +1,82 @@
+"""``load_dataset(name, split, ...)``: the one entry point to every dataset advguard knows."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import unknown_name
+from . import cifar10, fashion_mnist, gtsrb, image_folder, imagenet_samples
+from .dataset import ImageDataset, subset_indices
+from .paths import data_dir
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    splits: tuple[str, ...]
+    shape: tuple[int, int, int]
+    num_classes: int
+    description: str
+    loader: Callable[..., dict]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in [
+        DatasetInfo("fashion-mnist", ("train", "test"), (1, 28, 28), 10,
+                    "Fashion-MNIST, 60k/10k grey 28x28 (Debian package or official IDX files)", fashion_mnist.load),
+        DatasetInfo("cifar10", ("train", "test"), (3, 32, 32), 10,
+                    "CIFAR-10, 50k/10k RGB 32x32 (official pickles or the public JPEG copy)", cifar10.load),
+        DatasetInfo("gtsrb", ("train", "val", "trainval", "test"), (3, 32, 32), 43,
+                    "GTSRB traffic signs at 32x32, validation split by physical-sign track", gtsrb.load),
+        DatasetInfo("imagenet-samples", ("test",), (3, 224, 224), 1000,
+                    "1,000 ImageNet photos, one per class, resize 256 + centre crop 224", imagenet_samples.load),
+        DatasetInfo("image-folder", ("all",), (3, 0, 0), 0,
+                    "your own images: root/<class>/<file>; pass path=...", image_folder.load),
+    ]
+}
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    stratified: bool = True,
+    dtype: str = "float32",
+    data_dir_: str | os.PathLike | None = None,
+    **kwargs,
+) -> ImageDataset:
+    """Load a dataset split as NCHW images in [0, 1] (``dtype="float32"``) or 0..255 (``"uint8"``).
+
+    ``limit`` takes a deterministic (``seed``), by default class-stratified subset.
+    Extra keyword arguments go to the dataset's loader (e.g. ``source="jpeg"`` for
+    CIFAR-10, ``path=...`` for ``image-folder``).
+    """
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, list(DATASETS))
+    info = DATASETS[name]
+    if name == "image-folder":
+        if "path" not in kwargs:
+            raise ValueError("image-folder needs path=<folder with one sub-folder per class>")
+        split = "all"
+        raw = info.loader(kwargs.pop("path"), **kwargs)
+    else:
+        if split not in info.splits:
+            raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(info.splits)}")
+        raw = info.loader(data_dir(data_dir_), split, **kwargs)
+    if dtype not in ("float32", "uint8"):
+        raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
+    positions = raw.get("positions", np.arange(len(raw["y"])))
+    ds = ImageDataset(
+        x=raw["x"], y=raw["y"], classes=list(raw["classes"]), name=name, split=split,
+        source=raw["source"], indices=np.asarray(positions, np.int64), groups=raw.get("groups"),
+        meta=raw.get("meta", {}),
+    )
+    if limit is not None:
+        ds = ds.take(subset_indices(ds.y, limit, seed=seed, stratified=stratified))
+    return ds.as_float() if dtype == "float32" else ds

@@ -1,0 +1,30 @@
+"""Exception types with messages that name the problem and, where possible, the fix."""
+from __future__ import annotations
+
+
+class AdvguardError(Exception):
+    """Base class of every error advguard raises on purpose."""
+
+
+class InputError(AdvguardError, ValueError):
+    """An image batch or image file is not what the API expects (shape, dtype, range, NaN...)."""
+
+
+class DatasetNotFoundError(AdvguardError, FileNotFoundError):
+    """A dataset's files are missing or corrupt; the message says what to run."""
+
+
+class UnknownNameError(AdvguardError, KeyError):
+    """A registry (datasets, models, attacks, detectors) got a name it does not know."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> UnknownNameError:
+    """Build the standard 'unknown X' error listing the valid names."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}.")

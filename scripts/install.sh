@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install everything advguard needs on a fresh Debian/Ubuntu machine:
+#   1. system packages (Debian's Fashion-MNIST package) via apt, when apt is available;
+#   2. the Python package with its test extras (an already-installed torch is kept);
+#   3. the offline dataset mirror (../shared/data or $ADVGUARD_MIRROR), when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=""; fi
+  fi
+  if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+    if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+      $SUDO apt-get update -qq || echo "install.sh: apt-get update failed; continuing" >&2
+      $SUDO apt-get install -y -qq dataset-fashion-mnist \
+        || echo "install.sh: could not install dataset-fashion-mnist; Fashion-MNIST will download on first use" >&2
+    fi
+  else
+    echo "install.sh: not root and no sudo: skipping apt packages (Fashion-MNIST will download on first use)" >&2
+  fi
+fi
+
+# torch: keep whatever build is installed (CPU or CUDA); install one only if there is none.
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  "$PY" -m pip install --quiet ${ADVGUARD_TORCH_SPEC:-torch}
+fi
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+mirror_args=()
+if [ -n "${ADVGUARD_MIRROR:-}" ]; then
+  mirror_args=(--mirror "$ADVGUARD_MIRROR")
+elif [ -d ../shared/data ]; then
+  mirror_args=(--mirror "$(cd ../shared/data && pwd)")
+fi
+"$PY" -m advguard.cli setup --optional "${mirror_args[@]}"
+echo "install.sh: done"

@@ -1,0 +1,33 @@
+"""Shared fixtures: real images bundled with Foolbox and the small real datasets of the data directory."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def foolbox_images() -> dict[str, list[tuple[np.ndarray, int]]]:
+    """Foolbox's 20 real test images per dataset: {dataset: [(HWC uint8 array, label), ...]}."""
+    foolbox = pytest.importorskip("foolbox")
+    from PIL import Image
+
+    folder = Path(foolbox.__file__).parent / "data"
+    out: dict[str, list[tuple[np.ndarray, int]]] = {}
+    for p in sorted(folder.glob("*.png")):
+        m = re.fullmatch(r"(.+)_(\d+)_(\d+)", p.stem)
+        if m:
+            out.setdefault(m.group(1), []).append((np.asarray(Image.open(p)), int(m.group(3))))
+    return out
+
+
+@pytest.fixture(scope="session")
+def foolbox_dir() -> Path:
+    foolbox = pytest.importorskip("foolbox")
+    return Path(foolbox.__file__).parent / "data"
