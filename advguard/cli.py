@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="train on a stratified subset of this many images")
     s.add_argument("--no-resume", action="store_true")
     s.add_argument("--install", action="store_true", help="also write the weights and card into the package zoo")
+    s.add_argument("--note", help="a remark stored in the model card (e.g. what else shared the machine)")
     s.set_defaults(func=_train)
     return p
 
@@ -181,9 +182,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from .training import train
 
-    cmd = "advguard " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("advguard") else None
     card = train(args.name, epochs=args.epochs, out_dir=args.out, device=args.device, limit=args.limit,
-                 resume=not args.no_resume, install=args.install, command=cmd)
+                 resume=not args.no_resume, install=args.install, note=args.note)
     print(json.dumps({k: card[k] for k in ("name", "test_accuracy", "parameters", "wall_time_s")}, indent=2))
     return 0
 

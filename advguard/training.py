@@ -116,7 +116,7 @@ def train(
     install: bool = False,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     module: nn.Module | None = None,
-    command: str | None = None,
+    note: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Train zoo model ``name`` with its recipe; write weights + card to ``out_dir`` (and the zoo if ``install``).
@@ -223,13 +223,16 @@ def train(
         "test_accuracy": round(acc, 4),
         "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
         "recipe": asdict(cfg),
-        "command": command or f"advguard train {name}" + (f" --epochs {epochs}" if epochs else ""),
+        "command": f"advguard train {name}" + (f" --epochs {epochs}" if epochs else "")
+        + (f" --limit {limit}" if limit else "") + " --install",
         "wall_time_s": round(elapsed, 1),
         "machine": machine_summary(str(dev)),
         "machine_info": machine_info(str(dev)),
         "commit": git_commit(),
         "date": _dt.date.today().isoformat(),
     }
+    if note:
+        card["note"] = note
     if install:
         import shutil
 

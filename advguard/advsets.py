@@ -1,0 +1,213 @@
+"""Adversarial evaluation sets, built exactly as METHODS.md's common protocol says.
+
+1. take a deterministic subset of a dataset split; keep only images the model classifies
+   correctly; 2. attack them (untargeted, or targeted at ``(label + shift) mod C``); 3. keep
+   only successes; 4. optionally round-trip each adversarial image through a lossless 8-bit
+   PNG and/or JPEG q=100 and keep only those still adversarial (Nguyen et al.'s procedure).
+
+Sets are cached on disk under a key derived from the full configuration (dataset, split,
+subset, model weights hash, attack and parameters, seed, round trip). The attack runs in
+chunks, each chunk written atomically, so an interrupted build resumes where it stopped
+and a finished one loads instantly. Train/test splits are made by clean-image id with a
+seeded hash, so a clean image and all its adversarial versions (across attacks) always fall
+in the same fold.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ._atomic import atomic_path, atomic_write_text
+from .attacks import make_attack, shifted_targets
+from .classifier import Classifier
+from .data import data_dir, load_dataset
+
+ROUNDTRIPS = (None, "png", "jpeg", "png+jpeg")
+
+
+@dataclass(frozen=True)
+class AdvSetConfig:
+    dataset: str
+    model: str
+    attack: str
+    params: dict = field(default_factory=dict)
+    split: str = "test"
+    limit: int | None = None
+    seed: int = 0
+    target_shift: int | None = None  # None = untargeted; 1 = "next class"
+    roundtrip: str | None = None
+    dataset_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.roundtrip not in ROUNDTRIPS:
+            raise ValueError(f"roundtrip must be one of {ROUNDTRIPS}, got {self.roundtrip!r}")
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    """sha256 (first 16 hex digits) over a model's state dict: names, shapes and bytes."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        t = v.detach().cpu().contiguous()
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def config_key(cfg: AdvSetConfig, model_hash: str) -> str:
+    doc = json.dumps({**asdict(cfg), "weights": model_hash, "v": 1}, sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()[:20]
+
+
+def fold_of(ids: np.ndarray, fractions: tuple[float, ...] = (0.8, 0.2), seed: int = 0) -> np.ndarray:
+    """Fold index of each clean-image id: a seeded hash of the id against cumulative ``fractions``.
+
+    Depends only on the id and the seed, so every set built from the same images agrees.
+    """
+    fr = np.asarray(fractions, dtype=np.float64)
+    if np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-9:
+        raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
+    ids = np.asarray(ids, dtype=np.uint64)
+    # splitmix64 of (id, seed): a well-mixed 64-bit hash, vectorised.
+    with np.errstate(over="ignore"):
+        z = ids + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
+    return np.searchsorted(np.cumsum(fr)[:-1], u, side="right")
+
+
+def roundtrip_images(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Save each image as an 8-bit PNG (lossless) and/or JPEG q=100 with Pillow and read it back."""
+    out = x
+    for step in kind.split("+"):
+        arr = (out.clamp(0, 1).numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+        back = []
+        for a in arr:
+            im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+            buf = io.BytesIO()
+            im.save(buf, format="PNG") if step == "png" else im.save(buf, format="JPEG", quality=100)
+            buf.seek(0)
+            r = np.asarray(Image.open(buf))
+            back.append(r if r.ndim == 3 else r[:, :, None])
+        out = torch.from_numpy(np.stack(back).transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    return out
+
+
+@dataclass
+class AdvSet:
+    """Clean images (correctly classified) and the successful adversarial examples made from them."""
+
+    x_clean: np.ndarray  # (Nc, C, H, W) float32
+    clean_ids: np.ndarray  # dataset indices of the clean images
+    y_clean: np.ndarray
+    x_adv: np.ndarray  # (Na, C, H, W) float32, successes only
+    adv_ids: np.ndarray  # clean id each adversarial image came from
+    y_adv: np.ndarray  # true label of each adversarial image
+    pred_adv: np.ndarray
+    targets: np.ndarray | None
+    norms: dict[str, np.ndarray]
+    config: dict
+    counts: dict
+    key: str
+
+    def folds(self, fractions: tuple[float, ...] = (0.8, 0.2), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(fold of each clean image, fold of each adversarial image), by clean id."""
+        return fold_of(self.clean_ids, fractions, seed), fold_of(self.adv_ids, fractions, seed)
+
+    def summary(self) -> dict:
+        return {"key": self.key, **self.counts,
+                **{f"median_{k}": float(np.median(v)) if len(v) else float("nan") for k, v in self.norms.items()}}
+
+
+def _chunk_path(folder: Path, i: int) -> Path:
+    return folder / f"chunk-{i:05d}.npz"
+
+
+def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_dir: str | Path | None = None,
+                 chunk_size: int = 256, progress: bool = True) -> AdvSet:
+    """Build (or load from cache) the adversarial set described by ``cfg``.
+
+    ``classifier`` defaults to the zoo model ``cfg.model``; a custom one is keyed by its weights hash.
+    """
+    if classifier is None:
+        from .models import load_model
+
+        classifier = load_model(cfg.model)
+    mhash = weights_hash(classifier.model)
+    key = config_key(cfg, mhash)
+    root = Path(cache_dir) if cache_dir is not None else data_dir() / "advsets"
+    final = root / f"{key}.npz"
+    if final.exists():
+        return _load(final)
+
+    ds = load_dataset(cfg.dataset, cfg.split, limit=cfg.limit, seed=cfg.seed, **cfg.dataset_kwargs)
+    pred = classifier.predict(ds.x).numpy()
+    correct = pred == ds.y
+    x_clean, y_clean, ids = ds.x[correct], ds.y[correct], ds.indices[correct]
+    attack = make_attack(cfg.attack, classifier, seed=cfg.seed, progress=False, **cfg.params)
+    parts = root / f"{key}.partial"
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(parts / "config.json", json.dumps({**asdict(cfg), "weights": mhash}, indent=2, default=str))
+    n_chunks = (len(y_clean) + chunk_size - 1) // chunk_size
+    bar = tqdm(range(n_chunks), desc=f"advset {cfg.attack}", disable=not progress)
+    for c in bar:
+        path = _chunk_path(parts, c)
+        if path.exists():
+            continue
+        sl = slice(c * chunk_size, (c + 1) * chunk_size)
+        xb, yb = x_clean[sl], y_clean[sl]
+        tb = shifted_targets(yb, classifier.num_classes, cfg.target_shift).numpy() if cfg.target_shift else None
+        r = attack(xb, yb, targets=tb)
+        x_adv, ok = r.x_adv, r.success.numpy()
+        n_success = int(ok.sum())
+        if cfg.roundtrip:
+            x_adv = roundtrip_images(x_adv, cfg.roundtrip)
+            p2 = classifier.predict(x_adv).numpy()
+            ok = ok & ((p2 == tb) if tb is not None else (p2 != yb))
+        with atomic_path(path) as tmp:
+            np.savez(tmp, x_adv=x_adv.numpy()[ok], ok=ok, n_success=n_success,
+                     pred=classifier.predict(x_adv[torch.from_numpy(ok)]).numpy() if ok.any() else np.zeros(0, int),
+                     targets=tb[ok] if tb is not None else np.zeros(0, int),
+                     **{f"norm_{k}": v.numpy()[ok] for k, v in r.norms.items()})
+    chunks = [np.load(_chunk_path(parts, c), allow_pickle=False) for c in range(n_chunks)]
+    ok = np.concatenate([c["ok"] for c in chunks]) if chunks else np.zeros(0, bool)
+    counts = {"n_images": len(ds), "n_correct": int(correct.sum()), "n_attacked": int(len(y_clean)),
+              "n_success": int(sum(int(c["n_success"]) for c in chunks)), "n_adv": int(ok.sum())}
+    arrays = {
+        "x_clean": x_clean, "clean_ids": ids, "y_clean": y_clean,
+        "x_adv": np.concatenate([c["x_adv"] for c in chunks]) if chunks else np.zeros((0, *ds.x.shape[1:]), np.float32),
+        "adv_ids": ids[ok], "y_adv": y_clean[ok],
+        "pred_adv": np.concatenate([c["pred"] for c in chunks]) if chunks else np.zeros(0, int),
+        "targets": np.concatenate([c["targets"] for c in chunks]) if chunks and cfg.target_shift else np.zeros(0, int),
+        **{f"norm_{k}": np.concatenate([c[f"norm_{k}"] for c in chunks]) for k in ("l0", "l2", "linf")},
+    }
+    meta = {"config": {**asdict(cfg), "weights": mhash, "source": ds.source}, "counts": counts, "key": key}
+    with atomic_path(final) as tmp:
+        np.savez(tmp, meta=np.asarray(json.dumps(meta, default=str)), **arrays)
+    for c in range(n_chunks):
+        _chunk_path(parts, c).unlink(missing_ok=True)
+    (parts / "config.json").unlink(missing_ok=True)
+    parts.rmdir()
+    return _load(final)
+
+
+def _load(path: Path) -> AdvSet:
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        a = {k: f[k] for k in f.files if k != "meta"}
+    has_targets = meta["config"].get("target_shift") is not None
+    return AdvSet(x_clean=a["x_clean"], clean_ids=a["clean_ids"], y_clean=a["y_clean"], x_adv=a["x_adv"],
+                  adv_ids=a["adv_ids"], y_adv=a["y_adv"], pred_adv=a["pred_adv"],
+                  targets=a["targets"] if has_targets else None,
+                  norms={k: a[f"norm_{k}"] for k in ("l0", "l2", "linf")}, config=meta["config"],
+                  counts=meta["counts"], key=meta["key"])

@@ -1,0 +1,24 @@
+"""Detectors: one protocol (fit / score / calibrate / predict / save / load), chosen by name."""
+from __future__ import annotations
+
+from ..errors import unknown_name
+from .base import Detector, NotFittedError
+from .confidence import ConfidenceDetector
+from .decision import DECISION_MODELS, decision_scores, make_decision_model
+from .squeezing import FeatureSqueezing
+
+DETECTORS: dict[str, type[Detector]] = {
+    "feature-squeezing": FeatureSqueezing,
+    "confidence": ConfidenceDetector,
+}
+
+
+def make_detector(name: str, classifier, **params) -> Detector:
+    """Build detector ``name`` (see :data:`DETECTORS`) around ``classifier``."""
+    if name not in DETECTORS:
+        raise unknown_name("detector", name, list(DETECTORS))
+    return DETECTORS[name](classifier, **params)
+
+
+__all__ = ["DECISION_MODELS", "DETECTORS", "ConfidenceDetector", "Detector", "FeatureSqueezing", "NotFittedError",
+           "decision_scores", "make_decision_model", "make_detector"]

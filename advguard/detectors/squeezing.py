@@ -1,0 +1,79 @@
+"""Feature Squeezing (Xu, Evans, Qi, NDSS 2018): a baseline detector.
+
+Each squeezer simplifies the image (colour bit-depth reduction, 2x2 / 3x3 median filter,
+optionally non-local means); the feature per squeezer is the L1 distance between the
+softmax outputs on the original and the squeezed image; the score is the maximum over
+squeezers, thresholded at a target FPR on clean images (unsupervised). Defaults follow the
+paper's CIFAR-10 setting (5-bit depth, 2x2 median) plus the 3x3 median named in our spec.
+Deviation: the 2x2 median uses scipy's rank filter (upper median of 4 values, reflect
+padding); the paper's TensorFlow code pads differently at the borders.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .base import Detector
+
+
+def bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
+    levels = 2 ** bits - 1
+    return torch.round(x * levels) / levels
+
+
+def median(x: torch.Tensor, size: int) -> torch.Tensor:
+    a = ndimage.median_filter(x.numpy(), size=(1, 1, size, size), mode="reflect")
+    return torch.from_numpy(a)
+
+
+def nonlocal_means(x: torch.Tensor, search: int = 13, patch: int = 3, strength: float = 2.0) -> torch.Tensor:
+    import cv2
+
+    out = np.empty_like(x.numpy())
+    for i, img in enumerate((x.numpy() * 255).round().astype(np.uint8)):
+        hwc = np.ascontiguousarray(img.transpose(1, 2, 0))
+        den = cv2.fastNlMeansDenoisingColored(hwc, None, strength, strength, patch, search) if hwc.shape[2] == 3 \
+            else cv2.fastNlMeansDenoising(hwc, None, strength, patch, search)[:, :, None]
+        out[i] = den.reshape(hwc.shape).transpose(2, 0, 1) / 255.0
+    return torch.from_numpy(out)
+
+
+def apply_squeezer(spec: str, x: torch.Tensor) -> torch.Tensor:
+    """``"bits:5"``, ``"median:2"``, ``"median:3"``, ``"nlm:13-3-2"`` (search-patch-strength)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "bits":
+        return bit_depth(x, int(arg))
+    if kind == "median":
+        return median(x, int(arg))
+    if kind == "nlm":
+        s, p, h = (arg or "13-3-2").split("-")
+        return nonlocal_means(x, int(s), int(p), float(h))
+    raise ValueError(f"unknown squeezer {spec!r}; use bits:N, median:K or nlm:S-P-H")
+
+
+class FeatureSqueezing(Detector):
+    name = "feature-squeezing"
+    supervised = False
+
+    def __init__(self, classifier, *, squeezers: tuple[str, ...] | list[str] = ("bits:5", "median:2", "median:3"),
+                 **kw):
+        for s in squeezers:  # fail fast on a bad name (cheap check on a tiny image)
+            if not s.startswith("nlm"):
+                apply_squeezer(s, torch.zeros(1, 1, 4, 4))
+        super().__init__(classifier, squeezers=list(squeezers), **kw)
+
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        clf = self.classifier
+        p0 = clf.probs(x)
+        cols = []
+        for s in self.params["squeezers"]:
+            ps = clf.probs(apply_squeezer(s, x).clamp(0, 1))
+            cols.append((p0 - ps).abs().sum(1).numpy())
+        return np.stack(cols, 1)
+
+    def statistic(self, features: np.ndarray) -> np.ndarray:
+        return features.max(1)
+
+    def feature_names(self, d: int) -> list[str]:
+        return [f"l1_{s}" for s in self.params["squeezers"]]

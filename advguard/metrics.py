@@ -1,0 +1,169 @@
+"""Detection metrics (METHODS.md common protocol) and cost measurement.
+
+ROC AUC with a bootstrap 95 % interval, TPR at a given FPR interpolated on the ROC curve
+(not the nearest point), detection rate and FPR at a threshold calibrated on clean data
+only, accuracy, equal error rate; and a peak-memory sampler for cost figures.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def _check(scores_clean: np.ndarray, scores_adv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c = np.asarray(scores_clean, dtype=np.float64).ravel()
+    a = np.asarray(scores_adv, dtype=np.float64).ravel()
+    if len(c) == 0 or len(a) == 0:
+        raise ValueError("need at least one clean and one adversarial score")
+    if not (np.isfinite(c).all() and np.isfinite(a).all()):
+        raise ValueError("scores contain NaN or Inf")
+    return c, a
+
+
+def roc_auc(scores_clean: np.ndarray, scores_adv: np.ndarray) -> float:
+    """Area under the ROC curve; adversarial is the positive class, higher score = more adversarial."""
+    c, a = _check(scores_clean, scores_adv)
+    return float(roc_auc_score(np.r_[np.zeros(len(c)), np.ones(len(a))], np.r_[c, a]))
+
+
+def roc_auc_ci(scores_clean: np.ndarray, scores_adv: np.ndarray, n_boot: int = 1000, seed: int = 0,
+               level: float = 0.95) -> tuple[float, float, float]:
+    """AUC and a percentile-bootstrap interval (clean and adversarial resampled separately)."""
+    c, a = _check(scores_clean, scores_adv)
+    auc = roc_auc(c, a)
+    rng = np.random.default_rng(seed)
+    # Rank-based AUC for speed: P(score_adv > score_clean) + 0.5 P(tie), via sorted searches.
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        cb = np.sort(c[rng.integers(0, len(c), len(c))])
+        ab = a[rng.integers(0, len(a), len(a))]
+        less = np.searchsorted(cb, ab, side="left")
+        leq = np.searchsorted(cb, ab, side="right")
+        boots[b] = (less + 0.5 * (leq - less)).sum() / (len(c) * len(a))
+    lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return auc, float(lo), float(hi)
+
+
+def tpr_at_fpr(scores_clean: np.ndarray, scores_adv: np.ndarray, fpr: float) -> float:
+    """TPR at the given FPR, linearly interpolated on the ROC curve."""
+    c, a = _check(scores_clean, scores_adv)
+    f, t, _ = roc_curve(np.r_[np.zeros(len(c)), np.ones(len(a))], np.r_[c, a], drop_intermediate=False)
+    return float(np.interp(fpr, f, t))
+
+
+def threshold_at_fpr(scores_clean: np.ndarray, fpr: float) -> float:
+    """Smallest threshold whose FPR on these clean scores (``score > threshold``) is at most ``fpr``."""
+    c = np.sort(np.asarray(scores_clean, dtype=np.float64).ravel())
+    if not 0 <= fpr < 1:
+        raise ValueError(f"fpr must be in [0, 1), got {fpr}")
+    k = int(np.floor(fpr * len(c)))  # number of clean images allowed above the threshold
+    return float(c[len(c) - k - 1])
+
+
+def rates_at_threshold(scores_clean: np.ndarray, scores_adv: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(detection rate, false-positive rate) for the rule ``score > threshold``."""
+    c, a = _check(scores_clean, scores_adv)
+    return float((a > threshold).mean()), float((c > threshold).mean())
+
+
+def equal_error_rate(scores_clean: np.ndarray, scores_adv: np.ndarray) -> float:
+    """The error rate where FPR equals FNR (interpolated on the ROC curve)."""
+    c, a = _check(scores_clean, scores_adv)
+    f, t, _ = roc_curve(np.r_[np.zeros(len(c)), np.ones(len(a))], np.r_[c, a], drop_intermediate=False)
+    fnr = 1 - t
+    d = f - fnr
+    i = int(np.nonzero(d >= 0)[0][0])
+    if i == 0 or d[i] == 0:
+        return float(f[i])
+    w = d[i] / (d[i] - d[i - 1])  # interpolate between points i-1 and i
+    return float(f[i] - w * (f[i] - f[i - 1]))
+
+
+def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
+
+
+def detection_report(scores_clean: np.ndarray, scores_adv: np.ndarray, threshold: float | None = None,
+                     n_boot: int = 1000) -> dict:
+    """All the protocol's numbers for one (detector, attack) cell."""
+    auc, lo, hi = roc_auc_ci(scores_clean, scores_adv, n_boot=n_boot)
+    rep = {"auc": auc, "auc_ci95": [lo, hi], "n_clean": int(np.size(scores_clean)), "n_adv": int(np.size(scores_adv)),
+           "eer": equal_error_rate(scores_clean, scores_adv)}
+    for f in (0.01, 0.05, 0.10):
+        rep[f"tpr_at_fpr_{int(round(100 * f))}"] = tpr_at_fpr(scores_clean, scores_adv, f)
+    if threshold is not None:
+        dr, fp = rates_at_threshold(scores_clean, scores_adv, threshold)
+        rep.update(threshold=float(threshold), detection_rate=dr, fpr=fp)
+    return rep
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class PeakMemory:
+    """Context manager sampling resident memory in a thread; ``.peak_mb`` is the peak rise over the start.
+
+    Linux only (reads /proc/self/statm); elsewhere it reports NaN. With CUDA it also reports
+    the peak allocated GPU memory in ``.peak_gpu_mb``.
+    """
+
+    interval_s: float = 0.002
+    peak_mb: float = float("nan")
+    peak_gpu_mb: float = float("nan")
+
+    def __enter__(self) -> "PeakMemory":
+        self._ok = os.path.exists("/proc/self/statm")
+        self._stop = threading.Event()
+        self._start = _rss_bytes() if self._ok else 0
+        self._peak = self._start
+        if self._ok:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+                self._gpu0 = torch.cuda.memory_allocated()
+        except Exception:  # noqa: BLE001 - GPU accounting is optional
+            pass
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_bytes())
+            time.sleep(self.interval_s)
+
+    def __exit__(self, *exc) -> None:
+        if self._ok:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, _rss_bytes())
+            self.peak_mb = (self._peak - self._start) / 2**20
+        if hasattr(self, "_gpu0"):
+            import torch
+
+            self.peak_gpu_mb = (torch.cuda.max_memory_allocated() - self._gpu0) / 2**20
+
+
+@dataclass
+class CostReport:
+    """Cost of scoring ``n`` images: wall time, model passes and peak memory."""
+
+    n: int
+    seconds: float
+    passes: int
+    peak_mb: float
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "ms_per_image": 1000 * self.seconds / max(self.n, 1),
+                "images_per_s": self.n / self.seconds if self.seconds > 0 else float("inf"),
+                "passes_per_image": self.passes / max(self.n, 1), "peak_mb": self.peak_mb}

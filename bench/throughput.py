@@ -1,0 +1,157 @@
+"""Forward throughput and peak memory of every zoo model on this machine.
+
+For each model, batch size (1, 32, 256) and inference variant (float32, channels-last,
+bfloat16 autocast, channels-last + bfloat16) it reports images/s and the peak resident
+memory added by inference (each measurement in a fresh process, so peaks do not mix), and
+the share of predictions on real test images that each variant keeps equal to float32.
+
+    python bench/throughput.py                       # all models -> docs/results/throughput.{md,json}
+    python bench/throughput.py --models cifar10-cnn --batches 1 32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {
+    "float32": dict(channels_last=False, bf16=False),
+    "channels-last": dict(channels_last=True, bf16=False),
+    "bf16": dict(channels_last=False, bf16=True),
+    "channels-last+bf16": dict(channels_last=True, bf16=True),
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(model: str, variant: str, batch: int, min_seconds: float) -> dict:
+    """Runs in a fresh process: time one (model, variant, batch) cell, report images/s and peak memory."""
+    import torch
+
+    from advguard.models import build_module, get_spec
+
+    spec = get_spec(model)
+    v = VARIANTS[variant]
+    from advguard.classifier import Normalize, NormalizedModel
+
+    net = NormalizedModel(build_module(model), Normalize(spec.mean, spec.std)).eval()
+    x = torch.rand(batch, spec.channels, *spec.size)
+    if v["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if v["bf16"] else torch.no_grad
+    base = _rss_mb()
+    times = []
+    with torch.inference_mode():
+        with ctx():
+            net(x)  # warm-up (allocator, oneDNN kernel selection)
+        start = time.perf_counter()
+        while len(times) < 3 or time.perf_counter() - start < min_seconds:
+            t = time.perf_counter()
+            with ctx():
+                net(x)
+            times.append(time.perf_counter() - t)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    med = sorted(times)[len(times) // 2]
+    return {"model": model, "variant": variant, "batch": batch, "images_per_s": batch / med,
+            "ms_per_batch": 1000 * med, "repeats": len(times), "peak_mb_over_model": max(0.0, peak - base)}
+
+
+def agreement(model: str, n: int) -> dict:
+    """Share of real test images whose top-1 prediction in each variant equals float32's."""
+    import torch
+
+    from advguard.data import load_dataset
+    from advguard.models import get_spec, load_model
+
+    spec = get_spec(model)
+    ds = load_dataset(spec.dataset, "test", limit=n, **spec.dataset_kwargs)
+    ref = load_model(model, batch_size=64).predict(ds.x)
+    out = {}
+    for name, v in VARIANTS.items():
+        clf = load_model(model, batch_size=64)
+        net, x = clf.module, torch.from_numpy(ds.x)
+        if v["channels_last"]:
+            net = net.to(memory_format=torch.channels_last)
+        preds = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=v["bf16"]):
+            for i in range(0, len(x), 64):
+                xb = x[i: i + 64]
+                if v["channels_last"]:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                preds.append(net(xb).float().argmax(1))
+        out[name] = float((torch.cat(preds) == ref).float().mean())
+    return {"n": len(ds), "agreement": out}
+
+
+def main() -> int:
+    from tqdm import tqdm
+
+    from advguard.models import ZOO
+    from advguard.report import markdown_table, provenance, write_result
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(ZOO))
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 32, 256])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--min-seconds", type=float, default=2.0)
+    p.add_argument("--agreement-images", type=int, default=500)
+    p.add_argument("--out", default=str(ROOT / "docs" / "results" / "throughput"))
+    p.add_argument("--worker", nargs=3, metavar=("MODEL", "VARIANT", "BATCH"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a.worker[0], a.worker[1], int(a.worker[2]), a.min_seconds)))
+        return 0
+
+    cells = [(m, v, b) for m in a.models for b in a.batches for v in a.variants]
+    rows = []
+    for m, v, b in tqdm(cells, desc="throughput cells"):
+        r = subprocess.run([sys.executable, __file__, "--worker", m, v, str(b), "--min-seconds", str(a.min_seconds)],
+                           capture_output=True, text=True, check=True)
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    agree = {m: agreement(m, a.agreement_images) for m in tqdm(a.models, desc="prediction agreement")}
+
+    fastest = {}
+    for m in a.models:
+        for b in a.batches:
+            cell = [r for r in rows if r["model"] == m and r["batch"] == b]
+            base = next(r for r in cell if r["variant"] == "float32")
+            for r in cell:
+                r["speedup_vs_float32"] = r["images_per_s"] / base["images_per_s"]
+        big = [r for r in rows if r["model"] == m and r["batch"] == max(a.batches)]
+        fastest[m] = max(big, key=lambda r: r["images_per_s"])["variant"]
+
+    prov = provenance()
+    md = [f"# Forward throughput of the zoo models\n",
+          f"Machine: {prov['machine']}. Commit {prov['commit']}, {prov['date']}.",
+          f"Command: `{prov['command']}`\n",
+          "Images/s is the median over repeated forward passes of random inputs of the model's input size "
+          "(normalisation included), under `torch.inference_mode()`, each cell in a fresh process. "
+          "Peak MB is the peak resident memory added by inference over the loaded model. "
+          "Agreement is the share of real test images (stratified subset) whose top-1 prediction equals float32's.\n"]
+    for m in a.models:
+        md.append(f"## {m}\n")
+        table = [[r["batch"], r["variant"], f"{r['images_per_s']:.0f}", f"{r['ms_per_batch']:.1f}",
+                  f"{r['speedup_vs_float32']:.2f}x", f"{r['peak_mb_over_model']:.0f}",
+                  f"{100 * agree[m]['agreement'][r['variant']]:.1f}%"]
+                 for r in rows if r["model"] == m]
+        md.append(markdown_table(["batch", "variant", "images/s", "ms/batch", "vs float32", "peak MB",
+                                  f"agreement ({agree[m]['n']} imgs)"], table))
+        md.append(f"\nFastest at batch {max(a.batches)}: **{fastest[m]}**.\n")
+    write_result(a.out, {"provenance": prov, "rows": rows, "agreement": agree, "fastest": fastest}, "\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

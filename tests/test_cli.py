@@ -1,0 +1,58 @@
+"""The `advguard` command line, run as a user would."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from advguard.cli import main
+from advguard.data import data_dir
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advguard.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_models_lists_all_four_with_accuracy():
+    r = run("models")
+    assert r.returncode == 0, r.stderr
+    for name in ("fashion-mnist-cnn", "cifar10-cnn", "gtsrb-cnn", "efficientnet-lite0"):
+        assert name in r.stdout
+    assert "untrained" not in r.stdout
+    assert r.stdout.count("%") >= 4
+
+
+def test_datasets_lists_local_data():
+    r = run("datasets")
+    assert r.returncode == 0 and "cifar10" in r.stdout and "gtsrb" in r.stdout
+
+
+def test_predict_cifar_test_jpegs(capsys):
+    root = data_dir() / "cifar10-jpeg" / "test"
+    files = [str(sorted((root / c).glob("*.jpg"))[0]) for c in ("airplane", "ship", "truck", "horse")]
+    assert main(["predict", *files, "-m", "cifar10-cnn", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("/test/")[1:]
+    assert len(blocks) == 4
+    correct = sum(b.split("\n")[1].split()[1] == b.split("/")[0] for b in blocks)  # top-1 name == folder
+    assert correct >= 3, out
+    assert out.count("%") == 12
+
+
+def test_predict_bad_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"not a png")
+    assert main(["predict", str(bad)]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert main(["evaluate", "resnet50"]) == 2
+    assert "unknown model 'resnet50'" in capsys.readouterr().err
+
+
+def test_setup_without_mirror(tmp_path, monkeypatch):
+    monkeypatch.delenv("ADVGUARD_MIRROR", raising=False)
+    r = run("setup", "--mirror", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "no offline mirror" in r.stderr
