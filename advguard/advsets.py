@@ -87,7 +87,11 @@ def fold_of(ids: np.ndarray, fractions: tuple[float, ...] = (0.8, 0.2), seed: in
 
 
 def roundtrip_images(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """Save each image as an 8-bit PNG (lossless) and/or JPEG q=100 with Pillow and read it back."""
+    """Save each image as an 8-bit PNG (lossless) and/or JPEG q=100 with Pillow and read it back.
+
+    JPEG uses Pillow's defaults besides the quality (4:2:0 chroma subsampling), as Nguyen et al.'s
+    Pillow-based procedure did.
+    """
     out = x
     for step in kind.split("+"):
         arr = (out.clamp(0, 1).numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)

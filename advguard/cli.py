@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--write-card", action="store_true", help="write the card of a pretrained (PyPI) model")
     s.set_defaults(func=_evaluate)
 
+    s = sub.add_parser("bench", help="run a benchmark grid from a TOML config (cached, resumable)")
+    s.add_argument("config")
+    s.add_argument("--out", help="output folder (default: the config's `out`, else runs/bench/NAME)")
+    s.add_argument("--n-images", type=int, help="override the number of clean images")
+    s.add_argument("--cache-dir", help="where adversarial sets and features are cached (default: DATA_DIR/bench-cache)")
+    s.set_defaults(func=_bench)
+
     s = sub.add_parser("train", help="train a zoo model with its recipe (resumes from a checkpoint)")
     s.add_argument("name")
     s.add_argument("--epochs", type=int)
@@ -174,6 +181,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     r = evaluate(args.name, limit=args.limit)
     print(f"{args.name}: top-1 {100 * r['accuracy']:.2f}% on {r['n']} images ({r['source']}), {r['seconds']:.1f} s")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import load_config, run_bench
+    from .bench.artefacts import results_table
+    from .report import markdown_table
+
+    cfg = load_config(args.config)
+    if args.n_images:
+        cfg.n_images = args.n_images
+    doc = run_bench(cfg, out=args.out, cache_dir=args.cache_dir)
+    print(markdown_table(*results_table(doc)))
+    out = args.out or cfg.out or f"runs/bench/{cfg.name}"
+    print(f"\nartefacts in {out}: results.json, results.csv, results.md, roc-*.png, report.html")
     return 0
 
 

@@ -35,22 +35,31 @@ class NotFittedError(AdvguardError):
 
 
 class Detector:
-    """Base class; subclasses implement :meth:`features` (and :meth:`statistic` if unsupervised)."""
+    """Base class; subclasses implement :meth:`features` (and :meth:`statistic` if they can run unsupervised).
+
+    ``decision_model=None`` means unsupervised (the detector's own :meth:`statistic` scores the
+    features); a name (``"svc"``, ``"xgb"``, ...) makes the detector supervised. Subclasses that
+    need a decision model set :attr:`default_decision_model`.
+    """
 
     name = "detector"
-    supervised = False
+    default_decision_model: str | None = None
 
-    def __init__(self, classifier: Classifier, *, fpr: float = 0.05, decision_model: str = "svc",
+    def __init__(self, classifier: Classifier, *, fpr: float = 0.05, decision_model: str | None = None,
                  decision_params: dict | None = None, seed: int = 0, **params: Any):
         self.classifier = classifier
         self.fpr = float(fpr)
-        self.decision_model = decision_model
+        self.decision_model = decision_model if decision_model is not None else self.default_decision_model
         self.decision_params = dict(decision_params or {})
         self.seed = int(seed)
         self.params = params
         self.threshold_: float | None = None
         self.estimator_ = None
         self.last_cost_: dict | None = None
+
+    @property
+    def supervised(self) -> bool:
+        return self.decision_model is not None
 
     # ---------------------------------------------------------------- to override
     def features(self, x: torch.Tensor) -> np.ndarray:
@@ -76,9 +85,9 @@ class Detector:
 
     # ---------------------------------------------------------------- protocol
     def get_params(self) -> dict:
-        out = {"fpr": self.fpr, "seed": self.seed, **self.params}
-        if self.supervised:
-            out.update(decision_model=self.decision_model, decision_params=self.decision_params)
+        out = {"fpr": self.fpr, "seed": self.seed, **self.params, "decision_model": self.decision_model}
+        if self.decision_params:
+            out["decision_params"] = self.decision_params
         return out
 
     def __repr__(self) -> str:

@@ -15,7 +15,6 @@ STATISTICS = ("max_prob", "entropy")
 
 class ConfidenceDetector(Detector):
     name = "confidence"
-    supervised = False
 
     def __init__(self, classifier, *, statistic: str = "max_prob", **kw):
         if statistic not in STATISTICS:

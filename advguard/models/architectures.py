@@ -96,4 +96,4 @@ class LisaCNN(nn.Module):
 
 
 def gtsrb_cnn(num_classes: int = 43) -> nn.Module:
-    return LisaCNN(num_classes, dropout=0.4)
+    return LisaCNN(num_classes, dropout=0.5)

@@ -1,0 +1,130 @@
+"""Benchmark configuration: a TOML file (or a dict) describing the grid {attacks} x {detectors} x {decision models}."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from ..errors import AdvguardError, unknown_name
+
+TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
+            "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap"}
+ATTACK_KEYS = {"name", "label", "params", "target_shift"}
+DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
+
+
+class ConfigError(AdvguardError, ValueError):
+    """A benchmark configuration is invalid; the message names the file and key."""
+
+
+@dataclass
+class AttackSpec:
+    name: str
+    label: str
+    params: dict = field(default_factory=dict)
+    target_shift: int | None = None
+
+
+@dataclass
+class DetectorSpec:
+    name: str
+    label: str
+    params: dict = field(default_factory=dict)
+    decision_models: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchConfig:
+    name: str
+    dataset: str
+    model: str
+    attacks: list[AttackSpec]
+    detectors: list[DetectorSpec]
+    title: str = ""
+    split: str = "test"
+    n_images: int | None = 1000
+    seed: int = 0
+    fractions: tuple[float, float] = (0.8, 0.2)
+    fpr: float = 0.05
+    roundtrip: str | None = None
+    out: str | None = None
+    dataset_kwargs: dict = field(default_factory=dict)
+    chunk_size: int = 256
+    bootstrap: int = 1000
+    source_text: str = ""
+
+
+def _check_keys(d: dict, allowed: set[str], where: str) -> None:
+    bad = sorted(set(d) - allowed)
+    if bad:
+        import difflib
+
+        hints = [f"{b!r} (did you mean {difflib.get_close_matches(b, allowed, 1)[0]!r}?)"
+                 if difflib.get_close_matches(b, allowed, 1) else repr(b) for b in bad]
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def parse_config(doc: dict, where: str = "config", source_text: str = "") -> BenchConfig:
+    """Validate a configuration dict; every name is checked against its registry before anything runs."""
+    from ..attacks import ATTACKS
+    from ..data import DATASETS
+    from ..detectors import DECISION_MODELS, DETECTORS
+    from ..models import ZOO
+
+    _check_keys(doc, TOP_KEYS, where)
+    for k in ("name", "dataset", "model"):
+        if k not in doc:
+            raise ConfigError(f"{where}: missing required key {k!r}")
+    if doc["dataset"] not in DATASETS:
+        raise ConfigError(str(unknown_name("dataset", doc["dataset"], list(DATASETS))) + f" ({where})")
+    if doc["model"] not in ZOO:
+        raise ConfigError(str(unknown_name("model", doc["model"], list(ZOO))) + f" ({where})")
+    attacks = []
+    for i, a in enumerate(doc.get("attack", [])):
+        _check_keys(a, ATTACK_KEYS, f"{where} [[attack]] #{i + 1}")
+        if a.get("name") not in ATTACKS:
+            raise ConfigError(str(unknown_name("attack", str(a.get("name")), list(ATTACKS))) + f" ({where})")
+        attacks.append(AttackSpec(a["name"], a.get("label", a["name"]), dict(a.get("params", {})),
+                                  a.get("target_shift")))
+    detectors = []
+    for i, d in enumerate(doc.get("detector", [])):
+        _check_keys(d, DETECTOR_KEYS, f"{where} [[detector]] #{i + 1}")
+        if d.get("name") not in DETECTORS:
+            raise ConfigError(str(unknown_name("detector", str(d.get("name")), list(DETECTORS))) + f" ({where})")
+        dms = list(d.get("decision_models", []))
+        for m in dms:
+            if m not in DECISION_MODELS:
+                raise ConfigError(str(unknown_name("decision model", m, list(DECISION_MODELS))) + f" ({where})")
+        detectors.append(DetectorSpec(d["name"], d.get("label", d["name"]), dict(d.get("params", {})), dms))
+    if not attacks or not detectors:
+        raise ConfigError(f"{where}: needs at least one [[attack]] and one [[detector]]")
+    labels = [a.label for a in attacks]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: attack labels must be unique, got {labels}")
+    fr = tuple(doc.get("fractions", (0.8, 0.2)))
+    if len(fr) != 2:
+        raise ConfigError(f"{where}: fractions must be [fit, test], got {list(fr)}")
+    return BenchConfig(
+        name=doc["name"], title=doc.get("title", doc["name"]), dataset=doc["dataset"], model=doc["model"],
+        attacks=attacks, detectors=detectors, split=doc.get("split", "test"), n_images=doc.get("n_images", 1000),
+        seed=int(doc.get("seed", 0)), fractions=fr, fpr=float(doc.get("fpr", 0.05)),
+        roundtrip=doc.get("roundtrip") or None, out=doc.get("out"), dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
+        chunk_size=int(doc.get("chunk_size", 256)), bootstrap=int(doc.get("bootstrap", 1000)),
+        source_text=source_text)
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"benchmark config not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from e
+    return parse_config(doc, where=str(p), source_text=text)

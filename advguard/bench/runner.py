@@ -1,0 +1,165 @@
+"""Running a benchmark grid: adversarial sets -> detector features -> fitted detectors -> metrics.
+
+Everything expensive is cached and resumable: adversarial sets (chunked, see
+:mod:`advguard.advsets`) and detector features (one file per set and detector feature
+configuration; clean features are shared by all attacks because every attack starts from the
+same correctly classified clean images). Re-running after Ctrl-C skips what is done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._atomic import atomic_path
+from ..advsets import AdvSet, AdvSetConfig, build_advset, weights_hash
+from ..data import data_dir
+from ..detectors import make_detector
+from ..metrics import CostReport, PeakMemory, detection_report
+from ..models import get_spec, load_model
+from ..report import provenance
+from .config import BenchConfig, DetectorSpec
+
+NON_FEATURE_PARAMS = {"fpr", "decision_model", "decision_params"}
+
+
+def _feature_key(spec: DetectorSpec, set_key: str, which: str) -> str:
+    params = {k: v for k, v in spec.params.items() if k not in NON_FEATURE_PARAMS}
+    doc = json.dumps({"detector": spec.name, "params": params, "set": set_key, "which": which}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:20]
+
+
+def _features(det, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, dict]:
+    """Features of ``x`` from cache or computed in chunks (with a progress bar); returns (features, cost)."""
+    if path.exists():
+        with np.load(path, allow_pickle=False) as f:
+            return f["features"], json.loads(str(f["cost"]))
+    clf = det.classifier
+    chunk = 256
+    parts = []
+    passes0, t0 = clf.num_passes, time.perf_counter()
+    with PeakMemory() as mem:
+        for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False):
+            parts.append(det.extract(x[i: i + chunk]))
+    cost = CostReport(len(x), time.perf_counter() - t0, clf.num_passes - passes0, mem.peak_mb).as_dict()
+    feats = np.concatenate(parts) if parts else np.zeros((0, 0))
+    with atomic_path(path) as tmp:
+        np.savez(tmp, features=feats, cost=np.asarray(json.dumps(cost)))
+    return feats, cost
+
+
+def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
+    """The classifier's plain forward pass on ``x`` (the floor every detector is compared with)."""
+    clf.logits(x[: min(len(x), 64)])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        clf.logits(x)
+        best = min(best, time.perf_counter() - t)
+    return {"ms_per_image": 1000 * best / len(x), "images_per_s": len(x) / best}
+
+
+def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
+              progress: bool = True) -> dict:
+    """Run the whole grid; write the artefacts into ``out``; return the results document."""
+    from .artefacts import write_artefacts
+
+    out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
+    spec = get_spec(cfg.model)
+    clf = load_model(cfg.model)
+    ds_kwargs = {**spec.dataset_kwargs, **cfg.dataset_kwargs}
+
+    sets: dict[str, AdvSet] = {}
+    for a in tqdm(cfg.attacks, desc="adversarial sets", disable=not progress):
+        acfg = AdvSetConfig(dataset=cfg.dataset, model=cfg.model, attack=a.name, params=a.params, split=cfg.split,
+                            limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift, roundtrip=cfg.roundtrip,
+                            dataset_kwargs=ds_kwargs)
+        sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
+                                     progress=progress)
+    first = next(iter(sets.values()))
+    clean_key = hashlib.sha256((weights_hash(clf.model) + json.dumps(
+        [cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs], sort_keys=True)).encode()).hexdigest()[:20]
+    clean_fold = first.folds(cfg.fractions, cfg.seed)[0]
+    floor = forward_cost(clf, first.x_clean[clean_fold == 1][:256])
+
+    cells = []
+    feat_dir = cache / "features"
+    grid = [(a, d) for a in cfg.attacks for d in cfg.detectors]
+    for a, d in tqdm(grid, desc="detector cells", disable=not progress):
+        s = sets[a.label]
+        det0 = make_detector(d.name, clf, fpr=cfg.fpr, seed=cfg.seed, **d.params)
+        f_clean, cost_clean = _features(det0, s.x_clean, feat_dir / f"{_feature_key(d, clean_key, 'clean')}.npz",
+                                        f"{d.label} clean")
+        f_adv, _ = _features(det0, s.x_adv, feat_dir / f"{_feature_key(d, s.key, 'adv')}.npz",
+                             f"{d.label} {a.label}")
+        c_fold, a_fold = s.folds(cfg.fractions, cfg.seed)
+        for dm in (d.decision_models or [None]):
+            det = make_detector(d.name, clf, fpr=cfg.fpr, seed=cfg.seed, **d.params,
+                                **({"decision_model": dm} if dm else {}))
+            dm = det.decision_model
+            if det.supervised:
+                if (a_fold == 0).sum() < 2 or (a_fold == 1).sum() < 1:
+                    cells.append(_empty_cell(a, d, dm, s, "too few adversarial examples"))
+                    continue
+                det.fit_features(f_clean[c_fold == 0], f_adv[a_fold == 0])
+            else:
+                det.fit_features(f_clean[c_fold == 0])
+            sc = det.score_features(f_clean[c_fold == 1])
+            sa = det.score_features(f_adv[a_fold == 1]) if (a_fold == 1).any() else np.zeros(0)
+            if len(sa) == 0:
+                cells.append(_empty_cell(a, d, dm, s, "no adversarial test images"))
+                continue
+            rep = detection_report(sc, sa, threshold=det.threshold_, n_boot=cfg.bootstrap)
+            cells.append({
+                "attack": a.label, "attack_name": a.name, "attack_params": a.params, "detector": d.label,
+                "detector_name": d.name, "detector_params": d.params, "decision_model": dm,
+                "n_fit_clean": int((c_fold == 0).sum()), "n_fit_adv": int((a_fold == 0).sum()),
+                **rep, "cost": cost_clean, "roc": _roc_points(sc, sa),
+            })
+    doc = {
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "source_text"}},
+        "config_toml": cfg.source_text,
+        "provenance": provenance(),
+        "software": _versions(),
+        "data": {"dataset": cfg.dataset, "split": cfg.split, "source": first.config.get("source"),
+                 "n_images": first.counts["n_images"], "n_correct": first.counts["n_correct"]},
+        "forward_floor": floor,
+        "advsets": {k: v.summary() for k, v in sets.items()},
+        "cells": cells,
+    }
+    write_artefacts(doc, out)
+    return doc
+
+
+def _empty_cell(a, d, dm, s, why: str) -> dict:
+    return {"attack": a.label, "attack_name": a.name, "attack_params": a.params, "detector": d.label,
+            "detector_name": d.name, "detector_params": d.params, "decision_model": dm, "skipped": why,
+            "n_adv": int(len(s.x_adv))}
+
+
+def _roc_points(sc: np.ndarray, sa: np.ndarray, n: int = 101) -> dict:
+    from sklearn.metrics import roc_curve
+
+    f, t, _ = roc_curve(np.r_[np.zeros(len(sc)), np.ones(len(sa))], np.r_[sc, sa])
+    grid = np.linspace(0, 1, n)
+    return {"fpr": grid.round(4).tolist(), "tpr": np.interp(grid, f, t).round(4).tolist()}
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for p in ("advguard", "torch", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "foolbox",
+              "xgboost", "pillow"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            pass
+    return out
