@@ -28,6 +28,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         dir=target.parent,
     )
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

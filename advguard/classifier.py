@@ -6,9 +6,11 @@ attacks and Foolbox use). Every image that goes through the network is counted i
 :attr:`Classifier.num_passes`, which detectors' cost figures are built on.
 
 Inference-only calls (``logits``, ``probs``, ``predict``, ``top_k``, ``activations``)
-run under ``torch.inference_mode()`` in batches of ``batch_size``, optionally in
-channels-last layout with bfloat16 autocast (``fast_inference``); gradient calls
-(``forward``, ``input_gradient``, ``layer_gradient``) are always float32.
+run under ``torch.inference_mode()`` in batches of ``batch_size``, in one of the
+:data:`INFERENCE_VARIANTS` (``"float32"``, ``"channels-last"``, ``"bf16"`` autocast on CPU,
+``"channels-last+bf16"``); gradient calls (``forward``, ``input_gradient``,
+``layer_gradient``) are always float32. ``bench/throughput.py`` measures which variant is
+fastest per model and whether it changes predictions.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from torch import nn
 
 from .errors import InputError, unknown_name
 from .validation import as_image_batch, as_labels
+
+INFERENCE_VARIANTS = ("float32", "channels-last", "bf16", "channels-last+bf16")
 
 
 class Normalize(nn.Module):
@@ -58,7 +62,7 @@ class Classifier:
     mean, std: per-channel normalisation applied inside, on [0, 1] images (defaults: none).
     num_classes: inferred with one dummy forward pass when not given.
     gradcam_layer: name of the layer Grad-CAM uses; default the last ``nn.Conv2d``.
-    fast_inference: channels-last + bfloat16 autocast for inference-only calls on CPU.
+    inference: memory layout / precision of inference-only calls, one of :data:`INFERENCE_VARIANTS`.
     """
 
     def __init__(
@@ -74,7 +78,7 @@ class Classifier:
         gradcam_layer: str | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 256,
-        fast_inference: bool = False,
+        inference: str = "float32",
         name: str | None = None,
     ):
         if not isinstance(model, nn.Module):
@@ -84,7 +88,9 @@ class Classifier:
         self.size = tuple(size) if size is not None else None
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.batch_size = int(batch_size)
-        self.fast_inference = bool(fast_inference)
+        if inference not in INFERENCE_VARIANTS:
+            raise ValueError(f"inference must be one of {INFERENCE_VARIANTS}, got {inference!r}")
+        self.inference = inference
         self.name = name or type(model).__name__
         mean = tuple(mean) if mean is not None else (0.0,) * self.channels
         std = tuple(std) if std is not None else (1.0,) * self.channels
@@ -105,7 +111,7 @@ class Classifier:
     # ------------------------------------------------------------------ helpers
     def __repr__(self) -> str:
         return (f"Classifier({self.name}, input=({self.channels}, {self.size}), classes={self.num_classes}, "
-                f"device={self.device}, fast_inference={self.fast_inference})")
+                f"device={self.device}, inference={self.inference!r})")
 
     def _last_conv(self) -> str | None:
         convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
@@ -139,15 +145,15 @@ class Classifier:
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
-        if self.fast_inference and self.device.type == "cpu":
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        if "bf16" in self.inference:
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16):
                 yield
         else:
             with torch.inference_mode():
                 yield
 
     def _prep(self, xb: torch.Tensor) -> torch.Tensor:
-        if self.fast_inference:
+        if self.inference.startswith("channels-last"):
             return xb.contiguous(memory_format=torch.channels_last)
         return xb
 

@@ -44,6 +44,11 @@ class TrainConfig:
     rotate_deg: float = 0.0  # random affine: rotation range, +-degrees
     scale: float = 0.0  # random affine: zoom range, 1 +- scale
     translate: float = 0.0  # random affine: shift range, fraction of the image size
+    #: further one-cycle learning-rate cycles after the first, as (epochs, max lr): warm restarts
+    #: (Loshchilov & Hutter's SGDR idea with one-cycle shapes)
+    cycles: tuple[tuple[int, float], ...] = ()
+    #: stochastic weight averaging (Izmailov et al. 2018) over the last N epochs, then BN re-estimation
+    swa_last: int = 0
     train_split: str = "train"
     eval_split: str = "test"
     seed: int = 0
@@ -51,7 +56,8 @@ class TrainConfig:
 
 RECIPES: dict[str, TrainConfig] = {
     "fashion-mnist-cnn": TrainConfig(epochs=8, lr=0.05, crop_padding=2, flip=True),
-    "cifar10-cnn": TrainConfig(epochs=50, lr=0.1, label_smoothing=0.1),
+    "cifar10-cnn": TrainConfig(epochs=50, lr=0.1, label_smoothing=0.1, cycles=((40, 0.04), (30, 0.03)),
+                               swa_last=20),
     "gtsrb-cnn": TrainConfig(epochs=60, optimizer="adam", lr=2e-3, weight_decay=5e-4, crop_padding=0,
                              flip=False, color_jitter=0.5, rotate_deg=15, scale=0.15, translate=0.12,
                              label_smoothing=0.1, train_split="trainval"),
@@ -87,10 +93,35 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     return x
 
 
-def _same_recipe(saved: dict, cfg: TrainConfig) -> bool:
-    """A checkpoint's recipe equals ``cfg``; fields added to TrainConfig later count at their defaults."""
+def _same_recipe(saved: dict, cfg: TrainConfig, epoch: int = 0) -> bool:
+    """A checkpoint can continue ``cfg``: same recipe, its learning-rate cycles a prefix of ``cfg``'s.
+
+    Fields added to TrainConfig later count at their defaults, so older checkpoints stay usable.
+    """
     defaults = asdict(TrainConfig(epochs=cfg.epochs))
-    return all(saved.get(k, defaults[k]) == v for k, v in asdict(cfg).items())
+    want = asdict(cfg)
+    saved_cycles = [tuple(c) for c in saved.get("cycles", ())]
+    if saved_cycles != [tuple(c) for c in cfg.cycles][: len(saved_cycles)]:
+        return False
+    total = cfg.epochs + sum(e for e, _ in cfg.cycles)
+    skip = {"cycles"} | ({"swa_last"} if epoch <= total - cfg.swa_last else set())  # averaging not begun yet
+    return all(saved.get(k, defaults[k]) == v for k, v in want.items() if k not in skip)
+
+
+@torch.no_grad()
+def _swa_finalise(swa: nn.Module, x_train: torch.Tensor, normalise, batch_size: int, dev: torch.device) -> nn.Module:
+    """The averaged weights with batch-norm statistics re-estimated on the (un-augmented) training images."""
+    model = swa.module
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+    model.train()
+    for i in range(0, len(x_train), 4 * batch_size):
+        model(normalise(x_train[i: i + 4 * batch_size].float().div_(255).to(dev)))
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
 
 
 def _autocast(device: torch.device):
@@ -165,50 +196,77 @@ def train(
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                pct_start=0.25)
+    schedule = [(cfg.epochs, cfg.lr)] + [(int(e), float(lr)) for e, lr in cfg.cycles]
+    total_epochs = sum(e for e, _ in schedule)
     ckpt = out / "checkpoint.pt"
-    start_epoch, elapsed = 0, 0.0
+    start_epoch, elapsed, saved_sched, saved_cycle, saved_swa = 0, 0.0, None, -1, None
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
-        if _same_recipe(state.get("config") or {}, cfg) and state.get("n_train") == len(x_train):
+        if _same_recipe(state.get("config") or {}, cfg, state.get("epoch", 0)) and state.get("n_train") == len(x_train):
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
             gen.set_state(state["generator"])
             start_epoch, elapsed = state["epoch"], state["elapsed"]
+            saved_sched, saved_cycle = state["scheduler"], state.get("cycle", 0)
+            saved_swa = state.get("swa")
 
+    swa = None
+    if cfg.swa_last:
+        from torch.optim.swa_utils import AveragedModel
+
+        swa = AveragedModel(model)
+        if saved_swa is not None:
+            swa.load_state_dict(saved_swa)
     elapsed0 = elapsed
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {name}", disable=not progress, initial=start_epoch,
-               total=cfg.epochs)
-    for epoch in bar:
+    bar = tqdm(total=total_epochs, initial=start_epoch, desc=f"train {name}", disable=not progress)
+    cycle_start = 0
+    for ci, (cycle_epochs, max_lr) in enumerate(schedule):
+        cycle_end = cycle_start + cycle_epochs
+        if start_epoch >= cycle_end:
+            cycle_start = cycle_end
+            continue
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=cycle_epochs * steps_per_epoch,
+                                                    pct_start=0.25 if ci == 0 else 0.15)
+        if saved_cycle == ci and saved_sched is not None:
+            sched.load_state_dict(saved_sched)
+        for epoch in range(max(start_epoch, cycle_start), cycle_end):
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.randperm(len(x_train), generator=gen)
+            tot_loss, tot_correct, seen = 0.0, 0, 0
+            for i in range(0, len(perm), cfg.batch_size):
+                idx = perm[i: i + cfg.batch_size]
+                xb = augment(x_train[idx].float().div_(255), cfg, gen).to(dev)
+                yb = y_train[idx].to(dev)
+                with _autocast(dev):
+                    logits = model(normalise(xb))
+                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(model)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                tot_loss += float(loss.detach()) * len(idx)
+                tot_correct += int((logits.argmax(1) == yb).sum())
+                seen += len(idx)
+            if swa is not None and epoch >= total_epochs - cfg.swa_last:
+                swa.update_parameters(model)
+            elapsed += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(cycle=ci + 1, loss=f"{tot_loss / seen:.3f}", train_acc=f"{tot_correct / seen:.3f}",
+                            s_per_epoch=f"{(elapsed - elapsed0) / (epoch + 1 - start_epoch):.0f}")
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "generator": gen.get_state(), "epoch": epoch + 1, "elapsed": elapsed, "cycle": ci,
+                            "config": {**asdict(cfg), "cycles": [list(c) for c in cfg.cycles[:ci]]},
+                            "n_train": len(x_train), "swa": swa.state_dict() if swa is not None else None}, tmp)
+        cycle_start = cycle_end
+    bar.close()
+    if swa is not None:
         t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(len(x_train), generator=gen)
-        tot_loss, tot_correct, seen = 0.0, 0, 0
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i: i + cfg.batch_size]
-            xb = augment(x_train[idx].float().div_(255), cfg, gen).to(dev)
-            yb = y_train[idx].to(dev)
-            with _autocast(dev):
-                logits = model(normalise(xb))
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot_loss += float(loss.detach()) * len(idx)
-            tot_correct += int((logits.argmax(1) == yb).sum())
-            seen += len(idx)
+        model = _swa_finalise(swa, x_train, normalise, cfg.batch_size, dev)
         elapsed += time.perf_counter() - t0
-        bar.set_postfix(loss=f"{tot_loss / seen:.3f}", train_acc=f"{tot_correct / seen:.3f}",
-                        s_per_epoch=f"{(elapsed - elapsed0) / (epoch + 1 - start_epoch):.0f}")
-        with atomic_path(ckpt) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "generator": gen.get_state(), "epoch": epoch + 1, "elapsed": elapsed,
-                        "config": asdict(cfg), "n_train": len(x_train)}, tmp)
 
     acc = evaluate(model, normalise, x_test, y_test, dev)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()

@@ -125,11 +125,15 @@ def test_bad_labels_rejected(clf, x):
         clf.input_gradient(x, [0, 1])
 
 
-def test_fast_inference_keeps_predictions(x):
+@pytest.mark.parametrize("variant", ["channels-last", "bf16", "channels-last+bf16"])
+def test_inference_variants_keep_logits_close(x, variant):
     model = TwoBranch()
-    slow = Classifier(model, channels=3, size=(8, 8))
-    fast = Classifier(model, channels=3, size=(8, 8), fast_inference=True)
-    assert torch.allclose(slow.logits(x), fast.logits(x), atol=0.05)
+    ref = Classifier(model, channels=3, size=(8, 8)).logits(x)
+    out = Classifier(model, channels=3, size=(8, 8), inference=variant).logits(x)
+    assert out.dtype == torch.float32
+    assert torch.allclose(ref, out, atol=1e-5 if variant == "channels-last" else 0.05)
+    with pytest.raises(ValueError, match="inference must be"):
+        Classifier(model, channels=3, size=(8, 8), inference="fp16")
 
 
 def test_float64_numpy_input_accepted(clf):

@@ -61,7 +61,11 @@ def test_report_and_bad_scores(scores):
 
 
 def test_peak_memory_sees_an_allocation():
-    with M.PeakMemory() as m:
-        big = np.ones(64 * 2**20 // 8)  # 64 MB
-        big += 1
-    assert m.peak_mb > 40
+    # In a fresh process: RSS-based peaks cannot see allocations that reuse memory freed by earlier tests.
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom advguard.metrics import PeakMemory\n"
+            "with PeakMemory() as m:\n    big = np.ones(64 * 2**20 // 8)\n    big += 1\n    del big\nprint(m.peak_mb)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 40 < float(out) < 200

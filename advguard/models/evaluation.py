@@ -20,11 +20,11 @@ def eval_split(name: str) -> str:
     return "test"
 
 
-def evaluate(name: str, limit: int | None = None, seed: int = 0, batch_size: int = 250) -> dict:
+def evaluate(name: str, limit: int | None = None, seed: int = 0, batch_size: int | None = None) -> dict:
     """Top-1 accuracy of zoo model ``name`` on its dataset's evaluation split (float32 inference)."""
     spec = get_spec(name)
     ds = load_dataset(spec.dataset, eval_split(name), limit=limit, seed=seed, **spec.dataset_kwargs)
-    clf = load_model(name, batch_size=batch_size)
+    clf = load_model(name, batch_size=batch_size, inference="float32")
     t = time.perf_counter()
     acc = clf.accuracy(ds.x, ds.y)
     return {"accuracy": acc, "n": len(ds), "source": ds.source, "seconds": time.perf_counter() - t}
@@ -38,7 +38,7 @@ def write_external_card(name: str) -> dict:
     card = {
         "name": name,
         "architecture": spec.description,
-        "parameters": sum(p.numel() for p in load_model(name).model.parameters()),
+        "parameters": sum(p.numel() for p in load_model(name, inference="float32").model.parameters()),
         "dataset": spec.dataset,
         "data_source": full["source"],
         "eval_split": f"{eval_split(name)} ({full['n']} images)",

