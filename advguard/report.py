@@ -13,8 +13,13 @@ from .machine import git_commit, machine_info, machine_summary
 
 def provenance(command: str | None = None) -> dict:
     """Who/what/where for a result: the command, commit, machine and date."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "advguard":  # console script: show it as the user typed it
+        argv = ["advguard"] + argv[1:]
+    else:
+        argv = ["python"] + argv
     return {
-        "command": command or " ".join(shlex.quote(a) for a in ["python"] + sys.argv),
+        "command": command or " ".join(shlex.quote(a) for a in argv),
         "commit": git_commit(),
         "machine": machine_summary(),
         "machine_info": machine_info(),

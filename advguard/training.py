@@ -175,9 +175,9 @@ def train(
 
     train_ds = load_dataset(spec.dataset, cfg.train_split, dtype="uint8", limit=limit, **spec.dataset_kwargs)
     test_ds = load_dataset(spec.dataset, cfg.eval_split, dtype="uint8", **spec.dataset_kwargs)
-    x_train = torch.from_numpy(train_ds.x)
+    x_train = torch.from_numpy(train_ds.x.copy())  # loaded arrays may be read-only
     y_train = torch.from_numpy(train_ds.y)
-    x_test = torch.from_numpy(test_ds.x).float().div_(255)
+    x_test = torch.from_numpy(test_ds.x.copy()).float().div_(255)
     y_test = torch.from_numpy(test_ds.y)
 
     model = (module if module is not None else spec.build()).to(dev).to(memory_format=torch.channels_last)
