@@ -87,11 +87,11 @@ def _setup(args: argparse.Namespace) -> int:
 
 def _datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS, data_dir
+    from .data.fashion_mnist import DEBIAN_DIR
 
     root = data_dir()
     present = {
-        "fashion-mnist": (root / "fashion-mnist").is_dir() or __import__("pathlib").Path(
-            "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
+        "fashion-mnist": (root / "fashion-mnist").is_dir() or DEBIAN_DIR.is_dir(),
         "cifar10": (root / "cifar10-jpeg").is_dir() or (root / "cifar-10-batches-py").is_dir(),
         "gtsrb": (root / "gtsrb32.npz").exists(),
         "imagenet-samples": (root / "imagenet-samples" / "classes.tsv").exists(),

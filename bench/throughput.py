@@ -91,6 +91,36 @@ def recommend(rows: list[dict], agreement: dict) -> dict:
     return out
 
 
+def plot(doc: dict, path: Path) -> None:
+    """Bar chart: images/s of each inference variant per model at the largest batch (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from advguard._atomic import atomic_path
+
+    rows = doc["rows"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    b = max(r["batch"] for r in rows)
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    w = 0.2
+    for i, v in enumerate(VARIANTS):
+        vals = [next(r["images_per_s"] for r in rows if r["model"] == m and r["variant"] == v and r["batch"] == b)
+                for m in models]
+        ax.bar(np.arange(len(models)) + (i - 1.5) * w, vals, w, label=v)
+    ax.set_xticks(np.arange(len(models)), models)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"images/s at batch {b}")
+    ax.set_title(f"Forward throughput on {doc['provenance']['machine'].split(',')[0]}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
 def render(doc: dict) -> str:
     from advguard.report import markdown_table
 
@@ -111,6 +141,7 @@ def render(doc: dict) -> str:
           "(normalisation included), under `torch.inference_mode()`, each cell in a fresh process. "
           "Peak MB is the peak resident memory added by inference over the loaded model. "
           "Agreement is the share of real test images (stratified subset) whose top-1 prediction equals float32's.\n",
+          "![images/s per inference variant](throughput.png)\n",
           "## Defaults chosen\n",
           "Inference-only paths (`Classifier.logits/probs/predict/top_k/activations`, i.e. detector scoring) "
           "default to the fastest variant that changed **no** prediction on the real test images; gradients "
@@ -157,6 +188,7 @@ def main() -> int:
         import json as _json
 
         doc = _json.loads(Path(a.out).with_suffix(".json").read_text())
+        plot(doc, Path(a.out).with_suffix(".png"))
         write_result(a.out, doc, render(doc))
         return 0
     cells = [(m, v, b) for m in a.models for b in a.batches for v in a.variants]
@@ -169,6 +201,7 @@ def main() -> int:
 
     doc = {"provenance": provenance(), "rows": rows, "agreement": agree}
     md = render(doc)
+    plot(doc, Path(a.out).with_suffix(".png"))
     write_result(a.out, doc, md)
     print(md)
     return 0

@@ -72,7 +72,7 @@ def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
     members = []
     for m in tar.getmembers():
         target = (dest / m.name).resolve()
-        if not str(target).startswith(str(dest)) or m.issym() or m.islnk():
+        if not target.is_relative_to(dest) or m.issym() or m.islnk():
             raise DatasetNotFoundError(f"refusing unsafe archive member {m.name!r}")
         if m.isfile() or m.isdir():
             members.append(m)
