@@ -155,7 +155,8 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
         return _load(final)
 
     ds = load_dataset(cfg.dataset, cfg.split, limit=cfg.limit, seed=cfg.seed, **cfg.dataset_kwargs)
-    pred = classifier.predict(ds.x).numpy()
+    with classifier.exact():
+        pred = classifier.predict(ds.x).numpy()
     correct = pred == ds.y
     x_clean, y_clean, ids = ds.x[correct], ds.y[correct], ds.indices[correct]
     attack = make_attack(cfg.attack, classifier, seed=cfg.seed, progress=False, **cfg.params)
@@ -176,11 +177,12 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
         n_success = int(ok.sum())
         if cfg.roundtrip:
             x_adv = roundtrip_images(x_adv, cfg.roundtrip)
-            p2 = classifier.predict(x_adv).numpy()
+            with classifier.exact():
+                p2 = classifier.predict(x_adv).numpy()
             ok = ok & ((p2 == tb) if tb is not None else (p2 != yb))
         with atomic_path(path) as tmp:
             np.savez(tmp, x_adv=x_adv.numpy()[ok], ok=ok, n_success=n_success,
-                     pred=classifier.predict(x_adv[torch.from_numpy(ok)]).numpy() if ok.any() else np.zeros(0, int),
+                     pred=r.pred_adv.numpy()[ok] if not cfg.roundtrip else p2[ok],
                      targets=tb[ok] if tb is not None else np.zeros(0, int),
                      **{f"norm_{k}": v.numpy()[ok] for k, v in r.norms.items()})
     chunks = [np.load(_chunk_path(parts, c), allow_pickle=False) for c in range(n_chunks)]

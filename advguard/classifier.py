@@ -157,6 +157,16 @@ class Classifier:
             return xb.contiguous(memory_format=torch.channels_last)
         return xb
 
+    @contextlib.contextmanager
+    def exact(self) -> Iterator["Classifier"]:
+        """Run inference-only calls in float32 inside this block (decisions on boundary cases:
+        whether an attack succeeded, whether a clean image is correctly classified)."""
+        saved, self.inference = self.inference, "float32"
+        try:
+            yield self
+        finally:
+            self.inference = saved
+
     def reset_passes(self) -> int:
         """Zero the pass counter and return its previous value."""
         n, self.num_passes = self.num_passes, 0

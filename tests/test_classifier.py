@@ -139,3 +139,12 @@ def test_inference_variants_keep_logits_close(x, variant):
 def test_float64_numpy_input_accepted(clf):
     out = clf.logits(np.random.default_rng(0).random((2, 3, 8, 8)))
     assert out.dtype == torch.float32 and out.shape == (2, 5)
+
+
+def test_exact_block_switches_to_float32_and_restores(x):
+    clf = Classifier(TwoBranch(), channels=3, size=(8, 8), inference="channels-last+bf16")
+    ref = Classifier(TwoBranch(), channels=3, size=(8, 8)).logits(x)
+    with clf.exact():
+        assert clf.inference == "float32"
+        assert torch.allclose(clf.logits(x), ref, atol=1e-6)
+    assert clf.inference == "channels-last+bf16"

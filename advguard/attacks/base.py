@@ -97,7 +97,8 @@ class Attack:
             adv = self._run(xb, yt[sl].to(clf.device), None if tt is None else tt[sl].to(clf.device))
             outs.append(adv.detach().clamp(*clf.bounds).cpu())
         x_adv = torch.cat(outs)
-        pred = clf.predict(x_adv, batch_size=self.batch_size)
+        with clf.exact():  # adversarial examples sit at the boundary: decide success in float32
+            pred = clf.predict(x_adv, batch_size=self.batch_size)
         success = (pred == tt) if tt is not None else (pred != yt)
         return AttackResult(x_adv=x_adv, success=success, y=yt, targets=tt, pred_adv=pred,
                             norms=perturbation_norms(xt, x_adv), attack=self.name, params=dict(self.params))
