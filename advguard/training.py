@@ -108,20 +108,15 @@ def _same_recipe(saved: dict, cfg: TrainConfig, epoch: int = 0) -> bool:
     return all(saved.get(k, defaults[k]) == v for k, v in want.items() if k not in skip)
 
 
-@torch.no_grad()
 def _swa_finalise(swa: nn.Module, x_train: torch.Tensor, normalise, batch_size: int, dev: torch.device) -> nn.Module:
     """The averaged weights with batch-norm statistics re-estimated on the (un-augmented) training images."""
-    model = swa.module
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the pass
-    model.train()
-    for i in range(0, len(x_train), 4 * batch_size):
-        model(normalise(x_train[i: i + 4 * batch_size].float().div_(255).to(dev)))
-    for m in bns:
-        m.momentum = 0.1
-    return model.eval()
+    from torch.optim.swa_utils import update_bn
+
+    batches = (normalise(x_train[i: i + 4 * batch_size].float().div_(255).to(dev))
+               for i in range(0, len(x_train), 4 * batch_size))
+    with torch.no_grad():
+        update_bn(batches, swa)
+    return swa.module.eval()
 
 
 def _autocast(device: torch.device):

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_path
-from ..advsets import AdvSet, AdvSetConfig, build_advset, weights_hash
+from ..advsets import AdvSet, AdvSetConfig, build_advset
 from ..data import data_dir
 from ..detectors import make_detector
 from ..metrics import CostReport, PeakMemory, detection_report
@@ -84,7 +84,7 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | 
         sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
                                      progress=progress)
     first = next(iter(sets.values()))
-    clean_key = hashlib.sha256((weights_hash(clf.model) + json.dumps(
+    clean_key = hashlib.sha256((first.config["weights"] + json.dumps(
         [cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs], sort_keys=True)).encode()).hexdigest()[:20]
     clean_fold = first.folds(cfg.fractions, cfg.seed)[0]
     floor = forward_cost(clf, first.x_clean[clean_fold == 1][:256])
