@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from ..errors import unknown_name
 from .base import Detector, NotFittedError
+from .cnn import CNNDetector
 from .confidence import ConfidenceDetector
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
+from .imageops import ImageOps
 from .squeezing import FeatureSqueezing
 
 DETECTORS: dict[str, type[Detector]] = {
     "feature-squeezing": FeatureSqueezing,
     "confidence": ConfidenceDetector,
+    "image-ops": ImageOps,
+    "cnn": CNNDetector,
 }
 
 
@@ -20,5 +24,5 @@ def make_detector(name: str, classifier, **params) -> Detector:
     return DETECTORS[name](classifier, **params)
 
 
-__all__ = ["DECISION_MODELS", "DETECTORS", "ConfidenceDetector", "Detector", "FeatureSqueezing", "NotFittedError",
+__all__ = ["DECISION_MODELS", "DETECTORS", "CNNDetector", "ConfidenceDetector", "ImageOps", "Detector", "FeatureSqueezing", "NotFittedError",
            "decision_scores", "make_decision_model", "make_detector"]

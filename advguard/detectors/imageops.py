@@ -1,0 +1,108 @@
+"""Nguyen et al.'s image-processing detector (Section 3.2): top-k label changes under 38 operations.
+
+For an image, ``L`` is the classifier's top-k labels and ``L_i`` the top-k labels after
+operation ``i`` (:mod:`advguard.transforms`). Two features:
+
+- **counting** (eq. 1): for each position p = 1..k, the number of ops whose p-th label equals the
+  original p-th label (k numbers);
+- **differences** (eq. 2): the binary k x n matrix ``Delta(L[p], L_i[p])`` (1 = changed), flattened
+  op-major.
+
+A supervised decision model (``svc``, ``rf`` with 100 trees of depth 2, ``lda``, ``mlp``: the
+paper's four; any of :data:`advguard.detectors.DECISION_MODELS`) separates clean from
+adversarial feature vectors. Op families are selectable: ``jpeg``, ``blur``, ``rotate``,
+``scale``, ``jpeg+scale``, ``all`` or explicit op names.
+
+Choice of k (paper: top-5 of ImageNet's 1,000 classes): :func:`default_k` takes k = 5 when the
+model has at least 15 classes (GTSRB's 43: 5) and k = 3 for fewer (CIFAR-10's 10): with 10
+classes a top-5 list covers half of all labels and its lower ranks are orderings of
+near-zero probabilities. ``docs/results/imageops/`` measures k = 1, 3, 5 on CIFAR-10.
+
+Cost: 1 + n model passes per image. All variants of a batch are made on a thread pool (Pillow
+releases the GIL) and classified in large batches.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..transforms import ImageOp, apply_ops, parse_ops
+from .base import Detector
+
+FEATURES = ("count", "diff")
+#: the paper's random forest: 100 trees, maximum depth 2
+PAPER_DECISION_PARAMS = {"rf": {"n_estimators": 100, "max_depth": 2}}
+
+
+def default_k(num_classes: int) -> int:
+    """Top-k length: 5 (the paper's) with >= 15 classes, else 3 (capped at the class count)."""
+    return min(num_classes, 5 if num_classes >= 15 else 3)
+
+
+def counting_feature(labels: np.ndarray) -> np.ndarray:
+    """Eq. 1. ``labels``: (N, 1 + n, k) top-k labels of the image then of each op -> (N, k) counts."""
+    labels = np.asarray(labels)
+    return (labels[:, 1:, :] == labels[:, :1, :]).sum(1).astype(np.float64)
+
+
+def differences_feature(labels: np.ndarray) -> np.ndarray:
+    """Eq. 2. ``labels``: (N, 1 + n, k) -> (N, n * k) binary, op-major (op 1's k flags first)."""
+    labels = np.asarray(labels)
+    return (labels[:, 1:, :] != labels[:, :1, :]).reshape(len(labels), -1).astype(np.float64)
+
+
+def label_matrix(classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, chunk: int = 256) -> np.ndarray:
+    """(N, 1 + len(ops), k) top-k labels of each image and of each of its transformed variants."""
+    out = np.empty((x.shape[0], 1 + len(ops), k), dtype=np.int64)
+    for i in range(0, x.shape[0], chunk):
+        xb = x[i: i + chunk]
+        variants = apply_ops(xb, ops)  # (n_ops, b, C, H, W)
+        allx = torch.cat([xb.unsqueeze(0).float(), variants]).flatten(0, 1)
+        _, lab = classifier.top_k(allx, k)
+        out[i: i + len(xb)] = lab.view(1 + len(ops), len(xb), k).permute(1, 0, 2).numpy()
+    return out
+
+
+class ImageOps(Detector):
+    """``ImageOps(clf, ops="all", feature="diff", decision_model="svc")``; see the module docstring."""
+
+    name = "image-ops"
+    default_decision_model = "svc"
+
+    def __init__(self, classifier, *, ops: str | Sequence[str] = "all", feature: str = "diff", k: int | None = None,
+                 decision_model: str | None = None, decision_params: dict | None = None, **kw):
+        if feature not in FEATURES:
+            raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+        op_list = parse_ops(ops)  # fail fast on unknown names
+        if k is not None and not 1 <= int(k) <= classifier.num_classes:
+            raise ValueError(f"k must be in 1..{classifier.num_classes}, got {k}")
+        dm = decision_model or self.default_decision_model
+        if decision_params is None:
+            decision_params = PAPER_DECISION_PARAMS.get(dm)
+        super().__init__(classifier, decision_model=dm, decision_params=decision_params,
+                         ops=ops if isinstance(ops, str) else [o.name for o in op_list], feature=feature, k=k, **kw)
+
+    @property
+    def ops(self) -> list[ImageOp]:
+        return parse_ops(self.params["ops"])
+
+    @property
+    def k(self) -> int:
+        return int(self.params["k"] or default_k(self.classifier.num_classes))
+
+    def labels(self, x: torch.Tensor) -> np.ndarray:
+        """(N, 1 + n, k) label matrix (validated input)."""
+        return label_matrix(self.classifier, self.classifier.validate(x), self.ops, self.k)
+
+    def features_from_labels(self, labels: np.ndarray) -> np.ndarray:
+        return counting_feature(labels) if self.params["feature"] == "count" else differences_feature(labels)
+
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        return self.features_from_labels(label_matrix(self.classifier, x, self.ops, self.k))
+
+    def feature_names(self, d: int) -> list[str]:
+        if self.params["feature"] == "count":
+            return [f"count_top{p + 1}" for p in range(self.k)]
+        return [f"changed_{op.name}_top{p + 1}" for op in self.ops for p in range(self.k)]

@@ -1,0 +1,255 @@
+"""Nguyen et al.'s 38 image-processing operations as named, batched, reusable transforms.
+
+Paper, Section 3.1 (Pillow 6.1.0): JPEG compression with quality 100..25 (step 5, 16 ops),
+Gaussian blur with "kernel size" 2..5 (4 ops), clockwise rotation by 1..8 degrees (8 ops) and
+scaling by 0.75..1.25 (10 ops), the rotation and scaling *not* undone. Each op here follows
+Pillow's semantics on the 8-bit image (``x`` is quantised to uint8 first, as saving an image
+would) and returns float32 NCHW in [0, 1] **of the input's size**:
+
+- ``jpeg:Q``: ``Image.save(format="JPEG", quality=Q)`` with Pillow's defaults (4:2:0 chroma
+  subsampling for colour images), decoded again.
+- ``blur:R``: ``ImageFilter.GaussianBlur(radius=R)``; the paper's "kernel size" is Pillow's only
+  parameter, the radius (standard deviation), so R is used as is. On 32x32 images this is a
+  strong blur; the paper (224 px) already found blur the worst family.
+- ``rotate:D``: ``Image.rotate(-D)`` (clockwise), Pillow's default nearest-neighbour resampling,
+  ``expand=False``: the canvas keeps its size and the uncovered corners are black.
+- ``scale:S``: ``Image.resize(round(S * size))`` with bicubic resampling (today's Pillow default;
+  Pillow 6.1 defaulted to nearest), then **brought back to the input size without undoing the
+  scaling**: centre crop for S > 1, centred on a black canvas for S < 1 (the same fill as
+  rotation). The paper fed the resized image itself to ImageNet CNNs that accept any size; a
+  fixed canvas keeps every op usable with fixed-input models (e.g. the GTSRB CNN) and batchable.
+
+Each op also has :meth:`ImageOp.approx`, a differentiable PyTorch approximation (identity for
+JPEG; separable Gaussian, ``grid_sample`` rotation and bicubic resizing for the others), and
+:meth:`ImageOp.bpda`, which returns the exact Pillow output in the forward pass and takes the
+approximation's gradient in the backward pass (BPDA, Athalye et al. 2018) for adaptive attacks.
+
+Pillow releases the GIL in its codecs, filters and resamplers, so :func:`apply_ops` runs the
+per-image work on a thread pool across all cores.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+from .errors import unknown_name
+
+#: The paper's parameters per family (Section 3.1), in its order.
+FAMILIES: dict[str, tuple[float, ...]] = {
+    "jpeg": tuple(range(100, 24, -5)),
+    "blur": (2, 3, 4, 5),
+    "rotate": tuple(range(1, 9)),
+    "scale": (0.75, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.25),
+}
+#: Named family combinations used in the paper's Table 4.
+FAMILY_SETS: dict[str, tuple[str, ...]] = {
+    "jpeg": ("jpeg",), "scale": ("scale",), "blur": ("blur",), "rotate": ("rotate",),
+    "jpeg+scale": ("jpeg", "scale"), "all": ("jpeg", "blur", "rotate", "scale"),
+}
+
+
+@dataclass(frozen=True)
+class ImageOp:
+    """One operation: ``family`` in :data:`FAMILIES` and its parameter ``value``."""
+
+    family: str
+    value: float
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise unknown_name("image operation family", self.family, list(FAMILIES))
+        v = float(self.value)
+        ok = {"jpeg": 1 <= v <= 100 and v == int(v), "blur": v > 0, "rotate": math.isfinite(v),
+              "scale": 0.05 <= v <= 20}[self.family]
+        if not ok:
+            raise ValueError(f"invalid parameter {self.value!r} for image operation {self.family!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}:{self.value:g}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    # ------------------------------------------------------------------ exact (Pillow)
+    def pil(self, img: Image.Image) -> Image.Image:
+        """Apply the op to one Pillow image; the result has the input's size and mode."""
+        f, v = self.family, self.value
+        if f == "jpeg":
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=int(v))
+            buf.seek(0)
+            out = Image.open(buf)
+            out.load()
+            return out
+        if f == "blur":
+            return img.filter(ImageFilter.GaussianBlur(radius=float(v)))
+        if f == "rotate":
+            return img.rotate(-float(v))
+        w, h = img.size
+        nw, nh = max(1, round(w * v)), max(1, round(h * v))
+        small = img.resize((nw, nh), Image.BICUBIC)
+        if v >= 1:
+            left, top = (nw - w) // 2, (nh - h) // 2
+            return small.crop((left, top, left + w, top + h))
+        canvas = Image.new(img.mode, (w, h))
+        canvas.paste(small, ((w - nw) // 2, (h - nh) // 2))
+        return canvas
+
+    def __call__(self, x: torch.Tensor, workers: int | None = None) -> torch.Tensor:
+        """Apply to a float NCHW batch in [0, 1] (exact Pillow semantics, parallel across cores)."""
+        return apply_ops(x, [self], workers=workers)[0]
+
+    # ------------------------------------------------------------------ differentiable
+    def approx(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable approximation of the op (for BPDA); identity for JPEG."""
+        f, v = self.family, float(self.value)
+        if f == "jpeg":
+            return x
+        if f == "blur":
+            return gaussian_blur(x, v)
+        if f == "rotate":
+            return rotate(x, v)
+        return scale_on_canvas(x, v)
+
+    def bpda(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward: the exact op; backward: the gradient of :meth:`approx` (straight-through for JPEG)."""
+        with torch.no_grad():
+            exact = self(x.detach().cpu()).to(x.device, x.dtype)
+        a = self.approx(x)
+        return a + (exact - a).detach()
+
+
+# ---------------------------------------------------------------------------- op lists
+def paper_ops(families: str | Iterable[str] = "all") -> list[ImageOp]:
+    """The paper's operations of the named families (or family set, e.g. ``"jpeg+scale"``), in its order."""
+    fams = _families(families)
+    return [ImageOp(f, v) for f in FAMILIES if f in fams for v in FAMILIES[f]]
+
+
+def _families(families: str | Iterable[str]) -> tuple[str, ...]:
+    if isinstance(families, str):
+        if families in FAMILY_SETS:
+            return FAMILY_SETS[families]
+        families = families.split("+")
+    out = []
+    for f in families:
+        if f in FAMILY_SETS:
+            out.extend(FAMILY_SETS[f])
+        elif f in FAMILIES:
+            out.append(f)
+        else:
+            raise unknown_name("image operation family", f, list(FAMILY_SETS))
+    return tuple(dict.fromkeys(out))
+
+
+def parse_op(spec: str | ImageOp) -> ImageOp:
+    """``"jpeg:80"``, ``"blur:2"``, ``"rotate:5"``, ``"scale:0.9"`` -> :class:`ImageOp`."""
+    if isinstance(spec, ImageOp):
+        return spec
+    fam, sep, val = str(spec).partition(":")
+    if not sep:
+        raise ValueError(f"image operation {spec!r} must look like 'family:value', e.g. 'jpeg:80'")
+    try:
+        value = float(val)
+    except ValueError:
+        raise ValueError(f"image operation {spec!r}: {val!r} is not a number") from None
+    return ImageOp(fam, int(value) if value == int(value) else value)
+
+
+def parse_ops(spec: str | Sequence[str | ImageOp]) -> list[ImageOp]:
+    """Family names / sets (``"all"``, ``"jpeg+scale"``) or explicit op names, in order, without repeats."""
+    items = [spec] if isinstance(spec, (str, ImageOp)) else list(spec)
+    ops: list[ImageOp] = []
+    for it in items:
+        if isinstance(it, str) and ":" not in it:
+            ops.extend(paper_ops(it))
+        else:
+            ops.append(parse_op(it))
+    if not ops:
+        raise ValueError("no image operations selected")
+    return list(dict.fromkeys(ops))
+
+
+# ---------------------------------------------------------------------------- batched application
+def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
+    return (x.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def _apply_chunk(arr: np.ndarray, ops: Sequence[ImageOp]) -> np.ndarray:
+    """uint8 (n, H, W, C) -> uint8 (len(ops), n, H, W, C)."""
+    n, h, w, c = arr.shape
+    out = np.empty((len(ops), n, h, w, c), dtype=np.uint8)
+    for i in range(n):
+        img = Image.fromarray(arr[i, :, :, 0] if c == 1 else arr[i])
+        for j, op in enumerate(ops):
+            r = np.asarray(op.pil(img))
+            out[j, i] = r[:, :, None] if r.ndim == 2 else r
+    return out
+
+
+def apply_ops(x: torch.Tensor, ops: Sequence[ImageOp], workers: int | None = None) -> torch.Tensor:
+    """All ``ops`` on all images: float32 tensor (len(ops), N, C, H, W) in [0, 1].
+
+    Images are quantised to uint8 once, split into chunks and processed on ``workers`` threads
+    (default: all cores).
+    """
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"image operations need NCHW images with 1 or 3 channels, got shape {tuple(x.shape)}")
+    arr = _to_uint8_hwc(x)
+    n = arr.shape[0]
+    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    if workers == 1 or n < 2:
+        out = _apply_chunk(arr, ops)
+    else:
+        bounds = np.linspace(0, n, workers * 2 + 1).round().astype(int)
+        chunks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        with ThreadPoolExecutor(workers) as pool:
+            out = np.concatenate(list(pool.map(lambda c: _apply_chunk(c, ops), chunks)), axis=1)
+    return torch.from_numpy(out.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)
+
+
+# ---------------------------------------------------------------------------- torch approximations
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with edge replication (Pillow extends the border the same way)."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    y = F.pad(x, (r, r, 0, 0), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.pad(y, (0, 0, r, r), mode="replicate")
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def rotate(x: torch.Tensor, degrees_clockwise: float) -> torch.Tensor:
+    """Rotation about the centre, same canvas, black outside (bilinear, differentiable)."""
+    a = math.radians(degrees_clockwise)
+    n, _, h, w = x.shape
+    # output (u, v) samples input at R(-a) (u, v) in pixel units; clockwise on screen (y down)
+    theta = torch.tensor([[math.cos(a), math.sin(a) * h / w, 0.0],
+                          [-math.sin(a) * w / h, math.cos(a), 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(n, 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def scale_on_canvas(x: torch.Tensor, s: float) -> torch.Tensor:
+    """Bicubic resize by ``s`` then centre crop / centre on a black canvas of the input size."""
+    _, _, h, w = x.shape
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    y = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=s < 1).clamp(0, 1)
+    if s >= 1:
+        top, left = (nh - h) // 2, (nw - w) // 2
+        return y[:, :, top: top + h, left: left + w]
+    top, left = (h - nh) // 2, (w - nw) // 2
+    return F.pad(y, (left, w - nw - left, top, h - nh - top))
