@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ._atomic import atomic_path, atomic_write_text
 from .attacks import make_attack, shifted_targets
+from .attacks.base import success_of
 from .classifier import Classifier
 from .data import data_dir, load_dataset
 
@@ -179,7 +180,7 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
             x_adv = roundtrip_images(x_adv, cfg.roundtrip)
             with classifier.exact():
                 p2 = classifier.predict(x_adv).numpy()
-            ok = ok & ((p2 == tb) if tb is not None else (p2 != yb))
+                ok = ok & success_of(classifier, x_adv, yb, tb, attack.top_k, pred=torch.from_numpy(p2)).numpy()
         with atomic_path(path) as tmp:
             np.savez(tmp, x_adv=x_adv.numpy()[ok], ok=ok, n_success=n_success,
                      pred=r.pred_adv.numpy()[ok] if not cfg.roundtrip else p2[ok],

@@ -69,3 +69,17 @@ def test_bad_parameters_are_clear(setup):
 
     with pytest.raises(UnknownNameError, match="unknown attack"):
         make_attack("pgd-linf", clf, eps=0.1)
+
+
+@pytest.mark.parametrize("name", ["deepfool", "pgd"])
+def test_top_k_criterion(setup, name):
+    """Nguyen et al.'s untargeted criterion: success only when the true label leaves the top-k."""
+    clf, x, y = setup
+    params = {"steps": 30} if name == "deepfool" else {"eps": 8 / 255, "steps": 10}
+    r = make_attack(name, clf, top_k=3, progress=False, **params)(x, y)
+    _, lab = clf.top_k(r.x_adv, 3)
+    in_top3 = (lab == y[:, None]).any(1)
+    assert torch.equal(r.success, ~in_top3) and r.success.any()
+    assert r.params["top_k"] == 3
+    with pytest.raises(ValueError, match="top_k"):
+        make_attack(name, clf, top_k=10, **params)

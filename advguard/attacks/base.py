@@ -60,12 +60,16 @@ class Attack:
     targeted_ok = True
 
     def __init__(self, classifier: Classifier, *, batch_size: int = 128, seed: int = 0, progress: bool = True,
-                 **params):
+                 top_k: int = 1, **params):
         self.classifier = classifier
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.progress = progress
-        self.params = params
+        if not 1 <= int(top_k) < classifier.num_classes:
+            raise ValueError(f"top_k must be in 1..{classifier.num_classes - 1}, got {top_k}")
+        #: untargeted success criterion: the true label leaves the top-k (Nguyen et al.: top-5 on ImageNet)
+        self.top_k = int(top_k)
+        self.params = params if self.top_k == 1 else {**params, "top_k": self.top_k}
 
     def __repr__(self) -> str:
         ps = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -99,9 +103,23 @@ class Attack:
         x_adv = torch.cat(outs)
         with clf.exact():  # adversarial examples sit at the boundary: decide success in float32
             pred = clf.predict(x_adv, batch_size=self.batch_size)
-        success = (pred == tt) if tt is not None else (pred != yt)
+            success = success_of(clf, x_adv, yt, tt, self.top_k, pred=pred, batch_size=self.batch_size)
         return AttackResult(x_adv=x_adv, success=success, y=yt, targets=tt, pred_adv=pred,
                             norms=perturbation_norms(xt, x_adv), attack=self.name, params=dict(self.params))
+
+
+def success_of(clf: Classifier, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None, top_k: int = 1,
+               pred: torch.Tensor | None = None, batch_size: int | None = None) -> torch.Tensor:
+    """Targeted: the target is top-1. Untargeted: the true label is not among the top-``top_k``."""
+    y = torch.as_tensor(np.asarray(y)).long()
+    if targets is not None:
+        p = pred if pred is not None else clf.predict(x_adv, batch_size=batch_size)
+        return p == torch.as_tensor(np.asarray(targets)).long()
+    if top_k == 1:
+        p = pred if pred is not None else clf.predict(x_adv, batch_size=batch_size)
+        return p != y
+    _, lab = clf.top_k(x_adv, top_k, batch_size=batch_size)
+    return ~(lab == y[:, None]).any(1)
 
 
 def shifted_targets(y: np.ndarray | torch.Tensor, num_classes: int, shift: int = 1) -> torch.Tensor:

@@ -21,7 +21,7 @@ class FoolboxAttack(Attack):
     defaults: dict = {}
 
     def __init__(self, classifier, *, eps: float | None = None, **kwargs):
-        own = {k: kwargs.pop(k) for k in ("batch_size", "seed", "progress") if k in kwargs}
+        own = {k: kwargs.pop(k) for k in ("batch_size", "seed", "progress", "top_k") if k in kwargs}
         params = {**self.defaults, **kwargs}
         if self.fixed_budget and eps is None:
             raise ValueError(f"{self.name} needs eps= (a budget in [0, 1] pixel units, e.g. 8/255)")
@@ -39,8 +39,12 @@ class FoolboxAttack(Attack):
 
         fmodel = fb.PyTorchModel(self.classifier.module, bounds=self.classifier.bounds, device=x.device)
         attack = getattr(fb.attacks, self.fb_class)(**self._fb_params)
-        crit = fb.criteria.TargetedMisclassification(targets) if targets is not None else \
-            fb.criteria.Misclassification(y)
+        if targets is not None:
+            crit = fb.criteria.TargetedMisclassification(targets)
+        elif self.top_k > 1:
+            crit = _top_k_misclassification(y, self.top_k)
+        else:
+            crit = fb.criteria.Misclassification(y)
         # ``run`` + ``clip_perturbation`` is what Foolbox's ``__call__`` does minus its final success check:
         # the base class re-checks success with the classifier anyway, so skipping it saves a forward pass.
         if isinstance(attack, fb.attacks.base.FixedEpsilonAttack):
@@ -51,6 +55,23 @@ class FoolboxAttack(Attack):
             xp = attack.distance.clip_perturbation(x, xp, self.eps)
         self.classifier.num_passes += int(x.shape[0])  # Foolbox's passes are not counted; one per call noted
         return xp
+
+
+def _top_k_misclassification(labels, k: int):
+    """Foolbox criterion: adversarial once the label is not among the top-k logits (Foolbox 1.x's
+    TopKMisclassification, gone from Foolbox 3). A Misclassification subclass, so attacks that read
+    ``criterion.labels`` (DeepFool, NewtonFool) accept it."""
+    import eagerpy as ep
+    import foolbox as fb
+
+    class TopKMisclassification(fb.criteria.Misclassification):
+        def __call__(self, perturbed, outputs):
+            outputs_, restore_type = ep.astensor_(outputs)
+            topk = outputs_.raw.topk(k, dim=-1).indices
+            is_adv = ~(topk == self.labels.raw[:, None]).any(-1)
+            return restore_type(ep.astensor(is_adv))
+
+    return TopKMisclassification(labels)
 
 
 def _make(name: str, fb_class: str, norm: str, fixed: bool, targeted_ok: bool = True, **defaults) -> type:
