@@ -56,8 +56,8 @@ class TrainConfig:
 
 RECIPES: dict[str, TrainConfig] = {
     "fashion-mnist-cnn": TrainConfig(epochs=8, lr=0.05, crop_padding=2, flip=True),
-    "cifar10-cnn": TrainConfig(epochs=50, lr=0.1, label_smoothing=0.1, cycles=((40, 0.04), (30, 0.03)),
-                               swa_last=20),
+    "cifar10-cnn": TrainConfig(epochs=50, lr=0.1, label_smoothing=0.1,
+                               cycles=((40, 0.04), (30, 0.03), (40, 0.03)), swa_last=25),
     "gtsrb-cnn": TrainConfig(epochs=60, optimizer="adam", lr=2e-3, weight_decay=5e-4, crop_padding=0,
                              flip=False, color_jitter=0.5, rotate_deg=15, scale=0.15, translate=0.12,
                              label_smoothing=0.1, train_split="trainval"),
@@ -210,7 +210,8 @@ def train(
         from torch.optim.swa_utils import AveragedModel
 
         swa = AveragedModel(model)
-        if saved_swa is not None:
+        # a checkpoint from before a recipe grew a further cycle holds the old cycle's average: start afresh
+        if saved_swa is not None and start_epoch > total_epochs - cfg.swa_last:
             swa.load_state_dict(saved_swa)
     elapsed0 = elapsed
     bar = tqdm(total=total_epochs, initial=start_epoch, desc=f"train {name}", disable=not progress)

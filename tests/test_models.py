@@ -13,11 +13,6 @@ TARGETS = {"fashion-mnist-cnn": 0.91, "cifar10-cnn": 0.88, "gtsrb-cnn": 0.95, "e
 TOLERANCE = 0.03  # a 500-image subset vs the full test split
 
 
-# Known open gap, tracked in issue #2: cifar10-cnn reached 87.88 % (three lr cycles + SWA), short of 88 %.
-# strict=True: the moment retrained weights meet the target this turns into a failure that removes the marker.
-CIFAR_GAP = pytest.mark.xfail(strict=True, reason="issue #2: cifar10-cnn at 87.88 % < 88 % target (open)")
-
-
 @pytest.mark.parametrize("name", list(ZOO))
 def test_card_is_complete(name):
     card = get_spec(name).card()
@@ -29,7 +24,7 @@ def test_card_is_complete(name):
         assert "wall_time_s" in card and card["train_split"]
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=CIFAR_GAP) if n == "cifar10-cnn" else n for n in ZOO])
+@pytest.mark.parametrize("name", list(ZOO))
 def test_card_accuracy_meets_issue_target(name):
     assert get_spec(name).card()["test_accuracy"] >= TARGETS[name]
 
