@@ -193,8 +193,14 @@ def _bench(args: argparse.Namespace) -> int:
     if args.n_images:
         cfg.n_images = args.n_images
     doc = run_bench(cfg, out=args.out, cache_dir=args.cache_dir)
-    print(markdown_table(*results_table(doc)))
     out = args.out or cfg.out or f"runs/bench/{cfg.name}"
+    if cfg.experiment == "imageops":
+        from .bench.imageops_experiment import summary_table
+
+        print(markdown_table(*summary_table(doc)))
+        print(f"\nartefacts in {out}: results.json, results.md, *.png, report.html")
+        return 0
+    print(markdown_table(*results_table(doc)))
     print(f"\nartefacts in {out}: results.json, results.csv, results.md, roc-*.png, report.html")
     return 0
 

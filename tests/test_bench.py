@@ -39,7 +39,7 @@ def test_smoke_config_produces_every_artefact(tmp_path, capsys):
 def test_shipped_configs_are_valid():
     for p in sorted((ROOT / "configs").glob("*.toml")):
         cfg = load_config(p)
-        assert cfg.attacks and cfg.detectors, p
+        assert cfg.attacks and (cfg.detectors or cfg.experiment == "imageops"), p
 
 
 @pytest.mark.parametrize("doc, message", [
@@ -50,6 +50,14 @@ def test_shipped_configs_are_valid():
     ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "attack": [{"name": "fgsm"}],
       "detector": [{"name": "confidence", "decision_models": ["svm"]}]}, "unknown decision model 'svm'"),
     ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn"}, "at least one"),
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageopz",
+      "attack": [{"name": "fgsm"}]}, "unknown experiment 'imageopz'"),
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageops",
+      "attack": [{"name": "fgsm"}], "imageops": {"families": ["jpg"]}}, "unknown operation family 'jpg'"),
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageops",
+      "attack": [{"name": "fgsm"}], "fractions": [0.8, 0.2]}, "train, dev, eval"),
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageops",
+      "attack": [{"name": "fgsm"}], "cnn": [{"backbone": "resnet"}]}, "unknown CNN detector backbone"),
 ])
 def test_bad_configs_name_the_problem(doc, message):
     with pytest.raises(ConfigError, match=message):
@@ -61,3 +69,30 @@ def test_bad_toml_file(tmp_path):
     p.write_text("name = [unclosed")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(p)
+
+
+def test_imageops_experiment_smoke(tmp_path):
+    """Nguyen et al.'s protocol end to end on 80 images: every table, both plots, cached re-run identical."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["bench", str(ROOT / "configs" / "imageops-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["attack"] for r in doc["table1"]] == ["FGSM", "BIM"] and doc["table1"][1]["targeted"]
+    for r in doc["table1"]:
+        assert 0 < r["n_kept"] <= r["n_success"] <= r["n_attacked"]
+        assert r["n_train"] + r["n_dev"] + r["n_eval"] == r["n_kept"]
+    normal = doc["table3"]["Normal images"]
+    assert len(normal) == 39 and normal[0] == 0  # normal images are correctly classified before any operation
+    assert doc["table3"]["FGSM"][0] == doc["table3_n"]["FGSM"]  # adversarial ones all misclassified
+    assert len(doc["table4"]) == 2 * 3 * 2 and all(0 <= r["eval_accuracy"] <= 1 for r in doc["table4"])
+    assert {r["k"] for r in doc["k_ablation"]} == {1, 3}
+    assert [r["ops"] for r in doc["table5"]] == ["jpeg", "scale", "jpeg+scale"]
+    kinds = [r["kind"] for r in doc["table6"]]
+    assert kinds == ["image-ops", "image-ops", "cnn"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "Table 6" in html and "paper" in html
+    md = (out / "results.md").read_text()
+    assert "(table3-curves.png)" in md and "Command:" in md and "Machine:" in md
+    assert main(args) == 0  # everything cached: identical numbers
+    again = json.loads((out / "results.json").read_text())
+    assert again["table4"] == doc["table4"] and again["table6"][2]["accuracy"] == doc["table6"][2]["accuracy"]

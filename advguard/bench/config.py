@@ -13,7 +13,12 @@ else:  # pragma: no cover
 from ..errors import AdvguardError, unknown_name
 
 TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
-            "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap"}
+            "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap", "experiment", "imageops", "cnn"}
+#: experiments: "grid" = {attacks} x {detectors} x {decision models}, one cell per attack (the default);
+#: "imageops" = Nguyen et al.'s protocol (all attacks pooled, 70/15/15 train/dev/eval, Tables 1 and 3-6)
+EXPERIMENTS = ("grid", "imageops")
+IMAGEOPS_KEYS = {"k", "ks", "classifiers", "families", "table3_ops", "correction_ops"}
+CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift"}
 DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
 
@@ -56,6 +61,9 @@ class BenchConfig:
     dataset_kwargs: dict = field(default_factory=dict)
     chunk_size: int = 256
     bootstrap: int = 1000
+    experiment: str = "grid"
+    imageops: dict = field(default_factory=dict)
+    cnn: list[dict] = field(default_factory=list)
     source_text: str = ""
 
 
@@ -101,21 +109,56 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
             if m not in DECISION_MODELS:
                 raise ConfigError(str(unknown_name("decision model", m, list(DECISION_MODELS))) + f" ({where})")
         detectors.append(DetectorSpec(d["name"], d.get("label", d["name"]), dict(d.get("params", {})), dms))
-    if not attacks or not detectors:
-        raise ConfigError(f"{where}: needs at least one [[attack]] and one [[detector]]")
+    experiment = doc.get("experiment", "grid")
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(str(unknown_name("experiment", str(experiment), list(EXPERIMENTS))) + f" ({where})")
+    if not attacks or (experiment == "grid" and not detectors):
+        raise ConfigError(f"{where}: needs at least one [[attack]]" + (" and one [[detector]]"
+                                                                       if experiment == "grid" else ""))
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: attack labels must be unique, got {labels}")
-    fr = tuple(doc.get("fractions", (0.8, 0.2)))
-    if len(fr) != 2:
-        raise ConfigError(f"{where}: fractions must be [fit, test], got {list(fr)}")
+    imageops, cnn = dict(doc.get("imageops", {})), [dict(c) for c in doc.get("cnn", [])]
+    if experiment == "imageops":
+        _check_imageops(imageops, cnn, where)
+    elif imageops or cnn:
+        raise ConfigError(f"{where}: [imageops] and [[cnn]] belong to experiment = \"imageops\"")
+    fr = tuple(doc.get("fractions", (0.8, 0.2) if experiment == "grid" else (0.7, 0.15, 0.15)))
+    want = 2 if experiment == "grid" else 3
+    if len(fr) != want:
+        raise ConfigError(f"{where}: fractions must be " + ("[fit, test]" if want == 2 else "[train, dev, eval]")
+                          + f", got {list(fr)}")
     return BenchConfig(
         name=doc["name"], title=doc.get("title", doc["name"]), dataset=doc["dataset"], model=doc["model"],
         attacks=attacks, detectors=detectors, split=doc.get("split", "test"), n_images=doc.get("n_images", 1000),
         seed=int(doc.get("seed", 0)), fractions=fr, fpr=float(doc.get("fpr", 0.05)),
         roundtrip=doc.get("roundtrip") or None, out=doc.get("out"), dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
         chunk_size=int(doc.get("chunk_size", 256)), bootstrap=int(doc.get("bootstrap", 1000)),
-        source_text=source_text)
+        experiment=experiment, imageops=imageops, cnn=cnn, source_text=source_text)
+
+
+def _check_imageops(opts: dict, cnn: list[dict], where: str) -> None:
+    from ..detectors import DECISION_MODELS
+    from ..detectors.cnn import BACKBONES
+    from ..transforms import FAMILY_SETS, parse_ops
+
+    _check_keys(opts, IMAGEOPS_KEYS, f"{where} [imageops]")
+    for m in opts.get("classifiers", []):
+        if m not in DECISION_MODELS:
+            raise ConfigError(str(unknown_name("decision model", m, list(DECISION_MODELS))) + f" ({where})")
+    for f in opts.get("families", []):
+        if f not in FAMILY_SETS:
+            raise ConfigError(str(unknown_name("operation family", f, list(FAMILY_SETS))) + f" ({where})")
+    try:
+        parse_ops(opts.get("table3_ops", "all"))
+        parse_ops(opts.get("correction_ops", "jpeg+scale"))
+    except ValueError as e:
+        raise ConfigError(f"{where} [imageops]: {e}") from e
+    for i, c in enumerate(cnn):
+        _check_keys(c, CNN_KEYS, f"{where} [[cnn]] #{i + 1}")
+        if c.get("backbone", "scratch") not in BACKBONES:
+            raise ConfigError(str(unknown_name("CNN detector backbone", str(c.get("backbone")), list(BACKBONES)))
+                              + f" ({where})")
 
 
 def load_config(path: str | Path) -> BenchConfig:

@@ -69,6 +69,11 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | 
     """Run the whole grid; write the artefacts into ``out``; return the results document."""
     from .artefacts import write_artefacts
 
+    if cfg.experiment == "imageops":
+        from .imageops_experiment import run_imageops
+
+        return run_imageops(cfg, out=out, cache_dir=cache_dir, progress=progress)
+
     out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
