@@ -85,7 +85,7 @@ def test_imageops_experiment_smoke(tmp_path):
     assert len(normal) == 39 and normal[0] == 0  # normal images are correctly classified before any operation
     assert doc["table3"]["FGSM"][0] == doc["table3_n"]["FGSM"]  # adversarial ones all misclassified
     assert len(doc["table4"]) == 2 * 3 * 2 and all(0 <= r["eval_accuracy"] <= 1 for r in doc["table4"])
-    assert {r["k"] for r in doc["k_ablation"]} == {1, 3}
+    assert {r["k"] for r in doc["k_ablation"]} == {1, 3, 5}  # the ablation always includes the default k = 5
     assert [r["ops"] for r in doc["table5"]] == ["jpeg", "scale", "jpeg+scale"]
     kinds = [r["kind"] for r in doc["table6"]]
     assert kinds == ["image-ops", "image-ops", "cnn"]

@@ -88,7 +88,7 @@ def test_features_equal_hand_computation():
     labels = np.array([[[4, 7, 1], [4, 7, 1], [4, 1, 7], [2, 7, 1]]])
     np.testing.assert_array_equal(counting_feature(labels), [[2, 2, 2]])
     np.testing.assert_array_equal(differences_feature(labels), [[0, 0, 0, 0, 1, 1, 1, 0, 0]])
-    assert default_k(10) == 3 and default_k(43) == 5 and default_k(1000) == 5 and default_k(2) == 2
+    assert default_k(10) == 5 and default_k(43) == 5 and default_k(1000) == 5 and default_k(2) == 2
 
 
 def test_vote_orders_by_frequency_then_rank():
@@ -118,7 +118,7 @@ def test_label_matrix_and_detector_separate_fgsm(cifar_attacked):
     det.fit(x[:n], xa[:m])
     auc = roc_auc(det.score(x[n:]), det.score(xa[m:]))
     assert auc > 0.85, auc
-    assert det.feature_names(3) == ["count_top1", "count_top2", "count_top3"]
+    assert det.k == 5 and det.feature_names(5) == [f"count_top{p}" for p in range(1, 6)]
 
 
 def test_imageops_save_load_roundtrip(cifar_attacked, tmp_path):

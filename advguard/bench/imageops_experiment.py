@@ -199,7 +199,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     # ---------------------------------------------------------------- Table 5
     t5 = []
     for ops_name in ("jpeg", "scale", "jpeg+scale"):
-        corr = LabelCorrection(clf, ops=ops_name, k=min(k, K))
+        corr = LabelCorrection(clf, ops=ops_name)  # its defaults: k = 3 below 15 classes, else 5
         cols = [0] + [col[o] for o in corr.ops]
         cc = corr.top_k_from_labels(L_clean[:, cols])
         ca = corr.top_k_from_labels(L_all_adv[:, cols])

@@ -13,10 +13,11 @@ paper's four; any of :data:`advguard.detectors.DECISION_MODELS`) separates clean
 adversarial feature vectors. Op families are selectable: ``jpeg``, ``blur``, ``rotate``,
 ``scale``, ``jpeg+scale``, ``all`` or explicit op names.
 
-Choice of k (paper: top-5 of ImageNet's 1,000 classes): :func:`default_k` takes k = 5 when the
-model has at least 15 classes (GTSRB's 43: 5) and k = 3 for fewer (CIFAR-10's 10): with 10
-classes a top-5 list covers half of all labels and its lower ranks are orderings of
-near-zero probabilities. ``docs/results/imageops/`` measures k = 1, 3, 5 on CIFAR-10.
+Choice of k (paper: top-5 of ImageNet's 1,000 classes): :func:`default_k` keeps the paper's k = 5,
+capped at the class count. With 10 classes a top-5 list covers half of all labels, so we measured
+k = 1, 3, 5 on CIFAR-10 (``docs/results/imageops/cifar10``, dev set): the lower ranks still carry
+signal (SVC on all 38 ops, differences feature: 90.0 / 94.9 / 97.8 % dev accuracy for k = 1 / 3 / 5),
+so k = 5 is kept for 10 and 43 classes alike.
 
 Cost: 1 + n model passes per image. All variants of a batch are made on a thread pool (Pillow
 releases the GIL) and classified in large batches.
@@ -37,8 +38,8 @@ PAPER_DECISION_PARAMS = {"rf": {"n_estimators": 100, "max_depth": 2}}
 
 
 def default_k(num_classes: int) -> int:
-    """Top-k length: 5 (the paper's) with >= 15 classes, else 3 (capped at the class count)."""
-    return min(num_classes, 5 if num_classes >= 15 else 3)
+    """Top-k length: the paper's 5, capped at the class count (see the module docstring for the measurement)."""
+    return min(num_classes, 5)
 
 
 def counting_feature(labels: np.ndarray) -> np.ndarray:
