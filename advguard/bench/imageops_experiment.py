@@ -334,7 +334,8 @@ def _page(doc: dict, cfg: BenchConfig, ops: list[ImageOp], sets: dict, scatter: 
     rows = []
     crit = doc.get("table3_criterion", {})
     for lab, counts in doc["table3"].items():
-        name = lab if crit.get(lab, 1) == crit.get("Normal images", 1) else f"{lab} (top-{crit[lab]})"
+        same = crit.get(lab, 1) == crit.get("Normal images", 1) or f"top-{crit.get(lab)}" in lab
+        name = lab if same else f"{lab} (top-{crit[lab]})"
         rows.append([name, doc["table3_n"][lab], counts[0]] + [counts[idx[c]] for c in cols])
         pv = paper.TABLE3.get(lab)
         if pv is not None:
