@@ -6,6 +6,7 @@ from .base import Detector, NotFittedError
 from .cnn import CNNDetector
 from .confidence import ConfidenceDetector
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
+from .erase_restore import EraseRestore, EraseRestoreDistance
 from .imageops import ImageOps
 from .squeezing import FeatureSqueezing
 
@@ -14,6 +15,8 @@ DETECTORS: dict[str, type[Detector]] = {
     "confidence": ConfidenceDetector,
     "image-ops": ImageOps,
     "cnn": CNNDetector,
+    "erase-restore": EraseRestore,
+    "erase-restore-distance": EraseRestoreDistance,
 }
 
 
@@ -24,5 +27,6 @@ def make_detector(name: str, classifier, **params) -> Detector:
     return DETECTORS[name](classifier, **params)
 
 
-__all__ = ["DECISION_MODELS", "DETECTORS", "CNNDetector", "ConfidenceDetector", "ImageOps", "Detector", "FeatureSqueezing", "NotFittedError",
+__all__ = ["DECISION_MODELS", "DETECTORS", "CNNDetector", "ConfidenceDetector", "EraseRestore", "EraseRestoreDistance",
+           "ImageOps", "Detector", "FeatureSqueezing", "NotFittedError",
            "decision_scores", "make_decision_model", "make_detector"]

@@ -1,0 +1,80 @@
+"""Erase-and-Restore (THEMIS): masks, inpainting, features, real-data separation, persistence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from advguard import UnknownNameError, load_dataset, load_model
+from advguard.attacks import make_attack, shifted_targets
+from advguard.detectors import Detector, EraseRestore, EraseRestoreDistance, make_detector
+from advguard.detectors.erase_restore import make_masks, restore
+from advguard.metrics import roc_auc
+
+
+def test_masks_erase_the_requested_share_and_differ():
+    rng = np.random.default_rng(0)
+    m = make_masks(rng, 4, 11, (32, 32), 0.10)
+    assert m.shape == (4, 11, 32, 32) and (m.reshape(44, -1).sum(1) == round(0.1 * 1024)).all()
+    flat = m.reshape(44, -1)
+    assert len({r.tobytes() for r in flat}) == 44  # every image and draw gets its own mask
+    b = make_masks(rng, 2, 3, (32, 32), 0.10, kind="blobs", blob=3)
+    erased = b.reshape(6, -1).sum(1)
+    assert (erased >= 102).all() and (erased < 102 + 9).all()  # blobs until 10 % (102 px), one blob of overshoot
+    with pytest.raises(UnknownNameError, match="stripes"):
+        make_masks(rng, 1, 1, (8, 8), 0.1, kind="stripes")
+
+
+@pytest.mark.parametrize("method", ["telea", "ns", "median"])
+def test_restoration_changes_only_masked_pixels(foolbox_images, method):
+    imgs = np.stack([a for a, _ in foolbox_images["cifar10"][:6]])  # real photos, uint8 HWC
+    masks = make_masks(np.random.default_rng(1), 6, 3, (32, 32), 0.10)
+    out = restore(imgs, masks, method, workers=2)
+    assert out.shape == (6, 3, 32, 32, 3) and out.dtype == np.uint8
+    same = out == imgs[:, None]
+    assert same[~masks].all()  # unmasked pixels untouched
+    assert not same[masks].all()  # masked pixels restored, not left as they were
+    serial = restore(imgs, masks, method, workers=1)
+    np.testing.assert_array_equal(out, serial)
+
+
+@pytest.fixture(scope="module")
+def cw_set():
+    clf = load_model("cifar10-cnn")
+    ds = load_dataset("cifar10", "test", limit=140, seed=7)
+    keep = clf.predict(ds.x).numpy() == ds.y
+    x, y = torch.from_numpy(ds.x[keep]), torch.from_numpy(ds.y[keep])
+    r = make_attack("cw-l2", clf, steps=40, binary_search_steps=3, progress=False)(x, y, shifted_targets(y, 10, 1))
+    ok = r.success
+    perm = torch.randperm(int(ok.sum()), generator=torch.Generator().manual_seed(0))
+    return clf, x[ok][perm], r.x_adv[ok][perm]  # adversarial i comes from clean i; shuffled across classes
+
+
+def test_features_shape_and_fresh_masks(cw_set):
+    clf, x, _ = cw_set
+    det = EraseRestore(clf, n=5)
+    f1, f2 = det.extract(x[:4]), det.extract(x[:4])
+    assert f1.shape == (4, 6 * 10)
+    np.testing.assert_allclose(f1[:, :10], f2[:, :10], atol=1e-6)  # the original's softmax is deterministic
+    assert not np.allclose(f1[:, 10:], f2[:, 10:])  # fresh masks per call
+    fixed = EraseRestore(clf, n=5, fixed_masks=True)
+    np.testing.assert_allclose(fixed.extract(x[:4]), fixed.extract(x[:4]), atol=1e-6)
+    assert EraseRestoreDistance(clf, n=5).extract(x[:4]).shape == (4, 2)
+
+
+def test_separates_cw_l2_from_clean(cw_set):
+    clf, x, xa = cw_set
+    n = len(x) // 2  # fit on the first half of the images, test on the others (no image in both)
+    kl = make_detector("erase-restore-distance", clf, statistic="kl").fit(x[:n])
+    assert roc_auc(kl.score(x[n:]), kl.score(xa[n:])) > 0.9
+    svc = EraseRestore(clf).fit(x[:n], xa[:n])
+    assert roc_auc(svc.score(x[n:]), svc.score(xa[n:])) > 0.85
+
+
+def test_save_load_roundtrip_with_pca(cw_set, tmp_path):
+    clf, x, xa = cw_set
+    det = EraseRestore(clf, n=4, pca_dim=4, decision_model="adaboost", fixed_masks=True).fit(x[:40], xa[:40])
+    assert det.pca_[1].shape == (4, 10)
+    back = Detector.load(det.save(tmp_path / "er.zip"), clf)
+    np.testing.assert_allclose(back.score(x[40:50]), det.score(x[40:50]))
+    assert back.threshold_ == det.threshold_ and back.params["restore"] == "telea"
