@@ -58,6 +58,7 @@ RECIPES: dict[str, TrainConfig] = {
     "fashion-mnist-cnn": TrainConfig(epochs=8, lr=0.05, crop_padding=2, flip=True),
     "cifar10-cnn": TrainConfig(epochs=50, lr=0.1, label_smoothing=0.1,
                                cycles=((40, 0.04), (30, 0.03), (40, 0.03)), swa_last=25),
+    "cifar10-resnet20": TrainConfig(epochs=30, lr=0.1, label_smoothing=0.1),
     "gtsrb-cnn": TrainConfig(epochs=60, optimizer="adam", lr=2e-3, weight_decay=5e-4, crop_padding=0,
                              flip=False, color_jitter=0.5, rotate_deg=15, scale=0.15, translate=0.12,
                              label_smoothing=0.1, train_split="trainval"),

@@ -97,3 +97,56 @@ class LisaCNN(nn.Module):
 
 def gtsrb_cnn(num_classes: int = 43) -> nn.Module:
     return LisaCNN(num_classes, dropout=0.5)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv-BN layers with an identity (or 1x1 conv-BN projection) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.relu2 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """He et al.'s CIFAR ResNet (2016, Section 4.2): a 3x3 stem, three stages of ``blocks`` basic blocks
+    with widths ``widths`` (stride 2 between stages), global average pooling and a linear head.
+    Deviation: 1x1 conv projections on the two down-sampling shortcuts (the paper's option B) instead
+    of zero-padding (option A)."""
+
+    def __init__(self, num_classes: int = 10, blocks: int = 3, widths: tuple[int, int, int] = (16, 32, 64)):
+        super().__init__()
+        self.conv = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        layers, c = [], widths[0]
+        for s, w in enumerate(widths):
+            stage = [BasicBlock(c if i == 0 else w, w, stride=2 if (s > 0 and i == 0) else 1) for i in range(blocks)]
+            layers.append(nn.Sequential(*stage))
+            c = w
+        self.stage1, self.stage2, self.stage3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn(self.conv(x)))
+        x = self.stage3(self.stage2(self.stage1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def cifar10_resnet20(num_classes: int = 10) -> nn.Module:
+    """ResNet-20 for CIFAR-10 (~272k parameters): THEMIS's second target model, a different architecture
+    from :func:`cifar10_cnn` of similar size."""
+    return CifarResNet(num_classes, blocks=3, widths=(16, 32, 64))
+
