@@ -14,13 +14,15 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "advguard.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_models_lists_all_four_with_accuracy():
+def test_models_lists_every_zoo_model_with_accuracy():
+    from advguard.models import ZOO
+
     r = run("models")
     assert r.returncode == 0, r.stderr
-    for name in ("fashion-mnist-cnn", "cifar10-cnn", "gtsrb-cnn", "efficientnet-lite0"):
+    for name in ("fashion-mnist-cnn", "cifar10-cnn", "cifar10-resnet20", "gtsrb-cnn", "efficientnet-lite0"):
         assert name in r.stdout
     assert "untrained" not in r.stdout
-    assert r.stdout.count("%") >= 4
+    assert r.stdout.count("%") >= len(ZOO)
 
 
 def test_datasets_lists_local_data():
