@@ -32,7 +32,6 @@ from __future__ import annotations
 import io
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
+from ._parallel import thread_map
 from .errors import unknown_name
 
 #: The paper's parameters per family (Section 3.1), in its order.
@@ -208,13 +208,9 @@ def apply_ops(x: torch.Tensor, ops: Sequence[ImageOp], workers: int | None = Non
     arr = _to_uint8_hwc(x)
     n = arr.shape[0]
     workers = max(1, min(workers or os.cpu_count() or 1, n))
-    if workers == 1 or n < 2:
-        out = _apply_chunk(arr, ops)
-    else:
-        bounds = np.linspace(0, n, workers * 2 + 1).round().astype(int)
-        chunks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        with ThreadPoolExecutor(workers) as pool:
-            out = np.concatenate(list(pool.map(lambda c: _apply_chunk(c, ops), chunks)), axis=1)
+    bounds = np.linspace(0, n, workers * 2 + 1).round().astype(int)  # two chunks a thread evens out the load
+    chunks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a] or [arr]
+    out = np.concatenate(thread_map(lambda c: _apply_chunk(c, ops), chunks, workers), axis=1)
     return torch.from_numpy(out.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)
 
 

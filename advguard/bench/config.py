@@ -17,7 +17,7 @@ TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "f
 #: experiments: "grid" = {attacks} x {detectors} x {decision models}, one cell per attack (the default);
 #: "imageops" = Nguyen et al.'s protocol (all attacks pooled, 70/15/15 train/dev/eval, Tables 1 and 3-6)
 EXPERIMENTS = ("grid", "imageops")
-IMAGEOPS_KEYS = {"k", "ks", "classifiers", "families", "table3_ops", "correction_ops"}
+IMAGEOPS_KEYS = {"k", "ks", "classifiers", "families"}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift"}
 DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
@@ -140,7 +140,7 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
 def _check_imageops(opts: dict, cnn: list[dict], where: str) -> None:
     from ..detectors import DECISION_MODELS
     from ..detectors.cnn import BACKBONES
-    from ..transforms import FAMILY_SETS, parse_ops
+    from ..transforms import FAMILY_SETS
 
     _check_keys(opts, IMAGEOPS_KEYS, f"{where} [imageops]")
     for m in opts.get("classifiers", []):
@@ -149,11 +149,6 @@ def _check_imageops(opts: dict, cnn: list[dict], where: str) -> None:
     for f in opts.get("families", []):
         if f not in FAMILY_SETS:
             raise ConfigError(str(unknown_name("operation family", f, list(FAMILY_SETS))) + f" ({where})")
-    try:
-        parse_ops(opts.get("table3_ops", "all"))
-        parse_ops(opts.get("correction_ops", "jpeg+scale"))
-    except ValueError as e:
-        raise ConfigError(f"{where} [imageops]: {e}") from e
     for i, c in enumerate(cnn):
         _check_keys(c, CNN_KEYS, f"{where} [[cnn]] #{i + 1}")
         if c.get("backbone", "scratch") not in BACKBONES:

@@ -28,18 +28,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path
-from ..advsets import AdvSet, AdvSetConfig, build_advset, fold_of
+from .._atomic import atomic_path, atomic_write_text
+from ..advsets import fold_of
 from ..data import data_dir
 from ..detectors import CNNDetector, Detector, ImageOps, decision_scores, make_decision_model
-from ..detectors.imageops import counting_feature, default_k, differences_feature, label_matrix
+from ..detectors.imageops import PAPER_DECISION_PARAMS, counting_feature, default_k, differences_feature, \
+    label_matrix
 from ..defenses import LabelCorrection
+from ..defenses.correction import correction_rates
 from ..metrics import equal_error_rate, roc_auc
 from ..models import get_spec, load_model
 from ..report import provenance
-from ..transforms import FAMILY_SETS, ImageOp, paper_ops, parse_ops
+from ..transforms import FAMILY_SETS, paper_ops, parse_ops
 from . import paper_nguyen as paper
 from .config import BenchConfig
+from .runner import build_sets
 from .page import Page, fig_png, pyplot
 
 SPLITS = ("train", "dev", "eval")
@@ -69,6 +72,11 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _dev_best(rows: list[dict]) -> dict:
+    """The configuration the dev set selects: best dev accuracy, ties broken by dev AUC."""
+    return max(rows, key=lambda r: (r["dev_accuracy"], r["dev_auc"]))
+
+
 def _pct(v: float | None, digits: int = 2) -> str:
     return "-" if v is None or v != v else f"{100 * v:.{digits}f}"
 
@@ -91,13 +99,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     t_start = time.perf_counter()
 
     # ---------------------------------------------------------------- database
-    sets: dict[str, AdvSet] = {}
-    for a in tqdm(cfg.attacks, desc="adversarial sets", disable=not progress):
-        acfg = AdvSetConfig(dataset=cfg.dataset, model=cfg.model, attack=a.name, params=a.params, split=cfg.split,
-                            limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift, roundtrip=cfg.roundtrip,
-                            dataset_kwargs=ds_kwargs)
-        sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
-                                     progress=progress)
+    sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
     first = next(iter(sets.values()))
     wkey = first.config["weights"]
     lab_dir = cache / "imageops-labels"
@@ -111,7 +113,8 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     adv_label = np.concatenate([[lab] * len(s.x_adv) for lab, s in sets.items()]) if sets else np.zeros(0, str)
     L_all_adv = np.concatenate([L_adv[lab] for lab in sets])
     y_all_adv = np.concatenate([s.y_adv for s in sets.values()])
-    fold_a = np.concatenate([fold_of(s.adv_ids, cfg.fractions, cfg.seed) for s in sets.values()])
+    adv_folds = {lab: fold_of(s.adv_ids, cfg.fractions, cfg.seed) for lab, s in sets.items()}
+    fold_a = np.concatenate(list(adv_folds.values()))
 
     doc: dict = {"config": {k_: v for k_, v in cfg.__dict__.items() if k_ != "source_text"},
                  "config_toml": cfg.source_text, "provenance": provenance(), "k": k, "ks": ks, "criterion": criterion,
@@ -123,8 +126,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     # ---------------------------------------------------------------- Table 1
     t1 = []
     for a in cfg.attacks:
-        s = sets[a.label]
-        fa = fold_of(s.adv_ids, cfg.fractions, cfg.seed)
+        s, fa = sets[a.label], adv_folds[a.label]
         t1.append({"attack": a.label, "name": a.name, "params": a.params, "targeted": a.target_shift is not None,
                    "n_attacked": s.counts["n_attacked"], "n_success": s.counts["n_success"], "n_kept": s.counts["n_adv"],
                    **{f"n_{sp}": int((fa == i).sum()) for i, sp in enumerate(SPLITS)},
@@ -160,8 +162,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         return counting_feature(sub) if feature == "count" else differences_feature(sub)
 
     def fit_eval(m: str, X: np.ndarray) -> dict:
-        params = {"n_estimators": 100, "max_depth": 2} if m == "rf" else {}
-        est = make_decision_model(m, seed=cfg.seed, **params).fit(X[fold == 0], y_det[fold == 0])
+        est = make_decision_model(m, seed=cfg.seed, **PAPER_DECISION_PARAMS.get(m, {})).fit(X[fold == 0], y_det[fold == 0])
         r = {}
         for i, sp in ((1, "dev"), (2, "eval")):
             sel = fold == i
@@ -184,8 +185,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     # cost vs accuracy per family: the dev-selected configuration of each family, passes = 1 + its op count
     fam_rows = []
     for f in families:
-        rows_f = [r for r in t4 if r["family"] == f]
-        b = max(rows_f, key=lambda r: (r["dev_accuracy"], r["dev_auc"]))
+        b = _dev_best([r for r in t4 if r["family"] == f])
         fam_rows.append({"family": f, "n_ops": len(parse_ops(f)), "passes_per_image": 1 + len(parse_ops(f)),
                          "classifier": b["classifier"], "feature": b["feature"], "eval_accuracy": b["eval_accuracy"],
                          "eval_auc": b["eval_auc"]})
@@ -203,11 +203,10 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         cols = [0] + [col[o] for o in corr.ops]
         cc = corr.top_k_from_labels(L_clean[:, cols])
         ca = corr.top_k_from_labels(L_all_adv[:, cols])
+        rc, ra = correction_rates(cc, y_clean), correction_rates(ca, y_all_adv)
         t5.append({"ops": ops_name, "n_ops": len(corr.ops), "vote_k": corr.vote_k, "k": corr.k,
-                   "normal_top1": float((cc[:, 0] == y_clean).mean()),
-                   "normal_topk": float((cc == y_clean[:, None]).any(1).mean()),
-                   "adversarial_top1": float((ca[:, 0] == y_all_adv).mean()),
-                   "adversarial_topk": float((ca == y_all_adv[:, None]).any(1).mean()),
+                   "normal_top1": rc["top1"], "normal_topk": rc[f"top{corr.k}"],
+                   "adversarial_top1": ra["top1"], "adversarial_topk": ra[f"top{corr.k}"],
                    "per_attack_top1": {lab: float((ca[adv_label == lab, 0] == y_all_adv[adv_label == lab]).mean())
                                        for lab in sets if (adv_label == lab).any()}})
     doc["table5"] = t5
@@ -218,7 +217,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     for feat in ("count", "diff"):
         rows = [r for r in t4 if r["feature"] == feat]
         if rows:
-            b = max(rows, key=lambda r: (r["dev_accuracy"], r["dev_auc"]))
+            b = _dev_best(rows)
             best[feat] = b
             t6.append({"detector": f"{b['classifier'].upper()} - {'counting' if feat == 'count' else 'differences'}"
                                    f" feature ({b['family']})", "kind": "image-ops",
@@ -251,13 +250,14 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         t0 = time.perf_counter()
         if path.exists():
             det = Detector.load(path, clf)
-            train_s = json.loads(det.history_[-1].get("_train_seconds", "null")) if det.history_ else None
+            saved = det.history_[-1].get("_train_seconds") if det.history_ else None
+            train_s = None if saved is None else float(saved)  # older caches stored it as a JSON string
         else:
             det = CNNDetector(clf, fpr=cfg.fpr, seed=cfg.seed, progress=progress, **params)
             det.fit(x_all[(fold == 0) & (y_det == 0)], x_all[(fold == 0) & (y_det == 1)],
                     dev=(x_all[(fold == 1) & (y_det == 0)], x_all[(fold == 1) & (y_det == 1)]))
             train_s = time.perf_counter() - t0
-            det.history_[-1]["_train_seconds"] = json.dumps(train_s)
+            det.history_[-1]["_train_seconds"] = train_s
             path.parent.mkdir(parents=True, exist_ok=True)
             det.save(path)
         ev = fold == 2
@@ -274,10 +274,8 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     doc["wall_seconds"] = time.perf_counter() - t_start
 
     out.mkdir(parents=True, exist_ok=True)
-    from .._atomic import atomic_write_text
-
     atomic_write_text(out / "results.json", json.dumps(doc, indent=2, default=str) + "\n")
-    _page(doc, cfg, ops, sets, scatter).write(out)
+    _page(doc, cfg, scatter).write(out)
     return doc
 
 
@@ -288,7 +286,7 @@ def summary_table(doc: dict) -> tuple[list[str], list[list]]:
 
 
 # ==================================================================== page
-def _page(doc: dict, cfg: BenchConfig, ops: list[ImageOp], sets: dict, scatter: dict) -> Page:
+def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
     p, d = doc["provenance"], doc["data"]
     pg = Page(cfg.title or cfg.name)
     db = doc["database"]
@@ -299,7 +297,7 @@ def _page(doc: dict, cfg: BenchConfig, ops: list[ImageOp], sets: dict, scatter: 
         f"and reloaded, re-checked; {criterion_text(doc)}.",
         f"- Pooled database split {'/'.join(str(int(round(100 * f))) for f in cfg.fractions)} by clean-image id: "
         + ", ".join(f"{sp} {db[sp]['normal']} normal + {db[sp]['adversarial']} adversarial" for sp in SPLITS)
-        + f" (paper: train 2,800 + 16,110, dev 600 + 3,092, eval 600 + 3,124).",
+        + " (paper: train 2,800 + 16,110, dev 600 + 3,092, eval 600 + 3,124).",
         f"- Features: top-{doc['k']} labels (the paper: top-5 of 1,000 classes; see the k ablation) before and "
         f"after each of the 38 operations; label matrix cost {doc['label_cost']['ms_per_image']:.1f} ms/image "
         f"({doc['label_cost']['passes_per_image']:.0f} model passes/image).",
@@ -339,7 +337,7 @@ def _page(doc: dict, cfg: BenchConfig, ops: list[ImageOp], sets: dict, scatter: 
         rows.append([name, doc["table3_n"][lab], counts[0]] + [counts[idx[c]] for c in cols])
         pv = paper.TABLE3.get(lab)
         if pv is not None:
-            rows.append([f"  paper ResNet-18", "1,000" if lab == "Normal images" else "-", pv[0]] + list(pv[1:]))
+            rows.append(["  paper ResNet-18", "1,000" if lab == "Normal images" else "-", pv[0]] + list(pv[1:]))
     pg.table(["images", "n", "original"] + cols, rows,
              caption=f"ours ({doc['criterion']} misclassified), paper rows beneath (ResNet-18, top-5; its JPEG column "
                      "20 is our 25, the lowest quality of the 38 operations)")

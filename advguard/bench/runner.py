@@ -64,6 +64,18 @@ def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
     return {"ms_per_image": 1000 * best / len(x), "images_per_s": len(x) / best}
 
 
+def build_sets(cfg: BenchConfig, clf, ds_kwargs: dict, cache: Path, progress: bool = True) -> dict[str, AdvSet]:
+    """The adversarial set of every configured attack, by attack label (built or loaded from ``cache``)."""
+    sets: dict[str, AdvSet] = {}
+    for a in tqdm(cfg.attacks, desc="adversarial sets", disable=not progress):
+        acfg = AdvSetConfig(dataset=cfg.dataset, model=cfg.model, attack=a.name, params=a.params, split=cfg.split,
+                            limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift, roundtrip=cfg.roundtrip,
+                            dataset_kwargs=ds_kwargs)
+        sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
+                                     progress=progress)
+    return sets
+
+
 def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
               progress: bool = True) -> dict:
     """Run the whole grid; write the artefacts into ``out``; return the results document."""
@@ -81,13 +93,7 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | 
     clf = load_model(cfg.model)
     ds_kwargs = {**spec.dataset_kwargs, **cfg.dataset_kwargs}
 
-    sets: dict[str, AdvSet] = {}
-    for a in tqdm(cfg.attacks, desc="adversarial sets", disable=not progress):
-        acfg = AdvSetConfig(dataset=cfg.dataset, model=cfg.model, attack=a.name, params=a.params, split=cfg.split,
-                            limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift, roundtrip=cfg.roundtrip,
-                            dataset_kwargs=ds_kwargs)
-        sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
-                                     progress=progress)
+    sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
     first = next(iter(sets.values()))
     clean_key = hashlib.sha256((first.config["weights"] + json.dumps(
         [cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs], sort_keys=True)).encode()).hexdigest()[:20]

@@ -25,12 +25,11 @@ Cost: 1 + n model passes per image; inpainting runs on a thread pool (OpenCV rel
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from .._parallel import thread_map
 from ..errors import unknown_name
 from .base import Detector
 
@@ -92,13 +91,7 @@ def restore(images: np.ndarray, masks: np.ndarray, method: str = "telea", radius
                 r = r[:, :, None] if r.ndim == 2 else r
             out[i, j] = r
 
-    workers = max(1, min(workers or os.cpu_count() or 1, n_img))
-    if workers == 1:
-        for i in range(n_img):
-            one(i)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, range(n_img)))
+    thread_map(one, range(n_img), workers)
     return out
 
 
@@ -166,22 +159,19 @@ class EraseRestore(Detector):
         return ((vec - mean) @ comp.T).reshape(len(f), -1)
 
     def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> "EraseRestore":
-        d = self.params["pca_dim"]
-        if d and self.supervised:
+        d = self.params["pca_dim"]  # 0 (no PCA) for the unsupervised distance subclass
+        if d:
             from sklearn.decomposition import PCA
 
             c = self.classifier.num_classes
             train = np.concatenate([f_clean] + ([f_adv] if f_adv is not None else [])).reshape(-1, c)
             pca = PCA(n_components=min(d, c), random_state=self.seed).fit(train)
             self.pca_ = (pca.mean_, pca.components_)
-        f_clean_r = self._reduce(np.asarray(f_clean, dtype=np.float64)) if self.supervised else f_clean
-        f_adv_r = self._reduce(np.asarray(f_adv, dtype=np.float64)) if (self.supervised and f_adv is not None) \
-            else f_adv
-        return super().fit_features(f_clean_r, f_adv_r)
+        return super().fit_features(self._reduce(np.asarray(f_clean, dtype=np.float64)),
+                                    None if f_adv is None else self._reduce(np.asarray(f_adv, dtype=np.float64)))
 
     def score_features(self, f: np.ndarray) -> np.ndarray:
-        f = np.asarray(f, dtype=np.float64)
-        return super().score_features(self._reduce(f) if self.supervised else f)
+        return super().score_features(self._reduce(np.asarray(f, dtype=np.float64)))
 
     def _state(self):
         if self.pca_ is None:
