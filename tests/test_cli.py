@@ -4,8 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from advguard.cli import main
 from advguard.data import data_dir
 

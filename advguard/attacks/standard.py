@@ -8,8 +8,6 @@ silently used normalised units).
 """
 from __future__ import annotations
 
-import torch
-
 from .base import Attack
 
 
