@@ -46,10 +46,19 @@ class AdvSetConfig:
     target_shift: int | None = None  # None = untargeted; 1 = "next class"
     roundtrip: str | None = None
     dataset_kwargs: dict = field(default_factory=dict)
+    #: ``(i, m)``: attack only part i of m disjoint parts of the correctly classified images (by a seeded
+    #: hash of the clean id), so m attacks can share one clean set without sharing source images
+    #: (balanced clean/adversarial sets, THEMIS's protocol). ``x_clean`` still holds all of them.
+    part: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.roundtrip not in ROUNDTRIPS:
             raise ValueError(f"roundtrip must be one of {ROUNDTRIPS}, got {self.roundtrip!r}")
+        if self.part is not None:
+            i, m = (int(v) for v in self.part)
+            if not (m >= 1 and 0 <= i < m):
+                raise ValueError(f"part must be (i, m) with 0 <= i < m, got {self.part!r}")
+            object.__setattr__(self, "part", (i, m))
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -64,7 +73,10 @@ def weights_hash(module: torch.nn.Module) -> str:
 
 
 def config_key(cfg: AdvSetConfig, model_hash: str) -> str:
-    doc = json.dumps({**asdict(cfg), "weights": model_hash, "v": 1}, sort_keys=True, default=str)
+    d = asdict(cfg)
+    if d["part"] is None:  # keys of sets built before ``part`` existed stay valid
+        del d["part"]
+    doc = json.dumps({**d, "weights": model_hash, "v": 1}, sort_keys=True, default=str)
     return hashlib.sha256(doc.encode()).hexdigest()[:20]
 
 
@@ -85,6 +97,11 @@ def fold_of(ids: np.ndarray, fractions: tuple[float, ...] = (0.8, 0.2), seed: in
         z = z ^ (z >> np.uint64(31))
     u = (z >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
     return np.searchsorted(np.cumsum(fr)[:-1], u, side="right")
+
+
+def part_of(ids: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
+    """Which of ``m`` equal parts each clean id belongs to (a hash independent of :func:`fold_of`'s)."""
+    return fold_of(ids, (1.0 / m,) * m, seed + 0x5EED) if m > 1 else np.zeros(len(ids), np.int64)
 
 
 def roundtrip_images(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -159,7 +176,13 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
     with classifier.exact():
         pred = classifier.predict(ds.x).numpy()
     correct = pred == ds.y
-    x_clean, y_clean, ids = ds.x[correct], ds.y[correct], ds.indices[correct]
+    x_all, y_all, ids_all = ds.x[correct], ds.y[correct], ds.indices[correct]
+    if cfg.part is not None:
+        i, m = cfg.part
+        chosen = part_of(ids_all, m, cfg.seed) == i
+    else:
+        chosen = np.ones(len(ids_all), bool)
+    x_clean, y_clean, ids = x_all[chosen], y_all[chosen], ids_all[chosen]
     attack = make_attack(cfg.attack, classifier, seed=cfg.seed, progress=False, **cfg.params)
     parts = root / f"{key}.partial"
     parts.mkdir(parents=True, exist_ok=True)
@@ -191,7 +214,7 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
     counts = {"n_images": len(ds), "n_correct": int(correct.sum()), "n_attacked": int(len(y_clean)),
               "n_success": int(sum(int(c["n_success"]) for c in chunks)), "n_adv": int(ok.sum())}
     arrays = {
-        "x_clean": x_clean, "clean_ids": ids, "y_clean": y_clean,
+        "x_clean": x_all, "clean_ids": ids_all, "y_clean": y_all,
         "x_adv": np.concatenate([c["x_adv"] for c in chunks]) if chunks else np.zeros((0, *ds.x.shape[1:]), np.float32),
         "adv_ids": ids[ok], "y_adv": y_clean[ok],
         "pred_adv": np.concatenate([c["pred"] for c in chunks]) if chunks else np.zeros(0, int),

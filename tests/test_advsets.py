@@ -99,3 +99,17 @@ def test_png_roundtrip_is_8bit_quantisation_and_jpeg_changes_little(clf):
     real = torch.from_numpy(load_dataset("cifar10", "test", limit=8).x)
     jpg = roundtrip_images(real, "jpeg")  # Pillow q=100 with its default 4:2:0 chroma subsampling
     assert 0 < float((jpg - real).abs().mean()) < 0.02
+
+
+def test_parts_are_disjoint_and_share_one_clean_set(clf, tmp_path):
+    """``part=(i, m)``: m attacks share the clean set, each attacking its own disjoint part of it."""
+    sets = [build_advset(AdvSetConfig(**{**CFG.__dict__, "params": {"eps": 8 / 255}, "part": (i, 3)}), clf,
+                         cache_dir=tmp_path, chunk_size=16, progress=False) for i in range(3)]
+    assert all(np.array_equal(s.clean_ids, sets[0].clean_ids) for s in sets)
+    attacked = [s.counts["n_attacked"] for s in sets]
+    assert sum(attacked) == len(sets[0].clean_ids) and min(attacked) > 0
+    ids = [set(s.adv_ids.tolist()) for s in sets]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert config_key(CFG, "h") != config_key(AdvSetConfig(**{**CFG.__dict__, "part": (0, 3)}), "h")
+    with pytest.raises(ValueError, match="part"):
+        AdvSetConfig("cifar10", "m", "fgsm", part=(3, 3))

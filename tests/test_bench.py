@@ -96,3 +96,32 @@ def test_imageops_experiment_smoke(tmp_path):
     assert main(args) == 0  # everything cached: identical numbers
     again = json.loads((out / "results.json").read_text())
     assert again["table4"] == doc["table4"] and again["table6"][2]["accuracy"] == doc["table6"][2]["accuracy"]
+
+
+def test_themis_experiment_smoke(tmp_path):
+    """THEMIS's protocol on two models end to end: every table, the adaptive curve, cached re-run identical."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["bench", str(ROOT / "configs" / "themis-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert {(r["model"], r["classifier"]) for r in doc["table1"]} == {
+        (m, c) for m in ("cifar10-cnn", "cifar10-resnet20") for c in ("svc", "adaboost")}
+    for m, s in doc["sets"].items():
+        att = s["attacks"]
+        # balanced: the attacks share the clean set and attack disjoint parts of it
+        assert sum(v["n_attacked"] for v in att.values()) == s["n_correct"]
+        assert all(0 < v["n_adv"] <= v["n_attacked"] for v in att.values())
+    for r in doc["table1"]:
+        assert 0 <= r["fpr"] <= 1 and set(r["dr"]) == {"CW-L2 κ=0.0", "DeepFool"} and "median_baseline" in r
+    assert {(r["train"], r["test"]) for r in doc["table3"]} == {
+        (a, b) for a in ("cifar10-cnn", "cifar10-resnet20") for b in ("cifar10-cnn", "cifar10-resnet20")}
+    assert sorted({r["n"] for r in doc["table4"]}) == [2, 5]
+    assert {r["metric"] for r in doc["table6"]} == {"kl", "wd"} and doc["table2"][0]["detector"] == "feature-squeezing"
+    ad = doc["adaptive"]
+    assert ad["n_images"] == 4 and len(ad["bypass_curve"]) == 2 and 0 <= ad["bypass_rate"] <= 1
+    assert ad["bypass_curve"] == sorted(ad["bypass_curve"])  # cumulative
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "Table 3" in html and "paper" in html
+    assert main(args) == 0  # everything cached (sets, E&R outputs, adaptive chunks): identical numbers
+    again = json.loads((out / "results.json").read_text())
+    assert again["table1"] == doc["table1"] and again["adaptive"]["bypass_curve"] == ad["bypass_curve"]

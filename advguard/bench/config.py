@@ -13,11 +13,15 @@ else:  # pragma: no cover
 from ..errors import AdvguardError, unknown_name
 
 TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
-            "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap", "experiment", "imageops", "cnn"}
+            "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap", "experiment", "imageops", "cnn", "themis"}
 #: experiments: "grid" = {attacks} x {detectors} x {decision models}, one cell per attack (the default);
 #: "imageops" = Nguyen et al.'s protocol (all attacks pooled, 70/15/15 train/dev/eval, Tables 1 and 3-6)
-EXPERIMENTS = ("grid", "imageops")
+#: "themis" = Erase-and-Restore's protocol (balanced clean/adversarial sets on one or more target models,
+#: Tables 1-6 of the paper, see :mod:`advguard.bench.themis_experiment`)
+EXPERIMENTS = ("grid", "imageops", "themis")
 IMAGEOPS_KEYS = {"k", "ks", "classifiers", "families"}
+THEMIS_KEYS = {"models", "classifiers", "ns", "balanced", "adaptive", "compare", "n", "train_on"}
+ADAPTIVE_KEYS = {"n_images", "restarts", "steps", "check_every", "confidence", "stepsize", "const"}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift"}
 DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
@@ -64,6 +68,7 @@ class BenchConfig:
     experiment: str = "grid"
     imageops: dict = field(default_factory=dict)
     cnn: list[dict] = field(default_factory=list)
+    themis: dict = field(default_factory=dict)
     source_text: str = ""
 
 
@@ -123,8 +128,13 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         _check_imageops(imageops, cnn, where)
     elif imageops or cnn:
         raise ConfigError(f"{where}: [imageops] and [[cnn]] belong to experiment = \"imageops\"")
+    themis = dict(doc.get("themis", {}))
+    if experiment == "themis":
+        _check_themis(themis, where)
+    elif themis:
+        raise ConfigError(f"{where}: [themis] belongs to experiment = \"themis\"")
     fr = tuple(doc.get("fractions", (0.8, 0.2) if experiment == "grid" else (0.7, 0.15, 0.15)))
-    want = 2 if experiment == "grid" else 3
+    want = 3 if experiment == "imageops" else 2
     if len(fr) != want:
         raise ConfigError(f"{where}: fractions must be " + ("[fit, test]" if want == 2 else "[train, dev, eval]")
                           + f", got {list(fr)}")
@@ -134,7 +144,7 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         seed=int(doc.get("seed", 0)), fractions=fr, fpr=float(doc.get("fpr", 0.05)),
         roundtrip=doc.get("roundtrip") or None, out=doc.get("out"), dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
         chunk_size=int(doc.get("chunk_size", 256)), bootstrap=int(doc.get("bootstrap", 1000)),
-        experiment=experiment, imageops=imageops, cnn=cnn, source_text=source_text)
+        experiment=experiment, imageops=imageops, cnn=cnn, themis=themis, source_text=source_text)
 
 
 def _check_imageops(opts: dict, cnn: list[dict], where: str) -> None:
@@ -154,6 +164,27 @@ def _check_imageops(opts: dict, cnn: list[dict], where: str) -> None:
         if c.get("backbone", "scratch") not in BACKBONES:
             raise ConfigError(str(unknown_name("CNN detector backbone", str(c.get("backbone")), list(BACKBONES)))
                               + f" ({where})")
+
+
+def _check_themis(opts: dict, where: str) -> None:
+    from ..detectors import DECISION_MODELS, DETECTORS
+    from ..models import ZOO
+
+    _check_keys(opts, THEMIS_KEYS, f"{where} [themis]")
+    for m in opts.get("models", []):
+        if m not in ZOO:
+            raise ConfigError(str(unknown_name("model", m, list(ZOO))) + f" ({where} [themis] models)")
+    for m in opts.get("classifiers", []):
+        if m not in DECISION_MODELS:
+            raise ConfigError(str(unknown_name("decision model", m, list(DECISION_MODELS))) + f" ({where})")
+    for d in opts.get("compare", []):
+        if d not in DETECTORS:
+            raise ConfigError(str(unknown_name("detector", d, list(DETECTORS))) + f" ({where} [themis] compare)")
+    ns = [int(v) for v in opts.get("ns", [])]
+    if any(v < 1 for v in ns) or (ns and max(ns) > int(opts.get("n", 11))):
+        raise ConfigError(f"{where} [themis] ns: every n must be in 1..n (= {opts.get('n', 11)}), got {ns}")
+    if "adaptive" in opts:
+        _check_keys(opts["adaptive"], ADAPTIVE_KEYS, f"{where} [themis.adaptive]")
 
 
 def load_config(path: str | Path) -> BenchConfig:

@@ -64,13 +64,20 @@ def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
     return {"ms_per_image": 1000 * best / len(x), "images_per_s": len(x) / best}
 
 
-def build_sets(cfg: BenchConfig, clf, ds_kwargs: dict, cache: Path, progress: bool = True) -> dict[str, AdvSet]:
-    """The adversarial set of every configured attack, by attack label (built or loaded from ``cache``)."""
+def build_sets(cfg: BenchConfig, clf, ds_kwargs: dict, cache: Path, progress: bool = True,
+               model: str | None = None, balanced: bool = False) -> dict[str, AdvSet]:
+    """The adversarial set of every configured attack, by attack label (built or loaded from ``cache``).
+
+    ``balanced``: attack j attacks only part j of len(attacks) disjoint parts of the clean images, so the
+    pooled adversarial images number about as many as the clean ones, one per source image.
+    """
     sets: dict[str, AdvSet] = {}
-    for a in tqdm(cfg.attacks, desc="adversarial sets", disable=not progress):
-        acfg = AdvSetConfig(dataset=cfg.dataset, model=cfg.model, attack=a.name, params=a.params, split=cfg.split,
-                            limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift, roundtrip=cfg.roundtrip,
-                            dataset_kwargs=ds_kwargs)
+    m = len(cfg.attacks)
+    for j, a in enumerate(tqdm(cfg.attacks, desc="adversarial sets", disable=not progress)):
+        acfg = AdvSetConfig(dataset=cfg.dataset, model=model or cfg.model, attack=a.name, params=a.params,
+                            split=cfg.split, limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift,
+                            roundtrip=cfg.roundtrip, dataset_kwargs=ds_kwargs,
+                            part=(j, m) if balanced and m > 1 else None)
         sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
                                      progress=progress)
     return sets
@@ -85,6 +92,10 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | 
         from .imageops_experiment import run_imageops
 
         return run_imageops(cfg, out=out, cache_dir=cache_dir, progress=progress)
+    if cfg.experiment == "themis":
+        from .themis_experiment import run_themis
+
+        return run_themis(cfg, out=out, cache_dir=cache_dir, progress=progress)
 
     out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
     out.mkdir(parents=True, exist_ok=True)

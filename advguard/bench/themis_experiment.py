@@ -1,0 +1,602 @@
+"""Erase-and-Restore (THEMIS)'s protocol as an ``advguard bench`` experiment (``experiment = "themis"``).
+
+For every target model in ``[themis] models``:
+
+1. Balanced sets (Section 5): the correctly classified images of the drawn subset are the clean set;
+   with ``balanced = true`` each configured attack attacks a disjoint part of them, so the pooled
+   adversarial set holds about one image per clean image. 80/20 train/test by clean-image id.
+2. The (1 + n) softmax vectors of every image under n erase-and-restore draws are computed once
+   with Telea inpainting and once with the 3x3 median baseline (cached); every table slices them:
+   the n sweep uses the first n' draws (draws are independent, so this equals running with n').
+3. Table 1 (one detector per model and classifier, trained on all attacks pooled; FPR and per-attack
+   detection rate at the classifier's own decision, as the paper reports; AUCs and the rates at a
+   threshold calibrated to ``fpr`` on training clean images too), Table 2 (vs the ``compare``
+   detectors of the harness, calibrated to ``fpr``), Table 3 (trained on one model's CW sets, tested
+   on another's), CW -> DeepFool transfer, Tables 4/5 (n sweep), Figure 5 (median-filter baseline
+   ROC), Table 6 (mean KL / Wasserstein distance, threshold picked on the ROC as in the paper, plus
+   an honest one calibrated on training clean images), Figure 8 (KL vs WD scatter).
+4. ``[themis.adaptive]``: :class:`~advguard.attacks.adaptive.DetectorAwareCW` against the Table 1
+   SVM of the first model at its own decision, on test-fold clean images, cached in chunks
+   (resumable); the bypass rate vs number of optimisation paths is Figure 6.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._atomic import atomic_path, atomic_write_text
+from ..advsets import fold_of
+from ..data import data_dir
+from ..detectors import EraseRestore, make_detector
+from ..metrics import roc_auc
+from ..models import get_spec, load_model
+from ..report import provenance
+from . import paper_themis as paper
+from .config import BenchConfig, DetectorSpec
+from .page import Page, fig_png, pyplot
+from .runner import _feature_key, _features, build_sets, forward_cost
+
+RESTORES = ("telea", "median")
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None or v != v else f"{100 * v:.{digits}f}"
+
+
+def _probs_cached(det: EraseRestore, x: np.ndarray, path: Path, desc: str, progress: bool) -> tuple[np.ndarray, dict]:
+    """(N, 1 + n, C) float32 softmax outputs of ``x`` and its n restored variants, cached at ``path``."""
+    if path.exists():
+        with np.load(path, allow_pickle=False) as f:
+            return f["probs"], json.loads(str(f["cost"]))
+    clf = det.classifier
+    chunk = 256 if x.shape[-1] * x.shape[-2] <= 4096 else 16
+    parts, t0 = [], time.perf_counter()
+    for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False, disable=not progress):
+        parts.append(det.probs(clf.validate(x[i: i + chunk])).astype(np.float32))
+    secs = time.perf_counter() - t0
+    probs = np.concatenate(parts) if parts else np.zeros((0, 1 + det.params["n"], clf.num_classes), np.float32)
+    cost = {"n": len(x), "seconds": secs, "ms_per_image": 1000 * secs / max(1, len(x))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, probs=probs, cost=np.asarray(json.dumps(cost)))
+    return probs, cost
+
+
+def _native_threshold(det: EraseRestore) -> float:
+    """The decision model's own cut: decision_function > 0 (SVM, AdaBoost) or P(adversarial) > 0.5."""
+    return 0.0 if hasattr(det.estimator_, "decision_function") else 0.5
+
+
+def _distances(probs: np.ndarray, draws: int) -> np.ndarray:
+    """(N, 2): mean KL(f(x) || f(E&R(x))) and mean Wasserstein-1 over the first ``draws`` draws."""
+    p = np.clip(probs[:, : 1 + draws].astype(np.float64), 1e-12, 1.0)
+    p0, pr = p[:, :1], p[:, 1:]
+    kl = (p0 * (np.log(p0) - np.log(pr))).sum(-1).mean(1)
+    wd = np.abs(np.cumsum(p0, -1) - np.cumsum(pr, -1)).sum(-1).mean(1)
+    return np.stack([kl, wd], 1)
+
+
+class _ModelData:
+    """Everything one target model contributes: sets, folds and cached erase-and-restore outputs."""
+
+    def __init__(self, cfg: BenchConfig, model: str, cache: Path, progress: bool):
+        opts = cfg.themis
+        self.name = model
+        spec = get_spec(model)
+        self.clf = clf = load_model(model)
+        ds_kwargs = {**spec.dataset_kwargs, **cfg.dataset_kwargs}
+        self.sets = build_sets(cfg, clf, ds_kwargs, cache, progress, model=model,
+                               balanced=bool(opts.get("balanced", False)))
+        first = next(iter(self.sets.values()))
+        self.first = first
+        self.fold_c = fold_of(first.clean_ids, cfg.fractions, cfg.seed)
+        self.fold_a = {lab: fold_of(s.adv_ids, cfg.fractions, cfg.seed) for lab, s in self.sets.items()}
+        n = int(opts.get("n", 11))
+        ckey = _key(first.config["weights"], cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
+        self.P: dict[str, dict[str, np.ndarray]] = {}
+        self.cost: dict[str, dict] = {}
+        for restore in RESTORES:
+            self.P[restore] = {}
+            for lab, x, key in [("clean", first.x_clean, ckey)] + [(lab, s.x_adv, s.key) for lab, s in self.sets.items()]:
+                # a distinct mask stream per image set: no two sets share masks
+                seed = int(_key(cfg.seed, key, restore)[:8], 16)
+                det = EraseRestore(clf, n=n, restore=restore, seed=seed)
+                self.P[restore][lab], c = _probs_cached(det, x, cache / "themis-probs" / f"{_key(key, n, restore, seed)}.npz",
+                                                        f"{model} E&R {restore} {lab}", progress)
+                if lab == "clean":
+                    self.cost[restore] = c
+        self.floor = forward_cost(clf, first.x_clean[:256])
+        # comparison detectors of the harness (unsupervised, calibrated on training clean images)
+        self.compare: dict[str, dict[str, np.ndarray]] = {}
+        for d in opts.get("compare", []):
+            spec_d = DetectorSpec(d, d)
+            det = make_detector(d, clf, fpr=cfg.fpr, seed=cfg.seed)
+            fc, _ = _features(det, first.x_clean, cache / "features" / f"{_feature_key(spec_d, ckey, 'clean')}.npz",
+                              f"{model} {d} clean")
+            self.compare[d] = {"clean": fc}
+            for lab, s in self.sets.items():
+                self.compare[d][lab], _ = _features(det, s.x_adv, cache / "features" /
+                                                    f"{_feature_key(spec_d, s.key, 'adv')}.npz", f"{model} {d} {lab}")
+
+    def raw(self, which: str, n_use: int, restore: str = "telea") -> np.ndarray:
+        """Raw E&R feature (N, (1 + n_use) * C) of ``which`` ("clean" or an attack label)."""
+        p = self.P[restore][which][:, : 1 + n_use]
+        return p.reshape(len(p), -1).astype(np.float64)
+
+    def train_test(self, which: str, fold: int, n_use: int, restore: str = "telea") -> np.ndarray:
+        f = self.fold_c if which == "clean" else self.fold_a[which]
+        return self.raw(which, n_use, restore)[f == fold]
+
+
+def _fit(md: _ModelData, attacks: list[str], clf_name: str, n_use: int, cfg: BenchConfig,
+         restore: str = "telea") -> EraseRestore:
+    det = EraseRestore(md.clf, n=n_use, restore=restore, decision_model=clf_name, fpr=cfg.fpr, seed=cfg.seed)
+    f_adv = np.concatenate([md.train_test(a, 0, n_use, restore) for a in attacks])
+    return det.fit_features(md.train_test("clean", 0, n_use, restore), f_adv)
+
+
+def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int, restore: str = "telea") -> dict:
+    """FPR on test clean images and per-attack detection rates at the native and the calibrated threshold."""
+    sc = det.score_features(md.train_test("clean", 1, n_use, restore))
+    nat, cal = _native_threshold(det), det.threshold_
+    out = {"n_clean_test": int(len(sc)), "fpr": float((sc > nat).mean()), "fpr_calibrated": float((sc > cal).mean()),
+           "dr": {}, "dr_calibrated": {}, "auc": {}, "n_adv_test": {}}
+    for a in attacks:
+        sa = det.score_features(md.train_test(a, 1, n_use, restore))
+        out["n_adv_test"][a] = int(len(sa))
+        out["dr"][a] = float((sa > nat).mean()) if len(sa) else None
+        out["dr_calibrated"][a] = float((sa > cal).mean()) if len(sa) else None
+        out["auc"][a] = roc_auc(sc, sa) if len(sa) else None
+    return out
+
+
+def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
+               progress: bool = True) -> dict:
+    out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
+    cache = Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
+    opts = cfg.themis
+    models = list(opts.get("models") or [cfg.model])
+    n = int(opts.get("n", 11))
+    ns = sorted({int(v) for v in opts.get("ns", [n])} | {n})
+    classifiers = list(opts.get("classifiers", ["svc", "adaboost"]))
+    labels = [a.label for a in cfg.attacks]
+    cw = [lab for lab in opts.get("train_on", [a.label for a in cfg.attacks if a.name == "cw-l2"]) if lab in labels]
+    other = [lab for lab in labels if lab not in cw]
+    t_start = time.perf_counter()
+
+    mds = {m: _ModelData(cfg, m, cache, progress) for m in tqdm(models, desc="target models", disable=not progress)}
+    first = mds[models[0]].first
+    doc: dict = {"config": {k: v for k, v in cfg.__dict__.items() if k != "source_text"},
+                 "config_toml": cfg.source_text, "provenance": provenance(), "n": n, "ns": ns, "train_on": cw,
+                 "data": {"dataset": cfg.dataset, "split": cfg.split, "source": first.config.get("source"),
+                          "n_images": first.counts["n_images"]}}
+    doc["sets"] = {m: {"n_correct": md.first.counts["n_correct"],
+                       "clean": {"train": int((md.fold_c == 0).sum()), "test": int((md.fold_c == 1).sum())},
+                       "attacks": {lab: {**s.summary(), "train": int((md.fold_a[lab] == 0).sum()),
+                                         "test": int((md.fold_a[lab] == 1).sum())} for lab, s in md.sets.items()},
+                       "forward_floor": md.floor, "er_cost": md.cost}
+                   for m, md in mds.items()}
+
+    # ---------------------------------------------------------------- Table 1 (+ ROC data for Figure 5)
+    t1, fitted, roc = [], {}, {}
+    for m, md in mds.items():
+        for c in classifiers:
+            for restore in RESTORES:
+                det = _fit(md, labels, c, n, cfg, restore)
+                ev = _evaluate(det, md, labels, n, restore)
+                sc = det.score_features(md.train_test("clean", 1, n, restore))
+                sa = np.concatenate([det.score_features(md.train_test(a, 1, n, restore)) for a in labels])
+                roc[(m, c, restore)] = (sc, sa)
+                if restore == "telea":
+                    t1.append({"model": m, "classifier": c, **ev, "auc_pooled": roc_auc(sc, sa)})
+                    fitted[(m, c)] = det
+                else:
+                    t1[-1]["median_baseline"] = {**ev, "auc_pooled": roc_auc(sc, sa)}
+    doc["table1"] = t1
+
+    # ---------------------------------------------------------------- Table 2: vs the harness's detectors
+    t2 = []
+    for m, md in mds.items():
+        for d, feats in md.compare.items():
+            det = make_detector(d, md.clf, fpr=cfg.fpr, seed=cfg.seed).fit_features(feats["clean"][md.fold_c == 0])
+            sc = det.score_features(feats["clean"][md.fold_c == 1])
+            row = {"model": m, "detector": d, "fpr": float((sc > det.threshold_).mean()), "dr": {}, "auc": {}}
+            for a in labels:
+                sa = det.score_features(feats[a][md.fold_a[a] == 1])
+                row["dr"][a] = float((sa > det.threshold_).mean()) if len(sa) else None
+                row["auc"][a] = roc_auc(sc, sa) if len(sa) else None
+            t2.append(row)
+    doc["table2"] = t2
+
+    # ---------------------------------------------------------------- Table 3 + transfer CW -> DeepFool
+    t3, transfer = [], []
+    for a_m, md_a in mds.items():
+        for c in classifiers:
+            det = _fit(md_a, cw, c, n, cfg)
+            for b_m, md_b in mds.items():
+                t3.append({"train": a_m, "test": b_m, "classifier": c, **_evaluate(det, md_b, cw, n)})
+                if other:
+                    transfer.append({"train": a_m, "test": b_m, "classifier": c, **_evaluate(det, md_b, other, n)})
+    doc["table3"], doc["transfer"] = t3, transfer
+
+    # ---------------------------------------------------------------- Tables 4/5: n sweep (CW-trained)
+    t4 = []
+    for m, md in mds.items():
+        for n_use in ns:
+            for c in classifiers:
+                t4.append({"model": m, "n": n_use, "classifier": c, **_evaluate(_fit(md, cw, c, n_use, cfg), md, cw, n_use)})
+    doc["table4"] = t4
+
+    # ---------------------------------------------------------------- Table 6: KL / WD (10 draws as in the paper)
+    t6, scatter = [], {}
+    draws = min(10, n)
+    for m, md in mds.items():
+        dc = _distances(md.P["telea"]["clean"], draws)
+        scatter[m] = {"clean": dc}
+        for a in labels:
+            da = _distances(md.P["telea"][a], draws)
+            scatter[m][a] = da
+            for j, metric in enumerate(("kl", "wd")):
+                sc, sa = dc[:, j], da[:, j]
+                t6.append({"model": m, "attack": a, "metric": metric, **_youden(sc, sa),
+                           **_calibrated(sc[md.fold_c == 0], sc[md.fold_c == 1], sa[md.fold_a[a] == 1], cfg.fpr)})
+    doc["table6"] = t6
+
+    # ---------------------------------------------------------------- Figure 6: adaptive attack
+    if "adaptive" in opts:
+        m0 = models[0]
+        doc["adaptive"] = _adaptive(cfg, mds[m0], fitted[(m0, "svc")] if "svc" in classifiers
+                                    else fitted[(m0, classifiers[0])], cache, progress)
+    doc["wall_seconds"] = time.perf_counter() - t_start
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(_jsonable(doc), indent=2, default=str) + "\n")
+    _page(doc, cfg, roc, scatter).write(out)
+    return doc
+
+
+def _youden(sc: np.ndarray, sa: np.ndarray) -> dict:
+    """The paper's Table 6 cut: the ROC point maximising TPR - FPR, picked on the same images."""
+    from sklearn.metrics import roc_curve
+
+    f, t, _ = roc_curve(np.r_[np.zeros(len(sc)), np.ones(len(sa))], np.r_[sc, sa])
+    j = int(np.argmax(t - f))
+    return {"fpr_roc": float(f[j]), "tpr_roc": float(t[j]), "auc": roc_auc(sc, sa), "n_clean": int(len(sc)),
+            "n_adv": int(len(sa))}
+
+
+def _calibrated(sc_train: np.ndarray, sc_test: np.ndarray, sa_test: np.ndarray, fpr: float) -> dict:
+    from ..metrics import threshold_at_fpr
+
+    th = threshold_at_fpr(sc_train, fpr)
+    return {"fpr_calibrated": float((sc_test > th).mean()),
+            "tpr_calibrated": float((sa_test > th).mean()) if len(sa_test) else None}
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {(" / ".join(map(str, k)) if isinstance(k, tuple) else k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    return o
+
+
+# ==================================================================== adaptive attack (Figure 6)
+def _adaptive(cfg: BenchConfig, md: _ModelData, det: EraseRestore, cache: Path, progress: bool) -> dict:
+    from ..attacks import shifted_targets
+    from ..attacks.adaptive import DetectorAwareCW
+
+    a = dict(cfg.themis["adaptive"])
+    n_img = int(a.get("n_images", 50))
+    restarts = int(a.get("restarts", 150))
+    params = {"confidence": float(a.get("confidence", 0.0)), "steps": int(a.get("steps", 100)),
+              "restarts": restarts, "check_every": int(a.get("check_every", 1)),
+              "const": float(a.get("const", 1.0)), "stepsize": float(a.get("stepsize", 0.01))}
+    det.threshold_ = _native_threshold(det)  # the paper's operating point: the SVM's own decision
+    test = np.flatnonzero(md.fold_c == 1)[:n_img]  # clean test images: never seen by the detector
+    x, y = md.first.x_clean[test], md.first.y_clean[test]
+    t = shifted_targets(y, md.clf.num_classes, 1).numpy()
+    # the plain detector on these clean images (its false alarms are not bypasses to be won)
+    clean_flag = det.score_features(md.raw("clean", det.params["n"])[test]) > det.threshold_
+    chunk = 10
+    parts = []
+    t0 = time.perf_counter()
+    for i in tqdm(range(0, len(x), chunk), desc="adaptive attack chunks", disable=not progress):
+        path = cache / "themis-adaptive" / f"{_key(md.first.config['weights'], md.first.key, params, test[i:i + chunk].tolist(), cfg.seed)}.npz"
+        if not path.exists():
+            atk = DetectorAwareCW(md.clf, det, seed=cfg.seed + i, progress=progress, **params)
+            r = atk(x[i: i + chunk], y[i: i + chunk], t[i: i + chunk])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                np.savez(tmp, restart=r.restart.numpy(), step=r.step.numpy(), evaded=r.evaded.numpy(),
+                         recheck=r.recheck_evasion.numpy(), l2=r.norms["l2"].numpy(), success=r.success.numpy(),
+                         seconds=np.asarray(time.perf_counter() - t0))
+            t0 = time.perf_counter()
+        with np.load(path, allow_pickle=False) as f:
+            parts.append({k: f[k] for k in f.files})
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("restart", "step", "evaded", "recheck", "l2", "success")}
+    found = cat["evaded"]
+    curve = [float(((cat["restart"] >= 0) & (cat["restart"] < T) & found).mean()) for T in range(1, restarts + 1)]
+    return {"params": params, "n_images": int(len(x)), "operating_point": "SVM decision_function > 0",
+            "clean_false_alarms": int(clean_flag.sum()), "bypass_rate": float(found.mean()),
+            "bypass_curve": curve, "n_bypass": int(found.sum()),
+            "median_l2_bypass": float(np.median(cat["l2"][found])) if found.any() else None,
+            "mean_recheck_evasion": float(np.nanmean(cat["recheck"][found])) if found.any() else None,
+            "robust_bypass_rate": float((found & (np.nan_to_num(cat["recheck"]) >= 0.5)).mean()),
+            "restart_of_bypass": cat["restart"][found].tolist(),
+            "seconds": float(sum(float(p["seconds"]) for p in parts)),
+            "seconds_per_image": float(sum(float(p["seconds"]) for p in parts)) / max(1, len(x))}
+
+
+# ==================================================================== page
+def _short(m: str) -> str:
+    return m.replace("cifar10-", "")
+
+
+def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
+    p, d = doc["provenance"], doc["data"]
+    labels = [a.label for a in cfg.attacks]
+    cw = doc["train_on"]
+    cifar = cfg.dataset == "cifar10"
+    pg = Page(cfg.title or cfg.name)
+    lines = [f"- Data: {d['dataset']} {d['split']} split ({d['source']}); {d['n_images']} images drawn (seed {cfg.seed})."]
+    for m, s in doc["sets"].items():
+        att = ", ".join(f"{lab} {v['n_adv']} of {v['n_attacked']} attacked (train {v['train']} / test {v['test']}, "
+                        f"median L2 {v['median_l2']:.3f})" for lab, v in s["attacks"].items())
+        lines.append(f"- `{m}`: {s['n_correct']} correctly classified = clean set (train {s['clean']['train']} / test "
+                     f"{s['clean']['test']}); adversarial: {att}.")
+    lines += [
+        "- Balanced protocol: " + ("each attack attacks a disjoint part of the clean images (one adversarial image per "
+                                    "source image); " if cfg.themis.get("balanced") else "")
+        + f"{'/'.join(str(int(round(100 * f))) for f in cfg.fractions)} train/test split by clean-image id. "
+        "Adversarial images are float32 (no 8-bit round trip). Paper: 30,000 images per dataset.",
+        f"- THEMIS: n = {doc['n']} draws, 10 % of the pixels erased (exact count, fresh masks per image and draw), "
+        "OpenCV Telea inpainting radius 3; feature = the n + 1 softmax vectors"
+        + ("" if cifar else ", each reduced by a PCA to 10 dimensions fitted once on the training features") + ".",
+        "- Rates are on the test split. **FPR / DR** = at the decision model's own decision (SVM / AdaBoost "
+        f"decision_function > 0, as the paper reports); **@{100 * cfg.fpr:g}%** = at a threshold calibrated on "
+        f"training clean images for {100 * cfg.fpr:g} % FPR (the advguard protocol).",
+        f"- Machine: {p['machine']}. Commit `{p['commit']}`. Date {p['date']}. Wall time "
+        f"{doc['wall_seconds'] / 60:.1f} min (cached stages excluded).",
+        f"- Reproduce: `{p['command']}`.",
+    ]
+    pg.text("\n".join(lines))
+
+    def model_name(m: str) -> str:
+        return {"cifar10-cnn": "Carlini", "cifar10-resnet20": "ResNet32"}.get(m, "ResNet50")
+
+    ds_name = "CIFAR-10" if cifar else "ImageNet"
+    # ---- Table 1
+    pg.h2("Table 1: detection rate and FPR (trained on all attacks pooled)")
+    head = ["model", "classifier", "FPR %"] + [f"DR {lab} %" for lab in labels] + \
+           [f"FPR @{100 * cfg.fpr:g}%"] + [f"DR {lab} @{100 * cfg.fpr:g}%" for lab in labels] + ["AUC pooled %"]
+    rows = []
+    for r in doc["table1"]:
+        rows.append([f"`{r['model']}`", r["classifier"], _pct(r["fpr"])] + [_pct(r["dr"][lab]) for lab in labels]
+                    + [_pct(r["fpr_calibrated"])] + [_pct(r["dr_calibrated"][lab]) for lab in labels]
+                    + [_pct(r["auc_pooled"], 2)])
+        pap = paper.TABLE1.get((ds_name, model_name(r["model"]), r["classifier"]))
+        if pap:
+            rows.append([f"paper ({model_name(r['model'])})", r["classifier"], f"{pap[0]}"]
+                        + [f"{v}" for v in _paper_cols(pap[1:], labels)] + ["-"] * (len(labels) + 2))
+    pg.table(head, rows, "Ours (test split) with the paper's row below (the paper's CIFAR-10 models: Carlini's CIFAR "
+             "net and ResNet-32; ours: cifar10-cnn and cifar10-resnet20).")
+
+    # ---- Table 2
+    if doc["table2"]:
+        pg.h2("Table 2: THEMIS vs Feature Squeezing")
+        k0 = cw[0] if cw else labels[0]
+        df = next((lab for lab in labels if "deepfool" in lab.lower()), labels[-1])
+        rows = []
+        for m in doc["sets"]:
+            t = next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc") \
+                if any(r["classifier"] == "svc" for r in doc["table1"]) else doc["table1"][0]
+            rows.append([f"`{m}`", "THEMIS (SVM, own decision)", _pct(t["fpr"]), _pct(t["dr"][k0]), _pct(t["dr"][df])])
+            rows.append([f"`{m}`", f"THEMIS (SVM, @{100 * cfg.fpr:g}%)", _pct(t["fpr_calibrated"]),
+                         _pct(t["dr_calibrated"][k0]), _pct(t["dr_calibrated"][df])])
+            for r in doc["table2"]:
+                if r["model"] == m:
+                    rows.append([f"`{m}`", f"{r['detector']} (@{100 * cfg.fpr:g}%)", _pct(r["fpr"]), _pct(r["dr"][k0]),
+                                 _pct(r["dr"][df])])
+        for name, v in paper.TABLE2.items():
+            f, a, b = v[ds_name]
+            rows.append(["paper", name, f"{f}", f"{a}", f"{b}"])
+        pg.table(["model", "detector", "FPR %", f"DR {k0} %", f"DR {df} %"], rows,
+                 "Feature Squeezing = the harness's detector (median 2x2, bit depth 5, non-local means; max L1 "
+                 "distance), threshold calibrated on training clean images. LID and NIC are not implemented in "
+                 "advguard: their rows are the paper's quotes only.")
+
+    # ---- Table 3 + transfer
+    if len(doc["sets"]) > 1:
+        pg.h2("Table 3: target-model agnostic (train on one model's CW-L2 sets, test on the other's)")
+        rows = []
+        for r in doc["table3"]:
+            if r["train"] == r["test"]:
+                continue
+            key = f"{model_name(r['train'])}->{model_name(r['test'])}"
+            pap = paper.TABLE3.get((key, r["classifier"]))
+            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], _pct(r["fpr"])]
+                        + [_pct(r["dr"][lab]) for lab in cw] + [" / ".join(f"{v}" for v in pap) if pap else "-"])
+        pg.table(["train -> test", "classifier", "FPR on test model's clean %"] + [f"DR {lab} %" for lab in cw]
+                 + ["paper DR κ=0 / 0.4 / 1.0"], rows)
+    if doc["transfer"]:
+        pg.h2("Transferability: trained on CW-L2, tested on DeepFool")
+        rows = []
+        for r in doc["transfer"]:
+            pap = paper.TRANSFER_CW_TO_DEEPFOOL.get(model_name(r["test"])) if r["train"] == "cifar10-cnn" else None
+            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"]]
+                        + [_pct(v) for v in r["dr"].values()] + [f"{pap}" if pap else "-"])
+        pg.table(["train (CW) -> test", "classifier"] + [f"DR {lab} %" for lab in doc["transfer"][0]["dr"]]
+                 + ["paper (SVM/AdaBoost not stated)"], rows)
+
+    # ---- Tables 4/5
+    pg.h2(f"Table {'4' if cifar else '5'}: impact of n (trained on CW-L2)")
+    rows = []
+    for r in doc["table4"]:
+        if cifar:
+            pap = paper.TABLE4.get(r["n"], {}).get((model_name(r["model"]), r["classifier"]))
+        else:
+            pap = paper.TABLE5.get(r["n"], {}).get(r["classifier"])
+        rows.append([f"`{r['model']}`", r["n"], r["classifier"], _pct(r["fpr"])] + [_pct(r["dr"][lab]) for lab in cw]
+                    + [_pct(min(r["auc"][lab] for lab in cw), 2)]
+                    + [" / ".join(f"{v}" for v in pap) if pap else "-"])
+    pg.table(["model", "n", "classifier", "FPR %"] + [f"DR {lab} %" for lab in cw] + ["min AUC %",
+             "paper FPR / DR κ=0 / 0.4 / 1.0"], rows, "The first n' of the n draws of each image (independent draws).")
+    pg.figure("n_sweep.png", _plot_n_sweep(doc, cw), "FPR and mean CW detection rate vs n.")
+
+    # ---- Figure 5
+    pg.h2("Figure 5: Telea inpainting vs the 3x3 median-filter baseline")
+    rows = []
+    for r in doc["table1"]:
+        mb = r.get("median_baseline")
+        pap = paper.FIGURE5_AUC.get(r["classifier"]) if cifar else None
+        rows.append([f"`{r['model']}`", r["classifier"], _pct(r["auc_pooled"], 2), _pct(mb["auc_pooled"], 2) if mb else "-",
+                     _pct(r["fpr"]), _pct(mb["fpr"]) if mb else "-",
+                     f"{pap['telea']} / {pap['median']}" if pap else "-"])
+    pg.table(["model", "classifier", "AUC Telea %", "AUC median %", "FPR Telea %", "FPR median %",
+              "paper AUC Telea / median (ResNet-32 set)"], rows, "Pooled test set (all attacks).")
+    pg.figure("roc_median_baseline.png", _plot_roc(roc), "ROC of THEMIS with Telea inpainting vs the median-filter "
+              "baseline, per model and classifier (test split, all attacks pooled).")
+
+    # ---- Table 6
+    pg.h2("Table 6: one-dimensional scores (mean KL divergence, Wasserstein distance over 10 draws)")
+    rows = []
+    for r in doc["table6"]:
+        key = ("CW-L2" if r["attack"].startswith("CW") else "DeepFool", r["metric"])
+        pap = paper.TABLE6.get(key) if r["attack"] in (cw[:1] + [lab for lab in labels if lab not in cw]) else None
+        rows.append([f"`{r['model']}`", r["attack"], r["metric"].upper(), _pct(r["fpr_roc"]), _pct(r["tpr_roc"]),
+                     _pct(r["auc"], 2), _pct(r["fpr_calibrated"]), _pct(r["tpr_calibrated"]),
+                     f"{pap[0]} / {pap[1]}" if pap else "-"])
+    pg.table(["model", "attack", "metric", "FPR % (ROC cut)", "TPR % (ROC cut)", "AUC %",
+              f"FPR % (@{100 * cfg.fpr:g}%)", f"TPR % (@{100 * cfg.fpr:g}%)", "paper FPR / TPR (ImageNet)"], rows,
+             "ROC cut = the point maximising TPR - FPR, chosen on all images as the paper did (illustrative); "
+             f"@{100 * cfg.fpr:g}% = threshold from training clean images, rates on the test split.")
+    pg.figure("kl_wd_scatter.png", _plot_scatter(scatter), "Mean KL divergence vs mean Wasserstein distance "
+              "between f(x) and f(E&R(x)) (the paper's Figure 8).")
+
+    # ---- adaptive
+    ad = doc.get("adaptive")
+    if ad:
+        pg.h2("Figure 6: adaptive CW-L2 that checks THEMIS along its path")
+        pr = ad["params"]
+        pg.text("\n".join([
+            f"- `advguard.attacks.adaptive.DetectorAwareCW` on {ad['n_images']} clean test images of "
+            f"`{next(iter(doc['sets']))}` (never used to train the detector), targeted at the next class, κ = "
+            f"{pr['confidence']}; {pr['steps']} Adam steps (lr {pr['stepsize']}) per optimisation path, up to "
+            f"{pr['restarts']} paths per image, each from a random start (uniform ±8/255) with c drawn log-uniformly "
+            f"in [{pr['const'] / 10:g}, {pr['const'] * 10:g}]; the detector (the Table 1 SVM at its own decision) is "
+            f"queried every {pr['check_every']} steps (the paper: every step) on the images that are adversarial at "
+            "that point.",
+            f"- **Bypass rate: {_pct(ad['bypass_rate'])} %** ({ad['n_bypass']} of {ad['n_images']}) after "
+            f"{pr['restarts']} paths; paper: 3.4 % after 50 paths and 4.2 % after 150 (500 images).",
+            f"- THEMIS is random: re-checking each bypassing image with 10 fresh draws, it evades "
+            f"{_pct(ad['mean_recheck_evasion'])} % of them on average; {_pct(ad['robust_bypass_rate'])} % of the images "
+            "bypass in at least half of the re-checks.",
+            f"- The detector flags {ad['clean_false_alarms']} of these {ad['n_images']} clean images themselves. "
+            f"Median L2 of the bypassing images: {ad['median_l2_bypass'] if ad['median_l2_bypass'] is None else round(ad['median_l2_bypass'], 3)}.",
+            f"- Cost: {ad['seconds_per_image']:.1f} s per image on this machine (paper: ~450 s per image for T = 150).",
+        ]))
+        pg.figure("adaptive_bypass.png", _plot_adaptive(ad), "Cumulative bypass rate vs number of optimisation paths "
+                  "T (ours) with the paper's two reported points.")
+
+    # ---- cost
+    pg.h2("Cost of the feature (this run)")
+    rows = []
+    for m, s in doc["sets"].items():
+        fl = s["forward_floor"]["ms_per_image"]
+        for restore, c in s["er_cost"].items():
+            rows.append([f"`{m}`", restore, f"{c['ms_per_image']:.2f}", f"{(1 + doc['n']) * fl:.2f}",
+                         f"{c['ms_per_image'] / ((1 + doc['n']) * fl):.2f}x"])
+    pg.table(["model", "restore", "ms / image", f"floor ({1 + doc['n']} passes) ms", "ratio"], rows,
+             "Measured while building the cached features (chunks of 256 CIFAR / 16 ImageNet images); "
+             "the dedicated speed benchmark is `bench/erase_restore.py` (docs/results/erase_restore.md).")
+    pg.h2("Configuration")
+    pg.code(doc.get("config_toml") or json.dumps(doc["config"], indent=2, default=str))
+    return pg
+
+
+def _paper_cols(vals: tuple, labels: list[str]) -> list:
+    """Map the paper's (κ=0, 0.4, 1.0, DeepFool) columns onto our attack labels by name."""
+    by = {"0.0": vals[0], "0.4": vals[1], "1.0": vals[2]}
+    out = []
+    for lab in labels:
+        if "deepfool" in lab.lower():
+            out.append(vals[3])
+        else:
+            out.append(next((v for k, v in by.items() if k in lab), "-"))
+    return out
+
+
+def summary_table(doc: dict) -> tuple[list[str], list[list]]:
+    labels = list(doc["table1"][0]["dr"]) if doc["table1"] else []
+    return (["model", "classifier", "FPR %"] + [f"DR {lab} %" for lab in labels],
+            [[r["model"], r["classifier"], _pct(r["fpr"])] + [_pct(r["dr"][lab]) for lab in labels]
+             for r in doc["table1"]])
+
+
+# ==================================================================== plots
+def _plot_n_sweep(doc: dict, cw: list[str]) -> bytes:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for (m, c) in sorted({(r["model"], r["classifier"]) for r in doc["table4"]}):
+        rs = [r for r in doc["table4"] if r["model"] == m and r["classifier"] == c]
+        xs = [r["n"] for r in rs]
+        axes[0].plot(xs, [100 * r["fpr"] for r in rs], marker="o", label=f"{_short(m)} {c}")
+        axes[1].plot(xs, [100 * np.mean([r["dr"][lab] for lab in cw]) for r in rs], marker="o", label=f"{_short(m)} {c}")
+    axes[0].set(xlabel="n (draws)", ylabel="FPR %", title="false positives")
+    axes[1].set(xlabel="n (draws)", ylabel="mean CW detection rate %", title="detection")
+    axes[1].legend(fontsize=7)
+    return fig_png(fig)
+
+
+def _plot_roc(roc: dict) -> bytes:
+    from sklearn.metrics import roc_curve
+
+    plt = pyplot()
+    keys = sorted({(m, c) for (m, c, _) in roc})
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.3), squeeze=False)
+    for ax, (m, c) in zip(axes[0], keys):
+        for restore, style in (("telea", "-"), ("median", "--")):
+            sc, sa = roc[(m, c, restore)]
+            f, t, _ = roc_curve(np.r_[np.zeros(len(sc)), np.ones(len(sa))], np.r_[sc, sa])
+            ax.plot(f, t, style, label=f"{restore} (AUC {100 * roc_auc(sc, sa):.2f})")
+        ax.set(title=f"{_short(m)} {c}", xlabel="FPR", ylabel="TPR")
+        ax.legend(fontsize=7, loc="lower right")
+    return fig_png(fig)
+
+
+def _plot_scatter(scatter: dict) -> bytes:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(scatter), figsize=(4.2 * len(scatter), 3.6), squeeze=False)
+    for ax, (m, groups) in zip(axes[0], scatter.items()):
+        for lab, v in groups.items():
+            ax.scatter(np.maximum(v[:, 0], 1e-6), np.maximum(v[:, 1], 1e-6), s=3, alpha=0.4, label=lab,
+                       color="green" if lab == "clean" else None)
+        ax.set(xscale="log", yscale="log", xlabel="mean KL", ylabel="mean Wasserstein", title=_short(m))
+        ax.legend(fontsize=7, markerscale=3)
+    return fig_png(fig)
+
+
+def _plot_adaptive(ad: dict) -> bytes:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    T = np.arange(1, len(ad["bypass_curve"]) + 1)
+    ax.plot(T, 100 * np.asarray(ad["bypass_curve"]), label=f"ours ({ad['n_images']} images)")
+    ax.scatter(list(paper.ADAPTIVE_BYPASS), list(paper.ADAPTIVE_BYPASS.values()), color="red", zorder=3,
+               label="paper (500 images)")
+    ax.set(xlabel="optimisation paths T", ylabel="bypass rate %", xlim=(0, max(150, len(T)) + 2))
+    ax.legend(fontsize=8)
+    return fig_png(fig)
