@@ -21,7 +21,8 @@ TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "f
 EXPERIMENTS = ("grid", "imageops", "themis")
 IMAGEOPS_KEYS = {"k", "ks", "classifiers", "families"}
 THEMIS_KEYS = {"models", "classifiers", "ns", "balanced", "adaptive", "compare", "n", "train_on"}
-ADAPTIVE_KEYS = {"n_images", "restarts", "steps", "check_every", "confidence", "stepsize", "const"}
+ADAPTIVE_KEYS = {"label", "n_images", "restarts", "steps", "check_every", "confidence", "stepsize", "const",
+                 "init_noise"}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift"}
 DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
@@ -183,8 +184,9 @@ def _check_themis(opts: dict, where: str) -> None:
     ns = [int(v) for v in opts.get("ns", [])]
     if any(v < 1 for v in ns) or (ns and max(ns) > int(opts.get("n", 11))):
         raise ConfigError(f"{where} [themis] ns: every n must be in 1..n (= {opts.get('n', 11)}), got {ns}")
-    if "adaptive" in opts:
-        _check_keys(opts["adaptive"], ADAPTIVE_KEYS, f"{where} [themis.adaptive]")
+    ad = opts.get("adaptive", [])
+    for i, a in enumerate(ad if isinstance(ad, list) else [ad]):  # [themis.adaptive] or [[themis.adaptive]]
+        _check_keys(a, ADAPTIVE_KEYS, f"{where} [themis.adaptive] #{i + 1}")
 
 
 def load_config(path: str | Path) -> BenchConfig:
