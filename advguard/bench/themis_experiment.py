@@ -468,10 +468,12 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         rows = []
         for r in doc["transfer"]:
             pap = paper.TRANSFER_CW_TO_DEEPFOOL.get(model_name(r["test"])) if r["train"] == "cifar10-cnn" else None
-            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"]]
-                        + [_pct(v) for v in r["dr"].values()] + [f"{pap}" if pap else "-"])
-        pg.table(["train (CW) -> test", "classifier"] + [f"DR {lab} %" for lab in doc["transfer"][0]["dr"]]
-                 + ["paper (SVM/AdaBoost not stated)"], rows)
+            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], _pct(r["fpr"])]
+                        + [_pct(v) for v in r["dr"].values()] + [_pct(v, 2) for v in r["auc"].values()]
+                        + [f"{pap}" if pap else "-"])
+        att = list(doc["transfer"][0]["dr"])
+        pg.table(["train (CW) -> test", "classifier", "FPR %"] + [f"DR {lab} %" for lab in att]
+                 + [f"AUC {lab} %" for lab in att] + ["paper DR % (classifier not stated)"], rows)
 
     # ---- Tables 4/5
     pg.h2(f"Table {'4' if cifar else '5'}: impact of n (trained on CW-L2)")
