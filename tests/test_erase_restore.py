@@ -78,3 +78,19 @@ def test_save_load_roundtrip_with_pca(cw_set, tmp_path):
     back = Detector.load(det.save(tmp_path / "er.zip"), clf)
     np.testing.assert_allclose(back.score(x[40:50]), det.score(x[40:50]))
     assert back.threshold_ == det.threshold_ and back.params["restore"] == "telea"
+
+
+def test_pca_path_is_class_agnostic(cw_set):
+    """With PCA, vectors are aligned by the original's ranking first: relabelling the classes (as when test
+    images belong to classes the detector never saw in training) changes nothing."""
+    clf, x, xa = cw_set
+    det = EraseRestore(clf, n=4, pca_dim=4, fixed_masks=True)
+    assert det.params["align"] and not EraseRestore(clf, n=4).params["align"]  # default: on with PCA only
+    f_clean, f_adv = det.extract(x[:40]), det.extract(xa[:40])
+    det.fit_features(f_clean, f_adv)
+    f = det.extract(x[40:50])
+    perm = np.random.default_rng(0).permutation(10)
+    relabelled = f.reshape(len(f), 5, 10)[:, :, perm].reshape(len(f), -1)
+    np.testing.assert_allclose(det.score_features(relabelled), det.score_features(f), atol=1e-9)
+    aligned = det._aligned(f)
+    assert (aligned[:, 0, 0] == f.reshape(len(f), 5, 10)[:, 0].max(1)).all()  # column 0 = the original's top-1

@@ -9,6 +9,14 @@ adversarial ones (whose perturbation is fragile) do not.
   (original first), each reduced to ``pca_dim`` dimensions by a PCA **fitted once on the
   training features** when the model has many classes (the released code fitted one per image);
   decision model ``svc`` (RBF, the paper's) or ``adaboost``, or any shared one.
+
+Deviation on the PCA path (``align``, on by default with PCA): before the PCA, the classes of all
+n + 1 vectors of an image are reordered by the original image's probabilities (column 0 = the class the
+model gave x, column 1 = its runner-up, ...). A PCA fitted once over raw 1,000-class vectors only spans
+the classes seen in training; with one ImageNet photo per class, test images belong to other classes,
+project to ~0 and the detector fails (measured: AUC 41 % without, 99 % with alignment on the sample
+photos). Aligned, the components describe how probability mass leaves the original prediction, which
+is class-agnostic.
 - :class:`EraseRestoreDistance` (unsupervised): mean KL divergence or Wasserstein distance between
   f(x) and f(E&R(x)) over the n draws (paper Section VI, Table 6), thresholded on clean images.
 
@@ -103,7 +111,7 @@ class EraseRestore(Detector):
 
     def __init__(self, classifier, *, n: int = 11, erase: float = 0.10, mask: str = "pixels", blob: int = 3,
                  restore: str = "telea", radius: int = 3, pca_dim: int | None = None, fixed_masks: bool = False,
-                 **kw):
+                 align: bool | None = None, **kw):
         if not 1 <= int(n) <= 1000:
             raise ValueError(f"n (erase-and-restore draws) must be in 1..1000, got {n}")
         if not 0 < float(erase) < 1:
@@ -114,8 +122,11 @@ class EraseRestore(Detector):
             raise unknown_name("restoration method", restore, list(RESTORERS))
         if pca_dim is None:
             pca_dim = 10 if classifier.num_classes > 50 else 0  # the paper: PCA to 10 for ImageNet's 1,000
+        if align is None:
+            align = bool(pca_dim)
         super().__init__(classifier, n=int(n), erase=float(erase), mask=mask, blob=int(blob), restore=restore,
-                         radius=int(radius), pca_dim=int(pca_dim), fixed_masks=bool(fixed_masks), **kw)
+                         radius=int(radius), pca_dim=int(pca_dim), fixed_masks=bool(fixed_masks), align=bool(align),
+                         **kw)
         self._calls = 0
         self.pca_: tuple[np.ndarray, np.ndarray] | None = None  # (mean, components)
 
@@ -148,15 +159,21 @@ class EraseRestore(Detector):
         return p.reshape(len(p), -1)
 
     # ------------------------------------------------------------------ PCA per vector, fitted once
+    def _aligned(self, f: np.ndarray) -> np.ndarray:
+        """(N, 1 + n, C) vectors, classes reordered by the original image's probabilities if ``align``."""
+        vec = f.reshape(len(f), -1, self.classifier.num_classes)
+        if not self.params.get("align"):
+            return vec
+        order = np.argsort(-vec[:, 0, :], axis=1, kind="stable")
+        return np.take_along_axis(vec, order[:, None, :], axis=2)
+
     def _reduce(self, f: np.ndarray) -> np.ndarray:
         if not self.params["pca_dim"]:
-            return f
+            return self._aligned(f).reshape(len(f), -1) if self.params.get("align") else f
         if self.pca_ is None:
             raise RuntimeError("the PCA is not fitted")
-        c = self.classifier.num_classes
         mean, comp = self.pca_
-        vec = f.reshape(len(f), -1, c)
-        return ((vec - mean) @ comp.T).reshape(len(f), -1)
+        return ((self._aligned(f) - mean) @ comp.T).reshape(len(f), -1)
 
     def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> "EraseRestore":
         d = self.params["pca_dim"]  # 0 (no PCA) for the unsupervised distance subclass
@@ -164,7 +181,7 @@ class EraseRestore(Detector):
             from sklearn.decomposition import PCA
 
             c = self.classifier.num_classes
-            train = np.concatenate([f_clean] + ([f_adv] if f_adv is not None else [])).reshape(-1, c)
+            train = self._aligned(np.concatenate([f_clean] + ([f_adv] if f_adv is not None else []))).reshape(-1, c)
             pca = PCA(n_components=min(d, c), random_state=self.seed).fit(train)
             self.pca_ = (pca.mean_, pca.components_)
         return super().fit_features(self._reduce(np.asarray(f_clean, dtype=np.float64)),
@@ -201,7 +218,8 @@ class EraseRestoreDistance(EraseRestore):
         if statistic not in DISTANCES:
             raise unknown_name("distance", statistic, list(DISTANCES))
         kw.pop("pca_dim", None)
-        super().__init__(classifier, statistic=statistic, pca_dim=0, **kw)
+        kw.pop("align", None)
+        super().__init__(classifier, statistic=statistic, pca_dim=0, align=False, **kw)
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         """(N, 2): mean KL divergence and mean Wasserstein distance between f(x) and its restored versions."""
