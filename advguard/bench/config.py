@@ -148,23 +148,24 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         experiment=experiment, imageops=imageops, cnn=cnn, themis=themis, source_text=source_text)
 
 
+def _check_names(names, registry, kind: str, where: str) -> None:
+    """Every name must be in ``registry``; the error names the bad one, the choices and the place."""
+    for n in names:
+        if n not in registry:
+            raise ConfigError(str(unknown_name(kind, str(n), list(registry))) + f" ({where})")
+
+
 def _check_imageops(opts: dict, cnn: list[dict], where: str) -> None:
     from ..detectors import DECISION_MODELS
     from ..detectors.cnn import BACKBONES
     from ..transforms import FAMILY_SETS
 
     _check_keys(opts, IMAGEOPS_KEYS, f"{where} [imageops]")
-    for m in opts.get("classifiers", []):
-        if m not in DECISION_MODELS:
-            raise ConfigError(str(unknown_name("decision model", m, list(DECISION_MODELS))) + f" ({where})")
-    for f in opts.get("families", []):
-        if f not in FAMILY_SETS:
-            raise ConfigError(str(unknown_name("operation family", f, list(FAMILY_SETS))) + f" ({where})")
+    _check_names(opts.get("classifiers", []), DECISION_MODELS, "decision model", where)
+    _check_names(opts.get("families", []), FAMILY_SETS, "operation family", where)
     for i, c in enumerate(cnn):
         _check_keys(c, CNN_KEYS, f"{where} [[cnn]] #{i + 1}")
-        if c.get("backbone", "scratch") not in BACKBONES:
-            raise ConfigError(str(unknown_name("CNN detector backbone", str(c.get("backbone")), list(BACKBONES)))
-                              + f" ({where})")
+        _check_names([c.get("backbone", "scratch")], BACKBONES, "CNN detector backbone", where)
 
 
 def _check_themis(opts: dict, where: str) -> None:
@@ -172,15 +173,9 @@ def _check_themis(opts: dict, where: str) -> None:
     from ..models import ZOO
 
     _check_keys(opts, THEMIS_KEYS, f"{where} [themis]")
-    for m in opts.get("models", []):
-        if m not in ZOO:
-            raise ConfigError(str(unknown_name("model", m, list(ZOO))) + f" ({where} [themis] models)")
-    for m in opts.get("classifiers", []):
-        if m not in DECISION_MODELS:
-            raise ConfigError(str(unknown_name("decision model", m, list(DECISION_MODELS))) + f" ({where})")
-    for d in opts.get("compare", []):
-        if d not in DETECTORS:
-            raise ConfigError(str(unknown_name("detector", d, list(DETECTORS))) + f" ({where} [themis] compare)")
+    _check_names(opts.get("models", []), ZOO, "model", f"{where} [themis] models")
+    _check_names(opts.get("classifiers", []), DECISION_MODELS, "decision model", where)
+    _check_names(opts.get("compare", []), DETECTORS, "detector", f"{where} [themis] compare")
     ns = [int(v) for v in opts.get("ns", [])]
     if any(v < 1 for v in ns) or (ns and max(ns) > int(opts.get("n", 11))):
         raise ConfigError(f"{where} [themis] ns: every n must be in 1..n (= {opts.get('n', 11)}), got {ns}")
