@@ -8,6 +8,7 @@ from .confidence import ConfidenceDetector
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .erase_restore import EraseRestore, EraseRestoreDistance
 from .imageops import ImageOps
+from .loo import LeaveOneOut
 from .squeezing import FeatureSqueezing
 
 DETECTORS: dict[str, type[Detector]] = {
@@ -17,6 +18,7 @@ DETECTORS: dict[str, type[Detector]] = {
     "cnn": CNNDetector,
     "erase-restore": EraseRestore,
     "erase-restore-distance": EraseRestoreDistance,
+    "loo": LeaveOneOut,
 }
 
 
@@ -28,5 +30,5 @@ def make_detector(name: str, classifier, **params) -> Detector:
 
 
 __all__ = ["DECISION_MODELS", "DETECTORS", "CNNDetector", "ConfidenceDetector", "EraseRestore", "EraseRestoreDistance",
-           "ImageOps", "Detector", "FeatureSqueezing", "NotFittedError",
+           "ImageOps", "LeaveOneOut", "Detector", "FeatureSqueezing", "NotFittedError",
            "decision_scores", "make_decision_model", "make_detector"]

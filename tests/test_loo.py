@@ -1,0 +1,105 @@
+"""Leave-one-out attribution detectors (ML-LOO, Segmentation Fault): attributions, segmentations, reduction."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advguard import UnknownNameError, load_dataset, load_model
+from advguard.attacks import make_attack
+from advguard.classifier import Classifier
+from advguard.detectors import Detector, LeaveOneOut
+from advguard.detectors.loo import dispersion, occlusion_attributions, segment
+from advguard.metrics import roc_auc
+
+
+def _tiny() -> Classifier:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    return Classifier(net, channels=3, size=(6, 6), num_classes=5, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+
+
+@pytest.mark.parametrize("unit", ["pixel", "channel-pixel"])
+@pytest.mark.parametrize("baseline", ["zero", "mean"])
+def test_attributions_match_a_direct_loop(unit, baseline):
+    clf = _tiny()
+    x = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    det = LeaveOneOut(clf, unit=unit, baseline=baseline, feature="10d", batch_size=7)  # chunks cross units
+    base = det._baseline(x)
+    with torch.no_grad():
+        p0, phi = occlusion_attributions(clf, x, segment(x[0].permute(1, 2, 0).numpy(), unit), base,
+                                         unit == "channel-pixel", batch_size=7)
+        ref, p_ref = [], clf.module(x).softmax(1)[0]
+        if unit == "pixel":
+            for i in range(6):
+                for j in range(6):
+                    xo = x.clone()
+                    xo[0, :, i, j] = base[0, :, i, j]
+                    ref.append((clf.module(xo).softmax(1)[0] - p_ref).abs())
+        else:
+            for c in range(3):
+                for i in range(6):
+                    for j in range(6):
+                        xo = x.clone()
+                        xo[0, c, i, j] = base[0, c, i, j]
+                        ref.append((clf.module(xo).softmax(1)[0] - p_ref).abs())
+    np.testing.assert_allclose(phi, torch.stack(ref).numpy(), atol=1e-6)
+    np.testing.assert_allclose(p0, p_ref.numpy(), atol=1e-6)
+    # the detector's feature is the statistic of exactly these attributions (reduced per image, numpy's own)
+    np.testing.assert_allclose(det.extract(x)[0], dispersion(phi.astype(np.float64), "iqr"), atol=1e-7)
+    q75, q25 = np.percentile(phi, [75, 25], axis=0)
+    np.testing.assert_allclose(dispersion(phi, "iqr"), q75 - q25)
+    assert det.units_per_image_ == [36 if unit == "pixel" else 108]
+
+
+@pytest.mark.parametrize("unit, params", [("felzenszwalb", {"scale": 10}), ("felzenszwalb", {"scale": 1000}),
+                                          ("quickshift", {"sigma": 0, "max_dist": 10}),
+                                          ("quickshift", {"sigma": 2, "max_dist": 20}), ("slic", {"n_segments": 32}),
+                                          ("slic", {"n_segments": 128}), ("pixel", {})])
+def test_segmentations_label_every_pixel(foolbox_images, unit, params):
+    img = foolbox_images["cifar10"][0][0].astype(np.float64) / 255.0
+    lab = segment(img, unit, **params)
+    assert lab.shape == (32, 32) and lab.dtype.kind == "i"
+    k = lab.max() + 1
+    assert lab.min() == 0 and set(np.unique(lab)) == set(range(k))  # consecutive labels, none empty
+    assert 1 < k <= 1024
+
+
+def test_statistics_and_names():
+    rng = np.random.default_rng(0)
+    phi = rng.random((50, 4))
+    np.testing.assert_allclose(dispersion(phi, "std"), phi.std(0))
+    np.testing.assert_allclose(dispersion(phi, "mad"), np.median(np.abs(phi - np.median(phi, 0)), 0))
+    with pytest.raises(UnknownNameError, match="superpixel"):
+        LeaveOneOut(_tiny(), unit="superpixel")
+    with pytest.raises(UnknownNameError, match="lab"):
+        segment(np.zeros((4, 4, 3)), "lab")
+
+
+@pytest.fixture(scope="module")
+def fgsm_set():
+    clf = load_model("cifar10-cnn")
+    ds = load_dataset("cifar10", "test", limit=120, seed=11)
+    keep = clf.predict(ds.x).numpy() == ds.y
+    x, y = torch.from_numpy(ds.x[keep]), torch.from_numpy(ds.y[keep])
+    r = make_attack("fgsm", clf, eps=0.1, progress=False)(x, y)
+    return clf, x[r.success], r.x_adv[r.success]
+
+
+def test_segment_loo_separates_fgsm_from_clean(fgsm_set):
+    clf, x, xa = fgsm_set
+    n = len(x) // 2  # fit on one half of the images, test on the other
+    det = LeaveOneOut(clf, unit="slic", unit_params={"n_segments": 64}, feature="10d", decision_model="rf")
+    det.fit(x[:n], xa[:n])
+    assert roc_auc(det.score(x[n:]), det.score(xa[n:])) > 0.8
+    assert 20 <= np.mean(det.units_per_image_) <= 90  # SLIC-64 gives about 64 segments
+
+
+def test_save_load_roundtrip(fgsm_set, tmp_path):
+    clf, x, xa = fgsm_set
+    det = LeaveOneOut(clf, unit="felzenszwalb", unit_params={"scale": 100}, baseline="blur",
+                      decision_model="logreg").fit(x[:30], xa[:30])
+    back = Detector.load(det.save(tmp_path / "loo.zip"), clf)
+    np.testing.assert_allclose(back.score(x[30:40]), det.score(x[30:40]))
+    assert back.params["unit_params"] == {"scale": 100} and back.params["baseline"] == "blur"
