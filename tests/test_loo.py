@@ -28,7 +28,7 @@ def test_attributions_match_a_direct_loop(unit, baseline):
     det = LeaveOneOut(clf, unit=unit, baseline=baseline, feature="10d", batch_size=7)  # chunks cross units
     base = det._baseline(x)
     with torch.no_grad():
-        p0, phi = occlusion_attributions(clf, x, segment(x[0].permute(1, 2, 0).numpy(), unit), base,
+        p0, phi = occlusion_attributions(lambda t: clf.logits(t, validate=False).softmax(1), x, segment(x[0].permute(1, 2, 0).numpy(), unit), base,
                                          unit == "channel-pixel", batch_size=7)
         ref, p_ref = [], clf.module(x).softmax(1)[0]
         if unit == "pixel":
@@ -103,3 +103,30 @@ def test_save_load_roundtrip(fgsm_set, tmp_path):
     back = Detector.load(det.save(tmp_path / "loo.zip"), clf)
     np.testing.assert_allclose(back.score(x[30:40]), det.score(x[30:40]))
     assert back.params["unit_params"] == {"scale": 100} and back.params["baseline"] == "blur"
+
+
+def test_multilayer_feature_selects_hidden_units_once_and_saves_them(tmp_path):
+    clf = _tiny()  # leaf modules: conv (144 outputs), relu (144), linear (output)
+    x = torch.rand(6, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    det = LeaveOneOut(clf, unit="pixel", feature="multilayer", layers=20, units_per_layer=50, seed=3,
+                      decision_model="logreg")
+    f = det.extract(x)
+    assert [n for n, _ in det.hidden_] == ["0", "1"]  # conv and relu, not the output layer
+    assert all(len(idx) == 50 and len(set(idx.tolist())) == 50 for _, idx in det.hidden_)
+    assert f.shape == (6, 5 + 50 + 50)
+    assert not any(m._forward_hooks for m in clf.model.modules())  # hooks removed after use
+    # hidden attributions equal a direct computation for the selected conv units
+    idx = det.hidden_[0][1]
+    with torch.no_grad():
+        v0 = clf.model[0](clf.module.normalize(x[:1])).flatten(1)[0, idx]
+        phi = []
+        for i in range(6):
+            for j in range(6):
+                xo = x[:1].clone()
+                xo[0, :, i, j] = 0
+                phi.append((clf.model[0](clf.module.normalize(xo)).flatten(1)[0, idx] - v0).abs())
+    np.testing.assert_allclose(f[0, 5:55], dispersion(torch.stack(phi).numpy().astype(np.float64)), atol=1e-5)
+    det.fit_features(f[:3], f[3:])
+    back = Detector.load(det.save(tmp_path / "ml.zip"), clf)
+    assert [(n, i.tolist()) for n, i in back.hidden_] == [(n, i.tolist()) for n, i in det.hidden_]
+    np.testing.assert_allclose(back.score(x), det.score(x), atol=1e-6)

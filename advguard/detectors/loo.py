@@ -4,8 +4,11 @@ METHODS.md section 1).
 For an image x and each occlusion unit i (a pixel, a channel-pixel, or a superpixel segment), replace the
 unit by a baseline and record the chosen output nodes: phi_i = |f(x_i) - f(x)| (softmax probabilities).
 The feature per node is a dispersion statistic of phi over all units: the inter-quartile range (the
-papers'), or std / median absolute deviation. Flavours: ``1d`` (the predicted class's probability only)
-and ``10d`` (all output nodes). Adversarial images, sitting near a boundary, have heavier-tailed
+papers'), or std / median absolute deviation. Flavours: ``1d`` (the predicted class's probability only),
+``10d`` (all output nodes) and ``multilayer`` (all output nodes plus ``units_per_layer`` hidden units, 200 as
+in the paper, drawn with the detector's seed from each of the last ``layers`` leaf modules before the
+output that run once per forward pass; the selection is made on the first call and saved with the
+detector). Adversarial images, sitting near a boundary, have heavier-tailed
 attribution distributions than clean ones.
 
 Segmentation (Segmentation Fault): scikit-image Felzenszwalb (``scale``), Quickshift (``sigma``,
@@ -20,12 +23,10 @@ batch: ~2 GB for 128 images). The number of units per image is recorded in ``uni
 Baselines: ``zero`` (black), ``mean`` (the classifier's per-channel normalisation mean, i.e. the dataset
 mean for zoo models; ``baseline_value`` overrides it), ``blur`` (the pixel's value in a Gaussian-blurred
 copy, sigma ``blur_sigma``).
-
-Not yet here (issue #4 continues): the multi-layer "4K-D" feature of hidden units.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from .base import Detector
 
 UNITS = ("pixel", "channel-pixel", "felzenszwalb", "quickshift", "slic")
 BASELINES = ("zero", "mean", "blur")
-FEATURES = ("1d", "10d")
+FEATURES = ("1d", "10d", "multilayer")
 STATISTICS = ("iqr", "std", "mad")
 SEGMENT_DEFAULTS = {"felzenszwalb": {"scale": 100.0}, "quickshift": {"sigma": 1.0, "max_dist": 10.0, "kernel_size": 3},
                     "slic": {"n_segments": 64, "compactness": 10.0}}
@@ -81,16 +82,17 @@ def dispersion(phi: np.ndarray, statistic: str = "iqr", axis: int = 0) -> np.nda
     raise unknown_name("dispersion statistic", statistic, list(STATISTICS))
 
 
-def occlusion_attributions(classifier, x: torch.Tensor, labels: np.ndarray, baseline: torch.Tensor,
-                           channel_units: bool = False, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(p0 (C_out,), phi (K, C_out)) for one validated image ``x`` (1, C, H, W): softmax of x and
-    |softmax(x with unit k replaced by ``baseline``) - softmax(x)| for every unit k of ``labels`` (H, W);
+def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: np.ndarray,
+                           baseline: torch.Tensor, channel_units: bool = False,
+                           batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(v0 (D,), phi (K, D)) for one validated image ``x`` (1, C, H, W): the node values ``nodes(x)`` and
+    |nodes(x with unit k replaced by ``baseline``) - nodes(x)| for every unit k of ``labels`` (H, W);
     with ``channel_units`` every (channel, pixel) is its own unit (K = C * H * W)."""
     c, h, w = x.shape[1:]
     lab = torch.from_numpy(np.asarray(labels)).long()
     n_units = c * h * w if channel_units else int(lab.max()) + 1
     delta = (baseline - x)[0]  # (C, H, W): what occluding a position adds
-    p0 = classifier.logits(x, validate=False).softmax(1)[0]
+    p0 = nodes(x)[0].float()
     out = np.empty((n_units, p0.numel()), dtype=np.float32)
     for start in range(0, n_units, batch_size):
         ks = torch.arange(start, min(start + batch_size, n_units))
@@ -101,7 +103,7 @@ def occlusion_attributions(classifier, x: torch.Tensor, labels: np.ndarray, base
         else:
             m = (lab[None] == ks[:, None, None]).float()[:, None]  # (k, 1, H, W), all channels
         xb = x + delta[None] * m
-        p = classifier.logits(xb, validate=False).softmax(1)
+        p = nodes(xb).float()
         out[start: start + len(ks)] = (p - p0[None]).abs().numpy()
     return p0.numpy(), out
 
@@ -114,7 +116,8 @@ class LeaveOneOut(Detector):
 
     def __init__(self, classifier, *, unit: str = "pixel", unit_params: dict | None = None, baseline: str = "zero",
                  baseline_value: Sequence[float] | None = None, blur_sigma: float = 2.0, feature: str = "1d",
-                 statistic: str = "iqr", batch_size: int = 1024, workers: int | None = None, **kw):
+                 statistic: str = "iqr", layers: int = 20, units_per_layer: int = 200, batch_size: int = 1024,
+                 workers: int | None = None, **kw):
         for value, allowed, kind in ((unit, UNITS, "occlusion unit"), (baseline, BASELINES, "occlusion baseline"),
                                      (feature, FEATURES, "LOO feature"), (statistic, STATISTICS, "dispersion statistic")):
             if value not in allowed:
@@ -123,9 +126,71 @@ class LeaveOneOut(Detector):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         super().__init__(classifier, unit=unit, unit_params=dict(unit_params or {}), baseline=baseline,
                          baseline_value=None if baseline_value is None else [float(v) for v in baseline_value],
-                         blur_sigma=float(blur_sigma), feature=feature, statistic=statistic,
-                         batch_size=int(batch_size), workers=workers, **kw)
+                         blur_sigma=float(blur_sigma), feature=feature, statistic=statistic, layers=int(layers),
+                         units_per_layer=int(units_per_layer), batch_size=int(batch_size), workers=workers, **kw)
         self.units_per_image_: list[int] = []
+        #: multilayer: (leaf module name, selected flat output indices) per hidden layer, set on first use
+        self.hidden_: list[tuple[str, np.ndarray]] | None = None
+
+    # ------------------------------------------------------------------ nodes
+    def _leaf_modules(self) -> dict[str, torch.nn.Module]:
+        skip = (torch.nn.Dropout, torch.nn.Identity, torch.nn.Flatten)
+        return {n: m for n, m in self.classifier.model.named_modules()
+                if n and not any(m.children()) and not isinstance(m, skip)}
+
+    def _select_hidden(self, x1: torch.Tensor) -> None:
+        """Pick the hidden units once: the last ``layers`` leaf modules (forward order) before the output."""
+        leaves = self._leaf_modules()
+        order: list[str] = []
+        sizes: dict[str, int] = {}
+
+        def hook(name):
+            def f(_m, _i, o):
+                if isinstance(o, torch.Tensor):
+                    order.append(name)
+                    sizes[name] = int(o[0].numel())
+            return f
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in leaves.items()]
+        try:
+            with torch.inference_mode():
+                self.classifier.logits(x1, validate=False)
+        finally:
+            for h in handles:
+                h.remove()
+        # forward order, without the output layer itself; a module called more than once per forward (a
+        # shared activation) has no single output to sample from and is left out
+        once = [n for n in dict.fromkeys(order) if order.count(n) == 1]
+        seq = once[:-1] if once and once[-1] == order[-1] else once
+        rng = np.random.default_rng(self.seed)
+        chosen = seq[-self.params["layers"]:]
+        self.hidden_ = [(n, np.sort(rng.choice(sizes[n], min(self.params["units_per_layer"], sizes[n]),
+                                               replace=False))) for n in chosen]
+
+    def _node_fn(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[], None]]:
+        """(function images -> node values, cleanup): softmax outputs, plus the hidden units if multilayer."""
+        clf = self.classifier
+        if self.params["feature"] != "multilayer":
+            return (lambda t: clf.logits(t, validate=False).softmax(1)), (lambda: None)
+        leaves = self._leaf_modules()
+        grabbed: dict[str, list[torch.Tensor]] = {}
+        handles = []
+        for name, idx in self.hidden_:
+            def hook(_m, _i, o, name=name, idx=idx):
+                # index the selected units directly: flatten() would copy a whole non-contiguous activation
+                pos = tuple(torch.from_numpy(a).long() for a in np.unravel_index(idx, tuple(o.shape[1:])))
+                grabbed.setdefault(name, []).append(o[(slice(None),) + pos].float().cpu())
+            handles.append(leaves[name].register_forward_hook(hook))
+
+        def nodes(t: torch.Tensor) -> torch.Tensor:
+            grabbed.clear()
+            p = clf.logits(t, validate=False).softmax(1).float()
+            return torch.cat([p] + [torch.cat(grabbed[n]) for n, _ in self.hidden_], 1)
+
+        def cleanup() -> None:
+            for h in handles:
+                h.remove()
+        return nodes, cleanup
 
     def _baseline(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params
@@ -148,16 +213,39 @@ class LeaveOneOut(Detector):
         p = self.params
         labels = self.labels(x)
         base = self._baseline(x)
+        if p["feature"] == "multilayer" and self.hidden_ is None:
+            self._select_hidden(x[:1])
+        nodes, cleanup = self._node_fn()
         rows = []
-        with torch.inference_mode():
-            for i in range(x.shape[0]):
-                p0, phi = occlusion_attributions(self.classifier, x[i: i + 1], labels[i], base[i: i + 1],
-                                                 p["unit"] == "channel-pixel", p["batch_size"])
-                self.units_per_image_.append(int(phi.shape[0]))
-                if p["feature"] == "1d":
-                    phi = phi[:, [int(p0.argmax())]]
-                rows.append(dispersion(phi.astype(np.float64), p["statistic"]))  # reduced at once, then dropped
+        try:
+            with torch.inference_mode():
+                for i in range(x.shape[0]):
+                    v0, phi = occlusion_attributions(nodes, x[i: i + 1], labels[i], base[i: i + 1],
+                                                     p["unit"] == "channel-pixel", p["batch_size"])
+                    self.units_per_image_.append(int(phi.shape[0]))
+                    if p["feature"] == "1d":
+                        phi = phi[:, [int(v0[: self.classifier.num_classes].argmax())]]
+                    rows.append(dispersion(phi.astype(np.float64), p["statistic"]))  # reduced at once, dropped
+        finally:
+            cleanup()
         return np.stack(rows)
 
+    def _state(self):
+        if not self.hidden_:
+            return {}, {}
+        return ({"hidden_layers": [n for n, _ in self.hidden_]},
+                {f"hidden_idx_{i}": idx for i, (_, idx) in enumerate(self.hidden_)})
+
+    def _set_state(self, meta, arrays):
+        names = meta.get("hidden_layers")
+        if names:
+            self.hidden_ = [(n, np.asarray(arrays[f"hidden_idx_{i}"])) for i, n in enumerate(names)]
+
     def feature_names(self, d: int) -> list[str]:
-        return ["pred_class"] if self.params["feature"] == "1d" else [f"node{k}" for k in range(d)]
+        if self.params["feature"] == "1d":
+            return ["pred_class"]
+        c = self.classifier.num_classes
+        names = [f"out{k}" for k in range(c)]
+        for n, idx in self.hidden_ or []:
+            names += [f"{n}[{i}]" for i in idx]
+        return names[:d] + [f"f{k}" for k in range(len(names), d)]
