@@ -31,3 +31,20 @@ def foolbox_images() -> dict[str, list[tuple[np.ndarray, int]]]:
 def foolbox_dir() -> Path:
     foolbox = pytest.importorskip("foolbox")
     return Path(foolbox.__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def correct_images():
+    """``correct_images(limit, seed, model="cifar10-cnn", dataset="cifar10")`` -> (clf, x, y): the test images
+    among ``limit`` drawn (seeded) that the zoo model classifies correctly, as tensors."""
+    import torch
+
+    from advguard import load_dataset, load_model
+
+    def make(limit: int, seed: int, model: str = "cifar10-cnn", dataset: str = "cifar10"):
+        clf = load_model(model)
+        ds = load_dataset(dataset, "test", limit=limit, seed=seed)
+        keep = clf.predict(ds.x).numpy() == ds.y
+        return clf, torch.from_numpy(ds.x[keep]), torch.from_numpy(ds.y[keep])
+
+    return make

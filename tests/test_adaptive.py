@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from advguard import load_dataset, load_model
 from advguard.attacks import shifted_targets
 from advguard.attacks.adaptive import DetectorAwareCW
 from advguard.detectors import Detector
@@ -28,11 +26,9 @@ class _Fixed(Detector):
 
 
 @pytest.fixture(scope="module")
-def batch():
-    clf = load_model("cifar10-cnn")
-    ds = load_dataset("cifar10", "test", limit=12, seed=5)
-    keep = clf.predict(ds.x).numpy() == ds.y
-    x, y = torch.from_numpy(ds.x[keep][:6]), torch.from_numpy(ds.y[keep][:6])
+def batch(correct_images):
+    clf, x, y = correct_images(12, 5)
+    x, y = x[:6], y[:6]
     return clf, x, y, shifted_targets(y, 10, 1)
 
 

@@ -5,18 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from advguard import InputError, load_dataset, load_model
+from advguard import InputError
 from advguard.attacks import make_attack
 from advguard.detectors import DETECTORS, Detector, NotFittedError, make_detector
 from advguard.detectors.squeezing import apply_squeezer
 
 
 @pytest.fixture(scope="module")
-def data():
-    clf = load_model("cifar10-cnn")
-    ds = load_dataset("cifar10", "test", limit=120, seed=3)
-    keep = clf.predict(ds.x).numpy() == ds.y
-    x, y = torch.from_numpy(ds.x[keep]), torch.from_numpy(ds.y[keep])
+def data(correct_images):
+    clf, x, y = correct_images(120, 3)
     adv = make_attack("deepfool", clf, steps=20, progress=False)(x, y)
     return clf, x, adv.x_adv[adv.success]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from advguard import UnknownNameError, load_dataset, load_model
+from advguard import UnknownNameError
 from advguard.attacks import make_attack, shifted_targets
 from advguard.detectors import Detector, EraseRestore, EraseRestoreDistance, make_detector
 from advguard.detectors.erase_restore import make_masks, restore
@@ -39,11 +39,8 @@ def test_restoration_changes_only_masked_pixels(foolbox_images, method):
 
 
 @pytest.fixture(scope="module")
-def cw_set():
-    clf = load_model("cifar10-cnn")
-    ds = load_dataset("cifar10", "test", limit=140, seed=7)
-    keep = clf.predict(ds.x).numpy() == ds.y
-    x, y = torch.from_numpy(ds.x[keep]), torch.from_numpy(ds.y[keep])
+def cw_set(correct_images):
+    clf, x, y = correct_images(140, 7)
     r = make_attack("cw-l2", clf, steps=40, binary_search_steps=3, progress=False)(x, y, shifted_targets(y, 10, 1))
     ok = r.success
     perm = torch.randperm(int(ok.sum()), generator=torch.Generator().manual_seed(0))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from advguard import UnknownNameError, load_dataset, load_model
+from advguard import UnknownNameError, load_dataset
 from advguard.attacks import make_attack
 from advguard.defenses import LabelCorrection, vote
 from advguard.detectors import CNNDetector, Detector, ImageOps, make_detector
@@ -99,11 +99,8 @@ def test_vote_orders_by_frequency_then_rank():
 
 
 @pytest.fixture(scope="module")
-def cifar_attacked():
-    clf = load_model("cifar10-cnn")
-    ds = load_dataset("cifar10", "test", limit=160, seed=5)
-    keep = clf.predict(ds.x).numpy() == ds.y
-    x, y = torch.from_numpy(ds.x[keep]), torch.from_numpy(ds.y[keep])
+def cifar_attacked(correct_images):
+    clf, x, y = correct_images(160, 5)
     r = make_attack("fgsm", clf, eps=2 / 255, progress=False)(x, y)
     return clf, x, y, r.x_adv[r.success], y[r.success]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from advguard import UnknownNameError, load_dataset, load_model
+from advguard import UnknownNameError
 from advguard.attacks import make_attack
 from advguard.classifier import Classifier
 from advguard.detectors import Detector, LeaveOneOut
@@ -78,11 +78,8 @@ def test_statistics_and_names():
 
 
 @pytest.fixture(scope="module")
-def fgsm_set():
-    clf = load_model("cifar10-cnn")
-    ds = load_dataset("cifar10", "test", limit=120, seed=11)
-    keep = clf.predict(ds.x).numpy() == ds.y
-    x, y = torch.from_numpy(ds.x[keep]), torch.from_numpy(ds.y[keep])
+def fgsm_set(correct_images):
+    clf, x, y = correct_images(120, 11)
     r = make_attack("fgsm", clf, eps=0.1, progress=False)(x, y)
     return clf, x[r.success], r.x_adv[r.success]
 
