@@ -194,13 +194,11 @@ def _bench(args: argparse.Namespace) -> int:
         cfg.n_images = args.n_images
     doc = run_bench(cfg, out=args.out, cache_dir=args.cache_dir)
     out = args.out or cfg.out or f"runs/bench/{cfg.name}"
-    if cfg.experiment in ("imageops", "themis"):
-        if cfg.experiment == "imageops":
-            from .bench.imageops_experiment import summary_table
-        else:
-            from .bench.themis_experiment import summary_table
+    if cfg.experiment != "grid":
+        from .bench import imageops_experiment, themis_experiment
 
-        print(markdown_table(*summary_table(doc)))
+        experiment = {"imageops": imageops_experiment, "themis": themis_experiment}[cfg.experiment]
+        print(markdown_table(*experiment.summary_table(doc)))
         print(f"\nartefacts in {out}: results.json, results.md, *.png, report.html")
         return 0
     print(markdown_table(*results_table(doc)))

@@ -67,6 +67,14 @@ class DetectorAwareCW(Attack):
         self._log: list[dict] = []
 
     # ------------------------------------------------------------------ one batch
+    @staticmethod
+    def _margin(z: torch.Tensor, onehot: torch.Tensor, targeted: bool) -> torch.Tensor:
+        """How far from success each image is, in logits: targeted, max_{j != t} Z_j - Z_t; untargeted,
+        Z_y - max_{j != y} Z_j (success at margin <= -kappa, resp. < 0)."""
+        zt = z[onehot]
+        zo = z.masked_fill(onehot, -float("inf")).amax(1)
+        return (zo - zt) if targeted else (zt - zo)
+
     def _evades(self, x: torch.Tensor) -> np.ndarray:
         return ~(self.detector.score(x.detach().cpu()) > self.detector.threshold_)
 
@@ -79,7 +87,8 @@ class DetectorAwareCW(Attack):
         restart_of = np.full(n, -1)
         step_of = np.full(n, -1)
         recheck = np.full(n, np.nan)
-        onehot_t = torch.nn.functional.one_hot(targets if targets is not None else y, self.classifier.num_classes)
+        targeted = targets is not None
+        onehot_t = torch.nn.functional.one_hot(targets if targeted else y, self.classifier.num_classes)
         bar = tqdm(range(p["restarts"]), desc=f"{self.name} restarts", leave=False, disable=not self.progress)
         for r in bar:
             active = np.flatnonzero(restart_of < 0)
@@ -95,12 +104,8 @@ class DetectorAwareCW(Attack):
             done = np.zeros(len(active), bool)
             for s in range(1, p["steps"] + 1):
                 xa = (torch.tanh(w) + 1) / 2
-                z = model(xa)
-                zt = z[oh]
-                zo = z.masked_fill(oh, -float("inf")).amax(1)
                 # targeted: push Z_t above the rest by kappa; untargeted: push the true label below the rest
-                margin = (zo - zt) if targets is not None else (zt - zo)
-                loss_adv = torch.clamp(margin, min=-p["confidence"])
+                loss_adv = torch.clamp(self._margin(model(xa), oh, targeted), min=-p["confidence"])
                 l2 = (xa - x0).flatten(1).pow(2).sum(1)
                 loss = (l2 + c * loss_adv).masked_fill(torch.from_numpy(done).to(x.device), 0.0).sum()
                 opt.zero_grad()
@@ -110,10 +115,8 @@ class DetectorAwareCW(Attack):
                     continue
                 with torch.no_grad():
                     xa = (torch.tanh(w) + 1) / 2
-                    z = model(xa)
-                    zt = z[oh]
-                    zo = z.masked_fill(oh, -float("inf")).amax(1)
-                    adv = ((zt - zo >= p["confidence"]) if targets is not None else (zo > zt)).cpu().numpy()
+                    margin = self._margin(model(xa), oh, targeted)
+                    adv = ((margin <= -p["confidence"]) if targeted else (margin < 0)).cpu().numpy()
                 cand = np.flatnonzero(adv & ~done)
                 if len(cand) == 0:
                     continue

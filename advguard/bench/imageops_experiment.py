@@ -19,7 +19,6 @@ listed as not run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path, atomic_write_text
+from .._atomic import atomic_write_text
 from ..advsets import fold_of
 from ..data import data_dir
 from ..detectors import CNNDetector, Detector, ImageOps, decision_scores, make_decision_model
@@ -42,8 +41,8 @@ from ..report import provenance
 from ..transforms import FAMILY_SETS, paper_ops, parse_ops
 from . import paper_nguyen as paper
 from .config import BenchConfig
-from .runner import build_sets
-from .page import Page, fig_png, pyplot
+from .runner import build_sets, cache_key, cached_chunks
+from .page import Page, fig_png, pct, pyplot
 
 SPLITS = ("train", "dev", "eval")
 NOT_IN_FOOLBOX3 = {"L-BFGS": "targeted L-BFGS (Szegedy et al.)", "ADef": "ADef (Alaifari et al.)",
@@ -51,34 +50,13 @@ NOT_IN_FOOLBOX3 = {"L-BFGS": "targeted L-BFGS (Szegedy et al.)", "ADef": "ADef (
 
 
 def _labels_cached(clf, x: np.ndarray, ops, k: int, path: Path, desc: str, progress: bool) -> tuple[np.ndarray, dict]:
-    if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            return f["labels"], json.loads(str(f["cost"]))
-    parts, chunk = [], 256
-    passes0, t0 = clf.num_passes, time.perf_counter()
-    for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False, disable=not progress):
-        parts.append(label_matrix(clf, torch.from_numpy(x[i: i + chunk]), ops, k))
-    secs = time.perf_counter() - t0
-    lab = np.concatenate(parts) if parts else np.zeros((0, 1 + len(ops), k), np.int64)
-    cost = {"n": len(x), "seconds": secs, "ms_per_image": 1000 * secs / max(1, len(x)),
-            "passes_per_image": (clf.num_passes - passes0) / max(1, len(x))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, labels=lab, cost=np.asarray(json.dumps(cost)))
-    return lab, cost
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cached_chunks(path, "labels", clf, x, lambda xb: label_matrix(clf, torch.from_numpy(xb), ops, k),
+                         np.zeros((0, 1 + len(ops), k), np.int64), desc=desc, progress=progress)
 
 
 def _dev_best(rows: list[dict]) -> dict:
     """The configuration the dev set selects: best dev accuracy, ties broken by dev AUC."""
     return max(rows, key=lambda r: (r["dev_accuracy"], r["dev_auc"]))
-
-
-def _pct(v: float | None, digits: int = 2) -> str:
-    return "-" if v is None or v != v else f"{100 * v:.{digits}f}"
 
 
 def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -104,9 +82,9 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     wkey = first.config["weights"]
     lab_dir = cache / "imageops-labels"
     L_clean, cost_clean = _labels_cached(clf, first.x_clean, ops, K,
-                                         lab_dir / f"{_key(wkey, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, K, 'clean')}.npz",
+                                         lab_dir / f"{cache_key(wkey, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, K, 'clean')}.npz",
                                          "labels clean", progress)
-    L_adv = {lab: _labels_cached(clf, s.x_adv, ops, K, lab_dir / f"{_key(s.key, K, 'adv')}.npz", f"labels {lab}",
+    L_adv = {lab: _labels_cached(clf, s.x_adv, ops, K, lab_dir / f"{cache_key(s.key, K, 'adv')}.npz", f"labels {lab}",
                                  progress)[0] for lab, s in sets.items()}
     y_clean = first.y_clean
     fold_c = fold_of(first.clean_ids, cfg.fractions, cfg.seed)
@@ -246,7 +224,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     for c in tqdm(cfg.cnn, desc="CNN detectors", disable=not progress):
         params = {k_: v for k_, v in c.items() if k_ != "label"}
         label = c.get("label") or json.dumps(params)
-        path = cache / "imageops-cnn" / f"{_key(wkey, [s.key for s in sets.values()], cfg.fractions, cfg.seed, params)}.zip"
+        path = cache / "imageops-cnn" / f"{cache_key(wkey, [s.key for s in sets.values()], cfg.fractions, cfg.seed, params)}.zip"
         t0 = time.perf_counter()
         if path.exists():
             det = Detector.load(path, clf)
@@ -282,7 +260,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
 def summary_table(doc: dict) -> tuple[list[str], list[list]]:
     """Table 6 (all detectors on the eval set) for the terminal."""
     return (["detector", "accuracy %", "EER %", "AUC %"],
-            [[r["detector"], _pct(r["accuracy"]), _pct(r["eer"]), _pct(r["auc"])] for r in doc["table6"]])
+            [[r["detector"], pct(r["accuracy"], 2), pct(r["eer"], 2), pct(r["auc"], 2)] for r in doc["table6"]])
 
 
 # ==================================================================== page
@@ -354,14 +332,14 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
             for feat in ("count", "diff"):
                 r = next(x for x in doc["table4"] if x["classifier"] == m and x["family"] == f and x["feature"] == feat)
                 pv = paper.TABLE4.get(m, {}).get(f)
-                cells.append(f"{_pct(r['eval_accuracy'])} ({'-' if pv is None else pv[0 if feat == 'count' else 1]})")
+                cells.append(f"{pct(r['eval_accuracy'], 2)} ({'-' if pv is None else pv[0 if feat == 'count' else 1]})")
         rows.append(cells)
     pg.table(["classifier"] + [f"{f} {feat}" for f in fams for feat in ("count", "diff")], rows,
              caption=f"accuracy % ours (paper); eval set {db['eval']['normal']} normal + {db['eval']['adversarial']} "
-                     f"adversarial: always answering 'adversarial' scores {_pct(doc['majority_baseline_eval'])} % "
+                     f"adversarial: always answering 'adversarial' scores {pct(doc['majority_baseline_eval'], 2)} % "
                      "(paper: 83.89 %)")
-    rows = [[r["classifier"].upper(), r["family"], r["feature"], r["k"], _pct(r["dev_accuracy"]),
-             _pct(r["eval_accuracy"]), _pct(r["eval_auc"]), _pct(r["eval_eer"])] for r in doc["k_ablation"]]
+    rows = [[r["classifier"].upper(), r["family"], r["feature"], r["k"], pct(r["dev_accuracy"], 2),
+             pct(r["eval_accuracy"], 2), pct(r["eval_auc"], 2), pct(r["eval_eer"], 2)] for r in doc["k_ablation"]]
     pg.text("**k ablation** (length of the top-k label lists; trained on train, dev and eval shown):")
     pg.table(["classifier", "family", "feature", "k", "dev acc %", "eval acc %", "eval AUC %", "eval EER %"], rows)
 
@@ -371,7 +349,7 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
         pg.table(["family", "operations", "model passes / image", "dev-selected detector", "eval accuracy %",
                   "eval AUC %"],
                  [[r["family"], r["n_ops"], r["passes_per_image"], f"{r['classifier'].upper()} {r['feature']}",
-                   _pct(r["eval_accuracy"]), _pct(r["eval_auc"])] for r in fc["rows"]])
+                   pct(r["eval_accuracy"], 2), pct(r["eval_auc"], 2)] for r in fc["rows"]])
         if fc.get("cheapest_within_1_point_of_all"):
             pg.text(f"Cheapest family whose dev-selected detector is within 1 accuracy point of 'all' on eval: "
                     f"**{fc['cheapest_within_1_point_of_all']}**.")
@@ -381,8 +359,8 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
     rows = []
     for r in doc["table5"]:
         pv = paper.TABLE5.get(r["ops"])
-        rows.append([r["ops"], r["n_ops"], r["vote_k"], _pct(r["normal_top1"]), _pct(r["normal_topk"]),
-                     _pct(r["adversarial_top1"]), _pct(r["adversarial_topk"]),
+        rows.append([r["ops"], r["n_ops"], r["vote_k"], pct(r["normal_top1"], 2), pct(r["normal_topk"], 2),
+                     pct(r["adversarial_top1"], 2), pct(r["adversarial_topk"], 2),
                      "-" if pv is None else f"{pv[0]} / {pv[1]}"])
     k5 = doc["table5"][0]["k"] if doc["table5"] else doc["k"]
     pg.table(["operations", "variants", "votes per variant", "normal top-1 %", f"normal top-{k5} %",
@@ -391,11 +369,11 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
     if doc["table5"]:
         last = doc["table5"][-1]
         pg.table(["attack", "restored top-1 % (jpeg+scale)"],
-                 [[lab, _pct(v)] for lab, v in last["per_attack_top1"].items()])
+                 [[lab, pct(v, 2)] for lab, v in last["per_attack_top1"].items()])
 
     # Table 6
     pg.h2("Table 6: all detectors on the eval set")
-    rows = [[r["detector"], _pct(r["accuracy"]), _pct(r["eer"]), _pct(r["auc"]),
+    rows = [[r["detector"], pct(r["accuracy"], 2), pct(r["eer"], 2), pct(r["auc"], 2),
              "-" if not r.get("train_seconds") else f"{r['train_seconds']:.0f}"] for r in doc["table6"]]
     pg.table(["detector", "accuracy %", "EER %", "AUC %", "training s"], rows,
              caption="image-ops rows: the dev-selected configuration per feature; CNN rows: argmax accuracy")
@@ -408,8 +386,8 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
     if pad:
         pg.text(f"Per-attack detection rate of **{pad['detector']}** at the threshold calibrated on clean training "
                 f"images for FPR {100 * pad['threshold_fpr_target']:.0f} % (eval clean FPR "
-                f"{_pct(pad['clean_fpr'], 1)} %):")
-        pg.table(["attack", "detected %"], [[k_, _pct(v, 1)] for k_, v in pad["rates"].items()])
+                f"{pct(pad['clean_fpr'], 1)} %):")
+        pg.table(["attack", "detected %"], [[k_, pct(v, 1)] for k_, v in pad["rates"].items()])
     pg.h2("Configuration")
     pg.code(doc.get("config_toml") or json.dumps(doc["config"], indent=2, default=str))
     return pg

@@ -28,6 +28,11 @@ def fig_png(fig) -> bytes:
     return buf.getvalue()
 
 
+def pct(v: float | None, digits: int = 1) -> str:
+    """A share as a percentage with ``digits`` decimals; "-" for a missing (None or NaN) value."""
+    return "-" if v is None or v != v else f"{100 * v:.{digits}f}"
+
+
 def pyplot():
     import matplotlib
 

@@ -34,23 +34,34 @@ def _feature_key(spec: DetectorSpec, set_key: str, which: str) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()[:20]
 
 
-def _features(det, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, dict]:
-    """Features of ``x`` from cache or computed in chunks (with a progress bar); returns (features, cost)."""
+def cache_key(*parts) -> str:
+    """A short stable hash of JSON-able ``parts`` (cache file names)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cached_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int = 256,
+                  desc: str = "", progress: bool = True) -> tuple[np.ndarray, dict]:
+    """``fn`` applied to ``x`` in chunks (progress bar) and concatenated, with its cost (time, ``clf``'s model
+    passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically."""
     if path.exists():
         with np.load(path, allow_pickle=False) as f:
-            return f["features"], json.loads(str(f["cost"]))
-    clf = det.classifier
-    chunk = 256
+            return f[name], json.loads(str(f["cost"]))
     parts = []
     passes0, t0 = clf.num_passes, time.perf_counter()
     with PeakMemory() as mem:
-        for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False):
-            parts.append(det.extract(x[i: i + chunk]))
-    cost = CostReport(len(x), time.perf_counter() - t0, clf.num_passes - passes0, mem.peak_mb).as_dict()
-    feats = np.concatenate(parts) if parts else np.zeros((0, 0))
+        for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False, disable=not progress):
+            parts.append(fn(x[i: i + chunk]))
+    secs = time.perf_counter() - t0
+    arr = np.concatenate(parts) if parts else empty
+    cost = {**CostReport(len(x), secs, clf.num_passes - passes0, mem.peak_mb).as_dict(), "seconds": secs}
     with atomic_path(path) as tmp:
-        np.savez(tmp, features=feats, cost=np.asarray(json.dumps(cost)))
-    return feats, cost
+        np.savez(tmp, **{name: arr}, cost=np.asarray(json.dumps(cost)))
+    return arr, cost
+
+
+def _features(det, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, dict]:
+    """Features of ``x`` from cache or computed in chunks (with a progress bar); returns (features, cost)."""
+    return cached_chunks(path, "features", det.classifier, x, det.extract, np.zeros((0, 0)), desc=desc)
 
 
 def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:

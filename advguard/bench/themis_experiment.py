@@ -21,7 +21,6 @@ For every target model in ``[themis] models``:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -33,56 +32,29 @@ from .._atomic import atomic_path, atomic_write_text
 from ..advsets import fold_of
 from ..data import data_dir
 from ..detectors import EraseRestore, make_detector
+from ..detectors.erase_restore import mean_kl_wd
 from ..metrics import roc_auc
 from ..models import get_spec, load_model
 from ..report import provenance
 from . import paper_themis as paper
 from .config import BenchConfig, DetectorSpec
-from .page import Page, fig_png, pyplot
-from .runner import _feature_key, _features, build_sets, forward_cost
+from .page import Page, fig_png, pct, pyplot
+from .runner import _feature_key, _features, build_sets, cache_key, cached_chunks, forward_cost
 
 RESTORES = ("telea", "median")
 
 
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _pct(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None or v != v else f"{100 * v:.{digits}f}"
-
-
 def _probs_cached(det: EraseRestore, x: np.ndarray, path: Path, desc: str, progress: bool) -> tuple[np.ndarray, dict]:
     """(N, 1 + n, C) float32 softmax outputs of ``x`` and its n restored variants, cached at ``path``."""
-    if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            return f["probs"], json.loads(str(f["cost"]))
     clf = det.classifier
-    chunk = 256 if x.shape[-1] * x.shape[-2] <= 4096 else 16
-    parts, t0 = [], time.perf_counter()
-    for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False, disable=not progress):
-        parts.append(det.probs(clf.validate(x[i: i + chunk])).astype(np.float32))
-    secs = time.perf_counter() - t0
-    probs = np.concatenate(parts) if parts else np.zeros((0, 1 + det.params["n"], clf.num_classes), np.float32)
-    cost = {"n": len(x), "seconds": secs, "ms_per_image": 1000 * secs / max(1, len(x))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, probs=probs, cost=np.asarray(json.dumps(cost)))
-    return probs, cost
+    return cached_chunks(path, "probs", clf, x, lambda xb: det.probs(clf.validate(xb)).astype(np.float32),
+                         np.zeros((0, 1 + det.params["n"], clf.num_classes), np.float32),
+                         chunk=256 if x.shape[-1] * x.shape[-2] <= 4096 else 16, desc=desc, progress=progress)
 
 
 def _native_threshold(det: EraseRestore) -> float:
     """The decision model's own cut: decision_function > 0 (SVM, AdaBoost) or P(adversarial) > 0.5."""
     return 0.0 if hasattr(det.estimator_, "decision_function") else 0.5
-
-
-def _distances(probs: np.ndarray, draws: int) -> np.ndarray:
-    """(N, 2): mean KL(f(x) || f(E&R(x))) and mean Wasserstein-1 over the first ``draws`` draws."""
-    p = np.clip(probs[:, : 1 + draws].astype(np.float64), 1e-12, 1.0)
-    p0, pr = p[:, :1], p[:, 1:]
-    kl = (p0 * (np.log(p0) - np.log(pr))).sum(-1).mean(1)
-    wd = np.abs(np.cumsum(p0, -1) - np.cumsum(pr, -1)).sum(-1).mean(1)
-    return np.stack([kl, wd], 1)
 
 
 class _ModelData:
@@ -101,16 +73,16 @@ class _ModelData:
         self.fold_c = fold_of(first.clean_ids, cfg.fractions, cfg.seed)
         self.fold_a = {lab: fold_of(s.adv_ids, cfg.fractions, cfg.seed) for lab, s in self.sets.items()}
         n = int(opts.get("n", 11))
-        ckey = _key(first.config["weights"], cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
+        ckey = cache_key(first.config["weights"], cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
         self.P: dict[str, dict[str, np.ndarray]] = {}
         self.cost: dict[str, dict] = {}
         for restore in RESTORES:
             self.P[restore] = {}
             for lab, x, key in [("clean", first.x_clean, ckey)] + [(lab, s.x_adv, s.key) for lab, s in self.sets.items()]:
                 # a distinct mask stream per image set: no two sets share masks
-                seed = int(_key(cfg.seed, key, restore)[:8], 16)
+                seed = int(cache_key(cfg.seed, key, restore)[:8], 16)
                 det = EraseRestore(clf, n=n, restore=restore, seed=seed)
-                self.P[restore][lab], c = _probs_cached(det, x, cache / "themis-probs" / f"{_key(key, n, restore, seed)}.npz",
+                self.P[restore][lab], c = _probs_cached(det, x, cache / "themis-probs" / f"{cache_key(key, n, restore, seed)}.npz",
                                                         f"{model} E&R {restore} {lab}", progress)
                 if lab == "clean":
                     self.cost[restore] = c
@@ -127,14 +99,15 @@ class _ModelData:
                 self.compare[d][lab], _ = _features(det, s.x_adv, cache / "features" /
                                                     f"{_feature_key(spec_d, s.key, 'adv')}.npz", f"{model} {d} {lab}")
 
-    def raw(self, which: str, n_use: int, restore: str = "telea") -> np.ndarray:
-        """Raw E&R feature (N, (1 + n_use) * C) of ``which`` ("clean" or an attack label)."""
-        p = self.P[restore][which][:, : 1 + n_use]
+    def raw(self, which: str, n_use: int, restore: str = "telea", rows=slice(None)) -> np.ndarray:
+        """Raw E&R feature (N, (1 + n_use) * C) of ``which`` ("clean" or an attack label), only ``rows``
+        (selected before the float64 copy, which matters for 1,000-class stacks)."""
+        p = self.P[restore][which][rows, : 1 + n_use]
         return p.reshape(len(p), -1).astype(np.float64)
 
     def train_test(self, which: str, fold: int, n_use: int, restore: str = "telea") -> np.ndarray:
         f = self.fold_c if which == "clean" else self.fold_a[which]
-        return self.raw(which, n_use, restore)[f == fold]
+        return self.raw(which, n_use, restore, f == fold)
 
 
 def _fit(md: _ModelData, attacks: list[str], clf_name: str, n_use: int, cfg: BenchConfig,
@@ -144,14 +117,23 @@ def _fit(md: _ModelData, attacks: list[str], clf_name: str, n_use: int, cfg: Ben
     return det.fit_features(md.train_test("clean", 0, n_use, restore), f_adv)
 
 
-def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int, restore: str = "telea") -> dict:
-    """FPR on test clean images and per-attack detection rates at the native and the calibrated threshold."""
-    sc = det.score_features(md.train_test("clean", 1, n_use, restore))
+def _test_scores(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int,
+                 restore: str = "telea") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Scores of the test clean images and of each attack's test images."""
+    return (det.score_features(md.train_test("clean", 1, n_use, restore)),
+            {a: det.score_features(md.train_test(a, 1, n_use, restore)) for a in attacks})
+
+
+def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int, restore: str = "telea",
+              scores: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> dict:
+    """FPR on test clean images and per-attack detection rates at the native and the calibrated threshold
+    (from ``scores`` = :func:`_test_scores` when already computed)."""
+    sc, sas = scores if scores is not None else _test_scores(det, md, attacks, n_use, restore)
     nat, cal = _native_threshold(det), det.threshold_
     out = {"n_clean_test": int(len(sc)), "fpr": float((sc > nat).mean()), "fpr_calibrated": float((sc > cal).mean()),
            "dr": {}, "dr_calibrated": {}, "auc": {}, "n_adv_test": {}}
     for a in attacks:
-        sa = det.score_features(md.train_test(a, 1, n_use, restore))
+        sa = sas[a]
         out["n_adv_test"][a] = int(len(sa))
         out["dr"][a] = float((sa > nat).mean()) if len(sa) else None
         out["dr_calibrated"][a] = float((sa > cal).mean()) if len(sa) else None
@@ -205,9 +187,9 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
         for c in classifiers:
             for restore in RESTORES:
                 det = _fit(md, labels, c, n, cfg, restore)
-                ev = _evaluate(det, md, labels, n, restore)
-                sc = det.score_features(md.train_test("clean", 1, n, restore))
-                sa = np.concatenate([det.score_features(md.train_test(a, 1, n, restore)) for a in labels])
+                scores = _test_scores(det, md, labels, n, restore)
+                ev = _evaluate(det, md, labels, n, restore, scores)
+                sc, sa = scores[0], np.concatenate([scores[1][a] for a in labels])
                 roc[(m, c, restore)] = (sc, sa)
                 if restore == "telea":
                     t1.append({"model": m, "classifier": c, **ev, "auc_pooled": roc_auc(sc, sa)})
@@ -253,10 +235,10 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     t6, scatter = [], {}
     draws = min(10, n)
     for m, md in mds.items():
-        dc = _distances(md.P["telea"]["clean"], draws)
+        dc = mean_kl_wd(md.P["telea"]["clean"][:, : 1 + draws])
         scatter[m] = {"clean": dc}
         for a in labels:
-            da = _distances(md.P["telea"][a], draws)
+            da = mean_kl_wd(md.P["telea"][a][:, : 1 + draws])
             scatter[m][a] = da
             for j, metric in enumerate(("kl", "wd")):
                 sc, sa = dc[:, j], da[:, j]
@@ -325,12 +307,12 @@ def _adaptive(cfg: BenchConfig, a: dict, md: _ModelData, det: EraseRestore, cach
     x, y = md.first.x_clean[test], md.first.y_clean[test]
     t = shifted_targets(y, md.clf.num_classes, 1).numpy()
     # the plain detector on these clean images (its false alarms are not bypasses to be won)
-    clean_flag = det.score_features(md.raw("clean", det.params["n"])[test]) > det.threshold_
+    clean_flag = det.score_features(md.raw("clean", det.params["n"], rows=test)) > det.threshold_
     chunk = 10
     parts = []
     t0 = time.perf_counter()
     for i in tqdm(range(0, len(x), chunk), desc="adaptive attack chunks", disable=not progress):
-        path = cache / "themis-adaptive" / f"{_key(md.first.config['weights'], md.first.key, params, test[i:i + chunk].tolist(), cfg.seed)}.npz"
+        path = cache / "themis-adaptive" / f"{cache_key(md.first.config['weights'], md.first.key, params, test[i:i + chunk].tolist(), cfg.seed)}.npz"
         if not path.exists():
             atk = DetectorAwareCW(md.clf, det, seed=cfg.seed + i, progress=progress, **params)
             r = atk(x[i: i + chunk], y[i: i + chunk], t[i: i + chunk])
@@ -407,9 +389,9 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
            [f"FPR @{100 * cfg.fpr:g}%"] + [f"DR {lab} @{100 * cfg.fpr:g}%" for lab in labels] + ["AUC pooled %"]
     rows = []
     for r in doc["table1"]:
-        rows.append([f"`{r['model']}`", r["classifier"], _pct(r["fpr"])] + [_pct(r["dr"][lab]) for lab in labels]
-                    + [_pct(r["fpr_calibrated"])] + [_pct(r["dr_calibrated"][lab]) for lab in labels]
-                    + [_pct(r["auc_pooled"], 2)])
+        rows.append([f"`{r['model']}`", r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in labels]
+                    + [pct(r["fpr_calibrated"])] + [pct(r["dr_calibrated"][lab]) for lab in labels]
+                    + [pct(r["auc_pooled"], 2)])
         pap = paper.TABLE1.get((ds_name, model_name(r["model"]), r["classifier"]))
         if pap:
             rows.append([f"paper ({model_name(r['model'])})", r["classifier"], f"{pap[0]}"]
@@ -419,8 +401,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
 
     # ---- Figure 3 check
     pg.h2("Why it works: what one erase-and-restore draw does (the paper's Figure 3)")
-    rows = [[f"`{r['model']}`", r["restore"], r["set"], r["n"], _pct(r["changed_per_draw"]), _pct(r["changed_any_draw"]),
-             _pct(r["changed_majority"])] for r in doc["insight"]]
+    rows = [[f"`{r['model']}`", r["restore"], r["set"], r["n"], pct(r["changed_per_draw"]), pct(r["changed_any_draw"]),
+             pct(r["changed_majority"])] for r in doc["insight"]]
     pg.table(["model", "restore", "images", "n", "top-1 changed, per draw %", "changed in >= 1 of n draws %",
               "changed in most draws %"], rows,
              "Paper (ResNet-32, 10 % erased, Telea): benign accuracy after one draw 90.5-96.6 % (5-15 % erased), i.e. "
@@ -435,13 +417,13 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         for m in doc["sets"]:
             t = next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc") \
                 if any(r["classifier"] == "svc" for r in doc["table1"]) else doc["table1"][0]
-            rows.append([f"`{m}`", "THEMIS (SVM, own decision)", _pct(t["fpr"]), _pct(t["dr"][k0]), _pct(t["dr"][df])])
-            rows.append([f"`{m}`", f"THEMIS (SVM, @{100 * cfg.fpr:g}%)", _pct(t["fpr_calibrated"]),
-                         _pct(t["dr_calibrated"][k0]), _pct(t["dr_calibrated"][df])])
+            rows.append([f"`{m}`", "THEMIS (SVM, own decision)", pct(t["fpr"]), pct(t["dr"][k0]), pct(t["dr"][df])])
+            rows.append([f"`{m}`", f"THEMIS (SVM, @{100 * cfg.fpr:g}%)", pct(t["fpr_calibrated"]),
+                         pct(t["dr_calibrated"][k0]), pct(t["dr_calibrated"][df])])
             for r in doc["table2"]:
                 if r["model"] == m:
-                    rows.append([f"`{m}`", f"{r['detector']} (@{100 * cfg.fpr:g}%)", _pct(r["fpr"]), _pct(r["dr"][k0]),
-                                 _pct(r["dr"][df])])
+                    rows.append([f"`{m}`", f"{r['detector']} (@{100 * cfg.fpr:g}%)", pct(r["fpr"]), pct(r["dr"][k0]),
+                                 pct(r["dr"][df])])
         for name, v in paper.TABLE2.items():
             f, a, b = v[ds_name]
             rows.append(["paper", name, f"{f}", f"{a}", f"{b}"])
@@ -459,8 +441,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
                 continue
             key = f"{model_name(r['train'])}->{model_name(r['test'])}"
             pap = paper.TABLE3.get((key, r["classifier"]))
-            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], _pct(r["fpr"])]
-                        + [_pct(r["dr"][lab]) for lab in cw] + [" / ".join(f"{v}" for v in pap) if pap else "-"])
+            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], pct(r["fpr"])]
+                        + [pct(r["dr"][lab]) for lab in cw] + [" / ".join(f"{v}" for v in pap) if pap else "-"])
         pg.table(["train -> test", "classifier", "FPR on test model's clean %"] + [f"DR {lab} %" for lab in cw]
                  + ["paper DR κ=0 / 0.4 / 1.0"], rows)
     if doc["transfer"]:
@@ -468,8 +450,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         rows = []
         for r in doc["transfer"]:
             pap = paper.TRANSFER_CW_TO_DEEPFOOL.get(model_name(r["test"])) if r["train"] == "cifar10-cnn" else None
-            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], _pct(r["fpr"])]
-                        + [_pct(v) for v in r["dr"].values()] + [_pct(v, 2) for v in r["auc"].values()]
+            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], pct(r["fpr"])]
+                        + [pct(v) for v in r["dr"].values()] + [pct(v, 2) for v in r["auc"].values()]
                         + [f"{pap}" if pap else "-"])
         att = list(doc["transfer"][0]["dr"])
         pg.table(["train (CW) -> test", "classifier", "FPR %"] + [f"DR {lab} %" for lab in att]
@@ -483,8 +465,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
             pap = paper.TABLE4.get(r["n"], {}).get((model_name(r["model"]), r["classifier"]))
         else:
             pap = paper.TABLE5.get(r["n"], {}).get(r["classifier"])
-        rows.append([f"`{r['model']}`", r["n"], r["classifier"], _pct(r["fpr"])] + [_pct(r["dr"][lab]) for lab in cw]
-                    + [_pct(min(r["auc"][lab] for lab in cw), 2)]
+        rows.append([f"`{r['model']}`", r["n"], r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in cw]
+                    + [pct(min(r["auc"][lab] for lab in cw), 2)]
                     + [" / ".join(f"{v}" for v in pap) if pap else "-"])
     pg.table(["model", "n", "classifier", "FPR %"] + [f"DR {lab} %" for lab in cw] + ["min AUC %",
              "paper FPR / DR κ=0 / 0.4 / 1.0"], rows, "The first n' of the n draws of each image (independent draws).")
@@ -496,8 +478,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     for r in doc["table1"]:
         mb = r.get("median_baseline")
         pap = paper.FIGURE5_AUC.get(r["classifier"]) if cifar else None
-        rows.append([f"`{r['model']}`", r["classifier"], _pct(r["auc_pooled"], 2), _pct(mb["auc_pooled"], 2) if mb else "-",
-                     _pct(r["fpr"]), _pct(mb["fpr"]) if mb else "-",
+        rows.append([f"`{r['model']}`", r["classifier"], pct(r["auc_pooled"], 2), pct(mb["auc_pooled"], 2) if mb else "-",
+                     pct(r["fpr"]), pct(mb["fpr"]) if mb else "-",
                      f"{pap['telea']} / {pap['median']}" if pap else "-"])
     pg.table(["model", "classifier", "AUC Telea %", "AUC median %", "FPR Telea %", "FPR median %",
               "paper AUC Telea / median (ResNet-32 set)"], rows, "Pooled test set (all attacks).")
@@ -510,8 +492,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     for r in doc["table6"]:
         key = ("CW-L2" if r["attack"].startswith("CW") else "DeepFool", r["metric"])
         pap = paper.TABLE6.get(key) if r["attack"] in (cw[:1] + [lab for lab in labels if lab not in cw]) else None
-        rows.append([f"`{r['model']}`", r["attack"], r["metric"].upper(), _pct(r["fpr_roc"]), _pct(r["tpr_roc"]),
-                     _pct(r["auc"], 2), _pct(r["fpr_calibrated"]), _pct(r["tpr_calibrated"]),
+        rows.append([f"`{r['model']}`", r["attack"], r["metric"].upper(), pct(r["fpr_roc"]), pct(r["tpr_roc"]),
+                     pct(r["auc"], 2), pct(r["fpr_calibrated"]), pct(r["tpr_calibrated"]),
                      f"{pap[0]} / {pap[1]}" if pap else "-"])
     pg.table(["model", "attack", "metric", "FPR % (ROC cut)", "TPR % (ROC cut)", "AUC %",
               f"FPR % (@{100 * cfg.fpr:g}%)", f"TPR % (@{100 * cfg.fpr:g}%)", "paper FPR / TPR (ImageNet)"], rows,
@@ -536,18 +518,18 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
                 f"±{255 * pr['init_noise']:.0f}/255) with c drawn log-uniformly in [{pr['const'] / 10:g}, "
                 f"{pr['const'] * 10:g}]; the detector (the Table 1 SVM at its own decision) is queried every "
                 f"{pr['check_every']} steps (the paper: every step) on the images that are adversarial at that point.",
-                f"- **Bypass rate: {_pct(ad['bypass_rate'])} %** ({ad['n_bypass']} of {ad['n_images']}) after "
-                f"{pr['restarts']} paths ({_pct(ad['bypass_curve'][min(49, len(ad['bypass_curve']) - 1)])} % after "
+                f"- **Bypass rate: {pct(ad['bypass_rate'])} %** ({ad['n_bypass']} of {ad['n_images']}) after "
+                f"{pr['restarts']} paths ({pct(ad['bypass_curve'][min(49, len(ad['bypass_curve']) - 1)])} % after "
                 f"{min(50, len(ad['bypass_curve']))}); paper: 3.4 % after 50 paths and 4.2 % after 150 (500 images).",
                 f"- THEMIS is random: re-checking each bypassing image with 10 fresh draws, it evades "
-                f"{_pct(ad['mean_recheck_evasion'])} % of them on average; {_pct(ad['robust_bypass_rate'])} % of the "
+                f"{pct(ad['mean_recheck_evasion'])} % of them on average; {pct(ad['robust_bypass_rate'])} % of the "
                 "images bypass in at least half of the re-checks.",
                 f"- The detector flags {ad['clean_false_alarms']} of these {ad['n_images']} clean images themselves. "
                 f"Cost: {ad['seconds_per_image']:.1f} s per image on this machine (paper: ~450 s per image for T = 150).",
             ] + ([
                 "- Distortion: the attack stops at the first bypass, so its L2 is whatever the path had reached. "
                 "Bypass rate within an L2 budget: "
-                + ", ".join(f"≤ {b}: {_pct(v)} %" for b, v in ad["bypass_within_l2"].items())
+                + ", ".join(f"≤ {b}: {pct(v)} %" for b, v in ad["bypass_within_l2"].items())
                 + (f" (plain {ad['reference_attack']} on this model: median L2 {ad['reference_median_l2']:.3f})."
                    if ad.get("reference_median_l2") else "."),
             ] if "bypass_within_l2" in ad else [])))
@@ -586,7 +568,7 @@ def _paper_cols(vals: tuple, labels: list[str]) -> list:
 def summary_table(doc: dict) -> tuple[list[str], list[list]]:
     labels = list(doc["table1"][0]["dr"]) if doc["table1"] else []
     return (["model", "classifier", "FPR %"] + [f"DR {lab} %" for lab in labels],
-            [[r["model"], r["classifier"], _pct(r["fpr"])] + [_pct(r["dr"][lab]) for lab in labels]
+            [[r["model"], r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in labels]
              for r in doc["table1"]])
 
 

@@ -9,6 +9,8 @@ adversarial ones (whose perturbation is fragile) do not.
   (original first), each reduced to ``pca_dim`` dimensions by a PCA **fitted once on the
   training features** when the model has many classes (the released code fitted one per image);
   decision model ``svc`` (RBF, the paper's) or ``adaboost``, or any shared one.
+- :class:`EraseRestoreDistance` (unsupervised): mean KL divergence or Wasserstein distance between
+  f(x) and f(E&R(x)) over the n draws (paper Section VI, Table 6), thresholded on clean images.
 
 Deviation on the PCA path (``align``, on by default with PCA): before the PCA, the classes of all
 n + 1 vectors of an image are reordered by the original image's probabilities (column 0 = the class the
@@ -17,8 +19,6 @@ the classes seen in training; with one ImageNet photo per class, test images bel
 project to ~0 and the detector fails (measured: AUC 41 % without, 99 % with alignment on the sample
 photos). Aligned, the components describe how probability mass leaves the original prediction, which
 is class-agnostic.
-- :class:`EraseRestoreDistance` (unsupervised): mean KL divergence or Wasserstein distance between
-  f(x) and f(E&R(x)) over the n draws (paper Section VI, Table 6), thresholded on clean images.
 
 Masks come from a generator seeded by (seed, call number), so they differ across images, draws and
 calls (the released code drew 11 masks once and reused them for every image, and they covered ~6 %
@@ -44,6 +44,17 @@ from .base import Detector
 RESTORERS = ("telea", "ns", "median")
 MASKS = ("pixels", "blobs")
 DISTANCES = ("kl", "wd")
+
+
+def mean_kl_wd(probs: np.ndarray) -> np.ndarray:
+    """(N, 2) from softmax stacks (N, 1 + n, C): mean KL(f(x) || f(E&R(x))) and mean Wasserstein-1 distance
+    over the n draws. The Wasserstein distance treats the class indices as points on a line (the L1 distance
+    of the two CDFs), the paper's Table 6 setting."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    p0, pr = p[:, :1, :], p[:, 1:, :]
+    kl = (p0 * (np.log(p0) - np.log(pr))).sum(-1).mean(1)
+    wd = np.abs(np.cumsum(p0, -1) - np.cumsum(pr, -1)).sum(-1).mean(1)
+    return np.stack([kl, wd], 1)
 
 
 def make_masks(rng: np.random.Generator, n_images: int, n: int, size: tuple[int, int], share: float,
@@ -223,12 +234,7 @@ class EraseRestoreDistance(EraseRestore):
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         """(N, 2): mean KL divergence and mean Wasserstein distance between f(x) and its restored versions."""
-        p = np.clip(self.probs(x), 1e-12, 1.0)
-        p0, pr = p[:, :1, :], p[:, 1:, :]
-        kl = (p0 * (np.log(p0) - np.log(pr))).sum(-1).mean(1)
-        # Wasserstein-1 between distributions on the ordered labels 0..C-1: L1 distance of the CDFs
-        wd = np.abs(np.cumsum(p0, -1) - np.cumsum(pr, -1)).sum(-1).mean(1)
-        return np.stack([kl, wd], 1)
+        return mean_kl_wd(self.probs(x))
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
         return features[:, DISTANCES.index(self.params["statistic"])]
