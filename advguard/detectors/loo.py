@@ -15,7 +15,11 @@ Segmentation (Segmentation Fault): scikit-image Felzenszwalb (``scale``), Quicks
 ``max_dist``, ``kernel_size``) or SLIC (``n_segments``, ``compactness``), computed on the image in [0, 1]
 pixel space (the authors segmented normalised images), on a thread pool.
 
-Cost: the occluded variants of each image are built and classified in chunks of ``batch_size`` under
+Cost: for one-pixel units (``pixel``, ``channel-pixel``) on models whose first layers are convolutions,
+pools and per-position modules, ``patch=True`` (default) computes the clean image's early feature maps once
+and each occlusion's change only on the small windows it can reach
+(:mod:`~advguard.detectors.occlusion_patch`; equal to the plain pass up to float rounding); otherwise the
+occluded variants of each image are built and classified in chunks of ``batch_size`` under
 inference mode, and each image's attributions are reduced to its statistic as soon as they are complete,
 so at most one image's (units x nodes) array is alive (the paper held all per-pixel attributions of a
 batch: ~2 GB for 128 images). The number of units per image is recorded in ``units_per_image_``.
@@ -83,11 +87,15 @@ def dispersion(phi: np.ndarray, statistic: str = "iqr", axis: int = 0) -> np.nda
 
 
 def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: np.ndarray,
-                           baseline: torch.Tensor, channel_units: bool = False,
-                           batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+                           baseline: torch.Tensor, channel_units: bool = False, batch_size: int = 1024,
+                           pixel_nodes: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(v0 (D,), phi (K, D)) for one validated image ``x`` (1, C, H, W): the node values ``nodes(x)`` and
     |nodes(x with unit k replaced by ``baseline``) - nodes(x)| for every unit k of ``labels`` (H, W);
-    with ``channel_units`` every (channel, pixel) is its own unit (K = C * H * W)."""
+    with ``channel_units`` every (channel, pixel) is its own unit (K = C * H * W).
+
+    ``pixel_nodes(values (B, C), rows, cols)``, for one-pixel units (``labels`` numbering the pixels row
+    by row, or ``channel_units``): the node values of ``x`` with pixel (rows[b], cols[b]) set to
+    ``values[b]``, computed without building the occluded images (:class:`LocalOcclusion`)."""
     c, h, w = x.shape[1:]
     lab = torch.from_numpy(np.asarray(labels)).long()
     n_units = c * h * w if channel_units else int(lab.max()) + 1
@@ -96,6 +104,18 @@ def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: tor
     out = np.empty((n_units, p0.numel()), dtype=np.float32)
     for start in range(0, n_units, batch_size):
         ks = torch.arange(start, min(start + batch_size, n_units))
+        if pixel_nodes is not None:
+            pix = ks % (h * w) if channel_units else ks
+            rows, cols = pix // w, pix % w
+            if channel_units:
+                values = x[0][:, rows, cols].T.clone()
+                ch = ks // (h * w)
+                values[torch.arange(len(ks)), ch] = baseline[0][ch, rows, cols]
+            else:
+                values = baseline[0][:, rows, cols].T
+            p = pixel_nodes(values, rows, cols).float()
+            out[start: start + len(ks)] = (p - p0[None]).abs().numpy()
+            continue
         if channel_units:
             m = torch.zeros(len(ks), c * h * w)
             m[torch.arange(len(ks)), ks] = 1.0
@@ -117,7 +137,7 @@ class LeaveOneOut(Detector):
     def __init__(self, classifier, *, unit: str = "pixel", unit_params: dict | None = None, baseline: str = "zero",
                  baseline_value: Sequence[float] | None = None, blur_sigma: float = 2.0, feature: str = "1d",
                  statistic: str = "iqr", layers: int = 20, units_per_layer: int = 200, batch_size: int = 1024,
-                 workers: int | None = None, **kw):
+                 patch: bool = True, workers: int | None = None, **kw):
         for value, allowed, kind in ((unit, UNITS, "occlusion unit"), (baseline, BASELINES, "occlusion baseline"),
                                      (feature, FEATURES, "LOO feature"), (statistic, STATISTICS, "dispersion statistic")):
             if value not in allowed:
@@ -127,7 +147,8 @@ class LeaveOneOut(Detector):
         super().__init__(classifier, unit=unit, unit_params=dict(unit_params or {}), baseline=baseline,
                          baseline_value=None if baseline_value is None else [float(v) for v in baseline_value],
                          blur_sigma=float(blur_sigma), feature=feature, statistic=statistic, layers=int(layers),
-                         units_per_layer=int(units_per_layer), batch_size=int(batch_size), workers=workers, **kw)
+                         units_per_layer=int(units_per_layer), batch_size=int(batch_size), patch=bool(patch),
+                         workers=workers, **kw)
         self.units_per_image_: list[int] = []
         #: multilayer: (leaf module name, selected flat output indices) per hidden layer, set on first use
         self.hidden_: list[tuple[str, np.ndarray]] | None = None
@@ -167,13 +188,37 @@ class LeaveOneOut(Detector):
         self.hidden_ = [(n, np.sort(rng.choice(sizes[n], min(self.params["units_per_layer"], sizes[n]),
                                                replace=False))) for n in chosen]
 
-    def _node_fn(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[], None]]:
-        """(function images -> node values, cleanup): softmax outputs, plus the hidden units if multilayer."""
+    def _patcher(self):
+        """The :class:`LocalOcclusion` of this classifier for one-pixel units (built once), or None."""
+        if not self.params["patch"] or self.params["unit"] not in ("pixel", "channel-pixel"):
+            return None
+        if getattr(self, "_patcher_", False) is False:
+            from .occlusion_patch import LocalOcclusion
+
+            self._patcher_ = LocalOcclusion.build(self.classifier)
+        return self._patcher_
+
+    def _node_fn(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable | None, Callable[[], None]]:
+        """(function images -> node values, the same for one-pixel changes of the prepared image (or None),
+        cleanup): softmax outputs, plus the hidden units if multilayer."""
         clf = self.classifier
-        if self.params["feature"] != "multilayer":
-            return (lambda t: clf.logits(t, validate=False).softmax(1)), (lambda: None)
-        leaves = self._leaf_modules()
+        patcher = self._patcher()
+        capture = {n: torch.from_numpy(idx).long() for n, idx in self.hidden_ or []
+                   if self.params["feature"] == "multilayer" and patcher is not None and n in patcher.layer_names}
         grabbed: dict[str, list[torch.Tensor]] = {}
+
+        def pixel_nodes(values, rows, cols):
+            grabbed.clear()
+            logits, got = patcher.logits(values, rows, cols, capture)
+            p = logits.float().softmax(1)
+            if self.params["feature"] != "multilayer":
+                return p
+            return torch.cat([p] + [got[n] if n in got else torch.cat(grabbed[n]) for n, _ in self.hidden_], 1)
+
+        pix = pixel_nodes if patcher is not None else None
+        if self.params["feature"] != "multilayer":
+            return (lambda t: clf.logits(t, validate=False).softmax(1)), pix, (lambda: None)
+        leaves = self._leaf_modules()
         handles = []
         for name, idx in self.hidden_:
             def hook(_m, _i, o, name=name, idx=idx):
@@ -190,7 +235,7 @@ class LeaveOneOut(Detector):
         def cleanup() -> None:
             for h in handles:
                 h.remove()
-        return nodes, cleanup
+        return nodes, pix, cleanup
 
     def _baseline(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params
@@ -215,13 +260,15 @@ class LeaveOneOut(Detector):
         base = self._baseline(x)
         if p["feature"] == "multilayer" and self.hidden_ is None:
             self._select_hidden(x[:1])
-        nodes, cleanup = self._node_fn()
+        nodes, pixel_nodes, cleanup = self._node_fn()
         rows = []
         try:
             with torch.inference_mode():
                 for i in range(x.shape[0]):
+                    if pixel_nodes is not None:
+                        self._patcher_.prepare(x[i: i + 1])
                     v0, phi = occlusion_attributions(nodes, x[i: i + 1], labels[i], base[i: i + 1],
-                                                     p["unit"] == "channel-pixel", p["batch_size"])
+                                                     p["unit"] == "channel-pixel", p["batch_size"], pixel_nodes)
                     self.units_per_image_.append(int(phi.shape[0]))
                     if p["feature"] == "1d":
                         phi = phi[:, [int(v0[: self.classifier.num_classes].argmax())]]
