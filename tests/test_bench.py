@@ -135,3 +135,27 @@ def test_themis_experiment_smoke(tmp_path):
     assert main(args) == 0  # everything cached (sets, E&R outputs, adaptive chunks): identical numbers
     again = json.loads((out / "results.json").read_text())
     assert again["table1"] == doc["table1"] and again["adaptive"][0]["bypass_curve"] == ad["bypass_curve"]
+
+
+def test_segfault_experiment_smoke(tmp_path):
+    """Segmentation Fault's protocol end to end: families split the clean images, every table, cached re-run."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["bench", str(ROOT / "configs" / "segfault-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["families"] == ["FGSM", "PGD eps=0.02"]
+    fgsm = doc["counts"]["FGSM"]["per_attack"]
+    n_correct = next(iter(fgsm.values()))["n_correct"]
+    assert sum(s["n_attacked"] for s in fgsm.values()) == n_correct  # the two eps attack disjoint halves
+    assert doc["counts"]["PGD eps=0.02"]["per_attack"]["PGD eps=0.02"]["n_attacked"] == n_correct
+    want = {f"{c}|{g}|{fl}" for c in ("xgb", "rf") for g in doc["families"] for fl in ("1d", "10d", "multilayer")}
+    assert set(doc["auc"]["ML-LOO (pixel)"]) == want
+    assert {k.split("|")[0] for k in doc["auc"]["SLIC n_segments=32"]} == {"xgb"}
+    assert all(0 <= v <= 1 for u in doc["auc"].values() for v in u.values())
+    t = doc["timing"]["ML-LOO (pixel)"]
+    assert [t[fl]["dims"] for fl in ("1d", "10d", "multilayer")] == [1, 10, 4010]
+    assert t["10d"]["mean_units"] == 1024 and 1 < doc["timing"]["SLIC n_segments=32"]["10d"]["mean_units"] <= 64
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 1 and "Table 7" in html and "(0.810)" in html
+    assert main(args) == 0  # features cached per batch: identical numbers
+    assert json.loads((out / "results.json").read_text())["auc"] == doc["auc"]

@@ -127,3 +127,16 @@ def test_multilayer_feature_selects_hidden_units_once_and_saves_them(tmp_path):
     back = Detector.load(det.save(tmp_path / "ml.zip"), clf)
     assert [(n, i.tolist()) for n, i in back.hidden_] == [(n, i.tolist()) for n, i in det.hidden_]
     np.testing.assert_allclose(back.score(x), det.score(x), atol=1e-6)
+
+
+def test_one_and_ten_d_features_are_columns_of_the_multilayer_one(correct_images):
+    """The bench computes the multi-layer feature once and slices 1-D / 10-D from it: the same numbers."""
+    from advguard.bench.segfault_experiment import flavour
+
+    clf, x, _ = correct_images(3, 0)
+    kw = {"unit": "slic", "unit_params": {"n_segments": 32}}
+    ml = LeaveOneOut(clf, feature="multilayer", **kw).extract(x)
+    pred = clf.predict(x).numpy()
+    feats = {"features": ml, "pred": pred}
+    for fl in ("1d", "10d"):
+        np.testing.assert_allclose(flavour(feats, fl, 10), LeaveOneOut(clf, feature=fl, **kw).extract(x), atol=1e-7)

@@ -13,18 +13,24 @@ else:  # pragma: no cover
 from ..errors import AdvguardError, unknown_name
 
 TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
-            "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap", "experiment", "imageops", "cnn", "themis"}
+            "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap", "experiment", "imageops", "cnn", "themis",
+            "segfault"}
 #: experiments: "grid" = {attacks} x {detectors} x {decision models}, one cell per attack (the default);
 #: "imageops" = Nguyen et al.'s protocol (all attacks pooled, 70/15/15 train/dev/eval, Tables 1 and 3-6)
 #: "themis" = Erase-and-Restore's protocol (balanced clean/adversarial sets on one or more target models,
 #: Tables 1-6 of the paper, see :mod:`advguard.bench.themis_experiment`)
-EXPERIMENTS = ("grid", "imageops", "themis")
+#: "segfault" = ML-LOO / Segmentation Fault's protocol (occlusion units x feature flavours x decision models,
+#: attack families pooled over their epsilons, Tables 2, 6, 7 and Figure 3, see
+#: :mod:`advguard.bench.segfault_experiment`)
+EXPERIMENTS = ("grid", "imageops", "themis", "segfault")
 IMAGEOPS_KEYS = {"k", "ks", "classifiers", "families"}
 THEMIS_KEYS = {"models", "classifiers", "ns", "balanced", "adaptive", "compare", "n", "train_on"}
 ADAPTIVE_KEYS = {"label", "n_images", "restarts", "steps", "check_every", "confidence", "stepsize", "const",
                  "init_noise"}
+SEGFAULT_KEYS = {"classifiers", "pixel_classifiers", "baseline", "statistic", "batch_images", "unit"}
+UNIT_KEYS = {"label", "unit", "params"}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
-ATTACK_KEYS = {"name", "label", "params", "target_shift"}
+ATTACK_KEYS = {"name", "label", "params", "target_shift", "group"}
 DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
 
 
@@ -38,6 +44,9 @@ class AttackSpec:
     label: str
     params: dict = field(default_factory=dict)
     target_shift: int | None = None
+    #: attacks sharing a group form one attack family (pooled; the segfault experiment splits the clean
+    #: images between its members)
+    group: str | None = None
 
 
 @dataclass
@@ -70,6 +79,7 @@ class BenchConfig:
     imageops: dict = field(default_factory=dict)
     cnn: list[dict] = field(default_factory=list)
     themis: dict = field(default_factory=dict)
+    segfault: dict = field(default_factory=dict)
     source_text: str = ""
 
 
@@ -104,7 +114,7 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         if a.get("name") not in ATTACKS:
             raise ConfigError(str(unknown_name("attack", str(a.get("name")), list(ATTACKS))) + f" ({where})")
         attacks.append(AttackSpec(a["name"], a.get("label", a["name"]), dict(a.get("params", {})),
-                                  a.get("target_shift")))
+                                  a.get("target_shift"), a.get("group")))
     detectors = []
     for i, d in enumerate(doc.get("detector", [])):
         _check_keys(d, DETECTOR_KEYS, f"{where} [[detector]] #{i + 1}")
@@ -134,6 +144,11 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         _check_themis(themis, where)
     elif themis:
         raise ConfigError(f"{where}: [themis] belongs to experiment = \"themis\"")
+    segfault = dict(doc.get("segfault", {}))
+    if experiment == "segfault":
+        _check_segfault(segfault, where)
+    elif segfault:
+        raise ConfigError(f"{where}: [segfault] belongs to experiment = \"segfault\"")
     fr = tuple(doc.get("fractions", (0.8, 0.2) if experiment == "grid" else (0.7, 0.15, 0.15)))
     want = 3 if experiment == "imageops" else 2
     if len(fr) != want:
@@ -145,7 +160,7 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         seed=int(doc.get("seed", 0)), fractions=fr, fpr=float(doc.get("fpr", 0.05)),
         roundtrip=doc.get("roundtrip") or None, out=doc.get("out"), dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
         chunk_size=int(doc.get("chunk_size", 256)), bootstrap=int(doc.get("bootstrap", 1000)),
-        experiment=experiment, imageops=imageops, cnn=cnn, themis=themis, source_text=source_text)
+        experiment=experiment, imageops=imageops, cnn=cnn, themis=themis, segfault=segfault, source_text=source_text)
 
 
 def _check_names(names, registry, kind: str, where: str) -> None:
@@ -182,6 +197,26 @@ def _check_themis(opts: dict, where: str) -> None:
     ad = opts.get("adaptive", [])
     for i, a in enumerate(ad if isinstance(ad, list) else [ad]):  # [themis.adaptive] or [[themis.adaptive]]
         _check_keys(a, ADAPTIVE_KEYS, f"{where} [themis.adaptive] #{i + 1}")
+
+
+def _check_segfault(opts: dict, where: str) -> None:
+    from ..detectors import DECISION_MODELS
+    from ..detectors.loo import BASELINES, STATISTICS, UNITS
+
+    _check_keys(opts, SEGFAULT_KEYS, f"{where} [segfault]")
+    _check_names(opts.get("classifiers", []) + opts.get("pixel_classifiers", []), DECISION_MODELS,
+                 "decision model", where)
+    _check_names([opts.get("baseline", "zero")], BASELINES, "occlusion baseline", f"{where} [segfault]")
+    _check_names([opts.get("statistic", "iqr")], STATISTICS, "dispersion statistic", f"{where} [segfault]")
+    units = opts.get("unit", [])
+    if not units:
+        raise ConfigError(f"{where}: [segfault] needs at least one [[segfault.unit]]")
+    for i, u in enumerate(units):
+        _check_keys(u, UNIT_KEYS, f"{where} [[segfault.unit]] #{i + 1}")
+        _check_names([u.get("unit")], UNITS, "occlusion unit", f"{where} [[segfault.unit]] #{i + 1}")
+    labels = [u.get("label", u["unit"]) for u in units]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: [[segfault.unit]] labels must be unique, got {labels}")
 
 
 def load_config(path: str | Path) -> BenchConfig:

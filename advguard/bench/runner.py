@@ -80,15 +80,19 @@ def build_sets(cfg: BenchConfig, clf, ds_kwargs: dict, cache: Path, progress: bo
     """The adversarial set of every configured attack, by attack label (built or loaded from ``cache``).
 
     ``balanced``: attack j attacks only part j of len(attacks) disjoint parts of the clean images, so the
-    pooled adversarial images number about as many as the clean ones, one per source image.
+    pooled adversarial images number about as many as the clean ones, one per source image. Attacks with
+    a ``group`` split the clean images among the members of their group the same way.
     """
     sets: dict[str, AdvSet] = {}
     m = len(cfg.attacks)
     for j, a in enumerate(tqdm(cfg.attacks, desc="adversarial sets", disable=not progress)):
+        part = (j, m) if balanced and m > 1 else None
+        if a.group is not None:  # member i of an attack family of k splits the clean images with the others
+            family = [b.label for b in cfg.attacks if b.group == a.group]
+            part = (family.index(a.label), len(family)) if len(family) > 1 else None
         acfg = AdvSetConfig(dataset=cfg.dataset, model=model or cfg.model, attack=a.name, params=a.params,
                             split=cfg.split, limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift,
-                            roundtrip=cfg.roundtrip, dataset_kwargs=ds_kwargs,
-                            part=(j, m) if balanced and m > 1 else None)
+                            roundtrip=cfg.roundtrip, dataset_kwargs=ds_kwargs, part=part)
         sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
                                      progress=progress)
     return sets
@@ -107,6 +111,10 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | 
         from .themis_experiment import run_themis
 
         return run_themis(cfg, out=out, cache_dir=cache_dir, progress=progress)
+    if cfg.experiment == "segfault":
+        from .segfault_experiment import run_segfault
+
+        return run_segfault(cfg, out=out, cache_dir=cache_dir, progress=progress)
 
     out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
     out.mkdir(parents=True, exist_ok=True)
