@@ -29,19 +29,18 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_write_text
 from ..advsets import fold_of
-from ..data import data_dir
 from ..detectors import CNNDetector, Detector, ImageOps, decision_scores, make_decision_model
 from ..detectors.imageops import PAPER_DECISION_PARAMS, counting_feature, default_k, differences_feature, \
     label_matrix
 from ..defenses import LabelCorrection
 from ..defenses.correction import correction_rates
 from ..metrics import equal_error_rate, roc_auc
-from ..models import get_spec, load_model
+from ..models import load_model
 from ..report import provenance
 from ..transforms import FAMILY_SETS, paper_ops, parse_ops
 from . import paper_nguyen as paper
 from .config import BenchConfig
-from .runner import build_sets, cache_key, cached_chunks
+from .runner import bench_paths, build_sets, cache_key, cached_chunks, dataset_kwargs
 from .page import Page, fig_png, pct, pyplot
 
 SPLITS = ("train", "dev", "eval")
@@ -61,9 +60,7 @@ def _dev_best(rows: list[dict]) -> dict:
 
 def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
                  progress: bool = True) -> dict:
-    out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
-    cache = Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
-    spec = get_spec(cfg.model)
+    out, cache = bench_paths(cfg, out, cache_dir)
     clf = load_model(cfg.model)
     C = clf.num_classes
     opts = cfg.imageops
@@ -72,7 +69,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     K = max(ks)
     ops = paper_ops("all")
     col = {op: 1 + j for j, op in enumerate(ops)}
-    ds_kwargs = {**spec.dataset_kwargs, **cfg.dataset_kwargs}
+    ds_kwargs = dataset_kwargs(cfg, cfg.model)
     criterion = "top-1" if C < 15 else f"top-{k}"
     t_start = time.perf_counter()
 

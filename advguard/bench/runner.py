@@ -64,6 +64,22 @@ def _features(det, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, di
     return cached_chunks(path, "features", det.classifier, x, det.extract, np.zeros((0, 0)), desc=desc)
 
 
+def bench_paths(cfg: BenchConfig, out: str | Path | None, cache_dir: str | Path | None) -> tuple[Path, Path]:
+    """The output folder (``out``, else the config's, else runs/bench/<name>) and the cache folder."""
+    return (Path(out or cfg.out or Path("runs") / "bench" / cfg.name),
+            Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache")
+
+
+def dataset_kwargs(cfg: BenchConfig, model: str) -> dict:
+    """The dataset options of zoo ``model`` (e.g. the JPEG copy of CIFAR-10), overridden by the config's."""
+    return {**get_spec(model).dataset_kwargs, **cfg.dataset_kwargs}
+
+
+def clean_set_key(cfg: BenchConfig, first: AdvSet, ds_kwargs: dict) -> str:
+    """Cache key of the clean images every attack of ``cfg`` starts from (model weights + data draw)."""
+    return cache_key(first.config["weights"], cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
+
+
 def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
     """The classifier's plain forward pass on ``x`` (the floor every detector is compared with)."""
     clf.logits(x[: min(len(x), 64)])  # warm-up
@@ -116,12 +132,10 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | 
 
         return run_segfault(cfg, out=out, cache_dir=cache_dir, progress=progress)
 
-    out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
+    out, cache = bench_paths(cfg, out, cache_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
-    spec = get_spec(cfg.model)
     clf = load_model(cfg.model)
-    ds_kwargs = {**spec.dataset_kwargs, **cfg.dataset_kwargs}
+    ds_kwargs = dataset_kwargs(cfg, cfg.model)
 
     sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
     first = next(iter(sets.values()))

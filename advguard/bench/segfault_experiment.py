@@ -29,20 +29,24 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_path, atomic_write_text
 from ..advsets import fold_of
-from ..data import data_dir
 from ..detectors import LeaveOneOut
 from ..detectors.decision import decision_scores, make_decision_model
 from ..metrics import PeakMemory, roc_auc
-from ..models import get_spec, load_model
+from ..models import load_model
 from ..report import provenance
 from . import paper_segfault as paper
 from .config import BenchConfig
 from .page import Page, fig_png, pyplot
-from .runner import build_sets, cache_key, forward_cost
+from .runner import bench_paths, build_sets, cache_key, clean_set_key, dataset_kwargs, forward_cost
 
 FLAVOURS = ("1d", "10d", "multilayer")
 FLAVOUR_NAMES = {"1d": "1-D", "10d": "10-D", "multilayer": "multi-layer"}
 BATCH = 128
+
+
+def _label(unit: dict) -> str:
+    """A ``[[segfault.unit]]``'s label (its ``label``, else its unit name)."""
+    return unit.get("label", unit["unit"])
 
 
 def _detector(clf, unit: dict, opts: dict, feature: str, seed: int) -> LeaveOneOut:
@@ -120,12 +124,10 @@ def _auc(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarra
 def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
                  progress: bool = True) -> dict:
     opts = cfg.segfault
-    out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
+    out, cache = bench_paths(cfg, out, cache_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
-    spec = get_spec(cfg.model)
     clf = load_model(cfg.model)
-    ds_kwargs = {**spec.dataset_kwargs, **cfg.dataset_kwargs}
+    ds_kwargs = dataset_kwargs(cfg, cfg.model)
     sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
     first = next(iter(sets.values()))
     families: dict[str, list[str]] = {}
@@ -137,9 +139,8 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     fold_c = fold_of(ids_c, cfg.fractions, cfg.seed)
     fold_a = {g: fold_of(ids, cfg.fractions, cfg.seed) for g, (_, ids, _) in fam.items()}
     units = opts["unit"]
-    labels = [u.get("label", u["unit"]) for u in units]
-    weights = first.config["weights"]
-    clean_key = cache_key(weights, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
+    labels = [_label(u) for u in units]
+    clean_key = clean_set_key(cfg, first, ds_kwargs)
 
     # ---- features (multi-layer; 1-D and 10-D are its columns), resumable per 128-image batch
     feats: dict[str, dict[str, dict]] = {}
@@ -220,7 +221,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
         rows.append([g, c["adv_train"], c["adv_test"], per])
     page.table(["attack family", "adversarial train", "adversarial test", "successful / attacked per member"], rows)
     page.h2("Table 2: pixel ML-LOO with off-the-shelf classifiers (test AUC; paper in parentheses)")
-    pix = [u.get("label", u["unit"]) for u in units if u["unit"] == "pixel"]
+    pix = [_label(u) for u in units if u["unit"] == "pixel"]
     if pix:
         lab = pix[0]
         head = ["classifier"] + [f"{g} {FLAVOUR_NAMES[fl]}" for g in fams for fl in FLAVOURS]
@@ -234,7 +235,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
     head = ["occlusion unit"] + [f"{g} {FLAVOUR_NAMES[fl]}" for g in fams for fl in FLAVOURS]
     rows = []
     for u in units:
-        lab = u.get("label", u["unit"])
+        lab = _label(u)
         rows.append([lab] + [f"{_f3(doc['auc'][lab].get(f'xgb|{g}|{fl}'))} ({_f3(paper.TABLE6.get(lab, {}).get(g, {}).get(fl))})"
                              for g in fams for fl in FLAVOURS])
     page.table(head, rows)
@@ -247,7 +248,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
         f"{doc['forward_floor']['images_per_s']:.0f} images/s.")
     rows = []
     for u in units:
-        lab = u.get("label", u["unit"])
+        lab = _label(u)
         t = doc["timing"][lab]
         p7 = paper.TABLE7.get(lab, {})
         held = {fl: 128 * t[fl]["mean_units"] * t[fl]["dims"] * 4 / 2 ** 20 for fl in FLAVOURS}
@@ -263,7 +264,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, who in zip(axes, ("ours", "paper")):
         for u in units:
-            lab = u.get("label", u["unit"])
+            lab = _label(u)
             if who == "ours":
                 x, y = doc["timing"][lab]["10d"]["seconds"], doc["auc"][lab].get(f"xgb|{cw}|10d")
             else:

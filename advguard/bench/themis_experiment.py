@@ -30,16 +30,16 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_path, atomic_write_text
 from ..advsets import fold_of
-from ..data import data_dir
 from ..detectors import EraseRestore, make_detector
 from ..detectors.erase_restore import mean_kl_wd
 from ..metrics import roc_auc
-from ..models import get_spec, load_model
+from ..models import load_model
 from ..report import provenance
 from . import paper_themis as paper
 from .config import BenchConfig, DetectorSpec
 from .page import Page, fig_png, pct, pyplot
-from .runner import _feature_key, _features, build_sets, cache_key, cached_chunks, forward_cost
+from .runner import (_feature_key, _features, bench_paths, build_sets, cache_key, cached_chunks, clean_set_key,
+                     dataset_kwargs, forward_cost)
 
 RESTORES = ("telea", "median")
 
@@ -63,9 +63,8 @@ class _ModelData:
     def __init__(self, cfg: BenchConfig, model: str, cache: Path, progress: bool):
         opts = cfg.themis
         self.name = model
-        spec = get_spec(model)
         self.clf = clf = load_model(model)
-        ds_kwargs = {**spec.dataset_kwargs, **cfg.dataset_kwargs}
+        ds_kwargs = dataset_kwargs(cfg, model)
         self.sets = build_sets(cfg, clf, ds_kwargs, cache, progress, model=model,
                                balanced=bool(opts.get("balanced", False)))
         first = next(iter(self.sets.values()))
@@ -73,7 +72,7 @@ class _ModelData:
         self.fold_c = fold_of(first.clean_ids, cfg.fractions, cfg.seed)
         self.fold_a = {lab: fold_of(s.adv_ids, cfg.fractions, cfg.seed) for lab, s in self.sets.items()}
         n = int(opts.get("n", 11))
-        ckey = cache_key(first.config["weights"], cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
+        ckey = clean_set_key(cfg, first, ds_kwargs)
         self.P: dict[str, dict[str, np.ndarray]] = {}
         self.cost: dict[str, dict] = {}
         for restore in RESTORES:
@@ -143,8 +142,7 @@ def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int,
 
 def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
                progress: bool = True) -> dict:
-    out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
-    cache = Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
+    out, cache = bench_paths(cfg, out, cache_dir)
     opts = cfg.themis
     models = list(opts.get("models") or [cfg.model])
     n = int(opts.get("n", 11))

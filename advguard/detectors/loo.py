@@ -116,16 +116,14 @@ def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: tor
             else:
                 values = baseline[0][:, rows, cols].T
             p = pixel_nodes(values, rows, cols).float()
-            out[start: start + len(ks)] = (p - p0[None]).abs().numpy()
-            continue
-        if channel_units:
-            m = torch.zeros(len(ks), c * h * w)
-            m[torch.arange(len(ks)), ks] = 1.0
-            m = m.view(len(ks), c, h, w)
         else:
-            m = (lab[None] == ks[:, None, None]).float()[:, None]  # (k, 1, H, W), all channels
-        xb = x + delta[None] * m
-        p = nodes(xb).float()
+            if channel_units:
+                m = torch.zeros(len(ks), c * h * w)
+                m[torch.arange(len(ks)), ks] = 1.0
+                m = m.view(len(ks), c, h, w)
+            else:
+                m = (lab[None] == ks[:, None, None]).float()[:, None]  # (k, 1, H, W), all channels
+            p = nodes(x + delta[None] * m).float()
         out[start: start + len(ks)] = (p - p0[None]).abs().numpy()
     return p0.numpy(), out
 
@@ -205,39 +203,40 @@ class LeaveOneOut(Detector):
         cleanup): softmax outputs, plus the hidden units if multilayer."""
         clf = self.classifier
         patcher = self._patcher()
-        capture = {n: torch.from_numpy(idx).long() for n, idx in self.hidden_ or []
-                   if self.params["feature"] == "multilayer" and patcher is not None and n in patcher.layer_names}
+        multilayer = self.params["feature"] == "multilayer"
+        hidden = self.hidden_ if multilayer else []
+        capture = {n: torch.from_numpy(idx).long() for n, idx in hidden
+                   if patcher is not None and n in patcher.layer_names}
         grabbed: dict[str, list[torch.Tensor]] = {}
+
+        def assemble(p: torch.Tensor, got: dict[str, torch.Tensor]) -> torch.Tensor:
+            """Softmax outputs, then the hidden units (from the patcher's windows or the forward hooks)."""
+            if not multilayer:
+                return p
+            return torch.cat([p] + [got[n] if n in got else torch.cat(grabbed[n]) for n, _ in hidden], 1)
+
+        def nodes(t: torch.Tensor) -> torch.Tensor:
+            grabbed.clear()
+            return assemble(clf.logits(t, validate=False).softmax(1).float(), {})
 
         def pixel_nodes(values, rows, cols):
             grabbed.clear()
             logits, got = patcher.logits(values, rows, cols, capture)
-            p = logits.float().softmax(1)
-            if self.params["feature"] != "multilayer":
-                return p
-            return torch.cat([p] + [got[n] if n in got else torch.cat(grabbed[n]) for n, _ in self.hidden_], 1)
+            return assemble(logits.float().softmax(1), got)
 
-        pix = pixel_nodes if patcher is not None else None
-        if self.params["feature"] != "multilayer":
-            return (lambda t: clf.logits(t, validate=False).softmax(1)), pix, (lambda: None)
-        leaves = self._leaf_modules()
+        leaves = self._leaf_modules() if multilayer else {}
         handles = []
-        for name, idx in self.hidden_:
+        for name, idx in hidden:
             def hook(_m, _i, o, name=name, idx=idx):
                 # index the selected units directly: flatten() would copy a whole non-contiguous activation
                 pos = tuple(torch.from_numpy(a).long() for a in np.unravel_index(idx, tuple(o.shape[1:])))
                 grabbed.setdefault(name, []).append(o[(slice(None),) + pos].float().cpu())
             handles.append(leaves[name].register_forward_hook(hook))
 
-        def nodes(t: torch.Tensor) -> torch.Tensor:
-            grabbed.clear()
-            p = clf.logits(t, validate=False).softmax(1).float()
-            return torch.cat([p] + [torch.cat(grabbed[n]) for n, _ in self.hidden_], 1)
-
         def cleanup() -> None:
             for h in handles:
                 h.remove()
-        return nodes, pix, cleanup
+        return nodes, pixel_nodes if patcher is not None else None, cleanup
 
     def _baseline(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params

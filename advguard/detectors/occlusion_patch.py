@@ -77,20 +77,30 @@ def _supported(m: nn.Module) -> str | None:
     return None
 
 
-def _pixels(v: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> (B, h * w, C) values (no copy when ``v`` is channels-last)."""
-    return v.permute(0, 2, 3, 1).reshape(v.shape[0], -1, v.shape[1])
+def _overlay(dst: torch.Tensor, v: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+    """Write window ``v`` (B, C, h, w) into ``dst`` (B, H, W, C, contiguous) at rows r0[b].., cols c0[b]..;
+    return ``dst`` as an NCHW view (channels-last memory, as oneDNN convolves fastest)."""
+    b, hh, ww, c = dst.shape
+    h, w = v.shape[2:]
+    pos = (r0[:, None] + torch.arange(h))[:, :, None] * ww + (c0[:, None] + torch.arange(w))[:, None, :]
+    src = v.permute(0, 2, 3, 1).reshape(b, h * w, c)  # no copy when v is channels-last
+    dst.view(b, hh * ww, c).scatter_(1, pos.view(b, h * w, 1).expand(b, h * w, c), src)
+    return dst.permute(0, 3, 1, 2)
 
 
 class LocalOcclusion:
     """``LocalOcclusion.build(classifier)`` -> patcher or None; ``prepare(x)`` once per image, then
     ``logits(values, rows, cols)`` for a batch of single-position occlusions (pixel values in [0, 1])."""
 
-    def __init__(self, classifier, steps: list, tail: nn.Module, layer_names: list[str]):
+    def __init__(self, classifier, steps: list, tail: nn.Module | None):
         self.classifier = classifier
-        self.steps = steps  # [(node name, module name, kind, _Spatial | module, out (C, H, W), window (h, w))]
+        self.steps = steps  # [(module name, kind, _Spatial | module, out (C, H, W), window (h, w))]
         self.tail = tail
-        self.layer_names = layer_names  # module names of the patched prefix, in order
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Module names of the patched prefix, in order."""
+        return [s[0] for s in self.steps]
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -126,24 +136,24 @@ class LocalOcclusion:
                 win = tuple(min(geo.out_size(window[a], a), y.shape[2 + a]) for a in (0, 1))
                 if win[0] * win[1] > max_fraction * y.shape[2] * y.shape[3]:
                     break
-                steps.append((node.name, node.target, kind, geo, tuple(y.shape[1:]), win))
+                steps.append((node.target, kind, geo, tuple(y.shape[1:]), win))
                 window = win
             else:
-                steps.append((node.name, node.target, kind, m, tuple(y.shape[1:]), window))
+                steps.append((node.target, kind, m, tuple(y.shape[1:]), window))
             chain.append(node)
             x, prev = y, node
         # every pixel's changed window must lie inside the region each next window is computed from
-        probe = cls(classifier, steps, None, [])
+        probe = cls(classifier, steps, None)
         rr, cc = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         for j, (step, geo) in enumerate(zip(steps, probe._windows(rr.flatten(), cc.flatten()))):
             if geo is not None:
                 _o_r, _o_c, rel_r, rel_c, (wh, ww) = geo
-                op, win = step[3], step[5]
+                op, win = step[2], step[4]
                 if (rel_r.min() < 0 or rel_c.min() < 0 or (rel_r + wh).max() > op.region(win, 0)
                         or (rel_c + ww).max() > op.region(win, 1)):
                     steps, chain = steps[:j], chain[:j]
                     break
-        if not any(s[2] == "spatial" for s in steps):
+        if not any(s[1] == "spatial" for s in steps):
             return None
         prev = chain[-1]
         # the rest of the graph, fed with the last patched node's output
@@ -155,20 +165,16 @@ class LocalOcclusion:
                 env[node] = graph.node_copy(node, lambda a: env[a])
             after = after or node is prev
         tail = fx.GraphModule(gm, graph)
-        return cls(classifier, steps, tail, [s[1] for s in steps])
+        return cls(classifier, steps, tail)
 
     # ---------------------------------------------------------------- forward
-    def _normalize(self, t: torch.Tensor) -> torch.Tensor:
-        c = self.classifier
-        mean = torch.tensor(c.mean, dtype=torch.float32).view(1, -1, *([1] * (t.ndim - 2)))
-        std = torch.tensor(c.std, dtype=torch.float32).view(1, -1, *([1] * (t.ndim - 2)))
-        return (t - mean) / std
-
     def _windows(self, rows: torch.Tensor, cols: torch.Tensor):
-        """Per spatial step: (region start in padded input coords, old window offset inside the region,
-        new window offset), for single-position changes at (rows, cols); yields them in step order."""
+        """For single-position changes at (rows, cols), per step in order: None for a per-position step, else
+        (new window's row and column offsets in the step's output, which are also its input region's start in
+        padded input coordinates divided by the stride; the old window's row and column offsets inside that
+        region; the old window's size)."""
         r0, c0, (h, w) = rows.long(), cols.long(), (1, 1)
-        for _name, _target, kind, op, shape, win in self.steps:
+        for _target, kind, op, shape, win in self.steps:
             if kind != "spatial":
                 yield None
                 continue
@@ -181,14 +187,14 @@ class LocalOcclusion:
     def prepare(self, x: torch.Tensor) -> None:
         """Compute and keep the clean image's maps (x: (1, C, H, W) in [0, 1]): every spatial step's input
         regions at every window offset (unfolded, so a batch's regions are one row gather) and outputs."""
-        t = self._normalize(x.float())
+        t = self.classifier.module.normalize(x.float())
         self.regions, self.outputs = [], []
-        for _name, _target, kind, op, shape, win in self.steps:
+        for _target, kind, op, shape, win in self.steps:
             if kind == "spatial":
                 tp = F.pad(t, (op.p[1], op.p[1], op.p[0], op.p[0]), value=op.fill)
                 rh, rw = op.region(win, 0), op.region(win, 1)
                 u = tp[0].unfold(1, rh, op.s[0]).unfold(2, rw, op.s[1])[:, : shape[1] - win[0] + 1, : shape[2] - win[1] + 1]
-                # (offsets, R, R', C): a gathered batch of regions is channels-last, as oneDNN convolves fastest
+                # (offsets, R, R', C): a gathered batch of regions is channels-last for _overlay
                 self.regions.append((u.permute(1, 2, 3, 4, 0).reshape(-1, rh, rw, tp.shape[1]).contiguous(), u.shape[2]))
                 t = op.apply(tp)
             else:
@@ -201,34 +207,24 @@ class LocalOcclusion:
         """Logits (B, K) of the prepared image with position (rows[b], cols[b]) set to ``values[b]`` (C,);
         ``capture`` {prefix module name: flat indices into its (C, H, W) output} -> values (B, n) each."""
         b = values.shape[0]
-        v = self._normalize(values.float()).view(b, -1, 1, 1)  # (B, C, 1, 1): the changed input window
+        v = self.classifier.module.normalize(values.float().view(b, -1, 1, 1))  # (B, C, 1, 1): the changed window
         r0, c0 = rows.long(), cols.long()
         got: dict[str, torch.Tensor] = {}
-        for i, ((_name, target, kind, op, shape, win), geo) in enumerate(zip(self.steps, self._windows(rows, cols))):
+        for i, ((target, kind, op, _shape, _win), geo) in enumerate(zip(self.steps, self._windows(rows, cols))):
             if kind == "spatial":
-                o_r, o_c, rel_r, rel_c, (h, w) = geo
+                o_r, o_c, rel_r, rel_c, _ = geo
                 patches, n_c = self.regions[i]
                 region = patches.index_select(0, o_r * n_c + o_c)  # (B, R, R', C) clean values
-                rh, rw, c = region.shape[1:]
-                pos = ((rel_r[:, None] + torch.arange(h))[:, :, None] * rw + (rel_c[:, None] + torch.arange(w))[:, None, :])
-                region.view(b, rh * rw, c).scatter_(1, pos.view(b, h * w, 1).expand(b, h * w, c),
-                                                    _pixels(v))  # the old window overlaid
-                region = region.permute(0, 3, 1, 2)  # NCHW view, channels-last memory
-                v = op.apply(region)
+                v = op.apply(_overlay(region, v, rel_r, rel_c))  # with the old window on top
                 r0, c0 = o_r, o_c
             else:
                 v = op.forward(v)
             if capture and target in capture:
                 got[target] = self._pick(i, v, r0, c0, capture[target])
         out = self.outputs[-1]
-        c, hh, ww = out.shape
-        h, w = v.shape[2:]
-        full = out.permute(1, 2, 0).reshape(1, hh * ww, c).expand(b, hh * ww, c).clone()
-        pos = ((r0[:, None] + torch.arange(h))[:, :, None] * ww + (c0[:, None] + torch.arange(w))[:, None, :])
-        full.scatter_(1, pos.view(b, h * w, 1).expand(b, h * w, c), _pixels(v))
-        full = full.view(b, hh, ww, c).permute(0, 3, 1, 2)  # channels-last memory
+        full = out.permute(1, 2, 0)[None].expand(b, *out.shape[1:], out.shape[0]).clone()  # (B, H, W, C)
         self.classifier.num_passes += b
-        return self.tail(full), got
+        return self.tail(_overlay(full, v, r0, c0)), got
 
     def _pick(self, i: int, v: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Values (B, n) of step i's output at flat indices ``idx``: window values inside it, clean ones outside."""
