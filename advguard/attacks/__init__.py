@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import unknown_name
+from .patch import AdversarialPatch, shape_mask
 from .base import Attack, AttackResult, perturbation_norms, shifted_targets
 from .standard import STANDARD_ATTACKS, FoolboxAttack
 
@@ -15,5 +16,5 @@ def make_attack(name: str, classifier, **params) -> Attack:
     return ATTACKS[name](classifier, **params)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "FoolboxAttack", "make_attack", "perturbation_norms",
-           "shifted_targets"]
+__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "AttackResult", "FoolboxAttack", "make_attack", "perturbation_norms",
+           "shape_mask", "shifted_targets"]

@@ -9,7 +9,9 @@ from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .erase_restore import EraseRestore, EraseRestoreDistance
 from .imageops import ImageOps
 from .loo import LeaveOneOut
+from .sentinet import SentiNet
 from .squeezing import FeatureSqueezing
+from .taintradar import TaintRadar
 
 DETECTORS: dict[str, type[Detector]] = {
     "feature-squeezing": FeatureSqueezing,
@@ -19,6 +21,8 @@ DETECTORS: dict[str, type[Detector]] = {
     "erase-restore": EraseRestore,
     "erase-restore-distance": EraseRestoreDistance,
     "loo": LeaveOneOut,
+    "taintradar": TaintRadar,
+    "sentinet": SentiNet,
 }
 
 
@@ -30,5 +34,5 @@ def make_detector(name: str, classifier, **params) -> Detector:
 
 
 __all__ = ["DECISION_MODELS", "DETECTORS", "CNNDetector", "ConfidenceDetector", "EraseRestore", "EraseRestoreDistance",
-           "ImageOps", "LeaveOneOut", "Detector", "FeatureSqueezing", "NotFittedError",
+           "ImageOps", "LeaveOneOut", "Detector", "FeatureSqueezing", "NotFittedError", "SentiNet", "TaintRadar",
            "decision_scores", "make_decision_model", "make_detector"]

@@ -1,0 +1,302 @@
+"""TaintRadar: critical-region analysis against localized adversarial examples (paper: ``taintradar``,
+Section V; METHODS.md section 5).
+
+For an image x with predicted label c, on the classifier's Grad-CAM layer A (the last conv layer):
+
+1. **Estimated critical region** (Sec. V-A, eq. 1-4): softened Grad-CAM of l = log softmax(Z / T)_c,
+   T = 2; heatmap ReLU(sum_k alpha_k A^k) / max, upsampled (bilinear) to the input and binarised at 0.15.
+2. Fill that region with a filling pattern (random noise, the dataset mean, or a blur of the image),
+   re-classify and take the K labels (other than c) whose logits rose most.
+3. For each of those labels l, the **negative** Grad-CAM ReLU(-sum_k alpha_k^l A^k) with alpha^l from
+   dZ^l / dA (eq. 5-6), normalised, upsampled and binarised at 0.15; intersect the K masks (eq. 7).
+4. Fill the intersection, re-classify: the score is the rank of c among the new logits (its **rank
+   change**, c being top-1 before); adversarial if it exceeds Delta_R.
+
+K and Delta_R are chosen on clean images only (Sec. VI-B): for each K = 1..``k_max`` and each Delta_R the
+clean false-positive rate is measured; the smallest Delta_R for which some K reaches the target FPR is
+taken, with the smallest such K (a smaller K keeps larger intersections, hence a higher TPR).
+:attr:`TaintRadar.fpr_table_` (K x Delta_R) is the paper's Figure 3.
+
+Cost (per image): 3 forward passes (x, the filled estimate, the filled intersection) and, through the
+part of the network *after* A only, 1 + K vector-Jacobian products taken together in one batched backward
+(``is_grads_batched``); the part before A is never differentiated. For a global-pool + linear head
+the K gradients reduce to the labels' weight rows. Calibration runs k_max final passes instead of one.
+
+Deviations, stated: the negative Grad-CAMs use the activations of the original image x (the paper's
+Figure 2 computes them in the same backward pass as the estimate); labels whose logits rose are ranked
+excluding c itself; the ``blur`` pattern is a Gaussian blur (sigma = 1/16 of the image side), our reading
+of "blur" as a filling pattern.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..classifier import Classifier
+from ..errors import InputError, unknown_name
+from ..transforms import gaussian_blur
+from .base import Detector, NotFittedError
+
+FILLS = ("noise", "mean", "blur")
+
+
+def binarize_cam(cam: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
+    """(..., h, w) non-negative maps -> boolean masks (..., H, W): scaled to max 1 per map, upsampled
+    bilinearly to ``size``, ``>= threshold``. All-zero maps give empty masks."""
+    lead = cam.shape[:-2]
+    flat = cam.reshape(-1, 1, *cam.shape[-2:]).float()
+    peak = flat.flatten(1).amax(1).clamp_min(1e-12)
+    up = F.interpolate(flat / peak[:, None, None, None], size=size, mode="bilinear", align_corners=False)
+    return (up[:, 0] >= threshold).reshape(*lead, *size)
+
+
+@dataclass
+class RegionAnalysis:
+    """What TaintRadar saw for a batch of images (CPU tensors).
+
+    ``ks`` lists the K values evaluated; ``rank_change`` (N, len(ks)) the original label's rank after
+    filling each intersection; ``final_masks`` (N, len(ks), H, W); ``est_mask`` (N, H, W); ``labels`` (N, k_max)
+    the labels whose logits rose most, best first; with ``keep`` also ``sub_masks`` (N, k_max, H, W), the
+    intermediate input ``x_est`` and the final inputs ``x_final`` (N, len(ks), C, H, W).
+    """
+
+    ks: list[int]
+    pred: torch.Tensor
+    est_mask: torch.Tensor
+    labels: torch.Tensor
+    final_masks: torch.Tensor
+    rank_change: torch.Tensor
+    sub_masks: torch.Tensor | None = None
+    x_est: torch.Tensor | None = None
+    x_final: torch.Tensor | None = None
+
+
+class TaintRadar(Detector):
+    """Unsupervised detector of localized (patch) attacks; ``fit(x_clean)`` picks K and Delta_R.
+
+    Parameters: ``k`` / ``delta_r`` (fix either or both instead of choosing them), ``k_max`` (largest K
+    tried, default min(20, classes - 1)), ``temperature`` (T = 2), ``threshold`` (binarisation, 0.15),
+    ``fill`` (``"noise"``, ``"mean"`` or ``"blur"``), ``fill_image`` (a (C, H, W) [0, 1] image for the
+    ``"mean"`` pattern, e.g. the dataset's mean image; default the classifier's per-channel mean),
+    ``layer`` (default the classifier's Grad-CAM layer), ``batch_size``, ``fpr`` (the paper: 6 %).
+    """
+
+    name = "taintradar"
+
+    def __init__(self, classifier: Classifier, *, k: int | None = None, delta_r: int | None = None,
+                 k_max: int | None = None, temperature: float = 2.0, threshold: float = 0.15, fill: str = "noise",
+                 fill_image: np.ndarray | torch.Tensor | None = None, layer: str | None = None,
+                 batch_size: int | None = None, fpr: float = 0.06, seed: int = 0, decision_model: None = None,
+                 progress: bool = True):
+        if decision_model is not None:
+            raise InputError("taintradar is unsupervised (K and Delta_R are calibrated on clean images)")
+        if fill not in FILLS:
+            raise unknown_name("filling pattern", fill, list(FILLS))
+        layer = layer or classifier.gradcam_layer
+        if layer is None:
+            raise InputError("the classifier has no Conv2d layer; pass layer= (the Grad-CAM layer)")
+        classifier.layer(layer)  # unknown names raise here, listing the model's layers
+        k_max = int(k_max) if k_max is not None else min(20, classifier.num_classes - 1)
+        if not 1 <= k_max <= classifier.num_classes - 1:
+            raise ValueError(f"k_max must be in 1..{classifier.num_classes - 1}, got {k_max}")
+        if k is not None and not 1 <= int(k) <= k_max:
+            raise ValueError(f"k must be in 1..k_max={k_max}, got {k}")
+        super().__init__(classifier, fpr=fpr, seed=seed, k=k, delta_r=delta_r, k_max=k_max,
+                         temperature=float(temperature), threshold=float(threshold), fill=fill, layer=layer,
+                         batch_size=batch_size, progress=progress)
+        self.fill_image = None if fill_image is None else classifier.validate(
+            torch.as_tensor(np.asarray(fill_image))[None] if np.ndim(fill_image) == 3 else fill_image,
+            name="fill_image")[0]
+        self.k_: int | None = None if k is None else int(k)
+        self.delta_r_: int | None = None if delta_r is None else int(delta_r)
+        self.fpr_table_: np.ndarray | None = None
+        self._calls = 0
+
+    # ------------------------------------------------------------------ filling patterns
+    def _pattern(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        fill = self.params["fill"]
+        if fill == "noise":
+            return torch.rand(x.shape, generator=g).to(x)
+        if fill == "blur":
+            return gaussian_blur(x, sigma=max(x.shape[-2:]) / 16)
+        if self.fill_image is not None:
+            return self.fill_image.to(x).expand_as(x)
+        return torch.tensor(self.classifier.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1).expand_as(x)
+
+    @staticmethod
+    def _filled(x: torch.Tensor, pattern: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask[:, None].to(x)
+        return x * (1 - m) + pattern * m
+
+    # ------------------------------------------------------------------ the algorithm
+    def _gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, callable]:
+        """One forward pass with the Grad-CAM layer's output as a leaf: returns (A, Z, pred, vjp) where
+        ``vjp(V)`` gives dZ/dA^T V for a stack of output cotangents V (m, N, classes) in one batched backward."""
+        clf = self.classifier
+        holder: dict[str, torch.Tensor] = {}
+
+        def hook(_m, _i, out):
+            a = out[0] if isinstance(out, (tuple, list)) else out
+            holder["a"] = a.detach().requires_grad_(True)
+            return holder["a"]
+
+        handle = clf.layer(self.params["layer"]).register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                z = clf.forward(x)
+        finally:
+            handle.remove()
+        a = holder["a"]
+
+        def vjp(v: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                try:
+                    (g,) = torch.autograd.grad(z, a, v, retain_graph=True, is_grads_batched=True)
+                except RuntimeError:  # an op without a batching rule: one backward per cotangent
+                    g = torch.stack([torch.autograd.grad(z, a, vi, retain_graph=True)[0] for vi in v])
+            return g
+
+        return a.detach(), z.detach(), z.detach().argmax(1), vjp
+
+    def _analyse_batch(self, x: torch.Tensor, ks: list[int], g: torch.Generator, keep: bool) -> RegionAnalysis:
+        clf = self.classifier
+        p = self.params
+        n, size = x.shape[0], tuple(x.shape[-2:])
+        k_max = max(ks)
+        a, z, pred, vjp = self._gradients(x)
+        eye = torch.eye(clf.num_classes, device=z.device)
+        # 1. softened Grad-CAM: dl/dZ = (onehot(c) - softmax(Z / T)) / T
+        t = p["temperature"]
+        v_loss = (eye[pred] - F.softmax(z / t, dim=1)) / t
+        # 3 (cotangents prepared after step 2): K one-hot rows per image, all in one batched backward
+        g_loss = vjp(v_loss[None])[0]
+        cam = F.relu((g_loss.mean((2, 3), keepdim=True) * a).sum(1))
+        est = binarize_cam(cam, size, p["threshold"])
+        pattern = self._pattern(x, g)
+        x_est = self._filled(x, pattern, est)
+        # 2. labels whose logits rose most when the estimated region is filled
+        z_est = clf.logits(x_est, validate=False, batch_size=n).to(z.device)
+        rise = z_est - z
+        rise[torch.arange(n), pred] = -torch.inf
+        labels = rise.topk(k_max, dim=1).indices  # (n, k_max)
+        g_lab = vjp(eye[labels.T])  # (k_max, n, C', h, w)
+        neg = F.relu(-(g_lab.mean((3, 4), keepdim=True) * a[None]).sum(2))  # (k_max, n, h, w)
+        sub = binarize_cam(neg, size, p["threshold"]).transpose(0, 1)  # (n, k_max, H, W)
+        inter = torch.cummin(sub.to(torch.uint8), dim=1).values.bool()  # intersection of the first K
+        finals = inter[:, [k - 1 for k in ks]]  # (n, len(ks), H, W)
+        # 4. fill each intersection, re-classify, rank of the original label
+        xf = self._filled(x.repeat_interleave(len(ks), 0), pattern.repeat_interleave(len(ks), 0),
+                          finals.flatten(0, 1))
+        zf = clf.logits(xf, validate=False).to(z.device).view(n, len(ks), -1)
+        own = zf.gather(2, pred.view(n, 1, 1).expand(n, len(ks), 1))
+        rank = (zf > own).sum(2)
+        return RegionAnalysis(ks=list(ks), pred=pred.cpu(), est_mask=est.cpu(), labels=labels.cpu(),
+                              final_masks=finals.cpu(), rank_change=rank.cpu(),
+                              sub_masks=sub.cpu() if keep else None, x_est=x_est.cpu() if keep else None,
+                              x_final=xf.view(n, len(ks), *x.shape[1:]).cpu() if keep else None)
+
+    def analyse(self, x: np.ndarray | torch.Tensor, ks: list[int] | None = None, keep: bool = False) -> RegionAnalysis:
+        """Run TaintRadar on images ``x`` for each K in ``ks`` (default: the fitted K)."""
+        clf = self.classifier
+        t = clf.validate(x)
+        if ks is None:
+            if self.k_ is None:
+                raise NotFittedError("taintradar has no K yet: call fit(x_clean) or pass k=")
+            ks = [self.k_]
+        ks = sorted({int(k) for k in ks})
+        if not 1 <= ks[0] <= ks[-1] <= self.params["k_max"]:
+            raise ValueError(f"K values must be in 1..{self.params['k_max']}, got {ks}")
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
+        self._calls += 1
+        bs = self.params["batch_size"] or clf.batch_size
+        clf.module.eval()
+        parts = []
+        bar = tqdm(range(0, t.shape[0], bs), desc="taintradar", leave=False,
+                   disable=not self.params["progress"] or t.shape[0] <= bs)
+        for i in bar:
+            parts.append(self._analyse_batch(t[i:i + bs].to(clf.device), ks, g, keep))
+        first = parts[0]
+        cat = {f: torch.cat([getattr(r, f) for r in parts]) if getattr(first, f) is not None else None
+               for f in ("pred", "est_mask", "labels", "final_masks", "rank_change", "sub_masks", "x_est",
+                         "x_final")}
+        return RegionAnalysis(ks=ks, **cat)
+
+    def rank_changes(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(N, k_max): the original label's rank change for every K = 1..k_max (calibration features)."""
+        return self.analyse(x, list(range(1, self.params["k_max"] + 1))).rank_change.numpy()
+
+    # ------------------------------------------------------------------ protocol
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        return self.analyse(x).rank_change.numpy().astype(np.float64)
+
+    def statistic(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(features, dtype=np.float64)[:, 0]
+
+    def feature_names(self, d: int) -> list[str]:
+        return ["rank_change"]
+
+    def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, fpr: float | None = None) -> "TaintRadar":
+        """Choose K and Delta_R on clean images only for the target FPR (Section VI-B)."""
+        if x_adv is not None:
+            raise InputError("taintradar is unsupervised: fit on clean images only (x_adv must be None)")
+        if fpr is not None:
+            self.fpr = float(fpr)
+        return self.fit_features(self.rank_changes(x_clean))
+
+    def fit_features(self, f_clean: np.ndarray, f_adv: None = None) -> "TaintRadar":
+        """:meth:`fit` on a precomputed (N, k_max) matrix from :meth:`rank_changes`."""
+        r = np.asarray(f_clean)
+        k_max = self.params["k_max"]
+        if r.ndim != 2 or r.shape[1] != k_max:
+            raise InputError(f"taintradar calibration needs rank changes (N, k_max={k_max}), got {r.shape}")
+        n_dr = self.classifier.num_classes
+        # fpr_table[K - 1, dR] = share of clean images whose rank change exceeds dR at this K
+        self.fpr_table_ = (r[:, :, None] > np.arange(n_dr)[None, None, :]).mean(0)
+        ok = self.fpr_table_ <= self.fpr + 1e-12
+        k_fixed, dr_fixed = self.params["k"], self.params["delta_r"]
+        if k_fixed is not None and dr_fixed is not None:
+            k, dr = int(k_fixed), int(dr_fixed)
+        elif k_fixed is not None:
+            k, dr = int(k_fixed), int(np.argmax(ok[int(k_fixed) - 1]))
+        elif dr_fixed is not None:
+            col = ok[:, int(dr_fixed)]
+            k, dr = (int(np.argmax(col)) + 1 if col.any() else k_max), int(dr_fixed)
+        else:
+            dr = int(np.argmax(ok.any(0)))
+            k = int(np.argmax(ok[:, dr])) + 1
+        self.k_, self.delta_r_ = k, dr
+        self.threshold_ = float(dr)
+        return self
+
+    def score_features(self, f: np.ndarray) -> np.ndarray:
+        return self.statistic(f)
+
+    def explain(self, x: np.ndarray | torch.Tensor) -> list[dict]:
+        """Per image: prediction, rank change, verdict, the labels used, and the estimated / final masks."""
+        r = self.analyse(x, keep=False)
+        out = []
+        for i in range(len(r.pred)):
+            rc = int(r.rank_change[i, 0])
+            out.append({"score": float(rc), "threshold": self.threshold_, "pred": int(r.pred[i]),
+                        "adversarial": None if self.threshold_ is None else rc > self.threshold_,
+                        "rank_change": rc, "k": r.ks[0], "labels": r.labels[i, :r.ks[0]].tolist(),
+                        "estimated_region_share": float(r.est_mask[i].float().mean()),
+                        "final_region_share": float(r.final_masks[i, 0].float().mean()),
+                        "estimated_mask": r.est_mask[i].numpy(), "final_mask": r.final_masks[i, 0].numpy()})
+        return out
+
+    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        arrays = {} if self.fpr_table_ is None else {"fpr_table": self.fpr_table_}
+        if self.fill_image is not None:
+            arrays["fill_image"] = self.fill_image.numpy()
+        return {"k": self.k_, "delta_r": self.delta_r_}, arrays
+
+    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.k_, self.delta_r_ = meta.get("k"), meta.get("delta_r")
+        self.fpr_table_ = arrays.get("fpr_table")
+        if "fill_image" in arrays:
+            self.fill_image = torch.as_tensor(arrays["fill_image"])

@@ -1,0 +1,162 @@
+"""TaintRadar, SentiNet and the adversarial patch (issue #7) on hand-built models and real CIFAR-10 images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from advguard import Classifier
+from advguard.attacks import AdversarialPatch, shape_mask
+from advguard.detectors import Detector, SentiNet, TaintRadar
+from advguard.detectors.taintradar import binarize_cam
+from advguard.errors import AdvguardError
+
+
+class GapNet(nn.Module):
+    """conv -> ReLU (the Grad-CAM layer A) -> global average pool -> linear: Grad-CAM has a closed form."""
+
+    def __init__(self, classes: int = 6):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def gapnet():
+    net = GapNet()
+    clf = Classifier(net, channels=3, size=(12, 12), gradcam_layer="act", name="gapnet")
+    x = torch.rand(5, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = net.act(net.conv(x))
+    return clf, net, x, a
+
+
+def test_gradcam_matches_closed_form(gapnet):
+    clf, net, x, a = gapnet
+    y = torch.tensor([0, 1, 2, 3, 4])
+    n = a.shape[2] * a.shape[3]
+    w = net.fc.weight[y] / n  # dZ_y / dA_ij^k = W_yk / N for a GAP + linear head
+    direct = F.relu((w[:, :, None, None] * a).sum(1))
+    direct = direct / direct.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+    assert torch.allclose(clf.gradcam(x, y), direct, atol=1e-5)
+
+
+def test_taintradar_masks_match_closed_form(gapnet):
+    clf, net, x, a = gapnet
+    tr = TaintRadar(clf, k_max=3, progress=False)
+    r = tr.analyse(x, [1, 2, 3], keep=True)
+    n = a.shape[2] * a.shape[3]
+    with torch.no_grad():
+        z = net(x)
+    pred = z.argmax(1)
+    assert torch.equal(r.pred, pred)
+    # softened Grad-CAM, T = 2: dl/dZ = (onehot(c) - softmax(Z / 2)) / 2, alpha = that @ W / N
+    dz = (F.one_hot(pred, 6).float() - F.softmax(z / 2, 1)) / 2
+    alpha = dz @ net.fc.weight / n
+    est = binarize_cam(F.relu((alpha[:, :, None, None] * a).sum(1)), (12, 12), 0.15)
+    assert torch.equal(r.est_mask, est)
+    # negative Grad-CAM of each chosen label: ReLU(-sum_k W_lk / N A^k); the K-th final mask = intersection
+    for i in range(len(x)):
+        labels = r.labels[i]
+        assert pred[i].item() not in labels.tolist()
+        neg = F.relu(-(net.fc.weight[labels][:, :, None, None] / n * a[i][None]).sum(1))
+        sub = binarize_cam(neg, (12, 12), 0.15)
+        assert torch.equal(r.sub_masks[i], sub)
+        for j, k in enumerate(r.ks):
+            assert torch.equal(r.final_masks[i, j], sub[:k].all(0))
+    # rank change = rank of the original label after filling the final region (0 when nothing is filled)
+    empty = ~r.final_masks.flatten(2).any(2)
+    assert (r.rank_change[empty] == 0).all()
+    assert r.rank_change.min() >= 0 and r.rank_change.max() <= 5
+
+
+def test_patch_geometry_and_shapes(gapnet):
+    clf, _, x, _ = gapnet
+    areas = {s: float(shape_mask(s, 40).mean()) for s in ("square", "circle", "star", "lightning")}
+    assert areas["square"] == 1.0 and abs(areas["circle"] - np.pi / 4) < 0.03
+    assert 0.15 < areas["star"] < 0.6 and 0.15 < areas["lightning"] < 0.6
+    ap = AdversarialPatch(clf, target=1, size=0.25, shape="star", steps=2, progress=False).fit(x)
+    xp, masks = ap.apply(x)
+    changed = (xp != x).any(1)
+    assert not (changed & ~masks).any(), "the patch changed pixels outside its mask"
+    assert masks[:, :6, :].sum() == 0 and masks[:, 6:, 6:].any()  # bottom-right corner, side 6 of 12
+    two = AdversarialPatch(clf, target=1, size=0.16, n_patches=2, steps=1, progress=False).fit(x)
+    _, m2 = two.apply(x)
+    assert m2[:, -1, :5].all() and m2[:, -1, -5:].all() and not m2[:, :, 5:7].any()
+    with pytest.raises(AdvguardError, match="patch shape"):
+        AdversarialPatch(clf, shape="hexagon")
+    with pytest.raises(AdvguardError, match="filling pattern"):
+        TaintRadar(clf, fill="gray")
+
+
+@pytest.fixture(scope="module")
+def cifar_patch(correct_images):
+    clf, x, y = correct_images(700, 0)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    ap = AdversarialPatch(clf, target=3, size=0.1, steps=150, lr=0.05, progress=False).fit(x[:16])
+    held = (y != 3) & (torch.arange(len(y)) >= 400)
+    return clf, x, y, ap, x[held], y[held]
+
+
+def test_patch_training_raises_target_on_held_out_images(cifar_patch):
+    clf, x, y, ap, xh, yh = cifar_patch
+    assert ap.loss_history_[-1] < 0.5 * ap.loss_history_[0]
+    res = ap(xh, yh)
+    before = clf.probs(xh)[:, 3].mean()
+    after = clf.probs(res.x_adv)[:, 3].mean()
+    # measured: mean target probability 0.02 -> 0.17, 4x the patch-free success; universal patch
+    # (16 training images, 10 % of the image) on 200+ unseen ones
+    assert after > 4 * before and after > before + 0.1, (float(before), float(after))
+    assert res.success_rate > 0.1, res.success_rate
+    assert (res.norms["l0"] <= ap.side(0.1, (32, 32)) ** 2).all()
+
+
+def test_estimated_region_covers_pasted_patch(cifar_patch):
+    clf, x, y, ap, xh, yh = cifar_patch
+    res = ap(xh, yh)
+    adv, patch = res.x_adv[res.success], ap.last_masks_[res.success]
+    r = TaintRadar(clf, k=1, progress=False).analyse(adv, [1])
+    inter = (r.est_mask & patch).flatten(1).sum(1).float()
+    iou = inter / (r.est_mask | patch).flatten(1).sum(1)
+    covered = inter / patch.flatten(1).sum(1)
+    # measured: IoU 0.51, 99.9 % of the patch inside the region (patch = 10 % of the image)
+    assert iou.mean() > 0.35 and covered.mean() > 0.9, (float(iou.mean()), float(covered.mean()))
+
+
+def test_calibration_hits_fpr_on_held_out_clean_images(cifar_patch, tmp_path):
+    clf, x, y, ap, xh, yh = cifar_patch
+    tr = TaintRadar(clf, fill="blur", fpr=0.06, progress=False).fit(x[16:216])
+    table = tr.fpr_table_
+    assert table.shape == (9, 10) and (np.diff(table, axis=1) <= 0).all()
+    assert table[tr.k_ - 1, tr.delta_r_] <= 0.06
+    held = tr.predict(x[216:400]).mean()
+    assert held <= 0.06 + 3 * np.sqrt(0.06 * 0.94 / 184), held  # within 3 binomial sd of the target
+    res = ap(xh, yh)
+    tpr = tr.predict(res.x_adv[res.success]).mean()
+    assert tpr > held + 0.2, (tpr, held)  # measured: TPR ~0.6 at held-out FPR ~0.03
+    loaded = Detector.load(tr.save(tmp_path / "tr.npz"), clf)
+    assert (loaded.k_, loaded.delta_r_) == (tr.k_, tr.delta_r_)
+    assert np.array_equal(loaded.fpr_table_, table)
+    rep = tr.explain(x[:3])
+    assert rep[0]["estimated_mask"].shape == (32, 32) and rep[0]["k"] == tr.k_
+
+
+def test_sentinet_calibrates_and_round_trips(cifar_patch, tmp_path):
+    clf, x, y, ap, xh, yh = cifar_patch
+    sn = SentiNet(clf, n_test=20, fpr=0.1, progress=False).fit(x[16:96])
+    s = sn.score(x[36:96])  # the fitting images: at most 10 % above the threshold
+    assert (s > sn.threshold_).mean() <= 0.1
+    pts = sn.points(x[200:210])
+    assert pts.shape == (10, 2) and ((pts >= 0) & (pts <= 1)).all()
+    loaded = Detector.load(sn.save(tmp_path / "sn.npz"), clf)
+    assert np.allclose(loaded.score(x[200:210]), sn.score(x[200:210]))
+    with pytest.raises(AdvguardError, match="n_test"):
+        SentiNet(clf, n_test=20).fit(x[:25])
