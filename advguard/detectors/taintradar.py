@@ -82,7 +82,9 @@ class TaintRadar(Detector):
     tried, default min(20, classes - 1)), ``temperature`` (T = 2), ``threshold`` (binarisation, 0.15),
     ``fill`` (``"noise"``, ``"mean"`` or ``"blur"``), ``fill_image`` (a (C, H, W) [0, 1] image for the
     ``"mean"`` pattern, e.g. the dataset's mean image; default the classifier's per-channel mean),
-    ``layer`` (default the classifier's Grad-CAM layer), ``batch_size``, ``fpr`` (the paper: 6 %).
+    ``layer`` (default the classifier's Grad-CAM layer; ``"name:input"`` takes the input of module ``name``,
+    e.g. ``"_avg_pooling:input"`` for EfficientNet, whose last activation is a shared functional module),
+    ``batch_size``, ``fpr`` (the paper: 6 %).
     """
 
     name = "taintradar"
@@ -99,7 +101,7 @@ class TaintRadar(Detector):
         layer = layer or classifier.gradcam_layer
         if layer is None:
             raise InputError("the classifier has no Conv2d layer; pass layer= (the Grad-CAM layer)")
-        classifier.layer(layer)  # unknown names raise here, listing the model's layers
+        classifier.layer(layer.removesuffix(":input"))  # unknown names raise here, listing the model's layers
         k_max = int(k_max) if k_max is not None else min(20, classifier.num_classes - 1)
         if not 1 <= k_max <= classifier.num_classes - 1:
             raise ValueError(f"k_max must be in 1..{classifier.num_classes - 1}, got {k_max}")
@@ -144,10 +146,17 @@ class TaintRadar(Detector):
             holder["a"] = a.detach().requires_grad_(True)
             return holder["a"]
 
-        handle = clf.layer(self.params["layer"]).register_forward_hook(hook)
+        def pre_hook(_m, args):
+            holder["a"] = args[0].detach().requires_grad_(True)
+            return (holder["a"], *args[1:])
+
+        name = self.params["layer"]
+        mod = clf.layer(name.removesuffix(":input"))
+        handle = (mod.register_forward_pre_hook(pre_hook) if name.endswith(":input")
+                  else mod.register_forward_hook(hook))
         try:
             with torch.enable_grad():
-                z = clf.forward(x)
+                z = clf.forward(clf._prep(x))  # the inference memory layout (float32; no autocast here)
         finally:
             handle.remove()
         a = holder["a"]
