@@ -5,6 +5,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from advguard.bench import ConfigError, load_config, parse_config
@@ -159,3 +160,25 @@ def test_segfault_experiment_smoke(tmp_path):
     assert html.count("data:image/png;base64,") == 1 and "Table 7" in html and "(0.810)" in html
     assert main(args) == 0  # features cached per batch: identical numbers
     assert json.loads((out / "results.json").read_text())["auc"] == doc["auc"]
+
+
+def test_taintradar_smoke_config(tmp_path):
+    """experiment = "taintradar": patch grid + variants + an L-inf attack, Table II beside the paper's, resumable."""
+    from advguard.cli import main
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["bench", str(ROOT / "configs" / "taintradar-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["counts"]["victims"] == 8 and doc["counts"]["calibration"] == 40
+    grid = [c for c in doc["cells"] if not c["variant"]]
+    assert {(c["batch"], c["position"]) for c in grid} == {(b, p) for b in (4, 8) for p in ("bottom-right", "random")}
+    assert all(c["attempts"] == 8 and 0 <= c["sr"] <= 1 for c in doc["cells"])
+    assert {c["setting"] for c in doc["cells"] if c["variant"]} == {"two patches", "star"}
+    op = doc["operating_points"]["0.1"]
+    assert 1 <= op["k"] <= 9 and np.asarray(doc["fpr_table"])[op["k"] - 1, op["delta_r"]] <= 0.1
+    assert doc["attacks"][0]["attack"] == "FGSM eps=0.06" and doc["attacks"][0]["n_adv"] > 0
+    html = (out / "report.html").read_text()
+    assert "Table II" in html and html.count("data:image/png;base64,") >= 1
+    assert main(args) == 0  # patches, rank changes and SentiNet points cached: identical numbers
+    assert json.loads((out / "results.json").read_text())["cells"] == doc["cells"]

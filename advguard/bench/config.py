@@ -14,7 +14,7 @@ from ..errors import AdvguardError, unknown_name
 
 TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
             "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap", "experiment", "imageops", "cnn", "themis",
-            "segfault"}
+            "segfault", "taintradar"}
 #: experiments: "grid" = {attacks} x {detectors} x {decision models}, one cell per attack (the default);
 #: "imageops" = Nguyen et al.'s protocol (all attacks pooled, 70/15/15 train/dev/eval, Tables 1 and 3-6)
 #: "themis" = Erase-and-Restore's protocol (balanced clean/adversarial sets on one or more target models,
@@ -22,13 +22,19 @@ TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "f
 #: "segfault" = ML-LOO / Segmentation Fault's protocol (occlusion units x feature flavours x decision models,
 #: attack families pooled over their epsilons, Tables 2, 6, 7 and Figure 3, see
 #: :mod:`advguard.bench.segfault_experiment`)
-EXPERIMENTS = ("grid", "imageops", "themis", "segfault")
+#: "taintradar" = TaintRadar's protocol (adversarial-patch grid x SentiNet / TaintRadar, Table II, Figures 3a
+#: and 4, see :mod:`advguard.bench.taintradar_experiment`); its [[attack]]s are optional L2 / L-inf extras
+EXPERIMENTS = ("grid", "imageops", "themis", "segfault", "taintradar")
 IMAGEOPS_KEYS = {"k", "ks", "classifiers", "families"}
 THEMIS_KEYS = {"models", "classifiers", "ns", "balanced", "adaptive", "compare", "n", "train_on"}
 ADAPTIVE_KEYS = {"label", "n_images", "restarts", "steps", "check_every", "confidence", "stepsize", "const",
                  "init_noise"}
 SEGFAULT_KEYS = {"classifiers", "pixel_classifiers", "baseline", "statistic", "batch_images", "unit"}
 UNIT_KEYS = {"label", "unit", "params"}
+TAINTRADAR_KEYS = {"n_victims", "n_calibration", "n_eval_clean", "target", "batch_sizes", "multi_size", "sizes",
+                   "positions", "steps", "lr", "fprs", "fill", "layer", "k_max", "sentinet_n_test", "variants",
+                   "size_range", "detector_batch"}
+VARIANT_KEYS = {"label", "batch", "size", "shape", "n_patches", "position", "multi_size"}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift", "group"}
 DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
@@ -80,6 +86,7 @@ class BenchConfig:
     cnn: list[dict] = field(default_factory=list)
     themis: dict = field(default_factory=dict)
     segfault: dict = field(default_factory=dict)
+    taintradar: dict = field(default_factory=dict)
     source_text: str = ""
 
 
@@ -128,7 +135,7 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
     experiment = doc.get("experiment", "grid")
     if experiment not in EXPERIMENTS:
         raise ConfigError(str(unknown_name("experiment", str(experiment), list(EXPERIMENTS))) + f" ({where})")
-    if not attacks or (experiment == "grid" and not detectors):
+    if (not attacks and experiment != "taintradar") or (experiment == "grid" and not detectors):
         raise ConfigError(f"{where}: needs at least one [[attack]]" + (" and one [[detector]]"
                                                                        if experiment == "grid" else ""))
     labels = [a.label for a in attacks]
@@ -149,7 +156,12 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         _check_segfault(segfault, where)
     elif segfault:
         raise ConfigError(f"{where}: [segfault] belongs to experiment = \"segfault\"")
-    fr = tuple(doc.get("fractions", (0.8, 0.2) if experiment == "grid" else (0.7, 0.15, 0.15)))
+    taintradar = dict(doc.get("taintradar", {}))
+    if experiment == "taintradar":
+        _check_taintradar(taintradar, where)
+    elif taintradar:
+        raise ConfigError(f"{where}: [taintradar] belongs to experiment = \"taintradar\"")
+    fr = tuple(doc.get("fractions", (0.7, 0.15, 0.15) if experiment == "imageops" else (0.8, 0.2)))
     want = 3 if experiment == "imageops" else 2
     if len(fr) != want:
         raise ConfigError(f"{where}: fractions must be " + ("[fit, test]" if want == 2 else "[train, dev, eval]")
@@ -160,7 +172,8 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         seed=int(doc.get("seed", 0)), fractions=fr, fpr=float(doc.get("fpr", 0.05)),
         roundtrip=doc.get("roundtrip") or None, out=doc.get("out"), dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
         chunk_size=int(doc.get("chunk_size", 256)), bootstrap=int(doc.get("bootstrap", 1000)),
-        experiment=experiment, imageops=imageops, cnn=cnn, themis=themis, segfault=segfault, source_text=source_text)
+        experiment=experiment, imageops=imageops, cnn=cnn, themis=themis, segfault=segfault,
+        taintradar=taintradar, source_text=source_text)
 
 
 def _check_names(names, registry, kind: str, where: str) -> None:
@@ -217,6 +230,28 @@ def _check_segfault(opts: dict, where: str) -> None:
     labels = [u.get("label", u["unit"]) for u in units]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: [[segfault.unit]] labels must be unique, got {labels}")
+
+
+def _check_taintradar(opts: dict, where: str) -> None:
+    from ..attacks.patch import POSITIONS, SHAPES
+    from ..detectors.taintradar import FILLS
+
+    _check_keys(opts, TAINTRADAR_KEYS, f"{where} [taintradar]")
+    _check_names(opts.get("positions", []), POSITIONS, "patch position", f"{where} [taintradar]")
+    _check_names([opts.get("fill", "noise")], FILLS, "filling pattern", f"{where} [taintradar]")
+    for s in opts.get("sizes", []):
+        if not 0 < float(s) < 1:
+            raise ConfigError(f"{where} [taintradar] sizes: each is a share of the image area in (0, 1), got {s}")
+    n, batches = int(opts.get("n_victims", 400)), [int(b) for b in opts.get("batch_sizes", [16])]
+    if any(b < 1 or n % b for b in batches):
+        raise ConfigError(f"{where} [taintradar] batch_sizes must divide n_victims = {n}, got {batches}")
+    for i, v in enumerate(opts.get("variants", [])):
+        _check_keys(v, VARIANT_KEYS, f"{where} [[taintradar.variants]] #{i + 1}")
+        _check_names([v.get("shape", "square")], SHAPES, "patch shape", f"{where} [[taintradar.variants]] #{i + 1}")
+        _check_names([v.get("position", "bottom-right")], POSITIONS, "patch position",
+                     f"{where} [[taintradar.variants]] #{i + 1}")
+        if n % int(v.get("batch", 16)):
+            raise ConfigError(f"{where} [[taintradar.variants]] #{i + 1}: batch must divide n_victims = {n}")
 
 
 def load_config(path: str | Path) -> BenchConfig:

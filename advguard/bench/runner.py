@@ -131,6 +131,10 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | 
         from .segfault_experiment import run_segfault
 
         return run_segfault(cfg, out=out, cache_dir=cache_dir, progress=progress)
+    if cfg.experiment == "taintradar":
+        from .taintradar_experiment import run_taintradar
+
+        return run_taintradar(cfg, out=out, cache_dir=cache_dir, progress=progress)
 
     out, cache = bench_paths(cfg, out, cache_dir)
     out.mkdir(parents=True, exist_ok=True)

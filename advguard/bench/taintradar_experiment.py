@@ -1,0 +1,296 @@
+"""TaintRadar's protocol as an ``advguard bench`` experiment (``experiment = "taintradar"``).
+
+Paper: ``taintradar`` Sections VI-B, VI-C, VII-A (METHODS.md section 5).
+
+1. Clean images: the correctly classified ones among ``n_images`` drawn, shuffled (seeded). The first
+   ``n_victims`` not of the target class are the victims; of the rest, ``n_calibration`` choose K and Delta_R
+   (and fit SentiNet's boundary), ``n_eval_clean`` measure the held-out FPR, ``sentinet_n_test`` are
+   SentiNet's overlay images.
+2. Table II grid: for each batch size b, single / multiple sizes and patch size, ``n_victims / b`` patches are
+   trained, patch j on victims j*b..(j+1)*b-1 (b = 1: the paper's partial attack), targeted at ``target``;
+   each is applied to its own victims at every position. SR = successes / attempts; TaintRadar's and
+   SentiNet's TPR are over the successes, at each FPR of ``fprs`` (thresholds from the calibration images).
+3. Variants (Section VII-A): ``[[taintradar.variants]]`` (two patches, star / lightning shapes, ...).
+4. ``[[attack]]`` entries (optional): L2 / L-inf attacks of the harness, on which TaintRadar is measured too
+   (it is not designed for them).
+5. Figure 3a (calibration FPR vs K for Delta_R = 0..3) and Figure 4 (masks of a benign and an
+   adversarial image); trained patches are written as PNG.
+
+Every cell is cached (patches, rank changes at every K, SentiNet points), so the run resumes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._atomic import atomic_path, atomic_write_text
+from ..attacks import AdversarialPatch
+from ..data import load_dataset
+from ..detectors import SentiNet, TaintRadar
+from ..metrics import roc_auc, threshold_at_fpr
+from ..models import load_model
+from ..report import provenance
+from . import paper_taintradar as paper
+from .config import BenchConfig
+from .page import Page, fig_png, pct, pyplot
+from .runner import bench_paths, build_sets, cache_key, dataset_kwargs
+
+
+def _opts(cfg: BenchConfig) -> dict:
+    o = {"n_victims": 400, "n_calibration": 200, "n_eval_clean": 400, "target": 859, "batch_sizes": [1, 4, 16],
+         "multi_size": [False, True], "sizes": [0.2, 0.3, 0.4], "positions": ["bottom-right", "random"],
+         "steps": 500, "lr": 0.05, "fprs": [0.06, 0.03], "fill": "noise", "layer": None, "k_max": None,
+         "sentinet_n_test": 100, "variants": [], "size_range": [0.1, 0.5], "detector_batch": None}
+    o.update(cfg.taintradar)
+    return o
+
+
+def _clean_sets(cfg: BenchConfig, clf, o: dict, ds_kwargs: dict) -> dict[str, np.ndarray]:
+    ds = load_dataset(cfg.dataset, cfg.split, limit=cfg.n_images, seed=cfg.seed, **ds_kwargs)
+    with clf.exact():
+        ok = clf.predict(ds.x).numpy() == ds.y
+    x, y = ds.x[ok], ds.y[ok]
+    order = np.random.default_rng(cfg.seed).permutation(len(x))
+    x, y = x[order], y[order]
+    victim = np.flatnonzero(y != o["target"])[: o["n_victims"]]
+    rest = np.setdiff1d(np.arange(len(x)), victim)
+    need = o["n_calibration"] + o["n_eval_clean"] + o["sentinet_n_test"]
+    if len(victim) < o["n_victims"] or len(rest) < need:
+        raise ValueError(f"{cfg.name}: {len(x)} correctly classified images are too few for {o['n_victims']} victims "
+                         f"+ {need} clean; raise n_images")
+    a, b = o["n_calibration"], o["n_calibration"] + o["n_eval_clean"]
+    return {"victims": x[victim], "victims_y": y[victim], "calibration": x[rest[:a]], "eval_clean": x[rest[a:b]],
+            "sentinet_test": x[rest[b:b + o["sentinet_n_test"]]], "n_correct": np.asarray(len(x))}
+
+
+def _cached(path: Path, fn) -> dict[str, np.ndarray]:
+    if not path.exists():
+        res = fn()
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **res)
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _patch_cell(clf, o: dict, sets: dict, setting: dict, folder: Path, progress: bool) -> dict[str, np.ndarray]:
+    """Train the setting's patches (cached one by one) and apply each at every position."""
+    b = int(setting["batch"])
+    xv, yv = torch.from_numpy(sets["victims"]), torch.from_numpy(sets["victims_y"])
+    positions = [setting["position"]] if "position" in setting else o["positions"]
+    out: dict[str, list] = {f"{p}/{k}": [] for p in positions for k in ("x_adv", "success", "mask")}
+    patches = []
+    for j in tqdm(range(len(xv) // b), desc=f"patches {setting['label']}", leave=False, disable=not progress):
+        ap = AdversarialPatch(clf, target=o["target"], size=float(setting["size"]), shape=setting.get("shape", "square"),
+                              multi_size=bool(setting.get("multi_size", False)), size_range=tuple(o["size_range"]),
+                              steps=int(o["steps"]), lr=float(o["lr"]), n_patches=int(setting.get("n_patches", 1)),
+                              seed=j, progress=False)
+        pfile = folder / f"patch-{j:04d}.npy"
+        sl = slice(j * b, (j + 1) * b)
+        if pfile.exists():
+            ap.patch_ = torch.from_numpy(np.load(pfile))
+        else:
+            ap.fit(xv[sl])
+            with atomic_path(pfile) as tmp:
+                np.save(tmp, ap.patch_.numpy())
+        patches.append(ap)
+        for p in positions:
+            ap.position = p
+            res = ap(xv[sl], yv[sl])
+            out[f"{p}/x_adv"].append(res.x_adv.numpy())
+            out[f"{p}/success"].append(res.success.numpy())
+            out[f"{p}/mask"].append(ap.last_masks_.numpy())
+    if patches and not (folder / "patch-0000.png").exists():
+        patches[0].save_png(folder / "patch-0000.png")
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
+                   progress: bool = True) -> dict:
+    out, cache = bench_paths(cfg, out, cache_dir)
+    o = _opts(cfg)
+    clf = load_model(cfg.model)
+    ds_kwargs = dataset_kwargs(cfg, cfg.model)
+    key = cache_key(cfg.model, clf.name, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs,
+                    {k: o[k] for k in ("n_victims", "n_calibration", "n_eval_clean", "target", "steps", "lr",
+                                       "size_range", "sentinet_n_test")})
+    folder = cache / "taintradar" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    sets = _cached(folder / "clean-sets.npz", lambda: _clean_sets(cfg, clf, o, ds_kwargs))
+    tr = TaintRadar(clf, fill=o["fill"], layer=o["layer"], k_max=o["k_max"], batch_size=o["detector_batch"],
+                    seed=cfg.seed, progress=False)
+    k_max = tr.params["k_max"]
+    dkey = cache_key(o["fill"], tr.params["layer"], k_max)
+
+    def ranks(name: str, x: np.ndarray) -> np.ndarray:
+        return _cached(folder / f"ranks-{dkey}-{name}.npz",
+                       lambda: {"r": tr.rank_changes(x) if len(x) else np.zeros((0, k_max), int)})["r"]
+
+    sn = SentiNet(clf, n_test=o["sentinet_n_test"], batch_size=o["detector_batch"], seed=cfg.seed, progress=False)
+    sn.test_images_ = torch.from_numpy(sets["sentinet_test"])
+
+    def points(name: str, x: np.ndarray) -> np.ndarray:
+        return _cached(folder / f"sentinet-{name}.npz",
+                       lambda: {"p": sn.points(x) if len(x) else np.zeros((0, 2))})["p"]
+
+    r_cal, r_eval = ranks("calibration", sets["calibration"]), ranks("eval-clean", sets["eval_clean"])
+    p_cal, p_eval = points("calibration", sets["calibration"]), points("eval-clean", sets["eval_clean"])
+    sn._fit_features(p_cal)
+    s_cal, s_eval = sn.statistic(p_cal), sn.statistic(p_eval)
+    ops = {}
+    for fpr in o["fprs"]:
+        tr.fpr = fpr
+        tr.fit_features(r_cal)
+        ops[fpr] = {"k": tr.k_, "delta_r": tr.delta_r_, "sentinet_threshold": threshold_at_fpr(s_cal, fpr)}
+        ops[fpr]["taintradar_eval_fpr"] = float((r_eval[:, tr.k_ - 1] > tr.delta_r_).mean())
+        ops[fpr]["sentinet_eval_fpr"] = float((s_eval > ops[fpr]["sentinet_threshold"]).mean())
+    fpr_table = tr.fpr_table_
+
+    def detect(name: str, x_adv: np.ndarray) -> dict:
+        ra, pa = ranks(name, x_adv), points(name, x_adv)
+        sa = sn.statistic(pa) if len(pa) else np.zeros(0)
+        row = {"n_adv": int(len(x_adv))}
+        for fpr, op in ops.items():
+            row[f"taintradar_tpr@{fpr}"] = float((ra[:, op["k"] - 1] > op["delta_r"]).mean()) if len(ra) else None
+            row[f"sentinet_tpr@{fpr}"] = float((sa > op["sentinet_threshold"]).mean()) if len(sa) else None
+        k0 = ops[o["fprs"][0]]["k"]
+        row["taintradar_auc"] = roc_auc(r_eval[:, k0 - 1], ra[:, k0 - 1]) if len(ra) else None
+        row["sentinet_auc"] = roc_auc(s_eval, sa) if len(sa) else None
+        return row
+
+    settings = [{"label": f"{'multi' if m else 'single'}-b{b}-s{s:g}", "batch": b, "size": s, "multi_size": m,
+                 "variant": False} for m in o["multi_size"] for b in o["batch_sizes"] for s in o["sizes"]]
+    settings += [{"batch": 16, "size": 0.3, **v, "label": v.get("label", f"variant-{i}"), "variant": True}
+                 for i, v in enumerate(o["variants"])]
+    cells, examples = [], {}
+    for st in tqdm(settings, desc="patch settings", disable=not progress):
+        sfold = folder / "patches" / st["label"]
+        sfold.mkdir(parents=True, exist_ok=True)
+        res = _patch_cell(clf, o, sets, st, sfold, progress)
+        for p in ([st["position"]] if "position" in st else o["positions"]):
+            succ = res[f"{p}/success"].astype(bool)
+            x_adv = res[f"{p}/x_adv"][succ]
+            row = {"setting": st["label"], "batch": st["batch"], "size": st["size"],
+                   "multi_size": bool(st.get("multi_size", False)), "position": p,
+                   "shape": st.get("shape", "square"), "n_patches": int(st.get("n_patches", 1)),
+                   "variant": st["variant"],
+                   "attempts": int(len(succ)), "sr": float(succ.mean())}
+            row.update(detect(f"{st['label']}-{p}", x_adv))
+            masks = res[f"{p}/mask"][succ]
+            if len(x_adv):
+                est = tr.analyse(x_adv[:64], [ops[o['fprs'][0]]["k"]]).est_mask.numpy()
+                m = masks[:64]
+                row["iou_estimated"] = float(((est & m).sum((1, 2)) / np.maximum((est | m).sum((1, 2)), 1)).mean())
+                examples.setdefault("adversarial", (x_adv[0], masks[0], st["label"], p))
+            cells.append(row)
+    extra = []
+    if cfg.attacks:
+        advsets = build_sets(cfg, clf, ds_kwargs, cache, progress=progress)
+        for label, s in advsets.items():
+            extra.append({"attack": label, **detect(f"attack-{cache_key(label, s.config)}", s.x_adv)})
+
+    doc = {"config": cfg.name, "model": cfg.model, "dataset": cfg.dataset, "options": o,
+           "counts": {k: int(len(v)) for k, v in sets.items() if v.ndim > 0}, "n_correct": int(sets["n_correct"]),
+           "operating_points": {str(k): v for k, v in ops.items()}, "fpr_table": fpr_table.tolist(),
+           "k_max": k_max, "cells": cells, "attacks": extra, "provenance": provenance()}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1, default=float))
+    _page(cfg, doc, out, tr, sets, examples, ops)
+    return doc
+
+
+def summary_table(doc: dict) -> tuple[list[str], list[list]]:
+    """Per patch setting and position: SR and both detectors' TPR at the first FPR."""
+    f = doc["options"]["fprs"][0]
+    return (["setting", "position", "SR", "successes", f"SentiNet TPR @{pct(f, 0)}", f"TaintRadar TPR @{pct(f, 0)}"],
+            [[c["setting"], c["position"], pct(c["sr"]), c["n_adv"], pct(c[f"sentinet_tpr@{f}"]),
+              pct(c[f"taintradar_tpr@{f}"])] for c in doc["cells"]])
+
+
+def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, examples: dict, ops: dict) -> None:
+    prov, o = doc["provenance"], doc["options"]
+    fprs = o["fprs"]
+    page = Page(cfg.title or cfg.name)
+    page.text(f"Model `{cfg.model}`, data `{cfg.dataset}` ({cfg.split} split), {doc['n_correct']} correctly classified "
+              f"of {cfg.n_images} drawn: {doc['counts']['victims']} victims (not of the target class {o['target']}), "
+              f"{doc['counts']['calibration']} clean images to choose K and Delta_R and fit SentiNet's boundary, "
+              f"{doc['counts']['eval_clean']} held-out clean images for the FPR, {doc['counts']['sentinet_test']} "
+              f"SentiNet overlay images. Patches: {o['steps']} Adam steps (lr {o['lr']}), filling pattern "
+              f"`{o['fill']}`, K up to {doc['k_max']}.")
+    page.h2("Operating points (chosen on the calibration images only)")
+    page.table(["target FPR", "K", "Delta_R", "TaintRadar held-out FPR", "SentiNet held-out FPR"],
+               [[pct(f), v["k"], v["delta_r"], pct(v["taintradar_eval_fpr"]), pct(v["sentinet_eval_fpr"])]
+                for f, v in ops.items()],
+               caption=f"The paper (ImageNet, VGG16): K = {paper.PARAMS['k']}, Delta_R = {paper.PARAMS['delta_r']} "
+                       f"at 6 %, held-out FPR {pct(paper.PARAMS['heldout_fpr'], 2)}.")
+    grid = [c for c in doc["cells"] if not c["variant"]]
+    for fpr in fprs:
+        page.h2(f"Table II at FPR {pct(fpr, 0)}: SR, SentiNet TPR, TaintRadar TPR (paper's ImageNet figures in "
+                f"parentheses)")
+        rows = []
+        for c in grid:
+            pp = paper.TABLE2.get((c["position"], c["size"]), {}).get(
+                ("multiple" if c["multi_size"] else "single", c["batch"]))
+            ref = (lambda i: f" ({pp[i]:.1f})" if pp and fpr == 0.06 else "")  # noqa: E731
+            rows.append([c["position"], f"{c['size']:g}", "multiple" if c["multi_size"] else "single", c["batch"],
+                         f"{100 * c['sr']:.1f}{ref(0)}", c["n_adv"],
+                         f"{pct(c[f'sentinet_tpr@{fpr}'])}{ref(1)}", f"{pct(c[f'taintradar_tpr@{fpr}'])}{ref(2)}",
+                         pct(c.get("iou_estimated"))])
+        page.table(["position", "patch size", "sizes", "batch", "SR %", "successes", "SentiNet TPR",
+                    "TaintRadar TPR", "IoU (estimate, patch)"], rows)
+    variants = [c for c in doc["cells"] if c["variant"]]
+    if variants:
+        page.h2("Variants (Section VII-A)")
+        page.table(["variant", "shape", "patches", "size", "batch", "position", "SR %", "successes"]
+                   + [f"TaintRadar TPR @{pct(f, 0)}" for f in fprs],
+                   [[c["setting"], c["shape"], c["n_patches"], f"{c['size']:g}", c["batch"], c["position"],
+                     f"{100 * c['sr']:.1f}", c["n_adv"]] + [pct(c[f"taintradar_tpr@{f}"]) for f in fprs]
+                    for c in variants],
+                   caption=f"The paper: two patches {paper.MULTIPLE_PATCHES_TPR} %, star {paper.SHAPES_TPR['star']} %, "
+                           f"lightning {paper.SHAPES_TPR['lightning']} % TPR at FPR 6 %.")
+    if doc["attacks"]:
+        page.h2("L2 / L-inf attacks (TaintRadar is not designed for them)")
+        page.table(["attack", "successes", "TaintRadar AUC"] + [f"TaintRadar TPR @{pct(f, 0)}" for f in fprs]
+                   + [f"SentiNet TPR @{pct(f, 0)}" for f in fprs],
+                   [[r["attack"], r["n_adv"], pct(r["taintradar_auc"])] + [pct(r[f"taintradar_tpr@{f}"]) for f in fprs]
+                    + [pct(r[f"sentinet_tpr@{f}"]) for f in fprs] for r in doc["attacks"]])
+    plt = pyplot()
+    table = np.asarray(doc["fpr_table"])
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for dr in range(min(4, table.shape[1])):
+        ax.plot(np.arange(1, table.shape[0] + 1), 100 * table[:, dr], marker="o", ms=3, label=f"Delta_R = {dr}")
+    for f in fprs:
+        ax.axhline(100 * f, color="grey", lw=0.6, ls="--")
+    ax.set_xlabel("K")
+    ax.set_ylabel("FPR on calibration images (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    page.figure("figure3a_fpr_vs_k.png", fig_png(fig), "Figure 3a: FPR vs K on the calibration images (ours); the "
+                "paper's falls from ~30 % at K = 1 to ~6 % at K = 9 for ImageNet / VGG16.")
+    if "adversarial" in examples:
+        x_adv, _m, label, pos = examples["adversarial"]
+        imgs = np.stack([sets["eval_clean"][0], x_adv])
+        r = tr.analyse(imgs, [ops[fprs[0]]["k"]], keep=True)
+        cols = ["input", "estimated region", "filled estimate", "sub-mask 1", "sub-mask 2", "intersection",
+                "final input"]
+        fig, axes = plt.subplots(2, len(cols), figsize=(1.6 * len(cols), 3.6))
+        for i in range(2):
+            views = [imgs[i], r.est_mask[i], r.x_est[i], r.sub_masks[i, 0], r.sub_masks[i, min(1, r.sub_masks.shape[1] - 1)],
+                     r.final_masks[i, 0], r.x_final[i, 0]]
+            for j, v in enumerate(views):
+                v = np.asarray(v)
+                axes[i, j].imshow(v.transpose(1, 2, 0).squeeze() if v.ndim == 3 else v, cmap="gray", vmin=0, vmax=1)
+                axes[i, j].set_xticks([])
+                axes[i, j].set_yticks([])
+                if i == 0:
+                    axes[i, j].set_title(cols[j], fontsize=7)
+            axes[i, 0].set_ylabel(["benign", "patched"][i] + f"\nrank change {int(r.rank_change[i, 0])}", fontsize=7)
+        fig.tight_layout()
+        page.figure("figure4_masks.png", fig_png(fig), f"Figure 4: TaintRadar's steps on a benign and a patched image "
+                    f"({label}, {pos}); the paper's shows the same columns for VGG16 on ImageNet.")
+    page.text(f"- Machine: {prov['machine']}. Commit `{prov['commit']}`, {prov['date']}.\n"
+              f"- Command: `advguard bench configs/{cfg.name}.toml`")
+    page.write(out)
