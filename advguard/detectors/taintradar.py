@@ -181,7 +181,6 @@ class TaintRadar(Detector):
         # 1. softened Grad-CAM: dl/dZ = (onehot(c) - softmax(Z / T)) / T
         t = p["temperature"]
         v_loss = (eye[pred] - F.softmax(z / t, dim=1)) / t
-        # 3 (cotangents prepared after step 2): K one-hot rows per image, all in one batched backward
         g_loss = vjp(v_loss[None])[0]
         cam = F.relu((g_loss.mean((2, 3), keepdim=True) * a).sum(1))
         est = binarize_cam(cam, size, p["threshold"])
@@ -192,6 +191,7 @@ class TaintRadar(Detector):
         rise = z_est - z
         rise[torch.arange(n), pred] = -torch.inf
         labels = rise.topk(k_max, dim=1).indices  # (n, k_max)
+        # 3. negative Grad-CAM of each label: one-hot cotangents (k_max, n, classes) in one batched backward
         g_lab = vjp(eye[labels.T])  # (k_max, n, C', h, w)
         neg = F.relu(-(g_lab.mean((3, 4), keepdim=True) * a[None]).sum(2))  # (k_max, n, h, w)
         sub = binarize_cam(neg, size, p["threshold"]).transpose(0, 1)  # (n, k_max, H, W)
