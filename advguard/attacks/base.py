@@ -100,12 +100,17 @@ class Attack:
             xb = xt[sl].to(clf.device)
             adv = self._run(xb, yt[sl].to(clf.device), None if tt is None else tt[sl].to(clf.device))
             outs.append(adv.detach().clamp(*clf.bounds).cpu())
-        x_adv = torch.cat(outs)
+        return self._result(xt, torch.cat(outs), yt, tt)
+
+    def _result(self, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
+                ) -> AttackResult:
+        """Predictions, success (decided in float32) and perturbation norms of ``x_adv`` made from ``x``."""
+        clf = self.classifier
         with clf.exact():  # adversarial examples sit at the boundary: decide success in float32
             pred = clf.predict(x_adv, batch_size=self.batch_size)
-            success = success_of(clf, x_adv, yt, tt, self.top_k, pred=pred, batch_size=self.batch_size)
-        return AttackResult(x_adv=x_adv, success=success, y=yt, targets=tt, pred_adv=pred,
-                            norms=perturbation_norms(xt, x_adv), attack=self.name, params=dict(self.params))
+            success = success_of(clf, x_adv, y, targets, self.top_k, pred=pred, batch_size=self.batch_size)
+        return AttackResult(x_adv=x_adv, success=success, y=y, targets=targets, pred_adv=pred,
+                            norms=perturbation_norms(x, x_adv), attack=self.name, params=dict(self.params))
 
 
 def success_of(clf: Classifier, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None, top_k: int = 1,

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import unknown_name
 from ..validation import as_labels
-from .base import Attack, AttackResult, perturbation_norms, success_of
+from .base import Attack, AttackResult
 
 SHAPES = ("square", "circle", "star", "lightning")
 POSITIONS = ("bottom-right", "bottom-left", "top-left", "top-right", "random")
@@ -212,19 +212,19 @@ class AdversarialPatch(Attack):
         spots = ["bottom-left", "bottom-right"] if self.n_patches == 2 else [position]
         out = x.clone()
         masks = torch.zeros(n, *hw, dtype=torch.bool)
+        # exact placement: the patch resized to s x s once, a binary mask, integer offsets
         mask = shape_mask(self.shape, self.patch_.shape[-1])
+        pimg = F.interpolate(self.patch_[None], size=(s, s), mode="bilinear", antialias=True,
+                             align_corners=False)[0].clamp(0, 1)
+        pm = F.interpolate(mask[None, None], size=(s, s), mode="bilinear", align_corners=False)[0, 0] > 0.5
         for spot in spots:
             if spot == "random":
-                sides, centers, _ = self._random_placements(n, hw, g, training=False)
+                _, centers, _ = self._random_placements(n, hw, g, training=False)
                 rows, cols = (centers[:, 0] - (s - 1) / 2).round().long(), (centers[:, 1] - (s - 1) / 2).round().long()
             else:
                 r0 = 0 if spot.startswith("top") else hw[0] - s
                 c0 = 0 if spot.endswith("left") else hw[1] - s
                 rows, cols = torch.full((n,), r0), torch.full((n,), c0)
-            # exact placement: resize the patch to s x s once, binary mask, integer offsets
-            pimg = F.interpolate(self.patch_[None], size=(s, s), mode="bilinear", antialias=True,
-                                 align_corners=False)[0].clamp(0, 1)
-            pm = F.interpolate(mask[None, None], size=(s, s), mode="bilinear", align_corners=False)[0, 0] > 0.5
             for i in range(n):
                 r, c = int(rows[i].clamp(0, hw[0] - s)), int(cols[i].clamp(0, hw[1] - s))
                 region = out[i, :, r:r + s, c:c + s]
@@ -241,13 +241,8 @@ class AdversarialPatch(Attack):
         if targets is None and self.target is not None:
             targets = torch.full((xt.shape[0],), self.target, dtype=torch.long)
         tt = None if targets is None else as_labels(targets, xt.shape[0], clf.num_classes, name="targets")
-        x_adv, masks = self.apply(xt)
-        self.last_masks_ = masks
-        with clf.exact():
-            pred = clf.predict(x_adv, batch_size=self.batch_size)
-            success = success_of(clf, x_adv, yt, tt, self.top_k, pred=pred, batch_size=self.batch_size)
-        return AttackResult(x_adv=x_adv, success=success, y=yt, targets=tt, pred_adv=pred,
-                            norms=perturbation_norms(xt, x_adv), attack=self.name, params=dict(self.params))
+        x_adv, self.last_masks_ = self.apply(xt)
+        return self._result(xt, x_adv, yt, tt)
 
     def save_png(self, path: str | Path) -> Path:
         """Write the trained patch as an RGB/grey PNG (masked-out pixels transparent for non-square shapes)."""

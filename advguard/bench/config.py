@@ -31,9 +31,13 @@ ADAPTIVE_KEYS = {"label", "n_images", "restarts", "steps", "check_every", "confi
                  "init_noise"}
 SEGFAULT_KEYS = {"classifiers", "pixel_classifiers", "baseline", "statistic", "batch_images", "unit"}
 UNIT_KEYS = {"label", "unit", "params"}
-TAINTRADAR_KEYS = {"n_victims", "n_calibration", "n_eval_clean", "target", "batch_sizes", "multi_size", "sizes",
-                   "positions", "steps", "lr", "fprs", "fill", "layer", "k_max", "sentinet_n_test", "variants",
-                   "size_range", "detector_batch"}
+#: [taintradar] options and their defaults (the paper's ImageNet protocol)
+TAINTRADAR_DEFAULTS = {"n_victims": 400, "n_calibration": 200, "n_eval_clean": 400, "target": 859,
+                       "batch_sizes": [1, 4, 16], "multi_size": [False, True], "sizes": [0.2, 0.3, 0.4],
+                       "positions": ["bottom-right", "random"], "steps": 500, "lr": 0.05, "fprs": [0.06, 0.03],
+                       "fill": "noise", "layer": None, "k_max": None, "sentinet_n_test": 100, "variants": [],
+                       "size_range": [0.1, 0.5], "detector_batch": None}
+TAINTRADAR_KEYS = set(TAINTRADAR_DEFAULTS)
 VARIANT_KEYS = {"label", "batch", "size", "shape", "n_patches", "position", "multi_size"}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift", "group"}
@@ -146,21 +150,13 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         _check_imageops(imageops, cnn, where)
     elif imageops or cnn:
         raise ConfigError(f"{where}: [imageops] and [[cnn]] belong to experiment = \"imageops\"")
-    themis = dict(doc.get("themis", {}))
-    if experiment == "themis":
-        _check_themis(themis, where)
-    elif themis:
-        raise ConfigError(f"{where}: [themis] belongs to experiment = \"themis\"")
-    segfault = dict(doc.get("segfault", {}))
-    if experiment == "segfault":
-        _check_segfault(segfault, where)
-    elif segfault:
-        raise ConfigError(f"{where}: [segfault] belongs to experiment = \"segfault\"")
-    taintradar = dict(doc.get("taintradar", {}))
-    if experiment == "taintradar":
-        _check_taintradar(taintradar, where)
-    elif taintradar:
-        raise ConfigError(f"{where}: [taintradar] belongs to experiment = \"taintradar\"")
+    sections = {}  # [themis], [segfault], [taintradar]: each belongs to the experiment of its name
+    for name, check in (("themis", _check_themis), ("segfault", _check_segfault), ("taintradar", _check_taintradar)):
+        sections[name] = dict(doc.get(name, {}))
+        if experiment == name:
+            check(sections[name], where)
+        elif sections[name]:
+            raise ConfigError(f"{where}: [{name}] belongs to experiment = \"{name}\"")
     fr = tuple(doc.get("fractions", (0.7, 0.15, 0.15) if experiment == "imageops" else (0.8, 0.2)))
     want = 3 if experiment == "imageops" else 2
     if len(fr) != want:
@@ -172,8 +168,7 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         seed=int(doc.get("seed", 0)), fractions=fr, fpr=float(doc.get("fpr", 0.05)),
         roundtrip=doc.get("roundtrip") or None, out=doc.get("out"), dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
         chunk_size=int(doc.get("chunk_size", 256)), bootstrap=int(doc.get("bootstrap", 1000)),
-        experiment=experiment, imageops=imageops, cnn=cnn, themis=themis, segfault=segfault,
-        taintradar=taintradar, source_text=source_text)
+        experiment=experiment, imageops=imageops, cnn=cnn, **sections, source_text=source_text)
 
 
 def _check_names(names, registry, kind: str, where: str) -> None:
@@ -237,15 +232,16 @@ def _check_taintradar(opts: dict, where: str) -> None:
     from ..detectors.taintradar import FILLS
 
     _check_keys(opts, TAINTRADAR_KEYS, f"{where} [taintradar]")
-    _check_names(opts.get("positions", []), POSITIONS, "patch position", f"{where} [taintradar]")
-    _check_names([opts.get("fill", "noise")], FILLS, "filling pattern", f"{where} [taintradar]")
-    for s in opts.get("sizes", []):
+    opts = {**TAINTRADAR_DEFAULTS, **opts}
+    _check_names(opts["positions"], POSITIONS, "patch position", f"{where} [taintradar]")
+    _check_names([opts["fill"]], FILLS, "filling pattern", f"{where} [taintradar]")
+    for s in opts["sizes"]:
         if not 0 < float(s) < 1:
             raise ConfigError(f"{where} [taintradar] sizes: each is a share of the image area in (0, 1), got {s}")
-    n, batches = int(opts.get("n_victims", 400)), [int(b) for b in opts.get("batch_sizes", [16])]
+    n, batches = int(opts["n_victims"]), [int(b) for b in opts["batch_sizes"]]
     if any(b < 1 or n % b for b in batches):
         raise ConfigError(f"{where} [taintradar] batch_sizes must divide n_victims = {n}, got {batches}")
-    for i, v in enumerate(opts.get("variants", [])):
+    for i, v in enumerate(opts["variants"]):
         _check_keys(v, VARIANT_KEYS, f"{where} [[taintradar.variants]] #{i + 1}")
         _check_names([v.get("shape", "square")], SHAPES, "patch shape", f"{where} [[taintradar.variants]] #{i + 1}")
         _check_names([v.get("position", "bottom-right")], POSITIONS, "patch position",

@@ -35,18 +35,9 @@ from ..metrics import roc_auc, threshold_at_fpr
 from ..models import load_model
 from ..report import provenance
 from . import paper_taintradar as paper
-from .config import BenchConfig
+from .config import TAINTRADAR_DEFAULTS, BenchConfig
 from .page import Page, fig_png, pct, pyplot
 from .runner import bench_paths, build_sets, cache_key, dataset_kwargs
-
-
-def _opts(cfg: BenchConfig) -> dict:
-    o = {"n_victims": 400, "n_calibration": 200, "n_eval_clean": 400, "target": 859, "batch_sizes": [1, 4, 16],
-         "multi_size": [False, True], "sizes": [0.2, 0.3, 0.4], "positions": ["bottom-right", "random"],
-         "steps": 500, "lr": 0.05, "fprs": [0.06, 0.03], "fill": "noise", "layer": None, "k_max": None,
-         "sentinet_n_test": 100, "variants": [], "size_range": [0.1, 0.5], "detector_batch": None}
-    o.update(cfg.taintradar)
-    return o
 
 
 def _clean_sets(cfg: BenchConfig, clf, o: dict, ds_kwargs: dict) -> dict[str, np.ndarray]:
@@ -111,7 +102,7 @@ def _patch_cell(clf, o: dict, sets: dict, setting: dict, folder: Path, progress:
 def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
                    progress: bool = True) -> dict:
     out, cache = bench_paths(cfg, out, cache_dir)
-    o = _opts(cfg)
+    o = {**TAINTRADAR_DEFAULTS, **cfg.taintradar}
     clf = load_model(cfg.model)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
     key = cache_key(cfg.model, clf.name, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs,

@@ -281,9 +281,6 @@ class TaintRadar(Detector):
         self.threshold_ = float(dr)
         return self
 
-    def score_features(self, f: np.ndarray) -> np.ndarray:
-        return self.statistic(f)
-
     def explain(self, x: np.ndarray | torch.Tensor) -> list[dict]:
         """Per image: prediction, rank change, verdict, the labels used, and the estimated / final masks."""
         r = self.analyse(x, keep=False)
