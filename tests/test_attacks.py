@@ -21,7 +21,7 @@ def setup():
     return clf, torch.from_numpy(ds.x[keep][:8]), torch.from_numpy(ds.y[keep][:8])
 
 
-@pytest.mark.parametrize("name", list(ATTACKS))
+@pytest.mark.parametrize("name", [n for n, a in ATTACKS.items() if not a.targets_required])  # RP2: test_blurnet
 def test_attack_changes_labels_within_bound(setup, name):
     clf, x, y = setup
     cls = ATTACKS[name]

@@ -11,6 +11,10 @@ from advguard.models.evaluation import CHECK_SUBSET, evaluate
 #: The accuracy each model must reach on its full test split (issue #2).
 TARGETS = {"fashion-mnist-cnn": 0.91, "cifar10-cnn": 0.88, "cifar10-resnet20": 0.85, "gtsrb-cnn": 0.95,
            "efficientnet-lite0": 0.85}
+#: BlurNet's trained defences (issue #8) may cost accuracy, as in the paper (91 % -> 82-87 %): at most
+#: ten points below gtsrb-cnn's target. The fixed-blur variants add layers to trained weights without
+#: retraining; their accuracy is what it is (Table 1 measures it) and has no target.
+TARGETS.update({n: 0.85 for n, s in ZOO.items() if s.base == "gtsrb-cnn" and s.own_weights})
 TOLERANCE = 0.03  # a 500-image subset vs the full test split
 
 
@@ -21,11 +25,13 @@ def test_card_is_complete(name):
     for key in ("dataset", "data_source", "eval_split", "test_accuracy", "parameters", "command", "machine",
                 "check_subset"):
         assert key in card, f"{name} card lacks {key}"
-    if not get_spec(name).external:
+    if get_spec(name).own_weights:
         assert "wall_time_s" in card and card["train_split"]
+    if get_spec(name).defense:
+        assert card["defense"] == get_spec(name).defense
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", [n for n in ZOO if n in TARGETS])
 def test_card_accuracy_meets_issue_target(name):
     assert get_spec(name).card()["test_accuracy"] >= TARGETS[name]
 

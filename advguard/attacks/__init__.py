@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from ..errors import unknown_name
 from .patch import AdversarialPatch, shape_mask
+from .rp2 import RP2, Sticker
 from .base import Attack, AttackResult, perturbation_norms, shifted_targets
 from .standard import STANDARD_ATTACKS, FoolboxAttack
 
-ATTACKS: dict[str, type[Attack]] = dict(STANDARD_ATTACKS)
+ATTACKS: dict[str, type[Attack]] = {**STANDARD_ATTACKS, "rp2": RP2}
 
 
 def make_attack(name: str, classifier, **params) -> Attack:
@@ -16,5 +17,5 @@ def make_attack(name: str, classifier, **params) -> Attack:
     return ATTACKS[name](classifier, **params)
 
 
-__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "AttackResult", "FoolboxAttack", "make_attack", "perturbation_norms",
+__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "RP2", "Sticker", "AttackResult", "FoolboxAttack", "make_attack", "perturbation_norms",
            "shape_mask", "shifted_targets"]

@@ -58,6 +58,10 @@ class Attack:
     name = "attack"
     norm = "linf"
     targeted_ok = True
+    #: the attack only makes sense with targets= (RP2)
+    targets_required = False
+    #: the attack works within a given epsilon (FGSM, PGD...) rather than minimising the perturbation
+    fixed_budget = False
 
     def __init__(self, classifier: Classifier, *, batch_size: int = 128, seed: int = 0, progress: bool = True,
                  top_k: int = 1, **params):

@@ -124,6 +124,8 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
         _check_keys(a, ATTACK_KEYS, f"{where} [[attack]] #{i + 1}")
         if a.get("name") not in ATTACKS:
             raise ConfigError(str(unknown_name("attack", str(a.get("name")), list(ATTACKS))) + f" ({where})")
+        if ATTACKS[a["name"]].targets_required and a.get("target_shift") is None:
+            raise ConfigError(f"{where} [[attack]] #{i + 1}: {a['name']} is targeted only; give target_shift")
         attacks.append(AttackSpec(a["name"], a.get("label", a["name"]), dict(a.get("params", {})),
                                   a.get("target_shift"), a.get("group")))
     detectors = []
