@@ -196,10 +196,11 @@ def _bench(args: argparse.Namespace) -> int:
     doc = run_bench(cfg, out=args.out, cache_dir=args.cache_dir)
     out = args.out or cfg.out or f"runs/bench/{cfg.name}"
     if cfg.experiment != "grid":
-        from .bench import imageops_experiment, segfault_experiment, taintradar_experiment, themis_experiment
+        from .bench import (blurnet_experiment, imageops_experiment, segfault_experiment, taintradar_experiment,
+                            themis_experiment)
 
-        experiment = {"imageops": imageops_experiment, "themis": themis_experiment,
-                      "segfault": segfault_experiment, "taintradar": taintradar_experiment}[cfg.experiment]
+        experiment = {"imageops": imageops_experiment, "themis": themis_experiment, "segfault": segfault_experiment,
+                      "taintradar": taintradar_experiment, "blurnet": blurnet_experiment}[cfg.experiment]
         print(markdown_table(*experiment.summary_table(doc)))
         print(f"\nartefacts in {out}: results.json, results.md, *.png, report.html")
         return 0

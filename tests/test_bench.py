@@ -182,3 +182,26 @@ def test_taintradar_smoke_config(tmp_path):
     assert "Table II" in html and html.count("data:image/png;base64,") >= 1
     assert main(args) == 0  # patches, rank changes and SentiNet points cached: identical numbers
     assert json.loads((out / "results.json").read_text())["cells"] == doc["cells"]
+
+
+def test_blurnet_smoke_config(tmp_path):
+    """experiment = "blurnet": RP2 stickers per target, Tables 1 and 2 beside the paper's, figures, resumable."""
+    from advguard.cli import main
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["bench", str(ROOT / "configs" / "blurnet-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert len(doc["signs"]) == 6 and doc["targets"] == [1, 38]
+    assert [r["model"] for r in doc["table1"]] == ["gtsrb-cnn", "gtsrb-cnn-input-blur3"]
+    t2 = {(r["model"], r.get("mask")) for r in doc["table2"]}
+    assert t2 == {("gtsrb-cnn", None), ("gtsrb-cnn-feature-blur3", None), ("gtsrb-cnn", "l1")}
+    base = doc["table2"][0]
+    assert base["acc_signs"] == 1.0 and abs(base["acc_test"] - 0.9572) < 0.002  # the card's full-test accuracy
+    assert base["avg_success"] >= 0.5 and 0 < base["l2"] < 0.6  # 25 steps already flip most signs
+    assert doc["table1"][0]["avg_success"] == base["avg_success"]  # the source model sees its own stickers
+    html = (out / "report.html").read_text()
+    assert "Table 1" in html and "Table 2" in html and html.count("data:image/png;base64,") == 3
+    assert len(list((out / "stickers").glob("*.png"))) == 3
+    assert main(args) == 0  # stickers cached: identical numbers
+    assert json.loads((out / "results.json").read_text())["table2"] == doc["table2"]

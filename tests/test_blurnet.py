@@ -10,7 +10,7 @@ from torch import nn
 from advguard.attacks.rp2 import (RP2, l2_dissimilarity, mask_from_perturbation, nps, palette_cube, random_warps,
                                   rectangles_mask, save_sticker_png, sign_mask)
 from advguard.defenses.blurnet import (DepthwiseBlur, TVPenalty, blur_kernel, feature_blur, first_layer_maps,
-                                       high_frequency_share, input_blur, linf_penalty, log_spectrum, total_variation)
+                                       high_frequency_share, linf_penalty, log_spectrum, total_variation)
 from advguard.models import ZOO, build_module, load_model
 
 

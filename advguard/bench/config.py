@@ -14,7 +14,7 @@ from ..errors import AdvguardError, unknown_name
 
 TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
             "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap", "experiment", "imageops", "cnn", "themis",
-            "segfault", "taintradar"}
+            "segfault", "taintradar", "blurnet"}
 #: experiments: "grid" = {attacks} x {detectors} x {decision models}, one cell per attack (the default);
 #: "imageops" = Nguyen et al.'s protocol (all attacks pooled, 70/15/15 train/dev/eval, Tables 1 and 3-6)
 #: "themis" = Erase-and-Restore's protocol (balanced clean/adversarial sets on one or more target models,
@@ -24,7 +24,9 @@ TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "f
 #: :mod:`advguard.bench.segfault_experiment`)
 #: "taintradar" = TaintRadar's protocol (adversarial-patch grid x SentiNet / TaintRadar, Table II, Figures 3a
 #: and 4, see :mod:`advguard.bench.taintradar_experiment`); its [[attack]]s are optional L2 / L-inf extras
-EXPERIMENTS = ("grid", "imageops", "themis", "segfault", "taintradar")
+#: "blurnet" = BlurNet's protocol (RP2 stickers on stop signs against defended models, Tables 1 and 2,
+#: Figures 1, 2 and 4, see :mod:`advguard.bench.blurnet_experiment`); it needs no [[attack]]
+EXPERIMENTS = ("grid", "imageops", "themis", "segfault", "taintradar", "blurnet")
 IMAGEOPS_KEYS = {"k", "ks", "classifiers", "families"}
 THEMIS_KEYS = {"models", "classifiers", "ns", "balanced", "adaptive", "compare", "n", "train_on"}
 ADAPTIVE_KEYS = {"label", "n_images", "restarts", "steps", "check_every", "confidence", "stepsize", "const",
@@ -38,6 +40,14 @@ TAINTRADAR_DEFAULTS = {"n_victims": 400, "n_calibration": 200, "n_eval_clean": 4
                        "fill": "noise", "layer": None, "k_max": None, "sentinet_n_test": 100, "variants": [],
                        "size_range": [0.1, 0.5], "detector_batch": None}
 TAINTRADAR_KEYS = set(TAINTRADAR_DEFAULTS)
+#: [blurnet] options and their defaults (the paper's protocol on GTSRB)
+BLURNET_DEFAULTS = {"stop_class": 14, "n_signs": 40, "targets": "all", "lam": 0.002, "steps": 300, "lr": 0.05,
+                    "mask": "rectangles", "n_transforms": 1, "chunk": 7, "eval_views": 10, "l1_mask": True,
+                    "l1_share": 0.1, "spectra_blur": 5,
+                    "blackbox": ["gtsrb-cnn-input-blur3", "gtsrb-cnn-input-blur5", "gtsrb-cnn-feature-blur3",
+                                 "gtsrb-cnn-feature-blur5"],
+                    "whitebox": ["gtsrb-cnn-dw3", "gtsrb-cnn-dw5", "gtsrb-cnn-dw7", "gtsrb-cnn-tv1e-4",
+                                 "gtsrb-cnn-tv1e-5"]}
 VARIANT_KEYS = {"label", "batch", "size", "shape", "n_patches", "position", "multi_size"}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift", "group"}
@@ -91,6 +101,7 @@ class BenchConfig:
     themis: dict = field(default_factory=dict)
     segfault: dict = field(default_factory=dict)
     taintradar: dict = field(default_factory=dict)
+    blurnet: dict = field(default_factory=dict)
     source_text: str = ""
 
 
@@ -141,7 +152,7 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
     experiment = doc.get("experiment", "grid")
     if experiment not in EXPERIMENTS:
         raise ConfigError(str(unknown_name("experiment", str(experiment), list(EXPERIMENTS))) + f" ({where})")
-    if (not attacks and experiment != "taintradar") or (experiment == "grid" and not detectors):
+    if (not attacks and experiment not in ("taintradar", "blurnet")) or (experiment == "grid" and not detectors):
         raise ConfigError(f"{where}: needs at least one [[attack]]" + (" and one [[detector]]"
                                                                        if experiment == "grid" else ""))
     labels = [a.label for a in attacks]
@@ -153,7 +164,8 @@ def parse_config(doc: dict, where: str = "config", source_text: str = "") -> Ben
     elif imageops or cnn:
         raise ConfigError(f"{where}: [imageops] and [[cnn]] belong to experiment = \"imageops\"")
     sections = {}  # [themis], [segfault], [taintradar]: each belongs to the experiment of its name
-    for name, check in (("themis", _check_themis), ("segfault", _check_segfault), ("taintradar", _check_taintradar)):
+    for name, check in (("themis", _check_themis), ("segfault", _check_segfault), ("taintradar", _check_taintradar),
+                        ("blurnet", _check_blurnet)):
         sections[name] = dict(doc.get(name, {}))
         if experiment == name:
             check(sections[name], where)
@@ -250,6 +262,22 @@ def _check_taintradar(opts: dict, where: str) -> None:
                      f"{where} [[taintradar.variants]] #{i + 1}")
         if n % int(v.get("batch", 16)):
             raise ConfigError(f"{where} [[taintradar.variants]] #{i + 1}: batch must divide n_victims = {n}")
+
+
+def _check_blurnet(opts: dict, where: str) -> None:
+    from ..attacks.rp2 import MASKS
+    from ..models import ZOO
+
+    _check_keys(opts, set(BLURNET_DEFAULTS), f"{where} [blurnet]")
+    o = {**BLURNET_DEFAULTS, **opts}
+    _check_names(list(o["blackbox"]) + list(o["whitebox"]), ZOO, "model", f"{where} [blurnet]")
+    _check_names([o["mask"]], MASKS, "RP2 mask", f"{where} [blurnet]")
+    if o["targets"] != "all" and (not isinstance(o["targets"], list) or int(o["stop_class"]) in o["targets"]):
+        raise ConfigError(f"{where} [blurnet] targets: \"all\" or a list of classes other than the stop class, "
+                          f"got {o['targets']!r}")
+    for k in ("n_signs", "steps", "chunk", "eval_views", "n_transforms"):
+        if int(o[k]) < 1:
+            raise ConfigError(f"{where} [blurnet] {k} must be at least 1, got {o[k]}")
 
 
 def load_config(path: str | Path) -> BenchConfig:

@@ -135,6 +135,10 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | 
         from .taintradar_experiment import run_taintradar
 
         return run_taintradar(cfg, out=out, cache_dir=cache_dir, progress=progress)
+    if cfg.experiment == "blurnet":
+        from .blurnet_experiment import run_blurnet
+
+        return run_blurnet(cfg, out=out, cache_dir=cache_dir, progress=progress)
 
     out, cache = bench_paths(cfg, out, cache_dir)
     out.mkdir(parents=True, exist_ok=True)
