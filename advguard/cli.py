@@ -110,15 +110,15 @@ def _datasets(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from .models import ZOO
 
-    print(f"{'name':20} {'dataset':17} {'params':>9} {'accuracy':>9}  description")
+    print(f"{'name':26} {'dataset':17} {'params':>9} {'accuracy':>9}  description")
     for spec in ZOO.values():
         card = spec.card()
         acc = card.get("test_accuracy")
         acc_s = f"{100 * acc:.2f}%" if acc is not None else "untrained" if not spec.external else "-"
         params = card.get("parameters")
-        print(f"{spec.name:20} {spec.dataset:17} {params if params else '-':>9} {acc_s:>9}  {spec.description}")
+        print(f"{spec.name:26} {spec.dataset:17} {params if params else '-':>9} {acc_s:>9}  {spec.description}")
         if card.get("eval_split"):
-            print(f"{'':20} measured on {card['dataset']} {card['eval_split']}, {card.get('data_source', '')}")
+            print(f"{'':26} measured on {card['dataset']} {card['eval_split']}, {card.get('data_source', '')}")
     return 0
 
 

@@ -18,7 +18,17 @@ TARGETS.update({n: 0.85 for n, s in ZOO.items() if s.base == "gtsrb-cnn" and s.o
 TOLERANCE = 0.03  # a 500-image subset vs the full test split
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+#: models with weights at hand; a declared BlurNet variant is absent until `advguard train` has made it
+AVAILABLE = [n for n, s in ZOO.items() if s.available]
+
+
+def test_only_trainable_defence_variants_may_lack_weights():
+    missing = [n for n in ZOO if n not in AVAILABLE]
+    assert all(ZOO[n].defense and ZOO[n].own_weights for n in missing), missing
+    assert {"fashion-mnist-cnn", "cifar10-cnn", "cifar10-resnet20", "gtsrb-cnn", "efficientnet-lite0"} <= set(AVAILABLE)
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
 def test_card_is_complete(name):
     card = get_spec(name).card()
     assert card, f"{name} has no model card; run `advguard train {name} --install`"
@@ -31,17 +41,20 @@ def test_card_is_complete(name):
         assert card["defense"] == get_spec(name).defense
 
 
-@pytest.mark.parametrize("name", [n for n in ZOO if n in TARGETS])
+@pytest.mark.parametrize("name", [n for n in AVAILABLE if n in TARGETS])
 def test_card_accuracy_meets_issue_target(name):
     assert get_spec(name).card()["test_accuracy"] >= TARGETS[name]
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", AVAILABLE)
 def test_accuracy_on_fixed_subset_matches_card(name):
     card = get_spec(name).card()
     r = evaluate(name, **CHECK_SUBSET)
     assert r["n"] == CHECK_SUBSET["limit"]
-    assert r["accuracy"] >= card["test_accuracy"] - TOLERANCE
+    p = card["test_accuracy"]
+    # models without a target (fixed-blur variants at 6-95 %): three binomial standard errors of a 500 subset
+    tol = TOLERANCE if name in TARGETS else 3 * (p * (1 - p) / CHECK_SUBSET["limit"]) ** 0.5
+    assert r["accuracy"] >= p - tol
     # The same weights on the same images give the accuracy recorded at training time.
     assert abs(r["accuracy"] - card["check_subset"]["accuracy"]) <= 0.004
 

