@@ -160,3 +160,36 @@ def test_sentinet_calibrates_and_round_trips(cifar_patch, tmp_path):
     assert np.allclose(loaded.score(x[200:210]), sn.score(x[200:210]))
     with pytest.raises(AdvguardError, match="n_test"):
         SentiNet(clf, n_test=20).fit(x[:25])
+
+
+def test_soft_gradcam_is_taintradars_estimate_and_region_misleading_moves_it():
+    """The differentiable heat binarises to TaintRadar's estimated region; a patch trained with lambda = 0.9 to
+    mislead it overlaps TaintRadar's estimate far less than a plain (lambda = 0) one (paper Figure 6's trend)."""
+    from advguard.attacks.region_misleading import RegionMisleadingPatch, soft_gradcam
+    from advguard.data import load_dataset
+    from advguard.models import load_model
+
+    clf = load_model("cifar10-cnn")
+    ds = load_dataset("cifar10", "test", limit=400, seed=1, source="jpeg")
+    x, y = torch.from_numpy(ds.x), torch.from_numpy(ds.y)
+    ok = (clf.predict(x) == y) & (y != 3)
+    x, y = x[ok], y[ok]
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    tr = TaintRadar(clf, fill="blur", progress=False)
+    heat, _ = soft_gradcam(clf, x[:32], clf.gradcam_layer)
+    est = tr.analyse(x[:32], [1]).est_mask
+    agree = ((heat.detach() >= 0.15) == est).float().mean()
+    assert float(agree) > 0.995, float(agree)  # bilinear upsampling of the same map: equal up to float noise
+    ious, srs = {}, {}
+    for lam in (0.0, 0.9):
+        ap = RegionMisleadingPatch(clf, target=3, lam=lam, size=0.15, steps=150, progress=False).fit(x[:16])
+        res = ap(x[16:80], y[16:80])
+        m = ap.last_masks_.bool()
+        e = tr.analyse(res.x_adv, [1]).est_mask
+        ious[lam] = float(((e & m).sum((1, 2)).float() / (e | m).sum((1, 2)).clamp_min(1).float()).mean())
+        srs[lam] = res.success_rate
+    assert srs[0.0] >= 0.5 and ious[0.0] > 0.4, (srs, ious)
+    assert ious[0.9] < ious[0.0] - 0.15, ious
+    with pytest.raises(ValueError, match="lam"):
+        RegionMisleadingPatch(clf, target=3, lam=1.5)

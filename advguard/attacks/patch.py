@@ -168,8 +168,7 @@ class AdversarialPatch(Attack):
                     canvas, m = place(patch, mask, hw, sides[sl].to(clf.device), centers[sl].to(clf.device),
                                       angles[sl].to(clf.device))
                     adv = reps[sl] * (1 - m) + canvas * m
-                    ce = F.cross_entropy(clf.forward(adv), labels[sl], reduction="sum")
-                    loss = (ce if self.target is not None else -ce) / reps.shape[0]
+                    loss = self._loss(adv, labels[sl], m) / reps.shape[0]
                     loss.backward()
                 total += float(loss.detach())
             opt.step()
@@ -179,6 +178,12 @@ class AdversarialPatch(Attack):
             bar.set_postfix(loss=f"{total:.3f}")
         self.patch_ = patch.detach().cpu()
         return self
+
+    def _loss(self, adv: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The training loss summed over a batch of patched images (``masks``: where the patch is, (b, 1, H, W)):
+        cross-entropy to the target, or minus the cross-entropy of the true label when untargeted."""
+        ce = F.cross_entropy(self.classifier.forward(adv), labels, reduction="sum")
+        return ce if self.target is not None else -ce
 
     def _random_placements(self, n: int, hw: tuple[int, int], g: torch.Generator, training: bool):
         h, w = hw

@@ -1,0 +1,83 @@
+"""Region-misleading adversarial patch: TaintRadar's first adaptive attack (paper ``taintradar``
+Section VII-B, "Misleading Critical Region Estimation", Figure 6; METHODS.md section 5).
+
+The patch is trained as :class:`~advguard.attacks.AdversarialPatch` but its loss per image is
+
+    (1 - lam) * CE(f(x_patched), target)  +  lam * share of the softened Grad-CAM heat inside the patch
+
+so a larger ``lam`` pushes TaintRadar's estimated critical region away from the patch (and the attack
+cares less about the target). The heat is TaintRadar's own estimate before binarisation (Sec. V-A:
+Grad-CAM of log softmax(Z / T) for the predicted label, T = 2, on the same layer, scaled to max 1 per image
+and upsampled bilinearly), computed differentiably (double backward through the head).
+
+Deviation, stated: the paper does not give its region term; "share of the heat inside the patch" is ours
+(it is 1 when the estimate sits on the patch, 0 when it avoids it, and smooth in between).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..classifier import Classifier
+from .patch import AdversarialPatch
+
+
+def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable softened Grad-CAM heat (N, H, W) in [0, 1] (max 1 per image) and the logits (N, classes).
+
+    ``layer`` as TaintRadar's (``"name"`` = the module's output, ``"name:input"`` = its input). The graph is
+    kept (``create_graph``), so a loss on the heat back-propagates to ``x``.
+    """
+    holder: dict[str, torch.Tensor] = {}
+    name = layer.removesuffix(":input")
+    mod = classifier.layer(name)
+    if layer.endswith(":input"):
+        handle = mod.register_forward_pre_hook(lambda _m, args: holder.__setitem__("a", args[0]))
+    else:
+        handle = mod.register_forward_hook(
+            lambda _m, _i, out: holder.__setitem__("a", out[0] if isinstance(out, (tuple, list)) else out))
+    if not x.requires_grad:  # the heat of fixed images: the graph still has to reach the layer
+        x = x.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            z = classifier.forward(x)
+    finally:
+        handle.remove()
+    a = holder["a"]
+    pred = z.detach().argmax(1)
+    with torch.enable_grad():
+        lp = F.log_softmax(z / temperature, dim=1).gather(1, pred[:, None]).sum()
+        (g,) = torch.autograd.grad(lp, a, create_graph=True)
+    cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True))
+    cam = cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]
+    heat = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    return heat, z
+
+
+class RegionMisleadingPatch(AdversarialPatch):
+    """:class:`AdversarialPatch` whose training also drives TaintRadar's critical region off the patch.
+
+    ``lam`` in [0, 1] weighs region misleading against reaching the target (the paper's lambda);
+    ``layer`` and ``temperature`` should match the TaintRadar being attacked (default: the classifier's
+    Grad-CAM layer, T = 2). Targeted only.
+    """
+
+    name = "region-misleading-patch"
+
+    def __init__(self, classifier: Classifier, *, target: int, lam: float = 0.5, layer: str | None = None,
+                 temperature: float = 2.0, **kwargs):
+        if not 0 <= float(lam) <= 1:
+            raise ValueError(f"lam weighs the two goals and lies in [0, 1], got {lam}")
+        if target is None:
+            raise ValueError("the region-misleading patch is targeted: give target=")
+        super().__init__(classifier, target=target, **kwargs)
+        self.lam, self.temperature = float(lam), float(temperature)
+        self.layer = layer or classifier.gradcam_layer
+        self.params.update(lam=self.lam, layer=self.layer, temperature=self.temperature)
+
+    def _loss(self, adv: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        heat, z = soft_gradcam(self.classifier, adv, self.layer, self.temperature)
+        ce = F.cross_entropy(z, labels, reduction="none")
+        inside = (heat * masks[:, 0]).flatten(1).sum(1) / heat.flatten(1).sum(1).clamp_min(1e-12)
+        return ((1 - self.lam) * ce + self.lam * inside).sum()
