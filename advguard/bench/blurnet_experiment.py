@@ -34,7 +34,7 @@ from ..defenses.blurnet import feature_spectra, first_layer_maps, log_spectrum
 from ..models import get_spec, load_model
 from ..report import provenance
 from . import paper_blurnet as paper
-from .config import BLURNET_DEFAULTS, BenchConfig
+from .config import BLURNET_DEFAULTS, BenchConfig, ConfigError
 from .page import Page, fig_png, pct, pyplot
 from .runner import bench_paths, cache_key
 
@@ -112,6 +112,10 @@ def run_blurnet(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str 
                 progress: bool = True) -> dict:
     out, cache = bench_paths(cfg, out, cache_dir)
     o = {**BLURNET_DEFAULTS, **cfg.blurnet}
+    untrained = [m for m in dict.fromkeys(list(o["blackbox"]) + list(o["whitebox"])) if not get_spec(m).available]
+    if untrained:  # before any work
+        raise ConfigError(f"{cfg.name} [blurnet]: no weights yet for {', '.join(untrained)}; make them with "
+                          + "; ".join(f"`advguard train {m} --install`" for m in untrained))
     ds = load_dataset(cfg.dataset, cfg.split)
     idx = np.flatnonzero(ds.y == int(o["stop_class"]))
     if len(idx) < int(o["n_signs"]):

@@ -271,10 +271,6 @@ def _check_blurnet(opts: dict, where: str) -> None:
     _check_keys(opts, set(BLURNET_DEFAULTS), f"{where} [blurnet]")
     o = {**BLURNET_DEFAULTS, **opts}
     _check_names(list(o["blackbox"]) + list(o["whitebox"]), ZOO, "model", f"{where} [blurnet]")
-    untrained = [m for m in list(o["blackbox"]) + list(o["whitebox"]) if not ZOO[m].available]
-    if untrained:
-        raise ConfigError(f"{where} [blurnet]: no weights yet for {', '.join(untrained)}; make them with "
-                          + "; ".join(f"`advguard train {m} --install`" for m in untrained))
     _check_names([o["mask"]], MASKS, "RP2 mask", f"{where} [blurnet]")
     if o["targets"] != "all" and (not isinstance(o["targets"], list) or int(o["stop_class"]) in o["targets"]):
         raise ConfigError(f"{where} [blurnet] targets: \"all\" or a list of classes other than the stop class, "
