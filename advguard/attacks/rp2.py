@@ -256,9 +256,7 @@ class RP2(Attack):
         return self.fit_many(x, [target])[0]
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-        if targets is None:
-            raise ValueError("RP2 is a targeted attack: pass targets=")
-        out = x.clone()
+        out = x.clone()  # targets given: __call__ refuses a call without them
         uniq = sorted(set(targets.tolist()))
         for st in self.fit_many(x, uniq):
             sel = targets == st.target

@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path, atomic_write_text
+from .._atomic import atomic_write_text
 from ..advsets import weights_hash
 from ..attacks.rp2 import RP2, l2_dissimilarity, random_warps, save_sticker_png, Sticker
 from ..data import load_dataset
+from ..data.cache import cached_arrays
 from ..defenses.blurnet import feature_spectra, first_layer_maps, log_spectrum
 from ..models import get_spec, load_model
 from ..report import provenance
@@ -37,15 +38,6 @@ from . import paper_blurnet as paper
 from .config import BLURNET_DEFAULTS, BenchConfig, ConfigError
 from .page import Page, fig_png, pct, pyplot
 from .runner import bench_paths, cache_key
-
-
-def _cached(path: Path, fn) -> dict[str, np.ndarray]:
-    if not path.exists():
-        res = fn()
-        with atomic_path(path) as tmp:
-            np.savez(tmp, **res)
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 def paper_key(model: str) -> str:
@@ -68,7 +60,7 @@ def _stickers(clf, signs: torch.Tensor, targets: list[int], o: dict, folder: Pat
             return {"delta": torch.stack([s.delta for s in sts]).numpy(),
                     "mask": torch.stack([s.mask for s in sts]).numpy(),
                     "targets": np.asarray(ch), "seconds": np.asarray(time.perf_counter() - t0)}
-        parts.append(_cached(folder / f"chunk-{j:03d}-{cache_key(ch)}.npz", fit))
+        parts.append(cached_arrays(folder / f"chunk-{j:03d}-{cache_key(ch)}.npz", fit))
     return {"delta": np.concatenate([p["delta"] for p in parts]), "mask": np.concatenate([p["mask"] for p in parts]),
             "targets": np.concatenate([p["targets"] for p in parts]),
             "seconds": np.asarray(sum(float(p["seconds"]) for p in parts))}
@@ -126,14 +118,14 @@ def run_blurnet(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str 
     targets = [t for t in range(classes) if t != int(o["stop_class"])] if o["targets"] == "all" \
         else [int(t) for t in o["targets"]]
     models = list(dict.fromkeys([cfg.model] + list(o["whitebox"])))
-    rows, stickers, clfs = {}, {}, {}
+    rows, stickers, clfs, evals = {}, {}, {}, {}
     for name in tqdm(models, desc="white-box models", disable=not progress):
         clf = clfs[name] = load_model(name)
         key = cache_key(weights_hash(clf.model), cfg.dataset, idx.tolist(),
                         {k: o[k] for k in ("lam", "steps", "lr", "n_transforms", "mask")}, cfg.seed)
         folder = cache / "blurnet" / name / key
         st = stickers[name] = _stickers(clf, signs, targets, o, folder, o["mask"], cfg.seed, progress)
-        ev = _evaluate(clf, signs, st, int(o["eval_views"]), cfg.seed)
+        ev = evals[name] = _evaluate(clf, signs, st, int(o["eval_views"]), cfg.seed)
         with clf.exact():
             acc_signs = float(clf.accuracy(signs, ds.y[idx]))
             acc_test = float(clf.accuracy(ds.x, ds.y))
@@ -153,12 +145,15 @@ def run_blurnet(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str 
     src = stickers[cfg.model]
     best = rows[cfg.model]["best_target"]
     table1 = []
+    b = int(np.flatnonzero(src["targets"] == best)[0])
     for name in [cfg.model] + list(o["blackbox"]):
-        clf = clfs.get(name) or load_model(name)
-        ev = _evaluate(clf, signs, src, int(o["eval_views"]), cfg.seed)
-        with clf.exact():
-            acc = float(clf.accuracy(signs, ds.y[idx]))
-        b = int(np.flatnonzero(src["targets"] == best)[0])
+        if name == cfg.model:  # its own stickers: the white-box evaluation above
+            ev, acc = evals[name], rows[name]["acc_signs"]
+        else:
+            clf = load_model(name)
+            ev = _evaluate(clf, signs, src, int(o["eval_views"]), cfg.seed)
+            with clf.exact():
+                acc = float(clf.accuracy(signs, ds.y[idx]))
         table1.append({"model": name, "paper_row": paper_key(name), "acc_signs": acc,
                        "success_best_target": float(ev["success"][b]), "avg_success": float(ev["success"].mean()),
                        "worst_success": float(ev["success"].max()), "avg_success_views": float(ev["success_views"].mean())})

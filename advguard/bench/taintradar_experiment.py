@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_path, atomic_write_text
 from ..attacks import AdversarialPatch
 from ..data import load_dataset
+from ..data.cache import cached_arrays
 from ..detectors import SentiNet, TaintRadar
 from ..metrics import roc_auc, threshold_at_fpr
 from ..models import load_model
@@ -56,15 +57,6 @@ def _clean_sets(cfg: BenchConfig, clf, o: dict, ds_kwargs: dict) -> dict[str, np
     a, b = o["n_calibration"], o["n_calibration"] + o["n_eval_clean"]
     return {"victims": x[victim], "victims_y": y[victim], "calibration": x[rest[:a]], "eval_clean": x[rest[a:b]],
             "sentinet_test": x[rest[b:b + o["sentinet_n_test"]]], "n_correct": np.asarray(len(x))}
-
-
-def _cached(path: Path, fn) -> dict[str, np.ndarray]:
-    if not path.exists():
-        res = fn()
-        with atomic_path(path) as tmp:
-            np.savez(tmp, **res)
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 def _patch_cell(clf, o: dict, sets: dict, setting: dict, folder: Path, progress: bool) -> dict[str, np.ndarray]:
@@ -110,22 +102,22 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
                                        "size_range", "sentinet_n_test")})
     folder = cache / "taintradar" / key
     folder.mkdir(parents=True, exist_ok=True)
-    sets = _cached(folder / "clean-sets.npz", lambda: _clean_sets(cfg, clf, o, ds_kwargs))
+    sets = cached_arrays(folder / "clean-sets.npz", lambda: _clean_sets(cfg, clf, o, ds_kwargs))
     tr = TaintRadar(clf, fill=o["fill"], layer=o["layer"], k_max=o["k_max"], batch_size=o["detector_batch"],
                     seed=cfg.seed, progress=False)
     k_max = tr.params["k_max"]
     dkey = cache_key(o["fill"], tr.params["layer"], k_max)
 
     def ranks(name: str, x: np.ndarray) -> np.ndarray:
-        return _cached(folder / f"ranks-{dkey}-{name}.npz",
-                       lambda: {"r": tr.rank_changes(x) if len(x) else np.zeros((0, k_max), int)})["r"]
+        return cached_arrays(folder / f"ranks-{dkey}-{name}.npz",
+                             lambda: {"r": tr.rank_changes(x) if len(x) else np.zeros((0, k_max), int)})["r"]
 
     sn = SentiNet(clf, n_test=o["sentinet_n_test"], batch_size=o["detector_batch"], seed=cfg.seed, progress=False)
     sn.test_images_ = torch.from_numpy(sets["sentinet_test"])
 
     def points(name: str, x: np.ndarray) -> np.ndarray:
-        return _cached(folder / f"sentinet-{name}.npz",
-                       lambda: {"p": sn.points(x) if len(x) else np.zeros((0, 2))})["p"]
+        return cached_arrays(folder / f"sentinet-{name}.npz",
+                             lambda: {"p": sn.points(x) if len(x) else np.zeros((0, 2))})["p"]
 
     r_cal, r_eval = ranks("calibration", sets["calibration"]), ranks("eval-clean", sets["eval_clean"])
     p_cal, p_eval = points("calibration", sets["calibration"]), points("eval-clean", sets["eval_clean"])

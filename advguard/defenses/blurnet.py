@@ -85,6 +85,14 @@ def first_conv(module: nn.Module) -> tuple[str, nn.Conv2d]:
     raise ValueError(f"{type(module).__name__} has no nn.Conv2d: BlurNet needs a convolutional first layer")
 
 
+def submodule(module: nn.Module, name: str) -> nn.Module:
+    """``module``'s sub-module called ``name`` (``nn.Module.named_modules``); a clear error naming the choices."""
+    found = dict(module.named_modules()).get(name)
+    if found is None:
+        raise unknown_name("layer", name, [n for n, _ in module.named_modules() if n])
+    return found
+
+
 def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
     parent = module
     *path, last = name.split(".")
@@ -104,10 +112,7 @@ def feature_blur(module: nn.Module, size: int = 3, kind: str = "box", *, trainab
     out = copy.deepcopy(module)
     conv_name, conv = first_conv(out)
     name = after or conv_name
-    target = dict(out.named_modules()).get(name)
-    if target is None:
-        raise unknown_name("layer", name, [n for n, _ in out.named_modules() if n])
-    _replace(out, name, nn.Sequential(target, DepthwiseBlur(conv.out_channels, size, kind, trainable)))
+    _replace(out, name, nn.Sequential(submodule(out, name), DepthwiseBlur(conv.out_channels, size, kind, trainable)))
     return out
 
 
@@ -153,11 +158,8 @@ class TVPenalty:
 
     def __init__(self, module: nn.Module, alpha: float, layer: str | None = None, eps: float = 1e-3):
         self.alpha, self.eps = float(alpha), float(eps)
-        name = layer or first_conv(module)[0]
-        target = dict(module.named_modules()).get(name)
-        if target is None:
-            raise unknown_name("layer", name, [n for n, _ in module.named_modules() if n])
         self._maps: torch.Tensor | None = None
+        target = submodule(module, layer or first_conv(module)[0])
         self._handle = target.register_forward_hook(self._hook)
 
     def _hook(self, _m, _i, out: torch.Tensor) -> None:
@@ -212,10 +214,7 @@ def log_spectrum(maps: np.ndarray | torch.Tensor) -> np.ndarray:
 def first_layer_maps(module: nn.Module, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """The feature maps (N, K, h, w) that ``layer`` (default: the first conv) of ``module`` outputs for ``x``
     (``module`` takes what the classifier's ``module`` takes: [0, 1] images for a Classifier's module)."""
-    name = layer or first_conv(module)[0]
-    target = dict(module.named_modules()).get(name)
-    if target is None:
-        raise unknown_name("layer", name, [n for n, _ in module.named_modules() if n])
+    target = submodule(module, layer or first_conv(module)[0])
     got = []
     h = target.register_forward_hook(lambda _m, _i, out: got.append(out.detach().float().cpu()))
     try:
