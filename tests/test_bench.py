@@ -70,6 +70,12 @@ def test_shipped_configs_are_valid():
       "attack": [{"name": "fgsm"}], "themis": {"adaptive": {"restart": 3}}}, "did you mean 'restarts'"),
     ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "attack": [{"name": "fgsm"}],
       "detector": [{"name": "confidence"}], "themis": {"n": 5}}, "belongs to experiment"),
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "taintradar",
+      "taintradar": {"misleading": {"lambda": [0.5]}}}, "did you mean 'lambdas'"),
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "taintradar",
+      "taintradar": {"misleading": {"lambdas": [1.5]}}}, "weights in \\[0, 1\\]"),
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "taintradar",
+      "taintradar": {"bpda": {"n": 500}}}, "n must be in 1..n_victims = 400"),
 ])
 def test_bad_configs_name_the_problem(doc, message):
     with pytest.raises(ConfigError, match=message):
@@ -179,10 +185,17 @@ def test_taintradar_smoke_config(tmp_path):
     op = doc["operating_points"]["0.1"]
     assert 1 <= op["k"] <= 9 and np.asarray(doc["fpr_table"])[op["k"] - 1, op["delta_r"]] <= 0.1
     assert doc["attacks"][0]["attack"] == "FGSM eps=0.06" and doc["attacks"][0]["n_adv"] > 0
+    mis = doc["misleading"]  # Figure 6 rows: one per lambda, 8 victims each
+    assert [r["lambda"] for r in mis] == [0.0, 0.9] and all(r["attempts"] == 8 for r in mis)
+    assert all(0 <= r["sr_with_taintradar"] <= r["sr"] <= 1 and 0 <= r["iou"] <= 1 for r in mis)
+    assert [r["attack"] for r in doc["bpda"]] == ["localized attack, no detector term", "BPDA end-to-end"]
+    assert all(r["n"] == 8 and 0 <= r["success_with_taintradar"] <= r["target_rate"] for r in doc["bpda"])
     html = (out / "report.html").read_text()
-    assert "Table II" in html and html.count("data:image/png;base64,") >= 1
-    assert main(args) == 0  # patches, rank changes and SentiNet points cached: identical numbers
-    assert json.loads((out / "results.json").read_text())["cells"] == doc["cells"]
+    assert "Table II" in html and "Figure 6" in html and "BPDA end-to-end" in html
+    assert (out / "figure6_region_misleading.png").exists()
+    assert main(args) == 0  # patches, rank changes, SentiNet points and adaptive runs cached: identical numbers
+    again = json.loads((out / "results.json").read_text())
+    assert again["cells"] == doc["cells"] and again["misleading"] == mis and again["bpda"] == doc["bpda"]
 
 
 def test_blurnet_names_untrained_models_before_any_work(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from ..errors import unknown_name
 from .patch import AdversarialPatch, shape_mask
 from .region_misleading import RegionMisleadingPatch
 from .rp2 import RP2, Sticker
+from .taintradar_bpda import TaintRadarBPDA
 from .base import Attack, AttackResult, perturbation_norms, shifted_targets
 from .standard import STANDARD_ATTACKS, FoolboxAttack
 
@@ -18,5 +19,5 @@ def make_attack(name: str, classifier, **params) -> Attack:
     return ATTACKS[name](classifier, **params)
 
 
-__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "RP2", "RegionMisleadingPatch", "Sticker", "AttackResult", "FoolboxAttack", "make_attack", "perturbation_norms",
+__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "RP2", "RegionMisleadingPatch", "Sticker", "TaintRadarBPDA", "AttackResult", "FoolboxAttack", "make_attack", "perturbation_norms",
            "shape_mask", "shifted_targets"]

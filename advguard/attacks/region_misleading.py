@@ -22,13 +22,9 @@ from ..classifier import Classifier
 from .patch import AdversarialPatch
 
 
-def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable softened Grad-CAM heat (N, H, W) in [0, 1] (max 1 per image) and the logits (N, classes).
-
-    ``layer`` as TaintRadar's (``"name"`` = the module's output, ``"name:input"`` = its input). The graph is
-    kept (``create_graph``), so a loss on the heat back-propagates to ``x``.
-    """
+def forward_with_activation(classifier: Classifier, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and the activation of ``layer`` (``"name"`` = the module's output, ``"name:input"`` = its input),
+    both inside the autograd graph of ``x``."""
     holder: dict[str, torch.Tensor] = {}
     name = layer.removesuffix(":input")
     mod = classifier.layer(name)
@@ -37,15 +33,26 @@ def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperatur
     else:
         handle = mod.register_forward_hook(
             lambda _m, _i, out: holder.__setitem__("a", out[0] if isinstance(out, (tuple, list)) else out))
-    if not x.requires_grad:  # the heat of fixed images: the graph still has to reach the layer
-        x = x.detach().clone().requires_grad_(True)
     try:
         with torch.enable_grad():
             z = classifier.forward(x)
     finally:
         handle.remove()
-    a = holder["a"]
-    pred = z.detach().argmax(1)
+    return z, holder["a"]
+
+
+def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0,
+                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable softened Grad-CAM heat (N, H, W) in [0, 1] (max 1 per image) and the logits (N, classes).
+
+    ``layer`` as TaintRadar's (``"name"`` = the module's output, ``"name:input"`` = its input); ``labels`` the
+    label whose Grad-CAM is taken (default: the prediction, as TaintRadar). The graph is kept
+    (``create_graph``), so a loss on the heat back-propagates to ``x``.
+    """
+    if not x.requires_grad:  # the heat of fixed images: the graph still has to reach the layer
+        x = x.detach().clone().requires_grad_(True)
+    z, a = forward_with_activation(classifier, x, layer)
+    pred = z.detach().argmax(1) if labels is None else labels
     with torch.enable_grad():
         lp = F.log_softmax(z / temperature, dim=1).gather(1, pred[:, None]).sum()
         (g,) = torch.autograd.grad(lp, a, create_graph=True)

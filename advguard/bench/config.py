@@ -38,8 +38,16 @@ TAINTRADAR_DEFAULTS = {"n_victims": 400, "n_calibration": 200, "n_eval_clean": 4
                        "batch_sizes": [1, 4, 16], "multi_size": [False, True], "sizes": [0.2, 0.3, 0.4],
                        "positions": ["bottom-right", "random"], "steps": 500, "lr": 0.05, "fprs": [0.06, 0.03],
                        "fill": "noise", "layer": None, "k_max": None, "sentinet_n_test": 100, "variants": [],
-                       "size_range": [0.1, 0.5], "detector_batch": None}
+                       "size_range": [0.1, 0.5], "detector_batch": None, "misleading": None, "bpda": None}
 TAINTRADAR_KEYS = set(TAINTRADAR_DEFAULTS)
+#: [taintradar.misleading]: Section VII-B's region-misleading patches (Figure 6), one row per lambda; ``steps``
+#: None = the grid's
+MISLEADING_DEFAULTS = {"lambdas": [0.0, 0.2, 0.4, 0.6, 0.8, 0.9], "batch": 16, "size": 0.3,
+                       "position": "bottom-right", "steps": None}
+#: [taintradar.bpda]: Section VII-B's end-to-end attack on the first ``n`` victims (the paper: 200 images, 7 %
+#: of the image, 2000 Adam steps, t + 1 every 100)
+BPDA_DEFAULTS = {"n": 200, "size": 0.07, "position": "random", "steps": 2000, "lr": 0.1, "t_every": 100,
+                 "check_every": 50, "recheck": 5}
 #: [blurnet] options and their defaults (the paper's protocol on GTSRB)
 BLURNET_DEFAULTS = {"stop_class": 14, "n_signs": 40, "targets": "all", "lam": 0.002, "steps": 300, "lr": 0.05,
                     "mask": "rectangles", "n_transforms": 1, "chunk": 7, "eval_views": 10, "l1_mask": True,
@@ -255,6 +263,24 @@ def _check_taintradar(opts: dict, where: str) -> None:
     n, batches = int(opts["n_victims"]), [int(b) for b in opts["batch_sizes"]]
     if any(b < 1 or n % b for b in batches):
         raise ConfigError(f"{where} [taintradar] batch_sizes must divide n_victims = {n}, got {batches}")
+    if opts["misleading"] is not None:
+        mis = {**MISLEADING_DEFAULTS, **opts["misleading"]}
+        _check_keys(opts["misleading"], set(MISLEADING_DEFAULTS), f"{where} [taintradar.misleading]")
+        _check_names([mis["position"]], POSITIONS, "patch position", f"{where} [taintradar.misleading]")
+        if any(not 0 <= float(v) <= 1 for v in mis["lambdas"]) or not mis["lambdas"]:
+            raise ConfigError(f"{where} [taintradar.misleading] lambdas: one or more weights in [0, 1], "
+                              f"got {mis['lambdas']}")
+        if n % int(mis["batch"]):
+            raise ConfigError(f"{where} [taintradar.misleading] batch must divide n_victims = {n}")
+    if opts["bpda"] is not None:
+        bp = {**BPDA_DEFAULTS, **opts["bpda"]}
+        _check_keys(opts["bpda"], set(BPDA_DEFAULTS), f"{where} [taintradar.bpda]")
+        _check_names([bp["position"]], POSITIONS, "region position", f"{where} [taintradar.bpda]")
+        if not 1 <= int(bp["n"]) <= n:
+            raise ConfigError(f"{where} [taintradar.bpda] n must be in 1..n_victims = {n}, got {bp['n']}")
+        if not 0 < float(bp["size"]) < 1:
+            raise ConfigError(f"{where} [taintradar.bpda] size is a share of the image area in (0, 1), "
+                              f"got {bp['size']}")
     for i, v in enumerate(opts["variants"]):
         _check_keys(v, VARIANT_KEYS, f"{where} [[taintradar.variants]] #{i + 1}")
         _check_names([v.get("shape", "square")], SHAPES, "patch shape", f"{where} [[taintradar.variants]] #{i + 1}")

@@ -15,12 +15,17 @@ Paper: ``taintradar`` Sections VI-B, VI-C, VII-A (METHODS.md section 5).
    (it is not designed for them).
 5. Figure 3a (calibration FPR vs K for Delta_R = 0..3) and Figure 4 (masks of a benign and an
    adversarial image); trained patches are written as PNG.
+6. Adaptive attacks (Section VII-B), at the first FPR's K and Delta_R: ``[taintradar.misleading]`` trains
+   region-misleading patches for each lambda (Figure 6: IoU of TaintRadar's estimate with the patch, SR without
+   and with TaintRadar); ``[taintradar.bpda]`` runs the end-to-end BPDA attack and, as its baseline, the same
+   localized attack without the detector term.
 
 Every cell is cached (patches, rank changes at every K, SentiNet points), so the run resumes.
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_path, atomic_write_text
-from ..attacks import AdversarialPatch
+from ..attacks import AdversarialPatch, RegionMisleadingPatch
+from ..attacks.taintradar_bpda import TaintRadarBPDA
 from ..data import load_dataset
 from ..data.cache import cached_arrays
 from ..detectors import SentiNet, TaintRadar
@@ -36,7 +42,7 @@ from ..metrics import roc_auc, threshold_at_fpr
 from ..models import load_model
 from ..report import provenance
 from . import paper_taintradar as paper
-from .config import TAINTRADAR_DEFAULTS, BenchConfig
+from .config import BPDA_DEFAULTS, MISLEADING_DEFAULTS, TAINTRADAR_DEFAULTS, BenchConfig
 from .page import Page, fig_png, pct, pyplot
 from .runner import bench_paths, build_sets, cache_key, dataset_kwargs
 
@@ -59,18 +65,20 @@ def _clean_sets(cfg: BenchConfig, clf, o: dict, ds_kwargs: dict) -> dict[str, np
             "sentinet_test": x[rest[b:b + o["sentinet_n_test"]]], "n_correct": np.asarray(len(x))}
 
 
-def _patch_cell(clf, o: dict, sets: dict, setting: dict, folder: Path, progress: bool) -> dict[str, np.ndarray]:
-    """Train the setting's patches (cached one by one) and apply each at every position."""
+def _patch_cell(clf, o: dict, sets: dict, setting: dict, folder: Path, progress: bool,
+                attack: type[AdversarialPatch] = AdversarialPatch, **extra) -> dict[str, np.ndarray]:
+    """Train the setting's patches (cached one by one) and apply each at every position; ``attack`` and
+    ``extra`` (keyword arguments) choose the patch attack (the region-misleading one takes ``lam``, ...)."""
     b = int(setting["batch"])
     xv, yv = torch.from_numpy(sets["victims"]), torch.from_numpy(sets["victims_y"])
     positions = [setting["position"]] if "position" in setting else o["positions"]
     out: dict[str, list] = {f"{p}/{k}": [] for p in positions for k in ("x_adv", "success", "mask")}
     patches = []
     for j in tqdm(range(len(xv) // b), desc=f"patches {setting['label']}", leave=False, disable=not progress):
-        ap = AdversarialPatch(clf, target=o["target"], size=float(setting["size"]), shape=setting.get("shape", "square"),
-                              multi_size=bool(setting.get("multi_size", False)), size_range=tuple(o["size_range"]),
-                              steps=int(o["steps"]), lr=float(o["lr"]), n_patches=int(setting.get("n_patches", 1)),
-                              seed=j, progress=False)
+        ap = attack(clf, target=o["target"], size=float(setting["size"]), shape=setting.get("shape", "square"),
+                    multi_size=bool(setting.get("multi_size", False)), size_range=tuple(o["size_range"]),
+                    steps=int(setting.get("steps") or o["steps"]), lr=float(o["lr"]),
+                    n_patches=int(setting.get("n_patches", 1)), seed=j, progress=False, **extra)
         pfile = folder / f"patch-{j:04d}.npy"
         sl = slice(j * b, (j + 1) * b)
         if pfile.exists():
@@ -165,10 +173,13 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
             masks = res[f"{p}/mask"][succ]
             if len(x_adv):
                 est = tr.analyse(x_adv[:64], [ops[o['fprs'][0]]["k"]]).est_mask.numpy()
-                m = masks[:64]
-                row["iou_estimated"] = float(((est & m).sum((1, 2)) / np.maximum((est | m).sum((1, 2)), 1)).mean())
+                row["iou_estimated"] = float(_iou(est, masks[:64]).mean())
                 examples.setdefault("adversarial", (x_adv[0], masks[0], st["label"], p))
             cells.append(row)
+    tr.fpr = o["fprs"][0]  # the robustness runs use the first operating point (the paper: FPR 6 %)
+    tr.fit_features(r_cal)
+    misleading = _misleading(clf, o, sets, tr, folder, dkey, progress) if o["misleading"] is not None else []
+    bpda = _bpda(clf, o, sets, tr, folder, dkey, progress) if o["bpda"] is not None else []
     extra = []
     if cfg.attacks:
         advsets = build_sets(cfg, clf, ds_kwargs, cache, progress=progress)
@@ -178,11 +189,77 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
     doc = {"config": cfg.name, "model": cfg.model, "dataset": cfg.dataset, "options": o,
            "counts": {k: int(len(v)) for k, v in sets.items() if v.ndim > 0}, "n_correct": int(sets["n_correct"]),
            "operating_points": {str(k): v for k, v in ops.items()}, "fpr_table": fpr_table.tolist(),
-           "k_max": k_max, "cells": cells, "attacks": extra, "provenance": provenance()}
+           "k_max": k_max, "cells": cells, "attacks": extra, "misleading": misleading, "bpda": bpda,
+           "provenance": provenance()}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1, default=float))
     _page(cfg, doc, out, tr, sets, examples, ops)
     return doc
+
+
+def _iou(est: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return (est & mask).sum((1, 2)) / np.maximum((est | mask).sum((1, 2)), 1)
+
+
+def _misleading(clf, o: dict, sets: dict, tr: TaintRadar, folder: Path, dkey: str, progress: bool) -> list[dict]:
+    """Figure 6: for each lambda, region-misleading patches (batch ``batch``, patch j on victims j*batch..),
+    applied to their own victims; IoU of TaintRadar's estimated region with the patch, SR without TaintRadar and
+    with it (successes it lets pass)."""
+    m = {**MISLEADING_DEFAULTS, **o["misleading"]}
+    layer, temp = tr.params["layer"], tr.params["temperature"]
+    rows = []
+    for lam in tqdm(m["lambdas"], desc="region-misleading lambdas", disable=not progress):
+        st = {"label": f"misleading lambda={float(lam):g}", "batch": int(m["batch"]), "size": float(m["size"]),
+              "position": m["position"], "steps": m["steps"]}
+        sfold = folder / "misleading" / cache_key(st, layer, temp)
+        sfold.mkdir(parents=True, exist_ok=True)
+
+        def evaluate() -> dict[str, np.ndarray]:
+            res = _patch_cell(clf, o, sets, st, sfold, progress, RegionMisleadingPatch, lam=float(lam), layer=layer,
+                              temperature=temp)
+            x_adv, mask = res[f"{m['position']}/x_adv"], res[f"{m['position']}/mask"]
+            r = tr.analyse(x_adv, [tr.k_])
+            return {"success": res[f"{m['position']}/success"], "iou": _iou(r.est_mask.numpy(), mask),
+                    "rank_change": r.rank_change[:, 0].numpy()}
+
+        a = cached_arrays(sfold / f"eval-{cache_key(dkey, tr.k_)}.npz", evaluate)
+        succ, passed = a["success"].astype(bool), a["rank_change"] <= tr.delta_r_
+        rows.append({"lambda": float(lam), "attempts": int(len(succ)), "sr": float(succ.mean()),
+                     "sr_with_taintradar": float((succ & passed).mean()), "iou": float(a["iou"].mean()),
+                     "iou_successes": float(a["iou"][succ].mean()) if succ.any() else None,
+                     "taintradar_tpr": float((~passed[succ]).mean()) if succ.any() else None})
+    return rows
+
+
+def _bpda(clf, o: dict, sets: dict, tr: TaintRadar, folder: Path, dkey: str, progress: bool) -> list[dict]:
+    """Section VII-B's end-to-end attack (and the same localized attack without the detector term) on the first
+    ``n`` victims, targeted at ``target``."""
+    b = {**BPDA_DEFAULTS, **o["bpda"]}
+    n = int(b["n"])
+    x, y = sets["victims"][:n], sets["victims_y"][:n]
+    rows = []
+    for label, weight in (("localized attack, no detector term", 0.0), ("BPDA end-to-end", 1.0)):
+        def go() -> dict[str, np.ndarray]:
+            atk = TaintRadarBPDA(clf, tr, evasion_weight=weight, progress=progress,
+                                 **{k: b[k] for k in ("size", "position", "steps", "lr", "t_every", "check_every",
+                                                      "recheck")})
+            t0 = time.perf_counter()
+            r = atk(x, y, np.full(n, o["target"]))
+            return {"success": r.success.numpy(), "evaded": r.evaded.numpy(), "pred": r.pred_adv.numpy(),
+                    "recheck": r.recheck_evasion.numpy(), "step": r.step.numpy(), "l0": r.norms["l0"].numpy(),
+                    "seconds": np.asarray(time.perf_counter() - t0)}
+
+        a = cached_arrays(folder / f"bpda-{cache_key(dkey, tr.k_, tr.delta_r_, b, weight)}.npz", go)
+        succ, ev = a["success"].astype(bool), a["evaded"].astype(bool)
+        steps = a["step"][a["step"] >= 0]
+        rows.append({"attack": label, "n": n, "region_share": float(b["size"]), "steps": int(b["steps"]),
+                     "misclassified": float((a["pred"] != y).mean()), "target_rate": float(succ.mean()),
+                     "success_with_taintradar": float(ev.mean()),
+                     "taintradar_tpr": float((~ev[succ]).mean()) if succ.any() else None,
+                     "recheck_evasion": float(np.nanmean(a["recheck"][ev])) if ev.any() else None,
+                     "median_step": float(np.median(steps)) if len(steps) else None,
+                     "seconds_per_image": float(a["seconds"]) / n})
+    return rows
 
 
 def summary_table(doc: dict) -> tuple[list[str], list[list]]:
@@ -191,6 +268,63 @@ def summary_table(doc: dict) -> tuple[list[str], list[list]]:
     return (["setting", "position", "SR", "successes", f"SentiNet TPR @{pct(f, 0)}", f"TaintRadar TPR @{pct(f, 0)}"],
             [[c["setting"], c["position"], pct(c["sr"]), c["n_adv"], pct(c[f"sentinet_tpr@{f}"]),
               pct(c[f"taintradar_tpr@{f}"])] for c in doc["cells"]])
+
+
+def _adaptive_section(page: Page, doc: dict, plt) -> None:
+    """Section VII-B: Figure 6 (region-misleading patches) and the end-to-end BPDA attack."""
+    f = doc["options"]["fprs"][0]
+    op = doc["operating_points"][str(f)]
+    page.h2(f"Adaptive attacks (Section VII-B), TaintRadar at FPR {pct(f, 0)} (K = {op['k']}, Delta_R = "
+            f"{op['delta_r']})")
+    rows = doc.get("misleading") or []
+    if rows:
+        m = {**MISLEADING_DEFAULTS, **doc["options"]["misleading"]}
+        page.text(f"Region-misleading patches: loss (1 - lambda) CE(target) + lambda * share of TaintRadar's softened "
+                  f"Grad-CAM heat inside the patch; {rows[0]['attempts'] // int(m['batch'])} patches per lambda, each "
+                  f"trained on and applied to its own {m['batch']} victims (size {m['size']:g}, {m['position']}). "
+                  f"SR with TaintRadar = successes it does not detect, over all attempts.")
+        page.table(["lambda", "attempts", "SR without TaintRadar", "SR with TaintRadar", "TaintRadar TPR",
+                    "IoU (estimate, patch), all", "IoU, successes"],
+                   [[f"{r['lambda']:g}", r["attempts"], pct(r["sr"]), pct(r["sr_with_taintradar"]),
+                     pct(r["taintradar_tpr"]), f"{r['iou']:.3f}",
+                     "-" if r["iou_successes"] is None else f"{r['iou_successes']:.3f}"] for r in rows],
+                   caption=f"The paper (ImageNet, VGG16, 25 patches x 16 images per lambda): IoU and SR without "
+                           f"TaintRadar fall as lambda grows; SR with TaintRadar stays below "
+                           f"{paper.MISLEADING_SR_WITH_MAX:g} % (Figure 6 prints no values).")
+        lam = [r["lambda"] for r in rows]
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        ax.plot(lam, [r["iou"] for r in rows], marker="o", label="IoU (estimate, patch)")
+        ax.plot(lam, [r["sr"] for r in rows], marker="s", label="SR without TaintRadar")
+        ax.plot(lam, [r["sr_with_taintradar"] for r in rows], marker="^", label="SR with TaintRadar")
+        ax.axhline(paper.MISLEADING_SR_WITH_MAX / 100, color="grey", lw=0.6, ls="--",
+                   label="paper: SR with TaintRadar stays below")
+        ax.set_xlabel("lambda")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        page.figure("figure6_region_misleading.png", fig_png(fig),
+                    "Figure 6 (ours): the paper's figure shows the same three curves for VGG16 on ImageNet.")
+    brows = doc.get("bpda") or []
+    if brows:
+        b = {**BPDA_DEFAULTS, **doc["options"]["bpda"]}
+        pb = paper.BPDA
+        page.text(f"End-to-end attack: per image, a square covering {pct(b['size'], 0)} of the image "
+                  f"({b['position']} position) is optimised with Adam (lr {b['lr']:g}, tanh space) for up to "
+                  f"{b['steps']} steps through TaintRadar with sigmoid binarisations (t from 1, +1 every "
+                  f"{b['t_every']} steps); loss CE(target) + the margin by which the target's rank after filling "
+                  f"exceeds Delta_R. Checked against the real TaintRadar every {b['check_every']} steps; the baseline "
+                  f"row drops the detector term and stops at the target.")
+        page.table(["attack", "images", "misclassified", "reached the target", "success with TaintRadar "
+                    "(target + undetected)", "TaintRadar TPR on target hits", "bypass holds on re-runs",
+                    "median steps", "s / image"],
+                   [[r["attack"], r["n"], pct(r["misclassified"]), pct(r["target_rate"]),
+                     pct(r["success_with_taintradar"]), pct(r["taintradar_tpr"]), pct(r["recheck_evasion"]),
+                     "-" if r["median_step"] is None else f"{r['median_step']:.0f}", f"{r['seconds_per_image']:.2f}"]
+                    for r in brows],
+                   caption=f"The paper ({pb['n']} ImageNet images, VGG16, {pct(pb['region_share'], 0)} of the image): "
+                           f"success with TaintRadar {pb['success_with_taintradar']:g} % (robustness "
+                           f"{100 - pb['success_with_taintradar']:g} %); without TaintRadar "
+                           f"{pb['misclassified_without']} of {pb['n']} misclassified, none into the target.")
 
 
 def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, examples: dict, ops: dict) -> None:
@@ -241,6 +375,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
                    [[r["attack"], r["n_adv"], pct(r["taintradar_auc"])] + [pct(r[f"taintradar_tpr@{f}"]) for f in fprs]
                     + [pct(r[f"sentinet_tpr@{f}"]) for f in fprs] for r in doc["attacks"]])
     plt = pyplot()
+    if doc.get("misleading") or doc.get("bpda"):
+        _adaptive_section(page, doc, plt)
     table = np.asarray(doc["fpr_table"])
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for dr in range(min(4, table.shape[1])):

@@ -119,7 +119,9 @@ class TaintRadar(Detector):
         self._calls = 0
 
     # ------------------------------------------------------------------ filling patterns
-    def _pattern(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def fill_pattern(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """The filling pattern for images ``x`` (same shape): uniform noise drawn from ``g``, the blurred images, or the
+        fill image / per-channel mean (``fill``)."""
         fill = self.params["fill"]
         if fill == "noise":
             return torch.rand(x.shape, generator=g).to(x)
@@ -184,7 +186,7 @@ class TaintRadar(Detector):
         g_loss = vjp(v_loss[None])[0]
         cam = F.relu((g_loss.mean((2, 3), keepdim=True) * a).sum(1))
         est = binarize_cam(cam, size, p["threshold"])
-        pattern = self._pattern(x, g)
+        pattern = self.fill_pattern(x, g)
         x_est = self._filled(x, pattern, est)
         # 2. labels whose logits rose most when the estimated region is filled
         z_est = clf.logits(x_est, validate=False, batch_size=n).to(z.device)
