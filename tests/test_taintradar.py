@@ -48,6 +48,17 @@ def test_gradcam_matches_closed_form(gapnet):
     assert torch.allclose(clf.gradcam(x, y), direct, atol=1e-5)
 
 
+def test_noise_stream_makes_a_draw_independent_of_earlier_calls(gapnet):
+    clf, net, x, a = gapnet
+    tr = TaintRadar(clf, k_max=3, progress=False)  # noise filling
+    first = tr.analyse(x, [1, 2, 3], keep=True, stream=7)
+    tr.analyse(x, [1])  # an earlier call (e.g. before an interruption) must not shift the draw
+    again = tr.analyse(x, [1, 2, 3], keep=True, stream=7)
+    other = tr.analyse(x, [1, 2, 3], keep=True, stream=8)
+    assert torch.equal(first.x_final, again.x_final) and torch.equal(first.rank_change, again.rank_change)
+    assert not torch.equal(first.x_est, other.x_est)
+
+
 def test_taintradar_masks_match_closed_form(gapnet):
     clf, net, x, a = gapnet
     tr = TaintRadar(clf, k_max=3, progress=False)

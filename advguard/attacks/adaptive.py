@@ -45,6 +45,11 @@ class AdaptiveResult(AttackResult):
         return np.array([float(((r >= 0) & (r < t)).mean()) for t in range(1, restarts + 1)])
 
 
+def evades(detector, x: torch.Tensor) -> np.ndarray:
+    """Per image: does the fitted ``detector`` judge it clean (score at or below its threshold)?"""
+    return ~(detector.score(x.detach().cpu()) > detector.threshold_)
+
+
 class DetectorAwareCW(Attack):
     """``DetectorAwareCW(clf, detector, confidence=0, steps=100, restarts=150, check_every=1)(x, y, targets)``."""
 
@@ -76,7 +81,7 @@ class DetectorAwareCW(Attack):
         return (zo - zt) if targeted else (zt - zo)
 
     def _evades(self, x: torch.Tensor) -> np.ndarray:
-        return ~(self.detector.score(x.detach().cpu()) > self.detector.threshold_)
+        return evades(self.detector, x)
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         p = self.params

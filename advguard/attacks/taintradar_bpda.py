@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import unknown_name
-from .adaptive import AdaptiveResult
+from .adaptive import AdaptiveResult, evades
 from .base import Attack
 from .patch import POSITIONS
 from .region_misleading import forward_with_activation
@@ -45,11 +45,11 @@ def soft_mask(cam: torch.Tensor, size: tuple[int, int], t: float, threshold: flo
 class TaintRadarBPDA(Attack):
     """``TaintRadarBPDA(clf, taintradar, size=0.07, steps=2000)(x, y, targets)`` -> :class:`AdaptiveResult`.
 
-    ``taintradar`` must be fitted (K and Delta_R chosen). ``evasion_weight`` 0 drops the detector term: a plain
-    localized targeted attack on the same region that stops once the target is reached, never querying the
-    detector (the "without TaintRadar" baseline; ``evaded`` then comes from one detector run on the result). ``evaded`` marks the images classified as their target
+    ``taintradar`` must be fitted (K and Delta_R chosen). ``evaded`` marks the images classified as their target
     and judged clean by the real detector; ``recheck_evasion`` the share of ``recheck`` fresh detector runs (new
-    noise) that bypassing image also evades.
+    noise) that bypassing image also evades. ``evasion_weight`` 0 drops the detector term: a plain localized
+    targeted attack on the same region that stops once the target is reached, never querying the detector (the
+    "without TaintRadar" baseline; ``evaded`` then comes from one detector run on the result).
     """
 
     name = "taintradar-bpda"
@@ -70,8 +70,8 @@ class TaintRadarBPDA(Attack):
                              f"{check_every}, {lr}")
         kw.setdefault("batch_size", 64)
         super().__init__(classifier, size=float(size), position=position, steps=int(steps), lr=float(lr),
-                         t_every=int(t_every), kappa=float(kappa), evasion_weight=float(evasion_weight), check_every=int(check_every),
-                         recheck=int(recheck), **kw)
+                         t_every=int(t_every), kappa=float(kappa), evasion_weight=float(evasion_weight),
+                         check_every=int(check_every), recheck=int(recheck), **kw)
         self.detector = detector
         self._log: list[dict] = []
 
@@ -124,7 +124,7 @@ class TaintRadarBPDA(Attack):
         return ce + self.params["evasion_weight"] * evade
 
     def _evades(self, x: torch.Tensor) -> np.ndarray:
-        return ~(self.detector.score(x.detach().cpu()) > self.detector.threshold_)
+        return evades(self.detector, x)
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         p = self.params

@@ -210,8 +210,13 @@ class TaintRadar(Detector):
                               sub_masks=sub.cpu() if keep else None, x_est=x_est.cpu() if keep else None,
                               x_final=xf.view(n, len(ks), *x.shape[1:]).cpu() if keep else None)
 
-    def analyse(self, x: np.ndarray | torch.Tensor, ks: list[int] | None = None, keep: bool = False) -> RegionAnalysis:
-        """Run TaintRadar on images ``x`` for each K in ``ks`` (default: the fitted K)."""
+    def analyse(self, x: np.ndarray | torch.Tensor, ks: list[int] | None = None, keep: bool = False,
+                stream: int | None = None) -> RegionAnalysis:
+        """Run TaintRadar on images ``x`` for each K in ``ks`` (default: the fitted K).
+
+        The noise filling pattern is drawn from a generator seeded by ``seed`` and a call counter; give ``stream``
+        (any int) instead of the counter to make the draw independent of earlier calls (a resumed benchmark then
+        draws what an uninterrupted one would)."""
         clf = self.classifier
         t = clf.validate(x)
         if ks is None:
@@ -221,8 +226,10 @@ class TaintRadar(Detector):
         ks = sorted({int(k) for k in ks})
         if not 1 <= ks[0] <= ks[-1] <= self.params["k_max"]:
             raise ValueError(f"K values must be in 1..{self.params['k_max']}, got {ks}")
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
-        self._calls += 1
+        if stream is None:
+            stream = self._calls
+            self._calls += 1
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + int(stream)) % 2 ** 63)
         bs = self.params["batch_size"] or clf.batch_size
         clf.module.eval()
         parts = []
@@ -236,9 +243,9 @@ class TaintRadar(Detector):
                          "x_final")}
         return RegionAnalysis(ks=ks, **cat)
 
-    def rank_changes(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    def rank_changes(self, x: np.ndarray | torch.Tensor, stream: int | None = None) -> np.ndarray:
         """(N, k_max): the original label's rank change for every K = 1..k_max (calibration features)."""
-        return self.analyse(x, list(range(1, self.params["k_max"] + 1))).rank_change.numpy()
+        return self.analyse(x, list(range(1, self.params["k_max"] + 1)), stream=stream).rank_change.numpy()
 
     # ------------------------------------------------------------------ protocol
     def features(self, x: torch.Tensor) -> np.ndarray:
