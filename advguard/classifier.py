@@ -52,6 +52,13 @@ class NormalizedModel(nn.Module):
         return self.model(self.normalize(x))
 
 
+
+def gradcam_from_gradients(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM map ReLU(sum_k alpha_k A^k) with alpha_k the spatial mean of ``g`` (dscore / dA) per channel:
+    (..., C, h, w) gradients and activations (broadcasting) -> (..., h, w), not rescaled. Pass ``-g`` for the
+    negative Grad-CAM."""
+    return F.relu((g.mean((-2, -1), keepdim=True) * a).sum(-3))
+
 class Classifier:
     """Wrap ``model`` (expects normalised input) with its input specification.
 
@@ -320,7 +327,6 @@ class Classifier:
             raise ValueError("this model has no Conv2d layer; pass gradcam_layer= to the Classifier")
         a, g = self.layer_gradient(x, self.gradcam_layer, y, score=score, temperature=temperature,
                                    batch_size=batch_size)
-        weights = g.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * a).sum(1))
+        cam = gradcam_from_gradients(g, a)
         peak = cam.flatten(1).max(1).values.clamp_min(1e-12)
         return cam / peak[:, None, None]

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..classifier import Classifier
+from ..classifier import Classifier, gradcam_from_gradients
+from ..detectors.taintradar import upsampled_cam
 from .patch import AdversarialPatch
 
 
@@ -49,6 +50,14 @@ def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperatur
     label whose Grad-CAM is taken (default: the prediction, as TaintRadar). The graph is kept
     (``create_graph``), so a loss on the heat back-propagates to ``x``.
     """
+    cam, z, _ = softened_cam(classifier, x, layer, temperature, labels)
+    return upsampled_cam(cam, tuple(x.shape[-2:])), z
+
+
+def softened_cam(classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0,
+                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`soft_gradcam` before scaling and upsampling: the layer-resolution map (N, h, w), the logits and the
+    layer's activation, all in the graph (for attacks that need further Grad-CAMs of the same activation)."""
     if not x.requires_grad:  # the heat of fixed images: the graph still has to reach the layer
         x = x.detach().clone().requires_grad_(True)
     z, a = forward_with_activation(classifier, x, layer)
@@ -56,10 +65,7 @@ def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperatur
     with torch.enable_grad():
         lp = F.log_softmax(z / temperature, dim=1).gather(1, pred[:, None]).sum()
         (g,) = torch.autograd.grad(lp, a, create_graph=True)
-    cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True))
-    cam = cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]
-    heat = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
-    return heat, z
+    return gradcam_from_gradients(g, a), z, a
 
 
 class RegionMisleadingPatch(AdversarialPatch):

@@ -27,19 +27,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..classifier import gradcam_from_gradients
+from ..detectors.taintradar import upsampled_cam
 from ..errors import unknown_name
 from .adaptive import AdaptiveResult, evades
 from .base import Attack
 from .patch import POSITIONS
-from .region_misleading import forward_with_activation
+from .region_misleading import softened_cam
 
 
 def soft_mask(cam: torch.Tensor, size: tuple[int, int], t: float, threshold: float) -> torch.Tensor:
     """BPDA stand-in for TaintRadar's binarisation: (N, h, w) maps scaled to max 1, upsampled bilinearly to ``size``,
     then sigmoid(t (L - threshold)) (N, H, W)."""
-    peak = cam.flatten(1).amax(1).clamp_min(1e-12)
-    up = F.interpolate((cam / peak[:, None, None])[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return torch.sigmoid(t * (up - threshold))
+    return torch.sigmoid(t * (upsampled_cam(cam, size) - threshold))
 
 
 class TaintRadarBPDA(Attack):
@@ -98,18 +98,16 @@ class TaintRadarBPDA(Attack):
         det = self.detector
         p = det.params
         size = tuple(x.shape[-2:])
-        z, a = forward_with_activation(self.classifier, x, p["layer"])
+        cam, z, a = softened_cam(self.classifier, x, p["layer"], p["temperature"], labels=target)
         with torch.enable_grad():
-            lp = F.log_softmax(z / p["temperature"], dim=1).gather(1, target[:, None]).sum()
-            (g,) = torch.autograd.grad(lp, a, create_graph=True)
-            est = soft_mask(F.relu((g.mean((2, 3), keepdim=True) * a).sum(1)), size, t, p["threshold"])[:, None]
+            est = soft_mask(cam, size, t, p["threshold"])[:, None]
             z_est = self.classifier.forward(x * (1 - est) + pattern * est)
             rise = (z_est - z).detach().scatter(1, target[:, None], -torch.inf)
             labels = rise.topk(det.k_, dim=1).indices
             inter = torch.ones_like(est[:, 0])
             for k in range(det.k_):
                 (gk,) = torch.autograd.grad(z.gather(1, labels[:, k:k + 1]).sum(), a, create_graph=True)
-                inter = inter * soft_mask(F.relu(-(gk.mean((2, 3), keepdim=True) * a).sum(1)), size, t, p["threshold"])
+                inter = inter * soft_mask(gradcam_from_gradients(-gk, a), size, t, p["threshold"])
             fin = inter[:, None]
             z_f = self.classifier.forward(x * (1 - fin) + pattern * fin)
         return z, z_f
@@ -135,6 +133,10 @@ class TaintRadarBPDA(Attack):
         w = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6)).detach().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=p["lr"])
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
+
+        def image(sel=slice(None)) -> torch.Tensor:  # the images with their regions replaced
+            return x[sel] * (1 - m[sel]) + m[sel] * (torch.tanh(w[sel]) + 1) / 2
+
         best = x.clone()
         step_of = np.full(n, -1)
         bar = tqdm(range(1, p["steps"] + 1), desc=self.name, leave=False, disable=not self.progress)
@@ -142,7 +144,7 @@ class TaintRadarBPDA(Attack):
             t = 1 + (s - 1) // p["t_every"]
             act = torch.nonzero(~done).flatten()  # images already bypassing are left out of the passes
             with torch.enable_grad():
-                xa = x[act] * (1 - m[act]) + m[act] * (torch.tanh(w[act]) + 1) / 2
+                xa = image(act)
                 pattern = self.detector.fill_pattern(xa, g)
                 z, z_f = self.soft_pipeline(xa, targets[act], float(t), pattern)
                 loss = self._loss(z, z_f, targets[act]).sum()
@@ -152,7 +154,7 @@ class TaintRadarBPDA(Attack):
             if s % p["check_every"] and s != p["steps"]:
                 continue
             with torch.no_grad():
-                xa = x * (1 - m) + m * (torch.tanh(w) + 1) / 2
+                xa = image()
                 hit = (clf.forward(xa).argmax(1) == targets) & ~done
             cand = torch.nonzero(hit).flatten()
             if len(cand):
@@ -166,8 +168,7 @@ class TaintRadarBPDA(Attack):
             if bool(done.all()):
                 break
         with torch.no_grad():
-            last = x * (1 - m) + m * (torch.tanh(w) + 1) / 2
-        best[~done] = last[~done]
+            best[~done] = image()[~done]
         recheck = np.full(n, np.nan)
         for i in torch.nonzero(done).flatten().tolist():
             if p["recheck"]:

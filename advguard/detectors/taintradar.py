@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..classifier import Classifier
+from ..classifier import Classifier, gradcam_from_gradients
 from ..errors import InputError, unknown_name
 from ..transforms import gaussian_blur
 from .base import Detector, NotFittedError
@@ -44,14 +44,20 @@ from .base import Detector, NotFittedError
 FILLS = ("noise", "mean", "blur")
 
 
-def binarize_cam(cam: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
-    """(..., h, w) non-negative maps -> boolean masks (..., H, W): scaled to max 1 per map, upsampled
-    bilinearly to ``size``, ``>= threshold``. All-zero maps give empty masks."""
+def upsampled_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) non-negative maps -> (..., H, W): scaled to max 1 per map, upsampled bilinearly to ``size``
+    (differentiable; all-zero maps stay zero)."""
     lead = cam.shape[:-2]
     flat = cam.reshape(-1, 1, *cam.shape[-2:]).float()
     peak = flat.flatten(1).amax(1).clamp_min(1e-12)
     up = F.interpolate(flat / peak[:, None, None, None], size=size, mode="bilinear", align_corners=False)
-    return (up[:, 0] >= threshold).reshape(*lead, *size)
+    return up[:, 0].reshape(*lead, *size)
+
+
+def binarize_cam(cam: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
+    """(..., h, w) non-negative maps -> boolean masks (..., H, W): :func:`upsampled_cam` ``>= threshold``.
+    All-zero maps give empty masks."""
+    return upsampled_cam(cam, size) >= threshold
 
 
 @dataclass
@@ -184,8 +190,7 @@ class TaintRadar(Detector):
         t = p["temperature"]
         v_loss = (eye[pred] - F.softmax(z / t, dim=1)) / t
         g_loss = vjp(v_loss[None])[0]
-        cam = F.relu((g_loss.mean((2, 3), keepdim=True) * a).sum(1))
-        est = binarize_cam(cam, size, p["threshold"])
+        est = binarize_cam(gradcam_from_gradients(g_loss, a), size, p["threshold"])
         pattern = self.fill_pattern(x, g)
         x_est = self._filled(x, pattern, est)
         # 2. labels whose logits rose most when the estimated region is filled
@@ -195,7 +200,7 @@ class TaintRadar(Detector):
         labels = rise.topk(k_max, dim=1).indices  # (n, k_max)
         # 3. negative Grad-CAM of each label: one-hot cotangents (k_max, n, classes) in one batched backward
         g_lab = vjp(eye[labels.T])  # (k_max, n, C', h, w)
-        neg = F.relu(-(g_lab.mean((3, 4), keepdim=True) * a[None]).sum(2))  # (k_max, n, h, w)
+        neg = gradcam_from_gradients(-g_lab, a[None])  # (k_max, n, h, w)
         sub = binarize_cam(neg, size, p["threshold"]).transpose(0, 1)  # (n, k_max, H, W)
         inter = torch.cummin(sub.to(torch.uint8), dim=1).values.bool()  # intersection of the first K
         finals = inter[:, [k - 1 for k in ks]]  # (n, len(ks), H, W)
