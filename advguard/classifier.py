@@ -52,12 +52,12 @@ class NormalizedModel(nn.Module):
         return self.model(self.normalize(x))
 
 
-
 def gradcam_from_gradients(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """Grad-CAM map ReLU(sum_k alpha_k A^k) with alpha_k the spatial mean of ``g`` (dscore / dA) per channel:
     (..., C, h, w) gradients and activations (broadcasting) -> (..., h, w), not rescaled. Pass ``-g`` for the
     negative Grad-CAM."""
     return F.relu((g.mean((-2, -1), keepdim=True) * a).sum(-3))
+
 
 class Classifier:
     """Wrap ``model`` (expects normalised input) with its input specification.
