@@ -107,6 +107,15 @@ def test_patch_geometry_and_shapes(gapnet):
         TaintRadar(clf, fill="gray")
 
 
+def test_multiple_size_patch_does_not_depend_on_its_application_size(gapnet):
+    # the Table II experiment trains one set of multiple-size patches per batch size and applies it at every size
+    clf, _, x, _ = gapnet
+    small, large = (AdversarialPatch(clf, target=1, size=s, multi_size=True, steps=3, seed=5, progress=False).fit(x)
+                    for s in (0.2, 0.4))
+    assert torch.equal(small.patch_, large.patch_)
+    assert small.apply(x)[1].sum() < large.apply(x)[1].sum()
+
+
 @pytest.fixture(scope="module")
 def cifar_patch(correct_images):
     clf, x, y = correct_images(700, 0)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_path, atomic_write_text
 from ..attacks import AdversarialPatch, RegionMisleadingPatch
+from ..attacks.patch import shape_mask
 from ..attacks.taintradar_bpda import TaintRadarBPDA
 from ..data import load_dataset
 from ..data.cache import cached_arrays
@@ -157,11 +158,13 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
                  "variant": False} for m in o["multi_size"] for b in o["batch_sizes"] for s in o["sizes"]]
     settings += [{"batch": 16, "size": 0.3, **v, "label": v.get("label", f"variant-{i}"), "variant": True}
                  for i, v in enumerate(o["variants"])]
-    cells, examples = [], {}
+    cells, examples, first_patches = [], {}, {}
     for st in tqdm(settings, desc="patch settings", disable=not progress):
-        sfold = folder / "patches" / st["label"]
+        sfold = folder / "patches" / _training_label(st, o["size_range"])
         sfold.mkdir(parents=True, exist_ok=True)
         res = _patch_cell(clf, o, sets, st, sfold, progress)
+        if (sfold / "patch-0000.npy").exists():
+            first_patches[st["label"]] = (np.load(sfold / "patch-0000.npy"), st.get("shape", "square"))
         for p in ([st["position"]] if "position" in st else o["positions"]):
             succ = res[f"{p}/success"].astype(bool)
             x_adv = res[f"{p}/x_adv"][succ]
@@ -195,8 +198,17 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
            "provenance": provenance()}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1, default=float))
-    _page(cfg, doc, out, tr, sets, examples, ops)
+    _page(cfg, doc, out, tr, sets, examples, ops, first_patches)
     return doc
+
+
+def _training_label(setting: dict, size_range: tuple[float, float]) -> str:
+    """The cache folder of a setting's patches. A multiple-size patch is trained at sizes drawn from
+    ``size_range`` whatever the size it is applied at (up to the range's top), so the grid's patch sizes share
+    one set of multiple-size patches per batch size (trained once, applied at 0.2 / 0.3 / 0.4)."""
+    if setting.get("multi_size") and not setting["variant"] and float(setting["size"]) <= size_range[1]:
+        return f"multi-b{setting['batch']}"
+    return setting["label"]
 
 
 def _stream(*names: str) -> int:
@@ -334,7 +346,26 @@ def _adaptive_section(page: Page, doc: dict, plt) -> None:
                            f"{pb['misclassified_without']} of {pb['n']} misclassified, none into the target.")
 
 
-def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, examples: dict, ops: dict) -> None:
+def _patch_figure(page: Page, first_patches: dict[str, tuple[np.ndarray, str]], plt) -> None:
+    """The first trained patch of every setting (masked-out pixels of shaped patches shown white)."""
+    n = len(first_patches)
+    cols = min(9, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (label, (patch, shape)) in zip(axes.ravel(), first_patches.items()):
+        keep = shape_mask(shape, patch.shape[-1]).numpy()
+        shown = np.clip(patch, 0, 1) * keep + (1 - keep)
+        ax.imshow(shown.transpose(1, 2, 0).squeeze(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(label, fontsize=6)
+    fig.tight_layout()
+    page.figure("patches.png", fig_png(fig), "The first trained patch of each setting (patch-0000, trained on victims "
+                "0 .. batch - 1); every patch of a run is cached as .npy with a PNG of the first.")
+
+
+def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, examples: dict, ops: dict,
+          first_patches: dict[str, tuple[np.ndarray, str]] | None = None) -> None:
     prov, o = doc["provenance"], doc["options"]
     fprs = o["fprs"]
     page = Page(cfg.title or cfg.name)
@@ -342,8 +373,9 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
               f"of {cfg.n_images} drawn: {doc['counts']['victims']} victims (not of the target class {o['target']}), "
               f"{doc['counts']['calibration']} clean images to choose K and Delta_R and fit SentiNet's boundary, "
               f"{doc['counts']['eval_clean']} held-out clean images for the FPR, {doc['counts']['sentinet_test']} "
-              f"SentiNet overlay images. Patches: {o['steps']} Adam steps (lr {o['lr']}), filling pattern "
-              f"`{o['fill']}`, K up to {doc['k_max']}.")
+              f"SentiNet overlay images. Patches: {o['steps']} Adam steps (lr {o['lr']}); multiple-size patches are "
+              f"trained at area shares drawn from {o['size_range'][0]:g}-{o['size_range'][1]:g}, once per batch size, "
+              f"and applied at each patch size of the grid. Filling pattern `{o['fill']}`, K up to {doc['k_max']}.")
     page.h2("Operating points (chosen on the calibration images only)")
     page.table(["target FPR", "K", "Delta_R", "TaintRadar held-out FPR", "SentiNet held-out FPR"],
                [[pct(f), v["k"], v["delta_r"], pct(v["taintradar_eval_fpr"]), pct(v["sentinet_eval_fpr"])]
@@ -417,6 +449,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
         fig.tight_layout()
         page.figure("figure4_masks.png", fig_png(fig), f"Figure 4: TaintRadar's steps on a benign and a patched image "
                     f"({label}, {pos}); the paper's shows the same columns for VGG16 on ImageNet.")
+    if first_patches:
+        _patch_figure(page, first_patches, plt)
     page.text(f"- Machine: {prov['machine']}. Commit `{prov['commit']}`, {prov['date']}.\n"
               f"- Command: `advguard bench configs/{cfg.name}.toml`")
     page.write(out)
