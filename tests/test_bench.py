@@ -193,6 +193,8 @@ def test_taintradar_smoke_config(tmp_path):
     html = (out / "report.html").read_text()
     assert "Table II" in html and "Figure 6" in html and "BPDA end-to-end" in html
     assert (out / "figure6_region_misleading.png").exists()
+    assert (out / "patches.png").exists() and (out / "auc_vs_k.png").exists()
+    assert all(c["taintradar_auc"] == c["taintradar_auc_by_k"][op["k"] - 1] for c in doc["cells"] if c["n_adv"])
     assert main(args) == 0  # patches, rank changes, SentiNet points and adaptive runs cached: identical numbers
     again = json.loads((out / "results.json").read_text())
     assert again["cells"] == doc["cells"] and again["misleading"] == mis and again["bpda"] == doc["bpda"]

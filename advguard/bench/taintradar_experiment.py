@@ -68,8 +68,9 @@ def _clean_sets(cfg: BenchConfig, clf, o: dict, ds_kwargs: dict) -> dict[str, np
 
 def _patch_cell(clf, o: dict, sets: dict, setting: dict, folder: Path, progress: bool,
                 attack: type[AdversarialPatch] = AdversarialPatch, **extra) -> dict[str, np.ndarray]:
-    """Train the setting's patches (cached one by one) and apply each at every position; ``attack`` and
-    ``extra`` (keyword arguments) choose the patch attack (the region-misleading one takes ``lam``, ...)."""
+    """Train the setting's patches (cached one by one) and apply each at every position (``first_patch``: the
+    first patch); ``attack`` and ``extra`` (keyword arguments) choose the patch attack (the region-misleading one
+    takes ``lam``, ...)."""
     b = int(setting["batch"])
     xv, yv = torch.from_numpy(sets["victims"]), torch.from_numpy(sets["victims_y"])
     positions = [setting["position"]] if "position" in setting else o["positions"]
@@ -95,9 +96,12 @@ def _patch_cell(clf, o: dict, sets: dict, setting: dict, folder: Path, progress:
             out[f"{p}/x_adv"].append(res.x_adv.numpy())
             out[f"{p}/success"].append(res.success.numpy())
             out[f"{p}/mask"].append(ap.last_masks_.numpy())
-    if patches and not (folder / "patch-0000.png").exists():
-        patches[0].save_png(folder / "patch-0000.png")
-    return {k: np.concatenate(v) for k, v in out.items()}
+    res = {k: np.concatenate(v) for k, v in out.items()}
+    if patches:
+        res["first_patch"] = patches[0].patch_.numpy()
+        if not (folder / "patch-0000.png").exists():
+            patches[0].save_png(folder / "patch-0000.png")
+    return res
 
 
 def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -150,9 +154,9 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
             row[f"taintradar_tpr@{fpr}"] = float((ra[:, op["k"] - 1] > op["delta_r"]).mean()) if len(ra) else None
             row[f"sentinet_tpr@{fpr}"] = float((sa > op["sentinet_threshold"]).mean()) if len(sa) else None
         k0 = ops[o["fprs"][0]]["k"]
-        row["taintradar_auc"] = roc_auc(r_eval[:, k0 - 1], ra[:, k0 - 1]) if len(ra) else None
         # how well the rank change separates these images from held-out clean ones at every K (Figure 3a's K axis)
         row["taintradar_auc_by_k"] = [roc_auc(r_eval[:, k], ra[:, k]) for k in range(k_max)] if len(ra) else None
+        row["taintradar_auc"] = row["taintradar_auc_by_k"][k0 - 1] if len(ra) else None
         row["sentinet_auc"] = roc_auc(s_eval, sa) if len(sa) else None
         return row
 
@@ -165,8 +169,8 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
         sfold = folder / "patches" / _training_label(st, o["size_range"])
         sfold.mkdir(parents=True, exist_ok=True)
         res = _patch_cell(clf, o, sets, st, sfold, progress)
-        if (sfold / "patch-0000.npy").exists():
-            first_patches[st["label"]] = (np.load(sfold / "patch-0000.npy"), st.get("shape", "square"))
+        if "first_patch" in res:
+            first_patches[st["label"]] = (res["first_patch"], st.get("shape", "square"))
         for p in ([st["position"]] if "position" in st else o["positions"]):
             succ = res[f"{p}/success"].astype(bool)
             x_adv = res[f"{p}/x_adv"][succ]
