@@ -26,6 +26,9 @@ TABLE2: dict[tuple[str, float], dict[tuple[str, int], tuple[float, float, float]
     key: {col: tuple(vals[3 * i: 3 * i + 3]) for i, col in enumerate(_COLS)} for key, vals in _ROWS.items()
 }
 
+#: Section VI-C: Table II is printed at FPR 6 % only; "when the FPR changes from 6 % to 3 %, the drops of
+#: performance range between 0 % and 4 %" (percentage points of TaintRadar TPR).
+FPR3_TPR_DROP = (0.0, 4.0)
 #: Section VII-A: two patches of size 0.4 (batch 16): TPR 91.5 %; star / lightning shapes: 92.31 % / 90.5 %.
 MULTIPLE_PATCHES_TPR = 91.5
 SHAPES_TPR = {"star": 92.31, "lightning": 90.5}
