@@ -290,7 +290,8 @@ def _bpda(clf, o: dict, sets: dict, tr: TaintRadar, folder: Path, dkey: str, pro
 def summary_table(doc: dict) -> tuple[list[str], list[list]]:
     """Per patch setting and position: SR and both detectors' TPR at the first FPR."""
     f = doc["options"]["fprs"][0]
-    return (["setting", "position", "SR", "successes", f"SentiNet TPR @{pct(f, 0)}", f"TaintRadar TPR @{pct(f, 0)}"],
+    return (["setting", "position", "SR", "successes", f"SentiNet TPR @{pct(f, 0)} %",
+             f"TaintRadar TPR @{pct(f, 0)} %"],
             [[c["setting"], c["position"], pct(c["sr"]), c["n_adv"], pct(c[f"sentinet_tpr@{f}"]),
               pct(c[f"taintradar_tpr@{f}"])] for c in doc["cells"]])
 
@@ -299,7 +300,7 @@ def _adaptive_section(page: Page, doc: dict, plt) -> None:
     """Section VII-B: Figure 6 (region-misleading patches) and the end-to-end BPDA attack."""
     f = doc["options"]["fprs"][0]
     op = doc["operating_points"][str(f)]
-    page.h2(f"Adaptive attacks (Section VII-B), TaintRadar at FPR {pct(f, 0)} (K = {op['k']}, Delta_R = "
+    page.h2(f"Adaptive attacks (Section VII-B), TaintRadar at FPR {pct(f, 0)} % (K = {op['k']}, Delta_R = "
             f"{op['delta_r']})")
     rows = doc.get("misleading") or []
     if rows:
@@ -333,7 +334,7 @@ def _adaptive_section(page: Page, doc: dict, plt) -> None:
     if brows:
         b = {**BPDA_DEFAULTS, **doc["options"]["bpda"]}
         pb = paper.BPDA
-        page.text(f"End-to-end attack: per image, a square covering {pct(b['size'], 0)} of the image "
+        page.text(f"End-to-end attack: per image, a square covering {pct(b['size'], 0)} % of the image "
                   f"({b['position']} position) is optimised with Adam (lr {b['lr']:g}, tanh space) for up to "
                   f"{b['steps']} steps through TaintRadar with sigmoid binarisations (t from 1, +1 every "
                   f"{b['t_every']} steps); loss CE(target) + the margin by which the target's rank after filling "
@@ -346,7 +347,8 @@ def _adaptive_section(page: Page, doc: dict, plt) -> None:
                      pct(r["success_with_taintradar"]), pct(r["taintradar_tpr"]), pct(r["recheck_evasion"]),
                      "-" if r["median_step"] is None else f"{r['median_step']:.0f}", f"{r['seconds_per_image']:.2f}"]
                     for r in brows],
-                   caption=f"The paper ({pb['n']} ImageNet images, VGG16, {pct(pb['region_share'], 0)} of the image): "
+                   caption=f"The paper ({pb['n']} ImageNet images, VGG16, {pct(pb['region_share'], 0)} % of the "
+                           f"image): "
                            f"success with TaintRadar {pb['success_with_taintradar']:g} % (robustness "
                            f"{100 - pb['success_with_taintradar']:g} %); without TaintRadar "
                            f"{pb['misclassified_without']} of {pb['n']} misclassified, none into the target.")
@@ -410,10 +412,10 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
                [[pct(f), v["k"], v["delta_r"], pct(v["taintradar_eval_fpr"]), pct(v["sentinet_eval_fpr"])]
                 for f, v in ops.items()],
                caption=f"The paper (ImageNet, VGG16): K = {paper.PARAMS['k']}, Delta_R = {paper.PARAMS['delta_r']} "
-                       f"at 6 %, held-out FPR {pct(paper.PARAMS['heldout_fpr'], 2)}.")
+                       f"at 6 %, held-out FPR {pct(paper.PARAMS['heldout_fpr'], 2)} %.")
     grid = [c for c in doc["cells"] if not c["variant"]]
     for fpr in fprs:
-        page.h2(f"Table II at FPR {pct(fpr, 0)}: SR, SentiNet TPR, TaintRadar TPR " +
+        page.h2(f"Table II at FPR {pct(fpr, 0)} %: SR, SentiNet TPR, TaintRadar TPR " +
                 ("(paper's ImageNet figures in parentheses)" if fpr == 0.06 else
                  f"(the paper prints Table II at 6 % only; it reports TaintRadar TPR drops of "
                  f"{paper.FPR3_TPR_DROP[0]:g}-{paper.FPR3_TPR_DROP[1]:g} points at 3 %)"))
@@ -432,7 +434,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
     if variants:
         page.h2("Variants (Section VII-A)")
         page.table(["variant", "shape", "patches", "size", "batch", "position", "SR %", "successes"]
-                   + [f"TaintRadar TPR @{pct(f, 0)}" for f in fprs],
+                   + [f"TaintRadar TPR @{pct(f, 0)} %" for f in fprs],
                    [[c["setting"], c["shape"], c["n_patches"], f"{c['size']:g}", c["batch"], c["position"],
                      f"{100 * c['sr']:.1f}", c["n_adv"]] + [pct(c[f"taintradar_tpr@{f}"]) for f in fprs]
                     for c in variants],
@@ -440,8 +442,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
                            f"lightning {paper.SHAPES_TPR['lightning']} % TPR at FPR 6 %.")
     if doc["attacks"]:
         page.h2("L2 / L-inf attacks (TaintRadar is not designed for them)")
-        page.table(["attack", "successes", "TaintRadar AUC"] + [f"TaintRadar TPR @{pct(f, 0)}" for f in fprs]
-                   + [f"SentiNet TPR @{pct(f, 0)}" for f in fprs],
+        page.table(["attack", "successes", "TaintRadar AUC"] + [f"TaintRadar TPR @{pct(f, 0)} %" for f in fprs]
+                   + [f"SentiNet TPR @{pct(f, 0)} %" for f in fprs],
                    [[r["attack"], r["n_adv"], pct(r["taintradar_auc"])] + [pct(r[f"taintradar_tpr@{f}"]) for f in fprs]
                     + [pct(r[f"sentinet_tpr@{f}"]) for f in fprs] for r in doc["attacks"]])
     plt = pyplot()
