@@ -11,6 +11,19 @@ import torch
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
+# Fuzz (property-based) tests: a short default profile that keeps the suite within its budget, and a
+# longer one for a separate run: HYPOTHESIS_PROFILE=long python3 -m pytest tests/test_fuzz_*.py
+try:
+    from hypothesis import HealthCheck, settings
+
+    _common = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
+                                                                           HealthCheck.function_scoped_fixture])
+    settings.register_profile("default", max_examples=25, **_common)
+    settings.register_profile("long", max_examples=500, **_common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # hypothesis is in the test extras; without it the fuzz tests are skipped
+    pass
+
 
 @pytest.fixture(scope="session")
 def foolbox_images() -> dict[str, list[tuple[np.ndarray, int]]]:
