@@ -11,12 +11,17 @@ chunks, each chunk written atomically, so an interrupted build resumes where it 
 and a finished one loads instantly. Train/test splits are made by clean-image id with a
 seeded hash, so a clean image and all its adversarial versions (across attacks) always fall
 in the same fold.
+
+Every file is written with a checksum and verified when read (:mod:`advguard.data.cache`): a damaged
+chunk or set is named in a warning, moved aside and rebuilt. A per-key lock makes concurrent builds of
+one set (two benches on one cache) build it once; the others wait and load it.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,11 +30,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ._atomic import atomic_path, atomic_write_text
+from ._atomic import atomic_write_text
 from .attacks import make_attack, shifted_targets
 from .attacks.base import success_of
 from .classifier import Classifier
 from .data import data_dir, load_dataset
+from .data.cache import cache_lock, load_entry, save_entry
 
 ROUNDTRIPS = (None, "png", "jpeg", "png+jpeg")
 
@@ -169,9 +175,18 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
     key = config_key(cfg, mhash)
     root = Path(cache_dir) if cache_dir is not None else data_dir() / "advsets"
     final = root / f"{key}.npz"
-    if final.exists():
-        return _load(final)
+    # One builder per key at a time (two benches on one cache): the second waits, then loads the finished set.
+    with cache_lock(final):
+        arrays = load_entry(final)
+        if arrays is None:
+            arrays = _build(cfg, classifier, mhash, key, root, final, chunk_size, progress)
+    return _from_arrays(arrays)
 
+
+def _build(cfg: AdvSetConfig, classifier: Classifier, mhash: str, key: str, root: Path, final: Path,
+           chunk_size: int, progress: bool) -> dict[str, np.ndarray]:
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size!r}")
     ds = load_dataset(cfg.dataset, cfg.split, limit=cfg.limit, seed=cfg.seed, **cfg.dataset_kwargs)
     with classifier.exact():
         pred = classifier.predict(ds.x).numpy()
@@ -189,9 +204,12 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
     atomic_write_text(parts / "config.json", json.dumps({**asdict(cfg), "weights": mhash}, indent=2, default=str))
     n_chunks = (len(y_clean) + chunk_size - 1) // chunk_size
     bar = tqdm(range(n_chunks), desc=f"advset {cfg.attack}", disable=not progress)
+    chunks = []
     for c in bar:
         path = _chunk_path(parts, c)
-        if path.exists():
+        done = load_entry(path)  # a finished chunk of an interrupted build (None if absent or corrupt)
+        if done is not None:
+            chunks.append(done)
             continue
         sl = slice(c * chunk_size, (c + 1) * chunk_size)
         xb, yb = x_clean[sl], y_clean[sl]
@@ -204,12 +222,12 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
             with classifier.exact():
                 p2 = classifier.predict(x_adv).numpy()
                 ok = ok & success_of(classifier, x_adv, yb, tb, attack.top_k, pred=torch.from_numpy(p2)).numpy()
-        with atomic_path(path) as tmp:
-            np.savez(tmp, x_adv=x_adv.numpy()[ok], ok=ok, n_success=n_success,
+        chunk = dict(x_adv=x_adv.numpy()[ok], ok=ok, n_success=n_success,
                      pred=r.pred_adv.numpy()[ok] if not cfg.roundtrip else p2[ok],
                      targets=tb[ok] if tb is not None else np.zeros(0, int),
                      **{f"norm_{k}": v.numpy()[ok] for k, v in r.norms.items()})
-    chunks = [np.load(_chunk_path(parts, c), allow_pickle=False) for c in range(n_chunks)]
+        save_entry(path, chunk)
+        chunks.append(load_entry(path))  # exactly what a resumed build would read
     ok = np.concatenate([c["ok"] for c in chunks]) if chunks else np.zeros(0, bool)
     counts = {"n_images": len(ds), "n_correct": int(correct.sum()), "n_attacked": int(len(y_clean)),
               "n_success": int(sum(int(c["n_success"]) for c in chunks)), "n_adv": int(ok.sum())}
@@ -222,22 +240,45 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
         **{f"norm_{k}": np.concatenate([c[f"norm_{k}"] for c in chunks]) for k in ("l0", "l2", "linf")},
     }
     meta = {"config": {**asdict(cfg), "weights": mhash, "source": ds.source}, "counts": counts, "key": key}
-    with atomic_path(final) as tmp:
-        np.savez(tmp, meta=np.asarray(json.dumps(meta, default=str)), **arrays)
-    for c in range(n_chunks):
-        _chunk_path(parts, c).unlink(missing_ok=True)
-    (parts / "config.json").unlink(missing_ok=True)
-    parts.rmdir()
-    return _load(final)
+    save_entry(final, {"meta": np.asarray(json.dumps(meta, default=str)), **arrays})
+    _remove_partial(parts)
+    out = load_entry(final)
+    if out is None:  # pragma: no cover - the file we just wrote and verified vanished or changed
+        raise OSError(f"adversarial set {final} could not be read back after writing it")
+    return out
 
 
-def _load(path: Path) -> AdvSet:
-    with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        a = {k: f[k] for k in f.files if k != "meta"}
+def _remove_partial(parts: Path) -> None:
+    """Delete a finished build's chunk folder; tolerant of files another process already removed."""
+    for p in sorted(parts.glob("*")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:  # pragma: no cover - nothing makes sub-folders here
+            shutil.rmtree(p, ignore_errors=True)
+    try:
+        parts.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:  # not empty (a file appeared meanwhile): leave it, it is harmless
+        pass
+
+
+def _from_arrays(arrays: dict[str, np.ndarray]) -> AdvSet:
+    a = dict(arrays)
+    meta = json.loads(str(a.pop("meta")))
     has_targets = meta["config"].get("target_shift") is not None
     return AdvSet(x_clean=a["x_clean"], clean_ids=a["clean_ids"], y_clean=a["y_clean"], x_adv=a["x_adv"],
                   adv_ids=a["adv_ids"], y_adv=a["y_adv"], pred_adv=a["pred_adv"],
                   targets=a["targets"] if has_targets else None,
                   norms={k: a[f"norm_{k}"] for k in ("l0", "l2", "linf")}, config=meta["config"],
                   counts=meta["counts"], key=meta["key"])
+
+
+def _load(path: Path) -> AdvSet:
+    """The adversarial set stored at ``path`` (verified; a damaged file raises an error naming it)."""
+    arrays = load_entry(path)
+    if arrays is None:
+        raise FileNotFoundError(f"no intact adversarial set at {path} (absent, or corrupt and moved aside)")
+    return _from_arrays(arrays)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_write_text
 from ..advsets import fold_of
+from ..data.cache import save_file, verified
 from ..detectors import CNNDetector, Detector, ImageOps, decision_scores, make_decision_model
 from ..detectors.imageops import PAPER_DECISION_PARAMS, counting_feature, default_k, differences_feature, \
     label_matrix
@@ -223,8 +224,9 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         label = c.get("label") or json.dumps(params)
         path = cache / "imageops-cnn" / f"{cache_key(wkey, [s.key for s in sets.values()], cfg.fractions, cfg.seed, params)}.zip"
         t0 = time.perf_counter()
-        if path.exists():
-            det = Detector.load(path, clf)
+        # verified (advguard.data.cache): a corrupt or tampered detector file is named, moved aside and retrained
+        det = verified(path, lambda p: Detector.load(p, clf))
+        if det is not None:
             saved = det.history_[-1].get("_train_seconds") if det.history_ else None
             train_s = None if saved is None else float(saved)  # older caches stored it as a JSON string
         else:
@@ -233,8 +235,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
                     dev=(x_all[(fold == 1) & (y_det == 0)], x_all[(fold == 1) & (y_det == 1)]))
             train_s = time.perf_counter() - t0
             det.history_[-1]["_train_seconds"] = train_s
-            path.parent.mkdir(parents=True, exist_ok=True)
-            det.save(path)
+            save_file(path, lambda tmp: det.save(tmp))
         ev = fold == 2
         z = det.features(torch.from_numpy(x_all[ev]))
         s = det.statistic(z)

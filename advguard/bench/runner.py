@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path
 from ..advsets import AdvSet, AdvSetConfig, build_advset
 from ..data import data_dir
+from ..data.cache import cache_lock, load_entry, save_entry
 from ..detectors import make_detector
 from ..metrics import CostReport, PeakMemory, detection_report
 from ..models import get_spec, load_model
@@ -42,10 +42,18 @@ def cache_key(*parts) -> str:
 def cached_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int = 256,
                   desc: str = "", progress: bool = True) -> tuple[np.ndarray, dict]:
     """``fn`` applied to ``x`` in chunks (progress bar) and concatenated, with its cost (time, ``clf``'s model
-    passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically."""
-    if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            return f[name], json.loads(str(f["cost"]))
+    passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically with a
+    checksum (:mod:`advguard.data.cache`). A corrupt cache file is named in a warning, moved aside and recomputed;
+    the entry's lock makes concurrent runs compute it once."""
+    with cache_lock(path):
+        hit = load_entry(path)  # verified; a corrupt file is named, moved aside and recomputed
+        if hit is not None and name in hit and "cost" in hit:
+            return hit[name], json.loads(str(hit["cost"]))
+        return _compute_chunks(path, name, clf, x, fn, empty, chunk, desc, progress)
+
+
+def _compute_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int, desc: str,
+                    progress: bool) -> tuple[np.ndarray, dict]:
     parts = []
     passes0, t0 = clf.num_passes, time.perf_counter()
     with PeakMemory() as mem:
@@ -54,8 +62,7 @@ def cached_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarr
     secs = time.perf_counter() - t0
     arr = np.concatenate(parts) if parts else empty
     cost = {**CostReport(len(x), secs, clf.num_passes - passes0, mem.peak_mb).as_dict(), "seconds": secs}
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **{name: arr}, cost=np.asarray(json.dumps(cost)))
+    save_entry(path, {name: arr, "cost": np.asarray(json.dumps(cost))})
     return arr, cost
 
 

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path, atomic_write_text
+from .._atomic import atomic_write_text
 from ..advsets import fold_of
+from ..data.cache import cached_arrays, cache_lock, load_json, save_json
 from ..detectors import LeaveOneOut
 from ..detectors.decision import decision_scores, make_decision_model
 from ..metrics import PeakMemory, roc_auc
@@ -66,7 +67,8 @@ def unit_features(det: LeaveOneOut, x: np.ndarray, folder: Path, desc: str, prog
     parts = []
     for i in tqdm(range(0, len(x), batch), desc=desc, leave=False, disable=not progress):
         path = folder / f"{i // batch:05d}.npz"
-        if not path.exists():
+
+        def build(i=i):
             xb = clf.validate(x[i: i + batch])
             det.units_per_image_ = []
             t0 = time.perf_counter()
@@ -75,11 +77,12 @@ def unit_features(det: LeaveOneOut, x: np.ndarray, folder: Path, desc: str, prog
             secs = time.perf_counter() - t0
             with torch.inference_mode():
                 pred = clf.logits(xb, validate=False).argmax(1).numpy()  # the detector's own forward pass
-            with atomic_path(path) as tmp:
-                np.savez(tmp, features=f, pred=pred, units=np.asarray(det.units_per_image_),
-                         seconds=np.asarray(secs), peak_mb=np.asarray(mem.peak_mb))
-        with np.load(path, allow_pickle=False) as z:
-            parts.append({k: z[k] for k in z.files})
+            return dict(features=f, pred=pred, units=np.asarray(det.units_per_image_),
+                        seconds=np.asarray(secs), peak_mb=np.asarray(mem.peak_mb))
+
+        # verified and locked: a corrupt batch file is named in a warning, moved aside and recomputed
+        z = cached_arrays(path, build)
+        parts.append(z)
     cat = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "pred", "units")}
     cat["seconds"] = np.array([float(p["seconds"]) for p in parts])
     cat["peak_mb"] = np.array([float(p["peak_mb"]) for p in parts])
@@ -96,8 +99,16 @@ def flavour(feats: dict[str, np.ndarray], name: str, num_classes: int) -> np.nda
 
 def _timing(clf, unit: dict, opts: dict, x: np.ndarray, path: Path, seed: int) -> dict:
     """Seconds and peak MB of each flavour on one batch of ``x`` (cached in ``path``)."""
-    if path.exists():
-        return json.loads(path.read_text())
+    with cache_lock(path):
+        cached = load_json(path)
+        if cached is not None:
+            return cached
+        out = _measure(clf, unit, opts, x, seed)
+        save_json(path, json.dumps(out, indent=1))
+    return out
+
+
+def _measure(clf, unit: dict, opts: dict, x: np.ndarray, seed: int) -> dict:
     out = {}
     for fl in FLAVOURS:
         det = _detector(clf, unit, opts, fl, seed)
@@ -109,7 +120,6 @@ def _timing(clf, unit: dict, opts: dict, x: np.ndarray, path: Path, seed: int) -
             f = det.features(xb)
         out[fl] = {"seconds": time.perf_counter() - t0, "peak_mb": mem.peak_mb, "dims": int(f.shape[1]),
                    "mean_units": float(np.mean(det.units_per_image_)), "images": int(len(x))}
-    atomic_write_text(path, json.dumps(out, indent=1))
     return out
 
 

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path, atomic_write_text
+from .._atomic import atomic_write_text
 from ..attacks import AdversarialPatch, RegionMisleadingPatch
 from ..attacks.patch import shape_mask
 from ..attacks.taintradar_bpda import TaintRadarBPDA
 from ..data import load_dataset
-from ..data.cache import cached_arrays
+from ..data.cache import cache_lock, cached_arrays, load_npy, save_npy
 from ..detectors import SentiNet, TaintRadar
 from ..metrics import roc_auc, threshold_at_fpr
 from ..models import load_model
@@ -83,12 +83,13 @@ def _patch_cell(clf, o: dict, sets: dict, setting: dict, folder: Path, progress:
                     n_patches=int(setting.get("n_patches", 1)), seed=j, progress=False, **extra)
         pfile = folder / f"patch-{j:04d}.npy"
         sl = slice(j * b, (j + 1) * b)
-        if pfile.exists():
-            ap.patch_ = torch.from_numpy(np.load(pfile))
-        else:
-            ap.fit(xv[sl])
-            with atomic_path(pfile) as tmp:
-                np.save(tmp, ap.patch_.numpy())
+        with cache_lock(pfile):  # verified: a corrupt patch file is named, moved aside and refitted
+            saved = load_npy(pfile)
+            if saved is not None:
+                ap.patch_ = torch.from_numpy(saved)
+            else:
+                ap.fit(xv[sl])
+                save_npy(pfile, ap.patch_.numpy())
         patches.append(ap)
         for p in positions:
             ap.position = p

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path, atomic_write_text
+from .._atomic import atomic_write_text
 from ..advsets import fold_of
+from ..data.cache import cached_arrays, load_entry
 from ..detectors import EraseRestore, make_detector
 from ..detectors.erase_restore import mean_kl_wd
 from ..metrics import roc_auc
@@ -311,17 +312,20 @@ def _adaptive(cfg: BenchConfig, a: dict, md: _ModelData, det: EraseRestore, cach
     t0 = time.perf_counter()
     for i in tqdm(range(0, len(x), chunk), desc="adaptive attack chunks", disable=not progress):
         path = cache / "themis-adaptive" / f"{cache_key(md.first.config['weights'], md.first.key, params, test[i:i + chunk].tolist(), cfg.seed)}.npz"
-        if not path.exists():
+
+        def build(i=i):
             atk = DetectorAwareCW(md.clf, det, seed=cfg.seed + i, progress=progress, **params)
             r = atk(x[i: i + chunk], y[i: i + chunk], t[i: i + chunk])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                np.savez(tmp, restart=r.restart.numpy(), step=r.step.numpy(), evaded=r.evaded.numpy(),
-                         recheck=r.recheck_evasion.numpy(), l2=r.norms["l2"].numpy(), success=r.success.numpy(),
-                         seconds=np.asarray(time.perf_counter() - t0))
+            return dict(restart=r.restart.numpy(), step=r.step.numpy(), evaded=r.evaded.numpy(),
+                        recheck=r.recheck_evasion.numpy(), l2=r.norms["l2"].numpy(), success=r.success.numpy(),
+                        seconds=np.asarray(time.perf_counter() - t0))
+
+        # verified and locked (advguard.data.cache): a corrupt chunk is named, moved aside and recomputed
+        hit = load_entry(path)
+        if hit is None:
+            hit = cached_arrays(path, build)
             t0 = time.perf_counter()
-        with np.load(path, allow_pickle=False) as f:
-            parts.append({k: f[k] for k in f.files})
+        parts.append(hit)
     cat = {k: np.concatenate([p[k] for p in parts]) for k in ("restart", "step", "evaded", "recheck", "l2", "success")}
     found = cat["evaded"]
     curve = [float(((cat["restart"] >= 0) & (cat["restart"] < T) & found).mean()) for T in range(1, restarts + 1)]
