@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError, unknown_name
-from .validation import as_image_batch, as_labels
+from .validation import (ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size,
+                         check_number)
 
 INFERENCE_VARIANTS = ("float32", "channels-last", "bf16", "channels-last+bf16")
 
@@ -89,21 +90,40 @@ class Classifier:
         name: str | None = None,
     ):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.channels = int(channels)
-        self.size = tuple(size) if size is not None else None
-        self.bounds = (float(bounds[0]), float(bounds[1]))
-        self.batch_size = int(batch_size)
-        if inference not in INFERENCE_VARIANTS:
-            raise ValueError(f"inference must be one of {INFERENCE_VARIANTS}, got {inference!r}")
+            raise ParameterTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        try:
+            self.device = torch.device(device) if device is not None else torch.device("cpu")
+        except (RuntimeError, TypeError) as e:
+            raise ParameterError(f"device={device!r} is not a torch device ({e})") from None
+        self.channels = int(check_number("channels", channels, lo=1, integer=True, where="Classifier"))
+        if size is not None:
+            if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+                raise ParameterTypeError(f"Classifier: size must be (H, W), two integers >= 1, got {size!r}")
+            size = tuple(int(check_number("size", v, lo=1, integer=True, where="Classifier")) for v in size)
+        self.size = size
+        if isinstance(bounds, (str, bytes)) or not hasattr(bounds, "__len__") or len(bounds) != 2:
+            raise ParameterTypeError(f"Classifier: bounds must be (low, high), got {bounds!r}")
+        lo_b, hi_b = (float(check_number("bounds", v, where="Classifier")) for v in bounds)
+        if not lo_b < hi_b:
+            raise ParameterError(f"Classifier: bounds must be (low, high) with low < high, got {bounds!r}")
+        self.bounds = (lo_b, hi_b)
+        self.batch_size = check_batch_size(batch_size, where="Classifier")
+        if not isinstance(inference, str) or inference not in INFERENCE_VARIANTS:
+            raise ParameterError(f"inference must be one of {INFERENCE_VARIANTS}, got {inference!r}")
         self.inference = inference
         self.name = name or type(model).__name__
-        mean = tuple(mean) if mean is not None else (0.0,) * self.channels
-        std = tuple(std) if std is not None else (1.0,) * self.channels
+        try:
+            mean = tuple(mean) if mean is not None else (0.0,) * self.channels
+            std = tuple(std) if std is not None else (1.0,) * self.channels
+        except TypeError:
+            raise ParameterTypeError(f"mean/std need {self.channels} numbers each, got {mean!r} and {std!r}") from None
         if len(mean) != self.channels or len(std) != self.channels:
-            raise ValueError(f"mean/std need {self.channels} values, got {len(mean)} and {len(std)}")
+            raise ParameterError(f"mean/std need {self.channels} values, got {len(mean)} and {len(std)}")
+        mean = tuple(float(check_number("mean", v, where="Classifier")) for v in mean)
+        std = tuple(float(check_number("std", v, lo=0, lo_open=True, where="Classifier")) for v in std)
         self.mean, self.std = mean, std
+        if gradcam_layer is not None and not isinstance(gradcam_layer, str):
+            raise ParameterTypeError(f"Classifier: gradcam_layer must be a layer name (str), got {gradcam_layer!r}")
         self.model = model.eval().to(self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -113,7 +133,8 @@ class Classifier:
         self.gradcam_layer = gradcam_layer or self._last_conv()
         if self.gradcam_layer is not None and self.gradcam_layer not in self._layers:
             raise unknown_name("layer", self.gradcam_layer, self.layer_names())
-        self.num_classes = int(num_classes) if num_classes is not None else self._infer_num_classes()
+        self.num_classes = (int(check_number("num_classes", num_classes, lo=2, integer=True, where="Classifier"))
+                            if num_classes is not None else self._infer_num_classes())
 
     # ------------------------------------------------------------------ helpers
     def __repr__(self) -> str:
@@ -128,8 +149,9 @@ class Classifier:
         h, w = self.size or (32, 32)
         with torch.inference_mode():
             out = self.module(torch.zeros(1, self.channels, h, w, device=self.device))
-        if out.ndim != 2:
-            raise ValueError(f"model output has shape {tuple(out.shape)}; expected (N, num_classes) logits")
+        if out.ndim != 2 or out.shape[1] < 2:
+            raise ParameterError(f"model output has shape {tuple(out.shape)}; expected (N, num_classes) logits, "
+                                 "num_classes >= 2")
         return int(out.shape[1])
 
     def layer_names(self) -> list[str]:
@@ -137,16 +159,29 @@ class Classifier:
         return [n for n in self._layers if n]
 
     def layer(self, name: str) -> nn.Module:
+        if not isinstance(name, str):
+            raise ParameterTypeError(f"a layer name must be a str (one of layer_names()), got {name!r}")
         if name not in self._layers or not name:
             raise unknown_name("layer", name, self.layer_names())
         return self._layers[name]
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        """``batch_size`` checked (an integer >= 1), or the classifier's default when None."""
+        return self.batch_size if batch_size is None else check_batch_size(batch_size)
+
+    def _labels(self, y, n: int, name: str = "y") -> torch.Tensor:
+        return as_labels(y, n, self.num_classes, name=name)
+
+    @staticmethod
+    def _temperature(temperature: float) -> float:
+        return float(check_number("temperature", temperature, lo=0, lo_open=True))
 
     def validate(self, x: np.ndarray | torch.Tensor, name: str = "x") -> torch.Tensor:
         """Check shape, dtype, range and finiteness; return a float32 tensor."""
         return as_image_batch(x, channels=self.channels, size=self.size, bounds=self.bounds, name=name)
 
     def _batches(self, x: torch.Tensor, batch_size: int | None) -> Iterator[torch.Tensor]:
-        bs = batch_size or self.batch_size
+        bs = self._batch_size(batch_size)
         for i in range(0, x.shape[0], bs):
             yield x[i: i + bs].to(self.device, non_blocking=True)
 
@@ -182,6 +217,9 @@ class Classifier:
     # ---------------------------------------------------------------- inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable float32 logits of one batch (no validation, no batching); counts passes."""
+        if not isinstance(x, torch.Tensor):
+            raise ParameterTypeError(f"forward takes a torch tensor (N, C, H, W), got {type(x).__name__}; "
+                                     "use logits() for numpy arrays")
         self.num_passes += int(x.shape[0])
         return self.module(x.to(self.device))
 
@@ -189,16 +227,18 @@ class Classifier:
 
     def logits(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, validate: bool = True) -> torch.Tensor:
         """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
+        bs = self._batch_size(batch_size)
         t = self.validate(x) if validate else x
         outs = []
         with self._inference():
-            for xb in self._batches(t, batch_size):
+            for xb in self._batches(t, bs):
                 self.num_passes += int(xb.shape[0])
                 outs.append(self.module(self._prep(xb)).float().cpu())
         return torch.cat(outs)
 
     def probs(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, temperature: float = 1.0) -> torch.Tensor:
-        """Softmax probabilities (N, K)."""
+        """Softmax probabilities (N, K) of ``logits / temperature`` (temperature > 0)."""
+        temperature = self._temperature(temperature)
         return F.softmax(self.logits(x, batch_size) / temperature, dim=1)
 
     def predict(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
@@ -207,14 +247,13 @@ class Classifier:
 
     def top_k(self, x: np.ndarray | torch.Tensor, k: int = 5, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, labels)`` of the k most likely classes, each (N, k), most likely first."""
-        if not 1 <= k <= self.num_classes:
-            raise ValueError(f"k must be in 1..{self.num_classes}, got {k}")
+        k = int(check_number("k", k, lo=1, hi=self.num_classes, integer=True, where="top_k"))
         return self.probs(x, batch_size).topk(k, dim=1)
 
     def accuracy(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, batch_size: int | None = None) -> float:
         """Top-1 accuracy on labelled images."""
         t = self.validate(x)
-        yt = as_labels(y, t.shape[0], self.num_classes)
+        yt = self._labels(y, t.shape[0])
         return float((self.predict(t, batch_size) == yt).float().mean())
 
     def activations(self, x: np.ndarray | torch.Tensor, layer_names: Sequence[str], batch_size: int | None = None,
@@ -225,8 +264,18 @@ class Classifier:
         ``reduce(name, activation)`` (optional) is applied per batch before storing, e.g. to keep
         only selected units and bound memory. With ``include_logits`` the key ``"logits"`` is added.
         """
-        t = self.validate(x)
+        if isinstance(layer_names, str):
+            raise ParameterTypeError(f"layer_names must be a list of layer names, got the string {layer_names!r}; "
+                                     f"use [{layer_names!r}]")
+        try:
+            layer_names = list(layer_names)
+        except TypeError:
+            raise ParameterTypeError(f"layer_names must be a list of layer names, got {layer_names!r}") from None
+        if reduce is not None and not callable(reduce):
+            raise ParameterTypeError(f"reduce must be a function (name, activation) -> tensor, got {reduce!r}")
+        bs = self._batch_size(batch_size)
         mods = {n: self.layer(n) for n in layer_names}
+        t = self.validate(x)
         store: dict[str, list[torch.Tensor]] = {n: [] for n in layer_names}
         current: dict[str, torch.Tensor] = {}
 
@@ -239,7 +288,7 @@ class Classifier:
         logits = []
         try:
             with self._inference():
-                for xb in self._batches(t, batch_size):
+                for xb in self._batches(t, bs):
                     self.num_passes += int(xb.shape[0])
                     out = self.module(self._prep(xb))
                     if include_logits:
@@ -261,11 +310,13 @@ class Classifier:
     def input_gradient(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | Sequence[int],
                        loss: str = "ce", batch_size: int | None = None) -> torch.Tensor:
         """Gradient w.r.t. the [0, 1] input of per-image cross-entropy (``"ce"``) or of the class-``y`` logit."""
+        if not isinstance(loss, str) or loss not in ("ce", "logit"):
+            raise ParameterError(f"loss must be 'ce' or 'logit', got {loss!r}")
+        bs = self._batch_size(batch_size)
         t = self.validate(x)
-        yt = as_labels(y, t.shape[0], self.num_classes)
+        yt = self._labels(y, t.shape[0])
         grads = []
-        for i, xb in enumerate(self._batches(t, batch_size)):
-            bs = batch_size or self.batch_size
+        for i, xb in enumerate(self._batches(t, bs)):
             yb = yt[i * bs: i * bs + xb.shape[0]].to(self.device)
             xb = xb.clone().requires_grad_(True)
             with torch.enable_grad():
@@ -275,7 +326,7 @@ class Classifier:
                 elif loss == "logit":
                     obj = out.gather(1, yb[:, None]).sum()
                 else:
-                    raise ValueError(f"loss must be 'ce' or 'logit', got {loss!r}")
+                    raise ParameterError(f"loss must be 'ce' or 'logit', got {loss!r}")
                 (g,) = torch.autograd.grad(obj, xb)
             grads.append(g.cpu())
         return torch.cat(grads)
@@ -288,9 +339,13 @@ class Classifier:
         ``score``: ``"logit"`` (Z_y) or ``"log_softmax"`` (log softmax(Z / temperature)_y, as in
         TaintRadar's softened Grad-CAM loss).
         """
-        t = self.validate(x)
-        yt = as_labels(y, t.shape[0], self.num_classes)
+        if not isinstance(score, str) or score not in ("logit", "log_softmax"):
+            raise ParameterError(f"score must be 'logit' or 'log_softmax', got {score!r}")
+        temperature = self._temperature(temperature)
+        bs = self._batch_size(batch_size)
         mod = self.layer(layer_name)
+        t = self.validate(x)
+        yt = self._labels(y, t.shape[0])
         acts, grads = [], []
         holder: dict[str, torch.Tensor] = {}
 
@@ -300,19 +355,18 @@ class Classifier:
             return out
 
         handle = mod.register_forward_hook(hook)
-        bs = batch_size or self.batch_size
         try:
-            for i, xb in enumerate(self._batches(t, batch_size)):
+            for i, xb in enumerate(self._batches(t, bs)):
                 yb = yt[i * bs: i * bs + xb.shape[0]].to(self.device)
                 with torch.enable_grad():
-                    out = self.forward(xb.requires_grad_(True))
+                    out = self.forward(xb.detach().requires_grad_(True))
                     a = holder.pop("a")
                     if score == "logit":
                         obj = out.gather(1, yb[:, None]).sum()
                     elif score == "log_softmax":
                         obj = F.log_softmax(out / temperature, dim=1).gather(1, yb[:, None]).sum()
                     else:
-                        raise ValueError(f"score must be 'logit' or 'log_softmax', got {score!r}")
+                        raise ParameterError(f"score must be 'logit' or 'log_softmax', got {score!r}")
                     (g,) = torch.autograd.grad(obj, a)
                 acts.append(a.detach().cpu())
                 grads.append(g.cpu())
@@ -324,7 +378,7 @@ class Classifier:
                 score: str = "logit", temperature: float = 1.0, batch_size: int | None = None) -> torch.Tensor:
         """Grad-CAM heatmaps (N, h, w) on :attr:`gradcam_layer`, ReLU'd and scaled to max 1 (Selvaraju et al.)."""
         if self.gradcam_layer is None:
-            raise ValueError("this model has no Conv2d layer; pass gradcam_layer= to the Classifier")
+            raise ParameterError("this model has no Conv2d layer; pass gradcam_layer= to the Classifier")
         a, g = self.layer_gradient(x, self.gradcam_layer, y, score=score, temperature=temperature,
                                    batch_size=batch_size)
         cam = gradcam_from_gradients(g, a)

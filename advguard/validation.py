@@ -1,12 +1,112 @@
-"""Validation of image batches: float32 NCHW in [0, 1], finite, right shape."""
+"""Validation of image batches (float32 NCHW in [0, 1], finite, right shape), of labels, and of the numeric,
+boolean and keyword parameters of attacks and classifiers (issue #20: every bad argument fails early with an
+advguard error that names the parameter and its allowed range, never later inside a dependency)."""
 from __future__ import annotations
 
-from typing import Sequence
+import difflib
+import math
+import numbers
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from .errors import InputError
+from . import errors as _errors
+from .errors import AdvguardError, InputError
+
+# ``advguard.errors.ParameterError`` (where present) catches every parameter problem raised here too
+_SHARED = getattr(_errors, "ParameterError", None)
+_VALUE_BASES = (InputError,) if _SHARED is None or issubclass(InputError, _SHARED) else (InputError, _SHARED)
+_TYPE_BASES = (AdvguardError, TypeError) if _SHARED is None else (_SHARED, TypeError)
+
+
+class ParameterError(*_VALUE_BASES):  # type: ignore[misc]
+    """A parameter has a value outside its allowed range (an :class:`InputError`, so a ValueError)."""
+
+
+class ParameterTypeError(*_TYPE_BASES):  # type: ignore[misc]
+    """A parameter has the wrong type, or a keyword is not a parameter at all (a TypeError)."""
+
+
+def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    def fmt(v: float) -> str:
+        return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+    a = "-inf" if lo is None else fmt(lo)
+    b = "inf" if hi is None else fmt(hi)
+    return f"{'(' if lo_open or lo is None else '['}{a}, {b}{')' if hi_open or hi is None else ']'}"
+
+
+def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False, integer: bool = False, where: str = ""
+                 ) -> int | float:
+    """Return ``value`` as an int (``integer``) or a finite float inside the interval ``lo``..``hi`` (open ends
+    with ``lo_open`` / ``hi_open``); otherwise raise :class:`ParameterTypeError` (not a real number, a bool,
+    a non-integral value where an integer is needed) or :class:`ParameterError` (NaN, Inf, out of range)."""
+    pre = f"{where}: " if where else ""
+    kind = "an integer" if integer else "a number"
+    rng = _interval(lo, hi, lo_open, hi_open)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ParameterTypeError(f"{pre}{name} must be {kind} in {rng}, got {value!r} ({type(value).__name__})")
+    if integer:
+        if not isinstance(value, numbers.Integral):
+            if isinstance(value, float) and math.isfinite(value) and value == int(value):
+                value = int(value)
+            else:
+                raise ParameterTypeError(f"{pre}{name} must be {kind} in {rng}, got {value!r}")
+        v: int | float = int(value)
+    else:
+        v = float(value)
+        if not math.isfinite(v):
+            raise ParameterError(f"{pre}{name} must be a finite number in {rng}, got {value!r}")
+    if ((lo is not None and (v < lo or (lo_open and v == lo)))
+            or (hi is not None and (v > hi or (hi_open and v == hi)))):
+        raise ParameterError(f"{pre}{name}={value!r} is outside the allowed range {rng}")
+    return v
+
+
+def check_bool(name: str, value: Any, where: str = "") -> bool:
+    """``value`` must be a bool (numpy bools too): ``steps=True`` or ``progress="no"`` are mistakes."""
+    if not isinstance(value, (bool, np.bool_)):
+        pre = f"{where}: " if where else ""
+        raise ParameterTypeError(f"{pre}{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str], where: str = "") -> str:
+    """``value`` must be one of the strings ``choices``; the error suggests the closest one."""
+    choices = list(choices)
+    pre = f"{where}: " if where else ""
+    if not isinstance(value, str):
+        raise ParameterTypeError(f"{pre}{name} must be one of {choices}, got {value!r} ({type(value).__name__})")
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ParameterError(f"{pre}{name}={value!r} is not one of {choices}.{hint}")
+    return value
+
+
+def check_keywords(where: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """Refuse keywords not in ``allowed`` with the closest valid parameter named (difflib)."""
+    allowed = sorted(set(allowed))
+    bad = [k for k in given if k not in allowed]
+    if not bad:
+        return
+    parts = []
+    for k in bad:
+        close = difflib.get_close_matches(str(k), allowed, n=1)
+        parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ParameterTypeError(f"{where}: unknown parameter{'s' if len(bad) > 1 else ''} {', '.join(parts)}. "
+                             f"Valid parameters: {', '.join(allowed)}.")
+
+
+def check_batch_size(value: Any, where: str = "", name: str = "batch_size") -> int:
+    """A batch size: an integer >= 1."""
+    return int(check_number(name, value, lo=1, integer=True, where=where))
 
 
 
@@ -34,9 +134,13 @@ def as_image_batch(
             )
         if not np.issubdtype(x.dtype, np.floating):
             raise InputError(f"{name} has dtype {x.dtype}; expected a floating dtype (float32) in [0, 1].")
+        if x.dtype not in (np.float16, np.float32, np.float64) or not x.dtype.isnative:
+            x = x.astype(np.float64)  # float128, big-endian...: torch cannot wrap them
         t = torch.from_numpy(np.ascontiguousarray(x))
     elif isinstance(x, torch.Tensor):
-        t = x
+        t = x.detach()  # an input that requires grad would otherwise break Foolbox / inference mode
+        if t.layout != torch.strided:
+            raise InputError(f"{name} is a {t.layout} tensor; expected a dense (strided) tensor.")
         if t.dtype == torch.uint8:
             raise InputError(
                 f"{name} has dtype torch.uint8; advguard expects float32 images in [0, 1]. "
@@ -68,8 +172,8 @@ def as_image_batch(
         )
     if t.shape[0] == 0:
         raise InputError(f"{name} is an empty batch (N = 0).")
-    if t.dtype != torch.float32:
-        t = t.float()
+    if 0 in t.shape[1:]:
+        raise InputError(f"{name} has shape {tuple(t.shape)}: an image with no channels or no pixels.")
     if not bool(torch.isfinite(t).all()):
         n_bad = int((~torch.isfinite(t)).flatten(1).any(1).sum())
         raise InputError(f"{name} contains NaN or Inf values in {n_bad} of {t.shape[0]} images.")
@@ -79,17 +183,40 @@ def as_image_batch(
         raise InputError(
             f"{name} has values in [{lo:.4g}, {hi:.4g}], outside the bounds {bounds}.{hint}"
         )
+    if t.dtype != torch.float32:  # after the checks: float64 values too large for float32 are out of range anyway
+        t = t.float()
     return t
 
 
 def as_labels(y: np.ndarray | torch.Tensor | Sequence[int], n: int, num_classes: int, name: str = "y") -> torch.Tensor:
-    """Check integer class labels for a batch of ``n`` images and return an int64 tensor."""
-    t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    """Check integer class labels for a batch of ``n`` images and return an int64 tensor (on ``y``'s device
+    for a tensor). Floats, bools, strings, objects, wrong shapes and labels outside 0..num_classes-1 are
+    refused with an :class:`InputError` naming the problem."""
+    if isinstance(y, torch.Tensor):
+        t = y.detach()
+        if t.is_floating_point() or t.is_complex():
+            raise InputError(f"{name} must hold integer class labels, got dtype {t.dtype}.")
+        if t.dtype == torch.bool:
+            raise InputError(f"{name} must hold integer class labels, got dtype torch.bool.")
+    else:
+        if y is None or isinstance(y, (str, bytes)):
+            raise InputError(f"{name} must be a sequence of integer class labels, one per image, got {y!r}.")
+        try:
+            a = np.asarray(y)
+        except (ValueError, TypeError) as e:  # ragged lists
+            raise InputError(f"{name} must be a flat sequence of integer class labels, one per image ({e}).") from None
+        if a.dtype.kind == "f" or a.dtype.kind == "c":
+            raise InputError(f"{name} must hold integer class labels, got dtype {a.dtype}.")
+        if a.dtype.kind not in "iu":
+            raise InputError(f"{name} must hold integer class labels, got dtype {a.dtype} "
+                                 f"({'booleans' if a.dtype.kind == 'b' else 'not integers'}).")
+        if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+            raise InputError(f"{name} has labels outside 0..{num_classes - 1}.")
+        t = torch.from_numpy(np.ascontiguousarray(a).astype(np.int64, copy=False))
     if t.ndim != 1 or t.shape[0] != n:
         raise InputError(f"{name} has shape {tuple(t.shape)}; expected ({n},) labels, one per image.")
-    if t.is_floating_point():
-        raise InputError(f"{name} must hold integer class labels, got dtype {t.dtype}.")
     t = t.long()
     if n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise InputError(f"{name} has labels outside 0..{num_classes - 1}.")
+        bad = torch.nonzero((t < 0) | (t >= num_classes)).flatten()[:10].tolist()
+        raise InputError(f"{name} has labels outside 0..{num_classes - 1} (at positions {bad}).")
     return t

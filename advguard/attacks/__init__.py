@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import unknown_name
+from ..validation import ParameterTypeError, check_keywords
 from .patch import AdversarialPatch, shape_mask
 from .region_misleading import RegionMisleadingPatch
 from .rp2 import RP2, Sticker
@@ -13,9 +14,16 @@ ATTACKS: dict[str, type[Attack]] = {**STANDARD_ATTACKS, "rp2": RP2}
 
 
 def make_attack(name: str, classifier, **params) -> Attack:
-    """Build attack ``name`` (see :data:`ATTACKS`) for ``classifier``; epsilons in [0, 1] pixel units."""
+    """Build attack ``name`` (see :data:`ATTACKS`) for ``classifier``; epsilons in [0, 1] pixel units.
+
+    Every parameter is checked here, before any image is seen: an unknown keyword (the closest valid one is
+    named), a wrong type, or a value out of range (steps < 1, eps <= 0 or larger than any distance between two
+    images, batch_size < 1...) raises an :class:`~advguard.AdvguardError` naming the parameter and its range."""
+    if not isinstance(name, str):
+        raise ParameterTypeError(f"the attack name must be a str (one of {', '.join(sorted(ATTACKS))}), got {name!r}")
     if name not in ATTACKS:
         raise unknown_name("attack", name, list(ATTACKS))
+    check_keywords(f"attack {name!r}", params, ATTACKS[name].parameters())
     return ATTACKS[name](classifier, **params)
 
 

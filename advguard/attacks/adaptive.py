@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .base import Attack, AttackResult
+from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
+from .base import COMMON_PARAMETERS, Attack, AttackResult
 
 
 @dataclass
@@ -59,15 +60,22 @@ class DetectorAwareCW(Attack):
     def __init__(self, classifier, detector, *, confidence: float = 0.0, steps: int = 100, restarts: int = 150,
                  check_every: int = 1, const: float = 1.0, stepsize: float = 0.01, init_noise: float = 8 / 255,
                  recheck: int = 10, **kw):
+        where = self.name
+        check_keywords(where, kw, COMMON_PARAMETERS)
+        if not hasattr(detector, "threshold_") or not hasattr(detector, "score"):
+            raise ParameterTypeError(f"{where}: detector must be an advguard Detector, got {type(detector).__name__}")
         if detector.threshold_ is None:
-            raise ValueError("the detector has no threshold: fit or calibrate it before attacking it")
-        if int(steps) < 1 or int(restarts) < 1 or int(check_every) < 1:
-            raise ValueError(f"steps, restarts and check_every must be >= 1, got {steps}, {restarts}, {check_every}")
-        if not const > 0 or not stepsize > 0 or init_noise < 0:
-            raise ValueError("const and stepsize must be positive and init_noise >= 0")
-        super().__init__(classifier, confidence=float(confidence), steps=int(steps), restarts=int(restarts),
-                         check_every=int(check_every), const=float(const), stepsize=float(stepsize),
-                         init_noise=float(init_noise), recheck=int(recheck), **kw)
+            raise ParameterError("the detector has no threshold: fit or calibrate it before attacking it")
+        count = dict(lo=1, hi=1_000_000, integer=True, where=where)
+        super().__init__(classifier, confidence=float(check_number("confidence", confidence, lo=0, where=where)),
+                         steps=int(check_number("steps", steps, **count)),
+                         restarts=int(check_number("restarts", restarts, **count)),
+                         check_every=int(check_number("check_every", check_every, **count)),
+                         const=float(check_number("const", const, lo=0, lo_open=True, where=where)),
+                         stepsize=float(check_number("stepsize", stepsize, lo=0, lo_open=True, where=where)),
+                         init_noise=float(check_number("init_noise", init_noise, lo=0, hi=1, where=where)),
+                         recheck=int(check_number("recheck", recheck, lo=0, hi=1_000_000, integer=True, where=where)),
+                         **kw)
         self.detector = detector
         self._log: list[dict] = []
 

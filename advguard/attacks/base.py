@@ -7,6 +7,7 @@ itself and computes the perturbation norms. Epsilons are always in [0, 1] pixel 
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..classifier import Classifier
-from ..validation import as_labels
+from ..errors import InputError
+from ..validation import (ParameterTypeError, as_labels, check_batch_size, check_bool, check_keywords,
+                          check_number)
+
+#: the keywords every attack accepts (``Attack.__init__``)
+COMMON_PARAMETERS = ("batch_size", "seed", "progress", "top_k")
 
 
 @dataclass
@@ -65,15 +71,52 @@ class Attack:
 
     def __init__(self, classifier: Classifier, *, batch_size: int = 128, seed: int = 0, progress: bool = True,
                  top_k: int = 1, **params):
+        if not isinstance(classifier, Classifier):
+            raise ParameterTypeError(f"{self.name}: classifier must be an advguard.Classifier, got "
+                                     f"{type(classifier).__name__} (wrap a model with advguard.Classifier(...))")
         self.classifier = classifier
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.progress = progress
-        if not 1 <= int(top_k) < classifier.num_classes:
-            raise ValueError(f"top_k must be in 1..{classifier.num_classes - 1}, got {top_k}")
+        self.batch_size = check_batch_size(batch_size, where=self.name)
+        self.seed = int(check_number("seed", seed, lo=0, hi=2**63 - 1, integer=True, where=self.name))
+        self.progress = check_bool("progress", progress, where=self.name)
         #: untargeted success criterion: the true label leaves the top-k (Nguyen et al.: top-5 on ImageNet)
-        self.top_k = int(top_k)
+        self.top_k = int(check_number("top_k", top_k, lo=1, hi=classifier.num_classes - 1, integer=True,
+                                      where=self.name))
         self.params = params if self.top_k == 1 else {**params, "top_k": self.top_k}
+
+    @classmethod
+    def parameters(cls) -> list[str]:
+        """The keyword parameters this attack accepts (read from the ``__init__`` signatures up the class
+        tree, as far as each passes its ``**kwargs`` on); :func:`make_attack` refuses any other."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            if klass is Attack:
+                return sorted(names | set(COMMON_PARAMETERS))
+            var_kw = False
+            for p in list(inspect.signature(init).parameters.values())[1:]:
+                if p.kind is p.VAR_KEYWORD:
+                    var_kw = True
+                elif p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("classifier", "detector"):
+                    names.add(p.name)
+            if not var_kw:
+                break
+        return sorted(names)
+
+    def _check_targets(self, y: torch.Tensor, targets: torch.Tensor | None) -> None:
+        """Refuse targeted calls without targets (RP2...), targets for an untargeted-only attack, and targets that
+        equal the true label (such an image would be counted as an instant success)."""
+        if targets is None:
+            if self.targets_required:
+                raise InputError(f"{self.name} is a targeted attack: pass targets= (one target class per image)")
+            return
+        if not self.targeted_ok:
+            raise InputError(f"{self.name} is untargeted only; drop targets=")
+        check_targets_differ(y, targets)
+
+    def _check_inputs(self, x: torch.Tensor) -> None:
+        """Hook: refuse a validated batch the attack's parameters do not fit (before any work)."""
 
     def __repr__(self) -> str:
         ps = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -86,13 +129,11 @@ class Attack:
     def __call__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
                  targets: np.ndarray | torch.Tensor | None = None) -> AttackResult:
         clf = self.classifier
-        xt = clf.validate(x)
+        xt = clf.validate(x)  # a detached float32 tensor: inputs that require grad are fine
         yt = as_labels(y, xt.shape[0], clf.num_classes)
-        tt = None
-        if targets is not None:
-            if not self.targeted_ok:
-                raise ValueError(f"{self.name} is untargeted only; drop targets=")
-            tt = as_labels(targets, xt.shape[0], clf.num_classes, name="targets")
+        tt = None if targets is None else as_labels(targets, xt.shape[0], clf.num_classes, name="targets")
+        self._check_targets(yt, tt)
+        self._check_inputs(xt)
         clf.module.eval()
         torch.manual_seed(self.seed)
         np.random.seed(self.seed % 2**32)
@@ -131,8 +172,27 @@ def success_of(clf: Classifier, x_adv: torch.Tensor, y: torch.Tensor, targets: t
     return ~(lab == y[:, None]).any(1)
 
 
+def check_targets_differ(y: torch.Tensor, targets: torch.Tensor) -> None:
+    """Refuse targets equal to the true label: a targeted attack "towards" an image's own class succeeds without
+    changing anything, and would be reported as a success (issue #20). The error names the images."""
+    same = torch.nonzero(torch.as_tensor(targets).cpu() == torch.as_tensor(y).cpu()).flatten().tolist()
+    if same:
+        shown = ", ".join(map(str, same[:10])) + (", ..." if len(same) > 10 else "")
+        raise InputError(f"targets equal the true labels y for {len(same)} of {len(y)} images (indices {shown}): a "
+                         "targeted attack towards an image's own class would count as a success without doing "
+                         "anything. Give each image a target other than its label (e.g. shifted_targets(y, "
+                         "num_classes)) or leave those images out.")
+
+
 def shifted_targets(y: np.ndarray | torch.Tensor, num_classes: int, shift: int = 1) -> torch.Tensor:
     """Targets ``(y + shift) mod num_classes`` ("next class" is shift 1)."""
+    num_classes = int(check_number("num_classes", num_classes, lo=2, integer=True, where="shifted_targets"))
+    shift = int(check_number("shift", shift, integer=True, where="shifted_targets"))
     if shift % num_classes == 0:
-        raise ValueError(f"shift {shift} maps every label onto itself with {num_classes} classes")
-    return (torch.as_tensor(np.asarray(y)).long() + shift) % num_classes
+        raise InputError(f"shift {shift} maps every label onto itself with {num_classes} classes")
+    try:
+        n = len(y)
+    except TypeError:  # a scalar: as_labels names the shape problem
+        n = -1
+    yt = as_labels(y, n, num_classes)
+    return (yt + shift) % num_classes

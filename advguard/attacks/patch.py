@@ -28,12 +28,46 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..classifier import Classifier
-from ..errors import unknown_name
-from ..validation import as_labels
-from .base import Attack, AttackResult
+from ..errors import AdvguardError, unknown_name
+from ..validation import (ParameterError, ParameterTypeError, as_labels, check_bool, check_choice, check_number)
+from .base import Attack, AttackResult, check_targets_differ
 
 SHAPES = ("square", "circle", "star", "lightning")
 POSITIONS = ("bottom-right", "bottom-left", "top-left", "top-right", "random")
+
+
+class NotTrainedError(AdvguardError, RuntimeError):
+    """The patch (or sticker) must be trained with ``fit`` before it is applied or saved."""
+
+
+def check_patch_params(where: str, classifier: Classifier, *, target, size, shape, multi_size, size_range, steps, lr,
+                       max_rotation, eot, position, n_patches) -> dict:
+    """The checked and converted parameters of a patch attack (shared with the region-misleading patch)."""
+    if target is not None:
+        target = int(check_number("target", target, lo=0, hi=classifier.num_classes - 1, integer=True, where=where))
+    size = float(check_number("size", size, lo=0, hi=1, lo_open=True, hi_open=True, where=where))
+    if not isinstance(shape, str):
+        raise ParameterTypeError(f"{where}: shape must be one of {list(SHAPES)}, got {shape!r}")
+    if shape not in SHAPES:
+        raise unknown_name("patch shape", shape, list(SHAPES))
+    if not isinstance(position, str):
+        raise ParameterTypeError(f"{where}: position must be one of {list(POSITIONS)}, got {position!r}")
+    if position not in POSITIONS:
+        raise unknown_name("patch position", position, list(POSITIONS))
+    if isinstance(size_range, (str, bytes)) or not hasattr(size_range, "__len__") or len(size_range) != 2:
+        raise ParameterTypeError(f"{where}: size_range must be (low, high), two area shares in (0, 1), got "
+                                 f"{size_range!r}")
+    rng = tuple(float(check_number("size_range", v, lo=0, hi=1, lo_open=True, hi_open=True, where=where))
+                for v in size_range)
+    if not rng[0] <= rng[1]:
+        raise ParameterError(f"{where}: size_range must be (low, high) with low <= high, got {size_range!r}")
+    n_patches = int(check_number("n_patches", n_patches, lo=1, hi=2, integer=True, where=where))
+    return dict(target=target, size=size, shape=shape, multi_size=check_bool("multi_size", multi_size, where=where),
+                size_range=rng, steps=int(check_number("steps", steps, lo=1, hi=1_000_000, integer=True, where=where)),
+                lr=float(check_number("lr", lr, lo=0, lo_open=True, where=where)),
+                max_rotation=float(check_number("max_rotation", max_rotation, lo=0, hi=180, where=where)),
+                eot=int(check_number("eot", eot, lo=1, hi=10_000, integer=True, where=where)),
+                position=position, n_patches=n_patches)
 
 
 def shape_mask(shape: str, side: int) -> torch.Tensor:
@@ -102,16 +136,15 @@ class AdversarialPatch(Attack):
                  steps: int = 500, lr: float = 0.05, max_rotation: float = 22.5, eot: int = 1,
                  position: str = "bottom-right", n_patches: int = 1, batch_size: int = 32, seed: int = 0,
                  progress: bool = True):
-        if not 0 < size < 1:
-            raise ValueError(f"size is a share of the image area in (0, 1), got {size}")
-        if shape not in SHAPES:
-            raise unknown_name("patch shape", shape, list(SHAPES))
-        if position not in POSITIONS:
-            raise unknown_name("patch position", position, list(POSITIONS))
-        if n_patches not in (1, 2):
-            raise ValueError(f"n_patches must be 1 or 2 (two = bottom-left and bottom-right), got {n_patches}")
-        if target is not None and not 0 <= int(target) < classifier.num_classes:
-            raise ValueError(f"target {target} is not a class of this {classifier.num_classes}-class model")
+        if not isinstance(classifier, Classifier):
+            raise ParameterTypeError(f"{self.name}: classifier must be an advguard.Classifier, got "
+                                     f"{type(classifier).__name__}")
+        c = check_patch_params(self.name, classifier, target=target, size=size, shape=shape, multi_size=multi_size,
+                               size_range=size_range, steps=steps, lr=lr, max_rotation=max_rotation, eot=eot,
+                               position=position, n_patches=n_patches)
+        target, size, steps, lr, max_rotation, eot, n_patches, size_range, multi_size = (
+            c["target"], c["size"], c["steps"], c["lr"], c["max_rotation"], c["eot"], c["n_patches"],
+            c["size_range"], c["multi_size"])
         super().__init__(classifier, batch_size=batch_size, seed=seed, progress=progress,
                          target=target, size=size, shape=shape, multi_size=multi_size, steps=steps, lr=lr,
                          max_rotation=max_rotation, eot=eot, position=position, n_patches=n_patches)
@@ -143,8 +176,10 @@ class AdversarialPatch(Attack):
         xt = clf.validate(x).to(clf.device)
         if self.target is None:
             if y is None:
-                raise ValueError("an untargeted patch needs the true labels: fit(x, y)")
+                raise ParameterError("an untargeted patch needs the true labels: fit(x, y)")
             yt = as_labels(y, xt.shape[0], clf.num_classes).to(clf.device)
+        elif y is not None:
+            as_labels(y, xt.shape[0], clf.num_classes)
         hw = self._image_size(xt)
         p = self._resolution(hw)
         g = torch.Generator().manual_seed(self.seed)
@@ -206,10 +241,13 @@ class AdversarialPatch(Attack):
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Paste the trained patch on validated images ``x``; returns (patched images, binary masks (N, H, W))."""
         if self.patch_ is None:
-            raise RuntimeError("the patch is not trained: call fit(x_train) first")
+            raise NotTrainedError("the patch is not trained: call fit(x_train) first")
         position = position or self.position
+        if not isinstance(position, str):
+            raise ParameterTypeError(f"position must be one of {list(POSITIONS)}, got {position!r}")
         if position not in POSITIONS:
             raise unknown_name("patch position", position, list(POSITIONS))
+        x = self.classifier.validate(x)
         hw = self._image_size(x)
         n = x.shape[0]
         s = self.side(self.size, hw)
@@ -239,13 +277,20 @@ class AdversarialPatch(Attack):
 
     def __call__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
                  targets: np.ndarray | torch.Tensor | None = None) -> AttackResult:
-        """Apply the trained patch; success = target reached (targeted) or label changed (untargeted)."""
+        """Apply the trained patch; success = target reached (targeted) or label changed (untargeted).
+
+        Images whose label is already the target are refused (they would count as successes without the patch
+        doing anything): leave the target class out of the images you attack."""
         clf = self.classifier
+        if self.patch_ is None:
+            raise NotTrainedError("the patch is not trained: call fit(x_train) first")
         xt = clf.validate(x)
         yt = as_labels(y, xt.shape[0], clf.num_classes)
         if targets is None and self.target is not None:
             targets = torch.full((xt.shape[0],), self.target, dtype=torch.long)
         tt = None if targets is None else as_labels(targets, xt.shape[0], clf.num_classes, name="targets")
+        if tt is not None:
+            check_targets_differ(yt, tt)
         x_adv, self.last_masks_ = self.apply(xt)
         return self._result(xt, x_adv, yt, tt)
 
@@ -256,7 +301,7 @@ class AdversarialPatch(Attack):
         from .._atomic import atomic_path
 
         if self.patch_ is None:
-            raise RuntimeError("the patch is not trained: call fit(x_train) first")
+            raise NotTrainedError("the patch is not trained: call fit(x_train) first")
         arr = (self.patch_.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         if arr.shape[2] == 1:
             arr = arr[:, :, 0]

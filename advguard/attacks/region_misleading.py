@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..classifier import Classifier, gradcam_from_gradients
 from ..detectors.taintradar import upsampled_cam
+from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .patch import AdversarialPatch
 
 
@@ -80,13 +81,18 @@ class RegionMisleadingPatch(AdversarialPatch):
 
     def __init__(self, classifier: Classifier, *, target: int, lam: float = 0.5, layer: str | None = None,
                  temperature: float = 2.0, **kwargs):
-        if not 0 <= float(lam) <= 1:
-            raise ValueError(f"lam weighs the two goals and lies in [0, 1], got {lam}")
+        check_keywords(self.name, kwargs, type(self).parameters())
+        lam = check_number("lam (it weighs the two goals)", lam, lo=0, hi=1, where=self.name)
+        temperature = check_number("temperature", temperature, lo=0, lo_open=True, where=self.name)
         if target is None:
-            raise ValueError("the region-misleading patch is targeted: give target=")
+            raise ParameterError("the region-misleading patch is targeted: give target=")
         super().__init__(classifier, target=target, **kwargs)
+        layer = layer or classifier.gradcam_layer
+        if not isinstance(layer, str):
+            raise ParameterTypeError(f"{self.name}: layer must be a layer name (str), got {layer!r}")
+        classifier.layer(layer.removesuffix(":input"))  # an unknown layer fails here, naming the closest
         self.lam, self.temperature = float(lam), float(temperature)
-        self.layer = layer or classifier.gradcam_layer
+        self.layer = layer
         self.params.update(lam=self.lam, layer=self.layer, temperature=self.temperature)
 
     def _loss(self, adv: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

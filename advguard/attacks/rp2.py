@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import unknown_name
-from ..validation import as_labels
+from ..validation import ParameterError, ParameterTypeError, as_labels, check_number
 from .base import Attack, AttackResult
 
 MASKS = ("rectangles", "sign", "l1")
@@ -167,10 +167,36 @@ class RP2(Attack):
                  rotation: float = 10.0, scale: tuple[float, float] = (0.85, 1.05), perspective: float = 0.08,
                  l1_share: float = 0.1, palette_levels: int = 3, batch_size: int = 4096, seed: int = 0,
                  progress: bool = True):
-        if isinstance(mask, str) and mask not in MASKS:
-            raise unknown_name("RP2 mask", mask, list(MASKS))
-        if norm_p not in (1, 2):
-            raise ValueError(f"norm_p must be 1 or 2, got {norm_p}")
+        w = self.name
+        if isinstance(mask, str):
+            if mask not in MASKS:
+                raise unknown_name("RP2 mask", mask, list(MASKS))
+        elif isinstance(mask, (np.ndarray, torch.Tensor)):
+            m = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask))
+            if m.ndim != 2 or not bool(((m == 0) | (m == 1)).all()):
+                raise ParameterError(f"{w}: a custom mask must be an (H, W) array of 0 and 1, got shape "
+                                     f"{tuple(m.shape)}")
+        else:
+            raise ParameterTypeError(f"{w}: mask must be one of {list(MASKS)} or an (H, W) array of 0 and 1, "
+                                     f"got {mask!r}")
+        norm_p = check_number("norm_p", norm_p, lo=1, hi=2, integer=True, where=w)
+        lam = check_number("lam", lam, lo=0, where=w)
+        steps = check_number("steps", steps, lo=1, hi=1_000_000, integer=True, where=w)
+        if l1_steps is not None:
+            l1_steps = check_number("l1_steps", l1_steps, lo=1, hi=1_000_000, integer=True, where=w)
+        lr = check_number("lr", lr, lo=0, lo_open=True, where=w)
+        nps_weight = check_number("nps_weight", nps_weight, lo=0, where=w)
+        n_transforms = check_number("n_transforms", n_transforms, lo=1, hi=10_000, integer=True, where=w)
+        brightness = check_number("brightness", brightness, lo=0, hi=1, where=w)
+        rotation = check_number("rotation", rotation, lo=0, hi=180, where=w)
+        if isinstance(scale, (str, bytes)) or not hasattr(scale, "__len__") or len(scale) != 2:
+            raise ParameterTypeError(f"{w}: scale must be (low, high) zoom factors > 0, got {scale!r}")
+        scale = tuple(float(check_number("scale", v, lo=0, lo_open=True, hi=10, where=w)) for v in scale)
+        if scale[0] > scale[1]:
+            raise ParameterError(f"{w}: scale must be (low, high) with low <= high, got {scale}")
+        perspective = check_number("perspective", perspective, lo=0, hi=1, where=w)
+        l1_share = check_number("l1_share", l1_share, lo=0, hi=1, lo_open=True, where=w)
+        palette_levels = check_number("palette_levels", palette_levels, lo=2, hi=256, integer=True, where=w)
         params = dict(mask=mask if isinstance(mask, str) else "custom", lam=lam, steps=steps, lr=lr, norm_p=norm_p,
                       nps_weight=nps_weight, n_transforms=n_transforms)
         super().__init__(classifier, batch_size=batch_size, seed=seed, progress=progress, **params)
@@ -189,7 +215,7 @@ class RP2(Attack):
             return rectangles_mask(h, w) if self.mask == "rectangles" else sign_mask(h, w)
         m = torch.as_tensor(np.asarray(self.mask), dtype=torch.float32)
         if m.shape != (h, w) or not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError(f"a custom RP2 mask must be a {h}x{w} array of 0 and 1, got shape {tuple(m.shape)}")
+            raise ParameterError(f"a custom RP2 mask must be a {h}x{w} array of 0 and 1, got shape {tuple(m.shape)}")
         return m
 
     # ---- optimisation ----
@@ -232,7 +258,11 @@ class RP2(Attack):
         """One sticker per target, each fitted on all images ``x`` (one sign's views)."""
         clf = self.classifier
         xt = clf.validate(x).to(clf.device)
-        targets = [int(t) for t in as_labels(np.asarray(targets), len(targets), clf.num_classes, name="targets")]
+        if isinstance(targets, (int, np.integer)) or not hasattr(targets, "__len__"):
+            raise ParameterTypeError(f"targets must be a list of target classes, got {targets!r}")
+        if len(targets) == 0:
+            return []
+        targets = [int(t) for t in as_labels(targets, len(targets), clf.num_classes, name="targets")]
         if not targets:
             return []
         h, w = xt.shape[-2:]
@@ -253,6 +283,8 @@ class RP2(Attack):
         return out
 
     def fit(self, x: np.ndarray | torch.Tensor, target: int) -> Sticker:
+        target = check_number("target", target, lo=0, hi=self.classifier.num_classes - 1, integer=True,
+                              where=self.name)
         return self.fit_many(x, [target])[0]
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
@@ -263,10 +295,6 @@ class RP2(Attack):
             out[sel] = st.apply(x[sel])
         return out
 
-    def __call__(self, x, y, targets=None) -> AttackResult:
-        if targets is None:  # before any work
-            raise ValueError("RP2 is a targeted attack: pass targets=")
-        return super().__call__(x, y, targets)
 
 
 def l2_dissimilarity(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,40 @@ silently used normalised units).
 """
 from __future__ import annotations
 
-from .base import Attack
+import inspect
+import math
+
+from ..validation import ParameterError, check_bool, check_choice, check_keywords, check_number
+from .base import COMMON_PARAMETERS, Attack
+
+#: How each Foolbox parameter is checked at construction: (kind, low, high, low open?) with kind "int",
+#: "float", "bool", an optional-number "int?" / "float?" (None allowed) or a tuple of allowed strings.
+#: Upper bounds on counts are guards against typos and overflow (1e6 steps of one batch is days of work).
+PARAM_SPECS: dict[str, tuple] = {
+    "steps": ("int", 1, 1_000_000, False),
+    "binary_search_steps": ("int", 1, 1_000, False),
+    "rel_stepsize": ("float", 0.0, None, True),
+    "abs_stepsize": ("float?", 0.0, None, True),
+    "stepsize": ("float", 0.0, None, True),
+    "initial_stepsize": ("float", 0.0, None, True),
+    "confidence": ("float", 0.0, None, False),
+    "initial_const": ("float", 0.0, None, True),
+    "regularization": ("float", 0.0, None, False),
+    "overshoot": ("float", 0.0, None, False),
+    "candidates": ("int?", 2, None, False),
+    "random_start": ("bool", None, None, False),
+    "abort_early": ("bool", None, None, False),
+    "loss": (("logits", "crossentropy"), None, None, False),
+    "decision_rule": (("EN", "L1"), None, None, False),
+}
+
+
+def max_distance(norm: str, shape: tuple[int, ...], bounds: tuple[float, float] = (0.0, 1.0)) -> float:
+    """The largest possible ``norm`` distance between two images of ``shape`` (C, H, W) inside ``bounds``:
+    an epsilon above it is no budget at all (a typo, e.g. 0..255 units)."""
+    width = bounds[1] - bounds[0]
+    d = math.prod(shape)
+    return {"linf": width, "l2": width * math.sqrt(d), "l1": width * d}[norm]
 
 
 class FoolboxAttack(Attack):
@@ -18,19 +51,69 @@ class FoolboxAttack(Attack):
     fixed_budget = True
     defaults: dict = {}
 
+    @classmethod
+    def foolbox_parameters(cls) -> list[str]:
+        """The keyword parameters of the Foolbox attack class underneath."""
+        import foolbox as fb
+
+        sig = inspect.signature(getattr(fb.attacks, cls.fb_class).__init__)
+        return [p for p in list(sig.parameters)[1:] if sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
+
+    @classmethod
+    def parameters(cls) -> list[str]:
+        return sorted({"eps", *COMMON_PARAMETERS, *cls.foolbox_parameters()})
+
     def __init__(self, classifier, *, eps: float | None = None, **kwargs):
-        own = {k: kwargs.pop(k) for k in ("batch_size", "seed", "progress", "top_k") if k in kwargs}
+        check_keywords(f"attack {self.name!r}", kwargs, self.parameters())
+        own = {k: kwargs.pop(k) for k in COMMON_PARAMETERS if k in kwargs}
         params = {**self.defaults, **kwargs}
+        for k in list(params):
+            params[k] = self._check_param(k, params[k], classifier)
         if self.fixed_budget and eps is None:
-            raise ValueError(f"{self.name} needs eps= (a budget in [0, 1] pixel units, e.g. 8/255)")
-        if eps is not None and not eps > 0:
-            raise ValueError(f"eps={eps} must be positive")
-        if eps is not None and self.norm == "linf" and eps > 1:
-            raise ValueError(f"eps={eps} is outside (0, 1]; L-inf epsilons are in [0, 1] pixel units "
-                             "(8/255 = 0.0314), not 0..255")
+            raise ParameterError(f"{self.name} needs eps= (a budget in [0, 1] pixel units, e.g. 8/255)")
+        if eps is not None:
+            eps = self._check_eps(eps, classifier)
         super().__init__(classifier, **own, eps=eps, **params)
         self.eps = eps
         self._fb_params = params
+
+    def _check_param(self, k: str, v, classifier):
+        kind, lo, hi, lo_open = PARAM_SPECS.get(k, (None, None, None, False))
+        where = self.name
+        if kind is None:
+            return v
+        if isinstance(kind, tuple):
+            return check_choice(k, v, kind, where=where)
+        if kind == "bool":
+            return check_bool(k, v, where=where)
+        if kind.endswith("?") and v is None:
+            return None
+        if k == "candidates":
+            hi = classifier.num_classes
+        return check_number(k, v, lo=lo, hi=hi, lo_open=lo_open, integer=kind.startswith("int"), where=where)
+
+    def _check_eps(self, eps, classifier) -> float:
+        width = classifier.bounds[1] - classifier.bounds[0]
+        if self.norm == "linf":
+            if isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and eps > width:
+                raise ParameterError(f"{self.name}: eps={eps} is outside (0, {width:g}]; L-inf epsilons are in [0, 1] "
+                                     "pixel units (8/255 = 0.0314), not 0..255")
+            return float(check_number("eps", eps, lo=0.0, hi=width, lo_open=True, where=self.name))
+        eps = float(check_number("eps", eps, lo=0.0, lo_open=True, where=self.name))
+        if classifier.size is not None:
+            self._check_eps_fits(eps, (classifier.channels, *classifier.size), classifier.bounds)
+        return eps
+
+    def _check_eps_fits(self, eps: float, shape: tuple[int, ...], bounds: tuple[float, float]) -> None:
+        top = max_distance(self.norm, shape, bounds)
+        if eps > top:
+            raise ParameterError(
+                f"{self.name}: eps={eps:g} is outside (0, {top:.4g}]: no two {'x'.join(map(str, shape))} images in "
+                f"{bounds} are further apart in {self.norm.upper()} (eps is in [0, 1] pixel units, not 0..255)")
+
+    def _check_inputs(self, x) -> None:
+        if self.eps is not None and self.norm != "linf":
+            self._check_eps_fits(self.eps, tuple(x.shape[1:]), self.classifier.bounds)
 
     def _run(self, x, y, targets):
         import foolbox as fb

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from ..classifier import gradcam_from_gradients
 from ..detectors.taintradar import upsampled_cam
 from ..errors import unknown_name
+from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .adaptive import AdaptiveResult, evades
-from .base import Attack
+from .base import COMMON_PARAMETERS, Attack
 from .patch import POSITIONS
 from .region_misleading import softened_cam
 
@@ -59,19 +60,29 @@ class TaintRadarBPDA(Attack):
     def __init__(self, classifier, detector, *, size: float = 0.07, position: str = "random", steps: int = 2000,
                  lr: float = 0.1, t_every: int = 100, kappa: float = 0.0, evasion_weight: float = 1.0,
                  check_every: int = 50, recheck: int = 5, **kw):
+        where = self.name
+        check_keywords(where, kw, COMMON_PARAMETERS)
+        if not all(hasattr(detector, a) for a in ("k_", "delta_r_", "fill_pattern", "params")):
+            raise ParameterTypeError(f"{where}: detector must be a TaintRadar detector, got {type(detector).__name__}")
         if detector.k_ is None or detector.delta_r_ is None:
-            raise ValueError("the TaintRadar has no K / Delta_R: fit it on clean images before attacking it")
-        if not 0 < float(size) < 1:
-            raise ValueError(f"size is a share of the image area in (0, 1), got {size}")
+            raise ParameterError("the TaintRadar has no K / Delta_R: fit it on clean images before attacking it")
+        size = check_number("size (a share of the image area)", size, lo=0, hi=1, lo_open=True, hi_open=True,
+                            where=where)
+        if not isinstance(position, str):
+            raise ParameterTypeError(f"{where}: position must be one of {list(POSITIONS)}, got {position!r}")
         if position not in POSITIONS:
             raise unknown_name("region position", position, list(POSITIONS))
-        if min(int(steps), int(t_every), int(check_every)) < 1 or not lr > 0:
-            raise ValueError(f"steps, t_every and check_every must be >= 1 and lr > 0, got {steps}, {t_every}, "
-                             f"{check_every}, {lr}")
+        count = dict(lo=1, hi=1_000_000, integer=True, where=where)
         kw.setdefault("batch_size", 64)
-        super().__init__(classifier, size=float(size), position=position, steps=int(steps), lr=float(lr),
-                         t_every=int(t_every), kappa=float(kappa), evasion_weight=float(evasion_weight),
-                         check_every=int(check_every), recheck=int(recheck), **kw)
+        super().__init__(classifier, size=float(size), position=position,
+                         steps=int(check_number("steps", steps, **count)),
+                         lr=float(check_number("lr", lr, lo=0, lo_open=True, where=where)),
+                         t_every=int(check_number("t_every", t_every, **count)),
+                         kappa=float(check_number("kappa", kappa, lo=0, where=where)),
+                         evasion_weight=float(check_number("evasion_weight", evasion_weight, lo=0, where=where)),
+                         check_every=int(check_number("check_every", check_every, **count)),
+                         recheck=int(check_number("recheck", recheck, lo=0, hi=1_000_000, integer=True, where=where)),
+                         **kw)
         self.detector = detector
         self._log: list[dict] = []
 
@@ -178,7 +189,7 @@ class TaintRadarBPDA(Attack):
 
     def __call__(self, x, y, targets=None) -> AdaptiveResult:  # type: ignore[override]
         if targets is None:
-            raise ValueError("the BPDA attack on TaintRadar is targeted: give targets=")
+            raise ParameterError("the BPDA attack on TaintRadar is targeted: give targets=")
         self._log = []
         r = super().__call__(x, y, targets)
         step = np.concatenate([d["step"] for d in self._log])
