@@ -10,6 +10,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ..advsets import ROUNDTRIPS
 from ..errors import AdvguardError, unknown_name
 
 TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
@@ -113,6 +114,199 @@ class BenchConfig:
     source_text: str = ""
 
 
+# ------------------------------------------------------------------------------------------ validation
+# The whole document is checked before any work starts: types, ranges, names against their registries,
+# model/dataset compatibility. Every problem is collected (one line each, naming its key as
+# ``section.key`` / ``attack[2].params``) and one ConfigError lists them all.
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, key: str, msg: str) -> None:
+        self.items.append(f"{key}: {msg}" if key else msg)
+
+
+def _join(base: str, key) -> str:
+    if isinstance(key, int):
+        return f"{base}[{key + 1}]"
+    return f"{base}.{key}" if base else str(key)
+
+
+def _kind(v) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    return {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}.get(
+        type(v), type(v).__name__)
+
+
+class _Spec:
+    """A value's expected type and range; ``check`` adds one problem per violation to ``P``."""
+
+    types: tuple = ()
+
+    def type_ok(self, v) -> bool:
+        return isinstance(v, self.types) and (bool in self.types or not isinstance(v, bool))
+
+    def check(self, v, key: str, P: _Problems) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _Int(_Spec):
+    types = (int,)
+
+    def __init__(self, lo: int | None = None, hi: int | None = None):
+        self.lo, self.hi = lo, hi
+
+    def check(self, v, key, P):
+        if isinstance(v, bool) or not isinstance(v, int):
+            P.add(key, f"must be an integer, got {_kind(v)} {v!r}")
+            return False
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            rng = (f"at least {self.lo}" if self.hi is None else f"at most {self.hi}" if self.lo is None
+                   else f"in {self.lo}..{self.hi}")
+            P.add(key, f"must be {rng}, got {v}")
+            return False
+        return True
+
+
+class _Num(_Spec):
+    """A real number (TOML integer or float) in a range; ``open_lo``/``open_hi`` exclude the ends."""
+
+    types = (int, float)
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, open_lo: bool = False,
+                 open_hi: bool = False, what: str = ""):
+        self.lo, self.hi, self.open_lo, self.open_hi, self.what = lo, hi, open_lo, open_hi, what
+
+    def check(self, v, key, P):
+        import math
+
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            P.add(key, f"must be a finite number, got {_kind(v)} {v!r}")
+            return False
+        bad_lo = self.lo is not None and (v <= self.lo if self.open_lo else v < self.lo)
+        bad_hi = self.hi is not None and (v >= self.hi if self.open_hi else v > self.hi)
+        if bad_lo or bad_hi:
+            if self.lo is not None and self.hi is not None:
+                rng = f"in {'(' if self.open_lo else '['}{self.lo}, {self.hi}{')' if self.open_hi else ']'}"
+            elif self.lo is not None:
+                rng = f"{'>' if self.open_lo else '>='} {self.lo}"
+            else:
+                rng = f"{'<' if self.open_hi else '<='} {self.hi}"
+            P.add(key, f"must be {self.what or rng}, got {v}")
+            return False
+        return True
+
+
+class _Str(_Spec):
+    """A string; with ``registry``, one of its names (``kind`` names the registry in the message)."""
+
+    types = (str,)
+
+    def __init__(self, registry=None, kind: str = "", nonempty: bool = False):
+        self.registry, self.kind, self.nonempty = registry, kind, nonempty
+
+    def check(self, v, key, P):
+        if not isinstance(v, str):
+            P.add(key, f"must be a string, got {_kind(v)} {v!r}")
+            return False
+        if self.nonempty and not v.strip():
+            P.add(key, "must not be empty")
+            return False
+        if self.registry is not None and v not in self.registry:
+            P.add(key, str(unknown_name(self.kind, v, [str(n) for n in self.registry])))
+            return False
+        return True
+
+
+class _Bool(_Spec):
+    types = (bool,)
+
+    def check(self, v, key, P):
+        if not isinstance(v, bool):
+            P.add(key, f"must be true or false, got {_kind(v)} {v!r}")
+            return False
+        return True
+
+
+class _Any(_Spec):
+    def check(self, v, key, P):
+        return True
+
+
+class _List(_Spec):
+    types = (list,)
+
+    def __init__(self, item: _Spec, min_len: int = 0, length: int | None = None, hint: str = ""):
+        self.item, self.min_len, self.length, self.hint = item, min_len, length, hint
+
+    def check(self, v, key, P):
+        if not isinstance(v, list):
+            P.add(key, f"must be an array{self.hint}, got {_kind(v)} {v!r}")
+            return False
+        if self.length is not None and len(v) != self.length:
+            P.add(key, f"must have exactly {self.length} items, got {len(v)}")
+            return False
+        if len(v) < self.min_len:
+            P.add(key, f"needs at least {self.min_len} item(s), got {len(v)}")
+            return False
+        return all([self.item.check(x, _join(key, i), P) for i, x in enumerate(v)])
+
+
+class _Table(_Spec):
+    """A TOML table with known keys (``schema``; ``None`` = any key, any value) and ``required`` ones."""
+
+    types = (dict,)
+
+    def __init__(self, schema: dict[str, _Spec] | None, required: tuple[str, ...] = (), what: str = "a table",
+                 hint: str = ""):
+        self.schema, self.required, self.what, self.hint = schema, required, what, hint
+
+    def check(self, v, key, P):
+        if not isinstance(v, dict):
+            P.add(key, f"must be {self.what}{self.hint}, got {_kind(v)} {v!r}")
+            return False
+        ok = True
+        if self.schema is not None:
+            for k in sorted(set(v) - set(self.schema), key=str):
+                P.add(_join(key, k), _unknown_key(k, set(self.schema)))
+                ok = False
+        for k in self.required:
+            if k not in v:
+                P.add(_join(key, k), "missing required key")
+                ok = False
+        for k, spec in (self.schema or {}).items():
+            if k in v:
+                ok = spec.check(v[k], _join(key, k), P) and ok
+        return ok
+
+
+class _OneOf(_Spec):
+    def __init__(self, *specs: _Spec, what: str):
+        self.specs, self.what = specs, what
+
+    def check(self, v, key, P):
+        for s in self.specs:
+            trial = _Problems()
+            if s.check(v, key, trial):
+                return True
+        typed = [s for s in self.specs if s.type_ok(v)]
+        if len(typed) == 1:  # the right kind of value with a wrong part: report that part
+            return typed[0].check(v, key, P)
+        P.add(key, f"must be {self.what}, got {_kind(v)} {v!r}")
+        return False
+
+
+def _unknown_key(k, allowed: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(k), sorted(allowed), 1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {str(k)!r}{hint}; allowed: {', '.join(sorted(allowed))}"
+
+
 def _check_keys(d: dict, allowed: set[str], where: str) -> None:
     bad = sorted(set(d) - allowed)
     if bad:
@@ -123,194 +317,344 @@ def _check_keys(d: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
 
 
-def parse_config(doc: dict, where: str = "config", source_text: str = "") -> BenchConfig:
-    """Validate a configuration dict; every name is checked against its registry before anything runs."""
+POS_INT, NONNEG_INT, POS_NUM = _Int(1), _Int(0), _Num(0, open_lo=True)
+SHARE = _Num(0, 1, open_lo=True, open_hi=True)  # a share of the image area / a rate, strictly inside (0, 1)
+TABLES_HINT = " of tables: write [[{0}]] (double brackets) for each entry, not [{0}]"
+
+
+def _schemas() -> dict[str, _Spec]:
+    """The type schema of every section, built from the registries (imported lazily)."""
     from ..attacks import ATTACKS
+    from ..attacks.patch import POSITIONS, SHAPES
+    from ..attacks.rp2 import MASKS
     from ..data import DATASETS
     from ..detectors import DECISION_MODELS, DETECTORS
+    from ..detectors.cnn import BACKBONES
+    from ..detectors.loo import BASELINES, STATISTICS, UNITS
+    from ..detectors.taintradar import FILLS
+    from ..models import ZOO
+    from ..transforms import FAMILY_SETS
+
+    dm = _Str(DECISION_MODELS, "decision model")
+    zoo = _Str(ZOO, "model")
+    adaptive = _Table({"label": _Str(), "n_images": POS_INT, "restarts": POS_INT, "steps": POS_INT,
+                       "check_every": POS_INT, "confidence": _Num(0), "stepsize": POS_NUM, "const": POS_NUM,
+                       "init_noise": _Num(0, 1)})
+    return {
+        "top": _Table({
+            "name": _Str(nonempty=True), "title": _Str(), "dataset": _Str(DATASETS, "dataset"), "split": _Str(),
+            "model": zoo, "n_images": POS_INT, "seed": _Int(0, 2 ** 32 - 1),
+            "fractions": _List(SHARE, min_len=2), "fpr": SHARE,
+            "roundtrip": _OneOf(_Str([r for r in ROUNDTRIPS if r] + [""], "round trip"), _Bool(),
+                                what=f"one of {', '.join(repr(r) for r in ROUNDTRIPS if r)} (or false)"),
+            "out": _Str(nonempty=True),
+            "attack": _List(_Table({"name": _Str(ATTACKS, "attack"), "label": _Str(nonempty=True),
+                                    "params": _Table(None), "target_shift": _Int(1), "group": _Str(nonempty=True)},
+                                   required=("name",)), hint=TABLES_HINT.format("attack")),
+            "detector": _List(_Table({"name": _Str(DETECTORS, "detector"), "label": _Str(nonempty=True),
+                                      "params": _Table(None),
+                                      "decision_models": _List(dm, hint=' of names, e.g. ["svc"]')},
+                                     required=("name",)), hint=TABLES_HINT.format("detector")),
+            "dataset_kwargs": _Table(None), "chunk_size": POS_INT, "bootstrap": POS_INT,
+            "experiment": _Str(EXPERIMENTS, "experiment"),
+            "imageops": _Table({"k": POS_INT, "ks": _List(POS_INT), "classifiers": _List(dm),
+                                "families": _List(_Str(FAMILY_SETS, "operation family"))}),
+            "cnn": _List(_Table({"label": _Str(nonempty=True), "backbone": _Str(BACKBONES, "CNN detector backbone"),
+                                 "softmax_in_training": _Bool(), "epochs": POS_INT, "lr": POS_NUM,
+                                 "batch_size": POS_INT, "widths": _List(_List(POS_INT, min_len=1), min_len=1)}),
+                         hint=TABLES_HINT.format("cnn")),
+            "themis": _Table({"models": _List(zoo), "classifiers": _List(dm), "ns": _List(POS_INT),
+                              "balanced": _Bool(), "n": POS_INT, "compare": _List(_Str(DETECTORS, "detector")),
+                              "train_on": _List(_Str()),
+                              "adaptive": _OneOf(adaptive, _List(adaptive),
+                                                 what="a table [themis.adaptive] or tables [[themis.adaptive]]")}),
+            "segfault": _Table({"classifiers": _List(dm), "pixel_classifiers": _List(dm),
+                                "baseline": _Str(BASELINES, "occlusion baseline"),
+                                "statistic": _Str(STATISTICS, "dispersion statistic"), "batch_images": POS_INT,
+                                "unit": _List(_Table({"label": _Str(nonempty=True),
+                                                      "unit": _Str(UNITS, "occlusion unit"), "params": _Table(None)},
+                                                     required=("unit",)), min_len=1,
+                                              hint=TABLES_HINT.format("segfault.unit"))}),
+            "taintradar": _Table({
+                "n_victims": POS_INT, "n_calibration": POS_INT, "n_eval_clean": POS_INT, "target": NONNEG_INT,
+                "batch_sizes": _List(POS_INT, min_len=1), "multi_size": _List(_Bool(), min_len=1),
+                "sizes": _List(SHARE, min_len=1), "positions": _List(_Str(POSITIONS, "patch position"), min_len=1),
+                "steps": POS_INT, "lr": POS_NUM, "fprs": _List(SHARE, min_len=1),
+                "fill": _Str(FILLS, "filling pattern"), "layer": _Str(nonempty=True), "k_max": POS_INT,
+                "sentinet_n_test": POS_INT, "size_range": _List(SHARE, length=2), "detector_batch": POS_INT,
+                "variants": _List(_Table({"label": _Str(nonempty=True), "batch": POS_INT, "size": SHARE,
+                                          "shape": _Str(SHAPES, "patch shape"), "n_patches": POS_INT,
+                                          "position": _Str(POSITIONS, "patch position"), "multi_size": _Bool()}),
+                                  hint=TABLES_HINT.format("taintradar.variants")),
+                "misleading": _Table({"lambdas": _List(_Num(0, 1, what="weights in [0, 1]"), min_len=1), "batch": POS_INT, "size": SHARE,
+                                      "position": _Str(POSITIONS, "patch position"), "steps": POS_INT}),
+                "bpda": _Table({"n": POS_INT, "size": SHARE, "position": _Str(POSITIONS, "region position"),
+                                "steps": POS_INT, "lr": POS_NUM, "t_every": POS_INT, "check_every": POS_INT,
+                                "recheck": NONNEG_INT}),
+            }),
+            "blurnet": _Table({
+                "stop_class": NONNEG_INT, "n_signs": POS_INT,
+                "targets": _OneOf(_Str(["all"], "targets"), _List(NONNEG_INT, min_len=1),
+                                  what='"all" or an array of class numbers'),
+                "lam": _Num(0), "steps": POS_INT, "lr": POS_NUM, "mask": _Str(MASKS, "RP2 mask"),
+                "n_transforms": POS_INT, "chunk": POS_INT, "eval_views": POS_INT, "l1_mask": _Bool(),
+                "l1_share": _Num(0, 1, open_lo=True), "spectra_blur": POS_INT,
+                "blackbox": _List(zoo), "whitebox": _List(zoo)}),
+        }, required=("name", "dataset", "model")),
+    }
+
+
+def _detector_param_names(cls) -> set[str] | None:
+    """Keyword parameters a detector class accepts (its own and, through ``**kw``, the base Detector's)."""
+    import inspect
+
+    from ..detectors import Detector
+
+    try:
+        sig = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):  # pragma: no cover
+        return None
+    names = {n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    names -= {"self", "classifier"}
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        base = inspect.signature(Detector.__init__).parameters
+        names |= {n for n, p in base.items() if p.kind == p.KEYWORD_ONLY}
+    return names
+
+
+def validate_config(doc) -> list[str]:
+    """Every problem of configuration ``doc``, one line each naming its key (empty when it is valid)."""
+    from ..attacks import ATTACKS
+    from ..data import DATASETS
+    from ..detectors import DETECTORS
     from ..models import ZOO
 
-    _check_keys(doc, TOP_KEYS, where)
-    for k in ("name", "dataset", "model"):
-        if k not in doc:
-            raise ConfigError(f"{where}: missing required key {k!r}")
-    if doc["dataset"] not in DATASETS:
-        raise ConfigError(str(unknown_name("dataset", doc["dataset"], list(DATASETS))) + f" ({where})")
-    if doc["model"] not in ZOO:
-        raise ConfigError(str(unknown_name("model", doc["model"], list(ZOO))) + f" ({where})")
-    attacks = []
-    for i, a in enumerate(doc.get("attack", [])):
-        _check_keys(a, ATTACK_KEYS, f"{where} [[attack]] #{i + 1}")
-        if a.get("name") not in ATTACKS:
-            raise ConfigError(str(unknown_name("attack", str(a.get("name")), list(ATTACKS))) + f" ({where})")
-        if ATTACKS[a["name"]].targets_required and a.get("target_shift") is None:
-            raise ConfigError(f"{where} [[attack]] #{i + 1}: {a['name']} is targeted only; give target_shift")
-        attacks.append(AttackSpec(a["name"], a.get("label", a["name"]), dict(a.get("params", {})),
-                                  a.get("target_shift"), a.get("group")))
-    detectors = []
-    for i, d in enumerate(doc.get("detector", [])):
-        _check_keys(d, DETECTOR_KEYS, f"{where} [[detector]] #{i + 1}")
-        if d.get("name") not in DETECTORS:
-            raise ConfigError(str(unknown_name("detector", str(d.get("name")), list(DETECTORS))) + f" ({where})")
-        dms = list(d.get("decision_models", []))
-        for m in dms:
-            if m not in DECISION_MODELS:
-                raise ConfigError(str(unknown_name("decision model", m, list(DECISION_MODELS))) + f" ({where})")
-        detectors.append(DetectorSpec(d["name"], d.get("label", d["name"]), dict(d.get("params", {})), dms))
+    P = _Problems()
+    if not isinstance(doc, dict):
+        return [f"a configuration is a TOML table, got {_kind(doc)}"]
+    if not _schemas()["top"].check(doc, "", P):
+        bad_top = {item.split(":")[0].split(".")[0].split("[")[0] for item in P.items}
+    else:
+        bad_top = set()
+
+    def ok(*keys: str) -> bool:  # the keys are present (or defaulted) and well-typed
+        return not any(k in bad_top for k in keys)
+
+    experiment = doc.get("experiment", "grid") if ok("experiment") else None
+    dataset = doc.get("dataset") if ok("dataset") else None
+    model = doc.get("model") if ok("model") else None
+    info = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    n_classes = info.num_classes if info is not None and info.num_classes > 0 else None
+    if n_classes is None and isinstance(model, str) and model in ZOO and ZOO[model].dataset in DATASETS:
+        n_classes = DATASETS[ZOO[model].dataset].num_classes or None
+
+    # the model is for this dataset (any zoo model may classify your own image-folder)
+    def compatible(name: str, key: str) -> None:
+        if info is not None and dataset != "image-folder" and name in ZOO and ZOO[name].dataset != dataset:
+            P.add(key, f"model {name!r} is for dataset {ZOO[name].dataset!r}, not {dataset!r}")
+
+    if model is not None and dataset is not None:
+        compatible(model, "model")
+    if info is not None and ok("split") and dataset != "image-folder" and "split" in doc \
+            and doc["split"] not in info.splits:
+        P.add("split", f"dataset {dataset!r} has no split {doc['split']!r}; splits: {', '.join(info.splits)}")
+    if info is not None and ok("dataset_kwargs"):
+        _check_dataset_kwargs(doc.get("dataset_kwargs", {}), dataset, info, P)
+
+    attacks = doc.get("attack", []) if ok("attack") else None
+    for i, a in enumerate(doc.get("attack") if isinstance(doc.get("attack"), list) else []):
+        if isinstance(a, dict):
+            key = _join("attack", i)
+            name = a.get("name") if isinstance(a.get("name"), str) else None
+            if name in ATTACKS and ATTACKS[name].targets_required and "target_shift" not in a:
+                P.add(f"{key}.target_shift", f"{a['name']} is targeted only; give target_shift")
+            ts = a.get("target_shift")
+            if isinstance(ts, int) and n_classes and ts % n_classes == 0:
+                P.add(f"{key}.target_shift", f"{ts} is a multiple of the {n_classes} classes: every target would "
+                      "be the true label")
+    if attacks is not None:
+        labels = [a.get("label", a.get("name")) for a in attacks]
+        dup = sorted({str(x) for x in labels if labels.count(x) > 1})
+        if dup:
+            P.add("attack", f"attack labels must be unique, repeated: {', '.join(dup)}")
+    detectors = doc.get("detector", []) if ok("detector") else None
+    for i, d in enumerate(doc.get("detector") if isinstance(doc.get("detector"), list) else []):
+        if isinstance(d, dict):
+            key = _join("detector", i)
+            cls = DETECTORS.get(d["name"]) if isinstance(d.get("name"), str) else None
+            params = d.get("params", {})
+            if cls is None or not isinstance(params, dict):
+                continue
+            allowed = _detector_param_names(cls)
+            for k in sorted(params, key=str):
+                if k in ("fpr", "seed"):
+                    P.add(f"{key}.params.{k}", f"set {k} at the top level of the config (it applies to every "
+                          "detector)")
+                elif k == "decision_model" and d.get("decision_models"):
+                    P.add(f"{key}.params.{k}", "give decision_models or params.decision_model, not both")
+                elif allowed is not None and k not in allowed:
+                    P.add(f"{key}.params.{k}", f"{d['name']} has no parameter {k!r}"
+                          + _did_you_mean(k, allowed) + f"; its parameters: {', '.join(sorted(allowed))}")
+    if experiment is not None:
+        need_attacks = experiment not in ("taintradar", "blurnet")
+        if attacks is not None and need_attacks and not attacks:
+            P.add("attack", "needs at least one [[attack]]" + (" and one [[detector]]" if experiment == "grid" else ""))
+        if detectors is not None and experiment == "grid" and not detectors:
+            P.add("detector", "needs at least one [[attack]] and one [[detector]]")
+        if ok("fractions"):
+            fr = doc.get("fractions", (0.7, 0.15, 0.15) if experiment == "imageops" else (0.8, 0.2))
+            want = 3 if experiment == "imageops" else 2
+            if len(fr) != want:
+                P.add("fractions", ("must be [fit, test]" if want == 2 else "must be [train, dev, eval]")
+                      + f", got {list(fr)}")
+            elif abs(sum(fr) - 1) > 1e-6:
+                P.add("fractions", f"must sum to 1, got {list(fr)} (sum {sum(fr):g})")
+        if experiment != "imageops":
+            for k in ("imageops", "cnn"):
+                if doc.get(k) and ok(k):
+                    P.add(k, "[imageops] and [[cnn]] belong to experiment = \"imageops\"")
+        for name in ("themis", "segfault", "taintradar", "blurnet"):
+            if experiment != name and doc.get(name):
+                P.add(name, f"[{name}] belongs to experiment = \"{name}\"")
+        if experiment == "themis" and ok("themis"):
+            opts = doc.get("themis", {})
+            for i, m in enumerate(opts.get("models", [])):
+                compatible(m, f"themis.models[{i + 1}]")
+            ns, n = opts.get("ns", []), opts.get("n", 11)
+            if any(v > n for v in ns):
+                P.add("themis.ns", f"every n must be in 1..n (= {n}), got {ns}")
+            if attacks is not None:
+                labels = {a.get("label", a.get("name")) for a in attacks}
+                for i, lab in enumerate(opts.get("train_on", [])):
+                    if lab not in labels:
+                        P.add(f"themis.train_on[{i + 1}]", f"{lab!r} is not the label of an [[attack]]; labels: "
+                              + ", ".join(sorted(map(str, labels))))
+        if experiment == "segfault" and ok("segfault"):
+            units = doc.get("segfault", {}).get("unit")
+            if not units:
+                P.add("segfault.unit", "[segfault] needs at least one [[segfault.unit]]")
+            else:
+                labels = [u.get("label", u.get("unit")) for u in units]
+                if len(set(labels)) != len(labels):
+                    P.add("segfault.unit", f"[[segfault.unit]] labels must be unique, got {labels}")
+        if experiment == "taintradar" and ok("taintradar"):
+            _check_taintradar(doc.get("taintradar", {}), n_classes, P)
+        if experiment == "blurnet" and ok("blurnet"):
+            o = {**BLURNET_DEFAULTS, **doc.get("blurnet", {})}
+            for k in ("blackbox", "whitebox"):
+                for i, m in enumerate(o[k]):
+                    compatible(m, f"blurnet.{k}[{i + 1}]")
+            if n_classes and o["stop_class"] >= n_classes:
+                P.add("blurnet.stop_class", f"must be a class of {dataset} (0..{n_classes - 1}), got {o['stop_class']}")
+            if o["targets"] != "all":
+                if o["stop_class"] in o["targets"]:
+                    P.add("blurnet.targets", f"\"all\" or a list of classes other than the stop class, "
+                          f"got {o['targets']!r}")
+                if n_classes and any(t >= n_classes for t in o["targets"]):
+                    P.add("blurnet.targets", f"classes must be in 0..{n_classes - 1}, got {o['targets']!r}")
+    return P.items
+
+
+def _did_you_mean(k: str, allowed) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(k), sorted(allowed), 1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_dataset_kwargs(kw: dict, dataset: str, info, P: _Problems) -> None:
+    """Options a dataset's loader accepts; image-folder needs ``path``."""
+    import inspect
+
+    params = list(inspect.signature(info.loader).parameters)
+    allowed = set(params[1:] if dataset == "image-folder" else params[2:]) | ({"path"} if dataset == "image-folder"
+                                                                             else set())
+    allowed.discard("url")
+    allowed.discard("md5")
+    for k in sorted(kw, key=str):
+        if k not in allowed:
+            P.add(f"dataset_kwargs.{k}", f"dataset {dataset!r} has no option {k!r}" + _did_you_mean(k, allowed)
+                  + (f"; options: {', '.join(sorted(allowed))}" if allowed else "; it takes none"))
+    if dataset == "image-folder":
+        if not isinstance(kw.get("path"), str) or not kw.get("path"):
+            P.add("dataset_kwargs.path", "image-folder needs path = \"<folder with one sub-folder per class>\"")
+        if "size" in kw and not (isinstance(kw["size"], list) and len(kw["size"]) == 2
+                                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                         for v in kw["size"])):
+            P.add("dataset_kwargs.size", f"must be [height, width], got {kw['size']!r}")
+        if "mode" in kw and kw["mode"] not in ("RGB", "L"):
+            P.add("dataset_kwargs.mode", f"must be \"RGB\" or \"L\", got {kw['mode']!r}")
+        for k in ("resize", "crop"):
+            if k in kw:
+                _Int(1).check(kw[k], f"dataset_kwargs.{k}", P)
+    elif dataset == "cifar10" and "source" in kw and kw["source"] not in ("auto", "jpeg", "official"):
+        P.add("dataset_kwargs.source", f"must be \"auto\", \"jpeg\" or \"official\", got {kw['source']!r}")
+    elif dataset == "imagenet-samples":
+        for k in ("size", "resize"):
+            if k in kw:
+                _Int(1).check(kw[k], f"dataset_kwargs.{k}", P)
+
+
+def _check_taintradar(opts: dict, n_classes: int | None, P: _Problems) -> None:
+    o = {**TAINTRADAR_DEFAULTS, **opts}
+    n = o["n_victims"]
+    if n_classes and o["target"] >= n_classes:
+        P.add("taintradar.target", f"must be a class (0..{n_classes - 1}), got {o['target']}")
+    if any(n % b for b in o["batch_sizes"]):
+        P.add("taintradar.batch_sizes", f"batch_sizes must divide n_victims = {n}, got {o['batch_sizes']}")
+    lo, hi = o["size_range"]
+    if lo >= hi:
+        P.add("taintradar.size_range", f"must be [low, high] with low < high, got {o['size_range']}")
+    if o["misleading"] is not None:
+        mis = {**MISLEADING_DEFAULTS, **o["misleading"]}
+        if n % mis["batch"]:
+            P.add("taintradar.misleading.batch", f"batch must divide n_victims = {n}, got {mis['batch']}")
+    if o["bpda"] is not None:
+        bp = {**BPDA_DEFAULTS, **o["bpda"]}
+        if bp["n"] > n:
+            P.add("taintradar.bpda.n", f"n must be in 1..n_victims = {n}, got {bp['n']}")
+    for i, v in enumerate(o["variants"]):
+        if n % v.get("batch", 16):
+            P.add(f"taintradar.variants[{i + 1}].batch", f"batch must divide n_victims = {n}, got {v.get('batch', 16)}")
+
+
+def parse_config(doc: dict, where: str = "config", source_text: str = "") -> BenchConfig:
+    """Validate a configuration dict completely, then build it; every problem is reported at once.
+
+    Raises :class:`ConfigError` listing one line per problem, each naming its key (``fpr``,
+    ``attack[2].target_shift``, ``taintradar.bpda.n`` ...) before any work starts."""
+    problems = validate_config(doc)
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(f"{where}: {problems[0]}")
+        raise ConfigError(f"{where}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
     experiment = doc.get("experiment", "grid")
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(str(unknown_name("experiment", str(experiment), list(EXPERIMENTS))) + f" ({where})")
-    if (not attacks and experiment not in ("taintradar", "blurnet")) or (experiment == "grid" and not detectors):
-        raise ConfigError(f"{where}: needs at least one [[attack]]" + (" and one [[detector]]"
-                                                                       if experiment == "grid" else ""))
-    labels = [a.label for a in attacks]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"{where}: attack labels must be unique, got {labels}")
-    imageops, cnn = dict(doc.get("imageops", {})), [dict(c) for c in doc.get("cnn", [])]
-    if experiment == "imageops":
-        _check_imageops(imageops, cnn, where)
-    elif imageops or cnn:
-        raise ConfigError(f"{where}: [imageops] and [[cnn]] belong to experiment = \"imageops\"")
-    sections = {}  # [themis], [segfault], [taintradar]: each belongs to the experiment of its name
-    for name, check in (("themis", _check_themis), ("segfault", _check_segfault), ("taintradar", _check_taintradar),
-                        ("blurnet", _check_blurnet)):
-        sections[name] = dict(doc.get(name, {}))
-        if experiment == name:
-            check(sections[name], where)
-        elif sections[name]:
-            raise ConfigError(f"{where}: [{name}] belongs to experiment = \"{name}\"")
+    attacks = [AttackSpec(a["name"], a.get("label", a["name"]), dict(a.get("params", {})), a.get("target_shift"),
+                          a.get("group")) for a in doc.get("attack", [])]
+    detectors = [DetectorSpec(d["name"], d.get("label", d["name"]), dict(d.get("params", {})),
+                              list(d.get("decision_models", []))) for d in doc.get("detector", [])]
     fr = tuple(doc.get("fractions", (0.7, 0.15, 0.15) if experiment == "imageops" else (0.8, 0.2)))
-    want = 3 if experiment == "imageops" else 2
-    if len(fr) != want:
-        raise ConfigError(f"{where}: fractions must be " + ("[fit, test]" if want == 2 else "[train, dev, eval]")
-                          + f", got {list(fr)}")
+    sections = {name: dict(doc.get(name, {})) for name in ("themis", "segfault", "taintradar", "blurnet")}
     return BenchConfig(
         name=doc["name"], title=doc.get("title", doc["name"]), dataset=doc["dataset"], model=doc["model"],
         attacks=attacks, detectors=detectors, split=doc.get("split", "test"), n_images=doc.get("n_images", 1000),
         seed=int(doc.get("seed", 0)), fractions=fr, fpr=float(doc.get("fpr", 0.05)),
         roundtrip=doc.get("roundtrip") or None, out=doc.get("out"), dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
         chunk_size=int(doc.get("chunk_size", 256)), bootstrap=int(doc.get("bootstrap", 1000)),
-        experiment=experiment, imageops=imageops, cnn=cnn, **sections, source_text=source_text)
-
-
-def _check_names(names, registry, kind: str, where: str) -> None:
-    """Every name must be in ``registry``; the error names the bad one, the choices and the place."""
-    for n in names:
-        if n not in registry:
-            raise ConfigError(str(unknown_name(kind, str(n), list(registry))) + f" ({where})")
-
-
-def _check_imageops(opts: dict, cnn: list[dict], where: str) -> None:
-    from ..detectors import DECISION_MODELS
-    from ..detectors.cnn import BACKBONES
-    from ..transforms import FAMILY_SETS
-
-    _check_keys(opts, IMAGEOPS_KEYS, f"{where} [imageops]")
-    _check_names(opts.get("classifiers", []), DECISION_MODELS, "decision model", where)
-    _check_names(opts.get("families", []), FAMILY_SETS, "operation family", where)
-    for i, c in enumerate(cnn):
-        _check_keys(c, CNN_KEYS, f"{where} [[cnn]] #{i + 1}")
-        _check_names([c.get("backbone", "scratch")], BACKBONES, "CNN detector backbone", where)
-
-
-def _check_themis(opts: dict, where: str) -> None:
-    from ..detectors import DECISION_MODELS, DETECTORS
-    from ..models import ZOO
-
-    _check_keys(opts, THEMIS_KEYS, f"{where} [themis]")
-    _check_names(opts.get("models", []), ZOO, "model", f"{where} [themis] models")
-    _check_names(opts.get("classifiers", []), DECISION_MODELS, "decision model", where)
-    _check_names(opts.get("compare", []), DETECTORS, "detector", f"{where} [themis] compare")
-    ns = [int(v) for v in opts.get("ns", [])]
-    if any(v < 1 for v in ns) or (ns and max(ns) > int(opts.get("n", 11))):
-        raise ConfigError(f"{where} [themis] ns: every n must be in 1..n (= {opts.get('n', 11)}), got {ns}")
-    ad = opts.get("adaptive", [])
-    for i, a in enumerate(ad if isinstance(ad, list) else [ad]):  # [themis.adaptive] or [[themis.adaptive]]
-        _check_keys(a, ADAPTIVE_KEYS, f"{where} [themis.adaptive] #{i + 1}")
-
-
-def _check_segfault(opts: dict, where: str) -> None:
-    from ..detectors import DECISION_MODELS
-    from ..detectors.loo import BASELINES, STATISTICS, UNITS
-
-    _check_keys(opts, SEGFAULT_KEYS, f"{where} [segfault]")
-    _check_names(opts.get("classifiers", []) + opts.get("pixel_classifiers", []), DECISION_MODELS,
-                 "decision model", where)
-    _check_names([opts.get("baseline", "zero")], BASELINES, "occlusion baseline", f"{where} [segfault]")
-    _check_names([opts.get("statistic", "iqr")], STATISTICS, "dispersion statistic", f"{where} [segfault]")
-    units = opts.get("unit", [])
-    if not units:
-        raise ConfigError(f"{where}: [segfault] needs at least one [[segfault.unit]]")
-    for i, u in enumerate(units):
-        _check_keys(u, UNIT_KEYS, f"{where} [[segfault.unit]] #{i + 1}")
-        _check_names([u.get("unit")], UNITS, "occlusion unit", f"{where} [[segfault.unit]] #{i + 1}")
-    labels = [u.get("label", u["unit"]) for u in units]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"{where}: [[segfault.unit]] labels must be unique, got {labels}")
-
-
-def _check_taintradar(opts: dict, where: str) -> None:
-    from ..attacks.patch import POSITIONS, SHAPES
-    from ..detectors.taintradar import FILLS
-
-    _check_keys(opts, TAINTRADAR_KEYS, f"{where} [taintradar]")
-    opts = {**TAINTRADAR_DEFAULTS, **opts}
-    _check_names(opts["positions"], POSITIONS, "patch position", f"{where} [taintradar]")
-    _check_names([opts["fill"]], FILLS, "filling pattern", f"{where} [taintradar]")
-    for s in opts["sizes"]:
-        if not 0 < float(s) < 1:
-            raise ConfigError(f"{where} [taintradar] sizes: each is a share of the image area in (0, 1), got {s}")
-    n, batches = int(opts["n_victims"]), [int(b) for b in opts["batch_sizes"]]
-    if any(b < 1 or n % b for b in batches):
-        raise ConfigError(f"{where} [taintradar] batch_sizes must divide n_victims = {n}, got {batches}")
-    if opts["misleading"] is not None:
-        mis = {**MISLEADING_DEFAULTS, **opts["misleading"]}
-        _check_keys(opts["misleading"], set(MISLEADING_DEFAULTS), f"{where} [taintradar.misleading]")
-        _check_names([mis["position"]], POSITIONS, "patch position", f"{where} [taintradar.misleading]")
-        if any(not 0 <= float(v) <= 1 for v in mis["lambdas"]) or not mis["lambdas"]:
-            raise ConfigError(f"{where} [taintradar.misleading] lambdas: one or more weights in [0, 1], "
-                              f"got {mis['lambdas']}")
-        if n % int(mis["batch"]):
-            raise ConfigError(f"{where} [taintradar.misleading] batch must divide n_victims = {n}")
-    if opts["bpda"] is not None:
-        bp = {**BPDA_DEFAULTS, **opts["bpda"]}
-        _check_keys(opts["bpda"], set(BPDA_DEFAULTS), f"{where} [taintradar.bpda]")
-        _check_names([bp["position"]], POSITIONS, "region position", f"{where} [taintradar.bpda]")
-        if not 1 <= int(bp["n"]) <= n:
-            raise ConfigError(f"{where} [taintradar.bpda] n must be in 1..n_victims = {n}, got {bp['n']}")
-        if not 0 < float(bp["size"]) < 1:
-            raise ConfigError(f"{where} [taintradar.bpda] size is a share of the image area in (0, 1), "
-                              f"got {bp['size']}")
-    for i, v in enumerate(opts["variants"]):
-        _check_keys(v, VARIANT_KEYS, f"{where} [[taintradar.variants]] #{i + 1}")
-        _check_names([v.get("shape", "square")], SHAPES, "patch shape", f"{where} [[taintradar.variants]] #{i + 1}")
-        _check_names([v.get("position", "bottom-right")], POSITIONS, "patch position",
-                     f"{where} [[taintradar.variants]] #{i + 1}")
-        if n % int(v.get("batch", 16)):
-            raise ConfigError(f"{where} [[taintradar.variants]] #{i + 1}: batch must divide n_victims = {n}")
-
-
-def _check_blurnet(opts: dict, where: str) -> None:
-    from ..attacks.rp2 import MASKS
-    from ..models import ZOO
-
-    _check_keys(opts, set(BLURNET_DEFAULTS), f"{where} [blurnet]")
-    o = {**BLURNET_DEFAULTS, **opts}
-    _check_names(list(o["blackbox"]) + list(o["whitebox"]), ZOO, "model", f"{where} [blurnet]")
-    _check_names([o["mask"]], MASKS, "RP2 mask", f"{where} [blurnet]")
-    if o["targets"] != "all" and (not isinstance(o["targets"], list) or int(o["stop_class"]) in o["targets"]):
-        raise ConfigError(f"{where} [blurnet] targets: \"all\" or a list of classes other than the stop class, "
-                          f"got {o['targets']!r}")
-    for k in ("n_signs", "steps", "chunk", "eval_views", "n_transforms"):
-        if int(o[k]) < 1:
-            raise ConfigError(f"{where} [blurnet] {k} must be at least 1, got {o[k]}")
+        experiment=experiment, imageops=dict(doc.get("imageops", {})), cnn=[dict(c) for c in doc.get("cnn", [])],
+        **sections, source_text=source_text)
 
 
 def load_config(path: str | Path) -> BenchConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"benchmark config not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a text (UTF-8) TOML file: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config: {e}") from e
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

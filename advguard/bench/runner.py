@@ -78,8 +78,20 @@ def bench_paths(cfg: BenchConfig, out: str | Path | None, cache_dir: str | Path 
 
 
 def dataset_kwargs(cfg: BenchConfig, model: str) -> dict:
-    """The dataset options of zoo ``model`` (e.g. the JPEG copy of CIFAR-10), overridden by the config's."""
-    return {**get_spec(model).dataset_kwargs, **cfg.dataset_kwargs}
+    """The dataset options of zoo ``model`` (e.g. the JPEG copy of CIFAR-10), overridden by the config's.
+
+    The model's options apply only to the dataset it was trained on: your own ``image-folder`` gets none of
+    them (CIFAR-10's ``source`` would break it) but is read at the model's input size and colour mode unless
+    the config says otherwise."""
+    spec = get_spec(model)
+    if cfg.dataset == spec.dataset:
+        return {**spec.dataset_kwargs, **cfg.dataset_kwargs}
+    if cfg.dataset == "image-folder":
+        kw = {"size": tuple(spec.size), "mode": "L" if spec.channels == 1 else "RGB", **cfg.dataset_kwargs}
+        if isinstance(kw.get("size"), list):
+            kw["size"] = tuple(kw["size"])
+        return kw
+    return dict(cfg.dataset_kwargs)
 
 
 def clean_set_key(cfg: BenchConfig, first: AdvSet, ds_kwargs: dict) -> str:
