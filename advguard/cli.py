@@ -191,7 +191,11 @@ def _bench(args: argparse.Namespace) -> int:
     from .report import markdown_table
 
     cfg = load_config(args.config)
-    if args.n_images:
+    if args.n_images is not None:
+        if args.n_images < 1:
+            from .bench import ConfigError
+
+            raise ConfigError(f"--n-images must be at least 1, got {args.n_images}")
         cfg.n_images = args.n_images
     doc = run_bench(cfg, out=args.out, cache_dir=args.cache_dir)
     out = args.out or cfg.out or f"runs/bench/{cfg.name}"
