@@ -81,8 +81,9 @@ def _setup(args: argparse.Namespace) -> int:
         msg = "no offline mirror found; datasets will download from their official sources on first use"
         print(f"advguard setup: {msg}")
         return 0 if args.optional else 1
-    done = unpack_mirror(src)
-    print(f"advguard setup: {len(done)} mirror archive(s) from {src} ready in {data_dir()}: {', '.join(done)}")
+    done = unpack_mirror(src, log=lambda msg: print(f"advguard setup: {msg}", flush=True))
+    print(f"advguard setup: {len(done)} mirror archive(s) from {src} verified and ready in {data_dir()}: "
+          f"{', '.join(done)}")
     return 0
 
 

@@ -195,10 +195,18 @@ def test_unpack_mirror_is_atomic_and_idempotent(tmp_path):
         t.add(mirror / "cifar10-jpeg", arcname="cifar10-jpeg")
     shutil.rmtree(mirror / "cifar10-jpeg")
     dest = tmp_path / "data"
-    assert unpack_mirror(mirror, dest) == ["cifar10-jpeg.tar.gz"]
+    # This small archive is not the real mirror's: the recorded checksum refuses it (issue #20) ...
+    from advguard.data.fetch import ChecksumError, MirrorArchive, file_digest
+
+    with pytest.raises(ChecksumError, match="cifar10-jpeg.tar.gz"):
+        unpack_mirror(mirror, dest)
+    assert not (dest / "cifar10-jpeg").exists()
+    # ... and a table with its own checksum unpacks it.
+    table = {"cifar10-jpeg.tar.gz": MirrorArchive("cifar10-jpeg", file_digest(mirror / "cifar10-jpeg.tar.gz"))}
+    assert unpack_mirror(mirror, dest, archives=table) == ["cifar10-jpeg.tar.gz"]
     assert (dest / "cifar10-jpeg" / "test" / "cat" / "0001.jpg").exists()
-    assert unpack_mirror(mirror, dest) == ["cifar10-jpeg.tar.gz"]
-    assert not list(dest.glob(".*partial"))
+    assert unpack_mirror(mirror, dest, archives=table) == ["cifar10-jpeg.tar.gz"]
+    assert not list(dest.glob(".*partial*"))
 
 
 def test_missing_dataset_says_what_to_run(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DatasetNotFoundError
 from .cache import cached_arrays
-from .fetch import _safe_extract, download
+from .fetch import _safe_extract, download, verify_folder
 from .imageio import load_image_files
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -88,7 +88,18 @@ def load(root: Path, split: str, source: str = "auto", url: str | None = URL, md
             raise DatasetNotFoundError(
                 f"CIFAR-10 JPEG copy not found in {jpegs}. Run `advguard setup` to unpack the offline mirror."
             )
-        arrays = cached_arrays(root / "cache" / f"cifar10-jpeg-{split}.npz", lambda: _load_jpegs(jpegs, split))
+        # A cheap check (file count) on every load; the full one (every file, its size) before decoding.
+        marker = verify_folder(jpegs, full=False)
+
+        def build() -> dict[str, np.ndarray]:
+            verify_folder(jpegs, full=True)
+            return _load_jpegs(jpegs, split)
+
+        # The decoded cache is named after the verified archive: caches decoded from a folder before it
+        # was verified (possibly incomplete) are never used again.
+        for legacy in (f"cifar10-jpeg-{split}.npz", f"cifar10-jpeg-{split}.npz.sha256"):
+            (root / "cache" / legacy).unlink(missing_ok=True)
+        arrays = cached_arrays(root / "cache" / f"cifar10-jpeg-{split}-{marker['sha256'][:12]}.npz", build)
     else:
         raise ValueError(f"unknown CIFAR-10 source {source!r}; use 'auto', 'pickle' or 'jpeg'")
     return dict(x=arrays["x"], y=arrays["y"], classes=CLASSES, source=f"cifar10-{source}")
