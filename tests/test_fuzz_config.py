@@ -204,6 +204,10 @@ GRID = 'name = "x"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
     (GRID + 'roundtrip = "gif"\n[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n', "roundtrip"),
     (GRID.replace('"cifar10"', '"image-folder"') + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n',
      "path"),
+    (GRID + '[[attack]]\nname = "fgsm"\nparams = { epz = 0.1 }\n[[detector]]\nname = "confidence"\n', "epz"),
+    (GRID + '[[attack]]\nname = "fgsm"\nparams = { seed = 3 }\n[[detector]]\nname = "confidence"\n', "seed"),
+    (GRID + 'experiment = "segfault"\n[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "slic"\n'
+     'params = { n_segment = 9 }\n', "n_segment"),
     (GRID + 'dataset_kwargs = { sourse = "jpeg" }\n[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n',
      "sourse"),
 ])

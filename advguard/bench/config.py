@@ -58,6 +58,9 @@ BLURNET_DEFAULTS = {"stop_class": 14, "n_signs": 40, "targets": "all", "lam": 0.
                     "whitebox": ["gtsrb-cnn-dw3", "gtsrb-cnn-dw5", "gtsrb-cnn-dw7", "gtsrb-cnn-tv1e-4",
                                  "gtsrb-cnn-tv1e-5"]}
 VARIANT_KEYS = {"label", "batch", "size", "shape", "n_patches", "position", "multi_size"}
+#: [[segfault.unit]] params by occlusion unit (what :func:`advguard.detectors.loo.segment` reads)
+UNIT_PARAMS = {"pixel": set(), "channel-pixel": set(), "felzenszwalb": {"scale", "sigma", "min_size"},
+               "quickshift": {"ratio", "kernel_size", "max_dist", "sigma"}, "slic": {"n_segments", "compactness"}}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift", "group"}
 DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
@@ -468,6 +471,16 @@ def validate_config(doc) -> list[str]:
             name = a.get("name") if isinstance(a.get("name"), str) else None
             if name in ATTACKS and ATTACKS[name].targets_required and "target_shift" not in a:
                 P.add(f"{key}.target_shift", f"{a['name']} is targeted only; give target_shift")
+            params = a.get("params", {})
+            names = getattr(ATTACKS[name], "parameters", None) if name in ATTACKS else None
+            if isinstance(params, dict) and callable(names):
+                allowed = set(names())
+                for k in sorted(params, key=str):
+                    if k in ("seed", "progress"):
+                        P.add(f"{key}.params.{k}", f"{k} is set by the bench (seed: the config's top-level seed)")
+                    elif k not in allowed:
+                        P.add(f"{key}.params.{k}", f"{name} has no parameter {k!r}" + _did_you_mean(k, allowed)
+                              + f"; its parameters: {', '.join(sorted(allowed - {'seed', 'progress'}))}")
             ts = a.get("target_shift")
             if isinstance(ts, int) and n_classes and ts % n_classes == 0:
                 P.add(f"{key}.target_shift", f"{ts} is a multiple of the {n_classes} classes: every target would "
@@ -534,6 +547,14 @@ def validate_config(doc) -> list[str]:
             if not units:
                 P.add("segfault.unit", "[segfault] needs at least one [[segfault.unit]]")
             else:
+                for i, u in enumerate(units):
+                    allowed = UNIT_PARAMS.get(u["unit"], set())
+                    for k in sorted(u.get("params", {}), key=str):
+                        if k not in allowed:
+                            P.add(f"segfault.unit[{i + 1}].params.{k}", f"occlusion unit {u['unit']!r} has no "
+                                  f"parameter {k!r}" + _did_you_mean(k, allowed)
+                                  + (f"; its parameters: {', '.join(sorted(allowed))}" if allowed else
+                                     "; it takes none"))
                 labels = [u.get("label", u.get("unit")) for u in units]
                 if len(set(labels)) != len(labels):
                     P.add("segfault.unit", f"[[segfault.unit]] labels must be unique, got {labels}")
