@@ -127,10 +127,13 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data.imageio import read_image, resize_center_crop, resize_exact
+    from .errors import InputError
     from .models import get_spec, load_model
 
+    if args.k < 1:
+        raise InputError(f"-k must be at least 1, got {args.k}")
     spec = get_spec(args.model)
-    imgs = []
+    imgs = []  # every file is read (and a bad one reported, naming it) before the model loads
     for path in args.images:
         a = read_image(path, "RGB" if spec.channels == 3 else "L")
         if spec.size[0] >= 128:

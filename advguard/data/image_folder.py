@@ -1,4 +1,8 @@
-"""A user's own images: ``root/<class name>/<image files>`` (like torchvision's ImageFolder)."""
+"""A user's own images: ``root/<class name>/<image files>`` (like torchvision's ImageFolder).
+
+Every file is read with :func:`advguard.data.imageio.read_image` (every mode read correctly or refused, EXIF
+orientation applied, strict decoding, decoded-size bound); the first bad file raises an InputError naming it.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +18,8 @@ EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
 def load(path: Path, size: tuple[int, int] | None = None, mode: str = "RGB",
          resize: int | None = None, crop: int | None = None) -> dict:
     root = Path(path).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DatasetNotFoundError(f"image folder {root} is a file, not a folder (expected root/<class>/<image>)")
     if not root.is_dir():
         raise DatasetNotFoundError(f"image folder {root} does not exist")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
