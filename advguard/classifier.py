@@ -268,7 +268,7 @@ class Classifier:
             raise ParameterTypeError(f"layer_names must be a list of layer names, got the string {layer_names!r}; "
                                      f"use [{layer_names!r}]")
         try:
-            layer_names = list(layer_names)
+            layer_names = list(dict.fromkeys(layer_names))  # a name given twice is hooked (and returned) once
         except TypeError:
             raise ParameterTypeError(f"layer_names must be a list of layer names, got {layer_names!r}") from None
         if reduce is not None and not callable(reduce):

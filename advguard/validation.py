@@ -212,7 +212,7 @@ def as_labels(y: np.ndarray | torch.Tensor | Sequence[int], n: int, num_classes:
                                  f"({'booleans' if a.dtype.kind == 'b' else 'not integers'}).")
         if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
             raise InputError(f"{name} has labels outside 0..{num_classes - 1}.")
-        t = torch.from_numpy(np.ascontiguousarray(a).astype(np.int64, copy=False))
+        t = torch.as_tensor(a.astype(np.int64))  # (np.ascontiguousarray would make a scalar 1-D)
     if t.ndim != 1 or t.shape[0] != n:
         raise InputError(f"{name} has shape {tuple(t.shape)}; expected ({n},) labels, one per image.")
     t = t.long()

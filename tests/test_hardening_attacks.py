@@ -23,7 +23,7 @@ def test_targets_equal_to_labels_are_refused_naming_the_images(setup):
     t = shifted_targets(y, 10, 1)
     t[[1, 4]] = y[[1, 4]]
     with pytest.raises(InputError, match=r"targets equal the true labels y for 2 of 6 images \(indices 1, 4\)"):
-        make_attack("fgsm", clf, eps=8 / 255, progress=False)(x, y, targets=t)
+        make_attack("bim", clf, eps=8 / 255, steps=1, progress=False)(x, y, targets=t)
     with pytest.raises(InputError, match="targets equal the true labels"):
         make_attack("rp2", clf, steps=1, progress=False)(x, y, targets=y)
 

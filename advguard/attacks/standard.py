@@ -163,8 +163,8 @@ def _make(name: str, fb_class: str, norm: str, fixed: bool, targeted_ok: bool = 
 
 
 STANDARD_ATTACKS: dict[str, type] = {
-    "fgsm": _make("fgsm", "FGSM", "linf", True),
-    "fgm-l2": _make("fgm-l2", "L2FastGradientAttack", "l2", True),
+    "fgsm": _make("fgsm", "FGSM", "linf", True, False),  # Foolbox: "unsupported criterion" with targets
+    "fgm-l2": _make("fgm-l2", "L2FastGradientAttack", "l2", True, False),
     "bim": _make("bim", "LinfBasicIterativeAttack", "linf", True, steps=10, rel_stepsize=0.2),
     "bim-l2": _make("bim-l2", "L2BasicIterativeAttack", "l2", True, steps=10, rel_stepsize=0.2),
     "bim-l1": _make("bim-l1", "L1BasicIterativeAttack", "l1", True, steps=10, rel_stepsize=0.2),
