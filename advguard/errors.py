@@ -28,3 +28,11 @@ def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> Un
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return UnknownNameError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}.")
+
+
+class ParameterError(AdvguardError, ValueError):
+    """A parameter is unknown, of the wrong type or out of its range; the message names it."""
+
+
+class DetectorFileError(AdvguardError, ValueError):
+    """A detector file is unreadable, corrupt, unsafe, or was made for another classifier."""

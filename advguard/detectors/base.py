@@ -16,6 +16,10 @@ scikit-learn, ``__init__`` only stores parameters and ``fit`` returns ``self``.
 """
 from __future__ import annotations
 
+import difflib
+import inspect
+import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +28,55 @@ import numpy as np
 import torch
 
 from ..classifier import Classifier
-from ..errors import AdvguardError, InputError
+from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
 from ..metrics import CostReport, PeakMemory, threshold_at_fpr
-from .decision import decision_scores, make_decision_model
+from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
+
+#: The base class's own constructor parameters (every detector accepts them).
+BASE_PARAMETERS = ("fpr", "decision_model", "decision_params", "seed")
+
+
+def parameter_names(cls: type) -> set[str]:
+    """Keyword parameters a detector class accepts: its ``__init__``'s and, through ``**kw``, its bases'."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(vars(klass)["__init__"])
+        names |= {n for n, p in sig.parameters.items()
+                  if n not in ("self", "classifier") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()) or klass is Detector:
+            break
+    return names | set(BASE_PARAMETERS)
+
+
+def check_rate(name: str, value: Any, *, low: float = 0.0, high: float = 1.0, closed: bool = False) -> float:
+    """``value`` as a float in (low, high) (or [low, high] with ``closed``); :class:`ParameterError` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ParameterError(f"{name} must be a finite number, got {value!r}")
+    v = float(value)
+    ok = low <= v <= high if closed else low < v < high
+    if not ok:
+        raise ParameterError(f"{name} must be in {'[' if closed else '('}{low}, {high}{']' if closed else ')'}, "
+                             f"got {value!r}")
+    return v
+
+
+def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool = False) -> int | None:
+    """``value`` as an int in [low, high]; None passes when ``optional``; :class:`ParameterError` otherwise."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ParameterError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if v < low or (high is not None and v > high):
+        rng = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ParameterError(f"{name} must be {rng}, got {v}")
+    return v
 
 
 class NotFittedError(AdvguardError):
@@ -47,13 +96,37 @@ class Detector:
 
     def __init__(self, classifier: Classifier, *, fpr: float = 0.05, decision_model: str | None = None,
                  decision_params: dict | None = None, seed: int = 0, **params: Any):
+        if not isinstance(classifier, Classifier):
+            raise ParameterError(f"{self.name}: classifier must be an advguard.Classifier, got "
+                                 f"{type(classifier).__name__}")
+        allowed = parameter_names(type(self))
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            hints = []
+            for u in unknown:
+                close = difflib.get_close_matches(u, sorted(allowed), n=1)
+                hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ParameterError(f"{self.name}: unknown parameter(s) {', '.join(hints)}. "
+                                 f"Valid: {', '.join(sorted(allowed))}.")
         self.classifier = classifier
-        self.fpr = float(fpr)
+        self.fpr = check_rate("fpr", fpr)
         self.decision_model = decision_model if decision_model is not None else self.default_decision_model
+        if self.decision_model is not None and self.decision_model not in DECISION_MODELS:
+            from ..errors import unknown_name
+
+            raise unknown_name("decision model", str(self.decision_model), list(DECISION_MODELS))
+        if decision_params is not None and not isinstance(decision_params, dict):
+            raise ParameterError(f"decision_params must be a dict, got {type(decision_params).__name__}")
         self.decision_params = dict(decision_params or {})
-        self.seed = int(seed)
+        if self.decision_model is not None and self.decision_params:
+            try:  # unknown estimator parameters fail here, not after the features are computed
+                make_decision_model(self.decision_model, seed=0, **self.decision_params)
+            except TypeError as e:
+                raise ParameterError(f"decision_params for {self.decision_model!r}: {e}") from e
+        self.seed = check_count("seed", seed, low=0)
         self.params = params
         self.threshold_: float | None = None
+        self.calibration_: dict | None = None
         self.estimator_ = None
         self.last_cost_: dict | None = None
 
@@ -121,9 +194,10 @@ class Detector:
     def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> "Detector":
         """:meth:`fit` on precomputed features (the benchmark harness caches them)."""
         f_clean = np.asarray(f_clean, dtype=np.float64)
+        self._check_fit_size(len(f_clean))
         if not self.supervised:
             self._fit_features(f_clean)
-            self.threshold_ = threshold_at_fpr(self.statistic(f_clean), self.fpr)
+            self._set_threshold(self.statistic(f_clean))
             return self
         if f_adv is None or len(f_adv) == 0:
             raise InputError(f"{self.name} is supervised and needs adversarial features")
@@ -143,8 +217,33 @@ class Detector:
         self.estimator_ = est.fit(f, y)
         if k < 2:
             oof = decision_scores(self.estimator_, f_clean)
-        self.threshold_ = threshold_at_fpr(oof, self.fpr)
+        self._set_threshold(oof)
         return self
+
+    #: The fewest clean images a fit or calibration accepts.
+    min_fit_images = 2
+
+    def _check_fit_size(self, n: int) -> None:
+        """At least :attr:`min_fit_images` clean images (an error), and a warning when so few that one image is a
+        share above ``fpr`` (the target FPR cannot be resolved: the threshold sits at the largest clean score)."""
+        if n < self.min_fit_images:
+            raise InputError(f"{self.name}: fitting needs at least {self.min_fit_images} clean images, got {n}")
+        need = math.ceil(1.0 / self.fpr - 1e-9)
+        if n < need:
+            import warnings
+
+            warnings.warn(f"{self.name}: {n} clean images cannot resolve FPR {self.fpr:g} (needs at least {need}); "
+                          "the threshold is the largest clean score", UserWarning, stacklevel=3)
+
+    def _set_threshold(self, clean_scores: np.ndarray) -> None:
+        """Threshold at :attr:`fpr` of these clean scores; their range is recorded (a saved threshold outside
+        it is refused at load)."""
+        s = np.asarray(clean_scores, dtype=np.float64)
+        if not np.isfinite(s).all():
+            raise AdvguardError(f"{self.name}: {int((~np.isfinite(s)).sum())} clean calibration scores are not "
+                                "finite")
+        self.threshold_ = float(threshold_at_fpr(s, self.fpr))
+        self.calibration_ = {"n": int(len(s)), "min": float(s.min()), "max": float(s.max())}
 
     def score_features(self, f: np.ndarray) -> np.ndarray:
         f = np.asarray(f, dtype=np.float64)
@@ -173,8 +272,10 @@ class Detector:
     def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> "Detector":
         """Set the threshold so that a share ``fpr`` of these clean images is flagged."""
         if fpr is not None:
-            self.fpr = float(fpr)
-        self.threshold_ = threshold_at_fpr(self.score(x_clean), self.fpr)
+            self.fpr = check_rate("fpr", fpr)
+        scores = self.score(x_clean)
+        self._check_fit_size(len(scores))
+        self._set_threshold(scores)
         return self
 
     def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -185,25 +286,59 @@ class Detector:
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to one pickle-free file (atomically), with the classifier's fingerprint."""
+        from ..fingerprint import classifier_fingerprint
+
         extra_meta, arrays = self._state()
         meta = {"detector": self.name, "params": self.get_params(), "threshold": self.threshold_,
-                "classifier": self.classifier.name, "state": extra_meta}
+                "classifier": self.classifier.name, "state": extra_meta,
+                "fingerprint": classifier_fingerprint(self.classifier), "calibration": self.calibration_}
         return save_detector(path, meta, arrays, self.estimator_)
 
     @staticmethod
-    def load(path: str | Path, classifier: Classifier) -> "Detector":
-        """Rebuild a saved detector around ``classifier`` (which must be the model it was fitted for)."""
-        from . import make_detector
+    def load(path: str | Path, classifier: Classifier, *, check_classifier: bool = True,
+             max_bytes: int | None = None) -> "Detector":
+        """Rebuild a saved detector around ``classifier``, which must be the network it was fitted for.
 
-        meta, arrays, est = load_detector_file(path)
-        params = dict(meta["params"])
-        det = make_detector(meta["detector"], classifier, **params)
-        if meta.get("classifier") not in (None, classifier.name):
-            import warnings
+        The file's classifier fingerprint (architecture, weights, input spec) must match ``classifier``;
+        ``check_classifier=False`` loads anyway with a warning (e.g. for a deliberate transfer experiment).
+        Every check of :mod:`advguard.detectors.serialization` applies; ``max_bytes`` raises its size limit.
+        """
+        import warnings
 
-            warnings.warn(f"detector was fitted for classifier {meta['classifier']!r}, loading for {classifier.name!r}",
-                          stacklevel=2)
-        det.threshold_ = meta["threshold"]
+        from ..fingerprint import classifier_fingerprint, fingerprint_mismatch
+        from . import DETECTORS, make_detector
+        from .serialization import MAX_TOTAL_BYTES
+
+        if not isinstance(classifier, Classifier):
+            raise ParameterError(f"classifier must be an advguard.Classifier, got {type(classifier).__name__}")
+        meta, arrays, est = load_detector_file(path, max_bytes=max_bytes or MAX_TOTAL_BYTES)
+        if meta["detector"] not in DETECTORS:
+            raise DetectorFileError(f"{path}: unknown detector {meta['detector']!r}")
+        saved = meta.get("fingerprint")
+        if saved is None:
+            problems = ["the file records no classifier fingerprint (saved by advguard < 0.2)"]
+        else:
+            problems = fingerprint_mismatch(saved, classifier_fingerprint(classifier))
+        if problems:
+            msg = (f"{path} was fitted for classifier {meta.get('classifier')!r}, not this {classifier.name!r}: "
+                   + "; ".join(problems))
+            if check_classifier:
+                raise DetectorFileError(msg + ". Pass check_classifier=False to load it anyway.")
+            warnings.warn(msg, stacklevel=2)
+        try:
+            det = make_detector(meta["detector"], classifier, **meta["params"])
+        except (ParameterError, TypeError, ValueError) as e:
+            raise DetectorFileError(f"{path}: invalid detector parameters: {e}") from e
+        if det.supervised != (est is not None):
+            raise DetectorFileError(f"{path}: a {'supervised' if det.supervised else 'unsupervised'} detector "
+                                    f"{'without' if det.supervised else 'with'} a decision model")
+        det.threshold_ = None if meta["threshold"] is None else float(meta["threshold"])
+        det.calibration_ = meta.get("calibration")
         det.estimator_ = est
-        det._set_state(meta.get("state", {}), arrays)
+        try:
+            det._set_state(meta.get("state", {}), arrays)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            raise DetectorFileError(f"{path}: invalid fitted state for {meta['detector']} "
+                                    f"({type(e).__name__}: {e})") from e
         return det

@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from ..metrics import threshold_at_fpr
-from .base import Detector
+from ..errors import InputError, ParameterError
+from .base import Detector, check_count, check_rate
 
 BACKBONES = ("scratch", "classifier")
 
@@ -66,8 +65,16 @@ class CNNDetector(Detector):
             from ..errors import unknown_name
 
             raise unknown_name("CNN detector backbone", backbone, list(BACKBONES))
-        if not 0 < dev_fraction < 1:
-            raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
+        dev_fraction = check_rate("dev_fraction", dev_fraction)
+        epochs = check_count("epochs", epochs, low=1)
+        lr = check_rate("lr", lr, low=0.0, high=float("inf"))
+        batch_size = check_count("batch_size", batch_size, low=1)
+        try:
+            widths = [[check_count("widths", c, low=1) for c in stage] for stage in widths]
+        except TypeError as e:
+            raise ParameterError(f"widths must be a list of lists of channel counts, got {widths!r}") from e
+        if not widths or not all(widths):
+            raise ParameterError(f"widths must be a non-empty list of non-empty stages, got {widths!r}")
         kw.pop("decision_model", None)
         super().__init__(classifier, backbone=backbone, softmax_in_training=bool(softmax_in_training),
                          epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
@@ -160,7 +167,7 @@ class CNNDetector(Detector):
                 best, best_state = acc, copy.deepcopy(self.net_.state_dict())
         self.net_.load_state_dict(best_state)
         self.net_.eval()
-        self.threshold_ = threshold_at_fpr(self.statistic(self._logits(dc).numpy()), self.fpr)
+        self._set_threshold(self.statistic(self._logits(dc).numpy()))
         return self
 
     def fit_features(self, f_clean, f_adv=None):

@@ -20,9 +20,10 @@ project to ~0 and the detector fails (measured: AUC 41 % without, 99 % with alig
 photos). Aligned, the components describe how probability mass leaves the original prediction, which
 is class-agnostic.
 
-Masks come from a generator seeded by (seed, call number), so they differ across images, draws and
-calls (the released code drew 11 masks once and reused them for every image, and they covered ~6 %
-instead of 10 %); ``fixed_masks=True`` makes every call draw the same masks (reproducible scoring).
+Each image's masks come from a generator seeded by (seed, a hash of the image's bytes), so they differ
+across images and draws but an image's score never depends on its batch or on earlier calls (the released
+code drew 11 masks once and reused them for every image, and they covered ~6 % instead of 10 %);
+``fixed_masks=True`` uses the same n masks for every image, as the released code did.
 ``mask="pixels"`` erases exactly round(lambda * H * W) pixel positions (all channels);
 ``mask="blobs"`` erases ``blob`` x ``blob`` squares at random centres until lambda is covered.
 
@@ -39,7 +40,8 @@ import torch
 
 from .._parallel import thread_map
 from ..errors import unknown_name
-from .base import Detector
+from ._seeding import image_seeds
+from .base import Detector, check_count, check_rate
 
 RESTORERS = ("telea", "ns", "median")
 MASKS = ("pixels", "blobs")
@@ -123,10 +125,11 @@ class EraseRestore(Detector):
     def __init__(self, classifier, *, n: int = 11, erase: float = 0.10, mask: str = "pixels", blob: int = 3,
                  restore: str = "telea", radius: int = 3, pca_dim: int | None = None, fixed_masks: bool = False,
                  align: bool | None = None, **kw):
-        if not 1 <= int(n) <= 1000:
-            raise ValueError(f"n (erase-and-restore draws) must be in 1..1000, got {n}")
-        if not 0 < float(erase) < 1:
-            raise ValueError(f"erase (share of pixels) must be in (0, 1), got {erase}")
+        n = check_count("n (erase-and-restore draws)", n, low=1, high=1000)
+        erase = check_rate("erase (share of pixels)", erase)
+        blob = check_count("blob", blob, low=1)
+        radius = check_count("radius", radius, low=1)
+        pca_dim = check_count("pca_dim", pca_dim, low=0, optional=True)
         if mask not in MASKS:
             raise unknown_name("mask kind", mask, list(MASKS))
         if restore not in RESTORERS:
@@ -138,21 +141,26 @@ class EraseRestore(Detector):
         super().__init__(classifier, n=int(n), erase=float(erase), mask=mask, blob=int(blob), restore=restore,
                          radius=int(radius), pca_dim=int(pca_dim), fixed_masks=bool(fixed_masks), align=bool(align),
                          **kw)
-        self._calls = 0
         self.pca_: tuple[np.ndarray, np.ndarray] | None = None  # (mean, components)
 
     # ------------------------------------------------------------------ erase and restore
-    def _rng(self) -> np.random.Generator:
-        if self.params["fixed_masks"]:
-            return np.random.default_rng(self.seed)
-        self._calls += 1
-        return np.random.default_rng([self.seed, self._calls])
+    def masks_for(self, x: torch.Tensor) -> np.ndarray:
+        """(N, n, H, W) erasing masks of images ``x``: each image's from a generator seeded by the detector's seed
+        and the image's bytes (so a score does not depend on the batch or on earlier calls); with
+        ``fixed_masks`` the same n masks for every image."""
+        p = self.params
+        size = tuple(x.shape[-2:])
+        if p["fixed_masks"]:
+            one = make_masks(np.random.default_rng(self.seed), 1, p["n"], size, p["erase"], p["mask"], p["blob"])
+            return np.repeat(one, x.shape[0], axis=0)
+        return np.concatenate([make_masks(np.random.default_rng([self.seed, s]), 1, p["n"], size, p["erase"],
+                                          p["mask"], p["blob"]) for s in image_seeds(x)])
 
     def variants(self, x: torch.Tensor) -> torch.Tensor:
         """(N, n, C, H, W) erased-and-restored versions of validated images ``x``."""
         p = self.params
         arr = (x.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
-        masks = make_masks(self._rng(), arr.shape[0], p["n"], arr.shape[1:3], p["erase"], p["mask"], p["blob"])
+        masks = self.masks_for(x)
         out = restore(np.ascontiguousarray(arr), masks, p["restore"], p["radius"])
         return torch.from_numpy(out.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..transforms import ImageOp, apply_ops, parse_ops
-from .base import Detector
+from .base import Detector, check_count
 
 FEATURES = ("count", "diff")
 #: the paper's random forest: 100 trees, maximum depth 2
@@ -77,8 +77,7 @@ class ImageOps(Detector):
         if feature not in FEATURES:
             raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
         op_list = parse_ops(ops)  # fail fast on unknown names
-        if k is not None and not 1 <= int(k) <= classifier.num_classes:
-            raise ValueError(f"k must be in 1..{classifier.num_classes}, got {k}")
+        k = check_count("k", k, low=1, high=classifier.num_classes, optional=True)
         dm = decision_model or self.default_decision_model
         if decision_params is None:
             decision_params = PAPER_DECISION_PARAMS.get(dm)

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from .._parallel import thread_map
-from ..errors import unknown_name
-from .base import Detector
+from ..errors import ParameterError, unknown_name
+from .base import Detector, check_count, check_rate
 
 UNITS = ("pixel", "channel-pixel", "felzenszwalb", "quickshift", "slic")
 BASELINES = ("zero", "mean", "blur")
@@ -142,8 +142,18 @@ class LeaveOneOut(Detector):
                                      (feature, FEATURES, "LOO feature"), (statistic, STATISTICS, "dispersion statistic")):
             if value not in allowed:
                 raise unknown_name(kind, value, list(allowed))
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_count("batch_size", batch_size, low=1)
+        layers = check_count("layers", layers, low=1)
+        units_per_layer = check_count("units_per_layer", units_per_layer, low=1)
+        workers = check_count("workers", workers, low=1, optional=True)
+        blur_sigma = check_rate("blur_sigma", blur_sigma, low=0.0, high=float("inf"))
+        if unit_params is not None and not isinstance(unit_params, dict):
+            raise ParameterError(f"unit_params must be a dict, got {type(unit_params).__name__}")
+        if baseline_value is not None:
+            if np.ndim(baseline_value) != 1 or len(baseline_value) != classifier.channels:
+                raise ParameterError(f"baseline_value needs {classifier.channels} values (one per channel), "
+                                     f"got {baseline_value!r}")
+            baseline_value = [check_rate("baseline_value", v, closed=True) for v in baseline_value]
         super().__init__(classifier, unit=unit, unit_params=dict(unit_params or {}), baseline=baseline,
                          baseline_value=None if baseline_value is None else [float(v) for v in baseline_value],
                          blur_sigma=float(blur_sigma), feature=feature, statistic=statistic, layers=int(layers),

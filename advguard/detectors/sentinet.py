@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import InputError
-from .base import Detector
+from ._seeding import image_seeds
+from .base import Detector, check_count, check_rate
 from .taintradar import binarize_cam
 
 
@@ -45,8 +46,11 @@ class SentiNet(Detector):
                  seed: int = 0, decision_model: None = None, progress: bool = True):
         if decision_model is not None:
             raise InputError("sentinet is unsupervised (its boundary is fitted on clean images)")
-        if n_test < 1:
-            raise ValueError(f"n_test must be >= 1, got {n_test}")
+        n_test = check_count("n_test", n_test, low=1)
+        mask_threshold = check_rate("mask_threshold", mask_threshold, low=0.0, high=1.0, closed=True)
+        noise_std = check_rate("noise_std", noise_std, low=0.0, high=float("inf"), closed=True)
+        n_bins = check_count("n_bins", n_bins, low=1)
+        batch_size = check_count("batch_size", batch_size, low=1, optional=True)
         super().__init__(classifier, fpr=fpr, seed=seed, n_test=int(n_test), mask_threshold=float(mask_threshold),
                          noise_std=float(noise_std), n_bins=int(n_bins), batch_size=batch_size, progress=progress)
         self.test_images_: torch.Tensor | None = None
@@ -67,13 +71,14 @@ class SentiNet(Detector):
         t = clf.validate(x)
         pred, masks = self.masks(t)
         tests = self.test_images_
-        g = torch.Generator().manual_seed(self.seed)
+        seeds = image_seeds(t, self.seed)
         out = np.zeros((t.shape[0], 2))
         bs = self.params["batch_size"] or clf.batch_size
         for i in tqdm(range(t.shape[0]), desc="sentinet", leave=False,
                       disable=not self.params["progress"] or t.shape[0] < 8):
             m = masks[i][None, None].float()
             pasted = tests * (1 - m) + t[i][None] * m
+            g = torch.Generator().manual_seed(seeds[i])  # per image: the score does not depend on the batch
             noise = (0.5 + self.params["noise_std"] * torch.randn(tests.shape, generator=g)).clamp(0, 1)
             inert = tests * (1 - m) + noise * m
             logits = clf.logits(torch.cat([pasted, inert]), validate=False, batch_size=bs)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..errors import ParameterError
 from .base import Detector
 
 
@@ -41,17 +42,39 @@ def nonlocal_means(x: torch.Tensor, search: int = 13, patch: int = 3, strength: 
     return torch.from_numpy(out)
 
 
+def parse_squeezer(spec: str) -> tuple[str, tuple]:
+    """``"bits:5"`` -> ("bits", (5,)), ``"median:2"``, ``"nlm:13-3-2"`` (search-patch-strength); a
+    :class:`ParameterError` naming the spec for anything else or out of range."""
+    usage = "use bits:N (1..16), median:K (1..15) or nlm:S-P-H"
+    kind, _, arg = str(spec).partition(":")
+    try:
+        if kind == "bits":
+            args = (int(arg),)
+            ok = 1 <= args[0] <= 16
+        elif kind == "median":
+            args = (int(arg),)
+            ok = 1 <= args[0] <= 15
+        elif kind == "nlm":
+            s, p, h = (arg or "13-3-2").split("-")
+            args = (int(s), int(p), float(h))
+            ok = args[0] >= 1 and args[1] >= 1 and args[0] % 2 == 1 and args[1] % 2 == 1 and 0 < args[2] < 1e3
+        else:
+            raise ValueError
+    except ValueError:
+        raise ParameterError(f"unknown squeezer {spec!r}; {usage}") from None
+    if not ok:
+        raise ParameterError(f"squeezer {spec!r} is out of range; {usage} (odd S, P)")
+    return kind, args
+
+
 def apply_squeezer(spec: str, x: torch.Tensor) -> torch.Tensor:
-    """``"bits:5"``, ``"median:2"``, ``"median:3"``, ``"nlm:13-3-2"`` (search-patch-strength)."""
-    kind, _, arg = spec.partition(":")
+    """Apply squeezer ``spec`` (see :func:`parse_squeezer`) to images ``x``."""
+    kind, args = parse_squeezer(spec)
     if kind == "bits":
-        return bit_depth(x, int(arg))
+        return bit_depth(x, *args)
     if kind == "median":
-        return median(x, int(arg))
-    if kind == "nlm":
-        s, p, h = (arg or "13-3-2").split("-")
-        return nonlocal_means(x, int(s), int(p), float(h))
-    raise ValueError(f"unknown squeezer {spec!r}; use bits:N, median:K or nlm:S-P-H")
+        return median(x, *args)
+    return nonlocal_means(x, *args)
 
 
 class FeatureSqueezing(Detector):
@@ -59,9 +82,11 @@ class FeatureSqueezing(Detector):
 
     def __init__(self, classifier, *, squeezers: tuple[str, ...] | list[str] = ("bits:5", "median:2", "nlm:13-3-2"),
                  **kw):
-        for s in squeezers:  # fail fast on a bad name (cheap check on a tiny image)
-            if not s.startswith("nlm"):
-                apply_squeezer(s, torch.zeros(1, 1, 4, 4))
+        if isinstance(squeezers, str) or not isinstance(squeezers, (list, tuple)) or not squeezers \
+                or not all(isinstance(s, str) for s in squeezers):
+            raise ParameterError(f"squeezers must be a non-empty list of names like 'bits:5', got {squeezers!r}")
+        for s in squeezers:  # fail fast on a bad name
+            parse_squeezer(s)
         super().__init__(classifier, squeezers=list(squeezers), **kw)
 
     def features(self, x: torch.Tensor) -> np.ndarray:

@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..classifier import Classifier, gradcam_from_gradients
-from ..errors import InputError, unknown_name
+from ..errors import InputError, ParameterError, unknown_name
 from ..transforms import gaussian_blur
-from .base import Detector, NotFittedError
+from ._seeding import per_image_rand
+from .base import Detector, NotFittedError, check_count, check_rate
 
 FILLS = ("noise", "mean", "blur")
 
@@ -104,15 +105,19 @@ class TaintRadar(Detector):
             raise InputError("taintradar is unsupervised (K and Delta_R are calibrated on clean images)")
         if fill not in FILLS:
             raise unknown_name("filling pattern", fill, list(FILLS))
+        k_max_limit = classifier.num_classes - 1
+        temperature = check_rate("temperature", temperature, low=0.0, high=float("inf"))
+        threshold = check_rate("threshold", threshold, low=0.0, high=1.0, closed=True)
+        k = check_count("k", k, low=1, optional=True)
+        delta_r = check_count("delta_r", delta_r, low=0, high=k_max_limit, optional=True)
+        batch_size = check_count("batch_size", batch_size, low=1, optional=True)
         layer = layer or classifier.gradcam_layer
         if layer is None:
             raise InputError("the classifier has no Conv2d layer; pass layer= (the Grad-CAM layer)")
         classifier.layer(layer.removesuffix(":input"))  # unknown names raise here, listing the model's layers
-        k_max = int(k_max) if k_max is not None else min(20, classifier.num_classes - 1)
-        if not 1 <= k_max <= classifier.num_classes - 1:
-            raise ValueError(f"k_max must be in 1..{classifier.num_classes - 1}, got {k_max}")
-        if k is not None and not 1 <= int(k) <= k_max:
-            raise ValueError(f"k must be in 1..k_max={k_max}, got {k}")
+        k_max = check_count("k_max", k_max if k_max is not None else min(20, k_max_limit), low=1, high=k_max_limit)
+        if k is not None and k > k_max:
+            raise ParameterError(f"k must be in 1..k_max={k_max}, got {k}")
         super().__init__(classifier, fpr=fpr, seed=seed, k=k, delta_r=delta_r, k_max=k_max,
                          temperature=float(temperature), threshold=float(threshold), fill=fill, layer=layer,
                          batch_size=batch_size, progress=progress)
@@ -122,15 +127,17 @@ class TaintRadar(Detector):
         self.k_: int | None = None if k is None else int(k)
         self.delta_r_: int | None = None if delta_r is None else int(delta_r)
         self.fpr_table_: np.ndarray | None = None
-        self._calls = 0
 
     # ------------------------------------------------------------------ filling patterns
-    def fill_pattern(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """The filling pattern for images ``x`` (same shape): uniform noise drawn from ``g``, the blurred images, or the
-        fill image / per-channel mean (``fill``)."""
+    def fill_pattern(self, x: torch.Tensor, stream: int | torch.Generator | None = 0) -> torch.Tensor:
+        """The filling pattern for images ``x`` (same shape): uniform noise, the blurred images, or the fill image /
+        per-channel mean (``fill``). Image i's noise is seeded by (seed, ``stream``, the image's bytes), so it
+        does not depend on the batch; an attack may pass its own ``torch.Generator`` instead."""
         fill = self.params["fill"]
         if fill == "noise":
-            return torch.rand(x.shape, generator=g).to(x)
+            if isinstance(stream, torch.Generator):
+                return torch.rand(x.shape, generator=stream).to(x)
+            return per_image_rand(x.detach(), self.seed, 0 if stream is None else int(stream))
         if fill == "blur":
             return gaussian_blur(x, sigma=max(x.shape[-2:]) / 16)
         if self.fill_image is not None:
@@ -179,7 +186,7 @@ class TaintRadar(Detector):
 
         return a.detach(), z.detach(), z.detach().argmax(1), vjp
 
-    def _analyse_batch(self, x: torch.Tensor, ks: list[int], g: torch.Generator, keep: bool) -> RegionAnalysis:
+    def _analyse_batch(self, x: torch.Tensor, ks: list[int], stream: int, keep: bool) -> RegionAnalysis:
         clf = self.classifier
         p = self.params
         n, size = x.shape[0], tuple(x.shape[-2:])
@@ -191,7 +198,7 @@ class TaintRadar(Detector):
         v_loss = (eye[pred] - F.softmax(z / t, dim=1)) / t
         g_loss = vjp(v_loss[None])[0]
         est = binarize_cam(gradcam_from_gradients(g_loss, a), size, p["threshold"])
-        pattern = self.fill_pattern(x, g)
+        pattern = self.fill_pattern(x, stream)
         x_est = self._filled(x, pattern, est)
         # 2. labels whose logits rose most when the estimated region is filled
         z_est = clf.logits(x_est, validate=False, batch_size=n).to(z.device)
@@ -219,9 +226,9 @@ class TaintRadar(Detector):
                 stream: int | None = None) -> RegionAnalysis:
         """Run TaintRadar on images ``x`` for each K in ``ks`` (default: the fitted K).
 
-        The noise filling pattern is drawn from a generator seeded by ``seed`` and a call counter; give ``stream``
-        (any int) instead of the counter to make the draw independent of earlier calls (a resumed benchmark then
-        draws what an uninterrupted one would)."""
+        Each image's noise filling pattern is drawn from a generator seeded by ``seed``, ``stream`` (default 0) and
+        the image's bytes: the same image gets the same draw in any batch and on every call; another ``stream``
+        gives an independent draw."""
         clf = self.classifier
         t = clf.validate(x)
         if ks is None:
@@ -231,17 +238,14 @@ class TaintRadar(Detector):
         ks = sorted({int(k) for k in ks})
         if not 1 <= ks[0] <= ks[-1] <= self.params["k_max"]:
             raise ValueError(f"K values must be in 1..{self.params['k_max']}, got {ks}")
-        if stream is None:
-            stream = self._calls
-            self._calls += 1
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + int(stream)) % 2 ** 63)
+        stream = 0 if stream is None else int(stream)
         bs = self.params["batch_size"] or clf.batch_size
         clf.module.eval()
         parts = []
         bar = tqdm(range(0, t.shape[0], bs), desc="taintradar", leave=False,
                    disable=not self.params["progress"] or t.shape[0] <= bs)
         for i in bar:
-            parts.append(self._analyse_batch(t[i:i + bs].to(clf.device), ks, g, keep))
+            parts.append(self._analyse_batch(t[i:i + bs].to(clf.device), ks, stream, keep))
         first = parts[0]
         cat = {f: torch.cat([getattr(r, f) for r in parts]) if getattr(first, f) is not None else None
                for f in ("pred", "est_mask", "labels", "final_masks", "rank_change", "sub_masks", "x_est",
@@ -267,7 +271,8 @@ class TaintRadar(Detector):
         if x_adv is not None:
             raise InputError("taintradar is unsupervised: fit on clean images only (x_adv must be None)")
         if fpr is not None:
-            self.fpr = float(fpr)
+            self.fpr = check_rate("fpr", fpr)
+        self._check_fit_size(len(self.classifier.validate(x_clean)))
         return self.fit_features(self.rank_changes(x_clean))
 
     def fit_features(self, f_clean: np.ndarray, f_adv: None = None) -> "TaintRadar":
@@ -276,6 +281,7 @@ class TaintRadar(Detector):
         k_max = self.params["k_max"]
         if r.ndim != 2 or r.shape[1] != k_max:
             raise InputError(f"taintradar calibration needs rank changes (N, k_max={k_max}), got {r.shape}")
+        self._check_fit_size(len(r))
         n_dr = self.classifier.num_classes
         # fpr_table[K - 1, dR] = share of clean images whose rank change exceeds dR at this K
         self.fpr_table_ = (r[:, :, None] > np.arange(n_dr)[None, None, :]).mean(0)
@@ -293,6 +299,7 @@ class TaintRadar(Detector):
             k = int(np.argmax(ok[:, dr])) + 1
         self.k_, self.delta_r_ = k, dr
         self.threshold_ = float(dr)
+        self.calibration_ = {"n": int(len(r)), "min": 0.0, "max": float(n_dr - 1)}  # the rank-change domain
         return self
 
     def explain(self, x: np.ndarray | torch.Tensor) -> list[dict]:
