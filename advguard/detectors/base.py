@@ -328,8 +328,8 @@ class Detector:
             warnings.warn(msg, stacklevel=2)
         try:
             det = make_detector(meta["detector"], classifier, **meta["params"])
-        except (ParameterError, TypeError, ValueError) as e:
-            raise DetectorFileError(f"{path}: invalid detector parameters: {e}") from e
+        except (AdvguardError, TypeError, ValueError, AttributeError, KeyError) as e:
+            raise DetectorFileError(f"{path}: invalid detector parameters: {type(e).__name__}: {e}") from e
         if det.supervised != (est is not None):
             raise DetectorFileError(f"{path}: a {'supervised' if det.supervised else 'unsupervised'} detector "
                                     f"{'without' if det.supervised else 'with'} a decision model")
@@ -338,7 +338,25 @@ class Detector:
         det.estimator_ = est
         try:
             det._set_state(meta.get("state", {}), arrays)
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
-            raise DetectorFileError(f"{path}: invalid fitted state for {meta['detector']} "
+            det._self_test()
+        except Exception as e:  # any inconsistency between parameters, state and arrays: the file is bad
+            raise DetectorFileError(f"{path}: the fitted state of this {meta['detector']} detector is invalid "
                                     f"({type(e).__name__}: {e})") from e
         return det
+
+    def _self_test(self) -> None:
+        """Score one grey image once (after loading): a state that cannot score, or scores NaN, is refused here
+        rather than at the first real image."""
+        if self.classifier.size is None or self.threshold_ is None:
+            return
+        probe = torch.full((1, self.classifier.channels, *self.classifier.size), 0.5)
+        progress = self.params.get("progress")
+        if progress:
+            self.params["progress"] = False
+        try:
+            s = self.score(probe)
+        finally:
+            if progress:
+                self.params["progress"] = progress
+        if s.shape != (1,) or not np.isfinite(s).all():
+            raise AdvguardError(f"a grey probe image scored {s!r}")

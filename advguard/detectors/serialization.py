@@ -26,7 +26,9 @@ import hashlib
 import io
 import json
 import math
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,12 @@ _META_KEYS = {"format_version": int, "detector": str, "params": dict, "threshold
 _OPTIONAL_META_KEYS = {"estimator_format": str, "fingerprint": dict, "digests": dict, "calibration": (dict, type(None))}
 
 
+#: What reading a damaged zip can raise besides BadZipFile (zlib.error for corrupt deflate data, struct.error
+#: for a cut header, UnicodeDecodeError for a mangled name, ...).
+_ZIP_ERRORS = (zlib.error, struct.error, ValueError, OSError, EOFError, RuntimeError, NotImplementedError,
+               UnicodeDecodeError, OverflowError)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -122,8 +130,10 @@ def _schema_types(blob: bytes, where: str = "decision model") -> tuple[set[str],
             if total > MAX_TOTAL_BYTES:
                 raise DetectorFileError(f"{where}: the skops file unpacks to {total:,} bytes, over the limit")
             schema = json.loads(_read_member(z, "schema.json", MAX_JSON_BYTES, where))
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, KeyError) as e:
-        raise DetectorFileError(f"{where}: not a readable skops file ({e})") from e
+    except DetectorFileError:
+        raise
+    except (zipfile.BadZipFile, json.JSONDecodeError, KeyError, *_ZIP_ERRORS) as e:
+        raise DetectorFileError(f"{where}: not a readable skops file ({type(e).__name__}: {e})") from e
     types, loaders = set(), set()
     stack: list[Any] = [schema]
     while stack:
@@ -207,9 +217,9 @@ def _read_npz(data: bytes, where: str) -> dict[str, np.ndarray]:
                                             f"({need:,} bytes) but holds {len(raw) - f.tell():,}")
                 f.seek(0)
                 out[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
-        if isinstance(e, DetectorFileError):
-            raise
+    except DetectorFileError:
+        raise
+    except (zipfile.BadZipFile, *_ZIP_ERRORS) as e:
         raise DetectorFileError(f"{where}: arrays.npz is corrupt ({type(e).__name__}: {e})") from e
     return out
 
@@ -311,9 +321,11 @@ def load_detector_file(path: str | Path, max_bytes: int = MAX_TOTAL_BYTES) -> tu
             if has_est != ("estimator.bin" in names):
                 raise DetectorFileError(f"{where}: estimator_format and the estimator.bin member disagree")
             est_bytes = _read_member(z, "estimator.bin", max_bytes, where) if has_est else None
+    except DetectorFileError:
+        raise
     except zipfile.BadZipFile as e:
         raise DetectorFileError(f"{where} is not an advguard detector file ({e})") from e
-    except (OSError, EOFError, RuntimeError, NotImplementedError) as e:  # truncated / encrypted / odd members
+    except _ZIP_ERRORS as e:  # truncated / corrupt compressed data / encrypted / odd members
         raise DetectorFileError(f"{where} is unreadable ({type(e).__name__}: {e})") from e
     digests = meta.get("digests", {})
     for name, data in (("arrays.npz", array_bytes), ("estimator.bin", est_bytes)):
