@@ -35,6 +35,7 @@ from .attacks import make_attack, shifted_targets
 from .attacks.base import success_of
 from .classifier import Classifier
 from .data import data_dir, load_dataset
+from .fingerprint import weights_hash  # noqa: F401  (re-exported: the bench imports it from here)
 from .data.cache import cache_lock, load_entry, save_entry
 
 ROUNDTRIPS = (None, "png", "jpeg", "png+jpeg")
@@ -65,17 +66,6 @@ class AdvSetConfig:
             if not (m >= 1 and 0 <= i < m):
                 raise ValueError(f"part must be (i, m) with 0 <= i < m, got {self.part!r}")
             object.__setattr__(self, "part", (i, m))
-
-
-def weights_hash(module: torch.nn.Module) -> str:
-    """sha256 (first 16 hex digits) over a model's state dict: names, shapes and bytes."""
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        t = v.detach().cpu().contiguous()
-        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
 
 
 def config_key(cfg: AdvSetConfig, model_hash: str) -> str:

@@ -308,3 +308,19 @@ def test_real_imagenet_samples_archive_unpacks_verified(tmp_path):
     m = verify_folder(out)
     assert m["count"] == 1001 and m["sha256"] == spec.sha256
     assert not [n for n in os.listdir(tmp_path) if "partial" in n or ".old-" in n]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_a_damaged_gtsrb_file_is_named_not_a_raw_zip_traceback(tmp_path, damage):
+    from advguard.data import gtsrb
+    from advguard.data.paths import data_dir
+    from advguard.errors import DatasetNotFoundError
+
+    src = data_dir() / gtsrb.FILE
+    if not src.exists():
+        pytest.skip("GTSRB is not set up")
+    raw = src.read_bytes()
+    bad = {"truncate": raw[: len(raw) // 2], "empty": b"", "garbage": b"PK\x03\x04" + bytes(200)}[damage]
+    (tmp_path / gtsrb.FILE).write_bytes(bad)
+    with pytest.raises(DatasetNotFoundError, match="corrupt GTSRB file"):
+        gtsrb.load(tmp_path, "test", url=None)

@@ -225,7 +225,8 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         path = cache / "imageops-cnn" / f"{cache_key(wkey, [s.key for s in sets.values()], cfg.fractions, cfg.seed, params)}.zip"
         t0 = time.perf_counter()
         # verified (advguard.data.cache): a corrupt or tampered detector file is named, moved aside and retrained
-        det = verified(path, lambda p: Detector.load(p, clf))
+        # the cache key binds the weights already: a file from before fingerprints (format 1) loads with a warning
+        det = verified(path, lambda p: Detector.load(p, clf, check_classifier=False))
         if det is not None:
             saved = det.history_[-1].get("_train_seconds") if det.history_ else None
             train_s = None if saved is None else float(saved)  # older caches stored it as a JSON string

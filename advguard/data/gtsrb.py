@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,9 @@ def load(root: Path, split: str, url: str | None = BASE_URL) -> dict:
         with np.load(path, allow_pickle=False) as f:
             part = "test" if split == "test" else "train"
             x, y = f[f"x_{part}"], f[f"y_{part}"].astype(np.int64)
-    except (OSError, KeyError, ValueError) as e:
-        raise DatasetNotFoundError(f"corrupt GTSRB file {path} ({e}); delete it and re-run `advguard setup`.") from e
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DatasetNotFoundError(f"corrupt GTSRB file {path} ({type(e).__name__}: {e}); delete it and re-run "
+                                   "`advguard setup`.") from e
     x = x.transpose(0, 3, 1, 2).copy()
     if split == "test":
         return dict(x=x, y=y, classes=CLASSES, source="gtsrb32", groups=None)
