@@ -174,7 +174,7 @@ def targets_for(draw, y, n: int, targeted_ok: bool):
         return None, None
     yt = np.asarray(y).astype(np.int64)[:n]
     t = (yt + draw(st.integers(1, K - 1))) % K
-    problem = ("targets",) if targeted_ok else ("untargeted only",)
+    problem = ("targets",) if targeted_ok else ("untargeted only", "targets")
     if kind == "shifted":
         return t, None if targeted_ok else problem
     if kind == "list":
