@@ -1,9 +1,11 @@
 """advguard: detect, correct and harden against adversarial examples for PyTorch image classifiers."""
 from .classifier import Classifier
 from .data import load_dataset
-from .errors import AdvguardError, DatasetNotFoundError, InputError, UnknownNameError
+from .errors import (AdvguardError, DatasetNotFoundError, DetectorFileError, InputError, ParameterError,
+                     ParameterTypeError, UnknownNameError)
 from .models import load_model
 
 __version__ = "0.1.0"
-__all__ = ["AdvguardError", "Classifier", "DatasetNotFoundError", "InputError", "UnknownNameError",
+__all__ = ["AdvguardError", "Classifier", "DatasetNotFoundError", "DetectorFileError", "InputError", "ParameterError",
+           "ParameterTypeError", "UnknownNameError",
            "load_dataset", "load_model", "__version__"]

@@ -30,8 +30,12 @@ def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> Un
     return UnknownNameError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}.")
 
 
-class ParameterError(AdvguardError, ValueError):
-    """A parameter is unknown, of the wrong type or out of its range; the message names it."""
+class ParameterError(InputError):
+    """A parameter is out of its allowed range or unknown; the message names it (a ValueError)."""
+
+
+class ParameterTypeError(ParameterError, TypeError):
+    """A parameter has the wrong type, or a keyword is not a parameter at all (also a TypeError)."""
 
 
 class DetectorFileError(AdvguardError, ValueError):

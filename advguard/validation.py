@@ -11,21 +11,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from . import errors as _errors
-from .errors import AdvguardError, InputError
+from .errors import InputError, ParameterError, ParameterTypeError
 
-# ``advguard.errors.ParameterError`` (where present) catches every parameter problem raised here too
-_SHARED = getattr(_errors, "ParameterError", None)
-_VALUE_BASES = (InputError,) if _SHARED is None or issubclass(InputError, _SHARED) else (InputError, _SHARED)
-_TYPE_BASES = (AdvguardError, TypeError) if _SHARED is None else (_SHARED, TypeError)
-
-
-class ParameterError(*_VALUE_BASES):  # type: ignore[misc]
-    """A parameter has a value outside its allowed range (an :class:`InputError`, so a ValueError)."""
-
-
-class ParameterTypeError(*_TYPE_BASES):  # type: ignore[misc]
-    """A parameter has the wrong type, or a keyword is not a parameter at all (a TypeError)."""
+__all__ = ["ParameterError", "ParameterTypeError", "as_image_batch", "as_labels", "check_batch_size", "check_bool",
+           "check_choice", "check_keywords", "check_number"]
 
 
 def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:

@@ -20,10 +20,13 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from advguard import load_dataset, load_model  # noqa: E402
+
+#: Example counts below are for the default profile (25 examples); HYPOTHESIS_PROFILE=long scales them up.
+SCALE = max(1, settings.default.max_examples // 25)
 from advguard.detectors import DETECTORS, Detector, make_detector  # noqa: E402
 from advguard.errors import AdvguardError, DetectorFileError  # noqa: E402
 
@@ -76,7 +79,7 @@ def saved(fitted, tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------- batch independence
 @pytest.mark.parametrize("name", sorted(CHEAP))
-@settings(max_examples=4)
+@settings(max_examples=4 * SCALE)
 @given(data=st.data())
 def test_scores_do_not_depend_on_the_batch(fitted, world, name, data):
     _, x, noisy = world
@@ -119,7 +122,7 @@ def _bad_batches():
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))
-@settings(max_examples=12)
+@settings(max_examples=12 * SCALE)
 @given(bad=_bad_batches(), method=st.sampled_from(["score", "predict", "fit", "calibrate"]))
 def test_bad_batches_get_a_clear_error(fitted, name, bad, method):
     det = fitted[name]
@@ -137,7 +140,7 @@ def _scores_equal(a: Detector, b: Detector, x) -> bool:
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))
-@settings(max_examples=10)
+@settings(max_examples=10 * SCALE)
 @given(data=st.data())
 def test_mutated_detector_files_are_refused_or_harmless(fitted, saved, world, tmp_path_factory, name, data):
     clf, x, _ = world
@@ -158,8 +161,10 @@ def test_mutated_detector_files_are_refused_or_harmless(fitted, saved, world, tm
         loaded = Detector.load(path, clf)
     except DetectorFileError as e:
         assert str(path) in str(e)
+        event(f"{kind}: refused (DetectorFileError)")
         return
     assert _scores_equal(loaded, fitted[name], x[40:44]), f"{name}: a {kind} at byte {pos} loaded a changed detector"
+    event(f"{kind}: loaded, scores identical (the bytes changed were not read)")
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True)
@@ -168,7 +173,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))
-@settings(max_examples=10)
+@settings(max_examples=10 * SCALE)
 @given(data=st.data())
 def test_any_json_value_in_detector_json_is_validated(fitted, saved, world, tmp_path_factory, name, data):
     clf, x, _ = world
@@ -188,13 +193,16 @@ def test_any_json_value_in_detector_json_is_validated(fitted, saved, world, tmp_
         loaded = Detector.load(path, clf)
     except DetectorFileError as e:
         assert str(e)
+        event("refused at load (DetectorFileError)")
         return
     # an edit that passes validation gives a working detector: it scores, or refuses with an advguard error
     try:
         s = loaded.score(x[40:42])
     except AdvguardError:
+        event("loaded; scoring refused with an advguard error")
         return
     assert s.shape == (2,)
+    event("loaded and scores (a valid edit)")
 
 
 def test_a_detector_file_is_one_zip_of_known_members(saved):

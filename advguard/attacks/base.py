@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import InputError
-from ..validation import (ParameterTypeError, as_labels, check_batch_size, check_bool, check_keywords,
+from ..validation import (ParameterTypeError, as_labels, check_batch_size, check_bool,
                           check_number)
 
 #: the keywords every attack accepts (``Attack.__init__``)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import AdvguardError, unknown_name
-from ..validation import (ParameterError, ParameterTypeError, as_labels, check_bool, check_choice, check_number)
+from ..validation import ParameterError, ParameterTypeError, as_labels, check_bool, check_number
 from .base import Attack, AttackResult, check_targets_differ
 
 SHAPES = ("square", "circle", "star", "lightning")

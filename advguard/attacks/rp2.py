@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, as_labels, check_number
-from .base import Attack, AttackResult
+from .base import Attack
 
 MASKS = ("rectangles", "sign", "l1")
 

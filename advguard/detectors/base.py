@@ -16,10 +16,8 @@ scikit-learn, ``__init__`` only stores parameters and ``fit`` returns ``self``.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
-import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import torch
 from ..classifier import Classifier
 from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
 from ..metrics import CostReport, PeakMemory, threshold_at_fpr
+from ..validation import check_keywords, check_number
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
 
@@ -52,31 +51,16 @@ def parameter_names(cls: type) -> set[str]:
 
 
 def check_rate(name: str, value: Any, *, low: float = 0.0, high: float = 1.0, closed: bool = False) -> float:
-    """``value`` as a float in (low, high) (or [low, high] with ``closed``); :class:`ParameterError` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ParameterError(f"{name} must be a finite number, got {value!r}")
-    v = float(value)
-    ok = low <= v <= high if closed else low < v < high
-    if not ok:
-        raise ParameterError(f"{name} must be in {'[' if closed else '('}{low}, {high}{']' if closed else ')'}, "
-                             f"got {value!r}")
-    return v
+    """``value`` as a float in (low, high) (or [low, high] with ``closed``; ``high`` may be inf)."""
+    return float(check_number(name, value, lo=low, hi=None if math.isinf(high) else high,
+                              lo_open=not closed, hi_open=not closed))
 
 
 def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool = False) -> int | None:
-    """``value`` as an int in [low, high]; None passes when ``optional``; :class:`ParameterError` otherwise."""
+    """``value`` as an int in [low, high]; None passes when ``optional``."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ParameterError(f"{name} must be an integer, got {value!r}")
-    v = int(value)
-    if v < low or (high is not None and v > high):
-        rng = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ParameterError(f"{name} must be {rng}, got {v}")
-    return v
+    return int(check_number(name, value, lo=low, hi=high, integer=True))
 
 
 class NotFittedError(AdvguardError):
@@ -99,15 +83,7 @@ class Detector:
         if not isinstance(classifier, Classifier):
             raise ParameterError(f"{self.name}: classifier must be an advguard.Classifier, got "
                                  f"{type(classifier).__name__}")
-        allowed = parameter_names(type(self))
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            hints = []
-            for u in unknown:
-                close = difflib.get_close_matches(u, sorted(allowed), n=1)
-                hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ParameterError(f"{self.name}: unknown parameter(s) {', '.join(hints)}. "
-                                 f"Valid: {', '.join(sorted(allowed))}.")
+        check_keywords(self.name, params, parameter_names(type(self)))
         self.classifier = classifier
         self.fpr = check_rate("fpr", fpr)
         self.decision_model = decision_model if decision_model is not None else self.default_decision_model
