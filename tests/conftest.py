@@ -46,6 +46,34 @@ def foolbox_dir() -> Path:
     return Path(foolbox.__file__).parent / "data"
 
 
+@pytest.fixture
+def interrupted_build(monkeypatch):
+    """``interrupted_build(cfg, clf, cache_dir, chunk_size)``: start ``build_advset`` and interrupt it (Ctrl-C)
+    when the attack is called for the second chunk, so exactly one finished chunk is left on disk."""
+    from advguard.advsets import build_advset
+    from advguard.attacks import ATTACKS
+
+    def run(cfg, clf, cache_dir, chunk_size):
+        attack = ATTACKS[cfg.attack]
+        orig = attack.__call__
+        calls = {"n": 0}
+
+        def flaky(self, x, y, targets=None):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return orig(self, x, y, targets)
+
+        monkeypatch.setattr(attack, "__call__", flaky)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                build_advset(cfg, clf, cache_dir=cache_dir, chunk_size=chunk_size, progress=False)
+        finally:
+            monkeypatch.setattr(attack, "__call__", orig)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def correct_images():
     """``correct_images(limit, seed, model="cifar10-cnn", dataset="cifar10")`` -> (clf, x, y): the test images

@@ -28,23 +28,11 @@ def test_only_correct_clean_images_and_successes_are_kept(clf, tmp_path):
     assert float(np.max(s.norms["linf"])) <= 2 / 255 + 1e-5
 
 
-def test_cache_hit_and_resume(clf, tmp_path, monkeypatch):
+def test_cache_hit_and_resume(clf, tmp_path, monkeypatch, interrupted_build):
     # Interrupt the build after the first chunk, then resume: finished chunks are reused.
-    calls = {"n": 0}
-    orig = ATTACKS["fgsm"].__call__
-
-    def flaky(self, x, y, targets=None):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return orig(self, x, y, targets)
-
-    monkeypatch.setattr(ATTACKS["fgsm"], "__call__", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        build_advset(CFG, clf, cache_dir=tmp_path, chunk_size=16, progress=False)
+    interrupted_build(CFG, clf, tmp_path, 16)
     partial = list(tmp_path.glob("*.partial/chunk-*.npz"))
     assert len(partial) == 1
-    monkeypatch.setattr(ATTACKS["fgsm"], "__call__", orig)
     resumed = build_advset(CFG, clf, cache_dir=tmp_path, chunk_size=16, progress=False)
     fresh = build_advset(CFG, clf, cache_dir=tmp_path / "fresh", chunk_size=16, progress=False)
     assert np.array_equal(resumed.x_adv, fresh.x_adv) and np.array_equal(resumed.adv_ids, fresh.adv_ids)

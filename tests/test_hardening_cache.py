@@ -134,25 +134,12 @@ def test_corrupt_advset_is_rebuilt(clf, tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["bitflip", "truncate", "empty", "tamper"])
-def test_corrupt_chunk_of_interrupted_build_is_recomputed(clf, tmp_path, monkeypatch, kind):
+def test_corrupt_chunk_of_interrupted_build_is_recomputed(clf, tmp_path, interrupted_build, kind):
     from advguard.advsets import AdvSetConfig, build_advset
-    from advguard.attacks import ATTACKS
 
     cfg = AdvSetConfig(**CFG_KW)
     fresh = build_advset(cfg, clf, cache_dir=tmp_path / "fresh", chunk_size=8, progress=False)
-    orig = ATTACKS["fgsm"].__call__
-    calls = {"n": 0}
-
-    def flaky(self, x, y, targets=None):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return orig(self, x, y, targets)
-
-    monkeypatch.setattr(ATTACKS["fgsm"], "__call__", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        build_advset(cfg, clf, cache_dir=tmp_path / "c", chunk_size=8, progress=False)
-    monkeypatch.setattr(ATTACKS["fgsm"], "__call__", orig)
+    interrupted_build(cfg, clf, tmp_path / "c", 8)
     (chunk,) = (tmp_path / "c").glob("*.partial/chunk-*.npz")
     if kind == "tamper":
         z = dict(np.load(chunk))
