@@ -57,6 +57,16 @@ MIRROR_ARCHIVES: dict[str, MirrorArchive] = {
         "imagenet-samples", "5dab475bd3e71b897b50b19aff07a3b945403ad3cd0e4c941a46dd84e148379b"),
     "gtsrb32.npz": MirrorArchive(
         None, "e2456ef2da656cf841abd3606984f720b7ac25bb1db89fbbe07154cb7b4df7e7"),
+    # Issue #21: the lossless CIFAR-10 test set, 1,300 ImageNet validation images, the RP2 authors' material
+    # (victim photos, sticker mask, LISA-CNN weights, MIT licence) and akamaster's CIFAR-10 ResNets (BSD-2).
+    "cifar10-test.npz": MirrorArchive(
+        None, "6635622262e61d72a3f57194dd37615556ecf1cb088c698f82dd6c596e09c14a"),
+    "imagenet-val1300.tar.gz": MirrorArchive(
+        "imagenet-val1300", "24ad40fd6bba0640abd3a01cbef31210a8e5e796b09540fe55f6afc0b5c8126d"),
+    "rp2-lisa.tar.gz": MirrorArchive(
+        "rp2-lisa", "89900f86d69d6f35fc1158f7ce4c151628372c9c8474cc29a0984fd20feb133e"),
+    "cifar10-resnets.tar.gz": MirrorArchive(
+        "cifar10-resnets", "a483024fb57e7bcfb01544f7deb431e59055f44c8f4b45242a3e2859e45fca81"),
 }
 
 #: Inside an unpacked folder: the completion marker (small: count, bytes, source digest) and the manifest.
