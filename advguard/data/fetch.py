@@ -381,7 +381,7 @@ def copy_verified(src: Path, target: Path, sha256: str | None = None,
     (``.<name>.advguard-complete.json``) records the expected digest and the target's size."""
     src, target = Path(src), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    marker_path = target.parent / f".{target.name}{MARKER}"
+    marker_path = copy_marker_path(target)
     with _locked(_lock(target.parent, target.name), str(src)):
         try:
             m = json.loads(marker_path.read_text(encoding="utf-8"))
@@ -409,6 +409,36 @@ def copy_verified(src: Path, target: Path, sha256: str | None = None,
     if log:
         log(f"{target.name}: {'repaired (copied again)' if repairing else 'copied'}, checksum verified")
     return target
+
+
+def copy_marker_path(target: Path) -> Path:
+    """Where :func:`copy_verified` records a copied file's digest and size: ``.<name>.advguard-complete.json``."""
+    target = Path(target)
+    return target.parent / f".{target.name}{MARKER}"
+
+
+def verify_copy(target: Path, full: bool = False) -> dict:
+    """Check a file copied from the offline mirror (e.g. ``cifar10-test.npz``) against its marker; return it.
+
+    ``full=False``: the marker exists and records the file's size (cheap); ``full=True``: also the SHA-256.
+    Raises :class:`~advguard.errors.DatasetNotFoundError` naming the file and ``advguard setup``."""
+    target = Path(target)
+    if not target.is_file():
+        raise DatasetNotFoundError(f"{target} not found. Run `advguard setup` to unpack the offline mirror.")
+    try:
+        m = json.loads(copy_marker_path(target).read_text(encoding="utf-8"))
+        if not isinstance(m, dict) or not isinstance(m.get("sha256"), str):
+            raise ValueError("not a marker")
+    except (OSError, ValueError) as e:
+        raise DatasetNotFoundError(
+            f"{target} has no valid completion marker ({copy_marker_path(target).name}): it was not copied by "
+            "`advguard setup` or the copy did not finish. Re-run `advguard setup` to repair it.") from e
+    size = target.stat().st_size
+    if size != m.get("bytes") or full and file_digest(target) != m["sha256"]:
+        raise DatasetNotFoundError(
+            f"{target} is damaged: expected {m.get('bytes')} bytes with sha256 {m['sha256']}, found {size} bytes"
+            f"{'' if size != m.get('bytes') else ' with another digest'}. Re-run `advguard setup` to repair it.")
+    return m
 
 
 def unpack_mirror(mirror: str | Path | None = None, dest: str | Path | None = None,
