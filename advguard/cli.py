@@ -94,9 +94,13 @@ def _datasets(args: argparse.Namespace) -> int:
     root = data_dir()
     present = {
         "fashion-mnist": (root / "fashion-mnist").is_dir() or DEBIAN_DIR.is_dir(),
-        "cifar10": (root / "cifar10-jpeg").is_dir() or (root / "cifar-10-batches-py").is_dir(),
+        "cifar10": (root / "cifar10-jpeg").is_dir() or (root / "cifar-10-batches-py").is_dir()
+        or (root / "cifar10-test.npz").exists(),
         "gtsrb": (root / "gtsrb32.npz").exists(),
         "imagenet-samples": (root / "imagenet-samples" / "classes.tsv").exists(),
+        "imagenet-val": (root / "imagenet-val1300" / "dataset.txt").exists(),
+        "rp2-lisa-victims": (root / "rp2-lisa" / "lisa-victim-32").is_dir(),
+        "rp2-gtsrb-victims": (root / "rp2-lisa" / "gtsrb-victim-256").is_dir(),
         "image-folder": True,
     }
     print(f"data directory: {root}")

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import unknown_name
-from . import cifar10, fashion_mnist, gtsrb, image_folder, imagenet_samples
+from . import cifar10, fashion_mnist, gtsrb, image_folder, imagenet_samples, imagenet_val, rp2
 from .dataset import ImageDataset, subset_indices
 from .paths import data_dir
 
@@ -29,11 +29,18 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("fashion-mnist", ("train", "test"), (1, 28, 28), 10,
                     "Fashion-MNIST, 60k/10k grey 28x28 (Debian package or official IDX files)", fashion_mnist.load),
         DatasetInfo("cifar10", ("train", "test"), (3, 32, 32), 10,
-                    "CIFAR-10, 50k/10k RGB 32x32 (official pickles or the public JPEG copy)", cifar10.load),
+                    "CIFAR-10, 50k/10k RGB 32x32 (official pickles; offline: lossless test set, JPEG copy for "
+                    "train)", cifar10.load),
         DatasetInfo("gtsrb", ("train", "val", "trainval", "test"), (3, 32, 32), 43,
                     "GTSRB traffic signs at 32x32, validation split by physical-sign track", gtsrb.load),
         DatasetInfo("imagenet-samples", ("test",), (3, 224, 224), 1000,
                     "1,000 ImageNet photos, one per class, resize 256 + centre crop 224", imagenet_samples.load),
+        DatasetInfo("imagenet-val", ("test",), (3, 224, 224), 1000,
+                    "1,300 ILSVRC-2012 validation images with labels, 227 px, centre crop 224", imagenet_val.load),
+        DatasetInfo("rp2-lisa-victims", ("test",), (3, 32, 32), 18,
+                    "RP2's 40 LISA stop signs (label 14 of LISA-CNN's 18 outputs)", rp2.load_lisa_victims),
+        DatasetInfo("rp2-gtsrb-victims", ("test",), (3, 256, 256), 43,
+                    "RP2's 40 GTSRB-attack stop signs at 256 px (label 14, GTSRB Stop)", rp2.load_gtsrb_victims),
         DatasetInfo("image-folder", ("all",), (3, 0, 0), 0,
                     "your own images: root/<class>/<file>; pass path=...", image_folder.load),
     ]
@@ -54,8 +61,8 @@ def load_dataset(
     """Load a dataset split as NCHW images in [0, 1] (``dtype="float32"``) or 0..255 (``"uint8"``).
 
     ``limit`` takes a deterministic (``seed``), by default class-stratified subset.
-    Extra keyword arguments go to the dataset's loader (e.g. ``source="jpeg"`` for
-    CIFAR-10, ``path=...`` for ``image-folder``).
+    Extra keyword arguments go to the dataset's loader (e.g. ``source="lossless"`` / ``"jpeg"`` /
+    ``"pickle"`` for CIFAR-10, ``path=...`` for ``image-folder``, ``size=32`` for ``rp2-gtsrb-victims``).
     """
     if name not in DATASETS:
         raise unknown_name("dataset", name, list(DATASETS))
