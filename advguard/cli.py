@@ -109,6 +109,10 @@ def _datasets(args: argparse.Namespace) -> int:
         shape = "x".join(str(s) for s in d.shape) if d.shape[1] else "any"
         local = "yes" if present.get(d.name) else "no"
         print(f"{d.name:18} {','.join(d.splits):26} {shape:14} {d.num_classes or '-':>7}  {local:6} {d.description}")
+    from .data.cifar10 import auto_source
+
+    print("cifar10 (source='auto') loads: " + ", ".join(f"{s} -> cifar10-{auto_source(root, s)}"
+                                                        for s in ("train", "test")))
     return 0
 
 

@@ -3,6 +3,7 @@ victim sets and sticker mask, and the unpacked folders the model zoo loads weigh
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -217,3 +218,6 @@ def test_datasets_command_lists_the_new_datasets(capsys):
     for name in ("imagenet-val", "rp2-lisa-victims", "rp2-gtsrb-victims", "cifar10"):
         line = next(l for l in out.splitlines() if l.startswith(name + " "))
         assert " yes " in line, line
+    # offline: the JPEG copy for train, the lossless test set for test (the official pickles win where present)
+    assert re.search(r"cifar10 \(source='auto'\) loads: train -> cifar10-(jpeg|pickle), "
+                     r"test -> cifar10-(lossless|pickle)\n", out), out

@@ -107,17 +107,24 @@ def lossless_filenames(root: Path) -> list[str]:
     return [str(n) for n in _read_lossless(Path(root) / LOSSLESS_FILE, ("filenames",))["filenames"]]
 
 
+def auto_source(root: Path, split: str) -> str:
+    """What ``source="auto"`` loads for ``split``: "pickle" if the official batches are in ``root``, else
+    "lossless" for the test split if ``cifar10-test.npz`` is there, else "jpeg" if the JPEG copy is unpacked,
+    else "pickle" (downloaded on first use)."""
+    root = Path(root)
+    if (root / PICKLE_DIR / "test_batch").exists():
+        return "pickle"
+    if split == "test" and (root / LOSSLESS_FILE).exists():
+        return "lossless"
+    return "jpeg" if (root / JPEG_DIR).is_dir() else "pickle"
+
+
 def load(root: Path, split: str, source: str = "auto", url: str | None = URL, md5: str | None = MD5) -> dict:
     pickles, jpegs, lossless = root / PICKLE_DIR, root / JPEG_DIR, root / LOSSLESS_FILE
     if source not in SOURCES:
         raise ParameterError(f"unknown CIFAR-10 source {source!r}; use one of {', '.join(SOURCES)}")
     if source == "auto":
-        if (pickles / "test_batch").exists():
-            source = "pickle"
-        elif split == "test" and lossless.exists():
-            source = "lossless"
-        else:
-            source = "jpeg" if jpegs.is_dir() else "pickle"
+        source = auto_source(root, split)
     if source == "pickle":
         if not (pickles / "test_batch").exists():
             if url is None:
