@@ -21,6 +21,11 @@ Offline mirror (issue #20):
   array cache. A folder without a valid marker, or whose files differ, raises
   :class:`~advguard.errors.DatasetNotFoundError` naming the folder and the expected vs found count;
   ``advguard setup`` repairs such a folder (re-extracts it).
+* Files copied as-is (``folder=None``, e.g. ``gtsrb32.npz``, ``cifar10-test.npz``) get a marker beside them
+  (``.<name>.advguard-complete.json``: digest and size); :func:`verify_copy` checks it (size, or also the
+  SHA-256 with ``full=True``). :func:`advguard.data.paths.unpacked` returns a verified folder or copied file
+  by name, for code that loads weights from the mirror (``unpacked("cifar10-resnets")``,
+  ``unpacked("rp2-lisa")``).
 """
 from __future__ import annotations
 
