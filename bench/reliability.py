@@ -96,6 +96,10 @@ def group(stats: list[dict]) -> list[dict]:
     return list(rows.values())
 
 
+def setup_lines_of(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("trial ")]
+
+
 def outcomes(events: dict[str, int]) -> dict[str, int]:
     """The outcome events of a test: those starting with ``outcome:`` where the test records any (the others
     describe the generated input), else all of them."""
@@ -116,6 +120,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=10, help="trials of each concurrency probe")
     ap.add_argument("--kills", type=int, default=5, help="kill -9 rounds of the cache probe")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    ap.add_argument("--mirror", help="offline mirror for the set-up probe (default: $ADVGUARD_MIRROR or "
+                                     "../shared/data beside the checkout)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from advguard.machine import git_commit, machine_summary
@@ -137,8 +143,11 @@ def main() -> int:
         regression[f] = {"passed": int(m.group(1)) if m else 0, "failed": int(fails.group(1)) if fails else 0,
                          "exit_code": rc}
     print("3/4 concurrent set-up probe ...", flush=True)
-    rc_s, out_s, t_s = run([py, "scripts/probe_setup_concurrency.py", "--trials", str(args.trials)])
-    setup_lines = [ln for ln in out_s.splitlines() if ln.startswith("trial ")]
+    mirror = ["--mirror", args.mirror] if args.mirror else []
+    rc_s, out_s, t_s = run([py, "scripts/probe_setup_concurrency.py", "--trials", str(args.trials), *mirror])
+    if not setup_lines_of(out_s):
+        print(out_s[-1500:], file=sys.stderr)
+    setup_lines = setup_lines_of(out_s)
     setup_ok = sum("complete and verified" in ln for ln in setup_lines)
     print("4/4 cache probes (concurrent benches, kill -9, corrupt entries) ...", flush=True)
     with tempfile.TemporaryDirectory() as d:
