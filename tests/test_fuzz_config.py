@@ -270,3 +270,14 @@ def test_image_folder_with_a_zoo_model_runs(tmp_path, foolbox_images):
 def test_shipped_configs_still_validate():
     for name, doc in CONFIGS.items():
         parse_config(doc, where=name)
+
+
+@pytest.mark.parametrize("source", ["auto", "pickle", "lossless", "jpeg"])
+def test_every_cifar10_source_the_loader_knows_is_a_valid_config_value(tmp_path, source):
+    from advguard.data import cifar10
+
+    assert source in cifar10.SOURCES
+    p = tmp_path / "c.toml"
+    p.write_text(GRID + f'dataset_kwargs = {{ source = "{source}" }}\n[[attack]]\nname = "fgsm"\n'
+                 'params = { eps = 0.03 }\n[[detector]]\nname = "confidence"\n', encoding="utf-8")
+    load_config(p)

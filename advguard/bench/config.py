@@ -11,6 +11,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..advsets import ROUNDTRIPS
+from ..data import cifar10
 from ..errors import AdvguardError, unknown_name
 
 TOP_KEYS = {"name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
@@ -608,8 +609,8 @@ def _check_dataset_kwargs(kw: dict, dataset: str, info, P: _Problems) -> None:
         for k in ("resize", "crop"):
             if k in kw:
                 _Int(1).check(kw[k], f"dataset_kwargs.{k}", P)
-    elif dataset == "cifar10" and "source" in kw and kw["source"] not in ("auto", "jpeg", "official"):
-        P.add("dataset_kwargs.source", f"must be \"auto\", \"jpeg\" or \"official\", got {kw['source']!r}")
+    elif dataset == "cifar10" and "source" in kw and kw["source"] not in cifar10.SOURCES:
+        P.add("dataset_kwargs.source", f"must be one of {list(cifar10.SOURCES)}, got {kw['source']!r}")
     elif dataset == "imagenet-samples":
         for k in ("size", "resize"):
             if k in kw:
