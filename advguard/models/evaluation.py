@@ -123,6 +123,9 @@ def external_recipe(name: str) -> dict | None:
     if spec.base is not None and not spec.own_weights:
         from ..training import RECIPES
 
+        if spec.base in EXTERNAL_RECIPES:  # fixed layers on pretrained weights (e.g. BlurNet on lisa-cnn)
+            return {**EXTERNAL_RECIPES[spec.base],
+                    "note": f"{spec.base}'s pretrained weights; this variant adds fixed layers and is not trained"}
         return {"label_smoothing": RECIPES[spec.base].label_smoothing,
                 "note": f"{spec.base}'s weights and recipe (`advguard train {spec.base}`); this variant adds fixed "
                         "layers and is not trained"}
@@ -168,6 +171,10 @@ def _mobilenet_v2_extras() -> dict:
             "published_accuracy": {"top1": 0.71878, "by": "torchvision (ImageNet validation, 50,000 images)"}}
 
 
+#: akamaster's README: test error 8.27 / 7.37 / 6.90 / 6.61 % for ResNet-20 / 32 / 44 / 56
+AKAMASTER_README_TOP1 = {20: 0.9173, 32: 0.9263, 44: 0.9310, 56: 0.9339}
+
+
 def _akamaster_extras(depth: int) -> dict:
     import torch
 
@@ -175,7 +182,9 @@ def _akamaster_extras(depth: int) -> dict:
 
     state = torch.load(akamaster_weights(depth), map_location="cpu", weights_only=True)
     return {"published_accuracy": {"top1": round(float(state["best_prec1"]) / 100, 4),
-                                   "by": "best_prec1 stored in the weights file (official CIFAR-10 test set)"},
+                                   "by": "best_prec1 stored in the weights file (official CIFAR-10 test set)",
+                                   "readme_top1": AKAMASTER_README_TOP1[depth],
+                                   "readme": "the repository README's test error for these weights, as accuracy"},
             "other_data": [{**accuracy_on(f"cifar10-resnet{depth}-pretrained", "cifar10", source="jpeg"),
                             "note": "the public JPEG copy's test split (quality ~75) our own CIFAR-10 models "
                                     "train on"}]}
