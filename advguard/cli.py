@@ -173,8 +173,15 @@ def _class_names(dataset: str) -> list[str]:
         return cifar10.CLASSES
     if dataset == "fashion-mnist":
         return fashion_mnist.CLASSES
-    if dataset == "gtsrb":
+    if dataset in ("gtsrb", "rp2-gtsrb-victims"):
         return gtsrb.CLASSES
+    if dataset == "rp2-lisa-victims":
+        from .data import rp2
+
+        try:
+            return rp2.lisa_classes()
+        except Exception:  # noqa: BLE001 - names are cosmetic; fall back to indices
+            return [str(i) for i in range(18)]
     from .data import data_dir
 
     try:

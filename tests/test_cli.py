@@ -57,3 +57,10 @@ def test_setup_without_mirror(tmp_path, monkeypatch):
     monkeypatch.delenv("ADVGUARD_MIRROR", raising=False)
     r = run("setup", "--mirror", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "no offline mirror" in r.stderr
+
+
+def test_predict_names_lisa_cnn_classes(capsys):
+    """LISA-CNN's 18 outputs are named from the RP2 authors' class list (not ImageNet's)."""
+    victim = sorted((data_dir() / "rp2-lisa" / "lisa-victim-32").glob("*.png"))[0]
+    assert main(["predict", str(victim), "-m", "lisa-cnn", "-k", "1"]) == 0
+    assert "stop" in capsys.readouterr().out
