@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path, atomic_write_text
+from .errors import InputError
 from .data import load_dataset
 from .machine import git_commit, machine_info, machine_summary
 from .models.registry import get_spec
@@ -197,6 +198,13 @@ def train(
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    # one-cycle schedules divide by the length of their warm-up and annealing phases (PyTorch's OneCycleLR
+    # raises ZeroDivisionError when either has under 2 steps): refuse such a tiny run up front
+    for e, pct in [(cfg.epochs, 0.25)] + [(int(e), 0.15) for e, _ in cfg.cycles]:
+        total = e * steps_per_epoch
+        if float(pct * total) - 1 < 1 or total - float(pct * total) - 1 < 1:
+            raise InputError(f"{name}: a learning-rate cycle of {e} epoch(s) x {steps_per_epoch} step(s) is too short "
+                             f"for a one-cycle schedule; train on more images (--limit) or for more epochs")
     decay, no_decay = [], []
     for n_, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)

@@ -32,3 +32,14 @@ def test_augment_keeps_shape_range_and_is_seeded():
     b = augment(x, cfg, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
     assert not RECIPES["gtsrb-cnn"].flip  # mirrored traffic signs change meaning
+
+
+def test_a_run_too_short_for_its_schedule_is_refused_before_training(tmp_path):
+    """500 images at batch 128 are 4 steps: PyTorch's one-cycle schedule divided by zero mid-run; now a clear error."""
+    import pytest
+
+    from advguard.errors import InputError
+
+    with pytest.raises(InputError, match="too short for a one-cycle schedule"):
+        train("cifar10-vgg16x16", epochs=1, limit=500, out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
