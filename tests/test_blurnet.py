@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from advguard.attacks.rp2 import (RP2, l2_dissimilarity, mask_from_perturbation, nps, palette_cube, random_warps,
-                                  rectangles_mask, save_sticker_png, sign_mask)
+from advguard.attacks.rp2 import (RP2, bars_mask, l2_dissimilarity, mask_from_perturbation, mask_share, nps,
+                                  palette_cube, random_warps, save_sticker_png, sign_mask)
 from advguard.defenses.blurnet import (DepthwiseBlur, TVPenalty, blur_kernel, feature_blur, first_layer_maps,
                                        high_frequency_share, linf_penalty, log_spectrum, total_variation)
 from advguard.models import ZOO, build_module, load_model
@@ -170,9 +170,9 @@ def test_blur_lowers_high_frequency_share_of_real_feature_maps(stop_signs):
 
 
 def test_masks_and_warps():
-    r = rectangles_mask(32, 32)
+    r = bars_mask(32, 32)
     s = sign_mask(32, 32)
-    assert 0.08 < float(r.mean()) < 0.12 and bool((r <= s).all())  # the bars lie on the sign
+    assert int(r.sum()) == 112 and bool((r <= s).all())  # the bars lie on the sign: 10.9 % of the image
     assert 0.5 < float(s.mean()) < 0.65
     d = torch.zeros(3, 32, 32)
     d[:, 5:9, 10:14] = 1.0
@@ -194,10 +194,10 @@ def test_rp2_changes_only_masked_pixels_and_reaches_its_target(stop_signs, tmp_p
     clf, x = stop_signs
     assert bool((clf.predict(x) == 14).all())
     target = 1  # speed limit 30
-    attack = RP2(clf, mask="rectangles", steps=120, progress=False)
+    attack = RP2(clf, mask="bars", steps=120, progress=False)
     res = attack(x, torch.full((len(x),), 14), targets=torch.full((len(x),), target))
     changed = (res.x_adv - x).abs().amax(1) > 1e-6
-    mask = rectangles_mask(32, 32).bool()
+    mask = bars_mask(32, 32).bool()
     assert bool(changed.any()) and not bool((changed & ~mask).any())
     assert res.success_rate >= 0.75, res.success_rate  # target reached on most of the real stop signs
     d = l2_dissimilarity(x, res.x_adv)
@@ -221,3 +221,113 @@ def test_rp2_l1_stage_builds_its_own_mask(stop_signs):
     assert float((st.masked.abs().sum(0) * (1 - m)).sum()) == 0
     with pytest.raises(Exception, match="RP2 mask"):
         RP2(clf, mask="triangle")
+
+
+# ---- issue #22: the RP2 authors' mask and settings, LISA-CNN ----
+
+def test_authors_mask_is_the_default_and_covers_2_9_percent():
+    from advguard.data import rp2
+
+    clf = load_model("lisa-cnn")
+    attack = RP2(clf, progress=False)
+    assert attack.mask == "rp2-rectangles"
+    m = attack.base_mask(32, 32)
+    assert int(m.sum()) == 30 and abs(float(m.mean()) - 0.029) < 0.001  # 30 of 1,024 pixels
+    assert bool((m.bool().numpy() == rp2.rectangles_mask(32)).all())
+    assert abs(mask_share("rp2-rectangles", 32, 32) - 30 / 1024) < 1e-9
+    assert abs(mask_share("bars", 32, 32) - 112 / 1024) < 1e-9  # ours: 10.9 %
+    assert RP2(clf, mask="bars", progress=False).base_mask(32, 32).sum() == 112
+    with pytest.raises(Exception, match="renamed"):  # the old ambiguous name
+        RP2(clf, mask="rectangles")
+
+
+def test_rp2_options_and_the_authors_preset():
+    clf = load_model("lisa-cnn", inference="float32")
+    a = RP2(clf, preset="authors", progress=False)
+    assert a.settings() == {"preset": "authors", "mask": "rp2-rectangles", "lam": 0.02, "steps": 300, "lr": 0.1,
+                            "norm_p": 2, "init": "uniform", "transforms": False, "n_transforms": None, "nps": False,
+                            "nps_weight": 0.0, "clip": 20.0}
+    b = RP2(clf, preset="authors", lam=0.002, transforms=True, progress=False)  # explicit arguments win
+    assert b.lam == 0.002 and b.transforms and b.init == "uniform" and b.lr == 0.1
+    ours = RP2(clf, progress=False).settings()
+    assert (ours["lam"], ours["lr"], ours["init"], ours["transforms"], ours["nps"], ours["clip"]) == \
+        (0.002, 0.05, "zero", True, True, 1.0)
+    for bad in (dict(init="gauss"), dict(preset="paper"), dict(transforms="no"), dict(clip=0)):
+        with pytest.raises(Exception):
+            RP2(clf, **bad)
+    from advguard.data import load_dataset
+
+    x = torch.from_numpy(load_dataset("rp2-lisa-victims").x[:8])
+    # no transforms, uniform start: deterministic, and the start is uniform(0, 1) inside the mask
+    one = RP2(clf, preset="authors", steps=5, progress=False).fit(x, 12)
+    two = RP2(clf, preset="authors", steps=5, progress=False).fit(x, 12)
+    torch.testing.assert_close(one.delta, two.delta)
+    start = RP2(clf, preset="authors", steps=1, lr=1e-12, progress=False).fit(x, 12)
+    assert 0.3 < float(start.delta.mean()) < 0.7 and float(start.delta.min()) >= -1e-6
+    zero = RP2(clf, preset="authors", init="zero", steps=1, lr=1e-12, progress=False).fit(x, 12)
+    assert float(zero.delta.abs().max()) < 1e-9
+    m = one.mask.bool()
+    changed = (one.apply(x) - x).abs().amax(1) > 0
+    assert not bool((changed & ~m).any())  # only the authors' 30 pixels change
+    # the L1 norm and NPS on/off run too
+    RP2(clf, preset="authors", norm_p=1, nps=True, steps=2, progress=False).fit(x, 3)
+
+
+def test_lisa_cnn_blur_variants_are_declared():
+    for name in ("lisa-cnn-input-blur3", "lisa-cnn-input-blur5", "lisa-cnn-feature-blur3", "lisa-cnn-feature-blur5",
+                 "lisa-cnn-feature-blur7"):
+        spec = ZOO[name]
+        assert spec.base == "lisa-cnn" and not spec.own_weights and spec.available
+        assert load_model(name).num_classes == 18
+    assert "lisa-cnn-dw3" not in ZOO and "lisa-cnn-tv1e-4" not in ZOO  # no LISA training set to train them
+
+
+def test_gtsrb_configs_keep_their_pre_22_cache_keys():
+    """The committed GTSRB stickers stay reachable: the pinned settings give the pre-#22 cache key."""
+    from advguard.bench.blurnet_experiment import _settings_key, rp2_settings
+    from advguard.bench.config import BLURNET_DEFAULTS, load_config
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("blurnet-gtsrb", "blurnet-smoke"):
+        cfg = load_config(root / "configs" / f"{name}.toml")
+        o = {**BLURNET_DEFAULTS, **cfg.blurnet}
+        old = {k: o[k] for k in ("lam", "steps", "lr", "n_transforms")}
+        assert _settings_key(rp2_settings(cfg.blurnet, o)) == {**old, "mask": "rectangles"}
+
+
+def test_blurnet_lisa_smoke_run(tmp_path):
+    """The LISA setting end to end: lisa-cnn, the RP2 victims, the authors' mask and preset, blurred LISA-CNNs."""
+    import json
+
+    from advguard.cli import main
+
+    cfg = tmp_path / "blurnet-lisa-smoke.toml"
+    cfg.write_text('''name = "blurnet-lisa-smoke"
+experiment = "blurnet"
+dataset = "rp2-lisa-victims"
+model = "lisa-cnn"
+seed = 0
+
+[blurnet]
+preset = "authors"
+lam = 0.002
+steps = 40
+n_signs = 10
+targets = [0, 11, 12]
+l1_mask = false
+eval_views = 2
+whitebox = []
+blackbox = ["lisa-cnn-feature-blur5"]
+''')
+    out = tmp_path / "out"
+    assert main(["bench", str(cfg), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["targets"] == [0, 11, 12] and len(doc["signs"]) == 10
+    assert doc["rp2"]["lam"] == 0.002 and doc["rp2"]["lr"] == 0.1 and doc["rp2"]["init"] == "uniform"
+    assert abs(doc["mask_share"] - 30 / 1024) < 1e-9
+    assert [r["model"] for r in doc["table1"]] == ["lisa-cnn", "lisa-cnn-feature-blur5"]
+    base = doc["table2"][0]
+    assert base["acc_signs"] == 1.0 and base["worst_success"] >= 0.5  # 40 steps already flip most signs
+    md = (out / "results.md").read_text()
+    assert "2.9 % of the image" in md and "mask % of image" in md

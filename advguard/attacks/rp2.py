@@ -9,11 +9,25 @@ images of the same sign, targeted, with Adam::
 
 where ``T_i`` are synthetic transforms drawn afresh every step (brightness, scale/crop, small rotation,
 perspective; the composite is warped as a whole, so the sticker stays aligned with the sign, RP2's
-alignment function). Masks: ``"rectangles"`` (two bars above and below the sign's centre, like RP2's
-stop-sign stickers), ``"sign"`` (the whole octagon), ``"l1"`` (RP2's two stages: an L1-regularised run
-over the whole sign, then a mask of its largest-magnitude regions and an L2 run on that mask), or any
-(H, W) array. Several targets are optimised together as independent stickers in one batch
-(:meth:`RP2.fit_many`; Adam is element-wise, so this equals separate runs).
+alignment function); ``transforms=False`` feeds the photos as they are (the RP2 authors' LISA run).
+Masks: ``"rp2-rectangles"`` (the default: the RP2 authors' hand-made stop-sign mask, ``mask_rect.png``
+from their repository via :func:`advguard.data.rp2.rectangles_mask`, 30 pixels = 2.9 % of a 32x32 image,
+nearest-neighbour resized for other sizes; it is what the BlurNet paper used), ``"bars"`` (ours: two bars
+above and below the sign's centre, 10.9 % of a 32x32 image; called ``"rectangles"`` before issue #22 and
+used for the committed GTSRB BlurNet tables), ``"sign"`` (the whole octagon), ``"l1"`` (RP2's two stages:
+an L1-regularised run over the whole sign, then a mask of its largest-magnitude regions and an L2 run on
+that mask), or any (H, W) array. Several targets are optimised together as independent stickers in one
+batch (:meth:`RP2.fit_many`; Adam is element-wise, so this equals separate runs).
+
+``preset="authors"`` reproduces the RP2 authors' LISA-CNN run (evtimovi/robust_physical_perturbations,
+``lisa-cnn-attack``: ``gennoise_many_images.py`` with ``run_attack_many.sh``'s flags and the printout of
+their ``l1basedmask_uniformrectangles`` run): their rectangles mask, lambda 0.02 on the L2 norm of the
+masked perturbation, Adam lr 0.1 (betas 0.9 / 0.999, eps 1e-8), ``delta`` initialised uniform(0, 1), one
+step per epoch over all the photos (300 epochs), no synthetic transforms, no printability term, the
+perturbation clipped to +-20 (i.e. practically unclipped; the stickered image is clipped to [0, 1]).
+Arguments given explicitly override the preset's values (BlurNet's Table 1 states lambda 0.002).
+Without a preset the defaults are ours: lambda 0.002, lr 0.05, zero start, one random view per photo per
+step, NPS on, ``delta`` kept in [-1, 1].
 
 Deviations, stated: NPS (Sharif et al.) multiplies the distances to every printable colour; we use the
 distance to the nearest one (the product's dominant factor, and not vanishingly small for 27+ colours),
@@ -21,7 +35,8 @@ averaged over the sticker's pixels (not summed) of the sticker as printed over t
 appearance of the sign, on a 27-colour palette (3 ink levels per RGB channel;
 Sharif et al.'s printer-measured palette is not public data we ship). The sign region is an octagon
 inscribed in the central 80 % of the image (GTSRB frames show the sign with a ~10 % border; the paper
-used the RP2 authors' hand-made mask on LISA). ``delta`` is kept in [-1, 1] after each step.
+used the RP2 authors' hand-made mask on LISA). ``delta`` is kept in [-clip, clip] after each step (the
+authors clip the value the image sees, not the variable; with their +-20 neither ever binds).
 """
 from __future__ import annotations
 
@@ -38,7 +53,17 @@ from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, as_labels, check_number
 from .base import Attack
 
-MASKS = ("rectangles", "sign", "l1")
+MASKS = ("rp2-rectangles", "bars", "sign", "l1")
+INITS = ("zero", "uniform")
+PRESETS = ("authors",)
+#: the RP2 authors' LISA-CNN run (see the module docstring)
+AUTHORS = dict(mask="rp2-rectangles", lam=0.02, lr=0.1, norm_p=2, init="uniform", transforms=False, nps=False,
+               clip=20.0, steps=300)
+#: our defaults, used where neither the preset nor the caller sets a value
+OURS = dict(mask="rp2-rectangles", lam=0.002, lr=0.05, norm_p=2, init="zero", transforms=True, nps=True, clip=1.0,
+            steps=300)
+#: the settings of the committed GTSRB BlurNet tables (before issue #22): our bars mask and our defaults
+LEGACY = dict(OURS, mask="bars")
 
 
 def palette_cube(levels: int = 3) -> torch.Tensor:
@@ -66,14 +91,32 @@ def _box(h: int, w: int, border: float) -> np.ndarray:
     return m
 
 
-def rectangles_mask(h: int, w: int) -> torch.Tensor:
-    """Two horizontal bars above and below the sign's centre (RP2's stop-sign sticker layout): rows
-    25-36 % and 64-75 % of the height, columns 28-72 % of the width, about 10 % of the image."""
+def bars_mask(h: int, w: int) -> torch.Tensor:
+    """Our two horizontal bars above and below the sign's centre (``mask="bars"``): rows 25-36 % and
+    64-75 % of the height, columns 28-72 % of the width, 10.9 % of a 32x32 image (112 pixels). Not the RP2
+    authors' mask (:func:`authors_mask`: 2.9 %)."""
     m = torch.zeros(h, w)
     c0, c1 = int(round(0.28 * w)), int(round(0.72 * w))
     for r0, r1 in ((0.25, 0.36), (0.64, 0.75)):
         m[int(round(r0 * h)): int(round(r1 * h)), c0:c1] = 1
     return m
+
+
+def authors_mask(h: int, w: int) -> torch.Tensor:
+    """The RP2 authors' "rectangles" stop-sign mask (``mask="rp2-rectangles"``) as a float (h, w) tensor of
+    0 and 1: :func:`advguard.data.rp2.rectangles_mask` (needs ``advguard setup``'s ``rp2-lisa`` folder)."""
+    from ..data.rp2 import rectangles_mask
+
+    return torch.from_numpy(rectangles_mask((h, w)).astype(np.float32))
+
+
+def mask_share(mask: str | np.ndarray | torch.Tensor, h: int, w: int) -> float:
+    """The share of an h x w image a named RP2 mask (or an array) covers (``"l1"``: its region, the sign)."""
+    if isinstance(mask, str):
+        m = {"rp2-rectangles": authors_mask, "bars": bars_mask}.get(mask, sign_mask)(h, w)
+    else:
+        m = torch.as_tensor(np.asarray(mask), dtype=torch.float32)
+    return float(m.mean())
 
 
 def mask_from_perturbation(delta: torch.Tensor, region: torch.Tensor, share: float) -> torch.Tensor:
@@ -161,14 +204,27 @@ class RP2(Attack):
     targeted_ok = True
     targets_required = True
 
-    def __init__(self, classifier: Classifier, *, mask: str | np.ndarray | torch.Tensor = "rectangles",
-                 lam: float = 0.002, steps: int = 300, l1_steps: int | None = None, lr: float = 0.05,
-                 norm_p: int = 2, nps_weight: float = 1.0, n_transforms: int = 1, brightness: float = 0.3,
-                 rotation: float = 10.0, scale: tuple[float, float] = (0.85, 1.05), perspective: float = 0.08,
-                 l1_share: float = 0.1, palette_levels: int = 3, batch_size: int = 4096, seed: int = 0,
+    def __init__(self, classifier: Classifier, *, mask: str | np.ndarray | torch.Tensor | None = None,
+                 lam: float | None = None, steps: int | None = None, l1_steps: int | None = None,
+                 lr: float | None = None, norm_p: int | None = None, nps_weight: float = 1.0, n_transforms: int = 1,
+                 brightness: float = 0.3, rotation: float = 10.0, scale: tuple[float, float] = (0.85, 1.05),
+                 perspective: float = 0.08, l1_share: float = 0.1, palette_levels: int = 3,
+                 init: str | None = None, transforms: bool | None = None, nps: bool | None = None,
+                 clip: float | None = None, preset: str | None = None, batch_size: int = 4096, seed: int = 0,
                  progress: bool = True):
         w = self.name
+        if preset is not None and preset not in PRESETS:
+            raise unknown_name("RP2 preset", preset, list(PRESETS))
+        base = AUTHORS if preset == "authors" else OURS
+        given = dict(mask=mask, lam=lam, steps=steps, lr=lr, norm_p=norm_p, init=init, transforms=transforms,
+                     nps=nps, clip=clip)
+        r = {k: (base[k] if v is None else v) for k, v in given.items()}
+        mask, lam, steps, lr, norm_p = r["mask"], r["lam"], r["steps"], r["lr"], r["norm_p"]
         if isinstance(mask, str):
+            if mask == "rectangles":
+                raise ParameterError(f"{w}: mask 'rectangles' was renamed (issue #22): use 'bars' for our two-bar "
+                                     "mask (10.9 % of the image, the old 'rectangles') or 'rp2-rectangles' for the "
+                                     "RP2 authors' mask (2.9 %, the default)")
             if mask not in MASKS:
                 raise unknown_name("RP2 mask", mask, list(MASKS))
         elif isinstance(mask, (np.ndarray, torch.Tensor)):
@@ -179,6 +235,12 @@ class RP2(Attack):
         else:
             raise ParameterTypeError(f"{w}: mask must be one of {list(MASKS)} or an (H, W) array of 0 and 1, "
                                      f"got {mask!r}")
+        if r["init"] not in INITS:
+            raise unknown_name("RP2 init", r["init"], list(INITS))
+        for k in ("transforms", "nps"):
+            if not isinstance(r[k], (bool, np.bool_)):
+                raise ParameterTypeError(f"{w}: {k} must be True or False, got {r[k]!r}")
+        clip = check_number("clip", r["clip"], lo=0, lo_open=True, where=w)
         norm_p = check_number("norm_p", norm_p, lo=1, hi=2, integer=True, where=w)
         lam = check_number("lam", lam, lo=0, where=w)
         steps = check_number("steps", steps, lo=1, hi=1_000_000, integer=True, where=w)
@@ -198,21 +260,33 @@ class RP2(Attack):
         l1_share = check_number("l1_share", l1_share, lo=0, hi=1, lo_open=True, where=w)
         palette_levels = check_number("palette_levels", palette_levels, lo=2, hi=256, integer=True, where=w)
         params = dict(mask=mask if isinstance(mask, str) else "custom", lam=lam, steps=steps, lr=lr, norm_p=norm_p,
-                      nps_weight=nps_weight, n_transforms=n_transforms)
+                      nps_weight=nps_weight, n_transforms=n_transforms, init=r["init"], transforms=bool(r["transforms"]),
+                      nps=bool(r["nps"]), clip=float(clip), preset=preset)
         super().__init__(classifier, batch_size=batch_size, seed=seed, progress=progress, **params)
         self.mask, self.lam, self.steps, self.lr, self.norm_p = mask, float(lam), int(steps), float(lr), int(norm_p)
         self.l1_steps = int(l1_steps if l1_steps is not None else steps)
         self.nps_weight, self.n_transforms = float(nps_weight), int(n_transforms)
+        self.init, self.transforms, self.use_nps, self.clip = r["init"], bool(r["transforms"]), bool(r["nps"]), float(clip)
+        self.preset = preset
         self.brightness, self.rotation, self.scale, self.perspective = float(brightness), float(rotation), scale, \
             float(perspective)
         self.l1_share, self.palette = float(l1_share), palette_cube(palette_levels)
         self.stickers_: dict[int, Sticker] = {}
 
+    def settings(self) -> dict:
+        """The resolved optimisation settings (after the preset and the caller's arguments)."""
+        return dict(preset=self.preset, mask=self.mask if isinstance(self.mask, str) else "custom", lam=self.lam,
+                    steps=self.steps, lr=self.lr, norm_p=self.norm_p, init=self.init, transforms=self.transforms,
+                    n_transforms=self.n_transforms if self.transforms else None, nps=self.use_nps,
+                    nps_weight=self.nps_weight if self.use_nps else 0.0, clip=self.clip)
+
     # ---- masks ----
     def base_mask(self, h: int, w: int) -> torch.Tensor:
         """The mask the (final) stage optimises under, before an ``"l1"`` stage refines it."""
         if isinstance(self.mask, str):
-            return rectangles_mask(h, w) if self.mask == "rectangles" else sign_mask(h, w)
+            if self.mask == "rp2-rectangles":
+                return authors_mask(h, w)
+            return bars_mask(h, w) if self.mask == "bars" else sign_mask(h, w)
         m = torch.as_tensor(np.asarray(self.mask), dtype=torch.float32)
         if m.shape != (h, w) or not bool(((m == 0) | (m == 1)).all()):
             raise ParameterError(f"a custom RP2 mask must be a {h}x{w} array of 0 and 1, got shape {tuple(m.shape)}")
@@ -226,9 +300,13 @@ class RP2(Attack):
         dev = x.device
         t_n, (n, c, h, w) = len(targets), x.shape
         g = torch.Generator().manual_seed(self.seed)
-        delta = torch.zeros(t_n, c, h, w, device=dev, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=self.lr)
-        tgt = torch.as_tensor(targets, device=dev).repeat_interleave(n * self.n_transforms)
+        if self.init == "uniform":  # the RP2 authors' start: uniform(0, 1) everywhere (the mask selects)
+            delta = torch.rand(t_n, c, h, w, generator=g).to(dev).requires_grad_(True)
+        else:
+            delta = torch.zeros(t_n, c, h, w, device=dev, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=self.lr, betas=(0.9, 0.999), eps=1e-8)
+        views = self.n_transforms if self.transforms else 1
+        tgt = torch.as_tensor(targets, device=dev).repeat_interleave(n * views)
         palette = self.palette.to(dev)
         masks = masks.to(dev)
         x_mean = x.mean(0, keepdim=True)
@@ -236,20 +314,26 @@ class RP2(Attack):
         for _ in tqdm(range(steps), desc=desc, leave=False, disable=not self.progress):
             md = delta * masks  # T, C, H, W
             comp = (x[None] + md[:, None]).clamp(0, 1)  # T, N, C, H, W
-            batch = comp.repeat_interleave(self.n_transforms, 1).reshape(-1, c, h, w)
-            grid = random_warps(batch.shape[0], h, w, g, rotation=self.rotation, scale=self.scale,
-                                perspective=self.perspective).to(dev)
-            bright = 1 + (torch.rand(batch.shape[0], 1, 1, 1, generator=g) * 2 - 1).to(dev) * self.brightness
-            seen = (F.grid_sample(batch, grid, padding_mode="border", align_corners=False) * bright).clamp(0, 1)
+            if self.transforms:
+                batch = comp.repeat_interleave(views, 1).reshape(-1, c, h, w)
+                grid = random_warps(batch.shape[0], h, w, g, rotation=self.rotation, scale=self.scale,
+                                    perspective=self.perspective).to(dev)
+                bright = 1 + (torch.rand(batch.shape[0], 1, 1, 1, generator=g) * 2 - 1).to(dev) * self.brightness
+                seen = (F.grid_sample(batch, grid, padding_mode="border", align_corners=False) * bright).clamp(0, 1)
+            else:  # the photos as they are (the RP2 authors' LISA run)
+                seen = comp.reshape(-1, c, h, w)
             ce = F.cross_entropy(clf.module(seen), tgt, reduction="none").view(t_n, -1).mean(1)
             size = md.flatten(1).abs().sum(1) if p == 1 else md.flatten(1).norm(dim=1)
-            col = nps((x_mean + md).clamp(0, 1), masks, palette)  # the sticker as printed over the sign
-            loss = self.lam * size + self.nps_weight * col + ce
+            if self.use_nps:  # (summed in the pre-#22 order, so the committed GTSRB stickers are unchanged)
+                col = nps((x_mean + md).clamp(0, 1), masks, palette)  # the sticker as printed over the sign
+                loss = self.lam * size + self.nps_weight * col + ce
+            else:
+                loss = self.lam * size + ce
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
             with torch.no_grad():
-                delta.clamp_(-1, 1)
+                delta.clamp_(-self.clip, self.clip)
             for i, v in enumerate(loss.detach().cpu().tolist()):
                 hist[i].append(v)
         return delta.detach(), hist

@@ -2,11 +2,16 @@
 
 Paper: ``blurnet`` Sections 3.2 and 4, Tables 1 and 2, Figures 1, 2 and 4 (METHODS.md section 3).
 
-1. Stop signs: ``n_signs`` test images of ``stop_class`` (GTSRB class 14), a seeded draw (the paper: the 40
-   stop-sign photos of the RP2 authors, LISA).
+1. Stop signs: ``n_signs`` images of ``stop_class`` (class 14 in GTSRB and in LISA-CNN's outputs) from the
+   config's ``dataset`` and split, a seeded draw (the paper: the 40 stop-sign photos of the RP2 authors,
+   LISA: ``dataset = "rp2-lisa-victims"``, ``model = "lisa-cnn"``, which holds exactly those 40).
 2. For the undefended model (``model``) and every ``whitebox`` model, one RP2 sticker per target class
-   (all classes but the stop sign, or ``targets``), fitted on all the signs at once (``lam``, ``steps`` Adam
-   steps, ``mask``), cached per model and chunk of targets (resumable).
+   (all the model's outputs but the stop sign, or ``targets``), fitted on all the signs at once, cached per
+   model and chunk of targets (resumable). RP2's settings: ``preset`` (``"authors"``: the RP2 authors' LISA
+   run, see :mod:`advguard.attacks.rp2`) and, overriding it, ``mask``, ``lam``, ``steps``, ``lr``,
+   ``norm_p``, ``init``, ``transforms``, ``nps``, ``clip``, ``n_transforms`` as set in ``[blurnet]``;
+   without a preset, [blurnet]'s defaults and RP2's own. The resolved settings and the mask's share of the
+   image are written to the results and stated on the page.
 3. Table 1 (black box): the undefended model's stickers pasted on the signs and classified by each
    ``blackbox`` model; Table 2 (white box): each model's own stickers. Success = the paper's eq.: the label
    changes (F(x) != F(x_adv)); the target rate is given too. Per model: accuracy on the clean signs and on
@@ -28,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_write_text
 from ..advsets import weights_hash
-from ..attacks.rp2 import RP2, l2_dissimilarity, random_warps, save_sticker_png, Sticker
+from ..attacks.rp2 import AUTHORS, LEGACY, OURS, RP2, l2_dissimilarity, random_warps, save_sticker_png, Sticker
 from ..data import load_dataset
 from ..data.cache import cached_arrays
 from ..defenses.blurnet import feature_spectra, first_layer_maps, log_spectrum
@@ -40,6 +45,38 @@ from .page import Page, fig_png, pct, pyplot
 from .runner import bench_paths, cache_key
 
 
+#: RP2 settings a [blurnet] table may set (a preset's values unless set there)
+RP2_KEYS = ("mask", "lam", "steps", "lr", "norm_p", "init", "transforms", "nps", "clip")
+
+
+def rp2_settings(section: dict, o: dict) -> dict:
+    """RP2's resolved settings for a [blurnet] table ``section`` (``o``: it merged with the defaults):
+    with ``preset``, the preset's values overridden by those ``section`` sets; without, ``o``'s defaults and
+    RP2's own (:data:`advguard.attacks.rp2.OURS`)."""
+    preset = section.get("preset")
+    if preset == "authors":
+        given = {k: section[k] for k in RP2_KEYS if k in section}
+        base = AUTHORS
+    else:
+        given = {k: o[k] for k in RP2_KEYS if k in o}
+        base = OURS
+    r = {**base, **given, "preset": preset, "n_transforms": int(o["n_transforms"])}
+    return r
+
+
+def _rp2_kwargs(r: dict) -> dict:
+    return {k: r[k] for k in RP2_KEYS + ("preset", "n_transforms")}
+
+
+def _settings_key(r: dict) -> dict:
+    """The cache key's part for RP2's settings: exactly the pre-#22 key for the legacy settings (the committed
+    GTSRB stickers: our two-bar mask, then called "rectangles"), plus every setting that differs from them."""
+    key = {"lam": r["lam"], "steps": r["steps"], "lr": r["lr"], "n_transforms": r["n_transforms"],
+           "mask": "rectangles" if r["mask"] == "bars" else r["mask"]}
+    key.update({k: r[k] for k in ("norm_p", "init", "transforms", "nps", "clip") if r[k] != LEGACY[k]})
+    return key
+
+
 def paper_key(model: str) -> str:
     """The paper's row name of a zoo model: "baseline" for an undefended one, else the variant suffix."""
     spec = get_spec(model)
@@ -47,14 +84,13 @@ def paper_key(model: str) -> str:
 
 
 def _stickers(clf, signs: torch.Tensor, targets: list[int], o: dict, folder: Path, mask, seed: int,
-              progress: bool) -> dict[str, np.ndarray]:
+              progress: bool, settings: dict) -> dict[str, np.ndarray]:
     """RP2 stickers of every target for ``clf``, fitted in cached chunks of ``o['chunk']`` targets."""
     parts = []
     chunks = [targets[i: i + int(o["chunk"])] for i in range(0, len(targets), int(o["chunk"]))]
     for j, ch in enumerate(tqdm(chunks, desc=f"RP2 on {clf.name}", leave=False, disable=not progress)):
         def fit(ch=ch):
-            attack = RP2(clf, mask=mask, lam=float(o["lam"]), steps=int(o["steps"]), lr=float(o["lr"]),
-                         n_transforms=int(o["n_transforms"]), seed=seed, progress=False)
+            attack = RP2(clf, **{**_rp2_kwargs(settings), "mask": mask}, seed=seed, progress=False)
             t0 = time.perf_counter()
             sts = attack.fit_many(signs, ch)
             return {"delta": torch.stack([s.delta for s in sts]).numpy(),
@@ -114,33 +150,36 @@ def run_blurnet(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str 
         raise ValueError(f"{cfg.name}: only {len(idx)} images of class {o['stop_class']}; lower n_signs")
     idx = np.sort(np.random.default_rng(cfg.seed).choice(idx, int(o["n_signs"]), replace=False))
     signs = torch.from_numpy(ds.x[idx])
-    classes = int(ds.y.max()) + 1
+    names = getattr(ds, "classes", None)
+    classes = len(names) if names is not None else int(ds.y.max()) + 1  # LISA-CNN: 18 outputs, output 0 unnamed
+    settings = rp2_settings(cfg.blurnet, o)
     targets = [t for t in range(classes) if t != int(o["stop_class"])] if o["targets"] == "all" \
         else [int(t) for t in o["targets"]]
     models = list(dict.fromkeys([cfg.model] + list(o["whitebox"])))
     rows, stickers, clfs, evals = {}, {}, {}, {}
     for name in tqdm(models, desc="white-box models", disable=not progress):
         clf = clfs[name] = load_model(name)
-        key = cache_key(weights_hash(clf.model), cfg.dataset, idx.tolist(),
-                        {k: o[k] for k in ("lam", "steps", "lr", "n_transforms", "mask")}, cfg.seed)
+        key = cache_key(weights_hash(clf.model), cfg.dataset, idx.tolist(), _settings_key(settings), cfg.seed)
         folder = cache / "blurnet" / name / key
-        st = stickers[name] = _stickers(clf, signs, targets, o, folder, o["mask"], cfg.seed, progress)
+        st = stickers[name] = _stickers(clf, signs, targets, o, folder, settings["mask"], cfg.seed, progress,
+                                        settings)
         ev = evals[name] = _evaluate(clf, signs, st, int(o["eval_views"]), cfg.seed)
         with clf.exact():
             acc_signs = float(clf.accuracy(signs, ds.y[idx]))
             acc_test = float(clf.accuracy(ds.x, ds.y))
         rows[name] = {"model": name, "paper_row": paper_key(name), "defense": get_spec(name).defense,
                       "acc_signs": acc_signs, "acc_test": acc_test, "rp2_seconds": float(st["seconds"]),
-                      "train_seconds": get_spec(name).card().get("wall_time_s"), **_summary(ev, st["targets"])}
+                      "train_seconds": get_spec(name).card().get("wall_time_s"),
+                      "mask_share": float(st["mask"].mean()), **_summary(ev, st["targets"])}
     if o["l1_mask"]:  # RP2's two-stage mask on the undefended model
         clf = clfs[cfg.model]
-        key = cache_key(weights_hash(clf.model), cfg.dataset, idx.tolist(),
-                        {k: o[k] for k in ("lam", "steps", "lr", "n_transforms")}, "l1", o["l1_share"], cfg.seed)
+        sk = {k: v for k, v in _settings_key(settings).items() if k != "mask"}
+        key = cache_key(weights_hash(clf.model), cfg.dataset, idx.tolist(), sk, "l1", o["l1_share"], cfg.seed)
         st = stickers["l1"] = _stickers(clf, signs, targets, o, cache / "blurnet" / f"{cfg.model}-l1" / key, "l1",
-                                        cfg.seed, progress)
+                                        cfg.seed, progress, settings)
         rows["l1"] = {"model": cfg.model, "paper_row": None, "mask": "l1", "acc_signs": rows[cfg.model]["acc_signs"],
                       "acc_test": rows[cfg.model]["acc_test"], "rp2_seconds": float(st["seconds"]),
-                      **_summary(_evaluate(clf, signs, st, int(o["eval_views"]), cfg.seed), st["targets"])}
+                      "mask_share": float(st["mask"].mean()), **_summary(_evaluate(clf, signs, st, int(o["eval_views"]), cfg.seed), st["targets"])}
     # Table 1: the undefended model's stickers, classified by each black-box model
     src = stickers[cfg.model]
     best = rows[cfg.model]["best_target"]
@@ -157,7 +196,8 @@ def run_blurnet(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str 
         table1.append({"model": name, "paper_row": paper_key(name), "acc_signs": acc,
                        "success_best_target": float(ev["success"][b]), "avg_success": float(ev["success"].mean()),
                        "worst_success": float(ev["success"].max()), "avg_success_views": float(ev["success_views"].mean())})
-    doc = {"config": cfg.name, "model": cfg.model, "dataset": cfg.dataset, "options": o,
+    doc = {"config": cfg.name, "model": cfg.model, "dataset": cfg.dataset, "split": cfg.split, "options": o,
+           "rp2": settings, "mask_share": rows[cfg.model]["mask_share"], "n_test": int(len(ds.y)),
            "signs": idx.tolist(), "targets": targets, "best_target": best, "table1": table1,
            "table2": list(rows.values()), "provenance": provenance()}
     out.mkdir(parents=True, exist_ok=True)
@@ -177,12 +217,25 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
           best: dict[str, int]) -> None:
     prov, o = doc["provenance"], doc["options"]
     name = lambda t: f"{t} ({classes[t]})" if classes is not None else str(t)  # noqa: E731
+    rs = doc.get("rp2") or {**o, "preset": None, "init": "zero", "transforms": True, "nps": True, "norm_p": 2,
+                           "clip": 1.0}
+    share = 100 * doc["mask_share"]
     page = Page(cfg.title or cfg.name)
-    page.text(f"Data: `{cfg.dataset}` {cfg.split} split, {len(doc['signs'])} stop signs (class {o['stop_class']}, "
-              f"seeded draw). RP2: one sticker per target class ({len(doc['targets'])} targets), mask `{o['mask']}`, "
-              f"lambda {o['lam']}, {o['steps']} Adam steps (lr {o['lr']}), {o['n_transforms']} random view(s) per sign "
-              f"per step. Success = the paper's: the predicted label changes; 'views' = the same over "
-              f"{o['eval_views']} random views (brightness, rotation, zoom, perspective) of each stickered sign.")
+    mask_text = {"rp2-rectangles": "the RP2 authors' rectangles mask (`rp2-rectangles`)",
+                 "bars": "our two-bar mask (`bars`)"}.get(rs["mask"], f"`{rs['mask']}`")
+    views = (f"{rs['n_transforms']} random view(s) per sign per step (brightness, rotation, zoom, perspective)"
+             if rs["transforms"] else "no synthetic transforms (the photos as they are)")
+    page.text(f"Data: `{cfg.dataset}` {cfg.split} split ({doc.get('n_test', '?')} images), {len(doc['signs'])} stop "
+              f"signs (class {o['stop_class']}, seeded draw). RP2"
+              + (f" (preset `{rs['preset']}`, the RP2 authors' LISA run, with this config's overrides)" if rs["preset"]
+                 else "")
+              + f": one sticker per target class ({len(doc['targets'])} targets: "
+              f"{', '.join(map(str, doc['targets']))}), {mask_text} covering **{share:.1f} % of the image**, "
+              f"lambda {rs['lam']:g} on the L{rs['norm_p']} norm of the masked perturbation, {rs['steps']} Adam steps "
+              f"over all the signs (lr {rs['lr']:g}), delta started at {'uniform(0, 1)' if rs['init'] == 'uniform' else 'zero'} "
+              f"and kept in [-{rs['clip']:g}, {rs['clip']:g}], {views}, printability (NPS) term "
+              f"{'on' if rs['nps'] else 'off'}. Success = the paper's: the predicted label changes; 'views' = the same "
+              f"over {o['eval_views']} random views (brightness, rotation, zoom, perspective) of each stickered sign.")
     page.h2("Table 1: black box (stickers made on the undefended model), paper's LISA figures in parentheses")
     rows = []
     for r in doc["table1"]:
@@ -193,7 +246,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
     page.table(["model", "accuracy on the clean signs %", f"success, target {name(doc['best_target'])} %",
                 "success, mean over targets %", "success, worst target %", "mean success over views %"], rows,
                caption="The paper reports one sticker; we give the attacker's best target on the undefended model "
-                       "(max success, then min L2) and the mean over all targets.")
+                       f"(max success, then min L2) and the mean over all targets. Sticker mask: {share:.1f} % of "
+                       f"the image ({rs['mask']}).")
     page.h2("Table 2: white box (RP2 against each model), paper's figures in parentheses")
     rows = []
     for r in doc["table2"]:
@@ -201,14 +255,16 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
         ref = (lambda i, f="{:g}": f" ({f.format(p[i])})" if p else "")  # noqa: E731
         alpha = (r.get("defense") or {}).get("alpha", 0 if r.get("paper_row") == "baseline" else None)
         rows.append([r["model"] + (" (L1-stage mask)" if r.get("mask") == "l1" else ""),
-                     "-" if alpha is None else f"{alpha:g}", f"{pct(r['acc_test'])}{ref(1)}",
+                     "-" if alpha is None else f"{alpha:g}", f"{100 * r.get('mask_share', float('nan')):.1f}",
+                     f"{pct(r['acc_test'])}{ref(1)}",
                      f"{pct(r['avg_success'])}{ref(2)}", f"{pct(r['worst_success'])}{ref(3)}",
                      f"{r['l2']:.3f}{ref(4, '{:.3f}')}", pct(r["avg_target_rate"]), pct(r["avg_success_views"]),
                      f"{r['rp2_seconds'] / len(doc['targets']):.1f}",
                      "-" if not r.get("train_seconds") else f"{r['train_seconds'] / 60:.0f}"])
-    page.table(["model", "alpha", "legit acc %", "avg success %", "worst success %", "L2 dissimilarity",
+    page.table(["model", "alpha", "mask % of image", "legit acc %", "avg success %", "worst success %", "L2 dissimilarity",
                 "avg target rate %", "avg success over views %", "RP2 s / target", "training min"], rows,
-               caption="Legit accuracy: the full test split. Averages over the target classes.")
+               caption=f"Legit accuracy: the whole `{cfg.dataset}` {cfg.split} split ({doc.get('n_test', '?')} "
+                       "images; the paper's: its LISA test set). Averages over the target classes.")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4))
     for r in doc["table2"]:

@@ -52,7 +52,7 @@ BPDA_DEFAULTS = {"n": 200, "size": 0.07, "position": "random", "steps": 2000, "l
                  "check_every": 50, "recheck": 5}
 #: [blurnet] options and their defaults (the paper's protocol on GTSRB)
 BLURNET_DEFAULTS = {"stop_class": 14, "n_signs": 40, "targets": "all", "lam": 0.002, "steps": 300, "lr": 0.05,
-                    "mask": "rectangles", "n_transforms": 1, "chunk": 7, "eval_views": 10, "l1_mask": True,
+                    "mask": "rp2-rectangles", "n_transforms": 1, "chunk": 7, "eval_views": 10, "l1_mask": True,
                     "l1_share": 0.1, "spectra_blur": 5,
                     "blackbox": ["gtsrb-cnn-input-blur3", "gtsrb-cnn-input-blur5", "gtsrb-cnn-feature-blur3",
                                  "gtsrb-cnn-feature-blur5"],
@@ -330,7 +330,7 @@ def _schemas() -> dict[str, _Spec]:
     """The type schema of every section, built from the registries (imported lazily)."""
     from ..attacks import ATTACKS
     from ..attacks.patch import POSITIONS, SHAPES
-    from ..attacks.rp2 import MASKS
+    from ..attacks.rp2 import INITS, MASKS, PRESETS
     from ..data import DATASETS
     from ..detectors import DECISION_MODELS, DETECTORS
     from ..detectors.cnn import BACKBONES
@@ -403,7 +403,10 @@ def _schemas() -> dict[str, _Spec]:
                 "lam": _Num(0), "steps": POS_INT, "lr": POS_NUM, "mask": _Str(MASKS, "RP2 mask"),
                 "n_transforms": POS_INT, "chunk": POS_INT, "eval_views": POS_INT, "l1_mask": _Bool(),
                 "l1_share": _Num(0, 1, open_lo=True), "spectra_blur": POS_INT,
-                "blackbox": _List(zoo), "whitebox": _List(zoo)}),
+                "blackbox": _List(zoo), "whitebox": _List(zoo),
+                # RP2 options (issue #22; advguard.attacks.RP2): a preset's values unless set here
+                "preset": _Str(PRESETS, "RP2 preset"), "init": _Str(INITS, "RP2 init"), "transforms": _Bool(),
+                "nps": _Bool(), "norm_p": _Int(1, 2), "clip": POS_NUM}),
         }, required=("name", "dataset", "model")),
     }
 

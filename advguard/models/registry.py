@@ -317,6 +317,11 @@ def _blurnet_variants(base: str, after: str) -> list[ModelSpec]:
 
 
 ZOO.update({s.name: s for s in _blurnet_variants("gtsrb-cnn", after="relu1")})
+# BlurNet Table 1 in the paper's own setting (issue #22): the fixed input / feature blurs on the RP2 authors'
+# LISA-CNN (no training: lisa-cnn-input-blur3/5, lisa-cnn-feature-blur3/5/7). The trained variants are not
+# declared: there is no LISA training set offline.
+ZOO.update({s.name: s for s in _blurnet_variants("lisa-cnn", after="relu1")
+            if s.defense["kind"] != "tv" and not s.defense.get("trainable")})
 
 
 def get_spec(name: str) -> ModelSpec:
