@@ -22,6 +22,21 @@ class ConvBNReLU(nn.Module):
         return self.relu(self.bn(self.conv(x)))
 
 
+def add_conv_stages(net: nn.Module, in_channels: int, widths: tuple[tuple[int, ...], ...]) -> tuple[int, int]:
+    """Add ``block1..blockN`` (conv-BN-ReLU, one per width) to ``net`` with a 2x2 max-pool ``pool1..`` between
+    stages; return (output channels, number of pools)."""
+    c, k, pools = in_channels, 0, 0
+    for s, stage in enumerate(widths):
+        for w in stage:
+            k += 1
+            net.add_module(f"block{k}", ConvBNReLU(c, w))
+            c = w
+        if s < len(widths) - 1:
+            pools += 1
+            net.add_module(f"pool{pools}", nn.MaxPool2d(2))
+    return c, pools
+
+
 class VGGLike(nn.Module):
     """Stages of conv-BN-ReLU blocks separated by 2x2 max-pooling, global average pool, linear head.
 
@@ -30,15 +45,7 @@ class VGGLike(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, widths: tuple[tuple[int, ...], ...], dropout: float = 0.0):
         super().__init__()
-        c = in_channels
-        k = 0
-        for s, stage in enumerate(widths):
-            for w in stage:
-                k += 1
-                self.add_module(f"block{k}", ConvBNReLU(c, w))
-                c = w
-            if s < len(widths) - 1:
-                self.add_module(f"pool{s + 1}", nn.MaxPool2d(2))
+        c, _ = add_conv_stages(self, in_channels, widths)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c, num_classes)
@@ -299,15 +306,8 @@ class VGGFlatHead(nn.Module):
     def __init__(self, num_classes: int = 10, widths: tuple[tuple[int, ...], ...] = ((32, 64), (96, 96, 96, 96)),
                  reduce: int = 32, hidden: int = 256, dropout: float = 0.5, size: int = 32):
         super().__init__()
-        c, k, s = 3, 0, size
-        for i, stage in enumerate(widths):
-            for w in stage:
-                k += 1
-                self.add_module(f"block{k}", ConvBNReLU(c, w))
-                c = w
-            if i < len(widths) - 1:
-                self.add_module(f"pool{i + 1}", nn.MaxPool2d(2))
-                s //= 2
+        c, pools = add_conv_stages(self, 3, widths)
+        s = size // 2 ** pools
         self.reduce = ConvBNReLU(c, reduce, kernel_size=1)
         self.dropout1 = nn.Dropout(dropout)
         self.fc1 = nn.Linear(reduce * s * s, hidden)
