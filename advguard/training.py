@@ -198,11 +198,12 @@ def train(
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    # one-cycle schedules divide by the length of their warm-up and annealing phases (PyTorch's OneCycleLR
-    # raises ZeroDivisionError when either has under 2 steps): refuse such a tiny run up front
+    # PyTorch's OneCycleLR divides by (pct_start * total_steps - 1), the warm-up's length in steps: zero (a
+    # ZeroDivisionError mid-run) or negative (no warm-up at all) when the warm-up has at most one
+    # step; refuse such a tiny run up front
     for e, pct in [(cfg.epochs, 0.25)] + [(int(e), 0.15) for e, _ in cfg.cycles]:
         total = e * steps_per_epoch
-        if float(pct * total) - 1 < 1 or total - float(pct * total) - 1 < 1:
+        if float(pct * total) <= 1:
             raise InputError(f"{name}: a learning-rate cycle of {e} epoch(s) x {steps_per_epoch} step(s) is too short "
                              f"for a one-cycle schedule; train on more images (--limit) or for more epochs")
     decay, no_decay = [], []
