@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from ._parallel import thread_map
-from .errors import unknown_name
+from .errors import InputError, ParameterError, unknown_name
+from .validation import as_image_batch
 
 #: The paper's parameters per family (Section 3.1), in its order.
 FAMILIES: dict[str, tuple[float, ...]] = {
@@ -67,11 +68,16 @@ class ImageOp:
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise unknown_name("image operation family", self.family, list(FAMILIES))
-        v = float(self.value)
-        ok = {"jpeg": 1 <= v <= 100 and v == int(v), "blur": v > 0, "rotate": math.isfinite(v),
-              "scale": 0.05 <= v <= 20}[self.family]
+        allowed = {"jpeg": "an integer quality in 1..100", "blur": "a radius > 0", "rotate": "a finite angle in degrees",
+                   "scale": "a factor in [0.05, 20]"}[self.family]
+        try:
+            v = float(self.value)
+        except (TypeError, ValueError):
+            raise ParameterError(f"image operation {self.family!r} needs {allowed}, got {self.value!r}") from None
+        ok = math.isfinite(v) and {"jpeg": 1 <= v <= 100 and v == int(v), "blur": v > 0, "rotate": True,
+                                   "scale": 0.05 <= v <= 20}[self.family]
         if not ok:
-            raise ValueError(f"invalid parameter {self.value!r} for image operation {self.family!r}")
+            raise ParameterError(f"image operation {self.family!r} needs {allowed}, got {self.value!r}")
 
     @property
     def name(self) -> str:
@@ -203,8 +209,9 @@ def apply_ops(x: torch.Tensor, ops: Sequence[ImageOp], workers: int | None = Non
     Images are quantised to uint8 once, split into chunks and processed on ``workers`` threads
     (default: all cores).
     """
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"image operations need NCHW images with 1 or 3 channels, got shape {tuple(x.shape)}")
+    x = as_image_batch(x)  # float NCHW in [0, 1], finite (numpy arrays too); NaN or 0..255 input is refused
+    if x.shape[1] not in (1, 3):
+        raise InputError(f"image operations need NCHW images with 1 or 3 channels, got shape {tuple(x.shape)}")
     arr = _to_uint8_hwc(x)
     n = arr.shape[0]
     workers = max(1, min(workers or os.cpu_count() or 1, n))

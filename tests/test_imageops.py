@@ -51,7 +51,7 @@ def test_paper_op_list():
         parse_ops("sharpen")
     with pytest.raises(ValueError, match="not a number"):
         parse_ops("jpeg:high")
-    with pytest.raises(ValueError, match="invalid parameter"):
+    with pytest.raises(ValueError, match="needs an integer quality in 1..100, got 0"):
         ImageOp("jpeg", 0)
 
 
@@ -156,3 +156,21 @@ def test_cnn_detector_learns_and_roundtrips(cifar_attacked, tmp_path):
     back = Detector.load(det.save(tmp_path / "cnn.zip"), clf)
     np.testing.assert_allclose(back.score(x[te][:10]), s_clean[:10], rtol=1e-5, atol=1e-5)
     assert len(back.history_) == 8
+
+
+def test_image_operations_refuse_bad_parameters_and_images():
+    """Issue #20: an op's parameter out of range names the allowed range; a NaN or 0..255 batch is refused
+    instead of being cast to garbage uint8; numpy batches work like tensors."""
+    from advguard.errors import InputError, ParameterError
+    from advguard.transforms import ImageOp
+
+    for family, value in [("jpeg", 300), ("jpeg", 75.5), ("blur", 0), ("rotate", float("nan")), ("scale", 0),
+                          ("jpeg", "high")]:
+        with pytest.raises(ParameterError, match=family):
+            ImageOp(family, value)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(InputError, match="NaN"):
+        ImageOp("jpeg", 75)(torch.full((1, 3, 32, 32), float("nan")))
+    with pytest.raises(InputError, match="divide by 255"):
+        ImageOp("jpeg", 75)(x * 255)
+    assert torch.equal(ImageOp("jpeg", 75)(x.numpy()), ImageOp("jpeg", 75)(x))
