@@ -23,7 +23,6 @@ moment on one cache compute each entry once and never see each other's half-fini
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import warnings
@@ -60,11 +59,9 @@ def lock_path(path: str | os.PathLike) -> Path:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from .fetch import file_digest
+
+    return file_digest(path)
 
 
 def cache_lock(path: str | os.PathLike, timeout: float = -1):

@@ -86,12 +86,10 @@ class ChecksumError(DatasetNotFoundError):
     """A mirror archive (or download) does not have the checksum recorded for it."""
 
 
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return _fileobj_digest(f, algorithm)
 
 
 def _fileobj_digest(f, algorithm: str = "sha256") -> str:
