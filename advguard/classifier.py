@@ -323,10 +323,8 @@ class Classifier:
                 out = self.forward(xb)
                 if loss == "ce":
                     obj = F.cross_entropy(out, yb, reduction="sum")
-                elif loss == "logit":
+                else:  # "logit" (checked above)
                     obj = out.gather(1, yb[:, None]).sum()
-                else:
-                    raise ParameterError(f"loss must be 'ce' or 'logit', got {loss!r}")
                 (g,) = torch.autograd.grad(obj, xb)
             grads.append(g.cpu())
         return torch.cat(grads)
@@ -363,10 +361,8 @@ class Classifier:
                     a = holder.pop("a")
                     if score == "logit":
                         obj = out.gather(1, yb[:, None]).sum()
-                    elif score == "log_softmax":
+                    else:  # "log_softmax" (checked above)
                         obj = F.log_softmax(out / temperature, dim=1).gather(1, yb[:, None]).sum()
-                    else:
-                        raise ParameterError(f"score must be 'logit' or 'log_softmax', got {score!r}")
                     (g,) = torch.autograd.grad(obj, a)
                 acts.append(a.detach().cpu())
                 grads.append(g.cpu())
