@@ -4,6 +4,7 @@ advguard error that names the parameter and its allowed range, never later insid
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import numbers
 from typing import Any, Iterable, Sequence
@@ -14,7 +15,7 @@ import torch
 from .errors import InputError, ParameterError, ParameterTypeError
 
 __all__ = ["ParameterError", "ParameterTypeError", "as_image_batch", "as_labels", "check_batch_size", "check_bool",
-           "check_choice", "check_keywords", "check_number"]
+           "check_choice", "check_keywords", "check_number", "init_keywords"]
 
 
 def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
@@ -91,6 +92,22 @@ def check_keywords(where: str, given: Iterable[str], allowed: Iterable[str]) -> 
         parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise ParameterTypeError(f"{where}: unknown parameter{'s' if len(bad) > 1 else ''} {', '.join(parts)}. "
                              f"Valid parameters: {', '.join(allowed)}.")
+
+
+def init_keywords(cls: type, root: type, exclude: Iterable[str] = ()) -> set[str]:
+    """The keyword parameters ``cls(...)`` accepts: its ``__init__``'s and, as far as each ``__init__`` passes
+    ``**kwargs`` on, those of its bases up to ``root`` (inclusive); ``self`` and ``exclude`` left out."""
+    skip = {"self", *exclude}
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in skip}
+        if klass is root or not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def check_batch_size(value: Any, where: str = "", name: str = "batch_size") -> int:

@@ -281,3 +281,15 @@ def test_every_cifar10_source_the_loader_knows_is_a_valid_config_value(tmp_path,
     p.write_text(GRID + f'dataset_kwargs = {{ source = "{source}" }}\n[[attack]]\nname = "fgsm"\n'
                  'params = { eps = 0.03 }\n[[detector]]\nname = "confidence"\n', encoding="utf-8")
     load_config(p)
+
+
+def test_detector_params_passed_on_through_kwargs_are_valid(tmp_path):
+    """erase-restore-distance passes n, erase, ... on to EraseRestore through **kw: the config accepts them (the
+    first check only looked one class up and refused them), and still names a misspelt one."""
+    p = tmp_path / "c.toml"
+    body = '[[attack]]\nname = "fgsm"\nparams = { eps = 0.03 }\n[[detector]]\nname = "erase-restore-distance"\n'
+    p.write_text(GRID + body + "params = { n = 5, erase = 0.2, statistic = \"wd\" }\n", encoding="utf-8")
+    load_config(p)
+    p.write_text(GRID + body + "params = { erase_share = 0.2 }\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="erase_share"):
+        load_config(p)

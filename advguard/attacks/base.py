@@ -7,7 +7,6 @@ itself and computes the perturbation norms. Epsilons are always in [0, 1] pixel 
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,8 +15,8 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import InputError
-from ..validation import (ParameterTypeError, as_labels, check_batch_size, check_bool,
-                          check_number)
+from ..validation import (ParameterTypeError, as_labels, check_batch_size, check_bool, check_number,
+                          init_keywords)
 
 #: the keywords every attack accepts (``Attack.__init__``)
 COMMON_PARAMETERS = ("batch_size", "seed", "progress", "top_k")
@@ -87,22 +86,7 @@ class Attack:
     def parameters(cls) -> list[str]:
         """The keyword parameters this attack accepts (read from the ``__init__`` signatures up the class
         tree, as far as each passes its ``**kwargs`` on); :func:`make_attack` refuses any other."""
-        names: set[str] = set()
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            if klass is Attack:
-                return sorted(names | set(COMMON_PARAMETERS))
-            var_kw = False
-            for p in list(inspect.signature(init).parameters.values())[1:]:
-                if p.kind is p.VAR_KEYWORD:
-                    var_kw = True
-                elif p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("classifier", "detector"):
-                    names.add(p.name)
-            if not var_kw:
-                break
-        return sorted(names)
+        return sorted(init_keywords(cls, Attack, exclude=("classifier", "detector")))
 
     def _check_targets(self, y: torch.Tensor, targets: torch.Tensor | None) -> None:
         """Refuse targeted calls without targets (RP2...), targets for an untargeted-only attack, and targets that

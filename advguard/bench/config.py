@@ -411,29 +411,12 @@ def _schemas() -> dict[str, _Spec]:
     }
 
 
-def _detector_param_names(cls) -> set[str] | None:
-    """Keyword parameters a detector class accepts (its own and, through ``**kw``, the base Detector's)."""
-    import inspect
-
-    from ..detectors import Detector
-
-    try:
-        sig = inspect.signature(cls.__init__)
-    except (TypeError, ValueError):  # pragma: no cover
-        return None
-    names = {n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    names -= {"self", "classifier"}
-    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        base = inspect.signature(Detector.__init__).parameters
-        names |= {n for n, p in base.items() if p.kind == p.KEYWORD_ONLY}
-    return names
-
-
 def validate_config(doc) -> list[str]:
     """Every problem of configuration ``doc``, one line each naming its key (empty when it is valid)."""
     from ..attacks import ATTACKS
     from ..data import DATASETS
     from ..detectors import DETECTORS
+    from ..detectors.base import parameter_names
     from ..models import ZOO
 
     P = _Problems()
@@ -502,7 +485,7 @@ def validate_config(doc) -> list[str]:
             params = d.get("params", {})
             if cls is None or not isinstance(params, dict):
                 continue
-            allowed = _detector_param_names(cls)
+            allowed = parameter_names(cls)
             for k in sorted(params, key=str):
                 if k in ("fpr", "seed"):
                     P.add(f"{key}.params.{k}", f"set {k} at the top level of the config (it applies to every "

@@ -16,7 +16,6 @@ scikit-learn, ``__init__`` only stores parameters and ``fit`` returns ``self``.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from pathlib import Path
@@ -28,26 +27,14 @@ import torch
 from ..classifier import Classifier
 from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
 from ..metrics import CostReport, PeakMemory, threshold_at_fpr
-from ..validation import check_keywords, check_number
+from ..validation import check_keywords, check_number, init_keywords
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
 
-#: The base class's own constructor parameters (every detector accepts them).
-BASE_PARAMETERS = ("fpr", "decision_model", "decision_params", "seed")
-
-
 def parameter_names(cls: type) -> set[str]:
-    """Keyword parameters a detector class accepts: its ``__init__``'s and, through ``**kw``, its bases'."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        sig = inspect.signature(vars(klass)["__init__"])
-        names |= {n for n, p in sig.parameters.items()
-                  if n not in ("self", "classifier") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-        if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()) or klass is Detector:
-            break
-    return names | set(BASE_PARAMETERS)
+    """Keyword parameters a detector class accepts: its ``__init__``'s and, through ``**kw``, its bases' up to
+    :class:`Detector` (fpr, decision_model, decision_params, seed)."""
+    return init_keywords(cls, Detector, exclude=("classifier",))
 
 
 def check_rate(name: str, value: Any, *, low: float = 0.0, high: float = 1.0, closed: bool = False) -> float:
