@@ -40,8 +40,12 @@ TAINTRADAR_DEFAULTS = {"n_victims": 400, "n_calibration": 200, "n_eval_clean": 4
                        "batch_sizes": [1, 4, 16], "multi_size": [False, True], "sizes": [0.2, 0.3, 0.4],
                        "positions": ["bottom-right", "random"], "steps": 500, "lr": 0.05, "fprs": [0.06, 0.03],
                        "fill": "noise", "layer": None, "k_max": None, "sentinet_n_test": 100, "variants": [],
-                       "size_range": [0.1, 0.5], "detector_batch": None, "misleading": None, "bpda": None}
+                       "size_range": [0.1, 0.5], "detector_batch": None, "misleading": None, "bpda": None,
+                       "models": None}
 TAINTRADAR_KEYS = set(TAINTRADAR_DEFAULTS)
+#: an entry of [taintradar] models (issue #22's ablation): a zoo name, or a table naming the model, the Grad-CAM
+#: layer TaintRadar uses (default: [taintradar] layer, else the model's), a row label and a note (the setting)
+TAINTRADAR_MODEL_KEYS = {"model", "layer", "label", "note"}
 #: [taintradar.misleading]: Section VII-B's region-misleading patches (Figure 6), one row per lambda; ``steps``
 #: None = the grid's
 MISLEADING_DEFAULTS = {"lambdas": [0.0, 0.2, 0.4, 0.6, 0.8, 0.9], "batch": 16, "size": 0.3,
@@ -386,6 +390,11 @@ def _schemas() -> dict[str, _Spec]:
                 "steps": POS_INT, "lr": POS_NUM, "fprs": _List(SHARE, min_len=1),
                 "fill": _Str(FILLS, "filling pattern"), "layer": _Str(nonempty=True), "k_max": POS_INT,
                 "sentinet_n_test": POS_INT, "size_range": _List(SHARE, length=2), "detector_batch": POS_INT,
+                "models": _List(_OneOf(zoo, _Table({"model": zoo, "layer": _Str(nonempty=True),
+                                                    "label": _Str(nonempty=True), "note": _Str()},
+                                                   required=("model",)),
+                                       what='a zoo model name or a table {model = "...", layer = "...", '
+                                            'label = "...", note = "..."}'), min_len=1),
                 "variants": _List(_Table({"label": _Str(nonempty=True), "batch": POS_INT, "size": SHARE,
                                           "shape": _Str(SHAPES, "patch shape"), "n_patches": POS_INT,
                                           "position": _Str(POSITIONS, "patch position"), "multi_size": _Bool()}),
@@ -547,6 +556,8 @@ def validate_config(doc) -> list[str]:
                     P.add("segfault.unit", f"[[segfault.unit]] labels must be unique, got {labels}")
         if experiment == "taintradar" and ok("taintradar"):
             _check_taintradar(doc.get("taintradar", {}), n_classes, P)
+            for i, m in enumerate(doc.get("taintradar", {}).get("models") or []):
+                compatible(m if isinstance(m, str) else m["model"], f"taintradar.models[{i + 1}]")
         if experiment == "blurnet" and ok("blurnet"):
             o = {**BLURNET_DEFAULTS, **doc.get("blurnet", {})}
             for k in ("blackbox", "whitebox"):
@@ -621,9 +632,26 @@ def _check_taintradar(opts: dict, n_classes: int | None, P: _Problems) -> None:
         bp = {**BPDA_DEFAULTS, **o["bpda"]}
         if bp["n"] > n:
             P.add("taintradar.bpda.n", f"n must be in 1..n_victims = {n}, got {bp['n']}")
+    if o["models"] is not None:
+        labels = [taintradar_model_entry(m, o["layer"])["label"] for m in o["models"]]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            P.add("taintradar.models", f"labels must be unique (give label = \"...\" to tell entries of one model "
+                  f"apart), repeated: {', '.join(dup)}")
     for i, v in enumerate(o["variants"]):
         if n % v.get("batch", 16):
             P.add(f"taintradar.variants[{i + 1}].batch", f"batch must divide n_victims = {n}, got {v.get('batch', 16)}")
+
+
+def taintradar_model_entry(entry: str | dict, layer: str | None = None) -> dict:
+    """An entry of [taintradar] ``models`` as a dict {model, layer, label, note}: the layer defaults to ``layer``
+    (the section's; None = the model's Grad-CAM layer), the label to the model's name, with " @ layer" when a layer
+    is given."""
+    e = {"model": entry} if isinstance(entry, str) else dict(entry)
+    e.setdefault("layer", layer)
+    e.setdefault("label", e["model"] + (f" @ {e['layer']}" if e["layer"] else ""))
+    e.setdefault("note", "")
+    return e
 
 
 def parse_config(doc: dict, where: str = "config", source_text: str = "") -> BenchConfig:

@@ -21,10 +21,19 @@ Paper: ``taintradar`` Sections VI-B, VI-C, VII-A (METHODS.md section 5).
    localized attack without the detector term.
 
 Every cell is cached (patches, rank changes at every K, SentiNet points), so the run resumes.
+
+7. Ablation (issue #22): ``models = [...]`` in ``[taintradar]`` runs steps 1-6 once per listed model (a zoo name,
+   or a table {model, layer, label, note}: the same model may appear with several Grad-CAM layers; its patches and
+   SentiNet points are shared, only TaintRadar's rank changes are per layer), each into its own sub-folder of
+   ``out`` with its own page, then writes one comparison page (operating points, clean FPR vs K, the rank
+   change's AUC at every K, TPR at each FPR, SentiNet) and ``auc_vs_k_models.png``. A declared model without
+   weights yet (``advguard train NAME --install``) gets a "not yet trained" row instead of a run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -40,10 +49,10 @@ from ..data import load_dataset
 from ..data.cache import cache_lock, cached_arrays, load_npy, save_npy
 from ..detectors import SentiNet, TaintRadar
 from ..metrics import roc_auc, threshold_at_fpr
-from ..models import load_model
+from ..models import get_spec, load_model
 from ..report import provenance
 from . import paper_taintradar as paper
-from .config import BPDA_DEFAULTS, MISLEADING_DEFAULTS, TAINTRADAR_DEFAULTS, BenchConfig
+from .config import BPDA_DEFAULTS, MISLEADING_DEFAULTS, TAINTRADAR_DEFAULTS, BenchConfig, taintradar_model_entry
 from .page import Page, fig_png, pct, pyplot
 from .runner import bench_paths, build_sets, cache_key, dataset_kwargs
 
@@ -109,6 +118,8 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
                    progress: bool = True) -> dict:
     out, cache = bench_paths(cfg, out, cache_dir)
     o = {**TAINTRADAR_DEFAULTS, **cfg.taintradar}
+    if o["models"]:
+        return run_ablation(cfg, out, cache_dir, progress)
     clf = load_model(cfg.model)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
     key = cache_key(cfg.model, clf.name, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs,
@@ -199,6 +210,8 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
             extra.append({"attack": label, **detect(f"attack-{cache_key(label, s.config)}", s.x_adv)})
 
     doc = {"config": cfg.name, "model": cfg.model, "dataset": cfg.dataset, "options": o,
+           "layer": tr.params["layer"], "layer_shape": layer_shape(clf, tr.params["layer"]),
+           "dataset_source": dataset_source(cfg, ds_kwargs),
            "counts": {k: int(len(v)) for k, v in sets.items() if v.ndim > 0}, "n_correct": int(sets["n_correct"]),
            "operating_points": {str(k): v for k, v in ops.items()}, "fpr_table": fpr_table.tolist(),
            "k_max": k_max, "cells": cells, "attacks": extra, "misleading": misleading, "bpda": bpda,
@@ -289,8 +302,15 @@ def _bpda(clf, o: dict, sets: dict, tr: TaintRadar, folder: Path, dkey: str, pro
 
 
 def summary_table(doc: dict) -> tuple[list[str], list[list]]:
-    """Per patch setting and position: SR and both detectors' TPR at the first FPR."""
+    """Per patch setting and position: SR and both detectors' TPR at the first FPR (an ablation: per model too)."""
     f = doc["options"]["fprs"][0]
+    if "runs" in doc:
+        return (["model", "setting", "position", "SR", "successes", "best AUC (K)", f"SentiNet TPR @{pct(f, 0)} %",
+                 f"TaintRadar TPR @{pct(f, 0)} %"],
+                [[r["label"], c["setting"], c["position"], pct(c["sr"]), c["n_adv"],
+                  f"{_auc_cell(c['best_auc'])} ({c['best_k']})", pct(c[f"sentinet_tpr@{f}"]),
+                  pct(c[f"taintradar_tpr@{f}"])] for r in doc["runs"] if r["status"] == "run" for c in r["cells"]]
+                + [[r["label"], "-", "-", "-", "-", "-", "-", r["status"]] for r in doc["runs"] if r["status"] != "run"])
     return (["setting", "position", "SR", "successes", f"SentiNet TPR @{pct(f, 0)} %",
              f"TaintRadar TPR @{pct(f, 0)} %"],
             [[c["setting"], c["position"], pct(c["sr"]), c["n_adv"], pct(c[f"sentinet_tpr@{f}"]),
@@ -486,6 +506,201 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
                     f"({label}, {pos}); the paper's shows the same columns for VGG16 on ImageNet.")
     if first_patches:
         _patch_figure(page, first_patches, plt)
+    page.text(f"- Machine: {prov['machine']}. Commit `{prov['commit']}`, {prov['date']}.\n"
+              f"- Command: `advguard bench configs/{cfg.name}.toml`")
+    page.write(out)
+
+
+# ------------------------------------------------------------------------------------------ model ablation
+
+
+def layer_shape(clf, layer: str) -> list[int]:
+    """(C, H, W) of TaintRadar's Grad-CAM layer ``layer`` (``"name:input"``: the input of module ``name``) for one
+    grey image."""
+    mod = clf.layer(layer.removesuffix(":input"))
+    seen: dict[str, list[int]] = {}
+
+    def keep(t: torch.Tensor) -> None:  # a hook must return None, or it would replace the layer's value
+        seen.setdefault("s", list(t.shape[1:]))
+
+    if layer.endswith(":input"):
+        h = mod.register_forward_pre_hook(lambda _m, args: keep(args[0]))
+    else:
+        h = mod.register_forward_hook(lambda _m, _i, o: keep(o))
+    try:
+        clf.logits(np.full((1, clf.channels, *clf.size), 0.5, np.float32))
+    finally:
+        h.remove()
+    return seen["s"]
+
+
+def dataset_source(cfg: BenchConfig, ds_kwargs: dict) -> str:
+    """Where the run's pixels come from (the dataset's recorded ``source``, e.g. ``cifar10-lossless``)."""
+    return load_dataset(cfg.dataset, cfg.split, limit=cfg.n_images, seed=cfg.seed, **ds_kwargs).source
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "model"
+
+
+def ablation_summary(doc: dict) -> dict:
+    """What the comparison page needs from one model's run: operating points, the clean FPR at Delta_R = 0 at
+    every K, and per Table II cell the SR, the AUC at every K (and its best K), TPR at every FPR and SentiNet."""
+    fprs = doc["options"]["fprs"]
+    k0 = doc["operating_points"][str(fprs[0])]["k"]
+    cells = []
+    for c in doc["cells"]:
+        if c["variant"]:
+            continue
+        aucs = c.get("taintradar_auc_by_k")
+        best = int(np.nanargmax(aucs)) if aucs and not np.all(np.isnan(np.asarray(aucs, float))) else None
+        cells.append({k: c.get(k) for k in ("setting", "batch", "size", "multi_size", "position", "attempts", "sr",
+                                            "n_adv", "taintradar_auc_by_k", "sentinet_auc", "iou_estimated")}
+                     | {f"taintradar_tpr@{f}": c.get(f"taintradar_tpr@{f}") for f in fprs}
+                     | {f"sentinet_tpr@{f}": c.get(f"sentinet_tpr@{f}") for f in fprs}
+                     | {"best_k": None if best is None else best + 1,
+                        "best_auc": None if best is None else aucs[best],
+                        "auc_at_k": aucs[k0 - 1] if aucs else None})
+    return {"layer": doc["layer"], "layer_shape": doc["layer_shape"], "dataset_source": doc["dataset_source"],
+            "n_correct": doc["n_correct"], "counts": doc["counts"], "k_max": doc["k_max"],
+            "operating_points": doc["operating_points"],
+            "clean_fpr_by_k": [row[0] for row in doc["fpr_table"]], "cells": cells}
+
+
+def run_ablation(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
+                 progress: bool = True) -> dict:
+    """Issue #22's ablation: the per-model protocol for every entry of ``[taintradar] models`` (each into
+    ``out/<label>/``), then one comparison page in ``out``."""
+    out, _cache = bench_paths(cfg, out, cache_dir)
+    o = {**TAINTRADAR_DEFAULTS, **cfg.taintradar}
+    runs = []
+    for e in (taintradar_model_entry(m, o["layer"]) for m in o["models"]):
+        spec = get_spec(e["model"])
+        sub_out = out / _slug(e["label"])
+        if not spec.available:
+            runs.append({**e, "status": "not yet trained", "description": spec.description,
+                         "how": f"advguard train {e['model']} --install"})
+            continue
+        sub = dataclasses.replace(cfg, model=e["model"], title=f"{cfg.title}: {e['label']}", out=str(sub_out),
+                                  taintradar={**cfg.taintradar, "models": None, "layer": e["layer"]})
+        t0 = time.perf_counter()
+        d = run_taintradar(sub, sub_out, cache_dir, progress)
+        runs.append({**e, "status": "run", "description": spec.description, "page": f"{sub_out.name}/results.md",
+                     "seconds": time.perf_counter() - t0, **ablation_summary(d)})
+    doc = {"config": cfg.name, "dataset": cfg.dataset, "options": o, "runs": runs, "provenance": provenance()}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1, default=float))
+    _ablation_page(cfg, doc, out)
+    return doc
+
+
+def _auc_cell(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{v:.2f}"
+
+
+def _ablation_page(cfg: BenchConfig, doc: dict, out: Path) -> None:
+    o, prov = doc["options"], doc["provenance"]
+    fprs = o["fprs"]
+    runs = [r for r in doc["runs"] if r["status"] == "run"]
+    page = Page(cfg.title or cfg.name)
+    size = ", ".join(f"{s:g}" for s in o["sizes"])
+    page.text(f"Data `{cfg.dataset}` ({cfg.split} split), {cfg.n_images} images drawn (seed {cfg.seed}); per model, "
+              f"of the images it classifies correctly, shuffled: {o['n_victims']} victims (not of the target class "
+              f"{o['target']}), {o['n_calibration']} clean images to choose K and Delta_R (and fit SentiNet's "
+              f"boundary), {o['n_eval_clean']} held-out clean images for the FPR, {o['sentinet_n_test']} SentiNet "
+              f"overlay images. Each model is attacked with its own patches: batch size(s) "
+              f"{', '.join(map(str, o['batch_sizes']))} (one universal patch per batch of victims), patch size {size}, "
+              f"{o['steps']} Adam steps (lr {o['lr']}), target {o['target']}, applied at "
+              f"{' and '.join(o['positions'])} positions. Filling pattern `{o['fill']}`. Every model's full page "
+              f"(Table II cells, Figure 3a, Figure 4, the patches) is linked in the first table. The paper: VGG16 "
+              f"on ImageNet (conv5_3, 14 x 14, fully connected head), 400 attempts per cell, K = "
+              f"{paper.PARAMS['k']}, Delta_R = {paper.PARAMS['delta_r']}.")
+    page.h2("Models")
+    rows = []
+    for r in doc["runs"]:
+        if r["status"] != "run":
+            rows.append([r["label"], f"`{r['model']}`", r["note"] or r["description"], "-", "-", "-",
+                         f"not yet trained (`{r['how']}`)"])
+            continue
+        shape = " x ".join(map(str, r["layer_shape"]))
+        rows.append([r["label"], f"`{r['model']}`", r["note"] or r["description"], f"`{r['layer']}`", shape,
+                     f"{r['n_correct']} / {cfg.n_images}", f"[page]({r['page']}), {r['seconds'] / 60:.1f} min"])
+    page.table(["label", "model", "setting", "Grad-CAM layer", "map (C x H x W)", "correct", "run"], rows,
+               caption=f"Pixels: `{runs[0]['dataset_source'] if runs else '-'}`. Minutes: this run's wall time "
+                       "(cached parts are read, not recomputed).")
+    if not runs:
+        page.write(out)
+        return
+    page.h2("Operating points (chosen on the calibration images only) and held-out FPR")
+    rows = [[r["label"]] + [f"K = {r['operating_points'][str(f)]['k']}, Delta_R = "
+                             f"{r['operating_points'][str(f)]['delta_r']}; "
+                             f"{pct(r['operating_points'][str(f)]['taintradar_eval_fpr'])} / "
+                             f"{pct(r['operating_points'][str(f)]['sentinet_eval_fpr'])}" for f in fprs]
+            for r in runs]
+    rows.append(["paper (VGG16, ImageNet)", f"K = {paper.PARAMS['k']}, Delta_R = {paper.PARAMS['delta_r']}; "
+                 f"{pct(paper.PARAMS['heldout_fpr'], 2)} / -"] + ["-"] * (len(fprs) - 1))
+    page.table(["model"] + [f"target {pct(f, 0)} %: K, Delta_R; held-out FPR TaintRadar / SentiNet (%)"
+                            for f in fprs], rows)
+    kmax = max(r["k_max"] for r in runs)
+    page.h2("Clean FPR at Delta_R = 0 vs K (calibration images, %)")
+    page.table(["model"] + [f"K={k}" for k in range(1, kmax + 1)],
+               [[r["label"]] + [pct(v, 0) for v in r["clean_fpr_by_k"]] + ["-"] * (kmax - r["k_max"]) for r in runs],
+               caption="The paper's Figure 3a (ImageNet, VGG16; values read from the figure, not printed): about 30 % "
+                       "at K = 1, falling to about 6 % at K = 9.")
+    for f in fprs:
+        at_paper = f == paper.PARAMS["fpr"]
+        page.h2(f"Table II cells at FPR {pct(f, 0)} %" + (" (the paper's ImageNet / VGG16 figures in parentheses)"
+                                                          if at_paper else ""))
+        rows = []
+        for r in runs:
+            for c in r["cells"]:
+                pp = paper.TABLE2.get((c["position"], c["size"]), {}).get(
+                    ("multiple" if c["multi_size"] else "single", c["batch"])) if at_paper else None
+                ref = (lambda i: f" ({pp[i]:.1f})" if pp else "")  # noqa: E731
+                rows.append([r["label"], c["setting"], c["position"], f"{pct(c['sr'])}{ref(0)}", c["n_adv"],
+                             _auc_cell((c["taintradar_auc_by_k"] or [None])[0]),
+                             f"{_auc_cell(c['best_auc'])} (K={c['best_k']})", _auc_cell(c["auc_at_k"]),
+                             f"{pct(c[f'taintradar_tpr@{f}'])}{ref(2)}", f"{pct(c[f'sentinet_tpr@{f}'])}{ref(1)}",
+                             _auc_cell(c["sentinet_auc"]), pct(c["iou_estimated"])])
+        page.table(["model", "setting", "position", "SR %", "successes", "TaintRadar AUC at K=1",
+                    "best AUC (K)", "AUC at the chosen K", "TaintRadar TPR %", "SentiNet TPR %", "SentiNet AUC",
+                    "IoU (estimate, patch) %"], rows,
+                   caption="AUC: the rank change of the successful patched images against the held-out clean images "
+                           "(0.5 = no separation); TPR over the successes at the operating point of the table above. "
+                           "The paper reports no AUC.")
+    page.h2("The rank change's AUC at every K")
+    page.table(["model", "position"] + [f"K={k}" for k in range(1, kmax + 1)],
+               [[r["label"], f"{c['position']} ({c['setting']})"] + [_auc_cell(v) for v in c["taintradar_auc_by_k"]]
+                for r in runs for c in r["cells"] if c["taintradar_auc_by_k"]])
+    plt = pyplot()
+    positions = list(dict.fromkeys(c["position"] for r in runs for c in r["cells"]))
+    fig, axes = plt.subplots(1, 1 + len(positions), figsize=(4.2 * (1 + len(positions)), 3.6), squeeze=False)
+    ax0 = axes[0, 0]
+    for r in runs:
+        ax0.plot(np.arange(1, r["k_max"] + 1), 100 * np.asarray(r["clean_fpr_by_k"]), marker="o", ms=3,
+                 label=r["label"])
+    ax0.plot([1, 9], [30, 6], ls="none", marker="x", color="black", label="paper, Figure 3a (read)")
+    for f in fprs:
+        ax0.axhline(100 * f, color="grey", lw=0.6, ls="--")
+    ax0.set_xlabel("K")
+    ax0.set_ylabel("clean FPR at Delta_R = 0 (%)")
+    ax0.legend(fontsize=6)
+    for ax, pos in zip(axes[0, 1:], positions):
+        for r in runs:
+            a = [c["taintradar_auc_by_k"] for c in r["cells"] if c["position"] == pos and c["taintradar_auc_by_k"]]
+            if a:
+                ax.plot(np.arange(1, len(a[0]) + 1), np.mean(np.asarray(a, float), 0), marker="o", ms=3,
+                        label=r["label"])
+        ax.axhline(0.5, color="grey", lw=0.6)
+        ax.set_ylim(0.2, 1)
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"AUC of the rank change, patched at {pos}")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    page.figure("auc_vs_k_models.png", fig_png(fig), "Left: clean FPR at Delta_R = 0 vs K per model (dashed: the "
+                "target FPRs; crosses: the paper's Figure 3a at K = 1 and 9, read from the figure). Right: how well "
+                "the rank change separates patched from held-out clean images at every K (0.5 = not at all; mean "
+                "over the cells of that position).")
     page.text(f"- Machine: {prov['machine']}. Commit `{prov['commit']}`, {prov['date']}.\n"
               f"- Command: `advguard bench configs/{cfg.name}.toml`")
     page.write(out)
