@@ -348,6 +348,11 @@ def _schemas() -> dict[str, _Spec]:
     adaptive = _Table({"label": _Str(), "n_images": POS_INT, "restarts": POS_INT, "steps": POS_INT,
                        "check_every": POS_INT, "confidence": _Num(0), "stepsize": POS_NUM, "const": POS_NUM,
                        "init_noise": _Num(0, 1)})
+    themis_clf = _OneOf(dm, _Table({"label": _Str(nonempty=True), "model": dm, "params": _Table(None),
+                                    "grid": _Table(None), "align": _Bool(), "extra_clean": _Bool(),
+                                    "all_tables": _Bool()}, required=("model",)),
+                        what="a decision model name or a table {model, label, params, grid, align, extra_clean, "
+                             "all_tables}")
     return {
         "top": _Table({
             "name": _Str(nonempty=True), "title": _Str(), "dataset": _Str(DATASETS, "dataset"), "split": _Str(),
@@ -371,7 +376,10 @@ def _schemas() -> dict[str, _Spec]:
                                  "softmax_in_training": _Bool(), "epochs": POS_INT, "lr": POS_NUM,
                                  "batch_size": POS_INT, "widths": _List(_List(POS_INT, min_len=1), min_len=1)}),
                          hint=TABLES_HINT.format("cnn")),
-            "themis": _Table({"models": _List(zoo), "classifiers": _List(dm), "ns": _List(POS_INT),
+            "themis": _Table({"models": _List(zoo), "classifiers": _List(themis_clf), "ns": _List(POS_INT),
+                              "extra_clean_train": POS_INT,
+                              "learning_curve": _Table({"sizes": _List(POS_INT, min_len=1), "repeats": POS_INT,
+                                                        "classifiers": _List(themis_clf, min_len=1)}),
                               "balanced": _Bool(), "n": POS_INT, "compare": _List(_Str(DETECTORS, "detector")),
                               "train_on": _List(_Str()),
                               "adaptive": _OneOf(adaptive, _List(adaptive),
@@ -529,6 +537,9 @@ def validate_config(doc) -> list[str]:
             opts = doc.get("themis", {})
             for i, m in enumerate(opts.get("models", [])):
                 compatible(m, f"themis.models[{i + 1}]")
+            _check_themis_classifiers(opts.get("classifiers", []), "themis.classifiers", P)
+            _check_themis_classifiers((opts.get("learning_curve") or {}).get("classifiers", []),
+                                      "themis.learning_curve.classifiers", P)
             ns, n = opts.get("ns", []), opts.get("n", 11)
             if any(v > n for v in ns):
                 P.add("themis.ns", f"every n must be in 1..n (= {n}), got {ns}")
@@ -612,6 +623,34 @@ def _check_dataset_kwargs(kw: dict, dataset: str, info, P: _Problems) -> None:
         for k in ("size", "resize"):
             if k in kw:
                 _Int(1).check(kw[k], f"dataset_kwargs.{k}", P)
+
+
+def _check_themis_classifiers(entries: list, where: str, P: _Problems) -> None:
+    """Decision-model tables of [themis]: unique labels, params the model accepts, grid values as non-empty
+    arrays of accepted values."""
+    from ..detectors.decision import make_decision_model
+
+    seen: set[str] = set()
+    for i, e in enumerate(entries):
+        key = f"{where}[{i + 1}]"
+        if isinstance(e, str):
+            e = {"model": e}
+        if not isinstance(e, dict) or not isinstance(e.get("model"), str):
+            continue  # the type check reported it
+        label = str(e.get("label", e["model"]))
+        if label in seen:
+            P.add(key, f"label {label!r} is used twice (give each decision model a distinct label)")
+        seen.add(label)
+        grid = e.get("grid", {})
+        for k, v in grid.items():
+            if not isinstance(v, list) or not v:
+                P.add(f"{key}.grid.{k}", f"must be a non-empty array of values, got {_kind(v)} {v!r}")
+                return
+        try:
+            for j in range(max([1] + [len(v) for v in grid.values()])):
+                make_decision_model(e["model"], **e.get("params", {}), **{k: v[min(j, len(v) - 1)] for k, v in grid.items()})
+        except Exception as err:  # noqa: BLE001  (any refusal of the estimator is a config problem)
+            P.add(key, f"decision model {e['model']!r} refuses these params / grid values: {err}")
 
 
 def _check_taintradar(opts: dict, n_classes: int | None, P: _Problems) -> None:

@@ -15,7 +15,12 @@ For every target model in ``[themis] models``:
    on another's), CW -> DeepFool transfer, Tables 4/5 (n sweep), Figure 5 (median-filter baseline
    ROC), Table 6 (mean KL / Wasserstein distance, threshold picked on the ROC as in the paper, plus
    an honest one calibrated on training clean images), Figure 8 (KL vs WD scatter).
-4. ``[themis.adaptive]``: :class:`~advguard.attacks.adaptive.DetectorAwareCW` against the Table 1
+4. Whose gap (issue #22): ``classifiers`` may be tables ``{label, model, params, grid, align, extra_clean,
+   all_tables}`` so one run compares our decision model with the authors' (``SVC(C=5, gamma=0.01)`` on raw
+   softmax features, AdaBoost with 200 stumps), a cross-validated grid and ``extra_clean_train`` clean images
+   from the train split; every Table 1 row also gets the learning-free label-change vote as a reference, and
+   ``[themis.learning_curve]`` draws AUC vs the number of training pairs per attack family.
+5. ``[themis.adaptive]``: :class:`~advguard.attacks.adaptive.DetectorAwareCW` against the Table 1
    SVM of the first model at its own decision, on test-fold clean images, cached in chunks
    (resumable); the bypass rate vs number of optimisation paths is Figure 6.
 """
@@ -32,6 +37,7 @@ from .._atomic import atomic_write_text
 from ..advsets import fold_of
 from ..data.cache import cached_arrays, load_entry
 from ..detectors import EraseRestore, make_detector
+from ..detectors.decision import SCALED_MODELS as SCALED
 from ..detectors.erase_restore import mean_kl_wd
 from ..metrics import roc_auc
 from ..models import load_model
@@ -86,6 +92,25 @@ class _ModelData:
                                                         f"{model} E&R {restore} {lab}", progress)
                 if lab == "clean":
                     self.cost[restore] = c
+        self.extra: dict[str, np.ndarray] = {}
+        self.extra_info: dict = {}
+        k = int(opts.get("extra_clean_train", 0))
+        if k:
+            from ..data import load_dataset
+
+            kw = {key: v for key, v in ds_kwargs.items() if key != "source"}
+            ds = load_dataset(cfg.dataset, "train", limit=k, seed=cfg.seed, **kw)
+            pred = clf.predict(ds.x).numpy()
+            keep = pred == ds.y
+            x_tr = ds.x[keep]
+            self.extra_info = {"split": "train", "source": ds.source, "drawn": int(len(ds.x)), "correct": int(keep.sum())}
+            tkey = cache_key("extra-clean-train", cfg.dataset, ds.source, k, cfg.seed, first.config.get("weights"))
+            for restore in RESTORES:
+                seed = int(cache_key(cfg.seed, tkey, restore)[:8], 16)
+                det = EraseRestore(clf, n=n, restore=restore, seed=seed)
+                self.extra[restore], _ = _probs_cached(det, x_tr, cache / "themis-probs" /
+                                                       f"{cache_key(tkey, n, restore, seed)}.npz",
+                                                       f"{model} E&R {restore} train-split clean", progress)
         self.floor = forward_cost(clf, first.x_clean[:256])
         # comparison detectors of the harness (unsupervised, calibrated on training clean images)
         self.compare: dict[str, dict[str, np.ndarray]] = {}
@@ -103,25 +128,146 @@ class _ModelData:
         """Raw E&R feature (N, (1 + n_use) * C) of ``which`` ("clean" or an attack label), only ``rows``
         (selected before the float64 copy, which matters for 1,000-class stacks)."""
         p = self.P[restore][which][rows, : 1 + n_use]
-        return p.reshape(len(p), -1).astype(np.float64)
+        return p.reshape(len(p), p.shape[1] * p.shape[2]).astype(np.float64)
+
+    def extra_raw(self, n_use: int, restore: str = "telea") -> np.ndarray:
+        """Raw E&R features of the extra clean images from the train split ((0, d) when there are none)."""
+        p = self.extra.get(restore)
+        if p is None:
+            return np.zeros((0, (1 + n_use) * self.clf.num_classes))
+        p = p[:, : 1 + n_use]
+        return p.reshape(len(p), p.shape[1] * p.shape[2]).astype(np.float64)
 
     def train_test(self, which: str, fold: int, n_use: int, restore: str = "telea") -> np.ndarray:
         f = self.fold_c if which == "clean" else self.fold_a[which]
         return self.raw(which, n_use, restore, f == fold)
 
 
-def _fit(md: _ModelData, attacks: list[str], clf_name: str, n_use: int, cfg: BenchConfig,
+def classifier_specs(entries) -> list[dict]:
+    """``[themis] classifiers`` entries as dicts: a name is ``{"label": name, "model": name}`` (used in every
+    table); a table names its decision ``model``, ``params``, a ``grid`` to cross-validate, ``align``,
+    ``extra_clean`` (add the train-split clean images) and ``all_tables`` (default: Table 1 only)."""
+    out = []
+    for e in entries:
+        if isinstance(e, str):
+            e = {"model": e, "all_tables": True}
+        out.append({"label": str(e.get("label", e["model"])), "model": e["model"], "params": dict(e.get("params", {})),
+                    "grid": {k: list(v) for k, v in e.get("grid", {}).items()}, "align": bool(e.get("align", False)),
+                    "extra_clean": bool(e.get("extra_clean", False)), "all_tables": bool(e.get("all_tables", False))})
+    return out
+
+
+def _grid_search(spec: dict, f: np.ndarray, y: np.ndarray, seed: int) -> dict:
+    """Best ``spec["grid"]`` values by 5-fold stratified cross-validated ROC AUC on the training features."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import Pipeline
+
+    from ..detectors.decision import make_decision_model
+
+    est = make_decision_model(spec["model"], seed=seed, **spec["params"])
+    prefix = est.steps[-1][0] + "__" if isinstance(est, Pipeline) else ""
+    gs = GridSearchCV(est, {prefix + k: v for k, v in spec["grid"].items()}, scoring="roc_auc",
+                      cv=StratifiedKFold(5, shuffle=True, random_state=seed), n_jobs=1).fit(f, y)
+    return {k[len(prefix):]: (v.item() if isinstance(v, np.generic) else v) for k, v in gs.best_params_.items()}
+
+
+_GRID_CACHE: dict = {}
+
+
+def _fit(md: _ModelData, attacks: list[str], spec: dict | str, n_use: int, cfg: BenchConfig,
          restore: str = "telea") -> EraseRestore:
-    det = EraseRestore(md.clf, n=n_use, restore=restore, decision_model=clf_name, fpr=cfg.fpr, seed=cfg.seed)
+    spec = classifier_specs([spec])[0] if isinstance(spec, str) else spec
+    f_clean = md.train_test("clean", 0, n_use, restore)
+    if spec["extra_clean"]:
+        f_clean = np.concatenate([f_clean, md.extra_raw(n_use, restore)])
     f_adv = np.concatenate([md.train_test(a, 0, n_use, restore) for a in attacks])
-    return det.fit_features(md.train_test("clean", 0, n_use, restore), f_adv)
+    params = dict(spec["params"])
+    if spec["grid"]:
+        key = (md.name, spec["label"], tuple(attacks), n_use, restore)
+        if key not in _GRID_CACHE:
+            probe = EraseRestore(md.clf, n=n_use, restore=restore, align=spec["align"])
+            f = probe._reduce(np.concatenate([f_clean, f_adv]))
+            _GRID_CACHE[key] = _grid_search(spec, f, np.r_[np.zeros(len(f_clean)), np.ones(len(f_adv))].astype(int),
+                                            cfg.seed)
+        params.update(_GRID_CACHE[key])
+    det = EraseRestore(md.clf, n=n_use, restore=restore, decision_model=spec["model"], decision_params=params or None,
+                       align=spec["align"], fpr=cfg.fpr, seed=cfg.seed)
+    det.fit_features(f_clean, f_adv)
+    det.chosen_params_ = params
+    return det
+
+
+def label_change_rate(probs: np.ndarray) -> np.ndarray:
+    """Share of the n draws whose top-1 label differs from the original image's: the learning-free reference
+    (flag an image whose label changes in a majority of draws; the issue's "~2 % FPR with 91-100 % of CW")."""
+    top = probs.argmax(-1)
+    return (top[:, 1:] != top[:, :1]).mean(1)
+
+
+def _vote_row(md: _ModelData, labels: list[str], n_use: int, fpr: float) -> dict:
+    """The label-change vote evaluated like a Table 1 row: own decision = changed in more than half the draws;
+    calibrated = threshold at ``fpr`` of the training clean images' rates."""
+    from ..metrics import threshold_at_fpr
+
+    P = md.P["telea"]
+    rate = {w: label_change_rate(P[w][:, : 1 + n_use]) for w in ["clean"] + labels}
+    sc_tr, sc = rate["clean"][md.fold_c == 0], rate["clean"][md.fold_c == 1]
+    cal = float(threshold_at_fpr(sc_tr, fpr))
+    out = {"n_clean_test": int(len(sc)), "fpr": float((sc > 0.5).mean()), "fpr_calibrated": float((sc > cal).mean()),
+           "dr": {}, "dr_calibrated": {}, "auc": {}, "n_adv_test": {}, "threshold_calibrated": cal}
+    for a in labels:
+        sa = rate[a][md.fold_a[a] == 1]
+        out["n_adv_test"][a] = int(len(sa))
+        out["dr"][a] = float((sa > 0.5).mean()) if len(sa) else None
+        out["dr_calibrated"][a] = float((sa > cal).mean()) if len(sa) else None
+        out["auc"][a] = roc_auc(sc, sa) if len(sa) else None
+    sa_all = np.concatenate([rate[a][md.fold_a[a] == 1] for a in labels])
+    out["auc_pooled"] = roc_auc(sc, sa_all)
+    return out
+
+
+def _learning_curve(md: _ModelData, labels: list[str], cw: list[str], lc: dict, n_use: int,
+                    cfg: BenchConfig) -> list[dict]:
+    """AUC vs training pairs per attack family (CW pooled, each other attack alone): k clean + k adversarial
+    training images drawn ``repeats`` times from the training fold, AUC on the whole test fold."""
+    specs = classifier_specs(lc.get("classifiers", ["svc", "adaboost"]))
+    families = ([("CW-L2 (pooled)", cw)] if cw else []) + [(lab, [lab]) for lab in labels if lab not in cw]
+    sizes = [int(v) for v in lc.get("sizes", [25, 50, 110, 220, 440])]
+    repeats = int(lc.get("repeats", 3))
+    rows = []
+    fc_tr, fc_te = md.train_test("clean", 0, n_use), md.train_test("clean", 1, n_use)
+    for fam, atks in families:
+        fa_tr = np.concatenate([md.train_test(a, 0, n_use) for a in atks])
+        fa_te = np.concatenate([md.train_test(a, 1, n_use) for a in atks])
+        if not len(fa_te):
+            continue
+        for k in sizes:
+            if k > min(len(fc_tr), len(fa_tr)):
+                continue
+            for spec in specs:
+                aucs = []
+                for r in range(repeats):
+                    rng = np.random.default_rng([cfg.seed, k, r])
+                    ic, ia = rng.choice(len(fc_tr), k, replace=False), rng.choice(len(fa_tr), k, replace=False)
+                    det = EraseRestore(md.clf, n=n_use, decision_model=spec["model"],
+                                       decision_params=dict(spec["params"]) or None, align=spec["align"],
+                                       fpr=cfg.fpr, seed=cfg.seed)
+                    det.fit_features(fc_tr[ic], fa_tr[ia])
+                    aucs.append(roc_auc(det.score_features(fc_te), det.score_features(fa_te)))
+                rows.append({"model": md.name, "family": fam, "pairs": k, "classifier": spec["label"],
+                             "auc_mean": float(np.mean(aucs)), "auc_min": float(np.min(aucs)),
+                             "auc_max": float(np.max(aucs)), "repeats": repeats})
+    return rows
 
 
 def _test_scores(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int,
                  restore: str = "telea") -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Scores of the test clean images and of each attack's test images."""
-    return (det.score_features(md.train_test("clean", 1, n_use, restore)),
-            {a: det.score_features(md.train_test(a, 1, n_use, restore)) for a in attacks})
+    def score(f: np.ndarray) -> np.ndarray:
+        return det.score_features(f) if len(f) else np.zeros(0)
+
+    return (score(md.train_test("clean", 1, n_use, restore)),
+            {a: score(md.train_test(a, 1, n_use, restore)) for a in attacks})
 
 
 def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int, restore: str = "telea",
@@ -148,7 +294,8 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     models = list(opts.get("models") or [cfg.model])
     n = int(opts.get("n", 11))
     ns = sorted({int(v) for v in opts.get("ns", [n])} | {n})
-    classifiers = list(opts.get("classifiers", ["svc", "adaboost"]))
+    specs = classifier_specs(opts.get("classifiers", ["svc", "adaboost"]))
+    classifiers = [c for c in specs if c["all_tables"]]
     labels = [a.label for a in cfg.attacks]
     cw = [lab for lab in opts.get("train_on", [a.label for a in cfg.attacks if a.name == "cw-l2"]) if lab in labels]
     other = [lab for lab in labels if lab not in cw]
@@ -159,12 +306,13 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     doc: dict = {"config": {k: v for k, v in cfg.__dict__.items() if k != "source_text"},
                  "config_toml": cfg.source_text, "provenance": provenance(), "n": n, "ns": ns, "train_on": cw,
                  "data": {"dataset": cfg.dataset, "split": cfg.split, "source": first.config.get("source"),
-                          "n_images": first.counts["n_images"]}}
+                          "n_images": first.counts["n_images"]},
+                 "classifiers": specs}
     doc["sets"] = {m: {"n_correct": md.first.counts["n_correct"],
                        "clean": {"train": int((md.fold_c == 0).sum()), "test": int((md.fold_c == 1).sum())},
                        "attacks": {lab: {**s.summary(), "train": int((md.fold_a[lab] == 0).sum()),
                                          "test": int((md.fold_a[lab] == 1).sum())} for lab, s in md.sets.items()},
-                       "forward_floor": md.floor, "er_cost": md.cost}
+                       "forward_floor": md.floor, "er_cost": md.cost, "extra_clean": md.extra_info}
                    for m, md in mds.items()}
 
     # ---------------------------------------------------------------- Figure 3 check: what one E&R draw does
@@ -183,19 +331,29 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     # ---------------------------------------------------------------- Table 1 (+ ROC data for Figure 5)
     t1, fitted, roc = [], {}, {}
     for m, md in mds.items():
-        for c in classifiers:
-            for restore in RESTORES:
+        for c in specs:
+            for restore in RESTORES if c["all_tables"] else RESTORES[:1]:
                 det = _fit(md, labels, c, n, cfg, restore)
                 scores = _test_scores(det, md, labels, n, restore)
                 ev = _evaluate(det, md, labels, n, restore, scores)
                 sc, sa = scores[0], np.concatenate([scores[1][a] for a in labels])
-                roc[(m, c, restore)] = (sc, sa)
                 if restore == "telea":
-                    t1.append({"model": m, "classifier": c, **ev, "auc_pooled": roc_auc(sc, sa)})
-                    fitted[(m, c)] = det
+                    t1.append({"model": m, "classifier": c["label"], "kind": c["model"], "params": det.chosen_params_,
+                               "extra_clean": c["extra_clean"], "align": c["align"],
+                               "n_clean_train": int((md.fold_c == 0).sum())
+                               + (int(len(md.extra_raw(n))) if c["extra_clean"] else 0),
+                               **ev, "auc_pooled": roc_auc(sc, sa)})
+                    fitted[(m, c["label"])] = det
                 else:
                     t1[-1]["median_baseline"] = {**ev, "auc_pooled": roc_auc(sc, sa)}
+                if c["all_tables"]:
+                    roc[(m, c["label"], restore)] = (sc, sa)
     doc["table1"] = t1
+    doc["vote"] = [{"model": m, "classifier": "label-change vote", **_vote_row(md, labels, n, cfg.fpr)}
+                   for m, md in mds.items()]
+    lc = opts.get("learning_curve")
+    doc["learning_curve"] = [r for md in mds.values() for r in _learning_curve(md, labels, cw, lc, n, cfg)] \
+        if lc else []
 
     # ---------------------------------------------------------------- Table 2: vs the harness's detectors
     t2 = []
@@ -205,7 +363,8 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
             sc = det.score_features(feats["clean"][md.fold_c == 1])
             row = {"model": m, "detector": d, "fpr": float((sc > det.threshold_).mean()), "dr": {}, "auc": {}}
             for a in labels:
-                sa = det.score_features(feats[a][md.fold_a[a] == 1])
+                fa = feats[a][md.fold_a[a] == 1]
+                sa = det.score_features(fa) if len(fa) else np.zeros(0)
                 row["dr"][a] = float((sa > det.threshold_).mean()) if len(sa) else None
                 row["auc"][a] = roc_auc(sc, sa) if len(sa) else None
             t2.append(row)
@@ -217,9 +376,11 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
         for c in classifiers:
             det = _fit(md_a, cw, c, n, cfg)
             for b_m, md_b in mds.items():
-                t3.append({"train": a_m, "test": b_m, "classifier": c, **_evaluate(det, md_b, cw, n)})
+                t3.append({"train": a_m, "test": b_m, "classifier": c["label"], "kind": c["model"],
+                           **_evaluate(det, md_b, cw, n)})
                 if other:
-                    transfer.append({"train": a_m, "test": b_m, "classifier": c, **_evaluate(det, md_b, other, n)})
+                    transfer.append({"train": a_m, "test": b_m, "classifier": c["label"], "kind": c["model"],
+                                     **_evaluate(det, md_b, other, n)})
     doc["table3"], doc["transfer"] = t3, transfer
 
     # ---------------------------------------------------------------- Tables 4/5: n sweep (CW-trained)
@@ -227,7 +388,8 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     for m, md in mds.items():
         for n_use in ns:
             for c in classifiers:
-                t4.append({"model": m, "n": n_use, "classifier": c, **_evaluate(_fit(md, cw, c, n_use, cfg), md, cw, n_use)})
+                t4.append({"model": m, "n": n_use, "classifier": c["label"], "kind": c["model"],
+                           **_evaluate(_fit(md, cw, c, n_use, cfg), md, cw, n_use)})
     doc["table4"] = t4
 
     # ---------------------------------------------------------------- Table 6: KL / WD (10 draws as in the paper)
@@ -248,7 +410,8 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     # ---------------------------------------------------------------- Figure 6: adaptive attack
     if opts.get("adaptive"):
         m0 = models[0]
-        det0 = fitted[(m0, "svc")] if "svc" in classifiers else fitted[(m0, classifiers[0])]
+        c0 = next((c for c in specs if c["label"] == "svc"), specs[0])
+        det0 = fitted[(m0, c0["label"])]
         ads = opts["adaptive"] if isinstance(opts["adaptive"], list) else [opts["adaptive"]]
         doc["adaptive"] = [_adaptive(cfg, a, mds[m0], det0, cache, progress) for a in ads]
     doc["wall_seconds"] = time.perf_counter() - t_start
@@ -382,9 +545,55 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     pg.text("\n".join(lines))
 
     def model_name(m: str) -> str:
-        return {"cifar10-cnn": "Carlini", "cifar10-resnet20": "ResNet32"}.get(m, "ResNet50")
+        return {"cifar10-cnn": "Carlini", "cifar10-cnn-ls0": "Carlini", "cifar10-resnet20": "ResNet32",
+                "cifar10-resnet32-pretrained": "ResNet32"}.get(m, "ResNet50")
 
     ds_name = "CIFAR-10" if cifar else "ImageNet"
+    # ---- whose gap: every decision model variant of Table 1 beside the learning-free vote and the paper
+    if len(doc.get("classifiers", [])) > 2 or doc.get("vote"):
+        pg.h2("Whose gap? One change at a time (Table 1 setting, all attacks pooled)")
+        head = ["model", "decision model", "settings", "clean train", "FPR % (own)", "mean DR % (own)",
+                f"FPR % @{100 * cfg.fpr:g}%", f"mean DR % @{100 * cfg.fpr:g}%", "AUC pooled %"]
+        rows = []
+        for m in doc["sets"]:
+            for r in [r for r in doc["table1"] if r["model"] == m] + [v for v in doc.get("vote", []) if v["model"] == m]:
+                dr = [v for v in r["dr"].values() if v is not None]
+                drc = [v for v in r["dr_calibrated"].values() if v is not None]
+                sett = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items()) or "defaults"
+                if r.get("kind") in SCALED and (r.get("params") or {}).get("scale", True):
+                    sett = "scaler, " + sett
+                if r.get("align"):
+                    sett += ", aligned"
+                if r["classifier"] == "label-change vote":
+                    sett = "flag if the label changes in > n/2 draws (no training)"
+                clean_tr = f"{r['n_clean_train']}" + (" (incl. train split)" if r.get("extra_clean") else "") \
+                    if "n_clean_train" in r else "-"
+                rows.append([f"`{_short(m)}`", r["classifier"], sett, clean_tr, pct(r["fpr"]),
+                             pct(float(np.mean(dr))) if dr else "-", pct(r["fpr_calibrated"]),
+                             pct(float(np.mean(drc))) if drc else "-", pct(r.get("auc_pooled"), 2)])
+            for kind in ("svc", "adaboost"):
+                pap = paper.TABLE1.get((ds_name, model_name(m), kind))
+                if pap:
+                    rows.append([f"paper ({model_name(m)})", kind, "authors: SVC(C=5, gamma=0.01) on raw softmax"
+                                 if kind == "svc" else "authors: AdaBoost, 200 stumps", "24,000 (+ 24,000 adv.)",
+                                 f"{pap[0]}", f"{np.mean(pap[1:]):.1f}", "-", "-", "-"])
+        pg.table(head, rows, "Each row changes one thing against the first (ours); \"own\" = the decision model's own "
+                 "cut (decision_function > 0), as the paper reports; the calibrated threshold comes from out-of-fold "
+                 "scores of the row's own training clean images. Mean DR over the attacks of Table 1.")
+    if doc.get("learning_curve"):
+        pg.h2("Learning curve: AUC vs training pairs")
+        lcr = doc["learning_curve"]
+        sizes = sorted({r["pairs"] for r in lcr})
+        rows = []
+        for (m, fam, c) in dict.fromkeys((r["model"], r["family"], r["classifier"]) for r in lcr):
+            by = {r["pairs"]: r for r in lcr if (r["model"], r["family"], r["classifier"]) == (m, fam, c)}
+            rows.append([f"`{_short(m)}`", fam, c] + [f"{pct(by[k]['auc_mean'], 1)} ({pct(by[k]['auc_min'], 1)})"
+                                                      if k in by else "-" for k in sizes])
+        pg.table(["model", "attack family", "decision model"] + [f"{k} pairs" for k in sizes], rows,
+                 f"Mean AUC % over {lcr[0]['repeats']} draws of k clean + k adversarial training images (worst draw in "
+                 "parentheses), tested on the whole test fold of that family.")
+        pg.figure("learning_curve.png", _plot_learning_curve(lcr), "AUC vs training pairs per attack family.")
+
     # ---- Table 1
     pg.h2("Table 1: detection rate and FPR (trained on all attacks pooled)")
     head = ["model", "classifier", "FPR %"] + [f"DR {lab} %" for lab in labels] + \
@@ -394,7 +603,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         rows.append([f"`{r['model']}`", r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in labels]
                     + [pct(r["fpr_calibrated"])] + [pct(r["dr_calibrated"][lab]) for lab in labels]
                     + [pct(r["auc_pooled"], 2)])
-        pap = paper.TABLE1.get((ds_name, model_name(r["model"]), r["classifier"]))
+        pap = paper.TABLE1.get((ds_name, model_name(r["model"]), r["classifier"])) \
+            if r["classifier"] == r.get("kind", r["classifier"]) else None
         if pap:
             rows.append([f"paper ({model_name(r['model'])})", r["classifier"], f"{pap[0]}"]
                         + [f"{v}" for v in _paper_cols(pap[1:], labels)] + ["-"] * (len(labels) + 2))
@@ -442,7 +652,7 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
             if r["train"] == r["test"]:
                 continue
             key = f"{model_name(r['train'])}->{model_name(r['test'])}"
-            pap = paper.TABLE3.get((key, r["classifier"]))
+            pap = paper.TABLE3.get((key, r.get("kind", r["classifier"])))
             rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], pct(r["fpr"])]
                         + [pct(r["dr"][lab]) for lab in cw] + [" / ".join(f"{v}" for v in pap) if pap else "-"])
         pg.table(["train -> test", "classifier", "FPR on test model's clean %"] + [f"DR {lab} %" for lab in cw]
@@ -464,9 +674,9 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     rows = []
     for r in doc["table4"]:
         if cifar:
-            pap = paper.TABLE4.get(r["n"], {}).get((model_name(r["model"]), r["classifier"]))
+            pap = paper.TABLE4.get(r["n"], {}).get((model_name(r["model"]), r.get("kind", r["classifier"])))
         else:
-            pap = paper.TABLE5.get(r["n"], {}).get(r["classifier"])
+            pap = paper.TABLE5.get(r["n"], {}).get(r.get("kind", r["classifier"]))
         rows.append([f"`{r['model']}`", r["n"], r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in cw]
                     + [pct(min(r["auc"][lab] for lab in cw), 2)]
                     + [" / ".join(f"{v}" for v in pap) if pap else "-"])
@@ -479,7 +689,9 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     rows = []
     for r in doc["table1"]:
         mb = r.get("median_baseline")
-        pap = paper.FIGURE5_AUC.get(r["classifier"]) if cifar else None
+        if "median_baseline" not in r:
+            continue
+        pap = paper.FIGURE5_AUC.get(r.get("kind", r["classifier"])) if cifar else None
         rows.append([f"`{r['model']}`", r["classifier"], pct(r["auc_pooled"], 2), pct(mb["auc_pooled"], 2) if mb else "-",
                      pct(r["fpr"]), pct(mb["fpr"]) if mb else "-",
                      f"{pap['telea']} / {pap['median']}" if pap else "-"])
@@ -575,6 +787,24 @@ def summary_table(doc: dict) -> tuple[list[str], list[list]]:
 
 
 # ==================================================================== plots
+def _plot_learning_curve(lcr: list[dict]) -> bytes:
+    plt = pyplot()
+    keys = list(dict.fromkeys((r["model"], r["family"]) for r in lcr))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False, sharey=True)
+    for ax, (m, fam) in zip(axes[0], keys):
+        for c in dict.fromkeys(r["classifier"] for r in lcr):
+            rs = sorted((r for r in lcr if (r["model"], r["family"], r["classifier"]) == (m, fam, c)),
+                        key=lambda r: r["pairs"])
+            if rs:
+                ax.errorbar([r["pairs"] for r in rs], [100 * r["auc_mean"] for r in rs], fmt="-o", ms=3,
+                            yerr=[[100 * (r["auc_mean"] - r["auc_min"]) for r in rs],
+                                  [100 * (r["auc_max"] - r["auc_mean"]) for r in rs]], label=c)
+        ax.set(xscale="log", xlabel="training pairs", title=f"{_short(m)}: {fam}", ylim=(40, 101))
+    axes[0][0].set_ylabel("AUC %")
+    axes[0][-1].legend(fontsize=6)
+    return fig_png(fig)
+
+
 def _plot_n_sweep(doc: dict, cw: list[str]) -> bytes:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

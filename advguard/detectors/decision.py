@@ -2,7 +2,9 @@
 
 ``svc`` (RBF SVM, ML-LOO / Segmentation Fault / THEMIS), ``rf`` (random forest), ``xgb``
 (XGBoost, Segmentation Fault), ``adaboost`` (THEMIS), ``lda`` / ``mlp`` (Nguyen et al.),
-``logreg`` (original ML-LOO). Scaling is part of the pipeline where the model needs it.
+``logreg`` (original ML-LOO). Scaling is part of the pipeline where the model needs it; ``scale=False``
+drops the scaler of ``svc`` / ``lda`` / ``mlp`` / ``logreg`` (THEMIS's released code fits its SVM on raw
+softmax features: ``make_decision_model("svc", scale=False, C=5, gamma=0.01)``).
 """
 from __future__ import annotations
 
@@ -14,15 +16,51 @@ from ..errors import unknown_name
 DECISION_MODELS = ("svc", "rf", "xgb", "adaboost", "lda", "mlp", "logreg")
 
 
+#: decision models whose pipeline starts with a StandardScaler (``scale=False`` removes it)
+SCALED_MODELS = ("svc", "lda", "mlp", "logreg")
+
+
 def make_decision_model(name: str, seed: int = 0, **params) -> BaseEstimator:
-    """A fresh, unfitted estimator ``name`` with ``params`` overriding the defaults."""
+    """A fresh, unfitted estimator ``name`` with ``params`` overriding the defaults; ``scale`` (bool, default
+    True) only for the :data:`SCALED_MODELS`."""
+    from ..errors import ParameterError, ParameterTypeError
+
+    if "scale" in params:
+        scale = params.pop("scale")
+        if name not in SCALED_MODELS:
+            raise ParameterError(f"decision model {name!r} has no scaler: 'scale' applies to "
+                                 f"{', '.join(SCALED_MODELS)}")
+        if not isinstance(scale, bool):
+            raise ParameterTypeError(f"'scale' must be true or false, got {scale!r}")
+    else:
+        scale = True
+
+    try:
+        est = _construct(name, seed, scale, params)
+    except TypeError as e:  # an unknown keyword of the estimator
+        raise ParameterError(f"decision model {name!r}: {e}") from None
+    final = est.steps[-1][1] if hasattr(est, "steps") else est
+    check = getattr(final, "_validate_params", None)  # scikit-learn's own parameter constraints
+    if check is not None:
+        try:
+            check()
+        except (ValueError, TypeError) as e:
+            raise ParameterError(f"decision model {name!r}: {e}") from None
+    return est
+
+
+def _construct(name: str, seed: int, scale: bool, params: dict) -> BaseEstimator:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.ensemble import AdaBoostClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
+
+    def make_pipeline(*steps):  # the scaler is the first step where there is one
+        from sklearn.pipeline import make_pipeline as mp
+
+        return mp(*(steps if scale else steps[1:]))
 
     if name == "svc":
         return make_pipeline(StandardScaler(), SVC(**{"kernel": "rbf", "C": 1.0, "gamma": "scale", **params}))
