@@ -175,8 +175,16 @@ def test_segfault_experiment_smoke(tmp_path):
     t = doc["timing"]["ML-LOO (pixel)"]
     assert [t[fl]["dims"] for fl in ("1d", "10d", "multilayer")] == [1, 10, 4010]
     assert t["10d"]["mean_units"] == 1024 and 1 < doc["timing"]["SLIC n_segments=32"]["10d"]["mean_units"] <= 64
+    assert doc["timing"]["SLIC n_segments=32"]["10d"]["images"] == 4  # timing_images
+    # value_range = 255: the paper's row beside ours; the segment counts of the paper's grid on [0, 1] / [0, 255]
+    assert doc["paper_rows"]["Felzenszwalb scale=100 [0, 255]"] == "Felzenszwalb scale=100"
+    sc = doc["segment_counts"]["mean_segments"]
+    assert len(sc) == 13 and set(sc["SLIC n_segments=64"]) == {"1", "paper"}
+    qs = sc["Quickshift sigma=0 max_dist=10"]
+    assert qs["255"] > 10 * qs["1"] and round(qs["paper"]) == 513
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 1 and "Table 7" in html and "(0.810)" in html
+    assert "(0.834)" in html and "implied by Table 7" in html  # Felzenszwalb scale=100's FGSM multi-layer AUC
     assert main(args) == 0  # features cached per batch: identical numbers
     assert json.loads((out / "results.json").read_text())["auc"] == doc["auc"]
 

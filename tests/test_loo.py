@@ -66,6 +66,65 @@ def test_segmentations_label_every_pixel(foolbox_images, unit, params):
     assert 1 < k <= 1024
 
 
+def test_value_range_255_segments_real_cifar10_images_into_many_more_quickshift_segments():
+    """value_range=255 segments the 8-bit image (what the paper's code most probably did): Quickshift's max_dist
+    acts on colour distances, so it cuts real CIFAR-10 images into many more segments than on [0, 1];
+    Felzenszwalb on [0, 255] with scale s is Felzenszwalb on [0, 1] with scale s / 255."""
+    from advguard import load_dataset
+
+    imgs = load_dataset("cifar10", "test", limit=6, seed=0, source="lossless").x.transpose(0, 2, 3, 1)
+    for params in ({"sigma": 0, "max_dist": 10, "kernel_size": 5}, {"sigma": 2, "max_dist": 20, "kernel_size": 5}):
+        k1 = np.mean([segment(im, "quickshift", **params).max() + 1 for im in imgs])
+        k255 = np.mean([segment(im, "quickshift", **params, value_range=255).max() + 1 for im in imgs])
+        assert k1 < 30 and k255 > 10 * k1, (params, k1, k255)
+    for im in imgs:
+        np.testing.assert_array_equal(segment(im, "felzenszwalb", scale=1000, value_range=255),
+                                      segment(im, "felzenszwalb", scale=1000 / 255))
+        np.testing.assert_array_equal(segment(im, "quickshift", sigma=1, max_dist=10, value_range=1),
+                                      segment(im, "quickshift", sigma=1, max_dist=10))  # 1: the default
+    # the detector takes [0, 1] images as always and records the segment counts
+    clf = _tiny()
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(4))
+    det = LeaveOneOut(clf, unit="quickshift", unit_params={"sigma": 0, "max_dist": 10, "value_range": 255})
+    det.extract(x)
+    assert det.units_per_image_ and max(det.units_per_image_) <= 36
+
+
+@pytest.mark.parametrize("unit, params, match", [
+    ("quickshift", {"value_range": 0}, "value_range"), ("quickshift", {"value_range": -255}, "value_range"),
+    ("felzenszwalb", {"value_range": float("nan")}, "value_range"), ("quickshift", {"value_range": "255"}, "value_range"),
+    ("quickshift", {"value_range": True}, "value_range"), ("felzenszwalb", {"value_range": 1e9}, "value_range"),
+    ("quickshift", {"value_rnage": 255}, "did you mean 'value_range'"),
+    ("slic", {"n_segments": 64, "value_range": 255}, "SLIC rescales"), ("pixel", {"value_range": 255}, "do not segment"),
+    ("felzenszwalb", {"scale": -1}, "scale"), ("quickshift", {"ratio": 2}, "ratio"), ("slic", {"n_segments": 0.5}, "n_segments"),
+    ("slic", {"n_segment": 64}, "did you mean 'n_segments'"),
+])
+def test_unit_params_are_checked(unit, params, match):
+    from advguard.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=match):
+        LeaveOneOut(_tiny(), unit=unit, unit_params=params)
+    with pytest.raises(ParameterError, match=match):
+        segment(np.zeros((6, 6, 3)), unit, **params)
+
+
+def test_value_range_in_a_bench_config_is_checked(tmp_path):
+    from advguard.bench.config import ConfigError, load_config
+
+    base = ('name = "c"\nexperiment = "segfault"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
+            '[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "quickshift"\npaper = "Quickshift sigma=0 max_dist=10"\n')
+    p = tmp_path / "c.toml"
+    p.write_text(base + "params = { sigma = 0, max_dist = 10, value_range = 255 }\n", encoding="utf-8")
+    assert load_config(p).segfault["unit"][0]["params"]["value_range"] == 255
+    for bad, match in (("value_range = 0", "value_range"), ("value_rang = 255", "value_range")):
+        p.write_text(base + f"params = {{ sigma = 0, {bad} }}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=match):
+            load_config(p)
+    p.write_text(base.replace("quickshift", "slic") + "params = { value_range = 255 }\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="SLIC rescales"):
+        load_config(p)
+
+
 def test_statistics_and_names():
     rng = np.random.default_rng(0)
     phi = rng.random((50, 4))
@@ -100,6 +159,23 @@ def test_save_load_roundtrip(fgsm_set, tmp_path):
     back = Detector.load(det.save(tmp_path / "loo.zip"), clf)
     np.testing.assert_allclose(back.score(x[30:40]), det.score(x[30:40]))
     assert back.params["unit_params"] == {"scale": 100} and back.params["baseline"] == "blur"
+
+
+def test_save_load_roundtrip_keeps_the_value_range(fgsm_set, tmp_path):
+    import json
+    import zipfile
+
+    clf, x, xa = fgsm_set
+    params = {"scale": 1000, "value_range": 255}  # (Felzenszwalb: ~15 segments, so this test is quick)
+    det = LeaveOneOut(clf, unit="felzenszwalb", unit_params=params, feature="10d",
+                      decision_model="logreg").fit(x[:20], xa[:20])
+    path = det.save(tmp_path / "qs255.zip")
+    with zipfile.ZipFile(path) as z:
+        assert json.loads(z.read("detector.json"))["params"]["unit_params"] == params
+    back = Detector.load(path, clf)
+    assert back.params["unit_params"] == params
+    np.testing.assert_allclose(back.score(x[20:26]), det.score(x[20:26]))
+    assert back.units_per_image_[-6:] == det.units_per_image_[-6:]
 
 
 def test_multilayer_feature_selects_hidden_units_once_and_saves_them(tmp_path):

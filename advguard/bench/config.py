@@ -63,9 +63,6 @@ BLURNET_DEFAULTS = {"stop_class": 14, "n_signs": 40, "targets": "all", "lam": 0.
                     "whitebox": ["gtsrb-cnn-dw3", "gtsrb-cnn-dw5", "gtsrb-cnn-dw7", "gtsrb-cnn-tv1e-4",
                                  "gtsrb-cnn-tv1e-5"]}
 VARIANT_KEYS = {"label", "batch", "size", "shape", "n_patches", "position", "multi_size"}
-#: [[segfault.unit]] params by occlusion unit (what :func:`advguard.detectors.loo.segment` reads)
-UNIT_PARAMS = {"pixel": set(), "channel-pixel": set(), "felzenszwalb": {"scale", "sigma", "min_size"},
-               "quickshift": {"ratio", "kernel_size", "max_dist", "sigma"}, "slic": {"n_segments", "compactness"}}
 CNN_KEYS = {"label", "backbone", "softmax_in_training", "epochs", "lr", "batch_size", "widths"}
 ATTACK_KEYS = {"name", "label", "params", "target_shift", "group"}
 DETECTOR_KEYS = {"name", "label", "params", "decision_models"}
@@ -387,8 +384,12 @@ def _schemas() -> dict[str, _Spec]:
             "segfault": _Table({"classifiers": _List(dm), "pixel_classifiers": _List(dm),
                                 "baseline": _Str(BASELINES, "occlusion baseline"),
                                 "statistic": _Str(STATISTICS, "dispersion statistic"), "batch_images": POS_INT,
+                                "timing_images": POS_INT,
+                                "segment_counts": _Table({"images": POS_INT,
+                                                          "value_ranges": _List(POS_NUM, min_len=1)}),
                                 "unit": _List(_Table({"label": _Str(nonempty=True),
-                                                      "unit": _Str(UNITS, "occlusion unit"), "params": _Table(None)},
+                                                      "unit": _Str(UNITS, "occlusion unit"), "params": _Table(None),
+                                                      "paper": _Str(nonempty=True)},
                                                      required=("unit",)), min_len=1,
                                               hint=TABLES_HINT.format("segfault.unit"))}),
             "taintradar": _Table({
@@ -554,14 +555,23 @@ def validate_config(doc) -> list[str]:
             if not units:
                 P.add("segfault.unit", "[segfault] needs at least one [[segfault.unit]]")
             else:
+                from ..detectors.loo import UNIT_PARAMS, check_unit_params
+
                 for i, u in enumerate(units):
-                    allowed = UNIT_PARAMS.get(u["unit"], set())
+                    allowed = set(UNIT_PARAMS.get(u["unit"], {}))
+                    bad = False
                     for k in sorted(u.get("params", {}), key=str):
-                        if k not in allowed:
+                        if k not in allowed and k != "value_range":  # check_unit_params says why not
+                            bad = True
                             P.add(f"segfault.unit[{i + 1}].params.{k}", f"occlusion unit {u['unit']!r} has no "
                                   f"parameter {k!r}" + _did_you_mean(k, allowed)
                                   + (f"; its parameters: {', '.join(sorted(allowed))}" if allowed else
                                      "; it takes none"))
+                    if not bad and u["unit"] in UNIT_PARAMS:
+                        try:  # the values too (ranges, value_range), as LeaveOneOut would check them
+                            check_unit_params(u["unit"], dict(u.get("params", {})))
+                        except AdvguardError as e:
+                            P.add(f"segfault.unit[{i + 1}].params", str(e))
                 labels = [u.get("label", u.get("unit")) for u in units]
                 if len(set(labels)) != len(labels):
                     P.add("segfault.unit", f"[[segfault.unit]] labels must be unique, got {labels}")

@@ -63,3 +63,26 @@ TABLE7 = {
 def seconds(text: str | None) -> float | None:
     """'44.8s' / '~80s' -> 44.8 / 80.0 (None for a missing entry)."""
     return None if not text else float(text.strip("~s"))
+
+
+#: the nodes of the paper's multi-layer feature (its network: 10 outputs + 200 units from each of 19 layers)
+PAPER_NODES = 3810
+_UNITS = {"KB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+def implied_segments(label: str) -> float | None:
+    """Segments per image implied by Table 7's multi-layer attribution array for 128 images (128 x segments x
+    3,810 nodes x 4 bytes, decimal units as printed): '1GB' for Quickshift sigma=0 max_dist=10 -> 512.6."""
+    text = TABLE7.get(label, {}).get("memory", {}).get("multilayer")
+    if not text:
+        return None
+    t = text.strip("~")
+    return float(t[:-2]) * _UNITS[t[-2:]] / (128 * PAPER_NODES * 4)
+
+
+#: Table 7's segmentation grid as (occlusion unit, unit_params); Quickshift with scikit-image's default
+#: kernel_size 5 (the paper used the defaults)
+GRID = {**{f"Felzenszwalb scale={s}": ("felzenszwalb", {"scale": s}) for s in (1, 10, 100, 1000)},
+        **{f"Quickshift sigma={s} max_dist={m}": ("quickshift", {"sigma": s, "max_dist": m, "kernel_size": 5})
+           for s in (0, 1, 2) for m in (10, 20)},
+        **{f"SLIC n_segments={n}": ("slic", {"n_segments": n}) for n in (32, 64, 128)}}

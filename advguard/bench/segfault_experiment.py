@@ -14,6 +14,13 @@ Paper: ``segmentation-fault-ml-loo`` (Sections 3-4; METHODS.md section 1).
    peak MB and mean segments per 128-image batch for each flavour, timed on the first 128 clean images, and
    the size of the attribution array the paper held), Figure 3 (time vs AUC, C&W, 10-D).
 
+Options beyond the paper's grid: a unit's ``params`` may set ``value_range`` (Felzenszwalb / Quickshift segment
+the image scaled to [0, value_range], e.g. 255 for the 8-bit images the paper's code most probably segmented) and
+``paper`` names the paper's row to print beside it; ``[segfault] timing_images`` (default 128) sets how many
+clean images the Table 7 timing runs on (reported per 128 images); ``[segfault.segment_counts]`` (``images``,
+``value_ranges``) adds a table of mean segments per clean image for the paper's whole Felzenszwalb / Quickshift /
+SLIC grid at each value range, beside the counts the paper's Table 7 memory implies.
+
 Deviation: decision models are trained with their defaults (the paper's "off-the-shelf"); our SVC scales
 features first (the IQRs are ~1e-3, on which an unscaled RBF SVC is degenerate).
 """
@@ -48,6 +55,31 @@ BATCH = 128
 def _label(unit: dict) -> str:
     """A ``[[segfault.unit]]``'s label (its ``label``, else its unit name)."""
     return unit.get("label", unit["unit"])
+
+
+def _paper_label(unit: dict) -> str:
+    """The paper's row a ``[[segfault.unit]]`` reproduces (its ``paper``, else its label)."""
+    return unit.get("paper", _label(unit))
+
+
+def segment_counts(x: np.ndarray, value_ranges: list[float], grid: dict | None = None) -> dict[str, dict[str, float]]:
+    """Mean segments per image of ``x`` (N, C, H, W in [0, 1]) for every setting of ``grid`` (label -> (unit,
+    params); default the paper's Table 7 grid) at each value range (Felzenszwalb / Quickshift; SLIC rescales
+    to [0, 1] itself, so it is counted once, under value range 1), with the paper's implied count."""
+    from ..detectors.loo import UNIT_PARAMS, segment
+
+    imgs = np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1), dtype=np.float64)
+    out: dict[str, dict[str, float]] = {}
+    for lab, (unit, params) in (paper.GRID if grid is None else grid).items():
+        row: dict[str, float] = {}
+        for vr in value_ranges:
+            if float(vr) != 1.0 and "value_range" not in UNIT_PARAMS[unit]:
+                continue
+            extra = {} if float(vr) == 1.0 else {"value_range": vr}
+            row[f"{vr:g}"] = float(np.mean([segment(im, unit, **params, **extra).max() + 1 for im in imgs]))
+        row["paper"] = paper.implied_segments(lab)
+        out[lab] = row
+    return out
 
 
 def _detector(clf, unit: dict, opts: dict, feature: str, seed: int) -> LeaveOneOut:
@@ -138,6 +170,26 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     out.mkdir(parents=True, exist_ok=True)
     clf = load_model(cfg.model)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
+    # ---- segment counts of the paper's grid at each value range, on clean images of the same split (first:
+    # cheap, and useful on its own)
+    counts_doc = None
+    if opts.get("segment_counts"):
+        sc = opts["segment_counts"]
+        n_sc, vrs = int(sc.get("images", 500)), list(sc.get("value_ranges", [1, 255]))
+        key = cache_key("segcounts", cfg.dataset, cfg.split, n_sc, cfg.seed, ds_kwargs, vrs)
+        path = cache / "segfault" / f"segcounts-{key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with cache_lock(path):
+            counts_doc = load_json(path)
+            if counts_doc is None:
+                from ..data import load_dataset
+
+                xs = load_dataset(cfg.dataset, cfg.split, limit=n_sc, seed=cfg.seed, **ds_kwargs).x
+                t0 = time.perf_counter()
+                counts_doc = {"images": int(len(xs)), "value_ranges": [f"{v:g}" for v in vrs],
+                              "mean_segments": segment_counts(xs, vrs), "seconds": 0.0}
+                counts_doc["seconds"] = time.perf_counter() - t0
+                save_json(path, json.dumps(counts_doc, indent=1))
     sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
     first = next(iter(sets.values()))
     families: dict[str, list[str]] = {}
@@ -167,8 +219,9 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         for g, (xa, _, keys) in fam.items():
             feats[lab][g] = unit_features(det, xa, root / cache_key("loo", params, keys), f"{lab} | {g}", progress, batch)
 
-    # ---- Table 7 timings: every flavour on the first batch of clean images
-    timing = {lab: _timing(clf, u, opts, x_c[:batch], root / f"timing-{cache_key('t', u, opts, clean_key)}.json",
+    # ---- Table 7 timings: every flavour on the first batch (or timing_images) of clean images
+    n_time = int(opts.get("timing_images", batch))
+    timing = {lab: _timing(clf, u, opts, x_c[:n_time], root / f"timing-{cache_key('t', u, opts, clean_key)}.json",
                            cfg.seed) for u, lab in zip(units, labels)}
     floor = forward_cost(clf, x_c[:256])
 
@@ -194,7 +247,10 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
            "grid_cost": {lab: {k: {"seconds_per_batch": float(np.mean(v["seconds"])), "batches": int(len(v["seconds"])),
                                    "peak_mb": float(np.nanmax(v["peak_mb"])), "mean_units": float(np.mean(v["units"]))}
                                for k, v in feats[lab].items()} for lab in labels},
-           "forward_floor": floor, "provenance": provenance()}
+           "forward_floor": floor, "segment_counts": counts_doc,
+           "data": {"dataset": cfg.dataset, "split": cfg.split, "dataset_kwargs": ds_kwargs, "n_images": cfg.n_images,
+                    "timing_images": n_time},
+           "paper_rows": {_label(u): _paper_label(u) for u in units}, "provenance": provenance()}
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1, default=float))
     _page(cfg, doc, out, units)
     return doc
@@ -213,15 +269,41 @@ def _f3(v) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
+def _per128(t: dict) -> float:
+    """A timing entry's seconds per 128 images (it ran on ``images`` of them)."""
+    return float(t["seconds"]) * 128 / int(t.get("images", 128))
+
+
+def _counts_section(page: Page, sc: dict) -> None:
+    vrs = sc["value_ranges"]
+    page.h2("Segments per clean image: the paper's grid on [0, 1] and on other value ranges")
+    page.text(
+        f"Mean segments per image over {sc['images']} clean images of the same split (all of them, not only the "
+        "correctly classified), with scikit-image's defaults otherwise (Quickshift kernel_size 5), for each value "
+        "range the image is scaled to before segmenting ([0, 1] is advguard's default; 255 the 8-bit range); "
+        "SLIC rescales every image to [0, 1] itself, so only its [0, 1] count is given. The paper's count is the "
+        "one its Table 7 memory implies (128 images x segments x 3,810 nodes x 4 bytes for the multi-layer "
+        f"feature). Counting took {sc['seconds']:.0f} s.")
+    rows = []
+    for lab, row in sc["mean_segments"].items():
+        rows.append([lab] + [f"{row[v]:.1f}" if v in row else "-" for v in vrs]
+                    + ["-" if row.get("paper") is None else f"{row['paper']:.0f}"])
+    page.table(["setting"] + [f"ours on [0, {v}]" for v in vrs] + ["paper (implied by Table 7)"], rows)
+
+
 def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
     prov = doc["provenance"]
     fams = doc["families"]
     page = Page(cfg.title or cfg.name)
     n_clean = next(iter(doc["counts"].values()))
+    source = (doc.get("data") or {}).get("dataset_kwargs", {}).get("source")
+    split = "/".join(f"{f * 100:g}" for f in cfg.fractions)
+    copy = {"jpeg": ", JPEG copy", "lossless": ", lossless copy"}.get(source, f", source {source}" if source else "")
     page.text(
-        f"Data: {cfg.dataset} ({cfg.split} split, JPEG copy), the first {cfg.n_images} images of a seeded draw; the "
+        f"Data: {cfg.dataset} ({cfg.split} split{copy}), the first {cfg.n_images} images of a seeded draw; the "
         f"correctly classified ones are the clean set ({n_clean['clean_train']} train + {n_clean['clean_test']} test), "
-        f"shared by all attacks. Model `{cfg.model}`. Split 80/20 by clean-image id. Machine: {prov['machine']}. "
+        f"shared by all attacks. Model `{cfg.model}`. Split {split} (train/test) by clean-image id. "
+        f"Machine: {prov['machine']}. "
         f"Commit `{prov['commit']}`. Reproduce: `advguard bench configs/{cfg.name}.toml` (resumable).")
     page.h2("Data")
     rows = []
@@ -246,24 +328,36 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
     rows = []
     for u in units:
         lab = _label(u)
-        rows.append([lab] + [f"{_f3(doc['auc'][lab].get(f'xgb|{g}|{fl}'))} ({_f3(paper.TABLE6.get(lab, {}).get(g, {}).get(fl))})"
+        p6 = paper.TABLE6.get(_paper_label(u), {})
+        rows.append([lab] + [f"{_f3(doc['auc'][lab].get(f'xgb|{g}|{fl}'))} ({_f3(p6.get(g, {}).get(fl))})"
                              for g in fams for fl in FLAVOURS])
     page.table(head, rows)
+    if any(_paper_label(u) != _label(u) for u in units):
+        page.text("Paper rows beside ours: " + "; ".join(f"{_label(u)}: the paper's {_paper_label(u)}"
+                                                         for u in units if _paper_label(u) != _label(u)) + ".")
+    if doc.get("segment_counts"):
+        _counts_section(page, doc["segment_counts"])
+    n_time = next(iter(doc["timing"].values()))["1d"]["images"]
     page.h2("Table 7: cost per 128-image batch")
     page.text(
-        "Seconds to compute the features of the first 128 clean images (ours on this machine's CPU; the paper's "
+        f"Seconds to compute the features of the first {n_time} clean images"
+        + ("" if n_time == 128 else ", scaled to 128 images,")
+        + " (ours on this machine's CPU; the paper's "
         "on a Tesla P100 GPU), peak resident-memory rise during it, mean occlusion units per image, and the size of "
         "the attribution array the paper's code held before reducing it (128 x units x nodes x 4 bytes; ours "
-        "never holds more than one image's). Forward floor of the plain model: "
+        "never holds more than one image's); mean units per image with the paper's implied count in parentheses "
+        "(from the size of its multi-layer array: 128 x units x 3,810 nodes x 4 bytes). Forward floor of the plain "
+        "model: "
         f"{doc['forward_floor']['images_per_s']:.0f} images/s.")
     rows = []
     for u in units:
         lab = _label(u)
         t = doc["timing"][lab]
-        p7 = paper.TABLE7.get(lab, {})
+        p7 = paper.TABLE7.get(_paper_label(u), {})
+        implied = paper.implied_segments(_paper_label(u))
         held = {fl: 128 * t[fl]["mean_units"] * t[fl]["dims"] * 4 / 2 ** 20 for fl in FLAVOURS}
-        rows.append([lab, f"{t['1d']['mean_units']:.1f}"]
-                    + [f"{t[fl]['seconds']:.2f} s ({p7.get('time', {}).get(fl, '-')})" for fl in FLAVOURS]
+        rows.append([lab, f"{t['1d']['mean_units']:.1f}" + (f" ({implied:.0f})" if implied else "")]
+                    + [f"{_per128(t[fl]):.2f} s ({p7.get('time', {}).get(fl, '-')})" for fl in FLAVOURS]
                     + [f"{t[fl]['peak_mb']:.0f}" for fl in FLAVOURS]
                     + [f"{held['multilayer']:.1f} MB ({p7.get('memory', {}).get('multilayer', '-')})"])
     page.table(["occlusion unit", "mean units / image"] + [f"time {FLAVOUR_NAMES[fl]} (paper)" for fl in FLAVOURS]
@@ -276,10 +370,10 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
         for u in units:
             lab = _label(u)
             if who == "ours":
-                x, y = doc["timing"][lab]["10d"]["seconds"], doc["auc"][lab].get(f"xgb|{cw}|10d")
+                x, y = _per128(doc["timing"][lab]["10d"]), doc["auc"][lab].get(f"xgb|{cw}|10d")
             else:
-                x, y = paper.seconds(paper.TABLE7.get(lab, {}).get("time", {}).get("10d")), \
-                    paper.TABLE6.get(lab, {}).get("C&W", {}).get("10d")
+                x, y = paper.seconds(paper.TABLE7.get(_paper_label(u), {}).get("time", {}).get("10d")), \
+                    paper.TABLE6.get(_paper_label(u), {}).get("C&W", {}).get("10d")
             if x is None or y is None:
                 continue
             ax.scatter(x, y, marker={"pixel": "*", "felzenszwalb": "s", "quickshift": "^", "slic": "o"}[u["unit"]],

@@ -11,9 +11,17 @@ output that run once per forward pass; the selection is made on the first call a
 detector). Adversarial images, sitting near a boundary, have heavier-tailed
 attribution distributions than clean ones.
 
-Segmentation (Segmentation Fault): scikit-image Felzenszwalb (``scale``), Quickshift (``sigma``,
-``max_dist``, ``kernel_size``) or SLIC (``n_segments``, ``compactness``), computed on the image in [0, 1]
-pixel space (the authors segmented normalised images), on a thread pool.
+Segmentation (Segmentation Fault): scikit-image Felzenszwalb (``scale``, ``sigma``, ``min_size``), Quickshift
+(``sigma``, ``max_dist``, ``kernel_size``, ``ratio``) or SLIC (``n_segments``, ``compactness``), on a thread
+pool, given as ``unit_params`` (checked: an unknown key or an out-of-range value is a ParameterError). By
+default the image is segmented in [0, 1] pixel space. Felzenszwalb and Quickshift also take ``value_range``
+(default 1): the image is multiplied by it before segmenting, so ``value_range=255`` segments the 8-bit
+[0, 255] image that code written for uint8 arrays sees (the detector still takes float32 NCHW in [0, 1],
+and the occlusion itself is unchanged). It matters because Felzenszwalb's ``scale`` and Quickshift's
+``max_dist`` act on colour differences: Felzenszwalb on [0, 255] with ``scale`` equals [0, 1] with
+``scale / 255``; Quickshift converts the float image to CIELAB, which on [0, 255] input is outside sRGB's
+domain and stretches colour distances ~(255 ** 0.8)x, so nearly every pixel becomes its own segment. SLIC
+rescales every image to [0, 1] itself, so it does not take ``value_range``.
 
 Cost: for one-pixel units (``pixel``, ``channel-pixel``) on models whose first layers are convolutions,
 pools and per-position modules, ``patch=True`` (default) computes the clean image's early feature maps once
@@ -36,7 +44,7 @@ import numpy as np
 import torch
 
 from .._parallel import thread_map
-from ..errors import ParameterError, unknown_name
+from ..errors import ParameterError, ParameterTypeError, unknown_name
 from .base import Detector, check_count, check_rate
 
 UNITS = ("pixel", "channel-pixel", "felzenszwalb", "quickshift", "slic")
@@ -45,19 +53,56 @@ FEATURES = ("1d", "10d", "multilayer")
 STATISTICS = ("iqr", "std", "mad")
 SEGMENT_DEFAULTS = {"felzenszwalb": {"scale": 100.0}, "quickshift": {"sigma": 1.0, "max_dist": 10.0, "kernel_size": 3},
                     "slic": {"n_segments": 64, "compactness": 10.0}}
+#: the ``unit_params`` each occlusion unit takes: name -> (low, high, low_open, integer) for check_number;
+#: ``value_range``: the image is segmented scaled to [0, value_range] (1: as given; 255: the 8-bit range)
+UNIT_PARAMS: dict[str, dict[str, tuple]] = {
+    "pixel": {}, "channel-pixel": {},
+    "felzenszwalb": {"scale": (0.0, None, True, False), "sigma": (0.0, None, False, False),
+                     "min_size": (0, None, False, True), "value_range": (0.0, 65535.0, True, False)},
+    "quickshift": {"sigma": (0.0, None, False, False), "max_dist": (0.0, None, False, False),
+                   "kernel_size": (0.0, None, True, False), "ratio": (0.0, 1.0, False, False),
+                   "value_range": (0.0, 65535.0, True, False)},
+    "slic": {"n_segments": (1, None, False, True), "compactness": (0.0, None, True, False)},
+}
+
+
+def check_unit_params(unit: str, params) -> dict:
+    """``params`` (a dict) checked for occlusion ``unit``: every key one ``unit`` takes and every value a finite
+    number in its range, else a :class:`ParameterError` naming it. Returned as given (not converted), so saved
+    detectors and cache keys stay the same."""
+    from ..validation import check_keywords, check_number
+
+    if unit not in UNIT_PARAMS:
+        raise unknown_name("occlusion unit", unit, list(UNITS))
+    if not isinstance(params, dict):
+        raise ParameterTypeError(f"unit_params must be a dict, got {type(params).__name__}")
+    where = f"occlusion unit {unit!r}"
+    allowed = UNIT_PARAMS[unit]
+    if "value_range" in params and "value_range" not in allowed:
+        why = ("SLIC rescales every image to [0, 1] itself, so the value range cannot change its segments"
+               if unit == "slic" else "one-pixel units do not segment the image")
+        raise ParameterError(f"{where} takes no value_range ({why}); value_range is for felzenszwalb and quickshift")
+    check_keywords(where, params, allowed)
+    for k, v in params.items():
+        lo, hi, lo_open, integer = allowed[k]
+        check_number(k, v, lo=lo, hi=hi, lo_open=lo_open, integer=integer, where=where)
+    return dict(params)
 
 
 def segment(image: np.ndarray, unit: str, **params) -> np.ndarray:
-    """(H, W) int label map 0..K-1 of an (H, W, C) image in [0, 1] for occlusion ``unit``; every pixel labelled."""
+    """(H, W) int label map 0..K-1 of an (H, W, C) image in [0, 1] for occlusion ``unit``; every pixel labelled.
+    ``params``: the unit's :data:`UNIT_PARAMS` (checked); ``value_range`` scales the image to [0, value_range]
+    before segmenting."""
     from skimage import segmentation as seg
 
     h, w = image.shape[:2]
+    check_unit_params(unit, params)
     if unit in ("pixel", "channel-pixel"):
         return np.arange(h * w).reshape(h, w)
-    if unit not in SEGMENT_DEFAULTS:
-        raise unknown_name("occlusion unit", unit, list(UNITS))
     p = {**SEGMENT_DEFAULTS[unit], **params}
     img = np.ascontiguousarray(image, dtype=np.float64)
+    if float(p.get("value_range", 1)) != 1.0:
+        img = img * float(p["value_range"])
     multi = img.shape[2] > 1
     if unit == "felzenszwalb":
         lab = seg.felzenszwalb(img if multi else img[:, :, 0], scale=p["scale"], sigma=p.get("sigma", 0.8),
@@ -147,14 +192,13 @@ class LeaveOneOut(Detector):
         units_per_layer = check_count("units_per_layer", units_per_layer, low=1)
         workers = check_count("workers", workers, low=1, optional=True)
         blur_sigma = check_rate("blur_sigma", blur_sigma, low=0.0, high=float("inf"))
-        if unit_params is not None and not isinstance(unit_params, dict):
-            raise ParameterError(f"unit_params must be a dict, got {type(unit_params).__name__}")
+        unit_params = check_unit_params(unit, {} if unit_params is None else unit_params)
         if baseline_value is not None:
             if np.ndim(baseline_value) != 1 or len(baseline_value) != classifier.channels:
                 raise ParameterError(f"baseline_value needs {classifier.channels} values (one per channel), "
                                      f"got {baseline_value!r}")
             baseline_value = [check_rate("baseline_value", v, closed=True) for v in baseline_value]
-        super().__init__(classifier, unit=unit, unit_params=dict(unit_params or {}), baseline=baseline,
+        super().__init__(classifier, unit=unit, unit_params=unit_params, baseline=baseline,
                          baseline_value=None if baseline_value is None else [float(v) for v in baseline_value],
                          blur_sigma=float(blur_sigma), feature=feature, statistic=statistic, layers=int(layers),
                          units_per_layer=int(units_per_layer), batch_size=int(batch_size), patch=bool(patch),
