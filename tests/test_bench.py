@@ -134,15 +134,31 @@ def test_themis_experiment_smoke(tmp_path):
     args = ["bench", str(ROOT / "configs" / "themis-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
     assert main(args) == 0
     doc = json.loads((out / "results.json").read_text())
+    labels = ("svc", "adaboost", "svc authors + train-split clean", "svc grid")
     assert {(r["model"], r["classifier"]) for r in doc["table1"]} == {
-        (m, c) for m in ("cifar10-cnn", "cifar10-resnet20") for c in ("svc", "adaboost")}
+        (m, c) for m in ("cifar10-cnn", "cifar10-resnet20") for c in labels}
+    for m, s in doc["sets"].items():  # the train-split clean images: correctly classified ones of 30 drawn
+        assert s["extra_clean"]["split"] == "train" and 0 < s["extra_clean"]["correct"] <= 30
+        extra = next(r for r in doc["table1"] if r["model"] == m and r["extra_clean"])
+        plain = next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc")
+        assert extra["n_clean_train"] == plain["n_clean_train"] + s["extra_clean"]["correct"]
+        assert extra["params"] == {"scale": False, "C": 5.0, "gamma": 0.01}
+        assert next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc grid")["params"]["C"] \
+            in (1.0, 5.0)
+    # table entries without all_tables stay in Table 1 only
+    assert {r["classifier"] for r in doc["table3"]} == {r["classifier"] for r in doc["table4"]} == {"svc", "adaboost"}
+    assert {v["model"] for v in doc["vote"]} == set(doc["sets"]) and all(0 <= v["fpr"] <= 1 for v in doc["vote"])
+    assert {(r["pairs"], r["classifier"]) for r in doc["learning_curve"]} == {
+        (k, c) for k in (3, 6) for c in ("svc", "svc aligned")}
+    assert all(0 <= r["auc_min"] <= r["auc_mean"] <= r["auc_max"] <= 1 for r in doc["learning_curve"])
     for m, s in doc["sets"].items():
         att = s["attacks"]
         # balanced: the attacks share the clean set and attack disjoint parts of it
         assert sum(v["n_attacked"] for v in att.values()) == s["n_correct"]
         assert all(0 < v["n_adv"] <= v["n_attacked"] for v in att.values())
     for r in doc["table1"]:
-        assert 0 <= r["fpr"] <= 1 and set(r["dr"]) == {"CW-L2 κ=0.0", "DeepFool"} and "median_baseline" in r
+        assert 0 <= r["fpr"] <= 1 and set(r["dr"]) == {"CW-L2 κ=0.0", "DeepFool"}
+        assert ("median_baseline" in r) == (r["classifier"] in ("svc", "adaboost"))
     assert {(r["train"], r["test"]) for r in doc["table3"]} == {
         (a, b) for a in ("cifar10-cnn", "cifar10-resnet20") for b in ("cifar10-cnn", "cifar10-resnet20")}
     assert sorted({r["n"] for r in doc["table4"]}) == [2, 5]
@@ -151,7 +167,8 @@ def test_themis_experiment_smoke(tmp_path):
     assert ad["n_images"] == 4 and len(ad["bypass_curve"]) == 2 and 0 <= ad["bypass_rate"] <= 1
     assert ad["bypass_curve"] == sorted(ad["bypass_curve"])  # cumulative
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "Table 3" in html and "paper" in html
+    assert html.count("data:image/png;base64,") == 5 and "Table 3" in html and "paper" in html
+    assert "Whose gap" in html and "label-change vote" in html and "Learning curve" in html
     assert main(args) == 0  # everything cached (sets, E&R outputs, adaptive chunks): identical numbers
     again = json.loads((out / "results.json").read_text())
     assert again["table1"] == doc["table1"] and again["adaptive"][0]["bypass_curve"] == ad["bypass_curve"]
