@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from advguard.bench import ConfigError, load_config, parse_config
@@ -21,6 +22,7 @@ def _tiny(models, out: Path) -> dict:
             "taintradar": {"n_victims": 8, "n_calibration": 16, "n_eval_clean": 16, "sentinet_n_test": 4, "target": 3,
                            "batch_sizes": [4], "multi_size": [False], "sizes": [0.3],
                            "positions": ["bottom-right", "random"], "steps": 3, "k_max": 3, "fprs": [0.06, 0.1],
+                           "diagnostics": 4,
                            "models": models}}
 
 
@@ -50,9 +52,20 @@ def test_ablation_runs_each_model_and_layer_and_states_untrained_ones(tmp_path, 
             aucs = ca["taintradar_auc_by_k"]
             assert len(aucs) == 3 and ca["best_auc"] == max(aucs) and ca["auc_at_k"] == aucs[a["operating_points"]
                                                                                             ["0.06"]["k"] - 1]
+    for r in (a, b):  # the intersection's make-up at every K, from the same noise as the cached rank changes
+        d = r["diagnostics"]
+        assert d["clean"]["n"] == 4 and len(d["clean"]["area"]) == 3 and "in_patch" not in d["clean"]
+        for name, c in d["cells"].items():
+            assert c["n"] == 0 or (len(c["in_patch"]) == 3 and 0 <= c["true_label_rises_most"] <= 1
+                                   and all(0 <= v <= 1 for v in c["area"] + c["empty"]))
+    files = sorted((cache / "taintradar").glob("*/ranks-*-eval-clean.npz"))  # one per layer
+    means = [np.load(f)["r"][:4].mean(0) for f in files]
+    assert len(files) == 2 and all(any(np.allclose(r["diagnostics"]["clean"]["rank_change"], m) for m in means)
+                                   for r in (a, b))
     for sub in ("cifar10-resnet20-pretrained", "r20-16x16"):  # each entry's own full page
         assert json.loads((out / sub / "results.json").read_text())["layer"] in ("stage3", "stage2")
     md = (out / "results.md").read_text()
+    assert "true label rises most" in md
     assert "not yet trained" in md and "(97.2)" in md and "Commit `" in md and (out / "auc_vs_k_models.png").exists()
     saved = json.loads((out / "results.json").read_text())
     assert [r["label"] for r in saved["runs"]] == list(runs)

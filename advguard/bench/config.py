@@ -41,7 +41,7 @@ TAINTRADAR_DEFAULTS = {"n_victims": 400, "n_calibration": 200, "n_eval_clean": 4
                        "positions": ["bottom-right", "random"], "steps": 500, "lr": 0.05, "fprs": [0.06, 0.03],
                        "fill": "noise", "layer": None, "k_max": None, "sentinet_n_test": 100, "variants": [],
                        "size_range": [0.1, 0.5], "detector_batch": None, "misleading": None, "bpda": None,
-                       "models": None}
+                       "models": None, "diagnostics": 0}
 TAINTRADAR_KEYS = set(TAINTRADAR_DEFAULTS)
 #: an entry of [taintradar] models (issue #22's ablation): a zoo name, or a table naming the model, the Grad-CAM
 #: layer TaintRadar uses (default: [taintradar] layer, else the model's), a row label and a note (the setting)
@@ -399,6 +399,7 @@ def _schemas() -> dict[str, _Spec]:
                 "steps": POS_INT, "lr": POS_NUM, "fprs": _List(SHARE, min_len=1),
                 "fill": _Str(FILLS, "filling pattern"), "layer": _Str(nonempty=True), "k_max": POS_INT,
                 "sentinet_n_test": POS_INT, "size_range": _List(SHARE, length=2), "detector_batch": POS_INT,
+                "diagnostics": NONNEG_INT,
                 "models": _List(_OneOf(zoo, _Table({"model": zoo, "layer": _Str(nonempty=True),
                                                     "label": _Str(nonempty=True), "note": _Str()},
                                                    required=("model",)),

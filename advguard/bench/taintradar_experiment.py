@@ -27,7 +27,9 @@ Every cell is cached (patches, rank changes at every K, SentiNet points), so the
    SentiNet points are shared, only TaintRadar's rank changes are per layer), each into its own sub-folder of
    ``out`` with its own page, then writes one comparison page (operating points, clean FPR vs K, the rank
    change's AUC at every K, TPR at each FPR, SentiNet) and ``auc_vs_k_models.png``. A declared model without
-   weights yet (``advguard train NAME --install``) gets a "not yet trained" row instead of a run.
+   weights yet (``advguard train NAME --install``) gets a "not yet trained" row instead of a run. ``diagnostics =
+   n`` adds, per model, what the final intersection holds at every K on the first n held-out clean images and the
+   first n successes of each cell (area, empty share, share inside the patch, whether the true label rises most).
 """
 from __future__ import annotations
 
@@ -177,6 +179,8 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
     settings += [{"batch": 16, "size": 0.3, **v, "label": v.get("label", f"variant-{i}"), "variant": True}
                  for i, v in enumerate(o["variants"])]
     cells, examples, first_patches = [], {}, {}
+    diagnostics = {"clean": _diagnostics(tr, folder, dkey, "eval-clean", sets["eval_clean"][: int(o["diagnostics"])]),
+                   "cells": {}} if o["diagnostics"] else None
     for st in tqdm(settings, desc="patch settings", disable=not progress):
         sfold = folder / "patches" / _training_label(st, o["size_range"])
         sfold.mkdir(parents=True, exist_ok=True)
@@ -193,6 +197,11 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
                    "attempts": int(len(succ)), "sr": float(succ.mean())}
             row.update(detect(f"{st['label']}-{p}", x_adv))
             masks = res[f"{p}/mask"][succ]
+            if o["diagnostics"]:
+                n = int(o["diagnostics"])
+                y_adv = sets["victims_y"][: len(succ)][succ]
+                diagnostics["cells"][f"{st['label']}/{p}"] = _diagnostics(
+                    tr, folder, dkey, f"{st['label']}-{p}", x_adv[:n], masks[:n], y_adv[:n])
             if len(x_adv):
                 k0 = ops[o["fprs"][0]]["k"]
                 est = tr.analyse(x_adv[:64], [k0], stream=_stream(st["label"], p)).est_mask.numpy()
@@ -214,7 +223,7 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
            "dataset_source": dataset_source(cfg, ds_kwargs),
            "counts": {k: int(len(v)) for k, v in sets.items() if v.ndim > 0}, "n_correct": int(sets["n_correct"]),
            "operating_points": {str(k): v for k, v in ops.items()}, "fpr_table": fpr_table.tolist(),
-           "k_max": k_max, "cells": cells, "attacks": extra, "misleading": misleading, "bpda": bpda,
+           "k_max": k_max, "cells": cells, "diagnostics": diagnostics, "attacks": extra, "misleading": misleading, "bpda": bpda,
            "provenance": provenance()}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1, default=float))
@@ -234,6 +243,41 @@ def _training_label(setting: dict, size_range: tuple[float, float]) -> str:
 def _stream(*names: str) -> int:
     """A fixed noise stream per named image set: cached or not, a set always gets the same filling noise."""
     return int(cache_key(*names)[:12], 16)
+
+
+def _diagnostics(tr: TaintRadar, folder: Path, dkey: str, name: str, x: np.ndarray, patch: np.ndarray | None = None,
+                 y: np.ndarray | None = None) -> dict:
+    """What the rank change is made of, at every K = 1..k_max, on images ``x`` (the first ones of a cached set, with
+    the set's own noise stream, so the rank changes equal the cached ones): the share of the image in the final
+    intersection (``area``), the share of images whose intersection is empty (``empty``), the original label's
+    rank change; for patched images (``patch``: their patch masks) the share of the intersection inside the patch
+    (``in_patch``, over non-empty intersections) and for victims with true labels ``y`` the share whose true label
+    is the label that rose most after filling the estimated region (``true_label_rises_most``)."""
+    k_max = tr.params["k_max"]
+    if not len(x):
+        return {"n": 0}
+    patch = None if patch is None else patch.astype(bool)
+
+    def go() -> dict[str, np.ndarray]:
+        r = tr.analyse(x, list(range(1, k_max + 1)), stream=_stream(name))
+        fm = r.final_masks.numpy()
+        a = {"area": fm.sum((2, 3)), "rank": r.rank_change.numpy(), "top_label": r.labels[:, 0].numpy(),
+             "pixels": np.asarray(fm.shape[-2] * fm.shape[-1])}
+        if patch is not None:
+            a["in_patch"] = (fm & patch[:, None]).sum((2, 3))
+        return a
+
+    a = cached_arrays(folder / f"diagnostics-{cache_key(dkey, name, len(x), patch is not None)}.npz", go)
+    area = a["area"].astype(float)
+    out = {"n": int(len(x)), "area": (area / float(a["pixels"])).mean(0).tolist(), "empty": (area == 0).mean(0).tolist(),
+           "rank_change": a["rank"].mean(0).tolist()}
+    if patch is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(area > 0, a["in_patch"] / np.maximum(area, 1), np.nan)
+        out["in_patch"] = [float(np.nanmean(c)) if np.isfinite(c).any() else None for c in share.T]
+    if y is not None:
+        out["true_label_rises_most"] = float((a["top_label"] == y).mean()) if len(y) else None
+    return out
 
 
 def _iou(est: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -564,7 +608,8 @@ def ablation_summary(doc: dict) -> dict:
     return {"layer": doc["layer"], "layer_shape": doc["layer_shape"], "dataset_source": doc["dataset_source"],
             "n_correct": doc["n_correct"], "counts": doc["counts"], "k_max": doc["k_max"],
             "operating_points": doc["operating_points"],
-            "clean_fpr_by_k": [row[0] for row in doc["fpr_table"]], "cells": cells}
+            "clean_fpr_by_k": [row[0] for row in doc["fpr_table"]], "cells": cells,
+            "diagnostics": doc.get("diagnostics")}
 
 
 def run_ablation(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -611,7 +656,8 @@ def _ablation_page(cfg: BenchConfig, doc: dict, out: Path) -> None:
               f"overlay images. Each model is attacked with its own patches: batch size(s) "
               f"{', '.join(map(str, o['batch_sizes']))} (one universal patch per batch of victims), patch size {size}, "
               f"{o['steps']} Adam steps (lr {o['lr']}), target {o['target']}, applied at "
-              f"{' and '.join(o['positions'])} positions. Filling pattern `{o['fill']}`. Every model's full page "
+              f"{' and '.join(o['positions'])} positions. Filling pattern `{o['fill']}`, K up to "
+              f"{max([r['k_max'] for r in runs] or [0])}. Every model's full page "
               f"(Table II cells, Figure 3a, Figure 4, the patches) is linked in the first table. The paper: VGG16 "
               f"on ImageNet (conv5_3, 14 x 14, fully connected head), 400 attempts per cell, K = "
               f"{paper.PARAMS['k']}, Delta_R = {paper.PARAMS['delta_r']}.")
@@ -668,6 +714,30 @@ def _ablation_page(cfg: BenchConfig, doc: dict, out: Path) -> None:
                    caption="AUC: the rank change of the successful patched images against the held-out clean images "
                            "(0.5 = no separation); TPR over the successes at the operating point of the table above. "
                            "The paper reports no AUC.")
+    diag = [r for r in runs if r.get("diagnostics")]
+    if diag:
+        k_at = {r["label"]: r["operating_points"][str(fprs[0])]["k"] for r in diag}
+        rows = []
+        for r in diag:
+            sets = [("held-out clean", r["diagnostics"]["clean"])] + list(r["diagnostics"]["cells"].items())
+            for name, d in sets:
+                if not d.get("n"):
+                    continue
+                cols = []
+                for k in (1, k_at[r["label"]]):
+                    cols += [pct(d["area"][k - 1]), pct(d["empty"][k - 1]),
+                             pct(d["in_patch"][k - 1]) if "in_patch" in d else "-"]
+                rows.append([r["label"], name, d["n"], pct(d.get("true_label_rises_most"))] + cols)
+        page.h2("What the rank change is made of: the final intersection at K = 1 and at the chosen K")
+        page.table(["model", "images", "n", "true label rises most after filling the estimate %",
+                    "K=1: intersection, % of image", "K=1: empty %", "K=1: share inside the patch %",
+                    "chosen K: intersection %", "chosen K: empty %", "chosen K: share inside the patch %"], rows,
+                   caption=f"On the first {o['diagnostics']} held-out clean images and the first {o['diagnostics']} "
+                           "successes of each cell. The paper's premise (Section V-B): after the patch region is "
+                           "filled, the labels whose logits rise (the true label first) have negative Grad-CAMs that "
+                           "agree on the patch, so the intersection stays on it, while on benign images they scatter "
+                           "and the intersection is small or empty. 'Share inside the patch' is over non-empty "
+                           "intersections.")
     page.h2("The rank change's AUC at every K")
     page.table(["model", "position"] + [f"K={k}" for k in range(1, kmax + 1)],
                [[r["label"], f"{c['position']} ({c['setting']})"] + [_auc_cell(v) for v in c["taintradar_auc_by_k"]]
