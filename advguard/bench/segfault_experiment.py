@@ -312,9 +312,9 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
         per = "; ".join(f"{lab}: {s['n_adv']}/{s['n_attacked']}" for lab, s in c["per_attack"].items())
         rows.append([g, c["adv_train"], c["adv_test"], per])
     page.table(["attack family", "adversarial train", "adversarial test", "successful / attacked per member"], rows)
-    page.h2("Table 2: pixel ML-LOO with off-the-shelf classifiers (test AUC; paper in parentheses)")
     pix = [_label(u) for u in units if u["unit"] == "pixel"]
     if pix:
+        page.h2("Table 2: pixel ML-LOO with off-the-shelf classifiers (test AUC; paper in parentheses)")
         lab = pix[0]
         head = ["classifier"] + [f"{g} {FLAVOUR_NAMES[fl]}" for g in fams for fl in FLAVOURS]
         rows = []
