@@ -367,8 +367,13 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, who in zip(axes, ("ours", "paper")):
+        shown: set[str] = set()
         for u in units:
             lab = _label(u)
+            if who == "paper":  # each paper row once, under its own name
+                if _paper_label(u) in shown:
+                    continue
+                shown.add(lab := _paper_label(u))
             if who == "ours":
                 x, y = _per128(doc["timing"][lab]["10d"]), doc["auc"][lab].get(f"xgb|{cw}|10d")
             else:
@@ -381,7 +386,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
             ax.annotate(lab.replace("Quickshift ", "QS ").replace("Felzenszwalb ", "F ").replace("n_segments=", "")
                         .replace("max_dist", "m"), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_xlabel("seconds per 128 images (10-D)" + (" - CPU, 2 cores" if who == "ours" else " - P100 GPU"))
+        ax.set_xlabel("seconds per 128 images (10-D)" + (" - this machine's CPU" if who == "ours" else " - P100 GPU"))
         ax.set_ylabel(f"AUC ({cw}, 10-D, XGBoost)")
         ax.set_title(who)
         ax.grid(alpha=0.3)
