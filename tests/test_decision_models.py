@@ -25,6 +25,13 @@ def test_scale_is_refused_where_there_is_no_scaler_and_must_be_bool():
         make_decision_model("svc", scale=1)
 
 
+def test_every_decision_model_builds_with_its_defaults():
+    from advguard.detectors.decision import DECISION_MODELS
+
+    for name in DECISION_MODELS:  # xgb's wrapper has _validate_params but no constraints: must not fail
+        assert make_decision_model(name) is not None
+
+
 @pytest.mark.parametrize("name, params, match", [
     ("svc", {"C": -1.0}, "'C' parameter of SVC"),
     ("svc", {"gamma": "bad"}, "'gamma' parameter of SVC"),

@@ -40,7 +40,8 @@ def make_decision_model(name: str, seed: int = 0, **params) -> BaseEstimator:
     except TypeError as e:  # an unknown keyword of the estimator
         raise ParameterError(f"decision model {name!r}: {e}") from None
     final = est.steps[-1][1] if hasattr(est, "steps") else est
-    check = getattr(final, "_validate_params", None)  # scikit-learn's own parameter constraints
+    # scikit-learn's own parameter constraints (XGBoost's wrapper inherits the method but declares none)
+    check = getattr(final, "_validate_params", None) if hasattr(final, "_parameter_constraints") else None
     if check is not None:
         try:
             check()
