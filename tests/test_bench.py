@@ -73,6 +73,8 @@ def test_shipped_configs_are_valid():
     ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
       "themis": {"classifiers": ["svc", {"model": "svc"}]}}, "label 'svc' is used twice"),
     ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
+      "themis": {"table1_train_on": ["CW"]}}, "'CW' is not the label of an \\[\\[attack\\]\\]"),
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
       "themis": {"classifiers": [{"model": "svc", "param": {"C": 5}}]}}, "did you mean 'params'"),
     ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
       "themis": {"classifiers": [{"model": "svc", "params": {"C": -1.0}}]}}, "'C' parameter of SVC"),
@@ -134,6 +136,7 @@ def test_themis_experiment_smoke(tmp_path):
     args = ["bench", str(ROOT / "configs" / "themis-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
     assert main(args) == 0
     doc = json.loads((out / "results.json").read_text())
+    assert doc["table1_train_on"] == ["CW-L2 κ=0.0"]
     labels = ("svc", "adaboost", "svc authors + train-split clean", "svc grid")
     assert {(r["model"], r["classifier"]) for r in doc["table1"]} == {
         (m, c) for m in ("cifar10-cnn", "cifar10-resnet20") for c in labels}
@@ -141,7 +144,12 @@ def test_themis_experiment_smoke(tmp_path):
         assert s["extra_clean"]["split"] == "train" and 0 < s["extra_clean"]["correct"] <= 30
         extra = next(r for r in doc["table1"] if r["model"] == m and r["extra_clean"])
         plain = next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc")
-        assert extra["n_clean_train"] == plain["n_clean_train"] + s["extra_clean"]["correct"]
+        ex = s["extra_clean"]
+        assert ex["fit"] + ex["held_out"] == ex["correct"] and ex["held_out"] > 0
+        assert extra["n_clean_train"] == plain["n_clean_train"] + ex["fit"]
+        # every row's FPR on held-out train-split images (the model was trained on them)
+        assert all(r["n_trainsplit_test"] == ex["held_out"] and 0 <= r["fpr_trainsplit"] <= 1
+                   for r in doc["table1"] + doc["vote"] if r["model"] == m)
         assert extra["params"] == {"scale": False, "C": 5.0, "gamma": 0.01}
         assert next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc grid")["params"]["C"] \
             in (1.0, 5.0)

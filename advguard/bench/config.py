@@ -374,7 +374,7 @@ def _schemas() -> dict[str, _Spec]:
                                  "batch_size": POS_INT, "widths": _List(_List(POS_INT, min_len=1), min_len=1)}),
                          hint=TABLES_HINT.format("cnn")),
             "themis": _Table({"models": _List(zoo), "classifiers": _List(themis_clf), "ns": _List(POS_INT),
-                              "extra_clean_train": POS_INT,
+                              "extra_clean_train": POS_INT, "table1_train_on": _List(_Str(), min_len=1),
                               "learning_curve": _Table({"sizes": _List(POS_INT, min_len=1), "repeats": POS_INT,
                                                         "classifiers": _List(themis_clf, min_len=1)}),
                               "balanced": _Bool(), "n": POS_INT, "compare": _List(_Str(DETECTORS, "detector")),
@@ -547,10 +547,11 @@ def validate_config(doc) -> list[str]:
                 P.add("themis.ns", f"every n must be in 1..n (= {n}), got {ns}")
             if attacks is not None:
                 labels = {a.get("label", a.get("name")) for a in attacks}
-                for i, lab in enumerate(opts.get("train_on", [])):
-                    if lab not in labels:
-                        P.add(f"themis.train_on[{i + 1}]", f"{lab!r} is not the label of an [[attack]]; labels: "
-                              + ", ".join(sorted(map(str, labels))))
+                for key in ("train_on", "table1_train_on"):
+                    for i, lab in enumerate(opts.get(key, [])):
+                        if lab not in labels:
+                            P.add(f"themis.{key}[{i + 1}]", f"{lab!r} is not the label of an [[attack]]; labels: "
+                                  + ", ".join(sorted(map(str, labels))))
         if experiment == "segfault" and ok("segfault"):
             units = doc.get("segfault", {}).get("unit")
             if not units:

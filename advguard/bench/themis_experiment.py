@@ -8,7 +8,7 @@ For every target model in ``[themis] models``:
 2. The (1 + n) softmax vectors of every image under n erase-and-restore draws are computed once
    with Telea inpainting and once with the 3x3 median baseline (cached); every table slices them:
    the n sweep uses the first n' draws (draws are independent, so this equals running with n').
-3. Table 1 (one detector per model and classifier, trained on all attacks pooled; FPR and per-attack
+3. Table 1 (one detector per model and classifier, trained on all attacks pooled or on ``table1_train_on``; FPR and per-attack
    detection rate at the classifier's own decision, as the paper reports; AUCs and the rates at a
    threshold calibrated to ``fpr`` on training clean images too), Table 2 (vs the ``compare``
    detectors of the harness, calibrated to ``fpr``), Table 3 (trained on one model's CW sets, tested
@@ -94,6 +94,7 @@ class _ModelData:
                     self.cost[restore] = c
         self.extra: dict[str, np.ndarray] = {}
         self.extra_info: dict = {}
+        self.extra_fold = np.zeros(0, dtype=int)
         k = int(opts.get("extra_clean_train", 0))
         if k:
             from ..data import load_dataset
@@ -103,7 +104,10 @@ class _ModelData:
             pred = clf.predict(ds.x).numpy()
             keep = pred == ds.y
             x_tr = ds.x[keep]
-            self.extra_info = {"split": "train", "source": ds.source, "drawn": int(len(ds.x)), "correct": int(keep.sum())}
+            # the dataset's own indices (stable per draw) through the same seeded hash as the test images' ids
+            self.extra_fold = fold_of(np.asarray(ds.indices)[keep], cfg.fractions, cfg.seed)
+            self.extra_info = {"split": "train", "source": ds.source, "drawn": int(len(ds.x)), "correct": int(keep.sum()),
+                               "fit": int((self.extra_fold == 0).sum()), "held_out": int((self.extra_fold == 1).sum())}
             tkey = cache_key("extra-clean-train", cfg.dataset, ds.source, k, cfg.seed, first.config.get("weights"))
             for restore in RESTORES:
                 seed = int(cache_key(cfg.seed, tkey, restore)[:8], 16)
@@ -130,12 +134,14 @@ class _ModelData:
         p = self.P[restore][which][rows, : 1 + n_use]
         return p.reshape(len(p), p.shape[1] * p.shape[2]).astype(np.float64)
 
-    def extra_raw(self, n_use: int, restore: str = "telea") -> np.ndarray:
-        """Raw E&R features of the extra clean images from the train split ((0, d) when there are none)."""
+    def extra_raw(self, n_use: int, restore: str = "telea", fold: int = 0) -> np.ndarray:
+        """Raw E&R features of the extra clean images from the train split in ``fold`` (0: added to the training
+        clean images of ``extra_clean`` rows; 1: held out to measure every row's FPR on images the target model
+        was trained on); (0, d) when there are none."""
         p = self.extra.get(restore)
         if p is None:
             return np.zeros((0, (1 + n_use) * self.clf.num_classes))
-        p = p[:, : 1 + n_use]
+        p = p[self.extra_fold == fold, : 1 + n_use]
         return p.reshape(len(p), p.shape[1] * p.shape[2]).astype(np.float64)
 
     def train_test(self, which: str, fold: int, n_use: int, restore: str = "telea") -> np.ndarray:
@@ -204,7 +210,7 @@ def label_change_rate(probs: np.ndarray) -> np.ndarray:
     return (top[:, 1:] != top[:, :1]).mean(1)
 
 
-def _vote_row(md: _ModelData, labels: list[str], n_use: int, fpr: float) -> dict:
+def _vote_row(md: _ModelData, labels: list[str], pooled: list[str], n_use: int, fpr: float) -> dict:
     """The label-change vote evaluated like a Table 1 row: own decision = changed in more than half the draws;
     calibrated = threshold at ``fpr`` of the training clean images' rates."""
     from ..metrics import threshold_at_fpr
@@ -221,8 +227,13 @@ def _vote_row(md: _ModelData, labels: list[str], n_use: int, fpr: float) -> dict
         out["dr"][a] = float((sa > 0.5).mean()) if len(sa) else None
         out["dr_calibrated"][a] = float((sa > cal).mean()) if len(sa) else None
         out["auc"][a] = roc_auc(sc, sa) if len(sa) else None
-    sa_all = np.concatenate([rate[a][md.fold_a[a] == 1] for a in labels])
+    sa_all = np.concatenate([rate[a][md.fold_a[a] == 1] for a in pooled])
     out["auc_pooled"] = roc_auc(sc, sa_all)
+    p = md.extra.get("telea")
+    if p is not None and (md.extra_fold == 1).any():
+        r = label_change_rate(p[md.extra_fold == 1, : 1 + n_use])
+        out.update(fpr_trainsplit=float((r > 0.5).mean()), fpr_trainsplit_calibrated=float((r > cal).mean()),
+                   n_trainsplit_test=int(len(r)))
     return out
 
 
@@ -263,11 +274,22 @@ def _learning_curve(md: _ModelData, labels: list[str], cw: list[str], lc: dict, 
 def _test_scores(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int,
                  restore: str = "telea") -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Scores of the test clean images and of each attack's test images."""
-    def score(f: np.ndarray) -> np.ndarray:
-        return det.score_features(f) if len(f) else np.zeros(0)
+    return (_score(det, md.train_test("clean", 1, n_use, restore)),
+            {a: _score(det, md.train_test(a, 1, n_use, restore)) for a in attacks})
 
-    return (score(md.train_test("clean", 1, n_use, restore)),
-            {a: score(md.train_test(a, 1, n_use, restore)) for a in attacks})
+
+def _score(det: EraseRestore, f: np.ndarray) -> np.ndarray:
+    return det.score_features(f) if len(f) else np.zeros(0)
+
+
+def _trainsplit_fpr(det: EraseRestore, md: _ModelData, n_use: int, restore: str = "telea") -> dict:
+    """FPR on the held-out clean images of the train split (images the target model was trained on; the paper's
+    30,000 CIFAR-10 images per dataset must include at least 20,000 of them), own decision and calibrated."""
+    s = _score(det, md.extra_raw(n_use, restore, fold=1))
+    if not len(s):
+        return {}
+    return {"fpr_trainsplit": float((s > _native_threshold(det)).mean()),
+            "fpr_trainsplit_calibrated": float((s > det.threshold_).mean()), "n_trainsplit_test": int(len(s))}
 
 
 def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int, restore: str = "telea",
@@ -299,6 +321,8 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     labels = [a.label for a in cfg.attacks]
     cw = [lab for lab in opts.get("train_on", [a.label for a in cfg.attacks if a.name == "cw-l2"]) if lab in labels]
     other = [lab for lab in labels if lab not in cw]
+    # Table 1's detectors train on these attacks pooled (default all); the others are tested as unseen attacks
+    pooled = [lab for lab in opts.get("table1_train_on", labels) if lab in labels]
     t_start = time.perf_counter()
 
     mds = {m: _ModelData(cfg, m, cache, progress) for m in tqdm(models, desc="target models", disable=not progress)}
@@ -307,7 +331,7 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
                  "config_toml": cfg.source_text, "provenance": provenance(), "n": n, "ns": ns, "train_on": cw,
                  "data": {"dataset": cfg.dataset, "split": cfg.split, "source": first.config.get("source"),
                           "n_images": first.counts["n_images"]},
-                 "classifiers": specs}
+                 "classifiers": specs, "table1_train_on": pooled}
     doc["sets"] = {m: {"n_correct": md.first.counts["n_correct"],
                        "clean": {"train": int((md.fold_c == 0).sum()), "test": int((md.fold_c == 1).sum())},
                        "attacks": {lab: {**s.summary(), "train": int((md.fold_a[lab] == 0).sum()),
@@ -333,23 +357,23 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     for m, md in mds.items():
         for c in specs:
             for restore in RESTORES if c["all_tables"] else RESTORES[:1]:
-                det = _fit(md, labels, c, n, cfg, restore)
+                det = _fit(md, pooled, c, n, cfg, restore)
                 scores = _test_scores(det, md, labels, n, restore)
                 ev = _evaluate(det, md, labels, n, restore, scores)
-                sc, sa = scores[0], np.concatenate([scores[1][a] for a in labels])
+                sc, sa = scores[0], np.concatenate([scores[1][a] for a in pooled])
                 if restore == "telea":
                     t1.append({"model": m, "classifier": c["label"], "kind": c["model"], "params": det.chosen_params_,
                                "extra_clean": c["extra_clean"], "align": c["align"],
                                "n_clean_train": int((md.fold_c == 0).sum())
                                + (int(len(md.extra_raw(n))) if c["extra_clean"] else 0),
-                               **ev, "auc_pooled": roc_auc(sc, sa)})
+                               **ev, "auc_pooled": roc_auc(sc, sa), **_trainsplit_fpr(det, md, n)})
                     fitted[(m, c["label"])] = det
                 else:
                     t1[-1]["median_baseline"] = {**ev, "auc_pooled": roc_auc(sc, sa)}
                 if c["all_tables"]:
                     roc[(m, c["label"], restore)] = (sc, sa)
     doc["table1"] = t1
-    doc["vote"] = [{"model": m, "classifier": "label-change vote", **_vote_row(md, labels, n, cfg.fpr)}
+    doc["vote"] = [{"model": m, "classifier": "label-change vote", **_vote_row(md, labels, pooled, n, cfg.fpr)}
                    for m, md in mds.items()]
     lc = opts.get("learning_curve")
     doc["learning_curve"] = [r for md in mds.values() for r in _learning_curve(md, labels, cw, lc, n, cfg)] \
@@ -511,6 +535,13 @@ def _adaptive(cfg: BenchConfig, a: dict, md: _ModelData, det: EraseRestore, cach
 
 
 # ==================================================================== page
+def _abbrev(label: str) -> str:
+    """Short column name of an attack label: 'CW-L2 κ=0.4' -> 'κ0.4', 'DeepFool' -> 'DF'."""
+    if "κ=" in label:
+        return "κ" + label.split("κ=")[1]
+    return {"deepfool": "DF"}.get(label.lower(), label.split()[0])
+
+
 def _short(m: str) -> str:
     return m.replace("cifar10-", "")
 
@@ -552,13 +583,15 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     # ---- whose gap: every decision model variant of Table 1 beside the learning-free vote and the paper
     if len(doc.get("classifiers", [])) > 2 or doc.get("vote"):
         pg.h2("Whose gap? One change at a time (Table 1 setting, all attacks pooled)")
-        head = ["model", "decision model", "settings", "clean train", "FPR % (own)", "mean DR % (own)",
-                f"FPR % @{100 * cfg.fpr:g}%", f"mean DR % @{100 * cfg.fpr:g}%", "AUC pooled %"]
+        att = " / ".join(_abbrev(lab) for lab in labels)
+        head = ["model", "decision model", "settings", "clean train", "FPR % (own)", f"DR % (own): {att}",
+                f"FPR % @{100 * cfg.fpr:g}%", f"DR % @{100 * cfg.fpr:g}%: {att}", "AUC pooled %",
+                "FPR % on train-split images (own / @{:g}%)".format(100 * cfg.fpr)]
         rows = []
         for m in doc["sets"]:
             for r in [r for r in doc["table1"] if r["model"] == m] + [v for v in doc.get("vote", []) if v["model"] == m]:
-                dr = [v for v in r["dr"].values() if v is not None]
-                drc = [v for v in r["dr_calibrated"].values() if v is not None]
+                dr = " / ".join(pct(r["dr"].get(lab), 0) for lab in labels)
+                drc = " / ".join(pct(r["dr_calibrated"].get(lab), 0) for lab in labels)
                 sett = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items()) or "defaults"
                 if r.get("kind") in SCALED and (r.get("params") or {}).get("scale", True):
                     sett = "scaler, " + sett
@@ -568,18 +601,23 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
                     sett = "flag if the label changes in > n/2 draws (no training)"
                 clean_tr = f"{r['n_clean_train']}" + (" (incl. train split)" if r.get("extra_clean") else "") \
                     if "n_clean_train" in r else "-"
-                rows.append([f"`{_short(m)}`", r["classifier"], sett, clean_tr, pct(r["fpr"]),
-                             pct(float(np.mean(dr))) if dr else "-", pct(r["fpr_calibrated"]),
-                             pct(float(np.mean(drc))) if drc else "-", pct(r.get("auc_pooled"), 2)])
+                rows.append([f"`{_short(m)}`", r["classifier"], sett, clean_tr, pct(r["fpr"]), dr,
+                             pct(r["fpr_calibrated"]), drc, pct(r.get("auc_pooled"), 2),
+                             f"{pct(r['fpr_trainsplit'])} / {pct(r['fpr_trainsplit_calibrated'])}"
+                             if "fpr_trainsplit" in r else "-"])
             for kind in ("svc", "adaboost"):
                 pap = paper.TABLE1.get((ds_name, model_name(m), kind))
                 if pap:
                     rows.append([f"paper ({model_name(m)})", kind, "authors: SVC(C=5, gamma=0.01) on raw softmax"
                                  if kind == "svc" else "authors: AdaBoost, 200 stumps", "24,000 (+ 24,000 adv.)",
-                                 f"{pap[0]}", f"{np.mean(pap[1:]):.1f}", "-", "-", "-"])
+                                 f"{pap[0]}", " / ".join(f"{v:.0f}" for v in _paper_cols(pap[1:], labels)
+                                                          if not isinstance(v, str)), "-", "-", "-", "-"])
         pg.table(head, rows, "Each row changes one thing against the first (ours); \"own\" = the decision model's own "
                  "cut (decision_function > 0), as the paper reports; the calibrated threshold comes from out-of-fold "
-                 "scores of the row's own training clean images. Mean DR over the attacks of Table 1.")
+                 "scores of the row's own training clean images. Detectors trained on "
+                 + ", ".join(doc.get("table1_train_on", labels)) + " pooled; AUC pooled over those. The last column: the "
+                 "same detectors on held-out clean images of the train split (images the target model was trained on; "
+                 "not used to fit any row), i.e. the FPR a protocol that evaluates on training images would report.")
     if doc.get("learning_curve"):
         pg.h2("Learning curve: AUC vs training pairs")
         lcr = doc["learning_curve"]
