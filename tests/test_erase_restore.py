@@ -89,7 +89,8 @@ def test_pca_path_is_class_agnostic(cw_set):
     images belong to classes the detector never saw in training) changes nothing."""
     clf, x, xa = cw_set
     det = EraseRestore(clf, n=4, pca_dim=4, fixed_masks=True)
-    assert det.params["align"] and not EraseRestore(clf, n=4).params["align"]  # default: on with PCA only
+    assert det.params["align"] and EraseRestore(clf, n=4).params["align"]  # default: on (issue #22)
+    assert not EraseRestore(clf, n=4, align=False).params["align"]
     f_clean, f_adv = det.extract(x[:40]), det.extract(xa[:40])
     det.fit_features(f_clean, f_adv)
     f = det.extract(x[40:50])
