@@ -61,7 +61,7 @@ def test_authors_svm_fits_saves_and_loads(tmp_path, correct_images):
 
 def test_classifier_specs_and_label_change_rate():
     specs = classifier_specs(["svc", {"label": "a", "model": "svc", "params": {"C": 5.0}, "extra_clean": True}])
-    assert specs[0] == {"label": "svc", "model": "svc", "params": {}, "grid": {}, "align": False, "extra_clean": False,
+    assert specs[0] == {"label": "svc", "model": "svc", "params": {}, "grid": {}, "align": None, "extra_clean": False,
                         "all_tables": True}
     assert specs[1]["label"] == "a" and specs[1]["extra_clean"] and not specs[1]["all_tables"]
     p = np.zeros((2, 5, 3))

@@ -152,13 +152,15 @@ class _ModelData:
 def classifier_specs(entries) -> list[dict]:
     """``[themis] classifiers`` entries as dicts: a name is ``{"label": name, "model": name}`` (used in every
     table); a table names its decision ``model``, ``params``, a ``grid`` to cross-validate, ``align``,
-    ``extra_clean`` (add the train-split clean images) and ``all_tables`` (default: Table 1 only)."""
+    ``extra_clean`` (add the train-split clean images) and ``all_tables`` (default: Table 1 only). ``align``
+    unset = the detector's default (aligned; before issue #22 only on the PCA path), so configs whose pages
+    were rendered with raw CIFAR-10 features say ``align = false``."""
     out = []
     for e in entries:
         if isinstance(e, str):
             e = {"model": e, "all_tables": True}
         out.append({"label": str(e.get("label", e["model"])), "model": e["model"], "params": dict(e.get("params", {})),
-                    "grid": {k: list(v) for k, v in e.get("grid", {}).items()}, "align": bool(e.get("align", False)),
+                    "grid": {k: list(v) for k, v in e.get("grid", {}).items()}, "align": e.get("align"),
                     "extra_clean": bool(e.get("extra_clean", False)), "all_tables": bool(e.get("all_tables", False))})
     return out
 
@@ -363,7 +365,7 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
                 sc, sa = scores[0], np.concatenate([scores[1][a] for a in pooled])
                 if restore == "telea":
                     t1.append({"model": m, "classifier": c["label"], "kind": c["model"], "params": det.chosen_params_,
-                               "extra_clean": c["extra_clean"], "align": c["align"],
+                               "extra_clean": c["extra_clean"], "align": det.params["align"],
                                "n_clean_train": int((md.fold_c == 0).sum())
                                + (int(len(md.extra_raw(n))) if c["extra_clean"] else 0),
                                **ev, "auc_pooled": roc_auc(sc, sa), **_trainsplit_fpr(det, md, n)})
