@@ -645,24 +645,43 @@ def _check_themis_classifiers(entries: list, where: str, P: _Problems) -> None:
     seen: set[str] = set()
     for i, e in enumerate(entries):
         key = f"{where}[{i + 1}]"
-        if isinstance(e, str):
-            e = {"model": e}
-        if not isinstance(e, dict) or not isinstance(e.get("model"), str):
+        well_typed = isinstance(e, str) or (isinstance(e, dict) and isinstance(e.get("model"), str)
+                                            and isinstance(e.get("params", {}), dict)
+                                            and isinstance(e.get("grid", {}), dict))
+        if not well_typed:
             continue  # the type check reported it
-        label = str(e.get("label", e["model"]))
-        if label in seen:
-            P.add(key, f"label {label!r} is used twice (give each decision model a distinct label)")
-        seen.add(label)
-        grid = e.get("grid", {})
-        for k, v in grid.items():
-            if not isinstance(v, list) or not v:
-                P.add(f"{key}.grid.{k}", f"must be a non-empty array of values, got {_kind(v)} {v!r}")
-                return
+        e = classifier_specs([e])[0]
+        if e["label"] in seen:
+            P.add(key, f"label {e['label']!r} is used twice (give each decision model a distinct label)")
+        seen.add(e["label"])
+        grid = e["grid"]
+        bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
+        for k in bad:
+            P.add(f"{key}.grid.{k}", f"must be a non-empty array of values, got {_kind(grid[k])} {grid[k]!r}")
+        if bad:
+            continue
         try:
             for j in range(max([1] + [len(v) for v in grid.values()])):
-                make_decision_model(e["model"], **e.get("params", {}), **{k: v[min(j, len(v) - 1)] for k, v in grid.items()})
+                make_decision_model(e["model"], **e["params"], **{k: v[min(j, len(v) - 1)] for k, v in grid.items()})
         except Exception as err:  # noqa: BLE001  (any refusal of the estimator is a config problem)
             P.add(key, f"decision model {e['model']!r} refuses these params / grid values: {err}")
+
+
+def classifier_specs(entries) -> list[dict]:
+    """``[themis] classifiers`` entries as dicts: a name is ``{"label": name, "model": name}`` (used in every
+    table); a table names its decision ``model``, ``params``, a ``grid`` to cross-validate, ``align``,
+    ``extra_clean`` (add the train-split clean images) and ``all_tables`` (default: Table 1 only). ``align``
+    unset = the detector's default (aligned; before issue #22 only on the PCA path), so configs whose pages
+    were rendered with raw CIFAR-10 features say ``align = false``."""
+    out = []
+    for e in entries:
+        if isinstance(e, str):
+            e = {"model": e, "all_tables": True}
+        out.append({"label": str(e.get("label", e["model"])), "model": e["model"], "params": dict(e.get("params", {})),
+                    "grid": dict(e.get("grid", {})), "align": e.get("align"),
+                    "extra_clean": bool(e.get("extra_clean", False)), "all_tables": bool(e.get("all_tables", False))})
+    return out
+
 
 
 def _check_taintradar(opts: dict, n_classes: int | None, P: _Problems) -> None:

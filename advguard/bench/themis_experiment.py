@@ -43,7 +43,7 @@ from ..metrics import roc_auc
 from ..models import load_model
 from ..report import provenance
 from . import paper_themis as paper
-from .config import BenchConfig, DetectorSpec
+from .config import BenchConfig, DetectorSpec, classifier_specs
 from .page import Page, fig_png, pct, pyplot
 from .runner import (_feature_key, _features, bench_paths, build_sets, cache_key, cached_chunks, clean_set_key,
                      dataset_kwargs, forward_cost)
@@ -57,6 +57,15 @@ def _probs_cached(det: EraseRestore, x: np.ndarray, path: Path, desc: str, progr
     return cached_chunks(path, "probs", clf, x, lambda xb: det.probs(clf.validate(xb)).astype(np.float32),
                          np.zeros((0, 1 + det.params["n"], clf.num_classes), np.float32),
                          chunk=256 if x.shape[-1] * x.shape[-2] <= 4096 else 16, desc=desc, progress=progress)
+
+
+def _set_probs(cfg: BenchConfig, clf, x: np.ndarray, set_key: str, n: int, restore: str, cache: Path, desc: str,
+               progress: bool) -> tuple[np.ndarray, dict]:
+    """:func:`_probs_cached` for one image set, with its own mask stream (seeded by the set's cache key: no two
+    sets share masks), cached under that key."""
+    seed = int(cache_key(cfg.seed, set_key, restore)[:8], 16)
+    det = EraseRestore(clf, n=n, restore=restore, seed=seed)
+    return _probs_cached(det, x, cache / "themis-probs" / f"{cache_key(set_key, n, restore, seed)}.npz", desc, progress)
 
 
 def _native_threshold(det: EraseRestore) -> float:
@@ -85,16 +94,14 @@ class _ModelData:
         for restore in RESTORES:
             self.P[restore] = {}
             for lab, x, key in [("clean", first.x_clean, ckey)] + [(lab, s.x_adv, s.key) for lab, s in self.sets.items()]:
-                # a distinct mask stream per image set: no two sets share masks
-                seed = int(cache_key(cfg.seed, key, restore)[:8], 16)
-                det = EraseRestore(clf, n=n, restore=restore, seed=seed)
-                self.P[restore][lab], c = _probs_cached(det, x, cache / "themis-probs" / f"{cache_key(key, n, restore, seed)}.npz",
-                                                        f"{model} E&R {restore} {lab}", progress)
+                self.P[restore][lab], c = _set_probs(cfg, clf, x, key, n, restore, cache, f"{model} E&R {restore} {lab}",
+                                                     progress)
                 if lab == "clean":
                     self.cost[restore] = c
         self.extra: dict[str, np.ndarray] = {}
         self.extra_info: dict = {}
         self.extra_fold = np.zeros(0, dtype=int)
+        self.grid_best: dict[tuple, dict] = {}  # cross-validated params per (label, attacks, n, restore): _fit
         k = int(opts.get("extra_clean_train", 0))
         if k:
             from ..data import load_dataset
@@ -110,11 +117,8 @@ class _ModelData:
                                "fit": int((self.extra_fold == 0).sum()), "held_out": int((self.extra_fold == 1).sum())}
             tkey = cache_key("extra-clean-train", cfg.dataset, ds.source, k, cfg.seed, first.config.get("weights"))
             for restore in RESTORES:
-                seed = int(cache_key(cfg.seed, tkey, restore)[:8], 16)
-                det = EraseRestore(clf, n=n, restore=restore, seed=seed)
-                self.extra[restore], _ = _probs_cached(det, x_tr, cache / "themis-probs" /
-                                                       f"{cache_key(tkey, n, restore, seed)}.npz",
-                                                       f"{model} E&R {restore} train-split clean", progress)
+                self.extra[restore], _ = _set_probs(cfg, clf, x_tr, tkey, n, restore, cache,
+                                                    f"{model} E&R {restore} train-split clean", progress)
         self.floor = forward_cost(clf, first.x_clean[:256])
         # comparison detectors of the harness (unsupervised, calibrated on training clean images)
         self.compare: dict[str, dict[str, np.ndarray]] = {}
@@ -149,22 +153,6 @@ class _ModelData:
         return self.raw(which, n_use, restore, f == fold)
 
 
-def classifier_specs(entries) -> list[dict]:
-    """``[themis] classifiers`` entries as dicts: a name is ``{"label": name, "model": name}`` (used in every
-    table); a table names its decision ``model``, ``params``, a ``grid`` to cross-validate, ``align``,
-    ``extra_clean`` (add the train-split clean images) and ``all_tables`` (default: Table 1 only). ``align``
-    unset = the detector's default (aligned; before issue #22 only on the PCA path), so configs whose pages
-    were rendered with raw CIFAR-10 features say ``align = false``."""
-    out = []
-    for e in entries:
-        if isinstance(e, str):
-            e = {"model": e, "all_tables": True}
-        out.append({"label": str(e.get("label", e["model"])), "model": e["model"], "params": dict(e.get("params", {})),
-                    "grid": {k: list(v) for k, v in e.get("grid", {}).items()}, "align": e.get("align"),
-                    "extra_clean": bool(e.get("extra_clean", False)), "all_tables": bool(e.get("all_tables", False))})
-    return out
-
-
 def _grid_search(spec: dict, f: np.ndarray, y: np.ndarray, seed: int) -> dict:
     """Best ``spec["grid"]`` values by 5-fold stratified cross-validated ROC AUC on the training features."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -179,25 +167,21 @@ def _grid_search(spec: dict, f: np.ndarray, y: np.ndarray, seed: int) -> dict:
     return {k[len(prefix):]: (v.item() if isinstance(v, np.generic) else v) for k, v in gs.best_params_.items()}
 
 
-_GRID_CACHE: dict = {}
-
-
-def _fit(md: _ModelData, attacks: list[str], spec: dict | str, n_use: int, cfg: BenchConfig,
+def _fit(md: _ModelData, attacks: list[str], spec: dict, n_use: int, cfg: BenchConfig,
          restore: str = "telea") -> EraseRestore:
-    spec = classifier_specs([spec])[0] if isinstance(spec, str) else spec
     f_clean = md.train_test("clean", 0, n_use, restore)
     if spec["extra_clean"]:
         f_clean = np.concatenate([f_clean, md.extra_raw(n_use, restore)])
     f_adv = np.concatenate([md.train_test(a, 0, n_use, restore) for a in attacks])
     params = dict(spec["params"])
     if spec["grid"]:
-        key = (md.name, spec["label"], tuple(attacks), n_use, restore)
-        if key not in _GRID_CACHE:
+        key = (spec["label"], tuple(attacks), n_use, restore)
+        if key not in md.grid_best:
             probe = EraseRestore(md.clf, n=n_use, restore=restore, align=spec["align"])
             f = probe._reduce(np.concatenate([f_clean, f_adv]))
-            _GRID_CACHE[key] = _grid_search(spec, f, np.r_[np.zeros(len(f_clean)), np.ones(len(f_adv))].astype(int),
-                                            cfg.seed)
-        params.update(_GRID_CACHE[key])
+            md.grid_best[key] = _grid_search(spec, f, np.r_[np.zeros(len(f_clean)), np.ones(len(f_adv))].astype(int),
+                                             cfg.seed)
+        params.update(md.grid_best[key])
     det = EraseRestore(md.clf, n=n_use, restore=restore, decision_model=spec["model"], decision_params=params or None,
                        align=spec["align"], fpr=cfg.fpr, seed=cfg.seed)
     det.fit_features(f_clean, f_adv)
@@ -219,23 +203,14 @@ def _vote_row(md: _ModelData, labels: list[str], pooled: list[str], n_use: int, 
 
     P = md.P["telea"]
     rate = {w: label_change_rate(P[w][:, : 1 + n_use]) for w in ["clean"] + labels}
-    sc_tr, sc = rate["clean"][md.fold_c == 0], rate["clean"][md.fold_c == 1]
-    cal = float(threshold_at_fpr(sc_tr, fpr))
-    out = {"n_clean_test": int(len(sc)), "fpr": float((sc > 0.5).mean()), "fpr_calibrated": float((sc > cal).mean()),
-           "dr": {}, "dr_calibrated": {}, "auc": {}, "n_adv_test": {}, "threshold_calibrated": cal}
-    for a in labels:
-        sa = rate[a][md.fold_a[a] == 1]
-        out["n_adv_test"][a] = int(len(sa))
-        out["dr"][a] = float((sa > 0.5).mean()) if len(sa) else None
-        out["dr_calibrated"][a] = float((sa > cal).mean()) if len(sa) else None
-        out["auc"][a] = roc_auc(sc, sa) if len(sa) else None
-    sa_all = np.concatenate([rate[a][md.fold_a[a] == 1] for a in pooled])
-    out["auc_pooled"] = roc_auc(sc, sa_all)
+    sc = rate["clean"][md.fold_c == 1]
+    sas = {a: rate[a][md.fold_a[a] == 1] for a in labels}
+    cal = float(threshold_at_fpr(rate["clean"][md.fold_c == 0], fpr))
+    out = {**_rates(sc, sas, 0.5, cal), "threshold_calibrated": cal,
+           "auc_pooled": roc_auc(sc, np.concatenate([sas[a] for a in pooled]))}
     p = md.extra.get("telea")
     if p is not None and (md.extra_fold == 1).any():
-        r = label_change_rate(p[md.extra_fold == 1, : 1 + n_use])
-        out.update(fpr_trainsplit=float((r > 0.5).mean()), fpr_trainsplit_calibrated=float((r > cal).mean()),
-                   n_trainsplit_test=int(len(r)))
+        out.update(_trainsplit_rates(label_change_rate(p[md.extra_fold == 1, : 1 + n_use]), 0.5, cal))
     return out
 
 
@@ -280,7 +255,8 @@ def _test_scores(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: i
             {a: _score(det, md.train_test(a, 1, n_use, restore)) for a in attacks})
 
 
-def _score(det: EraseRestore, f: np.ndarray) -> np.ndarray:
+def _score(det, f: np.ndarray) -> np.ndarray:
+    """``det.score_features(f)``; empty for no images (scikit-learn refuses empty arrays)."""
     return det.score_features(f) if len(f) else np.zeros(0)
 
 
@@ -288,10 +264,12 @@ def _trainsplit_fpr(det: EraseRestore, md: _ModelData, n_use: int, restore: str 
     """FPR on the held-out clean images of the train split (images the target model was trained on; the paper's
     30,000 CIFAR-10 images per dataset must include at least 20,000 of them), own decision and calibrated."""
     s = _score(det, md.extra_raw(n_use, restore, fold=1))
-    if not len(s):
-        return {}
-    return {"fpr_trainsplit": float((s > _native_threshold(det)).mean()),
-            "fpr_trainsplit_calibrated": float((s > det.threshold_).mean()), "n_trainsplit_test": int(len(s))}
+    return _trainsplit_rates(s, _native_threshold(det), det.threshold_) if len(s) else {}
+
+
+def _trainsplit_rates(s: np.ndarray, nat: float, cal: float) -> dict:
+    return {"fpr_trainsplit": float((s > nat).mean()), "fpr_trainsplit_calibrated": float((s > cal).mean()),
+            "n_trainsplit_test": int(len(s))}
 
 
 def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int, restore: str = "telea",
@@ -299,11 +277,15 @@ def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int,
     """FPR on test clean images and per-attack detection rates at the native and the calibrated threshold
     (from ``scores`` = :func:`_test_scores` when already computed)."""
     sc, sas = scores if scores is not None else _test_scores(det, md, attacks, n_use, restore)
-    nat, cal = _native_threshold(det), det.threshold_
+    return _rates(sc, {a: sas[a] for a in attacks}, _native_threshold(det), det.threshold_)
+
+
+def _rates(sc: np.ndarray, sas: dict[str, np.ndarray], nat: float, cal: float) -> dict:
+    """FPR of the clean scores ``sc`` and detection rate of each attack's scores at the own cut ``nat`` and the
+    calibrated one ``cal``, with per-attack AUCs and counts (None for an attack without test images)."""
     out = {"n_clean_test": int(len(sc)), "fpr": float((sc > nat).mean()), "fpr_calibrated": float((sc > cal).mean()),
            "dr": {}, "dr_calibrated": {}, "auc": {}, "n_adv_test": {}}
-    for a in attacks:
-        sa = sas[a]
+    for a, sa in sas.items():
         out["n_adv_test"][a] = int(len(sa))
         out["dr"][a] = float((sa > nat).mean()) if len(sa) else None
         out["dr_calibrated"][a] = float((sa > cal).mean()) if len(sa) else None
@@ -389,8 +371,7 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
             sc = det.score_features(feats["clean"][md.fold_c == 1])
             row = {"model": m, "detector": d, "fpr": float((sc > det.threshold_).mean()), "dr": {}, "auc": {}}
             for a in labels:
-                fa = feats[a][md.fold_a[a] == 1]
-                sa = det.score_features(fa) if len(fa) else np.zeros(0)
+                sa = _score(det, feats[a][md.fold_a[a] == 1])
                 row["dr"][a] = float((sa > det.threshold_).mean()) if len(sa) else None
                 row["auc"][a] = roc_auc(sc, sa) if len(sa) else None
             t2.append(row)
@@ -583,7 +564,7 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
 
     ds_name = "CIFAR-10" if cifar else "ImageNet"
     # ---- whose gap: every decision model variant of Table 1 beside the learning-free vote and the paper
-    if len(doc.get("classifiers", [])) > 2 or doc.get("vote"):
+    if doc.get("vote"):
         pg.h2("Whose gap? One change at a time (Table 1 setting, all attacks pooled)")
         att = " / ".join(_abbrev(lab) for lab in labels)
         head = ["model", "decision model", "settings", "clean train", "FPR % (own)", f"DR % (own): {att}",
@@ -729,11 +710,11 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     rows = []
     for r in doc["table1"]:
         mb = r.get("median_baseline")
-        if "median_baseline" not in r:
+        if mb is None:
             continue
         pap = paper.FIGURE5_AUC.get(r.get("kind", r["classifier"])) if cifar else None
-        rows.append([f"`{r['model']}`", r["classifier"], pct(r["auc_pooled"], 2), pct(mb["auc_pooled"], 2) if mb else "-",
-                     pct(r["fpr"]), pct(mb["fpr"]) if mb else "-",
+        rows.append([f"`{r['model']}`", r["classifier"], pct(r["auc_pooled"], 2), pct(mb["auc_pooled"], 2),
+                     pct(r["fpr"]), pct(mb["fpr"]),
                      f"{pap['telea']} / {pap['median']}" if pap else "-"])
     pg.table(["model", "classifier", "AUC Telea %", "AUC median %", "FPR Telea %", "FPR median %",
               "paper AUC Telea / median (ResNet-32 set)"], rows, "Pooled test set (all attacks).")
