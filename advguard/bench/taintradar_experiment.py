@@ -219,7 +219,7 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
             extra.append({"attack": label, **detect(f"attack-{cache_key(label, s.config)}", s.x_adv)})
 
     doc = {"config": cfg.name, "model": cfg.model, "dataset": cfg.dataset, "options": o,
-           "layer": tr.params["layer"], "layer_shape": layer_shape(clf, tr.params["layer"]),
+           "layer": tr.params["layer"], "layer_shape": tr.layer_shape(),
            "dataset_source": dataset_source(cfg, ds_kwargs),
            "counts": {k: int(len(v)) for k, v in sets.items() if v.ndim > 0}, "n_correct": int(sets["n_correct"]),
            "operating_points": {str(k): v for k, v in ops.items()}, "fpr_table": fpr_table.tolist(),
@@ -556,26 +556,6 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
 
 
 # ------------------------------------------------------------------------------------------ model ablation
-
-
-def layer_shape(clf, layer: str) -> list[int]:
-    """(C, H, W) of TaintRadar's Grad-CAM layer ``layer`` (``"name:input"``: the input of module ``name``) for one
-    grey image."""
-    mod = clf.layer(layer.removesuffix(":input"))
-    seen: dict[str, list[int]] = {}
-
-    def keep(t: torch.Tensor) -> None:  # a hook must return None, or it would replace the layer's value
-        seen.setdefault("s", list(t.shape[1:]))
-
-    if layer.endswith(":input"):
-        h = mod.register_forward_pre_hook(lambda _m, args: keep(args[0]))
-    else:
-        h = mod.register_forward_hook(lambda _m, _i, o: keep(o))
-    try:
-        clf.logits(np.full((1, clf.channels, *clf.size), 0.5, np.float32))
-    finally:
-        h.remove()
-    return seen["s"]
 
 
 def dataset_source(cfg: BenchConfig, ds_kwargs: dict) -> str:

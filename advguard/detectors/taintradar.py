@@ -149,6 +149,12 @@ class TaintRadar(Detector):
         m = mask[:, None].to(x)
         return x * (1 - m) + pattern * m
 
+    def layer_shape(self) -> list[int]:
+        """(C, H, W) of the Grad-CAM layer's map (``layer``; ``"name:input"`` too), from one grey image."""
+        clf = self.classifier
+        grey = clf.validate(np.full((1, clf.channels, *clf.size), 0.5, np.float32)).to(clf.device)
+        return list(self._gradients(grey)[0].shape[1:])
+
     # ------------------------------------------------------------------ the algorithm
     def _gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, callable]:
         """One forward pass with the Grad-CAM layer's output as a leaf: returns (A, Z, pred, vjp) where
