@@ -5,7 +5,7 @@ from .errors import (AdvguardError, DatasetNotFoundError, DetectorFileError, Inp
                      ParameterTypeError, UnknownNameError)
 from .models import load_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["AdvguardError", "Classifier", "DatasetNotFoundError", "DetectorFileError", "InputError", "ParameterError",
            "ParameterTypeError", "UnknownNameError",
            "load_dataset", "load_model", "__version__"]

@@ -1,4 +1,4 @@
-"""Adversarial evaluation sets, built exactly as METHODS.md's common protocol says.
+"""Adversarial evaluation sets, built exactly as the common protocol says (docs/methods/README.md).
 
 1. take a deterministic subset of a dataset split; keep only images the model classifies
    correctly; 2. attack them (untargeted, or targeted at ``(label + shift) mod C``); 3. keep

@@ -9,7 +9,7 @@ Inference-only calls (``logits``, ``probs``, ``predict``, ``top_k``, ``activatio
 run under ``torch.inference_mode()`` in batches of ``batch_size``, in one of the
 :data:`INFERENCE_VARIANTS` (``"float32"``, ``"channels-last"``, ``"bf16"`` autocast on CPU,
 ``"channels-last+bf16"``); gradient calls (``forward``, ``input_gradient``,
-``layer_gradient``) are always float32. ``bench/throughput.py`` measures which variant is
+``layer_gradient``) are always float32. ``benchmarks/throughput.py`` measures which variant is
 fastest per model and whether it changes predictions.
 """
 from __future__ import annotations

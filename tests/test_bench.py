@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advguard.bench import ConfigError, load_config, parse_config
+from advguard.experiments import ConfigError, load_config, parse_config
 from advguard.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,9 +56,9 @@ def test_shipped_configs_are_valid():
       "attack": [{"name": "fgsm"}]}, "unknown experiment 'imageopz'"),
     ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageops",
       "attack": [{"name": "fgsm"}], "imageops": {"families": ["jpg"]}}, "unknown operation family 'jpg'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageops",
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "nguyen",
       "attack": [{"name": "fgsm"}], "fractions": [0.8, 0.2]}, "train, dev, eval"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageops",
+    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "nguyen",
       "attack": [{"name": "fgsm"}], "cnn": [{"backbone": "resnet"}]}, "unknown CNN detector backbone"),
     ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis",
       "attack": [{"name": "fgsm"}], "themis": {"models": ["cifar10-resnet"]}}, "unknown model 'cifar10-resnet'"),
@@ -103,10 +103,10 @@ def test_bad_toml_file(tmp_path):
         load_config(p)
 
 
-def test_imageops_experiment_smoke(tmp_path):
+def test_nguyen_experiment_smoke(tmp_path):
     """Nguyen et al.'s protocol end to end on 80 images: every table, both plots, cached re-run identical."""
     out, cache = tmp_path / "out", tmp_path / "cache"
-    args = ["bench", str(ROOT / "configs" / "imageops-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
+    args = ["reproduce", str(ROOT / "configs" / "nguyen-smoke.toml"), "--out", str(out), "--cache-dir", str(cache)]
     assert main(args) == 0
     doc = json.loads((out / "results.json").read_text())
     assert [r["attack"] for r in doc["table1"]] == ["FGSM", "BIM"] and doc["table1"][1]["targeted"]
@@ -246,7 +246,7 @@ def test_taintradar_smoke_config(tmp_path):
 
 
 def test_blurnet_names_untrained_models_before_any_work(tmp_path, monkeypatch):
-    from advguard.bench import run_bench
+    from advguard.experiments import run as run_bench
     from advguard.models import ZOO
 
     monkeypatch.setattr(type(ZOO["gtsrb-cnn-dw5"]), "available", property(lambda s: s.name != "gtsrb-cnn-dw5"))

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from advguard.bench import ConfigError, load_config, parse_config
-from advguard.bench import taintradar_experiment as tx
+from advguard.experiments import ConfigError, load_config, parse_config
+from advguard.experiments.taintradar import run as tx
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "taintradar"}
@@ -91,6 +91,6 @@ def test_ablation_models_are_validated(models, match):
 def test_shipped_ablation_configs_are_valid():
     for p in sorted((ROOT / "configs").glob("taintradar-ablation-*.toml")):
         cfg = load_config(p)
-        assert cfg.taintradar["models"], p
-        assert len({tx.taintradar_model_entry(m)["label"] for m in cfg.taintradar["models"]}) \
-            == len(cfg.taintradar["models"])
+        assert cfg.section("taintradar")["models"], p
+        assert len({tx.model_entry(m)["label"] for m in cfg.section("taintradar")["models"]}) \
+            == len(cfg.section("taintradar")["models"])

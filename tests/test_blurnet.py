@@ -284,16 +284,17 @@ def test_lisa_cnn_blur_variants_are_declared():
 
 def test_gtsrb_configs_keep_their_pre_22_cache_keys():
     """The committed GTSRB stickers stay reachable: the pinned settings give the pre-#22 cache key."""
-    from advguard.bench.blurnet_experiment import _settings_key, rp2_settings
-    from advguard.bench.config import BLURNET_DEFAULTS, load_config
+    from advguard.experiments.blurnet.run import _settings_key, rp2_settings
+    from advguard.experiments import load_config
+    from advguard.experiments.blurnet.options import BLURNET_DEFAULTS
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     for name in ("blurnet-gtsrb", "blurnet-smoke"):
         cfg = load_config(root / "configs" / f"{name}.toml")
-        o = {**BLURNET_DEFAULTS, **cfg.blurnet}
+        o = {**BLURNET_DEFAULTS, **cfg.section("blurnet")}
         old = {k: o[k] for k in ("lam", "steps", "lr", "n_transforms")}
-        assert _settings_key(rp2_settings(cfg.blurnet, o)) == {**old, "mask": "rectangles"}
+        assert _settings_key(rp2_settings(cfg.section("blurnet"), o)) == {**old, "mask": "rectangles"}
 
 
 def test_blurnet_lisa_smoke_run(tmp_path):

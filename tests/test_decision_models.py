@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advguard.bench.themis_experiment import classifier_specs, label_change_rate
+from advguard.experiments.themis.options import classifier_specs
+from advguard.experiments.themis.run import label_change_rate
 from advguard.detectors import EraseRestore
 from advguard.detectors.decision import SCALED_MODELS, make_decision_model
 from advguard.errors import ParameterError, ParameterTypeError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from advguard.bench import ConfigError, load_config, parse_config
+from advguard.experiments import ConfigError, load_config, parse_config
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import event, given  # noqa: E402
@@ -249,7 +249,7 @@ def test_image_folder_with_a_zoo_model_runs(tmp_path, foolbox_images):
     """A valid config runs: the model's CIFAR-10 options (source = "jpeg") are not forced onto your own folder."""
     from PIL import Image
 
-    from advguard.bench import run_bench
+    from advguard.experiments import run as run_bench
 
     root = tmp_path / "images"
     for i, (img, label) in enumerate(foolbox_images["cifar10"]):

@@ -155,7 +155,7 @@ def test_corrupt_chunk_of_interrupted_build_is_recomputed(clf, tmp_path, interru
 
 @pytest.mark.parametrize("kind", ["bitflip", "truncate", "tamper"])
 def test_corrupt_feature_cache_is_recomputed(tmp_path, kind):
-    from advguard.bench.runner import cached_chunks
+    from advguard.experiments.common import cached_chunks
 
     class Clf:
         num_passes = 0

@@ -109,13 +109,13 @@ def test_unit_params_are_checked(unit, params, match):
 
 
 def test_value_range_in_a_bench_config_is_checked(tmp_path):
-    from advguard.bench.config import ConfigError, load_config
+    from advguard.experiments import ConfigError, load_config
 
     base = ('name = "c"\nexperiment = "segfault"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
             '[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "quickshift"\npaper = "Quickshift sigma=0 max_dist=10"\n')
     p = tmp_path / "c.toml"
     p.write_text(base + "params = { sigma = 0, max_dist = 10, value_range = 255 }\n", encoding="utf-8")
-    assert load_config(p).segfault["unit"][0]["params"]["value_range"] == 255
+    assert load_config(p).section("segfault")["unit"][0]["params"]["value_range"] == 255
     for bad, match in (("value_range = 0", "value_range"), ("value_rang = 255", "value_range")):
         p.write_text(base + f"params = {{ sigma = 0, {bad} }}\n", encoding="utf-8")
         with pytest.raises(ConfigError, match=match):
@@ -207,7 +207,7 @@ def test_multilayer_feature_selects_hidden_units_once_and_saves_them(tmp_path):
 
 def test_one_and_ten_d_features_are_columns_of_the_multilayer_one(correct_images):
     """The bench computes the multi-layer feature once and slices 1-D / 10-D from it: the same numbers."""
-    from advguard.bench.segfault_experiment import flavour
+    from advguard.experiments.segfault.run import flavour
 
     clf, x, _ = correct_images(3, 0)
     kw = {"unit": "slic", "unit_params": {"n_segments": 32}}

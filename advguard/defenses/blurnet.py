@@ -1,4 +1,4 @@
-"""BlurNet (Raju & Lipasti, "BlurNet: Defense by Filtering the Feature Maps"; METHODS.md section 3).
+"""BlurNet (Raju & Lipasti, "BlurNet: Defense by Filtering the Feature Maps"; docs/methods/blurnet.md).
 
 Model surgery on a copy of any CNN:
 

@@ -15,7 +15,7 @@ adversarial ones (whose perturbation is fragile) do not.
 Deviation (``align``, on by default): the classes of all n + 1 vectors of an image are reordered by the
 original image's probabilities (column 0 = the class the model gave x, column 1 = its runner-up, ...), before
 the PCA where there is one. The paper feeds raw vectors; ``align=False`` does that.
-On CIFAR-10 (issue #22, docs/results/erase_restore/cifar10-gap): aligned, the SVM reaches AUC 98-99 % on CW-L2
+On CIFAR-10 (issue #22, docs/results/themis/cifar10-gap): aligned, the SVM reaches AUC 98-99 % on CW-L2
 and DeepFool from 25 clean + 25 adversarial training images (raw: 62-91 %), and at its own decision flags
 3.9-5.5 % of clean test images instead of 7-13 % at the same detection; the cost: an attack it was not
 trained on (FGSM) is caught less often on one of two models (16 vs 28 %).

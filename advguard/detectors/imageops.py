@@ -15,7 +15,7 @@ adversarial feature vectors. Op families are selectable: ``jpeg``, ``blur``, ``r
 
 Choice of k (paper: top-5 of ImageNet's 1,000 classes): :func:`default_k` keeps the paper's k = 5,
 capped at the class count. With 10 classes a top-5 list covers half of all labels, so we measured
-k = 1, 3, 5 on CIFAR-10 (``docs/results/imageops/cifar10``, dev set): the lower ranks still carry
+k = 1, 3, 5 on CIFAR-10 (``docs/results/nguyen/cifar10``, dev set): the lower ranks still carry
 signal (SVC on all 38 ops, differences feature: 90.0 / 94.9 / 97.8 % dev accuracy for k = 1 / 3 / 5),
 so k = 5 is kept for 10 and 43 classes alike.
 

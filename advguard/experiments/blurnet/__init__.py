@@ -1,0 +1,38 @@
+"""BlurNet (Raju & Lipasti) against RP2 stickers: Tables 1 and 2, Figures 1, 2 and 4 (``experiment = "blurnet"``).
+
+The protocol is described in :mod:`advguard.experiments.blurnet.run`; the paper's figures are in
+:mod:`advguard.experiments.blurnet.paper`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import Experiment, register_experiment
+from . import options
+
+
+@register_experiment
+class BlurNetExperiment(Experiment):
+    name = "blurnet"
+    paper = "BlurNet: Defense by Filtering the Feature Maps (Raju & Lipasti), against RP2 stickers"
+    sections = ("blurnet",)
+    needs_attacks = False
+
+    def schema(self):
+        return options.schema()
+
+    def check(self, doc, ctx, problems):
+        options.check(doc, ctx, problems)
+
+    def options(self, cfg):
+        return options.BlurNetOptions.from_section(cfg.section("blurnet"))
+
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+        from .run import run_blurnet
+
+        return run_blurnet(cfg, out=out, cache_dir=cache, progress=progress)
+
+    def summary(self, doc: dict):
+        from .run import summary_table
+
+        return summary_table(doc)

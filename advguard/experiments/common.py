@@ -1,0 +1,181 @@
+"""What every experiment shares: cache keys and cached chunks, output and cache folders, dataset options, the
+adversarial sets of the configured attacks, the classifier's forward cost, software versions.
+
+Everything expensive is cached and resumable: adversarial sets (chunked, see :mod:`advguard.advsets`) and
+detector features (one file per set and detector feature configuration; clean features are shared by all
+attacks because every attack starts from the same correctly classified clean images). Re-running after Ctrl-C
+skips what is done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..advsets import AdvSet, AdvSetConfig, build_advset
+from ..data import data_dir
+from ..data.cache import cache_lock, load_entry, save_entry
+from ..metrics import CostReport, PeakMemory
+from ..models import get_spec
+from .config import DetectorSpec, ExperimentConfig
+
+NON_FEATURE_PARAMS = {"fpr", "decision_model", "decision_params"}
+
+
+def feature_key(spec: DetectorSpec, set_key: str, which: str) -> str:
+    params = {k: v for k, v in spec.params.items() if k not in NON_FEATURE_PARAMS}
+    doc = json.dumps({"detector": spec.name, "params": params, "set": set_key, "which": which}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:20]
+
+
+def cache_key(*parts) -> str:
+    """A short stable hash of JSON-able ``parts`` (cache file names)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cached_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int = 256,
+                  desc: str = "", progress: bool = True) -> tuple[np.ndarray, dict]:
+    """``fn`` applied to ``x`` in chunks (progress bar) and concatenated, with its cost (time, ``clf``'s model
+    passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically with a
+    checksum (:mod:`advguard.data.cache`). A corrupt cache file is named in a warning, moved aside and recomputed;
+    the entry's lock makes concurrent runs compute it once."""
+    with cache_lock(path):
+        hit = load_entry(path)  # verified; a corrupt file is named, moved aside and recomputed
+        if hit is not None and name in hit and "cost" in hit:
+            return hit[name], json.loads(str(hit["cost"]))
+        return _compute_chunks(path, name, clf, x, fn, empty, chunk, desc, progress)
+
+
+def _compute_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int, desc: str,
+                    progress: bool) -> tuple[np.ndarray, dict]:
+    parts = []
+    passes0, t0 = clf.num_passes, time.perf_counter()
+    with PeakMemory() as mem:
+        for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False, disable=not progress):
+            parts.append(fn(x[i: i + chunk]))
+    secs = time.perf_counter() - t0
+    arr = np.concatenate(parts) if parts else empty
+    cost = {**CostReport(len(x), secs, clf.num_passes - passes0, mem.peak_mb).as_dict(), "seconds": secs}
+    save_entry(path, {name: arr, "cost": np.asarray(json.dumps(cost))})
+    return arr, cost
+
+
+def features(det, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, dict]:
+    """Features of ``x`` from cache or computed in chunks (with a progress bar); returns (features, cost)."""
+    return cached_chunks(path, "features", det.classifier, x, det.extract, np.zeros((0, 0)), desc=desc)
+
+
+def bench_paths(cfg: ExperimentConfig, out: str | Path | None, cache_dir: str | Path | None) -> tuple[Path, Path]:
+    """The output folder (``out``, else the config's, else runs/bench/<name>) and the cache folder."""
+    return (Path(out or cfg.out or Path("runs") / "bench" / cfg.name),
+            Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache")
+
+
+def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict:
+    """The dataset options of zoo ``model`` (e.g. the JPEG copy of CIFAR-10), overridden by the config's.
+
+    The model's options apply only to the dataset it was trained on: your own ``image-folder`` gets none of
+    them (CIFAR-10's ``source`` would break it) but is read at the model's input size and colour mode unless
+    the config says otherwise."""
+    spec = get_spec(model)
+    if cfg.dataset == spec.dataset:
+        return {**spec.dataset_kwargs, **cfg.dataset_kwargs}
+    if cfg.dataset == "image-folder":
+        kw = {"size": tuple(spec.size), "mode": "L" if spec.channels == 1 else "RGB", **cfg.dataset_kwargs}
+        if isinstance(kw.get("size"), list):
+            kw["size"] = tuple(kw["size"])
+        return kw
+    return dict(cfg.dataset_kwargs)
+
+
+def clean_set_key(cfg: ExperimentConfig, first: AdvSet, ds_kwargs: dict) -> str:
+    """Cache key of the clean images every attack of ``cfg`` starts from (model weights + data draw)."""
+    return cache_key(first.config["weights"], cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
+
+
+def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
+    """The classifier's plain forward pass on ``x`` (the floor every detector is compared with)."""
+    clf.logits(x[: min(len(x), 64)])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        clf.logits(x)
+        best = min(best, time.perf_counter() - t)
+    return {"ms_per_image": 1000 * best / len(x), "images_per_s": len(x) / best}
+
+
+def build_sets(cfg: ExperimentConfig, clf, ds_kwargs: dict, cache: Path, progress: bool = True,
+               model: str | None = None, balanced: bool = False) -> dict[str, AdvSet]:
+    """The adversarial set of every configured attack, by attack label (built or loaded from ``cache``).
+
+    ``balanced``: attack j attacks only part j of len(attacks) disjoint parts of the clean images, so the
+    pooled adversarial images number about as many as the clean ones, one per source image. Attacks with
+    a ``group`` split the clean images among the members of their group the same way.
+    """
+    sets: dict[str, AdvSet] = {}
+    m = len(cfg.attacks)
+    for j, a in enumerate(tqdm(cfg.attacks, desc="adversarial sets", disable=not progress)):
+        part = (j, m) if balanced and m > 1 else None
+        if a.group is not None:  # member i of an attack family of k splits the clean images with the others
+            family = [b.label for b in cfg.attacks if b.group == a.group]
+            part = (family.index(a.label), len(family)) if len(family) > 1 else None
+        acfg = AdvSetConfig(dataset=cfg.dataset, model=model or cfg.model, attack=a.name, params=a.params,
+                            split=cfg.split, limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift,
+                            roundtrip=cfg.roundtrip, dataset_kwargs=ds_kwargs, part=part)
+        sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
+                                     progress=progress)
+    return sets
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for p in ("advguard", "torch", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "foolbox",
+              "xgboost", "pillow"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+#: the version of the results documents' shared envelope (``results_header``)
+RESULTS_SCHEMA = 1
+
+
+def results_header(cfg: ExperimentConfig) -> dict:
+    """The envelope every results document starts with: schema version, experiment, the whole configuration
+    (as data and as written), provenance (machine, commit, date, command) and software versions."""
+    from ..report import provenance
+
+    return {"schema": RESULTS_SCHEMA, "experiment": cfg.experiment, "config": cfg.as_dict(),
+            "config_toml": cfg.source_text, "provenance": provenance(), "software": versions()}
+
+
+def jsonable(o):
+    """``o`` with numpy arrays and scalars as lists and numbers, tuple keys joined with " / " (JSON-ready)."""
+    if isinstance(o, dict):
+        return {(" / ".join(map(str, k)) if isinstance(k, tuple) else k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def write_results(doc: dict, out: Path) -> Path:
+    """Write ``doc`` as ``out/results.json`` atomically (one format for every experiment: indent 1, numpy
+    values as numbers); returns the path."""
+    from .._atomic import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(out / "results.json", json.dumps(jsonable(doc), indent=1, allow_nan=True) + "\n")

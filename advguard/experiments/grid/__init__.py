@@ -1,0 +1,25 @@
+"""The generic grid (``experiment = "grid"``, the default): every [[attack]] x every [[detector]] x its decision
+models on your own model and data. See :mod:`advguard.experiments.grid.run`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import Experiment, register_experiment
+
+
+@register_experiment
+class GridExperiment(Experiment):
+    name = "grid"
+    paper = "none: any detectors against any attacks on one model (AUC, TPR at fixed FPRs, cost)"
+    needs_detectors = True
+    artefacts = "results.json, results.csv, results.md, roc-*.png, report.html"
+
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+        from .run import run_grid
+
+        return run_grid(cfg, out=out, cache_dir=cache, progress=progress)
+
+    def summary(self, doc: dict):
+        from .report import results_table
+
+        return results_table(doc)

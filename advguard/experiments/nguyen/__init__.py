@@ -1,0 +1,39 @@
+"""Nguyen et al.'s image-processing detector, label correction and softmax-free CNN detector: Tables 1 and 3-6
+(``experiment = "nguyen"``; ``"imageops"`` is its earlier name).
+
+The protocol is described in :mod:`advguard.experiments.nguyen.run`; the paper's figures are in
+:mod:`advguard.experiments.nguyen.paper`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import Experiment, register_experiment
+from . import options
+
+
+@register_experiment
+class NguyenExperiment(Experiment):
+    name = "nguyen"
+    paper = ("Detecting and Correcting Adversarial Images Using Image Processing Operations and Convolutional "
+             "Neural Networks (Nguyen et al.)")
+    aliases = ("imageops",)
+    sections = ("imageops", "cnn")
+    fractions = (0.7, 0.15, 0.15)
+
+    def schema(self):
+        return options.schema()
+
+    def options(self, cfg):
+        return options.NguyenOptions(imageops=dict(cfg.section("imageops")),
+                                     cnn=[dict(c) for c in cfg.sections.get("cnn", [])])
+
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+        from .run import run_imageops
+
+        return run_imageops(cfg, out=out, cache_dir=cache, progress=progress)
+
+    def summary(self, doc: dict):
+        from .run import summary_table
+
+        return summary_table(doc)

@@ -1,0 +1,14 @@
+"""Running a configuration: look its experiment up in the registry and execute it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ExperimentConfig
+from .registry import get_experiment
+
+
+def run(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
+        progress: bool = True) -> dict:
+    """Run ``cfg``'s experiment; write its results page into ``out`` (else the config's ``out``, else
+    runs/bench/<name>); return the results document."""
+    return get_experiment(cfg.experiment).execute(cfg, out=out, cache_dir=cache_dir, progress=progress)

@@ -1,0 +1,38 @@
+"""ML-LOO (Yang et al.) / Segmentation Fault (Al Bared & Nassar): occlusion units x feature flavours
+x decision models, Tables 2, 6, 7 and Figure 3 (``experiment = "segfault"``).
+
+The protocol is described in :mod:`advguard.experiments.segfault.run`; the paper's figures are in
+:mod:`advguard.experiments.segfault.paper`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import Experiment, register_experiment
+from . import options
+
+
+@register_experiment
+class SegfaultExperiment(Experiment):
+    name = "segfault"
+    paper = "Segmentation Fault: A Cheap Defense Against Adversarial Machine Learning (Al Bared & Nassar), extending ML-LOO"
+    sections = ("segfault",)
+
+    def schema(self):
+        return options.schema()
+
+    def check(self, doc, ctx, problems):
+        options.check(doc, ctx, problems)
+
+    def options(self, cfg):
+        return options.SegfaultOptions.from_section(cfg.section("segfault"))
+
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+        from .run import run_segfault
+
+        return run_segfault(cfg, out=out, cache_dir=cache, progress=progress)
+
+    def summary(self, doc: dict):
+        from .run import summary_table
+
+        return summary_table(doc)

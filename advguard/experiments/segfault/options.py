@@ -1,0 +1,67 @@
+"""The ``[segfault]`` table: defaults, schema and cross-key checks (occlusion units, decision models)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..schema import POS_INT, POS_NUM, TABLES_HINT, List, Problems, Spec, Str, Table, did_you_mean
+
+
+@dataclass
+class SegfaultOptions:
+    #: the occlusion units ([[segfault.unit]] tables: label, unit, params, paper)
+    unit: list[dict] = field(default_factory=list)
+    classifiers: list[str] = field(default_factory=lambda: ["xgb"])
+    pixel_classifiers: list[str] = field(default_factory=lambda: ["xgb", "rf", "svc"])
+    baseline: str = "zero"
+    statistic: str = "iqr"
+    batch_images: int = 128
+    #: images timed per unit (None = batch_images)
+    timing_images: int | None = None
+    #: {images, value_ranges}: segment counts of the segmentation units at several pixel scales
+    segment_counts: dict | None = None
+
+    @classmethod
+    def from_section(cls, section: dict) -> "SegfaultOptions":
+        return cls(**section)
+
+
+def schema() -> dict[str, Spec]:
+    from ...detectors import DECISION_MODELS
+    from ...detectors.loo import BASELINES, STATISTICS, UNITS
+
+    dm = Str(DECISION_MODELS, "decision model")
+    return {"segfault": Table({
+        "classifiers": List(dm), "pixel_classifiers": List(dm),
+        "baseline": Str(BASELINES, "occlusion baseline"),
+        "statistic": Str(STATISTICS, "dispersion statistic"), "batch_images": POS_INT, "timing_images": POS_INT,
+        "segment_counts": Table({"images": POS_INT, "value_ranges": List(POS_NUM, min_len=1)}),
+        "unit": List(Table({"label": Str(nonempty=True), "unit": Str(UNITS, "occlusion unit"), "params": Table(None),
+                            "paper": Str(nonempty=True)}, required=("unit",)), min_len=1,
+                     hint=TABLES_HINT.format("segfault.unit"))})}
+
+
+def check(doc: dict, ctx, P: Problems) -> None:
+    from ...errors import AdvguardError
+    from ...detectors.loo import UNIT_PARAMS, check_unit_params
+
+    units = doc.get("segfault", {}).get("unit")
+    if not units:
+        P.add("segfault.unit", "[segfault] needs at least one [[segfault.unit]]")
+        return
+    for i, u in enumerate(units):
+        allowed = set(UNIT_PARAMS.get(u["unit"], {}))
+        bad = False
+        for k in sorted(u.get("params", {}), key=str):
+            if k not in allowed and k != "value_range":  # check_unit_params says why not
+                bad = True
+                P.add(f"segfault.unit[{i + 1}].params.{k}", f"occlusion unit {u['unit']!r} has no "
+                      f"parameter {k!r}" + did_you_mean(k, allowed)
+                      + (f"; its parameters: {', '.join(sorted(allowed))}" if allowed else "; it takes none"))
+        if not bad and u["unit"] in UNIT_PARAMS:
+            try:  # the values too (ranges, value_range), as LeaveOneOut would check them
+                check_unit_params(u["unit"], dict(u.get("params", {})))
+            except AdvguardError as e:
+                P.add(f"segfault.unit[{i + 1}].params", str(e))
+    labels = [u.get("label", u.get("unit")) for u in units]
+    if len(set(labels)) != len(labels):
+        P.add("segfault.unit", f"[[segfault.unit]] labels must be unique, got {labels}")

@@ -1,0 +1,38 @@
+"""Erase-and-Restore / THEMIS (Zuo & Zeng): erase, inpaint and watch the label, Tables 1-6 and Figure 5
+(``experiment = "themis"``).
+
+The protocol is described in :mod:`advguard.experiments.themis.run`; the paper's figures are in
+:mod:`advguard.experiments.themis.paper`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import Experiment, register_experiment
+from . import options
+
+
+@register_experiment
+class ThemisExperiment(Experiment):
+    name = "themis"
+    paper = "Exploiting the Sensitivity of L2 Adversarial Examples to Erase-and-Restore (Zuo & Zeng; THEMIS)"
+    sections = ("themis",)
+
+    def schema(self):
+        return options.schema()
+
+    def check(self, doc, ctx, problems):
+        options.check(doc, ctx, problems)
+
+    def options(self, cfg):
+        return options.ThemisOptions.from_section(cfg.section("themis"))
+
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+        from .run import run_themis
+
+        return run_themis(cfg, out=out, cache_dir=cache, progress=progress)
+
+    def summary(self, doc: dict):
+        from .run import summary_table
+
+        return summary_table(doc)
