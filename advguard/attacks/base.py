@@ -49,6 +49,33 @@ class AttackResult:
                 **{f"median_{k}_of_successes": v for k, v in med.items()}}
 
 
+#: Every registered attack class by name (filled by :func:`register_attack`; ``make_attack`` reads it).
+ATTACKS: dict[str, type["Attack"]] = {}
+
+
+def register_attack(name: str | None = None):
+    """Class decorator: register an :class:`Attack` subclass in :data:`ATTACKS` under ``name`` (default: its ``name``
+    attribute), like timm's ``register_model``. A name registered twice is refused::
+
+        @register_attack("my-attack")
+        class MyAttack(Attack):
+            def _run(self, x, y, targets): ...
+    """
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Attack)):
+            raise TypeError(f"register_attack: {cls!r} is not an Attack subclass")
+        key = name if name is not None else cls.name
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"register_attack: the name must be a non-empty str, got {key!r}")
+        if key in ATTACKS and ATTACKS[key] is not cls:
+            raise ValueError(f"attack {key!r} is already registered ({ATTACKS[key].__qualname__})")
+        if cls.name != key:
+            cls.name = key
+        ATTACKS[key] = cls
+        return cls
+    return deco
+
+
 def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
     """L0 (pixel positions where any channel changed by more than 1e-6), L2 and L-inf of ``x_adv - x``."""
     d = (x_adv - x).flatten(2)  # N, C, HW
