@@ -180,7 +180,11 @@ class Detector(abc.ABC):
         return sorted(parameter_names(cls))
 
     def _raw_params(self) -> dict[str, Any]:
-        return {n: getattr(self, self._param_attributes.get(n, n)) for n in self._get_param_names()}
+        """The parameters as stored. A subclass that keeps a constructor argument under no attribute of its name
+        (outside the contract) simply has it left out."""
+        missing = object()
+        raw = {n: getattr(self, self._param_attributes.get(n, n), missing) for n in self._get_param_names()}
+        return {n: v for n, v in raw.items() if v is not missing}
 
     def _checked_params(self) -> dict[str, Any]:
         """Every parameter checked against :attr:`_parameter_constraints` and normalised (cached until a
@@ -195,6 +199,10 @@ class Detector(abc.ABC):
                 checked[name] = check(raw[name], checked, self)
         for name in raw:  # a parameter without a constraint passes as given
             checked.setdefault(name, raw[name])
+        for name in BASE_PARAMETERS:  # a subclass whose signature leaves them out still has the base's values
+            if name not in checked:
+                checked[name] = Detector._parameter_constraints[name](getattr(self, name, None) if name != "fpr"
+                                                                      else getattr(self, name, 0.05), checked, self)
         self.__dict__["_param_cache"] = (raw, checked)
         return checked
 
