@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError, unknown_name
+from .layers import LayerCapture
 from .validation import (ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size,
                          check_number)
 
@@ -274,33 +275,19 @@ class Classifier:
         if reduce is not None and not callable(reduce):
             raise ParameterTypeError(f"reduce must be a function (name, activation) -> tensor, got {reduce!r}")
         bs = self._batch_size(batch_size)
-        mods = {n: self.layer(n) for n in layer_names}
+        cap = LayerCapture(self, layer_names)  # unknown names raise here, naming the closest
         t = self.validate(x)
         store: dict[str, list[torch.Tensor]] = {n: [] for n in layer_names}
-        current: dict[str, torch.Tensor] = {}
-
-        def hook_for(n: str):
-            def hook(_m, _i, out):
-                current[n] = out[0] if isinstance(out, (tuple, list)) else out
-            return hook
-
-        handles = [m.register_forward_hook(hook_for(n)) for n, m in mods.items()]
         logits = []
-        try:
-            with self._inference():
-                for xb in self._batches(t, bs):
-                    self.num_passes += int(xb.shape[0])
-                    out = self.module(self._prep(xb))
-                    if include_logits:
-                        logits.append(out.float().cpu())
-                    for n in layer_names:
-                        if n not in current:
-                            raise InputError(f"layer {n!r} was not called in the forward pass")
-                        a = current.pop(n).float()
-                        store[n].append((reduce(n, a) if reduce else a).contiguous().cpu())
-        finally:
-            for h in handles:
-                h.remove()
+        with cap, self._inference():
+            for xb in self._batches(t, bs):
+                self.num_passes += int(xb.shape[0])
+                out = self.module(self._prep(xb))
+                if include_logits:
+                    logits.append(out.float().cpu())
+                for n in layer_names:
+                    a = cap.pop(n).float()
+                    store[n].append((reduce(n, a) if reduce else a).contiguous().cpu())
         res = {n: torch.cat(v) for n, v in store.items()}
         if include_logits:
             res["logits"] = torch.cat(logits)
@@ -341,24 +328,16 @@ class Classifier:
             raise ParameterError(f"score must be 'logit' or 'log_softmax', got {score!r}")
         temperature = self._temperature(temperature)
         bs = self._batch_size(batch_size)
-        mod = self.layer(layer_name)
+        cap = LayerCapture(self, [layer_name])  # ``"name:input"`` too
         t = self.validate(x)
         yt = self._labels(y, t.shape[0])
         acts, grads = [], []
-        holder: dict[str, torch.Tensor] = {}
-
-        def hook(_m, _i, out):
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            holder["a"] = out
-            return out
-
-        handle = mod.register_forward_hook(hook)
-        try:
+        with cap:
             for i, xb in enumerate(self._batches(t, bs)):
                 yb = yt[i * bs: i * bs + xb.shape[0]].to(self.device)
                 with torch.enable_grad():
                     out = self.forward(xb.detach().requires_grad_(True))
-                    a = holder.pop("a")
+                    a = cap.pop(layer_name)
                     if score == "logit":
                         obj = out.gather(1, yb[:, None]).sum()
                     else:  # "log_softmax" (checked above)
@@ -366,8 +345,6 @@ class Classifier:
                     (g,) = torch.autograd.grad(obj, a)
                 acts.append(a.detach().cpu())
                 grads.append(g.cpu())
-        finally:
-            handle.remove()
         return torch.cat(acts), torch.cat(grads)
 
     def gradcam(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | Sequence[int],

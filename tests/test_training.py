@@ -43,3 +43,43 @@ def test_a_run_too_short_for_its_schedule_is_refused_before_training(tmp_path):
     with pytest.raises(InputError, match="too short for a one-cycle schedule"):
         train("cifar10-vgg16x16", epochs=1, limit=500, out_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_alpha_override_is_validated_before_any_work(tmp_path):
+    """`advguard train NAME --alpha A` (issue #22's alpha pilots): only for a trained BlurNet variant, a finite
+    alpha >= 0, never installed under the zoo entry's name; each refused with a message saying why."""
+    import pytest
+
+    from advguard.cli import main
+    from advguard.errors import InputError
+
+    for name, alpha, install, msg in [("gtsrb-cnn-ls0", 1.0, False, "no training penalty"),
+                                      ("gtsrb-cnn-feature-blur3", 1.0, False, "no training penalty"),
+                                      ("gtsrb-cnn-ls0-tv1e-2", float("nan"), False, "finite number >= 0"),
+                                      ("gtsrb-cnn-ls0-tv1e-2", -1.0, False, "finite number >= 0"),
+                                      ("gtsrb-cnn-ls0-tv1e-2", 0.1, True, "cannot be installed")]:
+        with pytest.raises(InputError, match=msg):
+            train(name, alpha=alpha, install=install, epochs=1, out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    assert main(["train", "gtsrb-cnn", "--alpha", "0.5", "--out", str(tmp_path / "cli")]) == 2
+    assert not (tmp_path / "cli").exists()
+
+
+def test_alpha_pilot_trains_with_its_alpha_and_never_continues_another(tmp_path, monkeypatch):
+    """A short real pilot on 860 GTSRB images: the TV penalty is applied with the pilot's alpha (not the zoo
+    entry's), the card records it, and a checkpoint made with another alpha is not resumed."""
+    from advguard.defenses import blurnet
+
+    alphas = []
+    real = blurnet.training_penalty
+    monkeypatch.setattr(blurnet, "training_penalty", lambda m, d: (alphas.append(d["alpha"]), real(m, d))[1])
+    name, out = "gtsrb-cnn-ls0-tv1e-2", tmp_path / "run"
+    assert get_spec(name).defense["alpha"] == 1e-2 and RECIPES["gtsrb-cnn-ls0"].label_smoothing == 0.0
+    card = train(name, alpha=0.5, epochs=1, limit=860, out_dir=out, progress=False)
+    assert alphas == [0.5] and card["defense"] == {**get_spec(name).defense, "alpha": 0.5}
+    assert card["command"].endswith("--alpha 0.5") and "--install" not in card["command"]
+    assert not get_spec(name).card() or get_spec(name).card().get("defense", {}).get("alpha") == 1e-2
+    again = train(name, alpha=0.25, epochs=1, limit=860, out_dir=out, progress=False)  # same folder, other alpha
+    assert again["defense"]["alpha"] == 0.25 and again["wall_time_s"] != card["wall_time_s"]  # trained afresh
+    same = train(name, alpha=0.25, epochs=1, limit=860, out_dir=out, progress=False)
+    assert same["wall_time_s"] == again["wall_time_s"]  # its own checkpoint is resumed

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from ..errors import unknown_name
 from ..validation import ParameterTypeError, check_keywords
-from .patch import AdversarialPatch, shape_mask
-from .region_misleading import RegionMisleadingPatch
-from .rp2 import RP2, Sticker
-from .taintradar_bpda import TaintRadarBPDA
-from .base import Attack, AttackResult, perturbation_norms, shifted_targets
-from .standard import STANDARD_ATTACKS, FoolboxAttack
+from .base import ATTACKS, Attack, AttackResult, perturbation_norms, register_attack, shifted_targets
 
-ATTACKS: dict[str, type[Attack]] = {**STANDARD_ATTACKS, "rp2": RP2}
+# Importing a module registers its attacks (``@register_attack``) in ATTACKS: the Foolbox ones first, then RP2.
+# The patch and the adaptive attacks need a fitted patch or detector first and are not registered by name.
+from .standard import STANDARD_ATTACKS, FoolboxAttack  # noqa: E402  (isort: skip)
+from .rp2 import RP2, Sticker  # noqa: E402
+from .patch import AdversarialPatch, shape_mask  # noqa: E402
+from .region_misleading import RegionMisleadingPatch  # noqa: E402
+from .taintradar_bpda import TaintRadarBPDA  # noqa: E402
 
 
 def make_attack(name: str, classifier, **params) -> Attack:
@@ -27,5 +28,5 @@ def make_attack(name: str, classifier, **params) -> Attack:
     return ATTACKS[name](classifier, **params)
 
 
-__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "RP2", "RegionMisleadingPatch", "Sticker", "TaintRadarBPDA", "AttackResult", "FoolboxAttack", "make_attack", "perturbation_norms",
+__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "RP2", "RegionMisleadingPatch", "Sticker", "TaintRadarBPDA", "AttackResult", "FoolboxAttack", "make_attack", "perturbation_norms", "register_attack",
            "shape_mask", "shifted_targets"]

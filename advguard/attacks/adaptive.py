@@ -77,7 +77,6 @@ class DetectorAwareCW(Attack):
                          recheck=int(check_number("recheck", recheck, lo=0, hi=1_000_000, integer=True, where=where)),
                          **kw)
         self.detector = detector
-        self._log: list[dict] = []
 
     # ------------------------------------------------------------------ one batch
     @staticmethod
@@ -95,7 +94,7 @@ class DetectorAwareCW(Attack):
         p = self.params
         model = self.classifier.module
         n = x.shape[0]
-        rng = np.random.default_rng([self.seed, len(self._log)])
+        rng = np.random.default_rng([self.seed, self.batch_index_])
         best = x.clone()
         restart_of = np.full(n, -1)
         step_of = np.full(n, -1)
@@ -149,15 +148,11 @@ class DetectorAwareCW(Attack):
             if p["recheck"]:
                 rep = best[i: i + 1].detach().cpu().repeat(p["recheck"], 1, 1, 1)
                 recheck[i] = float(self._evades(rep).mean())
-        self._log.append({"restart": restart_of, "step": step_of, "recheck": recheck})
-        return best
+        return best, {"restart": restart_of, "step": step_of, "recheck": recheck}
 
-    def __call__(self, x, y, targets=None) -> AdaptiveResult:  # type: ignore[override]
-        self._log = []
-        r = super().__call__(x, y, targets)
-        restart = np.concatenate([d["restart"] for d in self._log])
-        step = np.concatenate([d["step"] for d in self._log])
-        recheck = np.concatenate([d["recheck"] for d in self._log])
+    def _finish(self, r: AttackResult, extras: dict[str, np.ndarray]) -> AdaptiveResult:
+        """The :class:`AdaptiveResult`: ``attack(x, y, targets)`` returns it."""
+        restart, step, recheck = extras["restart"], extras["step"], extras["recheck"]
         evaded = torch.from_numpy(restart >= 0) & r.success
         return AdaptiveResult(**r.__dict__, evaded=evaded, restart=torch.from_numpy(restart),
                               step=torch.from_numpy(step), recheck_evasion=torch.from_numpy(recheck))

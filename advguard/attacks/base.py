@@ -1,13 +1,22 @@
 """The attack interface: ``attack(x, y, targets=None) -> AttackResult``.
 
-Modelled on torchattacks' base class: a subclass overrides one method, :meth:`Attack._run`,
-which attacks one batch; ``__call__`` validates inputs, puts the model in eval mode, batches
-with a progress bar, seeds the random generators, re-checks success with the classifier
-itself and computes the perturbation norms. Epsilons are always in [0, 1] pixel units.
+Modelled on torchattacks' base class (and Foolbox 3's final ``__call__``): a subclass implements one
+abstract method, :meth:`Attack._run`, which attacks one batch; the final template ``__call__`` validates
+inputs and targets (``targets_required`` is enforced there), puts the model in eval mode, batches with a
+progress bar, seeds the random generators, re-checks success with the classifier itself and computes the
+perturbation norms. Epsilons are always in [0, 1] pixel units.
+
+Hooks a subclass may override (never ``__call__``): :meth:`Attack._default_targets` (targets when none
+are given), :meth:`Attack._check_inputs`, :meth:`Attack._start` (per-call set-up and checks, e.g. "the
+patch is trained"), :meth:`Attack._batch_slices` and :meth:`Attack._finish` (a richer result from what
+``_run`` returned besides the images: ``_run`` may return ``(x_adv, extras)``, a dict of per-image arrays,
+concatenated over batches and handed to ``_finish``).
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
+from typing import final
 
 import numpy as np
 import torch
@@ -15,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import InputError
-from ..validation import (ParameterTypeError, as_labels, check_batch_size, check_bool, check_number,
+from ..validation import (ParameterError, ParameterTypeError, as_labels, check_batch_size, check_bool, check_number,
                           init_keywords)
 
 #: the keywords every attack accepts (``Attack.__init__``)
@@ -49,6 +58,33 @@ class AttackResult:
                 **{f"median_{k}_of_successes": v for k, v in med.items()}}
 
 
+#: Every registered attack class by name (filled by :func:`register_attack`; ``make_attack`` reads it).
+ATTACKS: dict[str, type["Attack"]] = {}
+
+
+def register_attack(name: str | None = None):
+    """Class decorator: register an :class:`Attack` subclass in :data:`ATTACKS` under ``name`` (default: its ``name``
+    attribute), like timm's ``register_model``. A name registered twice is refused::
+
+        @register_attack("my-attack")
+        class MyAttack(Attack):
+            def _run(self, x, y, targets): ...
+    """
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Attack)):
+            raise TypeError(f"register_attack: {cls!r} is not an Attack subclass")
+        key = name if name is not None else cls.name
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"register_attack: the name must be a non-empty str, got {key!r}")
+        if key in ATTACKS and ATTACKS[key] is not cls:
+            raise ValueError(f"attack {key!r} is already registered ({ATTACKS[key].__qualname__})")
+        if cls.name != key:
+            cls.name = key
+        ATTACKS[key] = cls
+        return cls
+    return deco
+
+
 def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
     """L0 (pixel positions where any channel changed by more than 1e-6), L2 and L-inf of ``x_adv - x``."""
     d = (x_adv - x).flatten(2)  # N, C, HW
@@ -57,8 +93,12 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.
     return {"l0": l0, "l2": flat.norm(p=2, dim=1), "linf": flat.abs().amax(1)}
 
 
-class Attack:
-    """Base class. Subclasses set ``name``, ``norm``, ``targeted_ok`` and implement :meth:`_run`."""
+class Attack(abc.ABC):
+    """Abstract base class. Subclasses set ``name``, ``norm``, ``targeted_ok`` (``targets_required``) and implement
+    :meth:`_run`; ``__call__`` is final (see the module docstring for the hooks).
+
+    :attr:`batch_index_` is the index of the batch being attacked during a call (0, 1, ...), for attacks that
+    seed per batch."""
 
     name = "attack"
     norm = "linf"
@@ -89,11 +129,12 @@ class Attack:
         return sorted(init_keywords(cls, Attack, exclude=("classifier", "detector")))
 
     def _check_targets(self, y: torch.Tensor, targets: torch.Tensor | None) -> None:
-        """Refuse targeted calls without targets (RP2...), targets for an untargeted-only attack, and targets that
-        equal the true label (such an image would be counted as an instant success)."""
+        """Refuse targeted calls without targets (``targets_required``: RP2...), targets for an untargeted-only
+        attack, and targets that equal the true label (such an image would be counted as an instant success)."""
         if targets is None:
             if self.targets_required:
-                raise InputError(f"{self.name} is a targeted attack: pass targets= (one target class per image)")
+                raise ParameterError(f"{self.name} is a targeted attack: pass targets= (one target class per "
+                                     "image)")
             return
         if not self.targeted_ok:
             raise InputError(f"{self.name} is untargeted only; drop targets=")
@@ -102,34 +143,64 @@ class Attack:
     def _check_inputs(self, x: torch.Tensor) -> None:
         """Hook: refuse a validated batch the attack's parameters do not fit (before any work)."""
 
+    def _default_targets(self, n: int) -> torch.Tensor | None:
+        """Hook: the targets of a call without ``targets=`` (None: untargeted)."""
+        return None
+
+    def _start(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> None:
+        """Hook: per-call set-up and checks, after the inputs are validated and before the first batch."""
+
+    def _batch_slices(self, n: int) -> list[slice]:
+        """Hook: the batches a call of ``n`` images is attacked in (default: ``batch_size`` at a time)."""
+        return [slice(i, i + self.batch_size) for i in range(0, n, self.batch_size)]
+
+    def _finish(self, result: AttackResult, extras: dict[str, np.ndarray]) -> AttackResult:
+        """Hook: the call's result from the base result and the per-image ``extras`` ``_run`` returned (concatenated
+        over batches in image order)."""
+        return result
+
     def __repr__(self) -> str:
         ps = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({self.name}{', ' if ps else ''}{ps})"
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-        """Attack one batch (on the classifier's device); return adversarial images in [0, 1]."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
+             ) -> torch.Tensor | tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """Attack one batch (on the classifier's device); return adversarial images in [0, 1], or (images, a dict of
+        per-image numpy arrays for :meth:`_finish`)."""
 
+    @final
     def __call__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
                  targets: np.ndarray | torch.Tensor | None = None) -> AttackResult:
+        """Attack images ``x`` (float32 NCHW in [0, 1]) with labels ``y`` (and ``targets``, one class per image,
+        for a targeted attack); returns an :class:`AttackResult` (or the subclass's richer result)."""
         clf = self.classifier
         xt = clf.validate(x)  # a detached float32 tensor: inputs that require grad are fine
         yt = as_labels(y, xt.shape[0], clf.num_classes)
-        tt = None if targets is None else as_labels(targets, xt.shape[0], clf.num_classes, name="targets")
+        if targets is None:
+            tt = self._default_targets(xt.shape[0])
+        else:
+            tt = as_labels(targets, xt.shape[0], clf.num_classes, name="targets")
         self._check_targets(yt, tt)
         self._check_inputs(xt)
+        self._start(xt, yt, tt)
         clf.module.eval()
         torch.manual_seed(self.seed)
         np.random.seed(self.seed % 2**32)
-        outs = []
-        bar = tqdm(range(0, xt.shape[0], self.batch_size), desc=f"attack {self.name}", leave=False,
+        outs: list[torch.Tensor] = []
+        extras: dict[str, list[np.ndarray]] = {}
+        bar = tqdm(self._batch_slices(xt.shape[0]), desc=f"attack {self.name}", leave=False,
                    disable=not self.progress)
-        for i in bar:
-            sl = slice(i, i + self.batch_size)
+        for b, sl in enumerate(bar):
+            self.batch_index_ = b
             xb = xt[sl].to(clf.device)
-            adv = self._run(xb, yt[sl].to(clf.device), None if tt is None else tt[sl].to(clf.device))
+            out = self._run(xb, yt[sl].to(clf.device), None if tt is None else tt[sl].to(clf.device))
+            adv, more = out if isinstance(out, tuple) else (out, {})
             outs.append(adv.detach().clamp(*clf.bounds).cpu())
-        return self._result(xt, torch.cat(outs), yt, tt)
+            for k, v in more.items():
+                extras.setdefault(k, []).append(np.asarray(v))
+        x_adv = torch.cat(outs) if outs else xt.clone()
+        return self._finish(self._result(xt, x_adv, yt, tt), {k: np.concatenate(v) for k, v in extras.items()})
 
     def _result(self, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
                 ) -> AttackResult:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import AdvguardError, unknown_name
 from ..validation import ParameterError, ParameterTypeError, as_labels, check_bool, check_number
-from .base import Attack, AttackResult, check_targets_differ
+from .base import Attack, AttackResult
 
 SHAPES = ("square", "circle", "star", "lightning")
 POSITIONS = ("bottom-right", "bottom-left", "top-left", "top-right", "random")
@@ -275,24 +275,29 @@ class AdversarialPatch(Attack):
                 masks[i, r:r + s, c:c + s] |= pm
         return out, masks
 
-    def __call__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
-                 targets: np.ndarray | torch.Tensor | None = None) -> AttackResult:
-        """Apply the trained patch; success = target reached (targeted) or label changed (untargeted).
+    # ------------------------------------------------------------------ the attack protocol (Attack.__call__)
+    # ``attack(x, y, targets=None)`` applies the trained patch; success = target reached (targeted) or label
+    # changed (untargeted). Targets default to ``target``; images whose label is already the target are refused
+    # (they would count as successes without the patch doing anything): leave the target class out.
+    def _default_targets(self, n: int) -> torch.Tensor | None:
+        return None if self.target is None else torch.full((n,), self.target, dtype=torch.long)
 
-        Images whose label is already the target are refused (they would count as successes without the patch
-        doing anything): leave the target class out of the images you attack."""
-        clf = self.classifier
+    def _start(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> None:
         if self.patch_ is None:
             raise NotTrainedError("the patch is not trained: call fit(x_train) first")
-        xt = clf.validate(x)
-        yt = as_labels(y, xt.shape[0], clf.num_classes)
-        if targets is None and self.target is not None:
-            targets = torch.full((xt.shape[0],), self.target, dtype=torch.long)
-        tt = None if targets is None else as_labels(targets, xt.shape[0], clf.num_classes, name="targets")
-        if tt is not None:
-            check_targets_differ(yt, tt)
-        x_adv, self.last_masks_ = self.apply(xt)
-        return self._result(xt, x_adv, yt, tt)
+
+    def _batch_slices(self, n: int) -> list[slice]:
+        return [slice(0, n)]  # pasting is cheap: one batch, so random positions do not depend on batch_size
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None):
+        """Paste the patch; the masks of where it landed go to :meth:`_finish` (they become :attr:`last_masks_`)."""
+        x_adv, masks = self.apply(x)
+        return x_adv, {"masks": masks.cpu().numpy()}
+
+    def _finish(self, result: AttackResult, extras: dict[str, np.ndarray]) -> AttackResult:
+        #: where the patch landed in the last call, (N, H, W) bool, for IoU with a detector's region
+        self.last_masks_ = torch.from_numpy(extras["masks"])
+        return result
 
     def save_png(self, path: str | Path) -> Path:
         """Write the trained patch as an RGB/grey PNG (masked-out pixels transparent for non-square shapes)."""

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..classifier import Classifier, gradcam_from_gradients
 from ..detectors.taintradar import upsampled_cam
+from ..layers import LayerCapture, layer_module
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .patch import AdversarialPatch
 
@@ -27,20 +28,9 @@ from .patch import AdversarialPatch
 def forward_with_activation(classifier: Classifier, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and the activation of ``layer`` (``"name"`` = the module's output, ``"name:input"`` = its input),
     both inside the autograd graph of ``x``."""
-    holder: dict[str, torch.Tensor] = {}
-    name = layer.removesuffix(":input")
-    mod = classifier.layer(name)
-    if layer.endswith(":input"):
-        handle = mod.register_forward_pre_hook(lambda _m, args: holder.__setitem__("a", args[0]))
-    else:
-        handle = mod.register_forward_hook(
-            lambda _m, _i, out: holder.__setitem__("a", out[0] if isinstance(out, (tuple, list)) else out))
-    try:
-        with torch.enable_grad():
-            z = classifier.forward(x)
-    finally:
-        handle.remove()
-    return z, holder["a"]
+    with LayerCapture(classifier, [layer]) as cap, torch.enable_grad():
+        z = classifier.forward(x)
+    return z, cap[layer]
 
 
 def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0,
@@ -90,7 +80,7 @@ class RegionMisleadingPatch(AdversarialPatch):
         layer = layer or classifier.gradcam_layer
         if not isinstance(layer, str):
             raise ParameterTypeError(f"{self.name}: layer must be a layer name (str), got {layer!r}")
-        classifier.layer(layer.removesuffix(":input"))  # an unknown layer fails here, naming the closest
+        layer_module(classifier, layer)  # an unknown layer fails here, naming the closest
         self.lam, self.temperature = float(lam), float(temperature)
         self.layer = layer
         self.params.update(lam=self.lam, layer=self.layer, temperature=self.temperature)

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, as_labels, check_number
-from .base import Attack
+from .base import Attack, register_attack
 
 MASKS = ("rp2-rectangles", "bars", "sign", "l1")
 INITS = ("zero", "uniform")
@@ -194,6 +194,7 @@ class Sticker:
         return (x + self.masked.to(x.device)).clamp(0, 1)
 
 
+@register_attack()
 class RP2(Attack):
     """Targeted RP2 sticker attack; ``targets`` are required. Each distinct target in a call gets one
     sticker fitted on all images of the call that carry it (keep one sign's images in one batch: the

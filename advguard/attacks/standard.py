@@ -12,7 +12,7 @@ import inspect
 import math
 
 from ..validation import ParameterError, check_bool, check_choice, check_keywords, check_number
-from .base import COMMON_PARAMETERS, Attack
+from .base import COMMON_PARAMETERS, Attack, register_attack
 
 #: How each Foolbox parameter is checked at construction: (kind, low, high, low open?) with kind "int",
 #: "float", "bool", an optional-number "int?" / "float?" (None allowed) or a tuple of allowed strings.
@@ -156,10 +156,11 @@ def _top_k_misclassification(labels, k: int):
 
 
 def _make(name: str, fb_class: str, norm: str, fixed: bool, targeted_ok: bool = True, **defaults) -> type:
-    return type(f"{fb_class}Wrapper", (FoolboxAttack,), {
+    """A registered :class:`FoolboxAttack` subclass for Foolbox attack ``fb_class``."""
+    return register_attack(name)(type(f"{fb_class}Wrapper", (FoolboxAttack,), {
         "name": name, "fb_class": fb_class, "norm": norm, "fixed_budget": fixed, "targeted_ok": targeted_ok,
         "defaults": defaults, "__doc__": f"Foolbox {fb_class} ({norm}); defaults {defaults or 'Foolbox''s'}.",
-    })
+    }))
 
 
 STANDARD_ATTACKS: dict[str, type] = {

@@ -32,7 +32,7 @@ from ..detectors.taintradar import upsampled_cam
 from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .adaptive import AdaptiveResult, evades
-from .base import COMMON_PARAMETERS, Attack
+from .base import COMMON_PARAMETERS, Attack, AttackResult
 from .patch import POSITIONS
 from .region_misleading import softened_cam
 
@@ -84,7 +84,6 @@ class TaintRadarBPDA(Attack):
                          recheck=int(check_number("recheck", recheck, lo=0, hi=1_000_000, integer=True, where=where)),
                          **kw)
         self.detector = detector
-        self._log: list[dict] = []
 
     def region_masks(self, n: int, hw: tuple[int, int], g: torch.Generator) -> torch.Tensor:
         """(n, 1, H, W) float masks of the square regions the attack may change."""
@@ -139,7 +138,7 @@ class TaintRadarBPDA(Attack):
         p = self.params
         clf = self.classifier
         n = x.shape[0]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + len(self._log))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.batch_index_)
         m = self.region_masks(n, tuple(x.shape[-2:]), g).to(x.device)
         w = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6)).detach().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=p["lr"])
@@ -184,17 +183,12 @@ class TaintRadarBPDA(Attack):
         for i in torch.nonzero(done).flatten().tolist():
             if p["recheck"]:
                 recheck[i] = float(self._evades(best[i:i + 1].repeat(p["recheck"], 1, 1, 1)).mean())
-        self._log.append({"step": step_of, "recheck": recheck, "done": done.cpu().numpy()})
-        return best
+        return best, {"step": step_of, "recheck": recheck, "done": done.cpu().numpy()}
 
-    def __call__(self, x, y, targets=None) -> AdaptiveResult:  # type: ignore[override]
-        if targets is None:
-            raise ParameterError("the BPDA attack on TaintRadar is targeted: give targets=")
-        self._log = []
-        r = super().__call__(x, y, targets)
-        step = np.concatenate([d["step"] for d in self._log])
-        recheck = np.concatenate([d["recheck"] for d in self._log])
-        done = torch.from_numpy(np.concatenate([d["done"] for d in self._log]))
+    def _finish(self, r: AttackResult, extras: dict[str, np.ndarray]) -> AdaptiveResult:
+        """The :class:`AdaptiveResult`: ``attack(x, y, targets)`` returns it (targets are required)."""
+        step, recheck = extras["step"], extras["recheck"]
+        done = torch.from_numpy(extras["done"])
         if not self.params["evasion_weight"]:
             done = done & torch.from_numpy(self._evades(r.x_adv))
         return AdaptiveResult(**r.__dict__, evaded=done & r.success, restart=torch.where(done, 0, -1),

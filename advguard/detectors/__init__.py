@@ -2,28 +2,18 @@
 from __future__ import annotations
 
 from ..errors import unknown_name
-from .base import Detector, NotFittedError
-from .cnn import CNNDetector
-from .confidence import ConfidenceDetector
+from .base import DETECTORS, Detector, NotFittedError, register_detector
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
-from .erase_restore import EraseRestore, EraseRestoreDistance
-from .imageops import ImageOps
-from .loo import LeaveOneOut
-from .sentinet import SentiNet
-from .squeezing import FeatureSqueezing
-from .taintradar import TaintRadar
 
-DETECTORS: dict[str, type[Detector]] = {
-    "feature-squeezing": FeatureSqueezing,
-    "confidence": ConfidenceDetector,
-    "image-ops": ImageOps,
-    "cnn": CNNDetector,
-    "erase-restore": EraseRestore,
-    "erase-restore-distance": EraseRestoreDistance,
-    "loo": LeaveOneOut,
-    "taintradar": TaintRadar,
-    "sentinet": SentiNet,
-}
+# Importing each module registers its detectors (``@register_detector``) in DETECTORS, in this order.
+from .squeezing import FeatureSqueezing  # noqa: E402  (isort: skip)
+from .confidence import ConfidenceDetector  # noqa: E402
+from .imageops import ImageOps  # noqa: E402
+from .cnn import CNNDetector  # noqa: E402
+from .erase_restore import EraseRestore, EraseRestoreDistance  # noqa: E402
+from .loo import LeaveOneOut  # noqa: E402
+from .taintradar import TaintRadar  # noqa: E402
+from .sentinet import SentiNet  # noqa: E402
 
 
 def make_detector(name: str, classifier, **params) -> Detector:
@@ -35,4 +25,4 @@ def make_detector(name: str, classifier, **params) -> Detector:
 
 __all__ = ["DECISION_MODELS", "DETECTORS", "CNNDetector", "ConfidenceDetector", "EraseRestore", "EraseRestoreDistance",
            "ImageOps", "LeaveOneOut", "Detector", "FeatureSqueezing", "NotFittedError", "SentiNet", "TaintRadar",
-           "decision_scores", "make_decision_model", "make_detector"]
+           "decision_scores", "make_decision_model", "make_detector", "register_detector"]

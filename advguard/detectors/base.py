@@ -16,10 +16,11 @@ scikit-learn, ``__init__`` only stores parameters and ``fit`` returns ``self``.
 """
 from __future__ import annotations
 
+import abc
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar, final
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ import torch
 from ..classifier import Classifier
 from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
 from ..metrics import CostReport, PeakMemory, threshold_at_fpr
-from ..validation import check_keywords, check_number, init_keywords
+from ..validation import ParameterTypeError, check_keywords, check_number, init_keywords
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
 
@@ -54,57 +55,235 @@ class NotFittedError(AdvguardError):
     """The detector must be fitted/calibrated before this call."""
 
 
-class Detector:
+#: Every registered detector class by name (filled by :func:`register_detector`; ``make_detector`` reads it).
+DETECTORS: dict[str, type["Detector"]] = {}
+
+
+def register_detector(name: str | None = None):
+    """Class decorator: register a :class:`Detector` subclass in :data:`DETECTORS` under ``name`` (default: its
+    ``name`` attribute), like timm's ``register_model``. A name registered twice is refused::
+
+        @register_detector("my-detector")
+        class MyDetector(Detector):
+            ...
+    """
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise TypeError(f"register_detector: {cls!r} is not a Detector subclass")
+        key = name if name is not None else cls.name
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"register_detector: the name must be a non-empty str, got {key!r}")
+        if key in DETECTORS and DETECTORS[key] is not cls:
+            raise ValueError(f"detector {key!r} is already registered ({DETECTORS[key].__qualname__})")
+        if cls.name != key:
+            cls.name = key
+        DETECTORS[key] = cls
+        return cls
+    return deco
+
+
+def _check_fpr(value: Any, p: dict, det: "Detector") -> float:
+    return check_rate("fpr", value)
+
+
+def _check_seed(value: Any, p: dict, det: "Detector") -> int:
+    return int(check_count("seed", value, low=0))
+
+
+def _check_decision_model(value: Any, p: dict, det: "Detector") -> str | None:
+    dm = value if value is not None else det.default_decision_model
+    if dm is not None and dm not in DECISION_MODELS:
+        from ..errors import unknown_name
+
+        raise unknown_name("decision model", str(dm), list(DECISION_MODELS))
+    return dm
+
+
+def _check_decision_params(value: Any, p: dict, det: "Detector") -> dict:
+    if value is not None and not isinstance(value, dict):
+        raise ParameterError(f"decision_params must be a dict, got {type(value).__name__}")
+    out = dict(value or {})
+    dm = p.get("decision_model")
+    if dm is not None and out:
+        try:  # unknown estimator parameters fail here, not after the features are computed
+            make_decision_model(dm, seed=0, **out)
+        except TypeError as e:
+            raise ParameterError(f"decision_params for {dm!r}: {e}") from e
+    return out
+
+
+#: The parameters every detector takes (``Detector.__init__``); the others are the subclass's own (``params``).
+BASE_PARAMETERS = ("fpr", "seed", "decision_model", "decision_params")
+
+
+class Detector(abc.ABC):
     """Base class; subclasses implement :meth:`features` (and :meth:`statistic` if they can run unsupervised).
 
     ``decision_model=None`` means unsupervised (the detector's own :meth:`statistic` scores the
     features); a name (``"svc"``, ``"xgb"``, ...) makes the detector supervised. Subclasses that
-    need a decision model set :attr:`default_decision_model`.
+    need a decision model set :attr:`default_decision_model` (and the same default in their signature).
+
+    **Parameters** follow scikit-learn's estimator contract: ``__init__`` stores every keyword parameter, as
+    given, in an attribute of its own name (where a method or property already has that name, under the name
+    :attr:`_param_attributes` gives: ``statistic`` is stored as ``statistic_param``, ImageOps' ``k`` / ``ops`` as
+    ``k_param`` / ``ops_param``); :meth:`get_params` / :meth:`set_params` read and write them and
+    ``sklearn.base.clone`` makes an unfitted copy around the *same* classifier (the classifier is the network
+    the detector protects, not a hyperparameter: it is passed through, never copied). Every value is checked
+    against :attr:`_parameter_constraints` (scikit-learn's ``_parameter_constraints``, written as functions
+    ``check(value, checked_so_far, detector) -> normalised value``) when the detector is built, by
+    :meth:`set_params`, and again by :meth:`fit`; an invalid value raises :class:`~advguard.ParameterError`.
+    Fitted state lives in attributes ending in ``_`` (``threshold_``, ``estimator_``, ...). :attr:`params` is the
+    read-only dict of the detector's own parameters as checked (what ``self.params`` held before advguard 0.2).
+
+    The protocol methods (:meth:`fit`, :meth:`score`, :meth:`predict`, :meth:`calibrate`, :meth:`save`,
+    :meth:`load`) are templates; subclasses override the hooks (:meth:`features`, :meth:`statistic`,
+    :meth:`_fit_features`, :meth:`_state`, :meth:`_set_state`, and :meth:`fit_features` / :meth:`_fit_images`
+    for detectors with their own fitting).
     """
 
     name = "detector"
     default_decision_model: str | None = None
+    #: name -> check(value, checked parameters so far, detector) -> the normalised value, in checking order
+    _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict, "Detector"], Any]]] = {
+        "fpr": _check_fpr, "seed": _check_seed, "decision_model": _check_decision_model,
+        "decision_params": _check_decision_params,
+    }
+    #: constructor parameters stored under another attribute (their own name is a method or property)
+    _param_attributes: ClassVar[dict[str, str]] = {}
+    #: constructor parameters left out of :attr:`params` and of the saved file's JSON (saved as arrays, or not
+    #: at all, like a progress bar switch)
+    _unsaved_params: ClassVar[tuple[str, ...]] = ()
+    #: constructor parameters the detector accepts but ignores (left out of :meth:`get_params`)
+    _ignored_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, classifier: Classifier, *, fpr: float = 0.05, decision_model: str | None = None,
-                 decision_params: dict | None = None, seed: int = 0, **params: Any):
+                 decision_params: dict | None = None, seed: int = 0, **unknown: Any):
         if not isinstance(classifier, Classifier):
             raise ParameterError(f"{self.name}: classifier must be an advguard.Classifier, got "
                                  f"{type(classifier).__name__}")
-        check_keywords(self.name, params, parameter_names(type(self)))
+        check_keywords(self.name, unknown, parameter_names(type(self)))
         self.classifier = classifier
-        self.fpr = check_rate("fpr", fpr)
-        self.decision_model = decision_model if decision_model is not None else self.default_decision_model
-        if self.decision_model is not None and self.decision_model not in DECISION_MODELS:
-            from ..errors import unknown_name
-
-            raise unknown_name("decision model", str(self.decision_model), list(DECISION_MODELS))
-        if decision_params is not None and not isinstance(decision_params, dict):
-            raise ParameterError(f"decision_params must be a dict, got {type(decision_params).__name__}")
-        self.decision_params = dict(decision_params or {})
-        if self.decision_model is not None and self.decision_params:
-            try:  # unknown estimator parameters fail here, not after the features are computed
-                make_decision_model(self.decision_model, seed=0, **self.decision_params)
-            except TypeError as e:
-                raise ParameterError(f"decision_params for {self.decision_model!r}: {e}") from e
-        self.seed = check_count("seed", seed, low=0)
-        self.params = params
+        self.fpr = fpr
+        self.decision_model = decision_model
+        self.decision_params = decision_params
+        self.seed = seed
         self.threshold_: float | None = None
         self.calibration_: dict | None = None
         self.estimator_ = None
         self.last_cost_: dict | None = None
+        self._checked_params()  # refuse a bad value now, naming it (and again in fit: set_params may change it)
+
+    # ---------------------------------------------------------------- parameters
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The constructor's keyword parameters (its own and, through ``**kw``, its bases'), sorted."""
+        return sorted(parameter_names(cls))
+
+    def _raw_params(self) -> dict[str, Any]:
+        """The parameters as stored. A subclass that keeps a constructor argument under no attribute of its name
+        (outside the contract) simply has it left out."""
+        missing = object()
+        raw = {n: getattr(self, self._param_attributes.get(n, n), missing) for n in self._get_param_names()}
+        return {n: v for n, v in raw.items() if v is not missing}
+
+    def _checked_params(self) -> dict[str, Any]:
+        """Every parameter checked against :attr:`_parameter_constraints` and normalised (cached until a
+        parameter attribute is rebound)."""
+        raw = self._raw_params()
+        cache = self.__dict__.get("_param_cache")
+        if cache is not None and cache[0].keys() == raw.keys() and all(cache[0][k] is raw[k] for k in raw):
+            return cache[1]
+        checked: dict[str, Any] = {}
+        for name, check in self._parameter_constraints.items():
+            if name in raw:
+                checked[name] = check(raw[name], checked, self)
+        for name in raw:  # a parameter without a constraint passes as given
+            checked.setdefault(name, raw[name])
+        for name in BASE_PARAMETERS:  # a subclass whose signature leaves them out still has the base's values
+            if name not in checked:
+                checked[name] = Detector._parameter_constraints[name](getattr(self, name, None) if name != "fpr"
+                                                                      else getattr(self, name, 0.05), checked, self)
+        self.__dict__["_param_cache"] = (raw, checked)
+        return checked
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The detector's parameters by name (scikit-learn), as checked: every constructor keyword except the
+        classifier (passed through by :meth:`set_params` / ``clone``, not a hyperparameter), the ignored ones,
+        and ``decision_params`` when it is empty (as before advguard 0.2, so cache keys built on it are stable).
+        With ``deep``, parameters that are estimators add their own as ``name__key``."""
+        checked = self._checked_params()
+        out = {}
+        for k, v in checked.items():
+            if k in self._ignored_params or (k == "decision_params" and not v):
+                continue
+            out[k] = v
+            if deep and hasattr(v, "get_params") and not isinstance(v, type):
+                out.update({f"{k}__{kk}": vv for kk, vv in v.get_params().items()})
+        return out
+
+    def set_params(self, **params: Any) -> "Detector":
+        """Set parameters by name (``classifier`` too; ``name__key`` for a parameter's own); they are checked at
+        once (an invalid value raises and leaves the detector unchanged). Returns ``self``. Fitted state is not
+        cleared: refit after changing a parameter."""
+        valid = set(self._get_param_names()) | {"classifier"}
+        nested: dict[str, dict] = {}
+        for k in params:
+            top = k.split("__", 1)[0]
+            if top not in valid:
+                check_keywords(f"{self.name}.set_params", [top], valid)
+            if "__" in k:
+                nested.setdefault(top, {})[k.split("__", 1)[1]] = params[k]
+        old = {k: getattr(self, self._param_attributes.get(k, k)) for k in {k.split("__", 1)[0] for k in params}}
+        try:
+            for k, v in params.items():
+                if "__" in k:
+                    continue
+                if k == "classifier" and not isinstance(v, Classifier):
+                    raise ParameterError(f"{self.name}: classifier must be an advguard.Classifier, got "
+                                         f"{type(v).__name__}")
+                setattr(self, self._param_attributes.get(k, k), v)
+            for k, sub in nested.items():
+                getattr(self, self._param_attributes.get(k, k)).set_params(**sub)
+            self.__dict__.pop("_param_cache", None)
+            self._checked_params()
+        except Exception:
+            for k, v in old.items():
+                setattr(self, self._param_attributes.get(k, k), v)
+            self.__dict__.pop("_param_cache", None)
+            raise
+        return self
+
+    def __sklearn_clone__(self) -> "Detector":
+        """``sklearn.base.clone(det)``: an unfitted detector with deep copies of the parameters, around the same
+        classifier."""
+        from sklearn.base import clone
+
+        return type(self)(self.classifier, **{k: clone(v, safe=False) for k, v in self._raw_params().items()})
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Read-only: the detector's own parameters (not fpr, seed, decision model), as checked and resolved
+        (e.g. TaintRadar's default ``layer`` and ``k_max``). A fresh dict: change parameters with
+        :meth:`set_params`."""
+        return {k: v for k, v in self._checked_params().items()
+                if k not in BASE_PARAMETERS and k not in self._unsaved_params and k not in self._ignored_params}
+
+    def _saved_params(self) -> dict[str, Any]:
+        """The parameters written to a detector file (JSON-able; what ``Detector.load`` rebuilds it from)."""
+        return {k: v for k, v in self.get_params(deep=False).items() if k not in self._unsaved_params}
 
     @property
     def supervised(self) -> bool:
-        return self.decision_model is not None
+        return self._checked_params()["decision_model"] is not None
 
     # ---------------------------------------------------------------- to override
+    @abc.abstractmethod
     def features(self, x: torch.Tensor) -> np.ndarray:
         """(N, d) float features of validated images ``x``."""
-        raise NotImplementedError
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
         """Unsupervised detectors: one score per image from its features (higher = more adversarial)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name} has no unsupervised statistic: give it a decision_model")
 
     def _fit_features(self, f_clean: np.ndarray) -> None:
         """Unsupervised detectors with fitted state (e.g. a PCA) fit it here, on clean features only."""
@@ -120,14 +299,12 @@ class Detector:
         return [f"f{i}" for i in range(d)]
 
     # ---------------------------------------------------------------- protocol
-    def get_params(self) -> dict:
-        out = {"fpr": self.fpr, "seed": self.seed, **self.params, "decision_model": self.decision_model}
-        if self.decision_params:
-            out["decision_params"] = self.decision_params
-        return out
-
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+        try:
+            shown = self.get_params(deep=False)
+        except Exception:  # noqa: BLE001 - an invalid parameter still has a repr
+            shown = self._raw_params()
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def extract(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """Validate ``x`` and compute its features, recording the cost in :attr:`last_cost_`."""
@@ -143,8 +320,21 @@ class Detector:
             raise AdvguardError(f"{self.name}: features have shape {f.shape}, expected ({t.shape[0]}, d)")
         return f
 
-    def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None) -> "Detector":
-        """Supervised: fit on clean + adversarial images; unsupervised: ``x_adv`` must be None."""
+    @final
+    def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
+            **fit_params: Any) -> "Detector":
+        """Fit on clean images (unsupervised; ``x_adv`` must be None) or clean + adversarial images (supervised),
+        calibrating the threshold at :attr:`fpr`; returns ``self``. The parameters are checked first.
+        ``fit_params`` go to detectors that take more (the CNN detector's ``dev=``)."""
+        self.__dict__.pop("_param_cache", None)
+        self._checked_params()
+        return self._fit_images(x_clean, x_adv, **fit_params)
+
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
+                    **fit_params: Any) -> "Detector":
+        """The fitting behind :meth:`fit` (parameters already checked): features, then :meth:`fit_features`."""
+        if fit_params:
+            raise ParameterTypeError(f"{self.name}.fit takes no keyword {', '.join(map(repr, fit_params))}")
         f_adv = None
         if self.supervised:
             if x_adv is None:
@@ -156,6 +346,7 @@ class Detector:
 
     def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> "Detector":
         """:meth:`fit` on precomputed features (the benchmark harness caches them)."""
+        p = self._checked_params()
         f_clean = np.asarray(f_clean, dtype=np.float64)
         self._check_fit_size(len(f_clean))
         if not self.supervised:
@@ -169,11 +360,11 @@ class Detector:
 
         f = np.concatenate([f_clean, np.asarray(f_adv, dtype=np.float64)])
         y = np.r_[np.zeros(len(f_clean)), np.ones(len(f_adv))].astype(int)
-        est = make_decision_model(self.decision_model, seed=self.seed, **self.decision_params)
+        est = make_decision_model(p["decision_model"], seed=p["seed"], **p["decision_params"])
         oof = np.empty(len(f_clean))
         k = min(5, int(min(len(f_clean), len(f_adv))))
         if k >= 2:
-            for tr, te in StratifiedKFold(k, shuffle=True, random_state=self.seed).split(f, y):
+            for tr, te in StratifiedKFold(k, shuffle=True, random_state=p["seed"]).split(f, y):
                 m = clone(est).fit(f[tr], y[tr])
                 clean_te = te[te < len(f_clean)]
                 oof[clean_te] = decision_scores(m, f[clean_te])
@@ -191,11 +382,12 @@ class Detector:
         share above ``fpr`` (the target FPR cannot be resolved: the threshold sits at the largest clean score)."""
         if n < self.min_fit_images:
             raise InputError(f"{self.name}: fitting needs at least {self.min_fit_images} clean images, got {n}")
-        need = math.ceil(1.0 / self.fpr - 1e-9)
+        fpr = self._checked_params()["fpr"]
+        need = math.ceil(1.0 / fpr - 1e-9)
         if n < need:
             import warnings
 
-            warnings.warn(f"{self.name}: {n} clean images cannot resolve FPR {self.fpr:g} (needs at least {need}); "
+            warnings.warn(f"{self.name}: {n} clean images cannot resolve FPR {fpr:g} (needs at least {need}); "
                           "the threshold is the largest clean score", UserWarning, stacklevel=3)
 
     def _set_threshold(self, clean_scores: np.ndarray) -> None:
@@ -205,7 +397,7 @@ class Detector:
         if not np.isfinite(s).all():
             raise AdvguardError(f"{self.name}: {int((~np.isfinite(s)).sum())} clean calibration scores are not "
                                 "finite")
-        self.threshold_ = float(threshold_at_fpr(s, self.fpr))
+        self.threshold_ = float(threshold_at_fpr(s, self._checked_params()["fpr"]))
         self.calibration_ = {"n": int(len(s)), "min": float(s.min()), "max": float(s.max())}
 
     def score_features(self, f: np.ndarray) -> np.ndarray:
@@ -216,8 +408,18 @@ class Detector:
             return decision_scores(self.estimator_, f)
         return np.asarray(self.statistic(f), dtype=np.float64)
 
+    def _check_fitted(self) -> None:
+        if self.threshold_ is None:
+            raise NotFittedError(f"{self.name} is not fitted: call fit(...) or calibrate(x_clean) first")
+
+    @final
     def score(self, x: np.ndarray | torch.Tensor, return_report: bool = False):
-        """One score per image (higher = more adversarial); with ``return_report`` also a list of dicts."""
+        """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report`` also a list
+        of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`."""
+        self._check_fitted()
+        return self._score(x, return_report)
+
+    def _score(self, x: np.ndarray | torch.Tensor, return_report: bool = False):
         f = self.extract(x)
         s = self.score_features(f)
         if not return_report:
@@ -232,28 +434,32 @@ class Detector:
             reports.append(r)
         return s, reports
 
+    @final
     def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> "Detector":
-        """Set the threshold so that a share ``fpr`` of these clean images is flagged."""
+        """Set the threshold so that a share ``fpr`` of these clean images is flagged (``fpr`` also becomes the
+        detector's parameter); returns ``self``."""
         if fpr is not None:
             self.fpr = check_rate("fpr", fpr)
-        scores = self.score(x_clean)
+        scores = self._score(x_clean)
         self._check_fit_size(len(scores))
         self._set_threshold(scores)
         return self
 
+    @final
     def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        """True where the image is judged adversarial (score above the calibrated threshold)."""
+        """True where the image is judged adversarial (score above the calibrated threshold): a bool array (N,)."""
         if self.threshold_ is None:
             raise NotFittedError(f"{self.name} has no threshold: call fit(...) or calibrate(x_clean) first")
-        return self.score(x) > self.threshold_
+        return np.asarray(self.score(x) > self.threshold_, dtype=bool)
 
     # ---------------------------------------------------------------- persistence
+    @final
     def save(self, path: str | Path) -> Path:
         """Write the fitted detector to one pickle-free file (atomically), with the classifier's fingerprint."""
         from ..fingerprint import classifier_fingerprint
 
         extra_meta, arrays = self._state()
-        meta = {"detector": self.name, "params": self.get_params(), "threshold": self.threshold_,
+        meta = {"detector": self.name, "params": self._saved_params(), "threshold": self.threshold_,
                 "classifier": self.classifier.name, "state": extra_meta,
                 "fingerprint": classifier_fingerprint(self.classifier), "calibration": self.calibration_}
         return save_detector(path, meta, arrays, self.estimator_)
@@ -313,13 +519,13 @@ class Detector:
         if self.classifier.size is None or self.threshold_ is None:
             return
         probe = torch.full((1, self.classifier.channels, *self.classifier.size), 0.5)
-        progress = self.params.get("progress")
+        progress = getattr(self, "progress", None)
         if progress:
-            self.params["progress"] = False
+            self.progress = False
         try:
             s = self.score(probe)
         finally:
             if progress:
-                self.params["progress"] = progress
+                self.progress = progress
         if s.shape != (1,) or not np.isfinite(s).all():
             raise AdvguardError(f"a grey probe image scored {s!r}")

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import InputError, ParameterError
-from .base import Detector, check_count, check_rate
+from .base import Detector, register_detector, check_count, check_rate
 
 BACKBONES = ("scratch", "classifier")
 
@@ -52,41 +52,52 @@ def _replace_last_linear(model: nn.Module, out_features: int) -> nn.Module:
     return model
 
 
+def _check_backbone(backbone, p, det) -> str:
+    if backbone not in BACKBONES:
+        from ..errors import unknown_name
+
+        raise unknown_name("CNN detector backbone", backbone, list(BACKBONES))
+    return backbone
+
+
+def _check_widths(widths, p, det) -> list[list[int]]:
+    try:
+        widths = [[check_count("widths", c, low=1) for c in stage] for stage in widths]
+    except TypeError as e:
+        raise ParameterError(f"widths must be a list of lists of channel counts, got {widths!r}") from e
+    if not widths or not all(widths):
+        raise ParameterError(f"widths must be a non-empty list of non-empty stages, got {widths!r}")
+    return [list(w) for w in widths]
+
+
+@register_detector()
 class CNNDetector(Detector):
     """``CNNDetector(clf, backbone="scratch", softmax_in_training=False).fit(x_clean, x_adv)``."""
 
     name = "cnn"
+    _parameter_constraints = {
+        **Detector._parameter_constraints,
+        "decision_model": lambda v, p, det: None,  # accepted and ignored: the detector network decides
+        "backbone": _check_backbone,
+        "softmax_in_training": lambda v, p, det: bool(v),
+        "epochs": lambda v, p, det: int(check_count("epochs", v, low=1)),
+        "lr": lambda v, p, det: float(check_rate("lr", v, low=0.0, high=float("inf"))),
+        "batch_size": lambda v, p, det: int(check_count("batch_size", v, low=1)),
+        "widths": _check_widths,
+        "dev_fraction": lambda v, p, det: float(check_rate("dev_fraction", v)),
+    }
+    _ignored_params = ("decision_model",)
+    _unsaved_params = ("progress",)
 
     def __init__(self, classifier, *, backbone: str = "scratch", softmax_in_training: bool = False,
                  epochs: int = 15, lr: float = 5e-4, batch_size: int = 64,
                  widths: tuple[tuple[int, ...], ...] | list = ((32, 32), (64, 64), (128, 128)),
                  dev_fraction: float = 0.15, progress: bool = True, **kw):
-        if backbone not in BACKBONES:
-            from ..errors import unknown_name
-
-            raise unknown_name("CNN detector backbone", backbone, list(BACKBONES))
-        dev_fraction = check_rate("dev_fraction", dev_fraction)
-        epochs = check_count("epochs", epochs, low=1)
-        lr = check_rate("lr", lr, low=0.0, high=float("inf"))
-        batch_size = check_count("batch_size", batch_size, low=1)
-        try:
-            widths = [[check_count("widths", c, low=1) for c in stage] for stage in widths]
-        except TypeError as e:
-            raise ParameterError(f"widths must be a list of lists of channel counts, got {widths!r}") from e
-        if not widths or not all(widths):
-            raise ParameterError(f"widths must be a non-empty list of non-empty stages, got {widths!r}")
-        kw.pop("decision_model", None)
-        super().__init__(classifier, backbone=backbone, softmax_in_training=bool(softmax_in_training),
-                         epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
-                         widths=[list(w) for w in widths], dev_fraction=float(dev_fraction), **kw)
-        self.progress = progress
+        self.backbone, self.softmax_in_training, self.epochs, self.lr = backbone, softmax_in_training, epochs, lr
+        self.batch_size, self.widths, self.dev_fraction, self.progress = batch_size, widths, dev_fraction, progress
+        super().__init__(classifier, **kw)
         self.net_: nn.Module | None = None
         self.history_: list[dict] = []
-
-    def get_params(self) -> dict:
-        p = super().get_params()
-        p.pop("decision_model", None)
-        return p
 
     # ------------------------------------------------------------------ network
     def _build(self) -> nn.Module:
@@ -120,7 +131,7 @@ class CNNDetector(Detector):
         return F.cross_entropy(z, y)
 
     # ------------------------------------------------------------------ protocol
-    def fit(self, x_clean, x_adv=None, dev: tuple | None = None) -> "CNNDetector":
+    def _fit_images(self, x_clean, x_adv=None, dev: tuple | None = None) -> "CNNDetector":
         """Train on clean (label 0) + adversarial (label 1) images; ``dev = (x_clean_dev, x_adv_dev)``."""
         if x_adv is None:
             raise InputError("the CNN detector is supervised: fit(x_clean, x_adv) needs adversarial examples")
@@ -128,7 +139,7 @@ class CNNDetector(Detector):
         xc, xa = clf.validate(x_clean), clf.validate(x_adv, name="x_adv")
         if len(xc) < 2 or len(xa) < 2:
             raise InputError("the CNN detector needs at least 2 clean and 2 adversarial images")
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self._checked_params()["seed"])
         if dev is None:
             pc, pa = torch.randperm(len(xc), generator=gen), torch.randperm(len(xa), generator=gen)
             nc = max(1, round(len(xc) * self.params["dev_fraction"]))
@@ -141,7 +152,7 @@ class CNNDetector(Detector):
         xd = torch.cat([dc, da])
         yd = np.r_[np.zeros(len(dc)), np.ones(len(da))]
 
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self._checked_params()["seed"])
         self.net_ = self._build()
         opt = torch.optim.Adam(self.net_.parameters(), lr=self.params["lr"])
         bs, dev_ = self.params["batch_size"], clf.device

@@ -8,18 +8,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Detector
+from .base import Detector, register_detector
 
 STATISTICS = ("max_prob", "entropy")
 
 
+def _check_statistic(statistic, p, det) -> str:
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    return statistic
+
+
+@register_detector()
 class ConfidenceDetector(Detector):
+    """Parameter ``statistic`` (stored as ``statistic_param``: :meth:`statistic` is the scoring method)."""
+
     name = "confidence"
+    _parameter_constraints = {**Detector._parameter_constraints, "statistic": _check_statistic}
+    _param_attributes = {"statistic": "statistic_param"}
 
     def __init__(self, classifier, *, statistic: str = "max_prob", **kw):
-        if statistic not in STATISTICS:
-            raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-        super().__init__(classifier, statistic=statistic, **kw)
+        self.statistic_param = statistic
+        super().__init__(classifier, **kw)
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         p = self.classifier.probs(x).double()

@@ -46,7 +46,7 @@ import torch
 from .._parallel import thread_map
 from ..errors import unknown_name
 from ._seeding import image_seeds
-from .base import Detector, check_count, check_rate
+from .base import Detector, register_detector, check_count, check_rate
 
 RESTORERS = ("telea", "ns", "median")
 MASKS = ("pixels", "blobs")
@@ -121,31 +121,40 @@ def restore(images: np.ndarray, masks: np.ndarray, method: str = "telea", radius
     return out
 
 
+def _check_choice(value, allowed, kind: str):
+    if value not in allowed:
+        raise unknown_name(kind, value, list(allowed))
+    return value
+
+
+@register_detector()
 class EraseRestore(Detector):
     """``EraseRestore(clf, n=11, erase=0.1, restore="telea", decision_model="svc")``; see the module docstring."""
 
     name = "erase-restore"
     default_decision_model = "svc"
+    _parameter_constraints = {
+        **Detector._parameter_constraints,
+        "n": lambda v, p, det: int(check_count("n (erase-and-restore draws)", v, low=1, high=1000)),
+        "erase": lambda v, p, det: float(check_rate("erase (share of pixels)", v)),
+        "mask": lambda v, p, det: _check_choice(v, MASKS, "mask kind"),
+        "blob": lambda v, p, det: int(check_count("blob", v, low=1)),
+        "restore": lambda v, p, det: _check_choice(v, RESTORERS, "restoration method"),
+        "radius": lambda v, p, det: int(check_count("radius", v, low=1)),
+        # None: the paper's PCA to 10 dimensions for many classes (ImageNet's 1,000), none for few
+        "pca_dim": lambda v, p, det: int(check_count("pca_dim", v, low=0, optional=True)
+                                         if v is not None else (10 if det.classifier.num_classes > 50 else 0)),
+        "fixed_masks": lambda v, p, det: bool(v),
+        # None: class-aligned features, see the module docstring (was: only with PCA)
+        "align": lambda v, p, det: True if v is None else bool(v),
+    }
 
     def __init__(self, classifier, *, n: int = 11, erase: float = 0.10, mask: str = "pixels", blob: int = 3,
                  restore: str = "telea", radius: int = 3, pca_dim: int | None = None, fixed_masks: bool = False,
-                 align: bool | None = None, **kw):
-        n = check_count("n (erase-and-restore draws)", n, low=1, high=1000)
-        erase = check_rate("erase (share of pixels)", erase)
-        blob = check_count("blob", blob, low=1)
-        radius = check_count("radius", radius, low=1)
-        pca_dim = check_count("pca_dim", pca_dim, low=0, optional=True)
-        if mask not in MASKS:
-            raise unknown_name("mask kind", mask, list(MASKS))
-        if restore not in RESTORERS:
-            raise unknown_name("restoration method", restore, list(RESTORERS))
-        if pca_dim is None:
-            pca_dim = 10 if classifier.num_classes > 50 else 0  # the paper: PCA to 10 for ImageNet's 1,000
-        if align is None:
-            align = True  # class-aligned features: see the module docstring (was: only with PCA)
-        super().__init__(classifier, n=int(n), erase=float(erase), mask=mask, blob=int(blob), restore=restore,
-                         radius=int(radius), pca_dim=int(pca_dim), fixed_masks=bool(fixed_masks), align=bool(align),
-                         **kw)
+                 align: bool | None = None, decision_model: str | None = "svc", **kw):
+        self.n, self.erase, self.mask, self.blob, self.restore, self.radius = n, erase, mask, blob, restore, radius
+        self.pca_dim, self.fixed_masks, self.align = pca_dim, fixed_masks, align
+        super().__init__(classifier, decision_model=decision_model, **kw)
         self.pca_: tuple[np.ndarray, np.ndarray] | None = None  # (mean, components)
 
     # ------------------------------------------------------------------ erase and restore
@@ -155,10 +164,11 @@ class EraseRestore(Detector):
         ``fixed_masks`` the same n masks for every image."""
         p = self.params
         size = tuple(x.shape[-2:])
+        seed = self._checked_params()["seed"]
         if p["fixed_masks"]:
-            one = make_masks(np.random.default_rng(self.seed), 1, p["n"], size, p["erase"], p["mask"], p["blob"])
+            one = make_masks(np.random.default_rng(self._checked_params()["seed"]), 1, p["n"], size, p["erase"], p["mask"], p["blob"])
             return np.repeat(one, x.shape[0], axis=0)
-        return np.concatenate([make_masks(np.random.default_rng([self.seed, s]), 1, p["n"], size, p["erase"],
+        return np.concatenate([make_masks(np.random.default_rng([seed, s]), 1, p["n"], size, p["erase"],
                                           p["mask"], p["blob"]) for s in image_seeds(x)])
 
     def variants(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +216,7 @@ class EraseRestore(Detector):
 
             c = self.classifier.num_classes
             train = self._aligned(np.concatenate([f_clean] + ([f_adv] if f_adv is not None else []))).reshape(-1, c)
-            pca = PCA(n_components=min(d, c), random_state=self.seed).fit(train)
+            pca = PCA(n_components=min(d, c), random_state=self._checked_params()["seed"]).fit(train)
             self.pca_ = (pca.mean_, pca.components_)
         return super().fit_features(self._reduce(np.asarray(f_clean, dtype=np.float64)),
                                     None if f_adv is None else self._reduce(np.asarray(f_adv, dtype=np.float64)))
@@ -228,6 +238,7 @@ class EraseRestore(Detector):
         return [f"{'x' if i == 0 else f'er{i}'}_p{k}" for i in range(d // c) for k in range(c)]
 
 
+@register_detector()
 class EraseRestoreDistance(EraseRestore):
     """Unsupervised THEMIS scores: mean KL(f(x) || f(E&R(x))) or mean Wasserstein-1 distance over the n draws.
 
@@ -237,13 +248,19 @@ class EraseRestoreDistance(EraseRestore):
 
     name = "erase-restore-distance"
     default_decision_model = None
+    _parameter_constraints = {
+        **EraseRestore._parameter_constraints,
+        "pca_dim": lambda v, p, det: 0,  # accepted (files of older versions record them) and ignored
+        "align": lambda v, p, det: False,
+        "statistic": lambda v, p, det: _check_choice(v, DISTANCES, "distance"),
+    }
+    _param_attributes = {"statistic": "statistic_param"}
 
-    def __init__(self, classifier, *, statistic: str = "kl", **kw):
-        if statistic not in DISTANCES:
-            raise unknown_name("distance", statistic, list(DISTANCES))
-        kw.pop("pca_dim", None)
-        kw.pop("align", None)
-        super().__init__(classifier, statistic=statistic, pca_dim=0, align=False, **kw)
+    def __init__(self, classifier, *, statistic: str = "kl", decision_model: str | None = None, **kw):
+        """``statistic`` is stored as ``statistic_param`` (:meth:`statistic` is the scoring method); ``pca_dim``
+        and ``align`` are accepted and ignored (the distances use neither)."""
+        self.statistic_param = statistic
+        super().__init__(classifier, decision_model=decision_model, **kw)
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         """(N, 2): mean KL divergence and mean Wasserstein distance between f(x) and its restored versions."""

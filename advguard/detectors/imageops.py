@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..transforms import ImageOp, apply_ops, parse_ops
-from .base import Detector, check_count
+from .base import Detector, _check_decision_params, check_count, register_detector
 
 FEATURES = ("count", "diff")
 #: the paper's random forest: 100 trees, maximum depth 2
@@ -66,23 +66,41 @@ def label_matrix(classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, ch
     return out
 
 
+def _check_ops(ops, p, det):
+    op_list = parse_ops(ops)  # unknown names raise here
+    return ops if isinstance(ops, str) else [o.name for o in op_list]
+
+
+def _check_feature(feature, p, det) -> str:
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+    return feature
+
+
+def _check_paper_decision_params(value, p, det) -> dict:
+    """None: the paper's settings for its decision model (the random forest's 100 trees of depth 2)."""
+    return _check_decision_params(PAPER_DECISION_PARAMS.get(p["decision_model"]) if value is None else value, p, det)
+
+
+@register_detector()
 class ImageOps(Detector):
-    """``ImageOps(clf, ops="all", feature="diff", decision_model="svc")``; see the module docstring."""
+    """``ImageOps(clf, ops="all", feature="diff", decision_model="svc")``; see the module docstring.
+
+    Parameters ``ops`` and ``k`` are stored as ``ops_param`` / ``k_param``: the properties :attr:`ops` (the parsed
+    operations) and :attr:`k` (the top-k length in use) have their names."""
 
     name = "image-ops"
     default_decision_model = "svc"
+    _parameter_constraints = {
+        **Detector._parameter_constraints, "decision_params": _check_paper_decision_params, "ops": _check_ops,
+        "feature": _check_feature,
+        "k": lambda k, p, det: check_count("k", k, low=1, high=det.classifier.num_classes, optional=True)}
+    _param_attributes = {"ops": "ops_param", "k": "k_param"}
 
     def __init__(self, classifier, *, ops: str | Sequence[str] = "all", feature: str = "diff", k: int | None = None,
-                 decision_model: str | None = None, decision_params: dict | None = None, **kw):
-        if feature not in FEATURES:
-            raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-        op_list = parse_ops(ops)  # fail fast on unknown names
-        k = check_count("k", k, low=1, high=classifier.num_classes, optional=True)
-        dm = decision_model or self.default_decision_model
-        if decision_params is None:
-            decision_params = PAPER_DECISION_PARAMS.get(dm)
-        super().__init__(classifier, decision_model=dm, decision_params=decision_params,
-                         ops=ops if isinstance(ops, str) else [o.name for o in op_list], feature=feature, k=k, **kw)
+                 decision_model: str | None = "svc", decision_params: dict | None = None, **kw):
+        self.ops_param, self.feature, self.k_param = ops, feature, k
+        super().__init__(classifier, decision_model=decision_model, decision_params=decision_params, **kw)
 
     @property
     def ops(self) -> list[ImageOp]:

@@ -45,7 +45,7 @@ import torch
 
 from .._parallel import thread_map
 from ..errors import ParameterError, ParameterTypeError, unknown_name
-from .base import Detector, check_count, check_rate
+from .base import Detector, register_detector, check_count, check_rate
 
 UNITS = ("pixel", "channel-pixel", "felzenszwalb", "quickshift", "slic")
 BASELINES = ("zero", "mean", "blur")
@@ -173,36 +173,55 @@ def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: tor
     return p0.numpy(), out
 
 
-class LeaveOneOut(Detector):
-    """``LeaveOneOut(clf, unit="pixel" | "channel-pixel" | "felzenszwalb" | "quickshift" | "slic", feature="1d")``."""
+def _choice(value, allowed, kind: str):
+    if value not in allowed:
+        raise unknown_name(kind, value, list(allowed))
+    return value
 
+
+def _check_baseline_value(value, p, det):
+    if value is None:
+        return None
+    channels = det.classifier.channels
+    if np.ndim(value) != 1 or len(value) != channels:
+        raise ParameterError(f"baseline_value needs {channels} values (one per channel), got {value!r}")
+    return [float(check_rate("baseline_value", v, closed=True)) for v in value]
+
+
+@register_detector()
+class LeaveOneOut(Detector):
+    """``LeaveOneOut(clf, unit="pixel" | "channel-pixel" | "felzenszwalb" | "quickshift" | "slic", feature="1d")``.
+
+    The ``statistic`` parameter (the dispersion statistic) is stored as ``statistic_param``: the base class's
+    :meth:`statistic` method has its name."""
+
+    _param_attributes = {"statistic": "statistic_param"}
     name = "loo"
     default_decision_model = "xgb"
+    _parameter_constraints = {
+        **Detector._parameter_constraints,
+        "unit": lambda v, p, det: _choice(v, UNITS, "occlusion unit"),
+        "baseline": lambda v, p, det: _choice(v, BASELINES, "occlusion baseline"),
+        "feature": lambda v, p, det: _choice(v, FEATURES, "LOO feature"),
+        "statistic": lambda v, p, det: _choice(v, STATISTICS, "dispersion statistic"),
+        "batch_size": lambda v, p, det: int(check_count("batch_size", v, low=1)),
+        "layers": lambda v, p, det: int(check_count("layers", v, low=1)),
+        "units_per_layer": lambda v, p, det: int(check_count("units_per_layer", v, low=1)),
+        "workers": lambda v, p, det: check_count("workers", v, low=1, optional=True),
+        "blur_sigma": lambda v, p, det: float(check_rate("blur_sigma", v, low=0.0, high=float("inf"))),
+        "unit_params": lambda v, p, det: check_unit_params(p["unit"], {} if v is None else v),
+        "baseline_value": _check_baseline_value,
+        "patch": lambda v, p, det: bool(v),
+    }
 
     def __init__(self, classifier, *, unit: str = "pixel", unit_params: dict | None = None, baseline: str = "zero",
                  baseline_value: Sequence[float] | None = None, blur_sigma: float = 2.0, feature: str = "1d",
                  statistic: str = "iqr", layers: int = 20, units_per_layer: int = 200, batch_size: int = 1024,
-                 patch: bool = True, workers: int | None = None, **kw):
-        for value, allowed, kind in ((unit, UNITS, "occlusion unit"), (baseline, BASELINES, "occlusion baseline"),
-                                     (feature, FEATURES, "LOO feature"), (statistic, STATISTICS, "dispersion statistic")):
-            if value not in allowed:
-                raise unknown_name(kind, value, list(allowed))
-        batch_size = check_count("batch_size", batch_size, low=1)
-        layers = check_count("layers", layers, low=1)
-        units_per_layer = check_count("units_per_layer", units_per_layer, low=1)
-        workers = check_count("workers", workers, low=1, optional=True)
-        blur_sigma = check_rate("blur_sigma", blur_sigma, low=0.0, high=float("inf"))
-        unit_params = check_unit_params(unit, {} if unit_params is None else unit_params)
-        if baseline_value is not None:
-            if np.ndim(baseline_value) != 1 or len(baseline_value) != classifier.channels:
-                raise ParameterError(f"baseline_value needs {classifier.channels} values (one per channel), "
-                                     f"got {baseline_value!r}")
-            baseline_value = [check_rate("baseline_value", v, closed=True) for v in baseline_value]
-        super().__init__(classifier, unit=unit, unit_params=unit_params, baseline=baseline,
-                         baseline_value=None if baseline_value is None else [float(v) for v in baseline_value],
-                         blur_sigma=float(blur_sigma), feature=feature, statistic=statistic, layers=int(layers),
-                         units_per_layer=int(units_per_layer), batch_size=int(batch_size), patch=bool(patch),
-                         workers=workers, **kw)
+                 patch: bool = True, workers: int | None = None, decision_model: str | None = "xgb", **kw):
+        self.unit, self.unit_params, self.baseline, self.baseline_value = unit, unit_params, baseline, baseline_value
+        self.blur_sigma, self.feature, self.statistic_param, self.layers = blur_sigma, feature, statistic, layers
+        self.units_per_layer, self.batch_size, self.patch, self.workers = units_per_layer, batch_size, patch, workers
+        super().__init__(classifier, decision_model=decision_model, **kw)
         self.units_per_image_: list[int] = []
         #: multilayer: (leaf module name, selected flat output indices) per hidden layer, set on first use
         self.hidden_: list[tuple[str, np.ndarray]] | None = None
@@ -237,7 +256,7 @@ class LeaveOneOut(Detector):
         # shared activation) has no single output to sample from and is left out
         once = [n for n in dict.fromkeys(order) if order.count(n) == 1]
         seq = once[:-1] if once and once[-1] == order[-1] else once
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self._checked_params()["seed"])
         chosen = seq[-self.params["layers"]:]
         self.hidden_ = [(n, np.sort(rng.choice(sizes[n], min(self.params["units_per_layer"], sizes[n]),
                                                replace=False))) for n in chosen]

@@ -30,29 +30,41 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import InputError
 from ._seeding import image_seeds
-from .base import Detector, check_count, check_rate
+from .base import Detector, register_detector, check_count, check_rate
 from .taintradar import binarize_cam
 
 
+def _unsupervised(value, p, det) -> None:
+    if value is not None:
+        raise InputError("sentinet is unsupervised (its boundary is fitted on clean images)")
+    return None
+
+
+@register_detector()
 class SentiNet(Detector):
     """Unsupervised; ``fit(x_clean)`` keeps ``n_test`` of them as the overlay test set, fits the boundary
     on the rest. Parameters: ``n_test`` (default 100), ``mask_threshold`` (0.15), ``noise_std`` (0.5 around
     0.5, clipped), ``n_bins`` (20), ``batch_size``."""
 
     name = "sentinet"
+    _parameter_constraints = {
+        "fpr": Detector._parameter_constraints["fpr"],
+        "seed": Detector._parameter_constraints["seed"],
+        "decision_model": _unsupervised,
+        "n_test": lambda v, p, det: int(check_count("n_test", v, low=1)),
+        "mask_threshold": lambda v, p, det: float(check_rate("mask_threshold", v, low=0.0, high=1.0, closed=True)),
+        "noise_std": lambda v, p, det: float(check_rate("noise_std", v, low=0.0, high=float("inf"), closed=True)),
+        "n_bins": lambda v, p, det: int(check_count("n_bins", v, low=1)),
+        "batch_size": lambda v, p, det: check_count("batch_size", v, low=1, optional=True),
+        "progress": lambda v, p, det: v,
+    }
 
     def __init__(self, classifier: Classifier, *, n_test: int = 100, mask_threshold: float = 0.15,
                  noise_std: float = 0.5, n_bins: int = 20, batch_size: int | None = None, fpr: float = 0.06,
                  seed: int = 0, decision_model: None = None, progress: bool = True):
-        if decision_model is not None:
-            raise InputError("sentinet is unsupervised (its boundary is fitted on clean images)")
-        n_test = check_count("n_test", n_test, low=1)
-        mask_threshold = check_rate("mask_threshold", mask_threshold, low=0.0, high=1.0, closed=True)
-        noise_std = check_rate("noise_std", noise_std, low=0.0, high=float("inf"), closed=True)
-        n_bins = check_count("n_bins", n_bins, low=1)
-        batch_size = check_count("batch_size", batch_size, low=1, optional=True)
-        super().__init__(classifier, fpr=fpr, seed=seed, n_test=int(n_test), mask_threshold=float(mask_threshold),
-                         noise_std=float(noise_std), n_bins=int(n_bins), batch_size=batch_size, progress=progress)
+        self.n_test, self.mask_threshold, self.noise_std, self.n_bins = n_test, mask_threshold, noise_std, n_bins
+        self.batch_size, self.progress = batch_size, progress
+        super().__init__(classifier, fpr=fpr, seed=seed, decision_model=decision_model)
         self.test_images_: torch.Tensor | None = None
         self.curve_: np.ndarray | None = None
 
@@ -71,7 +83,7 @@ class SentiNet(Detector):
         t = clf.validate(x)
         pred, masks = self.masks(t)
         tests = self.test_images_
-        seeds = image_seeds(t, self.seed)
+        seeds = image_seeds(t, self._checked_params()["seed"])
         out = np.zeros((t.shape[0], 2))
         bs = self.params["batch_size"] or clf.batch_size
         for i in tqdm(range(t.shape[0]), desc="sentinet", leave=False,
@@ -109,8 +121,12 @@ class SentiNet(Detector):
         f = np.asarray(features, dtype=np.float64)
         return f[:, 1] - np.polyval(self.curve_, f[:, 0])
 
-    def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None) -> "SentiNet":
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params) -> "SentiNet":
         """The first ``n_test`` clean images become the overlay test set; the rest fit the boundary."""
+        if fit_params:
+            from ..errors import ParameterTypeError
+
+            raise ParameterTypeError(f"{self.name}.fit takes no keyword {', '.join(map(repr, fit_params))}")
         if x_adv is not None:
             raise InputError("sentinet is unsupervised: fit on clean images only (x_adv must be None)")
         t = self.classifier.validate(x_clean)

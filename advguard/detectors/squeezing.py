@@ -17,7 +17,7 @@ import torch
 from scipy import ndimage
 
 from ..errors import ParameterError
-from .base import Detector
+from .base import Detector, register_detector
 
 
 def bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -77,17 +77,24 @@ def apply_squeezer(spec: str, x: torch.Tensor) -> torch.Tensor:
     return nonlocal_means(x, *args)
 
 
+def _check_squeezers(squeezers, p, det) -> list[str]:
+    if isinstance(squeezers, str) or not isinstance(squeezers, (list, tuple)) or not squeezers \
+            or not all(isinstance(s, str) for s in squeezers):
+        raise ParameterError(f"squeezers must be a non-empty list of names like 'bits:5', got {squeezers!r}")
+    for s in squeezers:  # fail fast on a bad name
+        parse_squeezer(s)
+    return list(squeezers)
+
+
+@register_detector()
 class FeatureSqueezing(Detector):
     name = "feature-squeezing"
+    _parameter_constraints = {**Detector._parameter_constraints, "squeezers": _check_squeezers}
 
     def __init__(self, classifier, *, squeezers: tuple[str, ...] | list[str] = ("bits:5", "median:2", "nlm:13-3-2"),
                  **kw):
-        if isinstance(squeezers, str) or not isinstance(squeezers, (list, tuple)) or not squeezers \
-                or not all(isinstance(s, str) for s in squeezers):
-            raise ParameterError(f"squeezers must be a non-empty list of names like 'bits:5', got {squeezers!r}")
-        for s in squeezers:  # fail fast on a bad name
-            parse_squeezer(s)
-        super().__init__(classifier, squeezers=list(squeezers), **kw)
+        self.squeezers = squeezers
+        super().__init__(classifier, **kw)
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         clf = self.classifier

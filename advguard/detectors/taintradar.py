@@ -37,10 +37,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..classifier import Classifier, gradcam_from_gradients
-from ..errors import InputError, ParameterError, unknown_name
+from ..errors import InputError, ParameterError, ParameterTypeError, unknown_name
+from ..layers import LayerCapture, layer_module
 from ..transforms import gaussian_blur
 from ._seeding import per_image_rand
-from .base import Detector, NotFittedError, check_count, check_rate
+from .base import Detector, register_detector, NotFittedError, check_count, check_rate
 
 FILLS = ("noise", "mean", "blur")
 
@@ -82,6 +83,35 @@ class RegionAnalysis:
     x_final: torch.Tensor | None = None
 
 
+def _unsupervised(value, p, det) -> None:
+    if value is not None:
+        raise InputError(f"{det.name} is unsupervised (K and Delta_R are calibrated on clean images)")
+    return None
+
+
+def _choice(value, allowed, kind: str):
+    if value not in allowed:
+        raise unknown_name(kind, value, list(allowed))
+    return value
+
+
+def _check_layer(layer, p, det) -> str:
+    layer = layer or det.classifier.gradcam_layer
+    if layer is None:
+        raise InputError("the classifier has no Conv2d layer; pass layer= (the Grad-CAM layer)")
+    layer_module(det.classifier, layer)  # unknown names raise here, listing the model's layers
+    return layer
+
+
+def _check_k_max(k_max, p, det) -> int:
+    limit = det.classifier.num_classes - 1
+    k_max = int(check_count("k_max", k_max if k_max is not None else min(20, limit), low=1, high=limit))
+    if p["k"] is not None and p["k"] > k_max:
+        raise ParameterError(f"k must be in 1..k_max={k_max}, got {p['k']}")
+    return k_max
+
+
+@register_detector()
 class TaintRadar(Detector):
     """Unsupervised detector of localized (patch) attacks; ``fit(x_clean)`` picks K and Delta_R.
 
@@ -95,37 +125,39 @@ class TaintRadar(Detector):
     """
 
     name = "taintradar"
+    _parameter_constraints = {
+        "fpr": Detector._parameter_constraints["fpr"],
+        "seed": Detector._parameter_constraints["seed"],
+        "decision_model": _unsupervised,
+        "fill": lambda v, p, det: _choice(v, FILLS, "filling pattern"),
+        "temperature": lambda v, p, det: float(check_rate("temperature", v, low=0.0, high=float("inf"))),
+        "threshold": lambda v, p, det: float(check_rate("threshold", v, low=0.0, high=1.0, closed=True)),
+        "k": lambda v, p, det: check_count("k", v, low=1, optional=True),
+        "delta_r": lambda v, p, det: check_count("delta_r", v, low=0, high=det.classifier.num_classes - 1,
+                                                 optional=True),
+        "batch_size": lambda v, p, det: check_count("batch_size", v, low=1, optional=True),
+        "layer": _check_layer,
+        "k_max": _check_k_max,
+        "fill_image": lambda v, p, det: None if v is None else det.classifier.validate(
+            torch.as_tensor(np.asarray(v))[None] if np.ndim(v) == 3 else v, name="fill_image")[0],
+        "progress": lambda v, p, det: v,
+    }
+    #: the fill image is saved as an array; fpr goes in the file too
+    _unsaved_params = ("fill_image",)
 
     def __init__(self, classifier: Classifier, *, k: int | None = None, delta_r: int | None = None,
                  k_max: int | None = None, temperature: float = 2.0, threshold: float = 0.15, fill: str = "noise",
                  fill_image: np.ndarray | torch.Tensor | None = None, layer: str | None = None,
                  batch_size: int | None = None, fpr: float = 0.06, seed: int = 0, decision_model: None = None,
                  progress: bool = True):
-        if decision_model is not None:
-            raise InputError("taintradar is unsupervised (K and Delta_R are calibrated on clean images)")
-        if fill not in FILLS:
-            raise unknown_name("filling pattern", fill, list(FILLS))
-        k_max_limit = classifier.num_classes - 1
-        temperature = check_rate("temperature", temperature, low=0.0, high=float("inf"))
-        threshold = check_rate("threshold", threshold, low=0.0, high=1.0, closed=True)
-        k = check_count("k", k, low=1, optional=True)
-        delta_r = check_count("delta_r", delta_r, low=0, high=k_max_limit, optional=True)
-        batch_size = check_count("batch_size", batch_size, low=1, optional=True)
-        layer = layer or classifier.gradcam_layer
-        if layer is None:
-            raise InputError("the classifier has no Conv2d layer; pass layer= (the Grad-CAM layer)")
-        classifier.layer(layer.removesuffix(":input"))  # unknown names raise here, listing the model's layers
-        k_max = check_count("k_max", k_max if k_max is not None else min(20, k_max_limit), low=1, high=k_max_limit)
-        if k is not None and k > k_max:
-            raise ParameterError(f"k must be in 1..k_max={k_max}, got {k}")
-        super().__init__(classifier, fpr=fpr, seed=seed, k=k, delta_r=delta_r, k_max=k_max,
-                         temperature=float(temperature), threshold=float(threshold), fill=fill, layer=layer,
-                         batch_size=batch_size, progress=progress)
-        self.fill_image = None if fill_image is None else classifier.validate(
-            torch.as_tensor(np.asarray(fill_image))[None] if np.ndim(fill_image) == 3 else fill_image,
-            name="fill_image")[0]
-        self.k_: int | None = None if k is None else int(k)
-        self.delta_r_: int | None = None if delta_r is None else int(delta_r)
+        self.k, self.delta_r, self.k_max, self.temperature, self.threshold = k, delta_r, k_max, temperature, threshold
+        self.fill, self.fill_image, self.layer, self.batch_size, self.progress = fill, fill_image, layer, batch_size, \
+            progress
+        super().__init__(classifier, fpr=fpr, seed=seed, decision_model=decision_model)
+        p = self._checked_params()
+        #: K and Delta_R in use: the fixed ``k`` / ``delta_r``, or the ones :meth:`fit` chose
+        self.k_: int | None = p["k"]
+        self.delta_r_: int | None = p["delta_r"]
         self.fpr_table_: np.ndarray | None = None
 
     # ------------------------------------------------------------------ filling patterns
@@ -133,15 +165,16 @@ class TaintRadar(Detector):
         """The filling pattern for images ``x`` (same shape): uniform noise, the blurred images, or the fill image /
         per-channel mean (``fill``). Image i's noise is seeded by (seed, ``stream``, the image's bytes), so it
         does not depend on the batch; an attack may pass its own ``torch.Generator`` instead."""
-        fill = self.params["fill"]
+        p = self._checked_params()
+        fill = p["fill"]
         if fill == "noise":
             if isinstance(stream, torch.Generator):
                 return torch.rand(x.shape, generator=stream).to(x)
-            return per_image_rand(x.detach(), self.seed, 0 if stream is None else int(stream))
+            return per_image_rand(x.detach(), p["seed"], 0 if stream is None else int(stream))
         if fill == "blur":
             return gaussian_blur(x, sigma=max(x.shape[-2:]) / 16)
-        if self.fill_image is not None:
-            return self.fill_image.to(x).expand_as(x)
+        if p["fill_image"] is not None:
+            return p["fill_image"].to(x).expand_as(x)
         return torch.tensor(self.classifier.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1).expand_as(x)
 
     @staticmethod
@@ -160,27 +193,10 @@ class TaintRadar(Detector):
         """One forward pass with the Grad-CAM layer's output as a leaf: returns (A, Z, pred, vjp) where
         ``vjp(V)`` gives dZ/dA^T V for a stack of output cotangents V (m, N, classes) in one batched backward."""
         clf = self.classifier
-        holder: dict[str, torch.Tensor] = {}
-
-        def hook(_m, _i, out):
-            a = out[0] if isinstance(out, (tuple, list)) else out
-            holder["a"] = a.detach().requires_grad_(True)
-            return holder["a"]
-
-        def pre_hook(_m, args):
-            holder["a"] = args[0].detach().requires_grad_(True)
-            return (holder["a"], *args[1:])
-
         name = self.params["layer"]
-        mod = clf.layer(name.removesuffix(":input"))
-        handle = (mod.register_forward_pre_hook(pre_hook) if name.endswith(":input")
-                  else mod.register_forward_hook(hook))
-        try:
-            with torch.enable_grad():
-                z = clf.forward(clf._prep(x))  # the inference memory layout (float32; no autocast here)
-        finally:
-            handle.remove()
-        a = holder["a"]
+        with LayerCapture(clf, [name], leaf=True) as cap, torch.enable_grad():
+            z = clf.forward(clf._prep(x))  # the inference memory layout (float32; no autocast here)
+        a = cap[name]
 
         def vjp(v: torch.Tensor) -> torch.Tensor:
             with torch.enable_grad():
@@ -272,12 +288,20 @@ class TaintRadar(Detector):
     def feature_names(self, d: int) -> list[str]:
         return ["rank_change"]
 
-    def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, fpr: float | None = None) -> "TaintRadar":
-        """Choose K and Delta_R on clean images only for the target FPR (Section VI-B)."""
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params) -> "TaintRadar":
+        """Choose K and Delta_R on clean images only for the target FPR (Section VI-B). ``fit(x, fpr=...)`` is
+        deprecated: give ``fpr`` to the constructor (or ``set_params(fpr=...)``) like every other detector."""
+        fpr = fit_params.pop("fpr", None)
+        if fit_params:
+            raise ParameterTypeError(f"{self.name}.fit takes no keyword {', '.join(map(repr, fit_params))}")
         if x_adv is not None:
             raise InputError("taintradar is unsupervised: fit on clean images only (x_adv must be None)")
         if fpr is not None:
-            self.fpr = check_rate("fpr", fpr)
+            import warnings
+
+            warnings.warn("TaintRadar.fit(x, fpr=...) is deprecated: pass fpr to the constructor or use "
+                          "set_params(fpr=...)", DeprecationWarning, stacklevel=3)
+            self.set_params(fpr=fpr)
         self._check_fit_size(len(self.classifier.validate(x_clean)))
         return self.fit_features(self.rank_changes(x_clean))
 
@@ -291,7 +315,7 @@ class TaintRadar(Detector):
         n_dr = self.classifier.num_classes
         # fpr_table[K - 1, dR] = share of clean images whose rank change exceeds dR at this K
         self.fpr_table_ = (r[:, :, None] > np.arange(n_dr)[None, None, :]).mean(0)
-        ok = self.fpr_table_ <= self.fpr + 1e-12
+        ok = self.fpr_table_ <= self._checked_params()["fpr"] + 1e-12
         k_fixed, dr_fixed = self.params["k"], self.params["delta_r"]
         if k_fixed is not None and dr_fixed is not None:
             k, dr = int(k_fixed), int(dr_fixed)
@@ -324,8 +348,9 @@ class TaintRadar(Detector):
 
     def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
         arrays = {} if self.fpr_table_ is None else {"fpr_table": self.fpr_table_}
-        if self.fill_image is not None:
-            arrays["fill_image"] = self.fill_image.numpy()
+        fill_image = self._checked_params()["fill_image"]
+        if fill_image is not None:
+            arrays["fill_image"] = fill_image.numpy()
         return {"k": self.k_, "delta_r": self.delta_r_}, arrays
 
     def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:

@@ -248,21 +248,28 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
                        f"the image ({rs['mask']}).")
     page.h2("Table 2: white box (RP2 against each model), paper's figures in parentheses")
     rows = []
+    base_acc = next(r["acc_test"] for r in doc["table2"] if r["model"] == doc["model"])
     for r in doc["table2"]:
         p = paper.TABLE2.get(r["paper_row"]) if r.get("paper_row") else None
+        cost = 100 * (base_acc - r["acc_test"])
+        p_cost = f" ({paper.TABLE2['baseline'][1] - p[1]:.1f})" if p else ""
         ref = (lambda i, f="{:g}": f" ({f.format(p[i])})" if p else "")  # noqa: E731
         alpha = (r.get("defense") or {}).get("alpha", 0 if r.get("paper_row") == "baseline" else None)
         rows.append([r["model"] + (" (L1-stage mask)" if r.get("mask") == "l1" else ""),
                      "-" if alpha is None else f"{alpha:g}", f"{100 * r.get('mask_share', float('nan')):.1f}",
-                     f"{pct(r['acc_test'])}{ref(1)}",
+                     f"{pct(r['acc_test'])}{ref(1)}", "-" if r["model"] == doc["model"] else f"{cost:.1f}{p_cost}",
                      f"{pct(r['avg_success'])}{ref(2)}", f"{pct(r['worst_success'])}{ref(3)}",
                      f"{r['l2']:.3f}{ref(4, '{:.3f}')}", pct(r["avg_target_rate"]), pct(r["avg_success_views"]),
                      f"{r['rp2_seconds'] / len(doc['targets']):.1f}",
                      "-" if not r.get("train_seconds") else f"{r['train_seconds'] / 60:.0f}"])
-    page.table(["model", "alpha", "mask % of image", "legit acc %", "avg success %", "worst success %", "L2 dissimilarity",
+    page.table(["model", "alpha", "mask % of image", "legit acc %", "accuracy cost, points", "avg success %",
+                "worst success %", "L2 dissimilarity",
                 "avg target rate %", "avg success over views %", "RP2 s / target", "training min"], rows,
                caption=f"Legit accuracy: the whole `{cfg.dataset}` {cfg.split} split ({doc.get('n_test', '?')} "
-                       "images; the paper's: its LISA test set). Averages over the target classes.")
+                       "images; the paper's: its LISA test set). Accuracy cost: points of legit accuracy below the "
+                       f"undefended `{doc['model']}` (the paper's: below its baseline's {paper.TABLE2['baseline'][1]:g} %). "
+                       "Averages over the "
+                       "target classes.")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4))
     for r in doc["table2"]:

@@ -1,0 +1,216 @@
+"""The detector and attack contracts (issue #23), run over every registered detector and attack on real images."""
+from __future__ import annotations
+
+import pytest
+
+from advguard.attacks import ATTACKS, STANDARD_ATTACKS, Attack, register_attack
+from advguard.detectors import DETECTORS, Detector, register_detector
+
+
+# ---------------------------------------------------------------------------------------------- registries
+def test_registries_keep_their_names():
+    assert list(DETECTORS) == ["feature-squeezing", "confidence", "image-ops", "cnn", "erase-restore",
+                               "erase-restore-distance", "loo", "taintradar", "sentinet"]
+    assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2"]
+    assert all(DETECTORS[n].name == n for n in DETECTORS) and all(ATTACKS[n].name == n for n in ATTACKS)
+
+
+def test_register_decorators_fill_the_registries_and_refuse_clashes():
+    @register_detector("toy-detector")
+    class Toy(Detector):
+        def features(self, x):
+            return x.flatten(1).mean(1, keepdim=True).numpy()
+
+        def statistic(self, f):
+            return f[:, 0]
+
+    @register_attack("toy-attack")
+    class ToyAttack(Attack):
+        def _run(self, x, y, targets):
+            return x
+
+    try:
+        assert DETECTORS["toy-detector"] is Toy and Toy.name == "toy-detector"
+        assert ATTACKS["toy-attack"] is ToyAttack
+        with pytest.raises(ValueError, match="already registered"):
+            register_detector("toy-detector")(type("Other", (Toy,), {}))
+        with pytest.raises(ValueError, match="already registered"):
+            register_attack("fgsm")(type("Other", (ToyAttack,), {}))
+        with pytest.raises(TypeError, match="not a Detector"):
+            register_detector("x")(int)
+    finally:
+        DETECTORS.pop("toy-detector", None)
+        ATTACKS.pop("toy-attack", None)
+
+
+# ---------------------------------------------------------------------------------------------- detectors
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from advguard import ParameterError  # noqa: E402
+from advguard.attacks import make_attack, shifted_targets  # noqa: E402
+from advguard.detectors import NotFittedError, make_detector  # noqa: E402
+
+#: cheap test-time settings per registered detector (a new detector must add its own here)
+DETECTOR_SETTINGS: dict[str, dict] = {
+    "feature-squeezing": {"squeezers": ("bits:4", "median:2")},
+    "confidence": {"statistic": "entropy"},
+    "image-ops": {"ops": "jpeg", "decision_model": "logreg"},
+    "cnn": {"epochs": 1, "widths": ((4,),), "batch_size": 16, "progress": False},
+    "erase-restore": {"n": 2, "decision_model": "logreg"},
+    "erase-restore-distance": {"n": 2},
+    "loo": {"unit": "slic", "unit_params": {"n_segments": 8}, "decision_model": "logreg", "workers": 1},
+    "taintradar": {"k_max": 3, "progress": False},
+    "sentinet": {"n_test": 4, "n_bins": 3, "progress": False},
+}
+N_FIT, N_SCORE = 20, 6
+
+
+def test_every_detector_has_test_settings():
+    assert set(DETECTOR_SETTINGS) == set(DETECTORS)
+
+
+@pytest.fixture(scope="module")
+def real_data(correct_images):
+    clf, x, y = correct_images(80, 11)
+    x_fit, x_score = x[:N_FIT], x[N_FIT:N_FIT + N_SCORE]
+    adv = make_attack("fgsm", clf, eps=8 / 255, progress=False)(x_fit, y[:N_FIT])
+    return clf, x_fit, adv.x_adv, x_score
+
+
+@pytest.fixture(scope="module")
+def fitted(real_data):
+    clf, x_fit, x_adv, _ = real_data
+    cache: dict[str, Detector] = {}
+
+    def get(name: str) -> Detector:
+        if name not in cache:
+            det = make_detector(name, clf, **DETECTOR_SETTINGS[name])
+            with warnings.catch_warnings():  # 20 clean images cannot resolve FPR 0.05: expected here
+                warnings.simplefilter("ignore", UserWarning)
+                needs_adv = det.supervised or name == "cnn"  # the CNN detector trains its own network
+                out = det.fit(x_fit, x_adv if needs_adv else None)
+            assert out is det  # fit returns self
+            cache[name] = det
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_detector_contract(name, real_data, fitted, tmp_path):
+    from sklearn.base import clone
+
+    clf, x_fit, x_adv, x = real_data
+    fresh = make_detector(name, clf, **DETECTOR_SETTINGS[name])
+    assert isinstance(fresh, Detector) and type(fresh) is DETECTORS[name]
+    with pytest.raises(NotFittedError):
+        fresh.score(x)
+    with pytest.raises(NotFittedError):
+        fresh.predict(x)
+
+    det = fitted(name)
+    s = det.score(x)
+    assert isinstance(s, np.ndarray) and s.shape == (len(x),) and s.dtype == np.float64 and np.isfinite(s).all()
+    flags = det.predict(x)
+    assert flags.shape == (len(x),) and flags.dtype == bool
+
+    # batch-order independence: a permuted batch gives the permuted scores, a split batch the same ones
+    perm = np.random.default_rng(0).permutation(len(x))
+    np.testing.assert_allclose(det.score(x[perm]), s[perm], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.r_[det.score(x[:2]), det.score(x[2:])], s, rtol=1e-5, atol=1e-6)
+
+    # save / load: the same scores
+    path = det.save(tmp_path / f"{name}.advguard")
+    loaded = Detector.load(path, clf)
+    assert type(loaded) is type(det)
+    np.testing.assert_array_equal(loaded.score(x), s)
+    assert loaded._saved_params() == det._saved_params()  # (a progress switch is not saved)
+
+    # get_params / set_params / clone (scikit-learn's contract); the classifier is passed through
+    params = det.get_params(deep=True)
+    assert "classifier" not in params and set(params) <= set(type(det)._get_param_names())
+    again = type(det)(clf, **params)
+    assert again.get_params() == params and again.params == det.params
+    assert det.set_params(**params) is det and det.get_params() == params
+    c = clone(det)
+    assert type(c) is type(det) and c.classifier is det.classifier and c.get_params() == params
+    assert c.threshold_ is None  # an unfitted copy
+    with pytest.raises(NotFittedError):
+        c.score(x)
+    # params: a read-only view of the detector's own parameters, as checked
+    assert all(k in params for k in det.params) and "fpr" not in det.params
+    with pytest.raises(AttributeError):
+        det.params = {}
+
+
+def test_set_params_checks_values_and_fit_revalidates(real_data):
+    clf, x_fit, _, _ = real_data
+    det = make_detector("confidence", clf)
+    with pytest.raises(ParameterError):
+        det.set_params(fpr=1.5)
+    assert det.fpr == 0.05  # unchanged after the refused value
+    with pytest.raises(TypeError, match="did you mean 'fpr'"):
+        det.set_params(fpt=0.1)
+    det.fpr = 2.0  # a plain attribute write is checked when the detector is fitted
+    with pytest.raises(ParameterError):
+        det.fit(x_fit)
+    det.fpr = 0.1
+    assert det.fit(x_fit).get_params()["fpr"] == 0.1
+
+
+def test_fit_signature_is_one(real_data):
+    clf, x_fit, _, _ = real_data
+    for name in DETECTORS:
+        assert DETECTORS[name].fit is Detector.fit  # the template method is not overridden
+    tr = make_detector("taintradar", clf, k_max=2, progress=False)
+    with pytest.warns(DeprecationWarning, match="fpr to the constructor"):
+        tr.fit(x_fit, fpr=0.1)
+    assert tr.fpr == 0.1 and tr.get_params()["fpr"] == 0.1
+
+
+# ---------------------------------------------------------------------------------------------- attacks
+#: cheap test-time settings per registered attack
+ATTACK_SETTINGS: dict[str, dict] = {
+    "fgsm": {"eps": 8 / 255}, "fgm-l2": {"eps": 0.5}, "bim": {"eps": 8 / 255, "steps": 2},
+    "bim-l2": {"eps": 0.5, "steps": 2}, "bim-l1": {"eps": 10.0, "steps": 2}, "pgd": {"eps": 8 / 255, "steps": 2},
+    "pgd-l2": {"eps": 0.5, "steps": 2}, "cw-l2": {"binary_search_steps": 1, "steps": 3},
+    "deepfool": {"steps": 3}, "deepfool-linf": {"steps": 3}, "newtonfool": {"steps": 3},
+    "ead": {"binary_search_steps": 1, "steps": 3}, "rp2": {"steps": 2},
+}
+
+
+def test_every_attack_has_test_settings():
+    assert set(ATTACK_SETTINGS) == set(ATTACKS)
+
+
+@pytest.fixture(scope="module")
+def attack_data(correct_images):
+    clf, x, y = correct_images(30, 12)
+    return clf, x[:4], y[:4]
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_contract(name, attack_data):
+    from advguard import InputError
+
+    clf, x, y = attack_data
+    cls = ATTACKS[name]
+    assert "__call__" not in vars(cls) and issubclass(cls, Attack)
+    attack = make_attack(name, clf, progress=False, seed=5, **ATTACK_SETTINGS[name])
+    targets = shifted_targets(y, clf.num_classes) if cls.targets_required else None
+    if cls.targets_required:
+        with pytest.raises(InputError, match="targeted attack: pass targets="):
+            attack(x, y)
+    r1 = attack(x, y, targets=targets)
+    assert r1.x_adv.shape == x.shape and r1.x_adv.dtype == torch.float32
+    assert float(r1.x_adv.min()) >= 0.0 and float(r1.x_adv.max()) <= 1.0
+    assert r1.success.shape == (len(x),) and r1.success.dtype == torch.bool
+    r2 = make_attack(name, clf, progress=False, seed=5, **ATTACK_SETTINGS[name])(x, y, targets=targets)
+    assert torch.equal(r1.x_adv, r2.x_adv)  # deterministic given the seed
+
+
+def test_abstract_bases():
+    assert "_run" in Attack.__abstractmethods__ and "features" in Detector.__abstractmethods__
