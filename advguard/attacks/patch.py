@@ -1,5 +1,5 @@
 """Adversarial patch (Brown et al. 2017, "Adversarial Patch"), as TaintRadar's threat model (paper:
-``taintradar`` Section VI-C, Table II; METHODS.md section 5).
+``taintradar`` Section VI-C, Table II; docs/methods/taintradar.md).
 
 One patch is trained over a set of images (1 image = the paper's *partial* attack, 4 or 16 = *universal*)
 by expectation over transformations: every step pastes the patch on every training image at a random

@@ -1,5 +1,5 @@
 """Region-misleading adversarial patch: TaintRadar's first adaptive attack (paper ``taintradar``
-Section VII-B, "Misleading Critical Region Estimation", Figure 6; METHODS.md section 5).
+Section VII-B, "Misleading Critical Region Estimation", Figure 6; docs/methods/taintradar.md).
 
 The patch is trained as :class:`~advguard.attacks.AdversarialPatch` but its loss per image is
 

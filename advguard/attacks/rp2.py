@@ -1,6 +1,6 @@
 """Robust Physical Perturbations, RP2 (Eykholt et al. 2018, "Robust Physical-World Attacks on Deep
 Learning Visual Classification"), as BlurNet's threat model (paper ``blurnet`` Section 2.2.1, eq. 2;
-METHODS.md section 3).
+docs/methods/blurnet.md).
 
 One sticker (a perturbation ``delta`` confined to a mask ``M`` on the sign) is optimised over a set of
 images of the same sign, targeted, with Adam::

@@ -1,5 +1,5 @@
 """End-to-end BPDA attack on TaintRadar (paper ``taintradar`` Section VII-B, "End-to-end Attack";
-METHODS.md section 5).
+docs/methods/taintradar.md).
 
 Per image, a perturbation confined to a square covering ``size`` of the image (7 % in the paper) is optimised
 with Adam through the *whole* TaintRadar pipeline, its two binarisations replaced by sigmoids

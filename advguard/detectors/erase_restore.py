@@ -1,4 +1,4 @@
-"""Erase-and-Restore / THEMIS (paper: ``erase-and-restore-themis``; METHODS.md section 4).
+"""Erase-and-Restore / THEMIS (paper: ``erase-and-restore-themis``; docs/methods/themis.md).
 
 For an image x: n times (default 11) erase a random share lambda (default 10 %) of its pixels and
 restore them by inpainting (OpenCV Telea, radius 3; Navier-Stokes and a 3x3 median baseline are
@@ -10,7 +10,7 @@ adversarial ones (whose perturbation is fragile) do not.
   training features** when the model has many classes (the released code fitted one per image);
   decision model ``svc`` (RBF, the paper's) or ``adaboost``, or any shared one.
 - :class:`EraseRestoreDistance` (unsupervised): mean KL divergence or Wasserstein distance between
-  f(x) and f(E&R(x)) over the n draws (paper Section VI, Table 6), thresholded on clean images.
+  f(x) and f(E&R(x)) over the n draws (paper Section 7, Table 6), thresholded on clean images.
 
 Deviation (``align``, on by default): the classes of all n + 1 vectors of an image are reordered by the
 original image's probabilities (column 0 = the class the model gave x, column 1 = its runner-up, ...), before

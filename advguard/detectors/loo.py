@@ -1,5 +1,5 @@
 """Leave-one-out attribution detectors: ML-LOO and Segmentation Fault (paper: ``segmentation-fault-ml-loo``;
-METHODS.md section 1).
+docs/methods/segfault.md).
 
 For an image x and each occlusion unit i (a pixel, a channel-pixel, or a superpixel segment), replace the
 unit by a baseline and record the chosen output nodes: phi_i = |f(x_i) - f(x)| (softmax probabilities).

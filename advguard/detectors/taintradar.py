@@ -1,5 +1,5 @@
 """TaintRadar: critical-region analysis against localized adversarial examples (paper: ``taintradar``,
-Section V; METHODS.md section 5).
+Section V; docs/methods/taintradar.md).
 
 For an image x with predicted label c, on the classifier's Grad-CAM layer A (the last conv layer):
 
