@@ -119,7 +119,8 @@ class Page:
                                "header": [str(x) for x in b[1]],
                                "rows": [[md.renderInline(str(x)) for x in r] for r in b[2]]})
             elif b[0] == "figure":
-                blocks.append({"kind": "figure", "caption": b[3], "data": base64.b64encode(b[2]).decode()})
+                blocks.append({"kind": "figure", "alt": b[3].replace("`", ""), "caption": md.renderInline(b[3]),
+                               "data": base64.b64encode(b[2]).decode()})
             elif b[0] == "code":
                 blocks.append({"kind": "code", "text": b[1]})
         return _template().render(title=self.title, blocks=blocks)
