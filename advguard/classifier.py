@@ -15,7 +15,7 @@ fastest per model and whether it changes predictions.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +24,7 @@ from torch import nn
 
 from .errors import InputError, unknown_name
 from .layers import LayerCapture
-from .validation import (ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size,
-                         check_number)
+from .validation import ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size, check_number
 
 INFERENCE_VARIANTS = ("float32", "channels-last", "bf16", "channels-last+bf16")
 
@@ -201,7 +200,7 @@ class Classifier:
         return xb
 
     @contextlib.contextmanager
-    def exact(self) -> Iterator["Classifier"]:
+    def exact(self) -> Iterator[Classifier]:
         """Run inference-only calls in float32 inside this block (decisions on boundary cases:
         whether an attack succeeded, whether a clean image is correctly classified)."""
         saved, self.inference = self.inference, "float32"

@@ -199,8 +199,8 @@ def _class_names(dataset: str) -> list[str]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .models.evaluation import evaluate, write_external_card
     from .models import get_spec
+    from .models.evaluation import evaluate, write_external_card
 
     if args.write_card:
         if get_spec(args.name).own_weights:

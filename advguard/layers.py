@@ -13,7 +13,8 @@ Grad-CAM of the input, as the region-misleading patch needs).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ class LayerCapture:
         self.tensors[spec] = a.detach() if self.detach else a
         return a
 
-    def __enter__(self) -> "LayerCapture":
+    def __enter__(self) -> LayerCapture:
         for spec, mod in self.modules.items():
             if parse_layer(spec)[1]:
                 def pre_hook(_m, args, spec=spec):

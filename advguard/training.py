@@ -14,9 +14,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path, atomic_write_text
-from .errors import InputError
 from .data import load_dataset
+from .errors import InputError
 from .machine import git_commit, machine_info, machine_summary
 from .models.registry import ZOO, get_spec
 

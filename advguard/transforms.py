@@ -32,8 +32,8 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advguard.experiments import ConfigError, load_config, parse_config
 from advguard.cli import main
+from advguard.experiments import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

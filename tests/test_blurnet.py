@@ -7,10 +7,29 @@ import pytest
 import torch
 from torch import nn
 
-from advguard.attacks.rp2 import (RP2, bars_mask, l2_dissimilarity, mask_from_perturbation, mask_share, nps,
-                                  palette_cube, random_warps, save_sticker_png, sign_mask)
-from advguard.defenses.blurnet import (DepthwiseBlur, TVPenalty, blur_kernel, feature_blur, first_layer_maps,
-                                       high_frequency_share, linf_penalty, log_spectrum, total_variation)
+from advguard.attacks.rp2 import (
+    RP2,
+    bars_mask,
+    l2_dissimilarity,
+    mask_from_perturbation,
+    mask_share,
+    nps,
+    palette_cube,
+    random_warps,
+    save_sticker_png,
+    sign_mask,
+)
+from advguard.defenses.blurnet import (
+    DepthwiseBlur,
+    TVPenalty,
+    blur_kernel,
+    feature_blur,
+    first_layer_maps,
+    high_frequency_share,
+    linf_penalty,
+    log_spectrum,
+    total_variation,
+)
 from advguard.models import ZOO, build_module, load_model
 
 
@@ -284,10 +303,11 @@ def test_lisa_cnn_blur_variants_are_declared():
 
 def test_gtsrb_configs_keep_their_pre_22_cache_keys():
     """The committed GTSRB stickers stay reachable: the pinned settings give the pre-#22 cache key."""
-    from advguard.experiments.blurnet.run import _settings_key, rp2_settings
+    from pathlib import Path
+
     from advguard.experiments import load_config
     from advguard.experiments.blurnet.options import BLURNET_DEFAULTS
-    from pathlib import Path
+    from advguard.experiments.blurnet.run import _settings_key, rp2_settings
 
     root = Path(__file__).resolve().parents[1]
     for name in ("blurnet-gtsrb", "blurnet-smoke"):

@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 
 from advguard import DatasetNotFoundError, InputError, UnknownNameError, load_dataset
-from advguard.data import fashion_mnist, gtsrb, read_image, subset_indices, unpack_mirror
 from advguard.data import cifar10 as cifar_mod
-from advguard.data import imagenet_samples
+from advguard.data import fashion_mnist, gtsrb, imagenet_samples, read_image, subset_indices, unpack_mirror
 
 
 def test_fashion_mnist_real_files():

@@ -17,11 +17,10 @@ import torch
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import event, given, note  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from test_fuzz_classifier import images, labels, n_of  # noqa: E402
 
 from advguard import AdvguardError, load_dataset, load_model  # noqa: E402
 from advguard.attacks import ATTACKS, make_attack, shifted_targets  # noqa: E402
-
-from test_fuzz_classifier import images, labels, n_of  # noqa: E402
 
 K = 10
 SQRT_D = float(np.sqrt(3 * 32 * 32))  # the largest L2 distance between two CIFAR images

@@ -15,8 +15,17 @@ import pytest
 import torch
 
 from advguard import load_dataset, load_model
-from advguard.detectors import (CNNDetector, Detector, EraseRestore, EraseRestoreDistance, FeatureSqueezing,
-                                ImageOps, LeaveOneOut, TaintRadar, make_detector)
+from advguard.detectors import (
+    CNNDetector,
+    Detector,
+    EraseRestore,
+    EraseRestoreDistance,
+    FeatureSqueezing,
+    ImageOps,
+    LeaveOneOut,
+    TaintRadar,
+    make_detector,
+)
 from advguard.detectors.serialization import _load_estimator
 from advguard.errors import DetectorFileError, InputError, ParameterError
 

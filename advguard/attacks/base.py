@@ -24,8 +24,15 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import InputError
-from ..validation import (ParameterError, ParameterTypeError, as_labels, check_batch_size, check_bool, check_number,
-                          init_keywords)
+from ..validation import (
+    ParameterError,
+    ParameterTypeError,
+    as_labels,
+    check_batch_size,
+    check_bool,
+    check_number,
+    init_keywords,
+)
 
 #: the keywords every attack accepts (``Attack.__init__``)
 COMMON_PARAMETERS = ("batch_size", "seed", "progress", "top_k")
@@ -59,7 +66,7 @@ class AttackResult:
 
 
 #: Every registered attack class by name (filled by :func:`register_attack`; ``make_attack`` reads it).
-ATTACKS: dict[str, type["Attack"]] = {}
+ATTACKS: dict[str, type[Attack]] = {}
 
 
 def register_attack(name: str | None = None):

@@ -170,7 +170,7 @@ class AdversarialPatch(Attack):
         return self.side(top, hw)
 
     # ------------------------------------------------------------------ training
-    def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None) -> "AdversarialPatch":
+    def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None) -> AdversarialPatch:
         """Train the patch over the images ``x`` (labels ``y`` needed when untargeted)."""
         clf = self.classifier
         xt = clf.validate(x).to(clf.device)

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetNotFoundError
+from ..errors import DatasetNotFoundError, ParameterError
 from .cache import cached_arrays
-from ..errors import ParameterError
 from .fetch import _safe_extract, download, verify_copy, verify_folder
 from .imageio import load_image_files
 

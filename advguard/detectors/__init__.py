@@ -7,13 +7,13 @@ from .decision import DECISION_MODELS, decision_scores, make_decision_model
 
 # Importing each module registers its detectors (``@register_detector``) in DETECTORS, in this order.
 from .squeezing import FeatureSqueezing  # noqa: E402  (isort: skip)
-from .confidence import ConfidenceDetector  # noqa: E402
-from .imageops import ImageOps  # noqa: E402
 from .cnn import CNNDetector  # noqa: E402
+from .confidence import ConfidenceDetector  # noqa: E402
 from .erase_restore import EraseRestore, EraseRestoreDistance  # noqa: E402
+from .imageops import ImageOps  # noqa: E402
 from .loo import LeaveOneOut  # noqa: E402
-from .taintradar import TaintRadar  # noqa: E402
 from .sentinet import SentiNet  # noqa: E402
+from .taintradar import TaintRadar  # noqa: E402
 
 
 def make_detector(name: str, classifier, **params) -> Detector:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import abc
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, final
+from typing import Any, ClassVar, final
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from ..metrics import CostReport, PeakMemory, threshold_at_fpr
 from ..validation import ParameterTypeError, check_keywords, check_number, init_keywords
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
+
 
 def parameter_names(cls: type) -> set[str]:
     """Keyword parameters a detector class accepts: its ``__init__``'s and, through ``**kw``, its bases' up to
@@ -56,7 +58,7 @@ class NotFittedError(AdvguardError):
 
 
 #: Every registered detector class by name (filled by :func:`register_detector`; ``make_detector`` reads it).
-DETECTORS: dict[str, type["Detector"]] = {}
+DETECTORS: dict[str, type[Detector]] = {}
 
 
 def register_detector(name: str | None = None):
@@ -82,15 +84,15 @@ def register_detector(name: str | None = None):
     return deco
 
 
-def _check_fpr(value: Any, p: dict, det: "Detector") -> float:
+def _check_fpr(value: Any, p: dict, det: Detector) -> float:
     return check_rate("fpr", value)
 
 
-def _check_seed(value: Any, p: dict, det: "Detector") -> int:
+def _check_seed(value: Any, p: dict, det: Detector) -> int:
     return int(check_count("seed", value, low=0))
 
 
-def _check_decision_model(value: Any, p: dict, det: "Detector") -> str | None:
+def _check_decision_model(value: Any, p: dict, det: Detector) -> str | None:
     dm = value if value is not None else det.default_decision_model
     if dm is not None and dm not in DECISION_MODELS:
         from ..errors import unknown_name
@@ -99,7 +101,7 @@ def _check_decision_model(value: Any, p: dict, det: "Detector") -> str | None:
     return dm
 
 
-def _check_decision_params(value: Any, p: dict, det: "Detector") -> dict:
+def _check_decision_params(value: Any, p: dict, det: Detector) -> dict:
     if value is not None and not isinstance(value, dict):
         raise ParameterError(f"decision_params must be a dict, got {type(value).__name__}")
     out = dict(value or {})
@@ -144,7 +146,7 @@ class Detector(abc.ABC):
     name = "detector"
     default_decision_model: str | None = None
     #: name -> check(value, checked parameters so far, detector) -> the normalised value, in checking order
-    _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict, "Detector"], Any]]] = {
+    _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict, Detector], Any]]] = {
         "fpr": _check_fpr, "seed": _check_seed, "decision_model": _check_decision_model,
         "decision_params": _check_decision_params,
     }
@@ -221,7 +223,7 @@ class Detector(abc.ABC):
                 out.update({f"{k}__{kk}": vv for kk, vv in v.get_params().items()})
         return out
 
-    def set_params(self, **params: Any) -> "Detector":
+    def set_params(self, **params: Any) -> Detector:
         """Set parameters by name (``classifier`` too; ``name__key`` for a parameter's own); they are checked at
         once (an invalid value raises and leaves the detector unchanged). Returns ``self``. Fitted state is not
         cleared: refit after changing a parameter."""
@@ -253,7 +255,7 @@ class Detector(abc.ABC):
             raise
         return self
 
-    def __sklearn_clone__(self) -> "Detector":
+    def __sklearn_clone__(self) -> Detector:
         """``sklearn.base.clone(det)``: an unfitted detector with deep copies of the parameters, around the same
         classifier."""
         from sklearn.base import clone
@@ -322,7 +324,7 @@ class Detector(abc.ABC):
 
     @final
     def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-            **fit_params: Any) -> "Detector":
+            **fit_params: Any) -> Detector:
         """Fit on clean images (unsupervised; ``x_adv`` must be None) or clean + adversarial images (supervised),
         calibrating the threshold at :attr:`fpr`; returns ``self``. The parameters are checked first.
         ``fit_params`` go to detectors that take more (the CNN detector's ``dev=``)."""
@@ -331,7 +333,7 @@ class Detector(abc.ABC):
         return self._fit_images(x_clean, x_adv, **fit_params)
 
     def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-                    **fit_params: Any) -> "Detector":
+                    **fit_params: Any) -> Detector:
         """The fitting behind :meth:`fit` (parameters already checked): features, then :meth:`fit_features`."""
         if fit_params:
             raise ParameterTypeError(f"{self.name}.fit takes no keyword {', '.join(map(repr, fit_params))}")
@@ -344,7 +346,7 @@ class Detector(abc.ABC):
             raise InputError(f"{self.name} is unsupervised: fit on clean images only (x_adv must be None)")
         return self.fit_features(self.extract(x_clean), f_adv)
 
-    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> "Detector":
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> Detector:
         """:meth:`fit` on precomputed features (the benchmark harness caches them)."""
         p = self._checked_params()
         f_clean = np.asarray(f_clean, dtype=np.float64)
@@ -435,7 +437,7 @@ class Detector(abc.ABC):
         return s, reports
 
     @final
-    def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> "Detector":
+    def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> Detector:
         """Set the threshold so that a share ``fpr`` of these clean images is flagged (``fpr`` also becomes the
         detector's parameter); returns ``self``."""
         if fpr is not None:
@@ -466,7 +468,7 @@ class Detector(abc.ABC):
 
     @staticmethod
     def load(path: str | Path, classifier: Classifier, *, check_classifier: bool = True,
-             max_bytes: int | None = None) -> "Detector":
+             max_bytes: int | None = None) -> Detector:
         """Rebuild a saved detector around ``classifier``, which must be the network it was fitted for.
 
         The file's classifier fingerprint (architecture, weights, input spec) must match ``classifier``;

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import InputError, ParameterError
-from .base import Detector, register_detector, check_count, check_rate
+from .base import Detector, check_count, check_rate, register_detector
 
 BACKBONES = ("scratch", "classifier")
 
@@ -131,7 +131,7 @@ class CNNDetector(Detector):
         return F.cross_entropy(z, y)
 
     # ------------------------------------------------------------------ protocol
-    def _fit_images(self, x_clean, x_adv=None, dev: tuple | None = None) -> "CNNDetector":
+    def _fit_images(self, x_clean, x_adv=None, dev: tuple | None = None) -> CNNDetector:
         """Train on clean (label 0) + adversarial (label 1) images; ``dev = (x_clean_dev, x_adv_dev)``."""
         if x_adv is None:
             raise InputError("the CNN detector is supervised: fit(x_clean, x_adv) needs adversarial examples")

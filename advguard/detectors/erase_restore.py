@@ -39,14 +39,13 @@ Cost: 1 + n model passes per image; inpainting runs on a thread pool (OpenCV rel
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
 from .._parallel import thread_map
 from ..errors import unknown_name
 from ._seeding import image_seeds
-from .base import Detector, register_detector, check_count, check_rate
+from .base import Detector, check_count, check_rate, register_detector
 
 RESTORERS = ("telea", "ns", "median")
 MASKS = ("pixels", "blobs")
@@ -209,7 +208,7 @@ class EraseRestore(Detector):
         mean, comp = self.pca_
         return ((self._aligned(f) - mean) @ comp.T).reshape(len(f), -1)
 
-    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> "EraseRestore":
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> EraseRestore:
         d = self.params["pca_dim"]  # 0 (no PCA) for the unsupervised distance subclass
         if d:
             from sklearn.decomposition import PCA

@@ -24,7 +24,7 @@ releases the GIL) and classified in large batches.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

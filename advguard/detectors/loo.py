@@ -38,14 +38,14 @@ copy, sigma ``blur_sigma``).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .._parallel import thread_map
 from ..errors import ParameterError, ParameterTypeError, unknown_name
-from .base import Detector, register_detector, check_count, check_rate
+from .base import Detector, check_count, check_rate, register_detector
 
 UNITS = ("pixel", "channel-pixel", "felzenszwalb", "quickshift", "slic")
 BASELINES = ("zero", "mean", "blur")

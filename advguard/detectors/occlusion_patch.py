@@ -104,7 +104,7 @@ class LocalOcclusion:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(cls, classifier, max_fraction: float = 0.6) -> "LocalOcclusion | None":
+    def build(cls, classifier, max_fraction: float = 0.6) -> LocalOcclusion | None:
         """Trace ``classifier.model``; None when no first layer can be patched (callers use the plain path)."""
         import torch.fx as fx
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import InputError
 from ._seeding import image_seeds
-from .base import Detector, register_detector, check_count, check_rate
+from .base import Detector, check_count, check_rate, register_detector
 from .taintradar import binarize_cam
 
 
@@ -121,7 +121,7 @@ class SentiNet(Detector):
         f = np.asarray(features, dtype=np.float64)
         return f[:, 1] - np.polyval(self.curve_, f[:, 0])
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params) -> "SentiNet":
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params) -> SentiNet:
         """The first ``n_test`` clean images become the overlay test set; the rest fit the boundary."""
         if fit_params:
             from ..errors import ParameterTypeError

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,8 +22,22 @@ from ..advsets import ROUNDTRIPS
 from ..data import cifar10
 from ..errors import AdvguardError
 from .registry import canonical_name, experiment_names, experiments, get_experiment
-from .schema import (POS_INT, SHARE, TABLES_HINT, Bool, Int, List, OneOf, Problems, Spec, Str, Table,
-                     did_you_mean, join_key, kind_of)
+from .schema import (
+    POS_INT,
+    SHARE,
+    TABLES_HINT,
+    Bool,
+    Int,
+    List,
+    OneOf,
+    Problems,
+    Spec,
+    Str,
+    Table,
+    did_you_mean,
+    join_key,
+    kind_of,
+)
 
 #: the keys every experiment understands (each experiment adds its own tables, see ``Experiment.sections``)
 COMMON_KEYS = ("name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",

@@ -63,26 +63,26 @@ class Page:
     title: str
     blocks: list[tuple] = field(default_factory=list)
 
-    def h2(self, text: str) -> "Page":
+    def h2(self, text: str) -> Page:
         self.blocks.append(("h2", text))
         return self
 
-    def text(self, markdown: str) -> "Page":
+    def text(self, markdown: str) -> Page:
         """A paragraph or bullet list (Markdown; in the HTML, `code` and **bold** are rendered)."""
         self.blocks.append(("text", markdown))
         return self
 
-    def table(self, header: list[str], rows: list[list], caption: str | None = None) -> "Page":
+    def table(self, header: list[str], rows: list[list], caption: str | None = None) -> Page:
         self.blocks.append(("table", header, rows, caption))
         return self
 
-    def figure(self, name: str, png: bytes, caption: str) -> "Page":
+    def figure(self, name: str, png: bytes, caption: str) -> Page:
         if not re.fullmatch(r"[A-Za-z0-9._-]+\.png", name):
             raise ValueError(f"figure file name {name!r} must be a plain *.png name")
         self.blocks.append(("figure", name, png, caption))
         return self
 
-    def code(self, text: str) -> "Page":
+    def code(self, text: str) -> Page:
         self.blocks.append(("code", text))
         return self
 

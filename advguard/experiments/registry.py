@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: entry-point group under which installed packages register further experiments
 ENTRY_POINT_GROUP = "advguard.experiments"
 
-_REGISTRY: dict[str, "Experiment"] = {}
+_REGISTRY: dict[str, Experiment] = {}
 _ALIASES: dict[str, str] = {}
 _discovered = False
 
@@ -52,19 +52,19 @@ class Experiment(ABC):
     #: the artefacts it writes, for the CLI's closing line
     artefacts: ClassVar[str] = "results.json, results.md, *.png, report.html"
 
-    def schema(self) -> dict[str, "Spec"]:
+    def schema(self) -> dict[str, Spec]:
         """The type schema of each of :attr:`sections` (built lazily: schemas read other registries)."""
         return {}
 
-    def check(self, doc: dict, ctx: "Context", problems: "Problems") -> None:
+    def check(self, doc: dict, ctx: Context, problems: Problems) -> None:
         """Checks across keys that a type schema cannot state (add one problem per violation)."""
 
-    def options(self, cfg: "ExperimentConfig") -> Any:
+    def options(self, cfg: ExperimentConfig) -> Any:
         """The experiment's typed options (its sections with their defaults); None when it has none."""
         return None
 
     @abstractmethod
-    def run(self, cfg: "ExperimentConfig", out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict:
         """Run the protocol, write the results page into ``out`` (create it when writing, not before: a run
         refused before any work leaves nothing on disk); return the results document."""
 
@@ -73,7 +73,7 @@ class Experiment(ABC):
         """The few lines printed at the end of a run: (header, rows)."""
 
     @final
-    def execute(self, cfg: "ExperimentConfig", out: str | Path | None = None, cache_dir: str | Path | None = None,
+    def execute(self, cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
                 progress: bool = True) -> dict:
         """Run ``cfg`` (its output folder: ``out``, else the config's, else runs/bench/<name>; created only when
         the run writes its results, so a run refused before any work leaves nothing on disk)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..errors import unknown_name
 
+
 class Problems:
     def __init__(self) -> None:
         self.items: list[str] = []

@@ -7,9 +7,9 @@ time, machine). ``advguard train NAME`` reproduces them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

@@ -34,7 +34,7 @@ class BlurNetOptions:
     clip: float | None = None
 
     @classmethod
-    def from_section(cls, section: dict) -> "BlurNetOptions":
+    def from_section(cls, section: dict) -> BlurNetOptions:
         return cls(**section)
 
 

@@ -31,17 +31,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ...advsets import weights_hash
-from ...attacks.rp2 import AUTHORS, LEGACY, OURS, RP2, l2_dissimilarity, random_warps, save_sticker_png, Sticker
+from ...attacks.rp2 import AUTHORS, LEGACY, OURS, RP2, Sticker, l2_dissimilarity, random_warps, save_sticker_png
 from ...data import load_dataset
 from ...data.cache import cached_arrays
 from ...defenses.blurnet import feature_spectra, first_layer_maps, log_spectrum
 from ...models import get_spec, load_model
-from . import paper
-from ..config import BenchConfig, ConfigError
-from .options import BLURNET_DEFAULTS
-from ..page import Page, fig_png, pct, pyplot
 from ..common import bench_paths, cache_key, results_header, write_results
-
+from ..config import BenchConfig, ConfigError
+from ..page import Page, fig_png, pct, pyplot
+from . import paper
+from .options import BLURNET_DEFAULTS
 
 #: RP2 settings a [blurnet] table may set (a preset's values unless set there)
 RP2_KEYS = ("mask", "lam", "steps", "lr", "norm_p", "init", "transforms", "nps", "clip")

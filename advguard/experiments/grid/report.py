@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..._atomic import atomic_path
 from ..common import write_results
-from ..page import Page, pct as _pct
+from ..page import Page
+from ..page import pct as _pct
 
 CSV_FIELDS = ["attack", "detector", "decision_model", "n_clean", "n_adv", "auc", "auc_ci_low", "auc_ci_high",
               "tpr_at_fpr_1", "tpr_at_fpr_5", "tpr_at_fpr_10", "threshold", "detection_rate", "fpr", "eer",

@@ -29,18 +29,17 @@ from tqdm.auto import tqdm
 
 from ...advsets import fold_of
 from ...data.cache import save_file, verified
-from ...detectors import CNNDetector, Detector, ImageOps, decision_scores, make_decision_model
-from ...detectors.imageops import PAPER_DECISION_PARAMS, counting_feature, default_k, differences_feature, \
-    label_matrix
 from ...defenses import LabelCorrection
 from ...defenses.correction import correction_rates
+from ...detectors import CNNDetector, Detector, ImageOps, decision_scores, make_decision_model
+from ...detectors.imageops import PAPER_DECISION_PARAMS, counting_feature, default_k, differences_feature, label_matrix
 from ...metrics import equal_error_rate, roc_auc
 from ...models import load_model
 from ...transforms import FAMILY_SETS, paper_ops, parse_ops
-from . import paper
-from ..config import BenchConfig
 from ..common import bench_paths, build_sets, cache_key, cached_chunks, dataset_kwargs, results_header, write_results
+from ..config import BenchConfig
 from ..page import Page, fig_png, pct, pyplot
+from . import paper
 
 SPLITS = ("train", "dev", "eval")
 NOT_IN_FOOLBOX3 = {"L-BFGS": "targeted L-BFGS (Szegedy et al.)", "ADef": "ADef (Alaifari et al.)",

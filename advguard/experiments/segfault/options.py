@@ -21,7 +21,7 @@ class SegfaultOptions:
     segment_counts: dict | None = None
 
     @classmethod
-    def from_section(cls, section: dict) -> "SegfaultOptions":
+    def from_section(cls, section: dict) -> SegfaultOptions:
         return cls(**section)
 
 
@@ -41,8 +41,8 @@ def schema() -> dict[str, Spec]:
 
 
 def check(doc: dict, ctx, P: Problems) -> None:
-    from ...errors import AdvguardError
     from ...detectors.loo import UNIT_PARAMS, check_unit_params
+    from ...errors import AdvguardError
 
     units = doc.get("segfault", {}).get("unit")
     if not units:

@@ -35,16 +35,24 @@ import torch
 from tqdm.auto import tqdm
 
 from ...advsets import fold_of
-from ...data.cache import cached_arrays, cache_lock, load_json, save_json
+from ...data.cache import cache_lock, cached_arrays, load_json, save_json
 from ...detectors import LeaveOneOut
 from ...detectors.decision import decision_scores, make_decision_model
 from ...metrics import PeakMemory, roc_auc
 from ...models import load_model
-from . import paper
+from ..common import (
+    bench_paths,
+    build_sets,
+    cache_key,
+    clean_set_key,
+    dataset_kwargs,
+    forward_cost,
+    results_header,
+    write_results,
+)
 from ..config import BenchConfig
 from ..page import Page, fig_png, pyplot
-from ..common import (bench_paths, build_sets, cache_key, clean_set_key, dataset_kwargs, forward_cost, results_header,
-                      write_results)
+from . import paper
 
 FLAVOURS = ("1d", "10d", "multilayer")
 FLAVOUR_NAMES = {"1d": "1-D", "10d": "10-D", "multilayer": "multi-layer"}

@@ -3,8 +3,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..schema import (NONNEG_INT, POS_INT, POS_NUM, SHARE, TABLES_HINT, Bool, List, Num, OneOf, Problems, Spec,
-                      Str, Table)
+from ..schema import (
+    NONNEG_INT,
+    POS_INT,
+    POS_NUM,
+    SHARE,
+    TABLES_HINT,
+    Bool,
+    List,
+    Num,
+    OneOf,
+    Problems,
+    Spec,
+    Str,
+    Table,
+)
 
 
 @dataclass
@@ -36,7 +49,7 @@ class TaintRadarOptions:
     diagnostics: int = 0
 
     @classmethod
-    def from_section(cls, section: dict) -> "TaintRadarOptions":
+    def from_section(cls, section: dict) -> TaintRadarOptions:
         return cls(**section)
 
 

@@ -50,11 +50,11 @@ from ...data.cache import cache_lock, cached_arrays, load_npy, save_npy
 from ...detectors import SentiNet, TaintRadar
 from ...metrics import roc_auc, threshold_at_fpr
 from ...models import get_spec, load_model
-from . import paper
-from ..config import BenchConfig
-from .options import BPDA_DEFAULTS, MISLEADING_DEFAULTS, TAINTRADAR_DEFAULTS, TaintRadarOptions, model_entry
-from ..page import Page, fig_png, pct, pyplot
 from ..common import bench_paths, build_sets, cache_key, dataset_kwargs, results_header, write_results
+from ..config import BenchConfig
+from ..page import Page, fig_png, pct, pyplot
+from . import paper
+from .options import BPDA_DEFAULTS, MISLEADING_DEFAULTS, TAINTRADAR_DEFAULTS, TaintRadarOptions, model_entry
 
 
 def _clean_sets(cfg: BenchConfig, clf, o: dict, ds_kwargs: dict) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ class ThemisOptions:
     adaptive: dict | list | None = None
 
     @classmethod
-    def from_section(cls, section: dict) -> "ThemisOptions":
+    def from_section(cls, section: dict) -> ThemisOptions:
         return cls(**section)
 
 

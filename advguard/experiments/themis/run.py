@@ -40,12 +40,23 @@ from ...detectors.decision import SCALED_MODELS as SCALED
 from ...detectors.erase_restore import mean_kl_wd
 from ...metrics import roc_auc
 from ...models import load_model
-from . import paper
+from ..common import (
+    bench_paths,
+    build_sets,
+    cache_key,
+    cached_chunks,
+    clean_set_key,
+    dataset_kwargs,
+    feature_key,
+    features,
+    forward_cost,
+    results_header,
+    write_results,
+)
 from ..config import BenchConfig, DetectorSpec
-from .options import classifier_specs
 from ..page import Page, fig_png, pct, pyplot
-from ..common import (bench_paths, build_sets, cache_key, cached_chunks, clean_set_key, dataset_kwargs, feature_key,
-                      features, forward_cost, results_header, write_results)
+from . import paper
+from .options import classifier_specs
 
 RESTORES = ("telea", "median")
 
@@ -555,7 +566,7 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         att = " / ".join(_abbrev(lab) for lab in labels)
         head = ["model", "decision model", "settings", "clean train", "FPR % (own)", f"DR % (own): {att}",
                 f"FPR % @{100 * cfg.fpr:g}%", f"DR % @{100 * cfg.fpr:g}%: {att}", "AUC pooled %",
-                "FPR % on train-split images (own / @{:g}%)".format(100 * cfg.fpr)]
+                f"FPR % on train-split images (own / @{100 * cfg.fpr:g}%)"]
         rows = []
         for m in doc["sets"]:
             for r in [r for r in doc["table1"] if r["model"] == m] + [v for v in doc.get("vote", []) if v["model"] == m]:
