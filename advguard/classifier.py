@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError, unknown_name
+from .errors import unknown_name
 from .layers import LayerCapture
 from .validation import ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size, check_number
 

@@ -234,7 +234,7 @@ def train(
             raise InputError(f"{name}: a learning-rate cycle of {e} epoch(s) x {steps_per_epoch} step(s) is too short "
                              f"for a one-cycle schedule; train on more images (--limit) or for more epochs")
     decay, no_decay = [], []
-    for n_, p in model.named_parameters():
+    for _, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":

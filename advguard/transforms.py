@@ -216,7 +216,7 @@ def apply_ops(x: torch.Tensor, ops: Sequence[ImageOp], workers: int | None = Non
     n = arr.shape[0]
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     bounds = np.linspace(0, n, workers * 2 + 1).round().astype(int)  # two chunks a thread evens out the load
-    chunks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a] or [arr]
+    chunks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a] or [arr]
     out = np.concatenate(thread_map(lambda c: _apply_chunk(c, ops), chunks, workers), axis=1)
     return torch.from_numpy(out.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)
 

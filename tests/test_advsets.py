@@ -72,8 +72,8 @@ def test_folds_never_split_a_clean_image_from_its_adversarials():
 def test_split_pairs_stay_together(clf, tmp_path):
     s = build_advset(CFG, clf, cache_dir=tmp_path, chunk_size=32, progress=False)
     cf, af = s.folds((0.7, 0.3), seed=0)
-    fold_by_id = dict(zip(s.clean_ids.tolist(), cf.tolist()))
-    assert all(fold_by_id[i] == f for i, f in zip(s.adv_ids.tolist(), af.tolist()))
+    fold_by_id = dict(zip(s.clean_ids.tolist(), cf.tolist(), strict=True))
+    assert all(fold_by_id[i] == f for i, f in zip(s.adv_ids.tolist(), af.tolist(), strict=True))
 
 
 def test_png_roundtrip_is_8bit_quantisation_and_jpeg_changes_little(clf):

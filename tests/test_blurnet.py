@@ -30,6 +30,7 @@ from advguard.defenses.blurnet import (
     log_spectrum,
     total_variation,
 )
+from advguard.errors import AdvguardError
 from advguard.models import ZOO, build_module, load_model
 
 
@@ -272,7 +273,7 @@ def test_rp2_options_and_the_authors_preset():
     assert (ours["lam"], ours["lr"], ours["init"], ours["transforms"], ours["nps"], ours["clip"]) == \
         (0.002, 0.05, "zero", True, True, 1.0)
     for bad in (dict(init="gauss"), dict(preset="paper"), dict(transforms="no"), dict(clip=0)):
-        with pytest.raises(Exception):
+        with pytest.raises(AdvguardError):
             RP2(clf, **bad)
     from advguard.data import load_dataset
 

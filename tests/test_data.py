@@ -79,14 +79,14 @@ def test_image_folder_with_foolbox_images(tmp_path, foolbox_images):
     (tmp_path / "notes.txt").write_text("not an image folder entry")
     ds = load_dataset("image-folder", path=tmp_path, mode="L")
     assert ds.x.shape == (12, 1, 28, 28)
-    assert ds.classes == sorted({f"digit{l}" for _, l in foolbox_images["mnist"][:12]})
+    assert ds.classes == sorted({f"digit{lab}" for _, lab in foolbox_images["mnist"][:12]})
     assert ds.source.startswith("image-folder:")
 
 
 def test_cifar_pickle_loader_and_download(tmp_path, foolbox_images):
     """The official-format loader on batches built from Foolbox's real CIFAR-10 images, 'downloaded' via file://."""
     imgs = np.stack([a.transpose(2, 0, 1) for a, _ in foolbox_images["cifar10"]])
-    labels = [l for _, l in foolbox_images["cifar10"]]
+    labels = [lab for _, lab in foolbox_images["cifar10"]]
     src = tmp_path / "src" / "cifar-10-batches-py"
     src.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:

@@ -147,14 +147,14 @@ class Attack(abc.ABC):
             raise InputError(f"{self.name} is untargeted only; drop targets=")
         check_targets_differ(y, targets)
 
-    def _check_inputs(self, x: torch.Tensor) -> None:
+    def _check_inputs(self, x: torch.Tensor) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook: refuse a validated batch the attack's parameters do not fit (before any work)."""
 
     def _default_targets(self, n: int) -> torch.Tensor | None:
         """Hook: the targets of a call without ``targets=`` (None: untargeted)."""
         return None
 
-    def _start(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> None:
+    def _start(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook: per-call set-up and checks, after the inputs are validated and before the first batch."""
 
     def _batch_slices(self, n: int) -> list[slice]:

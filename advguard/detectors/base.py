@@ -287,14 +287,14 @@ class Detector(abc.ABC):
         """Unsupervised detectors: one score per image from its features (higher = more adversarial)."""
         raise NotImplementedError(f"{self.name} has no unsupervised statistic: give it a decision_model")
 
-    def _fit_features(self, f_clean: np.ndarray) -> None:
+    def _fit_features(self, f_clean: np.ndarray) -> None:  # noqa: B027 - optional hook, empty by default
         """Unsupervised detectors with fitted state (e.g. a PCA) fit it here, on clean features only."""
 
     def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Fitted state beyond threshold and estimator: (JSON-able dict, arrays)."""
         return {}, {}
 
-    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook, empty by default
         pass
 
     def feature_names(self, d: int) -> list[str]:
@@ -432,7 +432,7 @@ class Detector(abc.ABC):
             r = {"score": float(s[i]), "threshold": self.threshold_,
                  "adversarial": None if self.threshold_ is None else bool(s[i] > self.threshold_)}
             if f.shape[1] <= 16:
-                r["features"] = dict(zip(names, map(float, f[i])))
+                r["features"] = dict(zip(names, map(float, f[i]), strict=False))
             reports.append(r)
         return s, reports
 

@@ -145,7 +145,7 @@ class LocalOcclusion:
         # every pixel's changed window must lie inside the region each next window is computed from
         probe = cls(classifier, steps, None)
         rr, cc = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        for j, (step, geo) in enumerate(zip(steps, probe._windows(rr.flatten(), cc.flatten()))):
+        for j, (step, geo) in enumerate(zip(steps, probe._windows(rr.flatten(), cc.flatten()), strict=True)):
             if geo is not None:
                 _o_r, _o_c, rel_r, rel_c, (wh, ww) = geo
                 op, win = step[2], step[4]
@@ -210,7 +210,7 @@ class LocalOcclusion:
         v = self.classifier.module.normalize(values.float().view(b, -1, 1, 1))  # (B, C, 1, 1): the changed window
         r0, c0 = rows.long(), cols.long()
         got: dict[str, torch.Tensor] = {}
-        for i, ((target, kind, op, _shape, _win), geo) in enumerate(zip(self.steps, self._windows(rows, cols))):
+        for i, ((target, kind, op, _shape, _win), geo) in enumerate(zip(self.steps, self._windows(rows, cols), strict=True)):
             if kind == "spatial":
                 o_r, o_c, rel_r, rel_c, _ = geo
                 patches, n_c = self.regions[i]

@@ -56,7 +56,7 @@ class Experiment(ABC):
         """The type schema of each of :attr:`sections` (built lazily: schemas read other registries)."""
         return {}
 
-    def check(self, doc: dict, ctx: Context, problems: Problems) -> None:
+    def check(self, doc: dict, ctx: Context, problems: Problems) -> None:  # noqa: B027 - optional hook, empty by default
         """Checks across keys that a type schema cannot state (add one problem per violation)."""
 
     def options(self, cfg: ExperimentConfig) -> Any:

@@ -107,7 +107,7 @@ def _evaluate(clf, signs: torch.Tensor, st: dict[str, np.ndarray], views: int, s
     h, w = signs.shape[-2:]
     out = {k: [] for k in ("success", "target_rate", "l2", "success_views")}
     g = torch.Generator().manual_seed(seed)
-    for delta, mask, t in zip(st["delta"], st["mask"], st["targets"]):
+    for delta, mask, t in zip(st["delta"], st["mask"], st["targets"], strict=True):
         x_adv = Sticker(torch.from_numpy(delta), torch.from_numpy(mask), int(t)).apply(signs)
         with clf.exact():
             pred = clf.predict(x_adv)
@@ -288,7 +288,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
     gray = lambda v: v.mean(0)  # noqa: E731
     fig, axes = plt.subplots(1, 4, figsize=(8, 2.3))
     for ax, v, t in zip(axes, [x0, xa, log_spectrum(gray(x0)), log_spectrum(gray(xa))],
-                        ["clean", "stickered", "spectrum (clean)", "spectrum (stickered)"]):
+                        ["clean", "stickered", "spectrum (clean)", "spectrum (stickered)"], strict=True):
         v = np.asarray(v)
         ax.imshow(v.transpose(1, 2, 0) if v.ndim == 3 else v, cmap=None if v.ndim == 3 else "viridis")
         ax.set_title(t, fontsize=8), ax.set_xticks([]), ax.set_yticks([])

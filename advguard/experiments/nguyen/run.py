@@ -421,7 +421,7 @@ def _plot_scatter(scatter: dict) -> bytes:
     plt = pyplot()
     n = len(scatter)
     fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.4), dpi=100, squeeze=False)
-    for ax, (lab, (z, y)) in zip(axes[0], scatter.items()):
+    for ax, (lab, (z, y)) in zip(axes[0], scatter.items(), strict=True):
         ax.scatter(z[y == 1, 0], z[y == 1, 1], s=3, c="tab:red", alpha=0.4, label="adversarial")
         ax.scatter(z[y == 0, 0], z[y == 0, 1], s=3, c="tab:blue", alpha=0.6, label="normal")
         ax.set_title(lab, fontsize=8)

@@ -8,7 +8,7 @@ _FL = ("1d", "10d", "multilayer")
 
 def _rows(values: list[float]) -> dict[str, dict[str, float]]:
     """12 values in the paper's column order (family-major, then 1-D / 10-D / 4K-D) -> {family: {flavour: v}}."""
-    return {f: dict(zip(_FL, values[3 * i: 3 * i + 3])) for i, f in enumerate(_FAMS)}
+    return {f: dict(zip(_FL, values[3 * i: 3 * i + 3], strict=True)) for i, f in enumerate(_FAMS)}
 
 
 #: Table 2: pixel ML-LOO, test AUC of off-the-shelf classifiers

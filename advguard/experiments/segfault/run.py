@@ -216,7 +216,7 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     root = cache / "segfault"
     batch = int(opts.get("batch_images", BATCH))
     # cheapest units first, so an interrupted run has finished whole rows of Table 6
-    order = sorted(zip(units, labels), key=lambda ul: ("slic", "felzenszwalb", "quickshift", "pixel",
+    order = sorted(zip(units, labels, strict=True), key=lambda ul: ("slic", "felzenszwalb", "quickshift", "pixel",
                                                        "channel-pixel").index(ul[0]["unit"]))
     for u, lab in order:
         det = _detector(clf, u, opts, "multilayer", cfg.seed)
@@ -229,13 +229,13 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     # ---- Table 7 timings: every flavour on the first batch (or timing_images) of clean images
     n_time = int(opts.get("timing_images", batch))
     timing = {lab: _timing(clf, u, opts, x_c[:n_time], root / f"timing-{cache_key('t', u, opts, clean_key)}.json",
-                           cfg.seed) for u, lab in zip(units, labels)}
+                           cfg.seed) for u, lab in zip(units, labels, strict=True)}
     floor = forward_cost(clf, x_c[:256])
 
     # ---- AUCs: train fold 0, test fold 1
     nc = clf.num_classes
     auc: dict[str, dict] = {}
-    for u, lab in zip(units, labels):
+    for u, lab in zip(units, labels, strict=True):
         models = list(opts.get("pixel_classifiers", ["xgb", "rf", "svc"]) if u["unit"] == "pixel"
                       else opts.get("classifiers", ["xgb"]))
         auc[lab] = {}
@@ -373,7 +373,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
     cw = next((g for g in fams if "C&W" in g or "CW" in g), fams[-1])
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, who in zip(axes, ("ours", "paper")):
+    for ax, who in zip(axes, ("ours", "paper"), strict=True):
         shown: set[str] = set()
         for u in units:
             lab = _label(u)

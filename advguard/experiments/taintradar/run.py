@@ -423,7 +423,7 @@ def _patch_figure(page: Page, first_patches: dict[str, tuple[np.ndarray, str]], 
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (label, (patch, shape)) in zip(axes.ravel(), first_patches.items()):
+    for ax, (label, (patch, shape)) in zip(axes.ravel(), first_patches.items(), strict=False):
         keep = shape_mask(shape, patch.shape[-1]).numpy()
         shown = np.clip(patch, 0, 1) * keep + (1 - keep)
         ax.imshow(shown.transpose(1, 2, 0).squeeze(), cmap="gray", vmin=0, vmax=1)
@@ -734,7 +734,7 @@ def _ablation_page(cfg: BenchConfig, doc: dict, out: Path) -> None:
     ax0.set_xlabel("K")
     ax0.set_ylabel("clean FPR at Delta_R = 0 (%)")
     ax0.legend(fontsize=6)
-    for ax, pos in zip(axes[0, 1:], positions):
+    for ax, pos in zip(axes[0, 1:], positions, strict=True):
         for r in runs:
             a = [c["taintradar_auc_by_k"] for c in r["cells"] if c["position"] == pos and c["taintradar_auc_by_k"]]
             if a:

@@ -809,7 +809,7 @@ def _plot_learning_curve(lcr: list[dict]) -> bytes:
     plt = pyplot()
     keys = list(dict.fromkeys((r["model"], r["family"]) for r in lcr))
     fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False, sharey=True)
-    for ax, (m, fam) in zip(axes[0], keys):
+    for ax, (m, fam) in zip(axes[0], keys, strict=True):
         for c in dict.fromkeys(r["classifier"] for r in lcr):
             rs = sorted((r for r in lcr if (r["model"], r["family"], r["classifier"]) == (m, fam, c)),
                         key=lambda r: r["pairs"])
@@ -843,7 +843,7 @@ def _plot_roc(roc: dict) -> bytes:
     plt = pyplot()
     keys = sorted({(m, c) for (m, c, _) in roc})
     fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.3), squeeze=False)
-    for ax, (m, c) in zip(axes[0], keys):
+    for ax, (m, c) in zip(axes[0], keys, strict=True):
         for restore, style in (("telea", "-"), ("median", "--")):
             sc, sa = roc[(m, c, restore)]
             f, t, _ = roc_curve(np.r_[np.zeros(len(sc)), np.ones(len(sa))], np.r_[sc, sa])
@@ -856,7 +856,7 @@ def _plot_roc(roc: dict) -> bytes:
 def _plot_scatter(scatter: dict) -> bytes:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(scatter), figsize=(4.2 * len(scatter), 3.6), squeeze=False)
-    for ax, (m, groups) in zip(axes[0], scatter.items()):
+    for ax, (m, groups) in zip(axes[0], scatter.items(), strict=True):
         for lab, v in groups.items():
             ax.scatter(np.maximum(v[:, 0], 1e-6), np.maximum(v[:, 1], 1e-6), s=3, alpha=0.4, label=lab,
                        color="green" if lab == "clean" else None)
