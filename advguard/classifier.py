@@ -225,7 +225,8 @@ class Classifier:
 
     __call__ = forward
 
-    def logits(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, validate: bool = True) -> torch.Tensor:
+    def logits(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None,
+               validate: bool = True) -> torch.Tensor:
         """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
         bs = self._batch_size(batch_size)
         t = self.validate(x) if validate else x
@@ -236,7 +237,8 @@ class Classifier:
                 outs.append(self.module(self._prep(xb)).float().cpu())
         return torch.cat(outs)
 
-    def probs(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+    def probs(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None,
+              temperature: float = 1.0) -> torch.Tensor:
         """Softmax probabilities (N, K) of ``logits / temperature`` (temperature > 0)."""
         temperature = self._temperature(temperature)
         return F.softmax(self.logits(x, batch_size) / temperature, dim=1)
@@ -245,12 +247,14 @@ class Classifier:
         """Top-1 labels (N,) int64."""
         return self.logits(x, batch_size).argmax(1)
 
-    def top_k(self, x: np.ndarray | torch.Tensor, k: int = 5, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def top_k(self, x: np.ndarray | torch.Tensor, k: int = 5,
+              batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, labels)`` of the k most likely classes, each (N, k), most likely first."""
         k = int(check_number("k", k, lo=1, hi=self.num_classes, integer=True, where="top_k"))
         return self.probs(x, batch_size).topk(k, dim=1)
 
-    def accuracy(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, batch_size: int | None = None) -> float:
+    def accuracy(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+                 batch_size: int | None = None) -> float:
         """Top-1 accuracy on labelled images."""
         t = self.validate(x)
         yt = self._labels(y, t.shape[0])

@@ -68,8 +68,8 @@ class ImageOp:
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise unknown_name("image operation family", self.family, list(FAMILIES))
-        allowed = {"jpeg": "an integer quality in 1..100", "blur": "a radius > 0", "rotate": "a finite angle in degrees",
-                   "scale": "a factor in [0.05, 20]"}[self.family]
+        allowed = {"jpeg": "an integer quality in 1..100", "blur": "a radius > 0",
+                   "rotate": "a finite angle in degrees", "scale": "a factor in [0.05, 20]"}[self.family]
         try:
             v = float(self.value)
         except (TypeError, ValueError):

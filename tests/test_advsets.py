@@ -44,14 +44,18 @@ def test_cache_hit_and_resume(clf, tmp_path, monkeypatch, interrupted_build):
 
 def test_cache_key_changes_with_every_parameter():
     base = config_key(CFG, "w")
+    JPEG = {"source": "jpeg"}
     variants = [
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 3 / 255}, limit=60, seed=1, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "pgd", {"eps": 2 / 255}, limit=60, seed=1, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=61, seed=1, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=2, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, split="train", dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, target_shift=1, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, roundtrip="png", dataset_kwargs={"source": "jpeg"}),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 3 / 255}, limit=60, seed=1, dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "pgd", {"eps": 2 / 255}, limit=60, seed=1, dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=61, seed=1, dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=2, dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, split="train",
+                     dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, target_shift=1,
+                     dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, roundtrip="png",
+                     dataset_kwargs=JPEG),
         AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1),
     ]
     keys = {config_key(v, "w") for v in variants} | {config_key(CFG, "other-weights")}

@@ -46,7 +46,8 @@ def test_ablation_runs_each_model_and_layer_and_states_untrained_ones(tmp_path, 
     assert a["layer"] == "stage3" and a["layer_shape"] == [64, 8, 8] and b["layer_shape"] == [32, 16, 16]
     assert a["dataset_source"] == "cifar10-lossless" and a["counts"]["victims"] == 8
     assert len(a["clean_fpr_by_k"]) == 3 and [c["position"] for c in a["cells"]] == ["bottom-right", "random"]
-    for ca, cb in zip(a["cells"], b["cells"], strict=True):  # the same patches and SentiNet points; TaintRadar per layer
+    # the same patches and SentiNet points; TaintRadar per layer
+    for ca, cb in zip(a["cells"], b["cells"], strict=True):
         assert ca["sr"] == cb["sr"] and ca["sentinet_tpr@0.1"] == cb["sentinet_tpr@0.1"]
         if ca["n_adv"]:
             aucs = ca["taintradar_auc_by_k"]

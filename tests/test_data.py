@@ -135,7 +135,8 @@ def test_download_verifies_checksum_and_leaves_nothing_half_written(tmp_path):
 
 def test_idx_parser_rejects_truncated_file(tmp_path):
     good = tmp_path / "ok.gz"
-    good.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2 + bytes(8)))
+    good.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2
+                                   + bytes(8)))
     assert fashion_mnist.read_idx(good).shape == (2, 2, 2)
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + bytes(5)))
@@ -157,7 +158,8 @@ def test_gtsrb_official_converter(tmp_path):
         for cls in (0, 14):
             for track in range(2):
                 for frame in range(30):
-                    z.writestr(f"GTSRB/Final_Training/Images/{cls:05d}/{track:05d}_{frame:05d}.ppm", ppm(cls * 10 + frame))
+                    z.writestr(f"GTSRB/Final_Training/Images/{cls:05d}/{track:05d}_{frame:05d}.ppm",
+                               ppm(cls * 10 + frame))
     test = tmp_path / "test.zip"
     gt = tmp_path / "gt.zip"
     with zipfile.ZipFile(test, "w") as z:

@@ -1,4 +1,5 @@
-"""Issue #20: property-based fuzzing of ``make_attack`` and of attack calls, on the zoo CIFAR-10 CNN and real test images.
+"""Issue #20: property-based fuzzing of ``make_attack`` and of attack calls, on the zoo CIFAR-10 CNN and real test
+images.
 
 Two probes. *Parameters*: an attack name and a parameter dict mixing good values, bad ones (zero, negative, NaN,
 Inf, huge, wrong types) and unknown keywords. *Inputs*: a cheap attack called with fuzzed images, labels and

@@ -44,7 +44,8 @@ def images():
 @pytest.fixture(scope="module")
 def saved_supervised(clf, images, tmp_path_factory):
     """A supervised detector (logistic regression on the confidence features) saved to disk."""
-    noisy = (images[:30] + 0.08 * torch.randn(images[:30].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    noise = torch.randn(images[:30].shape, generator=torch.Generator().manual_seed(0))
+    noisy = (images[:30] + 0.08 * noise).clamp(0, 1)
     det = make_detector("confidence", clf, decision_model="logreg").fit(images[:30], noisy)
     path = det.save(tmp_path_factory.mktemp("det") / "conf.advg")
     return det, path

@@ -28,5 +28,6 @@ def make_attack(name: str, classifier, **params) -> Attack:
     return ATTACKS[name](classifier, **params)
 
 
-__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "RP2", "RegionMisleadingPatch", "Sticker", "TaintRadarBPDA", "AttackResult", "FoolboxAttack", "STANDARD_ATTACKS", "make_attack", "perturbation_norms", "register_attack",
+__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "RP2", "RegionMisleadingPatch", "Sticker", "TaintRadarBPDA",
+           "AttackResult", "FoolboxAttack", "STANDARD_ATTACKS", "make_attack", "perturbation_norms", "register_attack",
            "shape_mask", "shifted_targets"]

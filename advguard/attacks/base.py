@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import final
+from typing import Any, final
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class AttackResult:
     pred_adv: torch.Tensor  # classifier's top-1 on x_adv
     norms: dict[str, torch.Tensor]  # "l0", "l2", "linf" per image, in [0, 1] pixel units
     attack: str
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.x_adv.shape[0])
@@ -58,7 +58,7 @@ class AttackResult:
     def success_rate(self) -> float:
         return float(self.success.float().mean()) if len(self) else 0.0
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         s = self.success
         med = {k: float(v[s].median()) if bool(s.any()) else float("nan") for k, v in self.norms.items()}
         return {"attack": self.attack, "n": len(self), "success_rate": self.success_rate,

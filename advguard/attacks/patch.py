@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class NotTrainedError(AdvguardError, RuntimeError):
 
 
 def check_patch_params(where: str, classifier: Classifier, *, target, size, shape, multi_size, size_range, steps, lr,
-                       max_rotation, eot, position, n_patches) -> dict:
+                       max_rotation, eot, position, n_patches) -> dict[str, Any]:
     """The checked and converted parameters of a patch attack (shared with the region-misleading patch)."""
     if target is not None:
         target = int(check_number("target", target, lo=0, hi=classifier.num_classes - 1, integer=True, where=where))

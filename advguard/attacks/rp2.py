@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -261,20 +262,21 @@ class RP2(Attack):
         l1_share = check_number("l1_share", l1_share, lo=0, hi=1, lo_open=True, where=w)
         palette_levels = check_number("palette_levels", palette_levels, lo=2, hi=256, integer=True, where=w)
         params = dict(mask=mask if isinstance(mask, str) else "custom", lam=lam, steps=steps, lr=lr, norm_p=norm_p,
-                      nps_weight=nps_weight, n_transforms=n_transforms, init=r["init"], transforms=bool(r["transforms"]),
-                      nps=bool(r["nps"]), clip=float(clip), preset=preset)
+                      nps_weight=nps_weight, n_transforms=n_transforms, init=r["init"],
+                      transforms=bool(r["transforms"]), nps=bool(r["nps"]), clip=float(clip), preset=preset)
         super().__init__(classifier, batch_size=batch_size, seed=seed, progress=progress, **params)
         self.mask, self.lam, self.steps, self.lr, self.norm_p = mask, float(lam), int(steps), float(lr), int(norm_p)
         self.l1_steps = int(l1_steps if l1_steps is not None else steps)
         self.nps_weight, self.n_transforms = float(nps_weight), int(n_transforms)
-        self.init, self.transforms, self.use_nps, self.clip = r["init"], bool(r["transforms"]), bool(r["nps"]), float(clip)
+        self.init, self.transforms = r["init"], bool(r["transforms"])
+        self.use_nps, self.clip = bool(r["nps"]), float(clip)
         self.preset = preset
         self.brightness, self.rotation, self.scale, self.perspective = float(brightness), float(rotation), scale, \
             float(perspective)
         self.l1_share, self.palette = float(l1_share), palette_cube(palette_levels)
         self.stickers_: dict[int, Sticker] = {}
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, Any]:
         """The resolved optimisation settings (after the preset and the caller's arguments)."""
         return dict(preset=self.preset, mask=self.mask if isinstance(self.mask, str) else "custom", lam=self.lam,
                     steps=self.steps, lr=self.lr, norm_p=self.norm_p, init=self.init, transforms=self.transforms,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Any
 
 from ..validation import ParameterError, check_bool, check_choice, check_keywords, check_number
 from .base import COMMON_PARAMETERS, Attack, register_attack
@@ -49,7 +50,7 @@ class FoolboxAttack(Attack):
 
     fb_class = ""
     fixed_budget = True
-    defaults: dict = {}
+    defaults: dict[str, Any] = {}
 
     @classmethod
     def foolbox_parameters(cls) -> list[str]:

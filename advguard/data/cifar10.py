@@ -76,7 +76,8 @@ def _load_jpegs(d: Path, split: str) -> dict[str, np.ndarray]:
     for c, name in enumerate(CLASSES):
         folder = d / split / name
         if not folder.is_dir():
-            raise DatasetNotFoundError(f"CIFAR-10 JPEG copy is incomplete: {folder} is missing. Re-run `advguard setup`.")
+            raise DatasetNotFoundError(f"CIFAR-10 JPEG copy is incomplete: {folder} is missing. "
+                                       "Re-run `advguard setup`.")
         files = sorted(folder.glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
         paths += files
         labels += [c] * len(files)

@@ -84,15 +84,15 @@ def register_detector(name: str | None = None):
     return deco
 
 
-def _check_fpr(value: Any, p: dict, det: Detector) -> float:
+def _check_fpr(value: Any, p: dict[str, Any], det: Detector) -> float:
     return check_rate("fpr", value)
 
 
-def _check_seed(value: Any, p: dict, det: Detector) -> int:
+def _check_seed(value: Any, p: dict[str, Any], det: Detector) -> int:
     return int(check_count("seed", value, low=0))
 
 
-def _check_decision_model(value: Any, p: dict, det: Detector) -> str | None:
+def _check_decision_model(value: Any, p: dict[str, Any], det: Detector) -> str | None:
     dm = value if value is not None else det.default_decision_model
     if dm is not None and dm not in DECISION_MODELS:
         from ..errors import unknown_name
@@ -101,7 +101,7 @@ def _check_decision_model(value: Any, p: dict, det: Detector) -> str | None:
     return dm
 
 
-def _check_decision_params(value: Any, p: dict, det: Detector) -> dict:
+def _check_decision_params(value: Any, p: dict[str, Any], det: Detector) -> dict[str, Any]:
     if value is not None and not isinstance(value, dict):
         raise ParameterError(f"decision_params must be a dict, got {type(value).__name__}")
     out = dict(value or {})
@@ -146,7 +146,7 @@ class Detector(abc.ABC):
     name = "detector"
     default_decision_model: str | None = None
     #: name -> check(value, checked parameters so far, detector) -> the normalised value, in checking order
-    _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict, Detector], Any]]] = {
+    _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict[str, Any], Detector], Any]]] = {
         "fpr": _check_fpr, "seed": _check_seed, "decision_model": _check_decision_model,
         "decision_params": _check_decision_params,
     }
@@ -159,7 +159,7 @@ class Detector(abc.ABC):
     _ignored_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, classifier: Classifier, *, fpr: float = 0.05, decision_model: str | None = None,
-                 decision_params: dict | None = None, seed: int = 0, **unknown: Any):
+                 decision_params: dict[str, Any] | None = None, seed: int = 0, **unknown: Any):
         if not isinstance(classifier, Classifier):
             raise ParameterError(f"{self.name}: classifier must be an advguard.Classifier, got "
                                  f"{type(classifier).__name__}")
@@ -170,9 +170,9 @@ class Detector(abc.ABC):
         self.decision_params = decision_params
         self.seed = seed
         self.threshold_: float | None = None
-        self.calibration_: dict | None = None
+        self.calibration_: dict[str, Any] | None = None
         self.estimator_ = None
-        self.last_cost_: dict | None = None
+        self.last_cost_: dict[str, Any] | None = None
         self._checked_params()  # refuse a bad value now, naming it (and again in fit: set_params may change it)
 
     # ---------------------------------------------------------------- parameters
@@ -228,7 +228,7 @@ class Detector(abc.ABC):
         once (an invalid value raises and leaves the detector unchanged). Returns ``self``. Fitted state is not
         cleared: refit after changing a parameter."""
         valid = set(self._get_param_names()) | {"classifier"}
-        nested: dict[str, dict] = {}
+        nested: dict[str, dict[str, Any]] = {}
         for k in params:
             top = k.split("__", 1)[0]
             if top not in valid:
@@ -290,11 +290,11 @@ class Detector(abc.ABC):
     def _fit_features(self, f_clean: np.ndarray) -> None:  # noqa: B027 - optional hook, empty by default
         """Unsupervised detectors with fitted state (e.g. a PCA) fit it here, on clean features only."""
 
-    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Fitted state beyond threshold and estimator: (JSON-able dict, arrays)."""
         return {}, {}
 
-    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook, empty by default
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook, empty by default
         pass
 
     def feature_names(self, d: int) -> list[str]:

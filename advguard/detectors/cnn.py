@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ class CNNDetector(Detector):
         self.batch_size, self.widths, self.dev_fraction, self.progress = batch_size, widths, dev_fraction, progress
         super().__init__(classifier, **kw)
         self.net_: nn.Module | None = None
-        self.history_: list[dict] = []
+        self.history_: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ network
     def _build(self) -> nn.Module:

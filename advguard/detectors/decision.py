@@ -8,6 +8,8 @@ softmax features: ``make_decision_model("svc", scale=False, C=5, gamma=0.01)``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.base import BaseEstimator
 
@@ -50,7 +52,7 @@ def make_decision_model(name: str, seed: int = 0, **params) -> BaseEstimator:
     return est
 
 
-def _construct(name: str, seed: int, scale: bool, params: dict) -> BaseEstimator:
+def _construct(name: str, seed: int, scale: bool, params: dict[str, Any]) -> BaseEstimator:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.ensemble import AdaBoostClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression

@@ -165,7 +165,8 @@ class EraseRestore(Detector):
         size = tuple(x.shape[-2:])
         seed = self._checked_params()["seed"]
         if p["fixed_masks"]:
-            one = make_masks(np.random.default_rng(self._checked_params()["seed"]), 1, p["n"], size, p["erase"], p["mask"], p["blob"])
+            one = make_masks(np.random.default_rng(self._checked_params()["seed"]), 1, p["n"], size, p["erase"],
+                             p["mask"], p["blob"])
             return np.repeat(one, x.shape[0], axis=0)
         return np.concatenate([make_masks(np.random.default_rng([seed, s]), 1, p["n"], size, p["erase"],
                                           p["mask"], p["blob"]) for s in image_seeds(x)])

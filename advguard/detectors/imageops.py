@@ -25,6 +25,7 @@ releases the GIL) and classified in large batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def _check_feature(feature, p, det) -> str:
     return feature
 
 
-def _check_paper_decision_params(value, p, det) -> dict:
+def _check_paper_decision_params(value, p, det) -> dict[str, Any]:
     """None: the paper's settings for its decision model (the random forest's 100 trees of depth 2)."""
     return _check_decision_params(PAPER_DECISION_PARAMS.get(p["decision_model"]) if value is None else value, p, det)
 
@@ -98,7 +99,7 @@ class ImageOps(Detector):
     _param_attributes = {"ops": "ops_param", "k": "k_param"}
 
     def __init__(self, classifier, *, ops: str | Sequence[str] = "all", feature: str = "diff", k: int | None = None,
-                 decision_model: str | None = "svc", decision_params: dict | None = None, **kw):
+                 decision_model: str | None = "svc", decision_params: dict[str, Any] | None = None, **kw):
         self.ops_param, self.feature, self.k_param = ops, feature, k
         super().__init__(classifier, decision_model=decision_model, decision_params=decision_params, **kw)
 

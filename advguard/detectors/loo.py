@@ -39,6 +39,7 @@ copy, sigma ``blur_sigma``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ UNIT_PARAMS: dict[str, dict[str, tuple]] = {
 }
 
 
-def check_unit_params(unit: str, params) -> dict:
+def check_unit_params(unit: str, params) -> dict[str, Any]:
     """``params`` (a dict) checked for occlusion ``unit``: every key one ``unit`` takes and every value a finite
     number in its range, else a :class:`ParameterError` naming it. Returned as given (not converted), so saved
     detectors and cache keys stay the same."""
@@ -214,7 +215,8 @@ class LeaveOneOut(Detector):
         "patch": lambda v, p, det: bool(v),
     }
 
-    def __init__(self, classifier, *, unit: str = "pixel", unit_params: dict | None = None, baseline: str = "zero",
+    def __init__(self, classifier, *, unit: str = "pixel", unit_params: dict[str, Any] | None = None,
+                 baseline: str = "zero",
                  baseline_value: Sequence[float] | None = None, blur_sigma: float = 2.0, feature: str = "1d",
                  statistic: str = "iqr", layers: int = 20, units_per_layer: int = 200, batch_size: int = 1024,
                  patch: bool = True, workers: int | None = None, decision_model: str | None = "xgb", **kw):

@@ -179,8 +179,10 @@ class LocalOcclusion:
                 yield None
                 continue
             (kh, kw), (sh, sw), (dh, dw) = op.k, op.s, op.d
-            o_r = torch.div(r0 + op.p[0] - dh * (kh - 1) + sh - 1, sh, rounding_mode="floor").clamp(0, shape[1] - win[0])
-            o_c = torch.div(c0 + op.p[1] - dw * (kw - 1) + sw - 1, sw, rounding_mode="floor").clamp(0, shape[2] - win[1])
+            o_r = torch.div(r0 + op.p[0] - dh * (kh - 1) + sh - 1, sh,
+                            rounding_mode="floor").clamp(0, shape[1] - win[0])
+            o_c = torch.div(c0 + op.p[1] - dw * (kw - 1) + sw - 1, sw,
+                            rounding_mode="floor").clamp(0, shape[2] - win[1])
             yield o_r, o_c, r0 + op.p[0] - o_r * sh, c0 + op.p[1] - o_c * sw, (h, w)
             r0, c0, (h, w) = o_r, o_c, win
 
@@ -193,9 +195,11 @@ class LocalOcclusion:
             if kind == "spatial":
                 tp = F.pad(t, (op.p[1], op.p[1], op.p[0], op.p[0]), value=op.fill)
                 rh, rw = op.region(win, 0), op.region(win, 1)
-                u = tp[0].unfold(1, rh, op.s[0]).unfold(2, rw, op.s[1])[:, : shape[1] - win[0] + 1, : shape[2] - win[1] + 1]
+                u = tp[0].unfold(1, rh, op.s[0]).unfold(2, rw, op.s[1])
+                u = u[:, : shape[1] - win[0] + 1, : shape[2] - win[1] + 1]
                 # (offsets, R, R', C): a gathered batch of regions is channels-last for _overlay
-                self.regions.append((u.permute(1, 2, 3, 4, 0).reshape(-1, rh, rw, tp.shape[1]).contiguous(), u.shape[2]))
+                self.regions.append((u.permute(1, 2, 3, 4, 0).reshape(-1, rh, rw, tp.shape[1]).contiguous(),
+                                     u.shape[2]))
                 t = op.apply(tp)
             else:
                 self.regions.append(None)
@@ -210,7 +214,8 @@ class LocalOcclusion:
         v = self.classifier.module.normalize(values.float().view(b, -1, 1, 1))  # (B, C, 1, 1): the changed window
         r0, c0 = rows.long(), cols.long()
         got: dict[str, torch.Tensor] = {}
-        for i, ((target, kind, op, _shape, _win), geo) in enumerate(zip(self.steps, self._windows(rows, cols), strict=True)):
+        steps_windows = zip(self.steps, self._windows(rows, cols), strict=True)
+        for i, ((target, kind, op, _shape, _win), geo) in enumerate(steps_windows):
             if kind == "spatial":
                 o_r, o_c, rel_r, rel_c, _ = geo
                 patches, n_c = self.regions[i]

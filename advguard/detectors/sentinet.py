@@ -22,6 +22,8 @@ calibrate). Cost: 1 Grad-CAM pass + 2 x ``n_test`` forward passes per image (the
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -139,7 +141,7 @@ class SentiNet(Detector):
     def feature_names(self, d: int) -> list[str]:
         return ["inert_confidence", "fooled_rate"]
 
-    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {}
         if self.test_images_ is not None:
             arrays["test_images"] = self.test_images_.numpy()
@@ -147,7 +149,7 @@ class SentiNet(Detector):
             arrays["curve"] = self.curve_
         return {}, arrays
 
-    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         if "test_images" in arrays:
             self.test_images_ = torch.as_tensor(arrays["test_images"])
         self.curve_ = arrays.get("curve")

@@ -225,7 +225,7 @@ def _read_npz(data: bytes, where: str) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- metadata
-def validate_meta(meta: Any, where: str = "detector file") -> dict:
+def validate_meta(meta: Any, where: str = "detector file") -> dict[str, Any]:
     """Check ``detector.json``'s structure and values; raise :class:`DetectorFileError` naming the key."""
     if not isinstance(meta, dict):
         raise DetectorFileError(f"{where}: detector.json must hold an object, got {type(meta).__name__}")
@@ -265,7 +265,7 @@ def validate_meta(meta: Any, where: str = "detector file") -> dict:
 
 
 # ---------------------------------------------------------------------------- files
-def save_detector(path: str | Path, meta: dict, arrays: dict[str, np.ndarray], estimator=None) -> Path:
+def save_detector(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], estimator=None) -> Path:
     """Write a detector file atomically (nothing half-written is left under ``path``)."""
     path = Path(path)
     buf = io.BytesIO()
@@ -287,7 +287,8 @@ def save_detector(path: str | Path, meta: dict, arrays: dict[str, np.ndarray], e
     return path
 
 
-def load_detector_file(path: str | Path, max_bytes: int = MAX_TOTAL_BYTES) -> tuple[dict, dict[str, np.ndarray], object]:
+def load_detector_file(path: str | Path,
+                       max_bytes: int = MAX_TOTAL_BYTES) -> tuple[dict[str, Any], dict[str, np.ndarray], object]:
     """Read and check a detector file: (metadata, arrays, estimator or None). See the module docstring."""
     path = Path(path)
     where = str(path)

@@ -30,6 +30,7 @@ of "blur" as a filling pattern.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -332,7 +333,7 @@ class TaintRadar(Detector):
         self.calibration_ = {"n": int(len(r)), "min": 0.0, "max": float(n_dr - 1)}  # the rank-change domain
         return self
 
-    def explain(self, x: np.ndarray | torch.Tensor) -> list[dict]:
+    def explain(self, x: np.ndarray | torch.Tensor) -> list[dict[str, Any]]:
         """Per image: prediction, rank change, verdict, the labels used, and the estimated / final masks."""
         r = self.analyse(x, keep=False)
         out = []
@@ -346,14 +347,14 @@ class TaintRadar(Detector):
                         "estimated_mask": r.est_mask[i].numpy(), "final_mask": r.final_masks[i, 0].numpy()})
         return out
 
-    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {} if self.fpr_table_ is None else {"fpr_table": self.fpr_table_}
         fill_image = self._checked_params()["fill_image"]
         if fill_image is not None:
             arrays["fill_image"] = fill_image.numpy()
         return {"k": self.k_, "delta_r": self.delta_r_}, arrays
 
-    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.k_, self.delta_r_ = meta.get("k"), meta.get("delta_r")
         self.fpr_table_ = arrays.get("fpr_table")
         if "fill_image" in arrays:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -38,7 +39,7 @@ def cache_key(*parts) -> str:
 
 
 def cached_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int = 256,
-                  desc: str = "", progress: bool = True) -> tuple[np.ndarray, dict]:
+                  desc: str = "", progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """``fn`` applied to ``x`` in chunks (progress bar) and concatenated, with its cost (time, ``clf``'s model
     passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically with a
     checksum (:mod:`advguard.data.cache`). A corrupt cache file is named in a warning, moved aside and recomputed;
@@ -51,7 +52,7 @@ def cached_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarr
 
 
 def _compute_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int, desc: str,
-                    progress: bool) -> tuple[np.ndarray, dict]:
+                    progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
     parts = []
     passes0, t0 = clf.num_passes, time.perf_counter()
     with PeakMemory() as mem:
@@ -64,7 +65,7 @@ def _compute_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.nda
     return arr, cost
 
 
-def features(det, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, dict]:
+def features(det, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Features of ``x`` from cache or computed in chunks (with a progress bar); returns (features, cost)."""
     return cached_chunks(path, "features", det.classifier, x, det.extract, np.zeros((0, 0)), desc=desc)
 
@@ -75,7 +76,7 @@ def bench_paths(cfg: ExperimentConfig, out: str | Path | None, cache_dir: str | 
             Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache")
 
 
-def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict:
+def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict[str, Any]:
     """The dataset options of zoo ``model`` (e.g. the JPEG copy of CIFAR-10), overridden by the config's.
 
     The model's options apply only to the dataset it was trained on: your own ``image-folder`` gets none of
@@ -92,12 +93,12 @@ def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict:
     return dict(cfg.dataset_kwargs)
 
 
-def clean_set_key(cfg: ExperimentConfig, first: AdvSet, ds_kwargs: dict) -> str:
+def clean_set_key(cfg: ExperimentConfig, first: AdvSet, ds_kwargs: dict[str, Any]) -> str:
     """Cache key of the clean images every attack of ``cfg`` starts from (model weights + data draw)."""
     return cache_key(first.config["weights"], cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
 
 
-def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
+def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict[str, Any]:
     """The classifier's plain forward pass on ``x`` (the floor every detector is compared with)."""
     clf.logits(x[: min(len(x), 64)])  # warm-up
     best = float("inf")
@@ -108,7 +109,7 @@ def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
     return {"ms_per_image": 1000 * best / len(x), "images_per_s": len(x) / best}
 
 
-def build_sets(cfg: ExperimentConfig, clf, ds_kwargs: dict, cache: Path, progress: bool = True,
+def build_sets(cfg: ExperimentConfig, clf, ds_kwargs: dict[str, Any], cache: Path, progress: bool = True,
                model: str | None = None, balanced: bool = False) -> dict[str, AdvSet]:
     """The adversarial set of every configured attack, by attack label (built or loaded from ``cache``).
 
@@ -131,7 +132,7 @@ def build_sets(cfg: ExperimentConfig, clf, ds_kwargs: dict, cache: Path, progres
     return sets
 
 
-def versions() -> dict:
+def versions() -> dict[str, Any]:
     import importlib.metadata as md
 
     out = {}
@@ -148,7 +149,7 @@ def versions() -> dict:
 RESULTS_SCHEMA = 1
 
 
-def results_header(cfg: ExperimentConfig) -> dict:
+def results_header(cfg: ExperimentConfig) -> dict[str, Any]:
     """The envelope every results document starts with: schema version, experiment, the whole configuration
     (as data and as written), provenance (machine, commit, date, command) and software versions."""
     from ..report import provenance
@@ -172,7 +173,7 @@ def jsonable(o):
     return o
 
 
-def write_results(doc: dict, out: Path) -> Path:
+def write_results(doc: dict[str, Any], out: Path) -> Path:
     """Write ``doc`` as ``out/results.json`` atomically (one format for every experiment: indent 1, numpy
     values as numbers); returns the path."""
     from .._atomic import atomic_write_text

@@ -52,7 +52,7 @@ class ConfigError(AdvguardError, ValueError):
 class AttackSpec:
     name: str
     label: str
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     target_shift: int | None = None
     #: attacks sharing a group form one attack family (pooled; the segfault experiment splits the clean
     #: images between its members)
@@ -63,7 +63,7 @@ class AttackSpec:
 class DetectorSpec:
     name: str
     label: str
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     decision_models: list[str] = field(default_factory=list)
 
 
@@ -85,7 +85,7 @@ class ExperimentConfig:
     fpr: float = 0.05
     roundtrip: str | None = None
     out: str | None = None
-    dataset_kwargs: dict = field(default_factory=dict)
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     chunk_size: int = 256
     bootstrap: int = 1000
     experiment: str = "grid"
@@ -98,7 +98,7 @@ class ExperimentConfig:
         v = self.sections.get(name)
         return {} if v is None else v
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The configuration as JSON-able data (for results documents)."""
         return {"name": self.name, "title": self.title, "experiment": self.experiment, "dataset": self.dataset,
                 "split": self.split, "model": self.model, "n_images": self.n_images, "seed": self.seed,
@@ -116,13 +116,13 @@ BenchConfig = ExperimentConfig
 class Context:
     """What an experiment's cross-key checks may need to know about the rest of the document."""
 
-    doc: dict
+    doc: dict[str, Any]
     dataset: str | None
     model: str | None
     info: Any  # the dataset's DatasetInfo, when the name is known
     n_classes: int | None
     #: the [[attack]] tables (None when that list itself is ill-typed)
-    attacks: list[dict] | None
+    attacks: list[dict[str, Any]] | None
     compatible: Callable[[str, str], None]  # compatible(model_name, key): the model is for the config's dataset
 
 
@@ -230,7 +230,7 @@ def validate_config(doc) -> list[str]:
     return P.items
 
 
-def _check_attacks(doc: dict, n_classes: int | None, P: Problems) -> None:
+def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> None:
     """Each [[attack]]: targeted attacks have a target shift, params the attack accepts, unique labels."""
     from ..attacks import ATTACKS
 
@@ -262,7 +262,7 @@ def _check_attacks(doc: dict, n_classes: int | None, P: Problems) -> None:
             P.add("attack", f"attack labels must be unique, repeated: {', '.join(dup)}")
 
 
-def _check_detectors(doc: dict, P: Problems) -> None:
+def _check_detectors(doc: dict[str, Any], P: Problems) -> None:
     """Each [[detector]]: params the detector accepts, fpr / seed only at the top level."""
     from ..detectors import DETECTORS
     from ..detectors.base import parameter_names
@@ -286,7 +286,7 @@ def _check_detectors(doc: dict, P: Problems) -> None:
                           + did_you_mean(k, allowed) + f"; its parameters: {', '.join(sorted(allowed))}")
 
 
-def _check_dataset_kwargs(kw: dict, dataset: str, info, P: Problems) -> None:
+def _check_dataset_kwargs(kw: dict[str, Any], dataset: str, info, P: Problems) -> None:
     """Options a dataset's loader accepts; image-folder needs ``path``."""
     import inspect
 
@@ -319,7 +319,7 @@ def _check_dataset_kwargs(kw: dict, dataset: str, info, P: Problems) -> None:
                 Int(1).check(kw[k], f"dataset_kwargs.{k}", P)
 
 
-def parse_config(doc: dict, where: str = "config", source_text: str = "") -> ExperimentConfig:
+def parse_config(doc: dict[str, Any], where: str = "config", source_text: str = "") -> ExperimentConfig:
     """Validate a configuration dict completely, then build it; every problem is reported at once.
 
     Raises :class:`ConfigError` listing one line per problem, each naming its key (``fpr``,

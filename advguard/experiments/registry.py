@@ -56,7 +56,7 @@ class Experiment(ABC):
         """The type schema of each of :attr:`sections` (built lazily: schemas read other registries)."""
         return {}
 
-    def check(self, doc: dict, ctx: Context, problems: Problems) -> None:  # noqa: B027 - optional hook, empty by default
+    def check(self, doc: dict[str, Any], ctx: Context, problems: Problems) -> None:  # noqa: B027 - optional hook, empty by default
         """Checks across keys that a type schema cannot state (add one problem per violation)."""
 
     def options(self, cfg: ExperimentConfig) -> Any:
@@ -64,17 +64,17 @@ class Experiment(ABC):
         return None
 
     @abstractmethod
-    def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         """Run the protocol, write the results page into ``out`` (create it when writing, not before: a run
         refused before any work leaves nothing on disk); return the results document."""
 
     @abstractmethod
-    def summary(self, doc: dict) -> tuple[list[str], list[list]]:
+    def summary(self, doc: dict[str, Any]) -> tuple[list[str], list[list]]:
         """The few lines printed at the end of a run: (header, rows)."""
 
     @final
     def execute(self, cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True) -> dict[str, Any]:
         """Run ``cfg`` (its output folder: ``out``, else the config's, else runs/bench/<name>; created only when
         the run writes its results, so a run refused before any work leaves nothing on disk)."""
         from .common import bench_paths

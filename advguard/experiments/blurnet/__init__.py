@@ -6,6 +6,7 @@ The protocol is described in :mod:`advguard.experiments.blurnet.run`; the paper'
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..registry import Experiment, register_experiment
 from . import options
@@ -27,12 +28,12 @@ class BlurNetExperiment(Experiment):
     def options(self, cfg):
         return options.BlurNetOptions.from_section(cfg.section("blurnet"))
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_blurnet
 
         return run_blurnet(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]):
         from .run import summary_table
 
         return summary_table(doc)

@@ -3,6 +3,7 @@ models on your own model and data. See :mod:`advguard.experiments.grid.run`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..registry import Experiment, register_experiment
 
@@ -14,12 +15,12 @@ class GridExperiment(Experiment):
     needs_detectors = True
     artefacts = "results.json, results.csv, results.md, roc-*.png, report.html"
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_grid
 
         return run_grid(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]):
         from .report import results_table
 
         return results_table(doc)

@@ -7,6 +7,7 @@ The protocol is described in :mod:`advguard.experiments.nguyen.run`; the paper's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..registry import Experiment, register_experiment
 from . import options
@@ -28,12 +29,12 @@ class NguyenExperiment(Experiment):
         return options.NguyenOptions(imageops=dict(cfg.section("imageops")),
                                      cnn=[dict(c) for c in cfg.sections.get("cnn", [])])
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_imageops
 
         return run_imageops(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]):
         from .run import summary_table
 
         return summary_table(doc)

@@ -7,6 +7,7 @@ The protocol is described in :mod:`advguard.experiments.segfault.run`; the paper
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..registry import Experiment, register_experiment
 from . import options
@@ -15,7 +16,8 @@ from . import options
 @register_experiment
 class SegfaultExperiment(Experiment):
     name = "segfault"
-    paper = "Segmentation Fault: A Cheap Defense Against Adversarial Machine Learning (Al Bared & Nassar), extending ML-LOO"
+    paper = ("Segmentation Fault: A Cheap Defense Against Adversarial Machine Learning (Al Bared & Nassar), "
+             "extending ML-LOO")
     sections = ("segfault",)
 
     def schema(self):
@@ -27,12 +29,12 @@ class SegfaultExperiment(Experiment):
     def options(self, cfg):
         return options.SegfaultOptions.from_section(cfg.section("segfault"))
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_segfault
 
         return run_segfault(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]):
         from .run import summary_table
 
         return summary_table(doc)

@@ -224,7 +224,8 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         feats[lab] = {"clean": unit_features(det, x_c, root / cache_key("loo", params, clean_key),
                                              f"{lab} | clean", progress, batch)}
         for g, (xa, _, keys) in fam.items():
-            feats[lab][g] = unit_features(det, xa, root / cache_key("loo", params, keys), f"{lab} | {g}", progress, batch)
+            feats[lab][g] = unit_features(det, xa, root / cache_key("loo", params, keys), f"{lab} | {g}", progress,
+                                          batch)
 
     # ---- Table 7 timings: every flavour on the first batch (or timing_images) of clean images
     n_time = int(opts.get("timing_images", batch))

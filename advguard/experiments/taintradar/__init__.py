@@ -7,6 +7,7 @@ The protocol is described in :mod:`advguard.experiments.taintradar.run`; the pap
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..registry import Experiment, register_experiment
 from . import options
@@ -15,7 +16,8 @@ from . import options
 @register_experiment
 class TaintRadarExperiment(Experiment):
     name = "taintradar"
-    paper = "Detecting Localized Adversarial Examples: A Generic Approach using Critical Region Analysis (Li et al.; TaintRadar)"
+    paper = ("Detecting Localized Adversarial Examples: A Generic Approach using Critical Region Analysis "
+             "(Li et al.; TaintRadar)")
     sections = ("taintradar",)
     needs_attacks = False  # its [[attack]]s are optional L2 / L-inf extras
 
@@ -28,12 +30,12 @@ class TaintRadarExperiment(Experiment):
     def options(self, cfg):
         return options.TaintRadarOptions.from_section(cfg.section("taintradar"))
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_taintradar
 
         return run_taintradar(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]):
         from .run import summary_table
 
         return summary_table(doc)

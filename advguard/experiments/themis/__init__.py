@@ -7,6 +7,7 @@ The protocol is described in :mod:`advguard.experiments.themis.run`; the paper's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..registry import Experiment, register_experiment
 from . import options
@@ -27,12 +28,12 @@ class ThemisExperiment(Experiment):
     def options(self, cfg):
         return options.ThemisOptions.from_section(cfg.section("themis"))
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_themis
 
         return run_themis(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]):
         from .run import summary_table
 
         return summary_table(doc)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..schema import POS_INT, POS_NUM, Bool, List, Num, OneOf, Problems, Spec, Str, Table, kind_of
 
@@ -22,15 +23,15 @@ class ThemisOptions:
     table1_train_on: list[str] | None = None
     extra_clean_train: int = 0
     compare: list[str] = field(default_factory=list)
-    learning_curve: dict | None = None
-    adaptive: dict | list | None = None
+    learning_curve: dict[str, Any] | None = None
+    adaptive: dict[str, Any] | list | None = None
 
     @classmethod
-    def from_section(cls, section: dict) -> ThemisOptions:
+    def from_section(cls, section: dict[str, Any]) -> ThemisOptions:
         return cls(**section)
 
 
-def classifier_specs(entries) -> list[dict]:
+def classifier_specs(entries) -> list[dict[str, Any]]:
     """``[themis] classifiers`` entries as dicts: a name is ``{"label": name, "model": name}`` (used in every
     table); a table names its decision ``model``, ``params``, a ``grid`` to cross-validate, ``align``,
     ``extra_clean`` (add the train-split clean images) and ``all_tables`` (default: Table 1 only). ``align``
@@ -68,7 +69,7 @@ def schema() -> dict[str, Spec]:
         "adaptive": OneOf(adaptive, List(adaptive), what="a table [themis.adaptive] or tables [[themis.adaptive]]")})}
 
 
-def check(doc: dict, ctx, P: Problems) -> None:
+def check(doc: dict[str, Any], ctx, P: Problems) -> None:
     opts = doc.get("themis", {})
     for i, m in enumerate(opts.get("models", [])):
         ctx.compatible(m, f"themis.models[{i + 1}]")
