@@ -28,6 +28,9 @@ _discovered = False
 
 E = TypeVar("E", bound=type)
 
+#: what :meth:`Experiment.summary` returns: (header, rows)
+Summary = tuple[list[str], list[list[Any]]]
+
 
 class Experiment(ABC):
     """One paper's reproduction protocol (or the generic grid).
@@ -69,7 +72,7 @@ class Experiment(ABC):
         refused before any work leaves nothing on disk); return the results document."""
 
     @abstractmethod
-    def summary(self, doc: dict[str, Any]) -> tuple[list[str], list[list]]:
+    def summary(self, doc: dict[str, Any]) -> Summary:
         """The few lines printed at the end of a run: (header, rows)."""
 
     @final
