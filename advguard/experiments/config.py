@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +38,9 @@ from .schema import (
     join_key,
     kind_of,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.registry import DatasetInfo
 
 #: the keys every experiment understands (each experiment adds its own tables, see ``Experiment.sections``)
 COMMON_KEYS = ("name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
@@ -163,7 +166,7 @@ def _top_schema() -> Table:
     return Table(schema, required=("name", "dataset", "model"))
 
 
-def validate_config(doc) -> list[str]:
+def validate_config(doc: object) -> list[str]:
     """Every problem of configuration ``doc``, one line each naming its key (empty when it is valid)."""
     from ..data import DATASETS
     from ..models import ZOO
@@ -199,6 +202,7 @@ def validate_config(doc) -> list[str]:
             and doc["split"] not in info.splits:
         P.add("split", f"dataset {dataset!r} has no split {doc['split']!r}; splits: {', '.join(info.splits)}")
     if info is not None and ok("dataset_kwargs"):
+        assert isinstance(dataset, str)  # info is None otherwise
         _check_dataset_kwargs(doc.get("dataset_kwargs", {}), dataset, info, P)
 
     attacks = doc.get("attack", []) if ok("attack") else None
@@ -234,7 +238,8 @@ def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> N
     """Each [[attack]]: targeted attacks have a target shift, params the attack accepts, unique labels."""
     from ..attacks import ATTACKS
 
-    attacks = doc.get("attack") if isinstance(doc.get("attack"), list) else []
+    listed = doc.get("attack")
+    attacks = listed if isinstance(listed, list) else []
     for i, a in enumerate(attacks):
         if isinstance(a, dict):
             key = join_key("attack", i)
@@ -267,7 +272,8 @@ def _check_detectors(doc: dict[str, Any], P: Problems) -> None:
     from ..detectors import DETECTORS
     from ..detectors.base import parameter_names
 
-    for i, d in enumerate(doc.get("detector") if isinstance(doc.get("detector"), list) else []):
+    listed = doc.get("detector")
+    for i, d in enumerate(listed if isinstance(listed, list) else []):
         if isinstance(d, dict):
             key = join_key("detector", i)
             cls = DETECTORS.get(d["name"]) if isinstance(d.get("name"), str) else None
@@ -286,7 +292,7 @@ def _check_detectors(doc: dict[str, Any], P: Problems) -> None:
                           + did_you_mean(k, allowed) + f"; its parameters: {', '.join(sorted(allowed))}")
 
 
-def _check_dataset_kwargs(kw: dict[str, Any], dataset: str, info, P: Problems) -> None:
+def _check_dataset_kwargs(kw: dict[str, Any], dataset: str, info: DatasetInfo, P: Problems) -> None:
     """Options a dataset's loader accepts; image-folder needs ``path``."""
     import inspect
 

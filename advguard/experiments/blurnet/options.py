@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..schema import NONNEG_INT, POS_INT, POS_NUM, Bool, Int, List, Num, OneOf, Problems, Spec, Str, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context
 
 
 @dataclass
@@ -63,7 +66,7 @@ def schema() -> dict[str, Spec]:
         "nps": Bool(), "norm_p": Int(1, 2), "clip": POS_NUM})}
 
 
-def check(doc: dict[str, Any], ctx, P: Problems) -> None:
+def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     o = {**BLURNET_DEFAULTS, **doc.get("blurnet", {})}
     for k in ("blackbox", "whitebox"):
         for i, m in enumerate(o[k]):

@@ -34,7 +34,7 @@ def _row(c: dict[str, Any]) -> dict[str, Any]:
             "peak_mb": cost.get("peak_mb"), "skipped": c.get("skipped", "")}
 
 
-def results_table(doc: dict[str, Any]) -> tuple[list[str], list[list]]:
+def results_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     header = ["attack", "detector", "decision", "AUC % (95 % CI)", "TPR@1%", "TPR@5%", "TPR@10%",
               "det. rate % / FPR % @ cal.", "ms/img", "passes/img", "peak MB", "n clean/adv (test)"]
     rows = []

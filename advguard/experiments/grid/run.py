@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...advsets import AdvSet
 from ...detectors import make_detector
 from ...metrics import detection_report
 from ...models import load_model
 from ..common import bench_paths, build_sets, dataset_kwargs, feature_key, features, forward_cost, results_header
-from ..config import ExperimentConfig
+from ..config import AttackSpec, DetectorSpec, ExperimentConfig
 
 
 def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -83,7 +84,7 @@ def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: st
     return doc
 
 
-def _empty_cell(a, d, dm, s, why: str) -> dict[str, Any]:
+def _empty_cell(a: AttackSpec, d: DetectorSpec, dm: str | None, s: AdvSet, why: str) -> dict[str, Any]:
     return {"attack": a.label, "attack_name": a.name, "attack_params": a.params, "detector": d.label,
             "detector_name": d.name, "detector_params": d.params, "decision_model": dm, "skipped": why,
             "n_adv": int(len(s.x_adv))}

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..schema import POS_INT, POS_NUM, TABLES_HINT, List, Problems, Spec, Str, Table, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context
 
 
 @dataclass
@@ -41,7 +44,7 @@ def schema() -> dict[str, Spec]:
                      hint=TABLES_HINT.format("segfault.unit"))})}
 
 
-def check(doc: dict[str, Any], ctx, P: Problems) -> None:
+def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     from ...detectors.loo import UNIT_PARAMS, check_unit_params
     from ...errors import AdvguardError
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..schema import (
     NONNEG_INT,
@@ -19,6 +19,9 @@ from ..schema import (
     Str,
     Table,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context
 
 
 @dataclass
@@ -46,7 +49,7 @@ class TaintRadarOptions:
     #: [taintradar.bpda] (BPDA_DEFAULTS), None = not run
     bpda: dict[str, Any] | None = None
     #: issue #22's ablation: zoo names or tables {model, layer, label, note}; None = the usual grid
-    models: list | None = None
+    models: list[str | dict[str, Any]] | None = None
     diagnostics: int = 0
 
     @classmethod
@@ -70,7 +73,7 @@ def model_entry(entry: str | dict[str, Any], layer: str | None = None) -> dict[s
     """An entry of [taintradar] ``models`` as a dict {model, layer, label, note}: the layer defaults to ``layer``
     (the section's; None = the model's Grad-CAM layer), the label to the model's name, with " @ layer" when a layer
     is given."""
-    e = {"model": entry} if isinstance(entry, str) else dict(entry)
+    e: dict[str, Any] = {"model": entry} if isinstance(entry, str) else dict(entry)
     e.setdefault("layer", layer)
     e.setdefault("label", e["model"] + (f" @ {e['layer']}" if e["layer"] else ""))
     e.setdefault("note", "")
@@ -107,7 +110,7 @@ def schema() -> dict[str, Spec]:
     })}
 
 
-def check(doc: dict[str, Any], ctx, P: Problems) -> None:
+def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     o = {**TAINTRADAR_DEFAULTS, **doc.get("taintradar", {})}
     n, n_classes = o["n_victims"], ctx.n_classes
     if n_classes and o["target"] >= n_classes:
