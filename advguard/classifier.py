@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ INFERENCE_VARIANTS = ("float32", "channels-last", "bf16", "channels-last+bf16")
 
 class Normalize(nn.Module):
     """``(x - mean) / std`` as a module, so the normalised model is one differentiable ``nn.Module``."""
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -50,7 +54,8 @@ class NormalizedModel(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x))
+        out: torch.Tensor = self.model(self.normalize(x))
+        return out
 
 
 def gradcam_from_gradients(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -99,7 +104,8 @@ class Classifier:
         if size is not None:
             if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
                 raise ParameterTypeError(f"Classifier: size must be (H, W), two integers >= 1, got {size!r}")
-            size = tuple(int(check_number("size", v, lo=1, integer=True, where="Classifier")) for v in size)
+            h, w = (int(check_number("size", v, lo=1, integer=True, where="Classifier")) for v in size)
+            size = (h, w)
         self.size = size
         if isinstance(bounds, (str, bytes)) or not hasattr(bounds, "__len__") or len(bounds) != 2:
             raise ParameterTypeError(f"Classifier: bounds must be (low, high), got {bounds!r}")
@@ -124,12 +130,12 @@ class Classifier:
         self.mean, self.std = mean, std
         if gradcam_layer is not None and not isinstance(gradcam_layer, str):
             raise ParameterTypeError(f"Classifier: gradcam_layer must be a layer name (str), got {gradcam_layer!r}")
-        self.model = model.eval().to(self.device)
+        self.model: nn.Module = model.eval().to(self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.module = NormalizedModel(self.model, Normalize(mean, std)).eval().to(self.device)
         self.num_passes = 0
-        self._layers = dict(self.model.named_modules())
+        self._layers: dict[str, nn.Module] = dict(self.model.named_modules())
         self.gradcam_layer = gradcam_layer or self._last_conv()
         if self.gradcam_layer is not None and self.gradcam_layer not in self._layers:
             raise unknown_name("layer", self.gradcam_layer, self.layer_names())
@@ -169,7 +175,7 @@ class Classifier:
         """``batch_size`` checked (an integer >= 1), or the classifier's default when None."""
         return self.batch_size if batch_size is None else check_batch_size(batch_size)
 
-    def _labels(self, y, n: int, name: str = "y") -> torch.Tensor:
+    def _labels(self, y: np.ndarray | torch.Tensor | Sequence[int], n: int, name: str = "y") -> torch.Tensor:
         return as_labels(y, n, self.num_classes, name=name)
 
     @staticmethod
@@ -221,7 +227,8 @@ class Classifier:
             raise ParameterTypeError(f"forward takes a torch tensor (N, C, H, W), got {type(x).__name__}; "
                                      "use logits() for numpy arrays")
         self.num_passes += int(x.shape[0])
-        return self.module(x.to(self.device))
+        out: torch.Tensor = self.module(x.to(self.device))
+        return out
 
     __call__ = forward
 
@@ -229,7 +236,7 @@ class Classifier:
                validate: bool = True) -> torch.Tensor:
         """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
         bs = self._batch_size(batch_size)
-        t = self.validate(x) if validate else x
+        t = self.validate(x) if validate else cast(torch.Tensor, x)  # validate=False: the caller's own tensor
         outs = []
         with self._inference():
             for xb in self._batches(t, bs):
