@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, final, overload
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from ..metrics import CostReport, PeakMemory, threshold_at_fpr
 from ..validation import ParameterTypeError, check_keywords, check_number, init_keywords
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sklearn.base import BaseEstimator
 
 
 def parameter_names(cls: type) -> set[str]:
@@ -46,6 +49,11 @@ def check_rate(name: str, value: Any, *, low: float = 0.0, high: float = 1.0, cl
                               lo_open=not closed, hi_open=not closed))
 
 
+@overload
+def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None,
+                optional: Literal[False] = False) -> int: ...
+@overload
+def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool) -> int | None: ...
 def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool = False) -> int | None:
     """``value`` as an int in [low, high]; None passes when ``optional``."""
     if value is None and optional:
@@ -60,8 +68,10 @@ class NotFittedError(AdvguardError):
 #: Every registered detector class by name (filled by :func:`register_detector`; ``make_detector`` reads it).
 DETECTORS: dict[str, type[Detector]] = {}
 
+D = TypeVar("D", bound="type[Detector]")
 
-def register_detector(name: str | None = None):
+
+def register_detector(name: str | None = None) -> Callable[[D], D]:
     """Class decorator: register a :class:`Detector` subclass in :data:`DETECTORS` under ``name`` (default: its
     ``name`` attribute), like timm's ``register_model``. A name registered twice is refused::
 
@@ -69,7 +79,7 @@ def register_detector(name: str | None = None):
         class MyDetector(Detector):
             ...
     """
-    def deco(cls: type) -> type:
+    def deco(cls: D) -> D:
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
             raise TypeError(f"register_detector: {cls!r} is not a Detector subclass")
         key = name if name is not None else cls.name
@@ -171,7 +181,7 @@ class Detector(abc.ABC):
         self.seed = seed
         self.threshold_: float | None = None
         self.calibration_: dict[str, Any] | None = None
-        self.estimator_ = None
+        self.estimator_: BaseEstimator | None = None
         self.last_cost_: dict[str, Any] | None = None
         self._checked_params()  # refuse a bad value now, naming it (and again in fit: set_params may change it)
 
@@ -194,7 +204,8 @@ class Detector(abc.ABC):
         raw = self._raw_params()
         cache = self.__dict__.get("_param_cache")
         if cache is not None and cache[0].keys() == raw.keys() and all(cache[0][k] is raw[k] for k in raw):
-            return cache[1]
+            cached: dict[str, Any] = cache[1]
+            return cached
         checked: dict[str, Any] = {}
         for name, check in self._parameter_constraints.items():
             if name in raw:
@@ -414,22 +425,37 @@ class Detector(abc.ABC):
         if self.threshold_ is None:
             raise NotFittedError(f"{self.name} is not fitted: call fit(...) or calibrate(x_clean) first")
 
+    @overload
+    def score(self, x: np.ndarray | torch.Tensor, return_report: Literal[False] = False) -> np.ndarray: ...
+    @overload
+    def score(self, x: np.ndarray | torch.Tensor,
+              return_report: Literal[True]) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
+    @overload
+    def score(self, x: np.ndarray | torch.Tensor,
+              return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
     @final
-    def score(self, x: np.ndarray | torch.Tensor, return_report: bool = False):
+    def score(self, x: np.ndarray | torch.Tensor,
+              return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report`` also a list
         of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`."""
         self._check_fitted()
         return self._score(x, return_report)
 
-    def _score(self, x: np.ndarray | torch.Tensor, return_report: bool = False):
+    @overload
+    def _score(self, x: np.ndarray | torch.Tensor, return_report: Literal[False] = False) -> np.ndarray: ...
+    @overload
+    def _score(self, x: np.ndarray | torch.Tensor,
+               return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def _score(self, x: np.ndarray | torch.Tensor,
+               return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         f = self.extract(x)
         s = self.score_features(f)
         if not return_report:
             return s
         names = self.feature_names(f.shape[1])
-        reports = []
+        reports: list[dict[str, Any]] = []
         for i in range(len(s)):
-            r = {"score": float(s[i]), "threshold": self.threshold_,
+            r: dict[str, Any] = {"score": float(s[i]), "threshold": self.threshold_,
                  "adversarial": None if self.threshold_ is None else bool(s[i] > self.threshold_)}
             if f.shape[1] <= 16:
                 r["features"] = dict(zip(names, map(float, f[i]), strict=False))
