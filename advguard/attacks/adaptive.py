@@ -19,13 +19,18 @@ bypass than one that evades every draw).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..classifier import Classifier
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .base import COMMON_PARAMETERS, Attack, AttackResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..detectors.base import Detector
 
 
 @dataclass
@@ -46,7 +51,7 @@ class AdaptiveResult(AttackResult):
         return np.array([float(((r >= 0) & (r < t)).mean()) for t in range(1, restarts + 1)])
 
 
-def evades(detector, x: torch.Tensor) -> np.ndarray:
+def evades(detector: Detector, x: torch.Tensor) -> np.ndarray:
     """Per image: does the fitted ``detector`` judge it clean (score at or below its threshold)?"""
     return ~(detector.score(x.detach().cpu()) > detector.threshold_)
 
@@ -57,9 +62,9 @@ class DetectorAwareCW(Attack):
     name = "detector-aware-cw"
     norm = "l2"
 
-    def __init__(self, classifier, detector, *, confidence: float = 0.0, steps: int = 100, restarts: int = 150,
-                 check_every: int = 1, const: float = 1.0, stepsize: float = 0.01, init_noise: float = 8 / 255,
-                 recheck: int = 10, **kw):
+    def __init__(self, classifier: Classifier, detector: Detector, *, confidence: float = 0.0, steps: int = 100,
+                 restarts: int = 150, check_every: int = 1, const: float = 1.0, stepsize: float = 0.01,
+                 init_noise: float = 8 / 255, recheck: int = 10, **kw: Any):
         where = self.name
         check_keywords(where, kw, COMMON_PARAMETERS)
         if not hasattr(detector, "threshold_") or not hasattr(detector, "score"):

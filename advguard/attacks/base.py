@@ -116,7 +116,7 @@ class Attack(abc.ABC):
     fixed_budget = False
 
     def __init__(self, classifier: Classifier, *, batch_size: int = 128, seed: int = 0, progress: bool = True,
-                 top_k: int = 1, **params):
+                 top_k: int = 1, **params: Any):
         if not isinstance(classifier, Classifier):
             raise ParameterTypeError(f"{self.name}: classifier must be an advguard.Classifier, got "
                                      f"{type(classifier).__name__} (wrap a model with advguard.Classifier(...))")

@@ -12,6 +12,7 @@ import inspect
 import math
 from typing import Any
 
+from ..classifier import Classifier
 from ..validation import ParameterError, check_bool, check_choice, check_keywords, check_number
 from .base import COMMON_PARAMETERS, Attack, register_attack
 
@@ -64,7 +65,7 @@ class FoolboxAttack(Attack):
     def parameters(cls) -> list[str]:
         return sorted({"eps", *COMMON_PARAMETERS, *cls.foolbox_parameters()})
 
-    def __init__(self, classifier, *, eps: float | None = None, **kwargs):
+    def __init__(self, classifier: Classifier, *, eps: float | None = None, **kwargs: Any):
         check_keywords(f"attack {self.name!r}", kwargs, self.parameters())
         own = {k: kwargs.pop(k) for k in COMMON_PARAMETERS if k in kwargs}
         params = {**self.defaults, **kwargs}

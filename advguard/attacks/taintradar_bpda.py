@@ -22,13 +22,15 @@ a fixed corner; the paper ignores location invariance, i.e. one fixed region per
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..classifier import gradcam_from_gradients
-from ..detectors.taintradar import upsampled_cam
+from ..classifier import Classifier, gradcam_from_gradients
+from ..detectors.taintradar import TaintRadar, upsampled_cam
 from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .adaptive import AdaptiveResult, evades
@@ -57,9 +59,9 @@ class TaintRadarBPDA(Attack):
     norm = "l0"
     targets_required = True
 
-    def __init__(self, classifier, detector, *, size: float = 0.07, position: str = "random", steps: int = 2000,
-                 lr: float = 0.1, t_every: int = 100, kappa: float = 0.0, evasion_weight: float = 1.0,
-                 check_every: int = 50, recheck: int = 5, **kw):
+    def __init__(self, classifier: Classifier, detector: TaintRadar, *, size: float = 0.07, position: str = "random",
+                 steps: int = 2000, lr: float = 0.1, t_every: int = 100, kappa: float = 0.0,
+                 evasion_weight: float = 1.0, check_every: int = 50, recheck: int = 5, **kw: Any):
         where = self.name
         check_keywords(where, kw, COMMON_PARAMETERS)
         if not all(hasattr(detector, a) for a in ("k_", "delta_r_", "fill_pattern", "params")):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..classifier import Classifier
 from ..errors import InputError, ParameterError
 from .base import Detector, check_count, check_rate, register_detector
 
@@ -53,7 +54,7 @@ def _replace_last_linear(model: nn.Module, out_features: int) -> nn.Module:
     return model
 
 
-def _check_backbone(backbone, p, det) -> str:
+def _check_backbone(backbone: Any, p: dict[str, Any], det: Detector) -> str:
     if backbone not in BACKBONES:
         from ..errors import unknown_name
 
@@ -61,7 +62,7 @@ def _check_backbone(backbone, p, det) -> str:
     return backbone
 
 
-def _check_widths(widths, p, det) -> list[list[int]]:
+def _check_widths(widths: Any, p: dict[str, Any], det: Detector) -> list[list[int]]:
     try:
         widths = [[check_count("widths", c, low=1) for c in stage] for stage in widths]
     except TypeError as e:
@@ -90,10 +91,10 @@ class CNNDetector(Detector):
     _ignored_params = ("decision_model",)
     _unsaved_params = ("progress",)
 
-    def __init__(self, classifier, *, backbone: str = "scratch", softmax_in_training: bool = False,
+    def __init__(self, classifier: Classifier, *, backbone: str = "scratch", softmax_in_training: bool = False,
                  epochs: int = 15, lr: float = 5e-4, batch_size: int = 64,
                  widths: tuple[tuple[int, ...], ...] | list = ((32, 32), (64, 64), (128, 128)),
-                 dev_fraction: float = 0.15, progress: bool = True, **kw):
+                 dev_fraction: float = 0.15, progress: bool = True, **kw: Any):
         self.backbone, self.softmax_in_training, self.epochs, self.lr = backbone, softmax_in_training, epochs, lr
         self.batch_size, self.widths, self.dev_fraction, self.progress = batch_size, widths, dev_fraction, progress
         super().__init__(classifier, **kw)

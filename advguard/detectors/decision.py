@@ -22,7 +22,7 @@ DECISION_MODELS = ("svc", "rf", "xgb", "adaboost", "lda", "mlp", "logreg")
 SCALED_MODELS = ("svc", "lda", "mlp", "logreg")
 
 
-def make_decision_model(name: str, seed: int = 0, **params) -> BaseEstimator:
+def make_decision_model(name: str, seed: int = 0, **params: Any) -> BaseEstimator:
     """A fresh, unfitted estimator ``name`` with ``params`` overriding the defaults; ``scale`` (bool, default
     True) only for the :data:`SCALED_MODELS`."""
     from ..errors import ParameterError, ParameterTypeError

@@ -39,10 +39,13 @@ Cost: 1 + n model passes per image; inpainting runs on a thread pool (OpenCV rel
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from .._parallel import thread_map
+from ..classifier import Classifier
 from ..errors import unknown_name
 from ._seeding import image_seeds
 from .base import Detector, check_count, check_rate, register_detector
@@ -148,9 +151,9 @@ class EraseRestore(Detector):
         "align": lambda v, p, det: True if v is None else bool(v),
     }
 
-    def __init__(self, classifier, *, n: int = 11, erase: float = 0.10, mask: str = "pixels", blob: int = 3,
+    def __init__(self, classifier: Classifier, *, n: int = 11, erase: float = 0.10, mask: str = "pixels", blob: int = 3,
                  restore: str = "telea", radius: int = 3, pca_dim: int | None = None, fixed_masks: bool = False,
-                 align: bool | None = None, decision_model: str | None = "svc", **kw):
+                 align: bool | None = None, decision_model: str | None = "svc", **kw: Any):
         self.n, self.erase, self.mask, self.blob, self.restore, self.radius = n, erase, mask, blob, restore, radius
         self.pca_dim, self.fixed_masks, self.align = pca_dim, fixed_masks, align
         super().__init__(classifier, decision_model=decision_model, **kw)
@@ -256,7 +259,7 @@ class EraseRestoreDistance(EraseRestore):
     }
     _param_attributes = {"statistic": "statistic_param"}
 
-    def __init__(self, classifier, *, statistic: str = "kl", decision_model: str | None = None, **kw):
+    def __init__(self, classifier: Classifier, *, statistic: str = "kl", decision_model: str | None = None, **kw: Any):
         """``statistic`` is stored as ``statistic_param`` (:meth:`statistic` is the scoring method); ``pca_dim``
         and ``align`` are accepted and ignored (the distances use neither)."""
         self.statistic_param = statistic

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..classifier import Classifier
 from ..transforms import ImageOp, apply_ops, parse_ops
 from .base import Detector, _check_decision_params, check_count, register_detector
 
@@ -67,18 +68,18 @@ def label_matrix(classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, ch
     return out
 
 
-def _check_ops(ops, p, det):
+def _check_ops(ops: Any, p: dict[str, Any], det: Detector):
     op_list = parse_ops(ops)  # unknown names raise here
     return ops if isinstance(ops, str) else [o.name for o in op_list]
 
 
-def _check_feature(feature, p, det) -> str:
+def _check_feature(feature: Any, p: dict[str, Any], det: Detector) -> str:
     if feature not in FEATURES:
         raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
     return feature
 
 
-def _check_paper_decision_params(value, p, det) -> dict[str, Any]:
+def _check_paper_decision_params(value: Any, p: dict[str, Any], det: Detector) -> dict[str, Any]:
     """None: the paper's settings for its decision model (the random forest's 100 trees of depth 2)."""
     return _check_decision_params(PAPER_DECISION_PARAMS.get(p["decision_model"]) if value is None else value, p, det)
 
@@ -98,8 +99,9 @@ class ImageOps(Detector):
         "k": lambda k, p, det: check_count("k", k, low=1, high=det.classifier.num_classes, optional=True)}
     _param_attributes = {"ops": "ops_param", "k": "k_param"}
 
-    def __init__(self, classifier, *, ops: str | Sequence[str] = "all", feature: str = "diff", k: int | None = None,
-                 decision_model: str | None = "svc", decision_params: dict[str, Any] | None = None, **kw):
+    def __init__(self, classifier: Classifier, *, ops: str | Sequence[str] = "all", feature: str = "diff",
+                 k: int | None = None, decision_model: str | None = "svc",
+                 decision_params: dict[str, Any] | None = None, **kw: Any):
         self.ops_param, self.feature, self.k_param = ops, feature, k
         super().__init__(classifier, decision_model=decision_model, decision_params=decision_params, **kw)
 

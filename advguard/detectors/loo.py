@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from .._parallel import thread_map
+from ..classifier import Classifier
 from ..errors import ParameterError, ParameterTypeError, unknown_name
 from .base import Detector, check_count, check_rate, register_detector
 
@@ -90,7 +91,7 @@ def check_unit_params(unit: str, params) -> dict[str, Any]:
     return dict(params)
 
 
-def segment(image: np.ndarray, unit: str, **params) -> np.ndarray:
+def segment(image: np.ndarray, unit: str, **params: Any) -> np.ndarray:
     """(H, W) int label map 0..K-1 of an (H, W, C) image in [0, 1] for occlusion ``unit``; every pixel labelled.
     ``params``: the unit's :data:`UNIT_PARAMS` (checked); ``value_range`` scales the image to [0, value_range]
     before segmenting."""
@@ -180,7 +181,7 @@ def _choice(value, allowed, kind: str):
     return value
 
 
-def _check_baseline_value(value, p, det):
+def _check_baseline_value(value: Any, p: dict[str, Any], det: Detector):
     if value is None:
         return None
     channels = det.classifier.channels
@@ -215,11 +216,11 @@ class LeaveOneOut(Detector):
         "patch": lambda v, p, det: bool(v),
     }
 
-    def __init__(self, classifier, *, unit: str = "pixel", unit_params: dict[str, Any] | None = None,
+    def __init__(self, classifier: Classifier, *, unit: str = "pixel", unit_params: dict[str, Any] | None = None,
                  baseline: str = "zero",
                  baseline_value: Sequence[float] | None = None, blur_sigma: float = 2.0, feature: str = "1d",
                  statistic: str = "iqr", layers: int = 20, units_per_layer: int = 200, batch_size: int = 1024,
-                 patch: bool = True, workers: int | None = None, decision_model: str | None = "xgb", **kw):
+                 patch: bool = True, workers: int | None = None, decision_model: str | None = "xgb", **kw: Any):
         self.unit, self.unit_params, self.baseline, self.baseline_value = unit, unit_params, baseline, baseline_value
         self.blur_sigma, self.feature, self.statistic_param, self.layers = blur_sigma, feature, statistic, layers
         self.units_per_layer, self.batch_size, self.patch, self.workers = units_per_layer, batch_size, patch, workers

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..classifier import Classifier
+
 #: modules that act on each spatial position independently (in eval mode)
 POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
              nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.PReLU, nn.Identity, nn.Dropout, nn.Dropout2d)
@@ -92,7 +94,7 @@ class LocalOcclusion:
     """``LocalOcclusion.build(classifier)`` -> patcher or None; ``prepare(x)`` once per image, then
     ``logits(values, rows, cols)`` for a batch of single-position occlusions (pixel values in [0, 1])."""
 
-    def __init__(self, classifier, steps: list, tail: nn.Module | None):
+    def __init__(self, classifier: Classifier, steps: list, tail: nn.Module | None):
         self.classifier = classifier
         self.steps = steps  # [(module name, kind, _Spatial | module, out (C, H, W), window (h, w))]
         self.tail = tail

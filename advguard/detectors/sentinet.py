@@ -36,7 +36,7 @@ from .base import Detector, check_count, check_rate, register_detector
 from .taintradar import binarize_cam
 
 
-def _unsupervised(value, p, det) -> None:
+def _unsupervised(value: Any, p: dict[str, Any], det: Detector) -> None:
     if value is not None:
         raise InputError("sentinet is unsupervised (its boundary is fitted on clean images)")
     return None
@@ -123,7 +123,7 @@ class SentiNet(Detector):
         f = np.asarray(features, dtype=np.float64)
         return f[:, 1] - np.polyval(self.curve_, f[:, 0])
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params) -> SentiNet:
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params: Any) -> SentiNet:
         """The first ``n_test`` clean images become the overlay test set; the rest fit the boundary."""
         if fit_params:
             from ..errors import ParameterTypeError

@@ -12,10 +12,13 @@ it changes clean predictions so much that it lowers the max-score AUC (measured 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from scipy import ndimage
 
+from ..classifier import Classifier
 from ..errors import ParameterError
 from .base import Detector, register_detector
 
@@ -77,7 +80,7 @@ def apply_squeezer(spec: str, x: torch.Tensor) -> torch.Tensor:
     return nonlocal_means(x, *args)
 
 
-def _check_squeezers(squeezers, p, det) -> list[str]:
+def _check_squeezers(squeezers: Any, p: dict[str, Any], det: Detector) -> list[str]:
     if isinstance(squeezers, str) or not isinstance(squeezers, (list, tuple)) or not squeezers \
             or not all(isinstance(s, str) for s in squeezers):
         raise ParameterError(f"squeezers must be a non-empty list of names like 'bits:5', got {squeezers!r}")
@@ -91,8 +94,8 @@ class FeatureSqueezing(Detector):
     name = "feature-squeezing"
     _parameter_constraints = {**Detector._parameter_constraints, "squeezers": _check_squeezers}
 
-    def __init__(self, classifier, *, squeezers: tuple[str, ...] | list[str] = ("bits:5", "median:2", "nlm:13-3-2"),
-                 **kw):
+    def __init__(self, classifier: Classifier, *,
+                 squeezers: tuple[str, ...] | list[str] = ("bits:5", "median:2", "nlm:13-3-2"), **kw: Any):
         self.squeezers = squeezers
         super().__init__(classifier, **kw)
 

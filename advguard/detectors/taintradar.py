@@ -84,7 +84,7 @@ class RegionAnalysis:
     x_final: torch.Tensor | None = None
 
 
-def _unsupervised(value, p, det) -> None:
+def _unsupervised(value: Any, p: dict[str, Any], det: Detector) -> None:
     if value is not None:
         raise InputError(f"{det.name} is unsupervised (K and Delta_R are calibrated on clean images)")
     return None
@@ -96,7 +96,7 @@ def _choice(value, allowed, kind: str):
     return value
 
 
-def _check_layer(layer, p, det) -> str:
+def _check_layer(layer: Any, p: dict[str, Any], det: Detector) -> str:
     layer = layer or det.classifier.gradcam_layer
     if layer is None:
         raise InputError("the classifier has no Conv2d layer; pass layer= (the Grad-CAM layer)")
@@ -104,7 +104,7 @@ def _check_layer(layer, p, det) -> str:
     return layer
 
 
-def _check_k_max(k_max, p, det) -> int:
+def _check_k_max(k_max: Any, p: dict[str, Any], det: Detector) -> int:
     limit = det.classifier.num_classes - 1
     k_max = int(check_count("k_max", k_max if k_max is not None else min(20, limit), low=1, high=limit))
     if p["k"] is not None and p["k"] > k_max:
@@ -289,7 +289,7 @@ class TaintRadar(Detector):
     def feature_names(self, d: int) -> list[str]:
         return ["rank_change"]
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params) -> TaintRadar:
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params: Any) -> TaintRadar:
         """Choose K and Delta_R on clean images only for the target FPR (Section VI-B). ``fit(x, fpr=...)`` is
         deprecated: give ``fpr`` to the constructor (or ``set_params(fpr=...)``) like every other detector."""
         fpr = fit_params.pop("fpr", None)
