@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..classifier import Classifier
 from ..errors import unknown_name
 from ..validation import ParameterTypeError, check_keywords
 from .base import ATTACKS, Attack, AttackResult, perturbation_norms, register_attack, shifted_targets
@@ -16,7 +17,7 @@ from .rp2 import RP2, Sticker  # noqa: E402
 from .taintradar_bpda import TaintRadarBPDA  # noqa: E402
 
 
-def make_attack(name: str, classifier, **params: Any) -> Attack:
+def make_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
     """Build attack ``name`` (see :data:`ATTACKS`) for ``classifier``; epsilons in [0, 1] pixel units.
 
     Every parameter is checked here, before any image is seen: an unknown keyword (the closest valid one is

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..classifier import Classifier
 from ..errors import unknown_name
 from .base import DETECTORS, Detector, NotFittedError, register_detector
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
@@ -18,7 +19,7 @@ from .sentinet import SentiNet  # noqa: E402
 from .taintradar import TaintRadar  # noqa: E402
 
 
-def make_detector(name: str, classifier, **params: Any) -> Detector:
+def make_detector(name: str, classifier: Classifier, **params: Any) -> Detector:
     """Build detector ``name`` (see :data:`DETECTORS`) around ``classifier``."""
     if name not in DETECTORS:
         raise unknown_name("detector", name, list(DETECTORS))

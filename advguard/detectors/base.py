@@ -35,6 +35,7 @@ from .serialization import load_detector_file, save_detector
 
 if TYPE_CHECKING:  # pragma: no cover
     from sklearn.base import BaseEstimator
+    from typing_extensions import Self
 
 
 def parameter_names(cls: type) -> set[str]:
@@ -234,7 +235,7 @@ class Detector(abc.ABC):
                 out.update({f"{k}__{kk}": vv for kk, vv in v.get_params().items()})
         return out
 
-    def set_params(self, **params: Any) -> Detector:
+    def set_params(self, **params: Any) -> Self:
         """Set parameters by name (``classifier`` too; ``name__key`` for a parameter's own); they are checked at
         once (an invalid value raises and leaves the detector unchanged). Returns ``self``. Fitted state is not
         cleared: refit after changing a parameter."""
@@ -335,7 +336,7 @@ class Detector(abc.ABC):
 
     @final
     def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-            **fit_params: Any) -> Detector:
+            **fit_params: Any) -> Self:
         """Fit on clean images (unsupervised; ``x_adv`` must be None) or clean + adversarial images (supervised),
         calibrating the threshold at :attr:`fpr`; returns ``self``. The parameters are checked first.
         ``fit_params`` go to detectors that take more (the CNN detector's ``dev=``)."""
@@ -344,7 +345,7 @@ class Detector(abc.ABC):
         return self._fit_images(x_clean, x_adv, **fit_params)
 
     def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-                    **fit_params: Any) -> Detector:
+                    **fit_params: Any) -> Self:
         """The fitting behind :meth:`fit` (parameters already checked): features, then :meth:`fit_features`."""
         if fit_params:
             raise ParameterTypeError(f"{self.name}.fit takes no keyword {', '.join(map(repr, fit_params))}")
@@ -357,7 +358,7 @@ class Detector(abc.ABC):
             raise InputError(f"{self.name} is unsupervised: fit on clean images only (x_adv must be None)")
         return self.fit_features(self.extract(x_clean), f_adv)
 
-    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> Detector:
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> Self:
         """:meth:`fit` on precomputed features (the benchmark harness caches them)."""
         p = self._checked_params()
         f_clean = np.asarray(f_clean, dtype=np.float64)
@@ -463,7 +464,7 @@ class Detector(abc.ABC):
         return s, reports
 
     @final
-    def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> Detector:
+    def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> Self:
         """Set the threshold so that a share ``fpr`` of these clean images is flagged (``fpr`` also becomes the
         detector's parameter); returns ``self``."""
         if fpr is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import InputError, ParameterError
 from .base import Detector, check_count, check_rate, register_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 BACKBONES = ("scratch", "classifier")
 
@@ -133,7 +136,9 @@ class CNNDetector(Detector):
         return F.cross_entropy(z, y)
 
     # ------------------------------------------------------------------ protocol
-    def _fit_images(self, x_clean, x_adv=None, dev: tuple | None = None) -> CNNDetector:
+    def _fit_images(  # type: ignore[override]  # takes dev= (fit(..., dev=...)) instead of any **fit_params
+            self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
+            dev: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None) -> Self:
         """Train on clean (label 0) + adversarial (label 1) images; ``dev = (x_clean_dev, x_adv_dev)``."""
         if x_adv is None:
             raise InputError("the CNN detector is supervised: fit(x_clean, x_adv) needs adversarial examples")

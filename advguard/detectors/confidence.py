@@ -17,7 +17,7 @@ STATISTICS = ("max_prob", "entropy")
 
 
 def _check_statistic(statistic: Any, p: dict[str, Any], det: Detector) -> str:
-    if statistic not in STATISTICS:
+    if not isinstance(statistic, str) or statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     return statistic
 

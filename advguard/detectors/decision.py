@@ -60,7 +60,7 @@ def _construct(name: str, seed: int, scale: bool, params: dict[str, Any]) -> Bas
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    def make_pipeline(*steps):  # the scaler is the first step where there is one
+    def make_pipeline(*steps: BaseEstimator) -> BaseEstimator:  # the scaler is the first step where there is one
         from sklearn.pipeline import make_pipeline as mp
 
         return mp(*(steps if scale else steps[1:]))

@@ -39,7 +39,7 @@ Cost: 1 + n model passes per image; inpainting runs on a thread pool (OpenCV rel
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from ..classifier import Classifier
 from ..errors import unknown_name
 from ._seeding import image_seeds
 from .base import Detector, check_count, check_rate, register_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 RESTORERS = ("telea", "ns", "median")
 MASKS = ("pixels", "blobs")
@@ -212,7 +215,7 @@ class EraseRestore(Detector):
         mean, comp = self.pca_
         return ((self._aligned(f) - mean) @ comp.T).reshape(len(f), -1)
 
-    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> EraseRestore:
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> Self:
         d = self.params["pca_dim"]  # 0 (no PCA) for the unsupervised distance subclass
         if d:
             from sklearn.decomposition import PCA

@@ -68,13 +68,13 @@ def label_matrix(classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, ch
     return out
 
 
-def _check_ops(ops: Any, p: dict[str, Any], det: Detector):
+def _check_ops(ops: Any, p: dict[str, Any], det: Detector) -> str | list[str]:
     op_list = parse_ops(ops)  # unknown names raise here
     return ops if isinstance(ops, str) else [o.name for o in op_list]
 
 
 def _check_feature(feature: Any, p: dict[str, Any], det: Detector) -> str:
-    if feature not in FEATURES:
+    if not isinstance(feature, str) or feature not in FEATURES:
         raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
     return feature
 

@@ -22,7 +22,7 @@ calibrate). Cost: 1 Grad-CAM pass + 2 x ``n_test`` forward passes per image (the
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from ..errors import InputError
 from ._seeding import image_seeds
 from .base import Detector, check_count, check_rate, register_detector
 from .taintradar import binarize_cam
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 
 def _unsupervised(value: Any, p: dict[str, Any], det: Detector) -> None:
@@ -123,7 +126,8 @@ class SentiNet(Detector):
         f = np.asarray(features, dtype=np.float64)
         return f[:, 1] - np.polyval(self.curve_, f[:, 0])
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params: Any) -> SentiNet:
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
+                    **fit_params: Any) -> Self:
         """The first ``n_test`` clean images become the overlay test set; the rest fit the boundary."""
         if fit_params:
             from ..errors import ParameterTypeError

@@ -24,7 +24,7 @@ from .base import Detector, register_detector
 
 
 def bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
-    levels = 2 ** bits - 1
+    levels: int = 2 ** bits - 1
     return torch.round(x * levels) / levels
 
 
@@ -45,12 +45,13 @@ def nonlocal_means(x: torch.Tensor, search: int = 13, patch: int = 3, strength: 
     return torch.from_numpy(out)
 
 
-def parse_squeezer(spec: str) -> tuple[str, tuple]:
+def parse_squeezer(spec: str) -> tuple[str, tuple[Any, ...]]:  # the arguments of that kind's function
     """``"bits:5"`` -> ("bits", (5,)), ``"median:2"``, ``"nlm:13-3-2"`` (search-patch-strength); a
     :class:`ParameterError` naming the spec for anything else or out of range."""
     usage = "use bits:N (1..16), median:K (1..15) or nlm:S-P-H"
     kind, _, arg = str(spec).partition(":")
     try:
+        args: tuple[int] | tuple[int, int, float]
         if kind == "bits":
             args = (int(arg),)
             ok = 1 <= args[0] <= 16
@@ -109,7 +110,8 @@ class FeatureSqueezing(Detector):
         return np.stack(cols, 1)
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
-        return features.max(1)
+        out: np.ndarray = features.max(1)
+        return out
 
     def feature_names(self, d: int) -> list[str]:
         return [f"l1_{s}" for s in self.params["squeezers"]]

@@ -30,7 +30,7 @@ of "blur" as a filling pattern.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from ..layers import LayerCapture, layer_module
 from ..transforms import gaussian_blur
 from ._seeding import per_image_rand
 from .base import Detector, NotFittedError, check_count, check_rate, register_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 FILLS = ("noise", "mean", "blur")
 
@@ -289,7 +292,8 @@ class TaintRadar(Detector):
     def feature_names(self, d: int) -> list[str]:
         return ["rank_change"]
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params: Any) -> TaintRadar:
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
+                    **fit_params: Any) -> Self:
         """Choose K and Delta_R on clean images only for the target FPR (Section VI-B). ``fit(x, fpr=...)`` is
         deprecated: give ``fpr`` to the constructor (or ``set_params(fpr=...)``) like every other detector."""
         fpr = fit_params.pop("fpr", None)
@@ -306,7 +310,7 @@ class TaintRadar(Detector):
         self._check_fit_size(len(self.classifier.validate(x_clean)))
         return self.fit_features(self.rank_changes(x_clean))
 
-    def fit_features(self, f_clean: np.ndarray, f_adv: None = None) -> TaintRadar:
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> Self:
         """:meth:`fit` on a precomputed (N, k_max) matrix from :meth:`rank_changes`."""
         r = np.asarray(f_clean)
         k_max = self.params["k_max"]
