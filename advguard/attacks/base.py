@@ -15,8 +15,9 @@ concatenated over batches and handed to ``_finish``).
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, final
+from typing import Any, TypeVar, final
 
 import numpy as np
 import torch
@@ -68,8 +69,10 @@ class AttackResult:
 #: Every registered attack class by name (filled by :func:`register_attack`; ``make_attack`` reads it).
 ATTACKS: dict[str, type[Attack]] = {}
 
+A = TypeVar("A", bound="type[Attack]")
 
-def register_attack(name: str | None = None):
+
+def register_attack(name: str | None = None) -> Callable[[A], A]:
     """Class decorator: register an :class:`Attack` subclass in :data:`ATTACKS` under ``name`` (default: its ``name``
     attribute), like timm's ``register_model``. A name registered twice is refused::
 
@@ -77,7 +80,7 @@ def register_attack(name: str | None = None):
         class MyAttack(Attack):
             def _run(self, x, y, targets): ...
     """
-    def deco(cls: type) -> type:
+    def deco(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, Attack)):
             raise TypeError(f"register_attack: {cls!r} is not an Attack subclass")
         key = name if name is not None else cls.name

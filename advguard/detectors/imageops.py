@@ -47,16 +47,19 @@ def default_k(num_classes: int) -> int:
 def counting_feature(labels: np.ndarray) -> np.ndarray:
     """Eq. 1. ``labels``: (N, 1 + n, k) top-k labels of the image then of each op -> (N, k) counts."""
     labels = np.asarray(labels)
-    return (labels[:, 1:, :] == labels[:, :1, :]).sum(1).astype(np.float64)
+    counts: np.ndarray = (labels[:, 1:, :] == labels[:, :1, :]).sum(1).astype(np.float64)
+    return counts
 
 
 def differences_feature(labels: np.ndarray) -> np.ndarray:
     """Eq. 2. ``labels``: (N, 1 + n, k) -> (N, n * k) binary, op-major (op 1's k flags first)."""
     labels = np.asarray(labels)
-    return (labels[:, 1:, :] != labels[:, :1, :]).reshape(len(labels), -1).astype(np.float64)
+    flags: np.ndarray = (labels[:, 1:, :] != labels[:, :1, :]).reshape(len(labels), -1).astype(np.float64)
+    return flags
 
 
-def label_matrix(classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, chunk: int = 256) -> np.ndarray:
+def label_matrix(classifier: Classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int,
+                 chunk: int = 256) -> np.ndarray:
     """(N, 1 + len(ops), k) top-k labels of each image and of each of its transformed variants."""
     out = np.empty((x.shape[0], 1 + len(ops), k), dtype=np.int64)
     for i in range(0, x.shape[0], chunk):

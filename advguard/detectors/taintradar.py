@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 FILLS = ("noise", "mean", "blur")
 
 
-def upsampled_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsampled_cam(cam: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """(..., h, w) non-negative maps -> (..., H, W): scaled to max 1 per map, upsampled bilinearly to ``size``
     (differentiable; all-zero maps stay zero)."""
     lead = cam.shape[:-2]
@@ -60,7 +60,7 @@ def upsampled_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return up[:, 0].reshape(*lead, *size)
 
 
-def binarize_cam(cam: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
+def binarize_cam(cam: torch.Tensor, size: tuple[int, ...], threshold: float) -> torch.Tensor:
     """(..., h, w) non-negative maps -> boolean masks (..., H, W): :func:`upsampled_cam` ``>= threshold``.
     All-zero maps give empty masks."""
     return upsampled_cam(cam, size) >= threshold
