@@ -10,11 +10,13 @@ from .base import ATTACKS, Attack, AttackResult, perturbation_norms, register_at
 
 # Importing a module registers its attacks (``@register_attack``) in ATTACKS: the Foolbox ones first, then RP2.
 # The patch and the adaptive attacks need a fitted patch or detector first and are not registered by name.
-from .standard import STANDARD_ATTACKS, FoolboxAttack  # noqa: E402  (isort: skip)
-from .patch import AdversarialPatch, shape_mask  # noqa: E402
-from .region_misleading import RegionMisleadingPatch  # noqa: E402
-from .rp2 import RP2, Sticker  # noqa: E402
-from .taintradar_bpda import TaintRadarBPDA  # noqa: E402
+# isort: off
+from .standard import STANDARD_ATTACKS, FoolboxAttack
+from .rp2 import RP2, Sticker
+from .patch import AdversarialPatch, shape_mask
+from .region_misleading import RegionMisleadingPatch
+from .taintradar_bpda import TaintRadarBPDA
+# isort: on
 
 
 def make_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
