@@ -29,6 +29,7 @@ of "blur" as a filling pattern.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,21 +94,21 @@ def _unsupervised(value: Any, p: dict[str, Any], det: Detector) -> None:
     return None
 
 
-def _choice(value, allowed, kind: str):
-    if value not in allowed:
+def _choice(value: Any, allowed: Sequence[str], kind: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
         raise unknown_name(kind, value, list(allowed))
     return value
 
 
 def _check_layer(layer: Any, p: dict[str, Any], det: Detector) -> str:
-    layer = layer or det.classifier.gradcam_layer
-    if layer is None:
+    name: str | None = layer or det.classifier.gradcam_layer
+    if name is None:
         raise InputError("the classifier has no Conv2d layer; pass layer= (the Grad-CAM layer)")
-    layer_module(det.classifier, layer)  # unknown names raise here, listing the model's layers
-    return layer
+    layer_module(det.classifier, name)  # unknown names raise here, listing the model's layers
+    return name
 
 
-def _check_k_max(k_max: Any, p: dict[str, Any], det: Detector) -> int:
+def _check_k_max(k_max: int | None, p: dict[str, Any], det: Detector) -> int:
     limit = det.classifier.num_classes - 1
     k_max = int(check_count("k_max", k_max if k_max is not None else min(20, limit), low=1, high=limit))
     if p["k"] is not None and p["k"] > k_max:
@@ -178,7 +179,8 @@ class TaintRadar(Detector):
         if fill == "blur":
             return gaussian_blur(x, sigma=max(x.shape[-2:]) / 16)
         if p["fill_image"] is not None:
-            return p["fill_image"].to(x).expand_as(x)
+            fill_image: torch.Tensor = p["fill_image"]
+            return fill_image.to(x).expand_as(x)
         return torch.tensor(self.classifier.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1).expand_as(x)
 
     @staticmethod
@@ -189,11 +191,13 @@ class TaintRadar(Detector):
     def layer_shape(self) -> list[int]:
         """(C, H, W) of the Grad-CAM layer's map (``layer``; ``"name:input"`` too), from one grey image."""
         clf = self.classifier
+        assert clf.size is not None  # a TaintRadar classifier has a fixed input size
         grey = clf.validate(np.full((1, clf.channels, *clf.size), 0.5, np.float32)).to(clf.device)
         return list(self._gradients(grey)[0].shape[1:])
 
     # ------------------------------------------------------------------ the algorithm
-    def _gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, callable]:
+    def _gradients(self, x: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """One forward pass with the Grad-CAM layer's output as a leaf: returns (A, Z, pred, vjp) where
         ``vjp(V)`` gives dZ/dA^T V for a stack of output cotangents V (m, N, classes) in one batched backward."""
         clf = self.classifier
@@ -273,7 +277,7 @@ class TaintRadar(Detector):
         for i in bar:
             parts.append(self._analyse_batch(t[i:i + bs].to(clf.device), ks, stream, keep))
         first = parts[0]
-        cat = {f: torch.cat([getattr(r, f) for r in parts]) if getattr(first, f) is not None else None
+        cat: dict[str, Any] = {f: torch.cat([getattr(r, f) for r in parts]) if getattr(first, f) is not None else None
                for f in ("pred", "est_mask", "labels", "final_masks", "rank_change", "sub_masks", "x_est",
                          "x_final")}
         return RegionAnalysis(ks=ks, **cat)
