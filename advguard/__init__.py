@@ -1,8 +1,15 @@
 """advguard: detect, correct and harden against adversarial examples for PyTorch image classifiers."""
 from .classifier import Classifier
 from .data import load_dataset
-from .errors import (AdvguardError, DatasetNotFoundError, DetectorFileError, InputError, ParameterError,
-                     ParameterTypeError, UnknownNameError)
+from .errors import (
+                     AdvguardError,
+                     DatasetNotFoundError,
+                     DetectorFileError,
+                     InputError,
+                     ParameterError,
+                     ParameterTypeError,
+                     UnknownNameError,
+)
 from .models import load_model
 
 __version__ = "0.2.0"

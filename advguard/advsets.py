@@ -35,8 +35,8 @@ from .attacks import make_attack, shifted_targets
 from .attacks.base import success_of
 from .classifier import Classifier
 from .data import data_dir, load_dataset
-from .fingerprint import weights_hash  # noqa: F401  (re-exported: the bench imports it from here)
 from .data.cache import cache_lock, load_entry, save_entry
+from .fingerprint import weights_hash  # noqa: F401  (re-exported: the bench imports it from here)
 
 ROUNDTRIPS = (None, "png", "jpeg", "png+jpeg")
 

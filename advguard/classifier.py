@@ -15,23 +15,26 @@ fastest per model and whether it changes predictions.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError, unknown_name
+from .errors import unknown_name
 from .layers import LayerCapture
-from .validation import (ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size,
-                         check_number)
+from .validation import ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size, check_number
 
 INFERENCE_VARIANTS = ("float32", "channels-last", "bf16", "channels-last+bf16")
 
 
 class Normalize(nn.Module):
     """``(x - mean) / std`` as a module, so the normalised model is one differentiable ``nn.Module``."""
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -51,7 +54,8 @@ class NormalizedModel(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x))
+        out: torch.Tensor = self.model(self.normalize(x))
+        return out
 
 
 def gradcam_from_gradients(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -100,7 +104,8 @@ class Classifier:
         if size is not None:
             if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
                 raise ParameterTypeError(f"Classifier: size must be (H, W), two integers >= 1, got {size!r}")
-            size = tuple(int(check_number("size", v, lo=1, integer=True, where="Classifier")) for v in size)
+            h, w = (int(check_number("size", v, lo=1, integer=True, where="Classifier")) for v in size)
+            size = (h, w)
         self.size = size
         if isinstance(bounds, (str, bytes)) or not hasattr(bounds, "__len__") or len(bounds) != 2:
             raise ParameterTypeError(f"Classifier: bounds must be (low, high), got {bounds!r}")
@@ -125,12 +130,12 @@ class Classifier:
         self.mean, self.std = mean, std
         if gradcam_layer is not None and not isinstance(gradcam_layer, str):
             raise ParameterTypeError(f"Classifier: gradcam_layer must be a layer name (str), got {gradcam_layer!r}")
-        self.model = model.eval().to(self.device)
+        self.model: nn.Module = model.eval().to(self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.module = NormalizedModel(self.model, Normalize(mean, std)).eval().to(self.device)
         self.num_passes = 0
-        self._layers = dict(self.model.named_modules())
+        self._layers: dict[str, nn.Module] = dict(self.model.named_modules())
         self.gradcam_layer = gradcam_layer or self._last_conv()
         if self.gradcam_layer is not None and self.gradcam_layer not in self._layers:
             raise unknown_name("layer", self.gradcam_layer, self.layer_names())
@@ -170,7 +175,7 @@ class Classifier:
         """``batch_size`` checked (an integer >= 1), or the classifier's default when None."""
         return self.batch_size if batch_size is None else check_batch_size(batch_size)
 
-    def _labels(self, y, n: int, name: str = "y") -> torch.Tensor:
+    def _labels(self, y: np.ndarray | torch.Tensor | Sequence[int], n: int, name: str = "y") -> torch.Tensor:
         return as_labels(y, n, self.num_classes, name=name)
 
     @staticmethod
@@ -201,7 +206,7 @@ class Classifier:
         return xb
 
     @contextlib.contextmanager
-    def exact(self) -> Iterator["Classifier"]:
+    def exact(self) -> Iterator[Classifier]:
         """Run inference-only calls in float32 inside this block (decisions on boundary cases:
         whether an attack succeeded, whether a clean image is correctly classified)."""
         saved, self.inference = self.inference, "float32"
@@ -222,14 +227,16 @@ class Classifier:
             raise ParameterTypeError(f"forward takes a torch tensor (N, C, H, W), got {type(x).__name__}; "
                                      "use logits() for numpy arrays")
         self.num_passes += int(x.shape[0])
-        return self.module(x.to(self.device))
+        out: torch.Tensor = self.module(x.to(self.device))
+        return out
 
     __call__ = forward
 
-    def logits(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, validate: bool = True) -> torch.Tensor:
+    def logits(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None,
+               validate: bool = True) -> torch.Tensor:
         """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
         bs = self._batch_size(batch_size)
-        t = self.validate(x) if validate else x
+        t = self.validate(x) if validate else cast(torch.Tensor, x)  # validate=False: the caller's own tensor
         outs = []
         with self._inference():
             for xb in self._batches(t, bs):
@@ -237,7 +244,8 @@ class Classifier:
                 outs.append(self.module(self._prep(xb)).float().cpu())
         return torch.cat(outs)
 
-    def probs(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+    def probs(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None,
+              temperature: float = 1.0) -> torch.Tensor:
         """Softmax probabilities (N, K) of ``logits / temperature`` (temperature > 0)."""
         temperature = self._temperature(temperature)
         return F.softmax(self.logits(x, batch_size) / temperature, dim=1)
@@ -246,12 +254,14 @@ class Classifier:
         """Top-1 labels (N,) int64."""
         return self.logits(x, batch_size).argmax(1)
 
-    def top_k(self, x: np.ndarray | torch.Tensor, k: int = 5, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def top_k(self, x: np.ndarray | torch.Tensor, k: int = 5,
+              batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, labels)`` of the k most likely classes, each (N, k), most likely first."""
         k = int(check_number("k", k, lo=1, hi=self.num_classes, integer=True, where="top_k"))
         return self.probs(x, batch_size).topk(k, dim=1)
 
-    def accuracy(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, batch_size: int | None = None) -> float:
+    def accuracy(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+                 batch_size: int | None = None) -> float:
         """Top-1 accuracy on labelled images."""
         t = self.validate(x)
         yt = self._labels(y, t.shape[0])

@@ -164,9 +164,9 @@ def _predict(args: argparse.Namespace) -> int:
     clf = load_model(args.model)
     classes = _class_names(spec.dataset)
     probs, labels = clf.top_k(x, k=min(args.k, clf.num_classes))
-    for path, p, l in zip(args.images, probs.tolist(), labels.tolist()):
+    for path, p, lab in zip(args.images, probs.tolist(), labels.tolist(), strict=True):
         print(path)
-        for rank, (pi, li) in enumerate(zip(p, l), 1):
+        for rank, (pi, li) in enumerate(zip(p, lab, strict=True), 1):
             name = classes[li] if li < len(classes) else str(li)
             print(f"  {rank}. {name:24} {100 * pi:6.2f}%")
     return 0
@@ -199,8 +199,8 @@ def _class_names(dataset: str) -> list[str]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .models.evaluation import evaluate, write_external_card
     from .models import get_spec
+    from .models.evaluation import evaluate, write_external_card
 
     if args.write_card:
         if get_spec(args.name).own_weights:

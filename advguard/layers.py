@@ -13,7 +13,8 @@ Grad-CAM of the input, as the region-misleading patch needs).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -30,7 +31,13 @@ def parse_layer(spec: str) -> tuple[str, bool]:
     return (spec.removesuffix(INPUT_SUFFIX), True) if spec.endswith(INPUT_SUFFIX) else (spec, False)
 
 
-def layer_module(classifier: Any, spec: str) -> nn.Module:
+class HasLayers(Protocol):
+    """What layer capture needs of a classifier (:class:`~advguard.classifier.Classifier`)."""
+
+    def layer(self, name: str) -> nn.Module: ...
+
+
+def layer_module(classifier: HasLayers, spec: str) -> nn.Module:
     """The module a layer spec hooks (``classifier.layer``: an unknown name raises, naming the closest)."""
     if not isinstance(spec, str) or not spec:
         return classifier.layer(spec)  # its own error for a non-str or empty name
@@ -38,7 +45,8 @@ def layer_module(classifier: Any, spec: str) -> nn.Module:
 
 
 def _first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
+    first: torch.Tensor = out[0] if isinstance(out, (tuple, list)) else out
+    return first
 
 
 class LayerCapture:
@@ -49,7 +57,7 @@ class LayerCapture:
     (inference captures that should not keep the graph alive).
     """
 
-    def __init__(self, classifier: Any, specs: Iterable[str], *, leaf: bool = False, detach: bool = False):
+    def __init__(self, classifier: HasLayers, specs: Iterable[str], *, leaf: bool = False, detach: bool = False):
         if isinstance(specs, str):
             specs = [specs]
         self.specs = list(dict.fromkeys(specs))
@@ -64,15 +72,15 @@ class LayerCapture:
         self.tensors[spec] = a.detach() if self.detach else a
         return a
 
-    def __enter__(self) -> "LayerCapture":
+    def __enter__(self) -> LayerCapture:
         for spec, mod in self.modules.items():
             if parse_layer(spec)[1]:
-                def pre_hook(_m, args, spec=spec):
+                def pre_hook(_m: nn.Module, args: tuple[Any, ...], spec: str = spec) -> tuple[Any, ...] | None:
                     a = self._keep(spec, args[0])
                     return (a, *args[1:]) if self.leaf else None
                 self._handles.append(mod.register_forward_pre_hook(pre_hook))
             else:
-                def hook(_m, _i, out, spec=spec):
+                def hook(_m: nn.Module, _i: tuple[Any, ...], out: Any, spec: str = spec) -> Any:
                     a = self._keep(spec, _first(out))
                     if not self.leaf:
                         return None

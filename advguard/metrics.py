@@ -119,7 +119,7 @@ class PeakMemory:
     peak_mb: float = float("nan")
     peak_gpu_mb: float = float("nan")
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._ok = os.path.exists("/proc/self/statm")
         self._stop = threading.Event()
         self._start = _rss_bytes() if self._ok else 0

@@ -14,9 +14,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path, atomic_write_text
-from .errors import InputError
 from .data import load_dataset
+from .errors import InputError
 from .machine import git_commit, machine_info, machine_summary
 from .models.registry import ZOO, get_spec
 
@@ -234,7 +234,7 @@ def train(
             raise InputError(f"{name}: a learning-rate cycle of {e} epoch(s) x {steps_per_epoch} step(s) is too short "
                              f"for a one-cycle schedule; train on more images (--limit) or for more epochs")
     decay, no_decay = [], []
-    for n_, p in model.named_parameters():
+    for _, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":

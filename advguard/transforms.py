@@ -32,8 +32,8 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -68,8 +68,8 @@ class ImageOp:
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise unknown_name("image operation family", self.family, list(FAMILIES))
-        allowed = {"jpeg": "an integer quality in 1..100", "blur": "a radius > 0", "rotate": "a finite angle in degrees",
-                   "scale": "a factor in [0.05, 20]"}[self.family]
+        allowed = {"jpeg": "an integer quality in 1..100", "blur": "a radius > 0",
+                   "rotate": "a finite angle in degrees", "scale": "a factor in [0.05, 20]"}[self.family]
         try:
             v = float(self.value)
         except (TypeError, ValueError):
@@ -216,7 +216,7 @@ def apply_ops(x: torch.Tensor, ops: Sequence[ImageOp], workers: int | None = Non
     n = arr.shape[0]
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     bounds = np.linspace(0, n, workers * 2 + 1).round().astype(int)  # two chunks a thread evens out the load
-    chunks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a] or [arr]
+    chunks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a] or [arr]
     out = np.concatenate(thread_map(lambda c: _apply_chunk(c, ops), chunks, workers), axis=1)
     return torch.from_numpy(out.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)
 

@@ -180,7 +180,8 @@ def render(doc: dict, args) -> str:
         "",
         f"Machine: {doc['machine']}, no GPU. Commit `{doc['commit']}`, {doc['date']}. "
         f"Reproduce: `python benchmarks/reliability.py` (hypothesis profile `{doc['profile']}`, {args.trials} trials "
-        f"per concurrency probe, {args.kills} kill -9 rounds; ~{round((fz['seconds'] + doc['setup_concurrency']['seconds'] + doc['cache']['seconds']) / 60)} min).",
+        f"per concurrency probe, {args.kills} kill -9 rounds; "
+        f"~{round((fz['seconds'] + doc['setup_concurrency']['seconds'] + doc['cache']['seconds']) / 60)} min).",
         "",
         "The property each probe checks: a bad input gets an advguard error whose message names the problem, a "
         "good one a correct result; never a raw traceback from a dependency, a crash, a hang or a silent wrong "
@@ -218,7 +219,8 @@ def render(doc: dict, args) -> str:
     if "concurrent" in c:
         cc = c["concurrent"]
         lines.append(f"- **Two benches at once on one cache** (build_advset, CIFAR-10, PGD, chunks of "
-                     f"{c['config'].get('chunk_size', '?')}; `OMP_NUM_THREADS=1 python3 scripts/probe_cache_concurrency.py "
+                     f"{c['config'].get('chunk_size', '?')}; "
+                     "`OMP_NUM_THREADS=1 python3 scripts/probe_cache_concurrency.py "
                      f"--trials {args.trials} --kills {args.kills}`): {cc['crashed_processes']} of {cc['processes']} "
                      f"processes crashed; {cc['identical_trials']} of {cc['trials']} trials gave two identical sets, "
                      "identical to a build run alone (before the fix: 3 crashes in 11 trials).")

@@ -131,6 +131,7 @@ def main() -> int:
           fmt(r["ours_over_floor"], "{:.2f}x"), fmt(r.get("reference_peak_mb"), "{:.0f}"),
           fmt(r["ours_peak_mb"], "{:.0f}"), fmt(r.get("reference_array_mb"), "{:.0f}"),
           fmt(r.get("max_abs_diff"), "{:.1e}")] for r in rows])
+    per_batch = ", ".join(f"{k}: {v:.0f}" for k, v in thr.items())
     md = f"""# ML-LOO / Segmentation Fault: cost per {n} images vs the paper's loop and the forward-pass floor
 
 `cifar10-cnn` (289k parameters, inference `{clf.inference}`), {n} correctly classified CIFAR-10 test images (JPEG
@@ -138,7 +139,7 @@ copy), zero baseline, IQR. **Reference**: the paper's structure - one forward ca
 the whole batch, all attributions of the batch held in one array, IQR at the end. **Ours**:
 `LeaveOneOut.features` (pixel units: local patching of the first layers, `advguard.detectors.occlusion_patch`;
 "no patching": the occluded images built and classified in chunks of 1,024). **Floor**: occlusions / the plain
-model's best measured throughput ({throughput:.0f} images/s; per batch size {', '.join(f'{k}: {v:.0f}' for k, v in thr.items())}).
+model's best measured throughput ({throughput:.0f} images/s; per batch size {per_batch}).
 Peak MB: rise of resident memory during the call. One run each.
 Targets (issue #4): ours >= 5x faster than the reference for pixel ML-LOO, within 1.25x of the floor, multi-layer
 peak <= 200 MB per 128 images. The paper (Table 7, P100 GPU): pixel ML-LOO ~80 s (1-D), ~45 s (10-D), ~82 s and

@@ -97,13 +97,13 @@ def main() -> int:
         xt, rest = x[:n], x[n:]
         tr = TaintRadar(clf, k=k, delta_r=2, layer=layer, batch_size=bs, progress=False)
         tr.score(xt[:bs])  # warm-up
-        ours = best_of(lambda: tr.score(xt), a.repeats)
+        ours = best_of(lambda: tr.score(xt), a.repeats)  # noqa: B023 - timed at once by best_of
         floor = best_of(floor_fn(tr, xt, k, bs), a.repeats)
         n_ref = min(n, 16)
         ref = best_of(reference_fn(tr, xt[:n_ref], k), 1) * n / n_ref
         sn = SentiNet(clf, n_test=100, batch_size=bs, progress=False)
         sn.fit(rest[:120])
-        senti = best_of(lambda: sn.score(xt[:n_senti]), 1) / n_senti
+        senti = best_of(lambda: sn.score(xt[:n_senti]), 1) / n_senti  # noqa: B023 - timed at once by best_of
         row = {"data": data, "model": model, "images": n, "k": k, "batch_size": bs,
                "ours_ms": 1e3 * ours / n, "floor_ms": 1e3 * floor / n, "reference_ms": 1e3 * ref / n,
                "reference_images": n_ref, "sentinet_ms": 1e3 * senti, "sentinet_images": n_senti}

@@ -62,22 +62,22 @@ def main() -> int:
 
         big = x.repeat(n + 1, 1, 1, 1)
         clf.probs(big[:64])  # warm-up
-        t_floor, _ = best_of(lambda: clf.probs(big), a.repeats)
+        t_floor, _ = best_of(lambda: clf.probs(big), a.repeats)  # noqa: B023 - timed at once by best_of
 
         arr = (x.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1).copy()
 
         def inpaint():
-            m = make_masks(np.random.default_rng(0), n_img, n, arr.shape[1:3], 0.10)
-            return restore(arr, m, "telea", 3)
+            m = make_masks(np.random.default_rng(0), n_img, n, arr.shape[1:3], 0.10)  # noqa: B023 - timed at once by best_of
+            return restore(arr, m, "telea", 3)  # noqa: B023 - timed at once by best_of
 
         t_inpaint, restored = best_of(inpaint, a.repeats)
         allx = torch.cat([x.unsqueeze(1), torch.from_numpy(
             restored.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)], 1).flatten(0, 1)
-        t_model, probs = best_of(lambda: clf.probs(allx), a.repeats)
+        t_model, probs = best_of(lambda: clf.probs(allx), a.repeats)  # noqa: B023 - timed at once by best_of
         feats = probs.view(n_img, -1).double().numpy()
-        t_decision, _ = best_of(lambda: det.score_features(feats), a.repeats)
-        t_total, _ = best_of(lambda: det.score(x), a.repeats)
-        ms = lambda t: 1000 * t / n_img  # noqa: E731
+        t_decision, _ = best_of(lambda: det.score_features(feats), a.repeats)  # noqa: B023 - timed at once by best_of
+        t_total, _ = best_of(lambda: det.score(x), a.repeats)  # noqa: B023 - timed at once by best_of
+        ms = lambda t: 1000 * t / n_img  # noqa: E731, B023 - timed at once by best_of
         rows.append({"model": model, "dataset": dataset, "n": n_img, "draws": n, "passes_per_image": n + 1,
                      "floor_ms": ms(t_floor), "total_ms": ms(t_total), "model_ms": ms(t_model),
                      "inpaint_ms": ms(t_inpaint), "decision_ms": ms(t_decision),

@@ -134,6 +134,11 @@ def render(doc: dict) -> str:
             for r in cell:
                 r["speedup_vs_float32"] = r["images_per_s"] / base["images_per_s"]
     rec = recommend(rows, agree)
+
+    def speedup_at_max_batch(model: str, variant: str) -> float:
+        return next(r["speedup_vs_float32"] for r in rows
+                    if r["model"] == model and r["batch"] == max(batches) and r["variant"] == variant)
+
     md = ["# Forward throughput of the zoo models\n",
           f"Machine: {prov['machine']}. Commit {prov['commit']}, {prov['date']}.",
           f"Command: `{prov['command']}`\n",
@@ -149,7 +154,7 @@ def render(doc: dict) -> str:
           "`ModelSpec.batch_size`); `load_model(name, inference=\"float32\")` gives the reference path.\n",
           markdown_table(["model", "default variant", "at batch", "images/s", "vs float32 at batch 256"],
                          [[m, v["variant"], v["batch"], f"{v['images_per_s']:.0f}",
-                           f"{next(r['speedup_vs_float32'] for r in rows if r['model'] == m and r['batch'] == max(batches) and r['variant'] == v['variant']):.2f}x"]
+                           f"{speedup_at_max_batch(m, v['variant']):.2f}x"]
                           for m, v in rec.items()]),
           ""]
     for m in models:

@@ -38,7 +38,7 @@ def _walk(a, b, path: str, rtol: float, out: list[str]) -> None:
         if len(a) != len(b):
             out.append(f"{path}: {len(a)} vs {len(b)} items")
             return
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _walk(x, y, f"{path}[{i}]", rtol, out)
     elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):

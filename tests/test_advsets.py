@@ -44,14 +44,18 @@ def test_cache_hit_and_resume(clf, tmp_path, monkeypatch, interrupted_build):
 
 def test_cache_key_changes_with_every_parameter():
     base = config_key(CFG, "w")
+    JPEG = {"source": "jpeg"}
     variants = [
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 3 / 255}, limit=60, seed=1, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "pgd", {"eps": 2 / 255}, limit=60, seed=1, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=61, seed=1, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=2, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, split="train", dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, target_shift=1, dataset_kwargs={"source": "jpeg"}),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, roundtrip="png", dataset_kwargs={"source": "jpeg"}),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 3 / 255}, limit=60, seed=1, dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "pgd", {"eps": 2 / 255}, limit=60, seed=1, dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=61, seed=1, dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=2, dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, split="train",
+                     dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, target_shift=1,
+                     dataset_kwargs=JPEG),
+        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, roundtrip="png",
+                     dataset_kwargs=JPEG),
         AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1),
     ]
     keys = {config_key(v, "w") for v in variants} | {config_key(CFG, "other-weights")}
@@ -72,8 +76,8 @@ def test_folds_never_split_a_clean_image_from_its_adversarials():
 def test_split_pairs_stay_together(clf, tmp_path):
     s = build_advset(CFG, clf, cache_dir=tmp_path, chunk_size=32, progress=False)
     cf, af = s.folds((0.7, 0.3), seed=0)
-    fold_by_id = dict(zip(s.clean_ids.tolist(), cf.tolist()))
-    assert all(fold_by_id[i] == f for i, f in zip(s.adv_ids.tolist(), af.tolist()))
+    fold_by_id = dict(zip(s.clean_ids.tolist(), cf.tolist(), strict=True))
+    assert all(fold_by_id[i] == f for i, f in zip(s.adv_ids.tolist(), af.tolist(), strict=True))
 
 
 def test_png_roundtrip_is_8bit_quantisation_and_jpeg_changes_little(clf):

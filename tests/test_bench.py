@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advguard.experiments import ConfigError, load_config, parse_config
 from advguard.cli import main
+from advguard.experiments import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ def test_themis_experiment_smoke(tmp_path):
     assert {(r["pairs"], r["classifier"]) for r in doc["learning_curve"]} == {
         (k, c) for k in (3, 6) for c in ("svc", "svc aligned")}
     assert all(0 <= r["auc_min"] <= r["auc_mean"] <= r["auc_max"] <= 1 for r in doc["learning_curve"])
-    for m, s in doc["sets"].items():
+    for s in doc["sets"].values():
         att = s["attacks"]
         # balanced: the attacks share the clean set and attack disjoint parts of it
         assert sum(v["n_attacked"] for v in att.values()) == s["n_correct"]

@@ -46,7 +46,8 @@ def test_ablation_runs_each_model_and_layer_and_states_untrained_ones(tmp_path, 
     assert a["layer"] == "stage3" and a["layer_shape"] == [64, 8, 8] and b["layer_shape"] == [32, 16, 16]
     assert a["dataset_source"] == "cifar10-lossless" and a["counts"]["victims"] == 8
     assert len(a["clean_fpr_by_k"]) == 3 and [c["position"] for c in a["cells"]] == ["bottom-right", "random"]
-    for ca, cb in zip(a["cells"], b["cells"]):  # the same patches and SentiNet points; TaintRadar per layer
+    # the same patches and SentiNet points; TaintRadar per layer
+    for ca, cb in zip(a["cells"], b["cells"], strict=True):
         assert ca["sr"] == cb["sr"] and ca["sentinet_tpr@0.1"] == cb["sentinet_tpr@0.1"]
         if ca["n_adv"]:
             aucs = ca["taintradar_auc_by_k"]
@@ -55,7 +56,7 @@ def test_ablation_runs_each_model_and_layer_and_states_untrained_ones(tmp_path, 
     for r in (a, b):  # the intersection's make-up at every K, from the same noise as the cached rank changes
         d = r["diagnostics"]
         assert d["clean"]["n"] == 4 and len(d["clean"]["area"]) == 3 and "in_patch" not in d["clean"]
-        for name, c in d["cells"].items():
+        for c in d["cells"].values():
             assert c["n"] == 0 or (len(c["in_patch"]) == 3 and 0 <= c["true_label_rises_most"] <= 1
                                    and all(0 <= v <= 1 for v in c["area"] + c["empty"]))
     files = sorted((cache / "taintradar").glob("*/ranks-*-eval-clean.npz"))  # one per layer

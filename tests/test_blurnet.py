@@ -7,10 +7,30 @@ import pytest
 import torch
 from torch import nn
 
-from advguard.attacks.rp2 import (RP2, bars_mask, l2_dissimilarity, mask_from_perturbation, mask_share, nps,
-                                  palette_cube, random_warps, save_sticker_png, sign_mask)
-from advguard.defenses.blurnet import (DepthwiseBlur, TVPenalty, blur_kernel, feature_blur, first_layer_maps,
-                                       high_frequency_share, linf_penalty, log_spectrum, total_variation)
+from advguard.attacks.rp2 import (
+    RP2,
+    bars_mask,
+    l2_dissimilarity,
+    mask_from_perturbation,
+    mask_share,
+    nps,
+    palette_cube,
+    random_warps,
+    save_sticker_png,
+    sign_mask,
+)
+from advguard.defenses.blurnet import (
+    DepthwiseBlur,
+    TVPenalty,
+    blur_kernel,
+    feature_blur,
+    first_layer_maps,
+    high_frequency_share,
+    linf_penalty,
+    log_spectrum,
+    total_variation,
+)
+from advguard.errors import AdvguardError
 from advguard.models import ZOO, build_module, load_model
 
 
@@ -253,7 +273,7 @@ def test_rp2_options_and_the_authors_preset():
     assert (ours["lam"], ours["lr"], ours["init"], ours["transforms"], ours["nps"], ours["clip"]) == \
         (0.002, 0.05, "zero", True, True, 1.0)
     for bad in (dict(init="gauss"), dict(preset="paper"), dict(transforms="no"), dict(clip=0)):
-        with pytest.raises(Exception):
+        with pytest.raises(AdvguardError):
             RP2(clf, **bad)
     from advguard.data import load_dataset
 
@@ -284,10 +304,11 @@ def test_lisa_cnn_blur_variants_are_declared():
 
 def test_gtsrb_configs_keep_their_pre_22_cache_keys():
     """The committed GTSRB stickers stay reachable: the pinned settings give the pre-#22 cache key."""
-    from advguard.experiments.blurnet.run import _settings_key, rp2_settings
+    from pathlib import Path
+
     from advguard.experiments import load_config
     from advguard.experiments.blurnet.options import BLURNET_DEFAULTS
-    from pathlib import Path
+    from advguard.experiments.blurnet.run import _settings_key, rp2_settings
 
     root = Path(__file__).resolve().parents[1]
     for name in ("blurnet-gtsrb", "blurnet-smoke"):

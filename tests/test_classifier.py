@@ -38,7 +38,8 @@ def x():
 
 
 def test_normalisation_is_inside(clf, x):
-    raw = clf.model(((x - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1)))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1)
+    raw = clf.model((x - mean) / std)
     assert torch.allclose(clf.logits(x), raw, atol=1e-5)
     assert clf.num_classes == 5
 

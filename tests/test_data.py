@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 
 from advguard import DatasetNotFoundError, InputError, UnknownNameError, load_dataset
-from advguard.data import fashion_mnist, gtsrb, read_image, subset_indices, unpack_mirror
 from advguard.data import cifar10 as cifar_mod
-from advguard.data import imagenet_samples
+from advguard.data import fashion_mnist, gtsrb, imagenet_samples, read_image, subset_indices, unpack_mirror
 
 
 def test_fashion_mnist_real_files():
@@ -80,14 +79,14 @@ def test_image_folder_with_foolbox_images(tmp_path, foolbox_images):
     (tmp_path / "notes.txt").write_text("not an image folder entry")
     ds = load_dataset("image-folder", path=tmp_path, mode="L")
     assert ds.x.shape == (12, 1, 28, 28)
-    assert ds.classes == sorted({f"digit{l}" for _, l in foolbox_images["mnist"][:12]})
+    assert ds.classes == sorted({f"digit{lab}" for _, lab in foolbox_images["mnist"][:12]})
     assert ds.source.startswith("image-folder:")
 
 
 def test_cifar_pickle_loader_and_download(tmp_path, foolbox_images):
     """The official-format loader on batches built from Foolbox's real CIFAR-10 images, 'downloaded' via file://."""
     imgs = np.stack([a.transpose(2, 0, 1) for a, _ in foolbox_images["cifar10"]])
-    labels = [l for _, l in foolbox_images["cifar10"]]
+    labels = [lab for _, lab in foolbox_images["cifar10"]]
     src = tmp_path / "src" / "cifar-10-batches-py"
     src.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
@@ -136,7 +135,8 @@ def test_download_verifies_checksum_and_leaves_nothing_half_written(tmp_path):
 
 def test_idx_parser_rejects_truncated_file(tmp_path):
     good = tmp_path / "ok.gz"
-    good.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2 + bytes(8)))
+    good.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2
+                                   + bytes(8)))
     assert fashion_mnist.read_idx(good).shape == (2, 2, 2)
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + bytes(5)))
@@ -158,7 +158,8 @@ def test_gtsrb_official_converter(tmp_path):
         for cls in (0, 14):
             for track in range(2):
                 for frame in range(30):
-                    z.writestr(f"GTSRB/Final_Training/Images/{cls:05d}/{track:05d}_{frame:05d}.ppm", ppm(cls * 10 + frame))
+                    z.writestr(f"GTSRB/Final_Training/Images/{cls:05d}/{track:05d}_{frame:05d}.ppm",
+                               ppm(cls * 10 + frame))
     test = tmp_path / "test.zip"
     gt = tmp_path / "gt.zip"
     with zipfile.ZipFile(test, "w") as z:

@@ -66,7 +66,7 @@ def _fake_lossless(mirror, imgs, labels):
 
 def test_auto_source_prefers_pickles_then_lossless_then_jpeg(tmp_path, foolbox_images):
     imgs = np.stack([a for a, _ in foolbox_images["cifar10"]])
-    labels = np.array([l for _, l in foolbox_images["cifar10"]], np.int64)
+    labels = np.array([lab for _, lab in foolbox_images["cifar10"]], np.int64)
     root = tmp_path / "data"
     # Nothing set up, no internet: auto falls back to the pickles and says they are missing.
     with pytest.raises(DatasetNotFoundError, match="pickles not found"):
@@ -94,7 +94,7 @@ def test_auto_source_prefers_pickles_then_lossless_then_jpeg(tmp_path, foolbox_i
 
 def test_lossless_file_not_set_up_or_damaged_names_advguard_setup(tmp_path, foolbox_images):
     imgs = np.stack([a for a, _ in foolbox_images["cifar10"]])
-    labels = np.array([l for _, l in foolbox_images["cifar10"]], np.int64)
+    labels = np.array([lab for _, lab in foolbox_images["cifar10"]], np.int64)
     root = tmp_path / "data"
     with pytest.raises(DatasetNotFoundError, match="advguard setup"):
         cifar_mod.load(root, "test", source="lossless")
@@ -216,7 +216,7 @@ def test_datasets_command_lists_the_new_datasets(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     for name in ("imagenet-val", "rp2-lisa-victims", "rp2-gtsrb-victims", "cifar10"):
-        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
         assert " yes " in line, line
     # offline: the JPEG copy for train, the lossless test set for test (the official pickles win where present)
     assert re.search(r"cifar10 \(source='auto'\) loads: train -> cifar10-(jpeg|pickle), "

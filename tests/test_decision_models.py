@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advguard.experiments.themis.options import classifier_specs
-from advguard.experiments.themis.run import label_change_rate
 from advguard.detectors import EraseRestore
 from advguard.detectors.decision import SCALED_MODELS, make_decision_model
 from advguard.errors import ParameterError, ParameterTypeError
+from advguard.experiments.themis.options import classifier_specs
+from advguard.experiments.themis.run import label_change_rate
 
 
 @pytest.mark.parametrize("name", SCALED_MODELS)

@@ -1,4 +1,5 @@
-"""Issue #20: property-based fuzzing of ``make_attack`` and of attack calls, on the zoo CIFAR-10 CNN and real test images.
+"""Issue #20: property-based fuzzing of ``make_attack`` and of attack calls, on the zoo CIFAR-10 CNN and real test
+images.
 
 Two probes. *Parameters*: an attack name and a parameter dict mixing good values, bad ones (zero, negative, NaN,
 Inf, huge, wrong types) and unknown keywords. *Inputs*: a cheap attack called with fuzzed images, labels and
@@ -17,11 +18,10 @@ import torch
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import event, given, note  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from test_fuzz_classifier import images, labels, n_of  # noqa: E402
 
 from advguard import AdvguardError, load_dataset, load_model  # noqa: E402
 from advguard.attacks import ATTACKS, make_attack, shifted_targets  # noqa: E402
-
-from test_fuzz_classifier import images, labels, n_of  # noqa: E402
 
 K = 10
 SQRT_D = float(np.sqrt(3 * 32 * 32))  # the largest L2 distance between two CIFAR images

@@ -243,7 +243,8 @@ def test_fuzz_classifier_methods(real, data):
         ps = None if score in ("logit", "log_softmax") else ("score",)
         if method == "gradcam":
             def check(out):
-                h, w = clf.activations(torch.from_numpy(as_np(x[:1])), [clf.gradcam_layer])[clf.gradcam_layer].shape[-2:]
+                acts = clf.activations(torch.from_numpy(as_np(x[:1])), [clf.gradcam_layer])
+                h, w = acts[clf.gradcam_layer].shape[-2:]
                 assert out.shape == (n, h, w) and bool(torch.isfinite(out).all())
                 assert float(out.min()) >= 0 and float(out.max()) <= 1 + 1e-6
             expect(lambda: clf.gradcam(x, y, score=score, temperature=t, batch_size=bs), problems + [py, ps, pt],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from advguard import AdvguardError, InputError, load_dataset, load_model
-from advguard.attacks import ATTACKS, AdversarialPatch, RegionMisleadingPatch, RP2, make_attack, shifted_targets
+from advguard.attacks import ATTACKS, RP2, AdversarialPatch, RegionMisleadingPatch, make_attack, shifted_targets
 from advguard.validation import ParameterError, ParameterTypeError
 
 

@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advguard.data.cache import (CacheCorruptError, CacheWarning, cached_arrays, checksum_path, load_entry,
-                                 read_arrays, save_entry)
+from advguard.data.cache import (
+    CacheCorruptError,
+    CacheWarning,
+    cached_arrays,
+    checksum_path,
+    load_entry,
+    read_arrays,
+    save_entry,
+)
 
 ARRAYS = {"a": np.arange(5000, dtype=np.float32).reshape(50, 100), "b": np.asarray("meta text")}
 

@@ -15,8 +15,17 @@ import pytest
 import torch
 
 from advguard import load_dataset, load_model
-from advguard.detectors import (CNNDetector, Detector, EraseRestore, EraseRestoreDistance, FeatureSqueezing,
-                                ImageOps, LeaveOneOut, TaintRadar, make_detector)
+from advguard.detectors import (
+    CNNDetector,
+    Detector,
+    EraseRestore,
+    EraseRestoreDistance,
+    FeatureSqueezing,
+    ImageOps,
+    LeaveOneOut,
+    TaintRadar,
+    make_detector,
+)
 from advguard.detectors.serialization import _load_estimator
 from advguard.errors import DetectorFileError, InputError, ParameterError
 
@@ -35,7 +44,8 @@ def images():
 @pytest.fixture(scope="module")
 def saved_supervised(clf, images, tmp_path_factory):
     """A supervised detector (logistic regression on the confidence features) saved to disk."""
-    noisy = (images[:30] + 0.08 * torch.randn(images[:30].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    noise = torch.randn(images[:30].shape, generator=torch.Generator().manual_seed(0))
+    noisy = (images[:30] + 0.08 * noise).clamp(0, 1)
     det = make_detector("confidence", clf, decision_model="logreg").fit(images[:30], noisy)
     path = det.save(tmp_path_factory.mktemp("det") / "conf.advg")
     return det, path

@@ -21,8 +21,16 @@ from advguard import DatasetNotFoundError
 from advguard.cli import main
 from advguard.data import cifar10 as cifar_mod
 from advguard.data import fetch, imagenet_samples
-from advguard.data.fetch import (MARKER, MIRROR_ARCHIVES, ChecksumError, MirrorArchive, extract_tar, file_digest,
-                                 unpack_mirror, verify_folder)
+from advguard.data.fetch import (
+    MARKER,
+    MIRROR_ARCHIVES,
+    ChecksumError,
+    MirrorArchive,
+    extract_tar,
+    file_digest,
+    unpack_mirror,
+    verify_folder,
+)
 from advguard.data.paths import mirror_dir
 
 

@@ -30,8 +30,8 @@ def _pil_reference(img: Image.Image, op: ImageOp) -> np.ndarray:
     w, h = img.size
     r = img.resize((round(w * op.value), round(h * op.value)), Image.BICUBIC)
     if op.value > 1:  # centre crop
-        l, t = (r.size[0] - w) // 2, (r.size[1] - h) // 2
-        return np.asarray(r.crop((l, t, l + w, t + h)))
+        left, top = (r.size[0] - w) // 2, (r.size[1] - h) // 2
+        return np.asarray(r.crop((left, top, left + w, top + h)))
     canvas = Image.new(img.mode, (w, h))
     canvas.paste(r, ((w - r.size[0]) // 2, (h - r.size[1]) // 2))
     return np.asarray(canvas)

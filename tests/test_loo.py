@@ -28,7 +28,8 @@ def test_attributions_match_a_direct_loop(unit, baseline):
     det = LeaveOneOut(clf, unit=unit, baseline=baseline, feature="10d", batch_size=7)  # chunks cross units
     base = det._baseline(x)
     with torch.no_grad():
-        p0, phi = occlusion_attributions(lambda t: clf.logits(t, validate=False).softmax(1), x, segment(x[0].permute(1, 2, 0).numpy(), unit), base,
+        p0, phi = occlusion_attributions(lambda t: clf.logits(t, validate=False).softmax(1), x,
+                                         segment(x[0].permute(1, 2, 0).numpy(), unit), base,
                                          unit == "channel-pixel", batch_size=7)
         ref, p_ref = [], clf.module(x).softmax(1)[0]
         if unit == "pixel":
@@ -92,11 +93,14 @@ def test_value_range_255_segments_real_cifar10_images_into_many_more_quickshift_
 
 @pytest.mark.parametrize("unit, params, match", [
     ("quickshift", {"value_range": 0}, "value_range"), ("quickshift", {"value_range": -255}, "value_range"),
-    ("felzenszwalb", {"value_range": float("nan")}, "value_range"), ("quickshift", {"value_range": "255"}, "value_range"),
+    ("felzenszwalb", {"value_range": float("nan")}, "value_range"),
+    ("quickshift", {"value_range": "255"}, "value_range"),
     ("quickshift", {"value_range": True}, "value_range"), ("felzenszwalb", {"value_range": 1e9}, "value_range"),
     ("quickshift", {"value_rnage": 255}, "did you mean 'value_range'"),
-    ("slic", {"n_segments": 64, "value_range": 255}, "SLIC rescales"), ("pixel", {"value_range": 255}, "do not segment"),
-    ("felzenszwalb", {"scale": -1}, "scale"), ("quickshift", {"ratio": 2}, "ratio"), ("slic", {"n_segments": 0.5}, "n_segments"),
+    ("slic", {"n_segments": 64, "value_range": 255}, "SLIC rescales"),
+    ("pixel", {"value_range": 255}, "do not segment"),
+    ("felzenszwalb", {"scale": -1}, "scale"), ("quickshift", {"ratio": 2}, "ratio"),
+    ("slic", {"n_segments": 0.5}, "n_segments"),
     ("slic", {"n_segment": 64}, "did you mean 'n_segments'"),
 ])
 def test_unit_params_are_checked(unit, params, match):
@@ -112,7 +116,8 @@ def test_value_range_in_a_bench_config_is_checked(tmp_path):
     from advguard.experiments import ConfigError, load_config
 
     base = ('name = "c"\nexperiment = "segfault"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
-            '[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "quickshift"\npaper = "Quickshift sigma=0 max_dist=10"\n')
+            '[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "quickshift"\n'
+            'paper = "Quickshift sigma=0 max_dist=10"\n')
     p = tmp_path / "c.toml"
     p.write_text(base + "params = { sigma = 0, max_dist = 10, value_range = 255 }\n", encoding="utf-8")
     assert load_config(p).section("segfault")["unit"][0]["params"]["value_range"] == 255

@@ -55,7 +55,8 @@ def test_equal_error_rate_hand_example():
 def test_report_and_bad_scores(scores):
     c, a = scores
     r = M.detection_report(c, a, threshold=M.threshold_at_fpr(c, 0.05), n_boot=50)
-    assert {"auc", "auc_ci95", "tpr_at_fpr_1", "tpr_at_fpr_5", "tpr_at_fpr_10", "detection_rate", "fpr", "eer"} <= set(r)
+    assert {"auc", "auc_ci95", "tpr_at_fpr_1", "tpr_at_fpr_5", "tpr_at_fpr_10", "detection_rate", "fpr",
+            "eer"} <= set(r)
     with pytest.raises(ValueError, match="NaN"):
         M.roc_auc([0.0, np.nan], [1.0])
 

@@ -15,8 +15,7 @@ import torch
 from advguard import load_model
 from advguard.data import load_dataset
 from advguard.data.fetch import ChecksumError
-from advguard.models import ZOO, get_spec
-from advguard.models import architectures
+from advguard.models import ZOO, architectures, get_spec
 from advguard.models.evaluation import EXTERNAL_RECIPES
 from advguard.models.registry import AKAMASTER_FILES, akamaster_weights, build_module, mobilenet_v2_weights
 

@@ -19,13 +19,18 @@ bypass than one that evades every draw).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..classifier import Classifier
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .base import COMMON_PARAMETERS, Attack, AttackResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..detectors.base import Detector
 
 
 @dataclass
@@ -42,11 +47,12 @@ class AdaptiveResult(AttackResult):
 
     def bypass_curve(self, restarts: int) -> np.ndarray:
         """Cumulative bypass rate after 1..``restarts`` optimisation paths (the paper's Figure 6)."""
+        assert self.restart is not None  # set by the attack that returns this result
         r = self.restart.numpy()
         return np.array([float(((r >= 0) & (r < t)).mean()) for t in range(1, restarts + 1)])
 
 
-def evades(detector, x: torch.Tensor) -> np.ndarray:
+def evades(detector: Detector, x: torch.Tensor) -> np.ndarray:
     """Per image: does the fitted ``detector`` judge it clean (score at or below its threshold)?"""
     return ~(detector.score(x.detach().cpu()) > detector.threshold_)
 
@@ -57,16 +63,16 @@ class DetectorAwareCW(Attack):
     name = "detector-aware-cw"
     norm = "l2"
 
-    def __init__(self, classifier, detector, *, confidence: float = 0.0, steps: int = 100, restarts: int = 150,
-                 check_every: int = 1, const: float = 1.0, stepsize: float = 0.01, init_noise: float = 8 / 255,
-                 recheck: int = 10, **kw):
+    def __init__(self, classifier: Classifier, detector: Detector, *, confidence: float = 0.0, steps: int = 100,
+                 restarts: int = 150, check_every: int = 1, const: float = 1.0, stepsize: float = 0.01,
+                 init_noise: float = 8 / 255, recheck: int = 10, **kw: Any):
         where = self.name
         check_keywords(where, kw, COMMON_PARAMETERS)
         if not hasattr(detector, "threshold_") or not hasattr(detector, "score"):
             raise ParameterTypeError(f"{where}: detector must be an advguard Detector, got {type(detector).__name__}")
         if detector.threshold_ is None:
             raise ParameterError("the detector has no threshold: fit or calibrate it before attacking it")
-        count = dict(lo=1, hi=1_000_000, integer=True, where=where)
+        count: dict[str, Any] = dict(lo=1, hi=1_000_000, integer=True, where=where)
         super().__init__(classifier, confidence=float(check_number("confidence", confidence, lo=0, where=where)),
                          steps=int(check_number("steps", steps, **count)),
                          restarts=int(check_number("restarts", restarts, **count)),
@@ -90,7 +96,8 @@ class DetectorAwareCW(Attack):
     def _evades(self, x: torch.Tensor) -> np.ndarray:
         return evades(self.detector, x)
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, y: torch.Tensor,
+             targets: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         p = self.params
         model = self.classifier.module
         n = x.shape[0]
@@ -100,7 +107,7 @@ class DetectorAwareCW(Attack):
         step_of = np.full(n, -1)
         recheck = np.full(n, np.nan)
         targeted = targets is not None
-        onehot_t = torch.nn.functional.one_hot(targets if targeted else y, self.classifier.num_classes)
+        onehot_t = torch.nn.functional.one_hot(targets if targets is not None else y, self.classifier.num_classes)
         bar = tqdm(range(p["restarts"]), desc=f"{self.name} restarts", leave=False, disable=not self.progress)
         for r in bar:
             active = np.flatnonzero(restart_of < 0)

@@ -15,8 +15,9 @@ concatenated over batches and handed to ``_finish``).
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import final
+from typing import Any, TypeVar, final
 
 import numpy as np
 import torch
@@ -24,8 +25,15 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import InputError
-from ..validation import (ParameterError, ParameterTypeError, as_labels, check_batch_size, check_bool, check_number,
-                          init_keywords)
+from ..validation import (
+    ParameterError,
+    ParameterTypeError,
+    as_labels,
+    check_batch_size,
+    check_bool,
+    check_number,
+    init_keywords,
+)
 
 #: the keywords every attack accepts (``Attack.__init__``)
 COMMON_PARAMETERS = ("batch_size", "seed", "progress", "top_k")
@@ -42,7 +50,7 @@ class AttackResult:
     pred_adv: torch.Tensor  # classifier's top-1 on x_adv
     norms: dict[str, torch.Tensor]  # "l0", "l2", "linf" per image, in [0, 1] pixel units
     attack: str
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.x_adv.shape[0])
@@ -51,7 +59,7 @@ class AttackResult:
     def success_rate(self) -> float:
         return float(self.success.float().mean()) if len(self) else 0.0
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         s = self.success
         med = {k: float(v[s].median()) if bool(s.any()) else float("nan") for k, v in self.norms.items()}
         return {"attack": self.attack, "n": len(self), "success_rate": self.success_rate,
@@ -59,10 +67,12 @@ class AttackResult:
 
 
 #: Every registered attack class by name (filled by :func:`register_attack`; ``make_attack`` reads it).
-ATTACKS: dict[str, type["Attack"]] = {}
+ATTACKS: dict[str, type[Attack]] = {}
+
+A = TypeVar("A", bound="type[Attack]")
 
 
-def register_attack(name: str | None = None):
+def register_attack(name: str | None = None) -> Callable[[A], A]:
     """Class decorator: register an :class:`Attack` subclass in :data:`ATTACKS` under ``name`` (default: its ``name``
     attribute), like timm's ``register_model``. A name registered twice is refused::
 
@@ -70,7 +80,7 @@ def register_attack(name: str | None = None):
         class MyAttack(Attack):
             def _run(self, x, y, targets): ...
     """
-    def deco(cls: type) -> type:
+    def deco(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, Attack)):
             raise TypeError(f"register_attack: {cls!r} is not an Attack subclass")
         key = name if name is not None else cls.name
@@ -109,7 +119,7 @@ class Attack(abc.ABC):
     fixed_budget = False
 
     def __init__(self, classifier: Classifier, *, batch_size: int = 128, seed: int = 0, progress: bool = True,
-                 top_k: int = 1, **params):
+                 top_k: int = 1, **params: Any):
         if not isinstance(classifier, Classifier):
             raise ParameterTypeError(f"{self.name}: classifier must be an advguard.Classifier, got "
                                      f"{type(classifier).__name__} (wrap a model with advguard.Classifier(...))")
@@ -140,14 +150,14 @@ class Attack(abc.ABC):
             raise InputError(f"{self.name} is untargeted only; drop targets=")
         check_targets_differ(y, targets)
 
-    def _check_inputs(self, x: torch.Tensor) -> None:
+    def _check_inputs(self, x: torch.Tensor) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook: refuse a validated batch the attack's parameters do not fit (before any work)."""
 
     def _default_targets(self, n: int) -> torch.Tensor | None:
         """Hook: the targets of a call without ``targets=`` (None: untargeted)."""
         return None
 
-    def _start(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> None:
+    def _start(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook: per-call set-up and checks, after the inputs are validated and before the first batch."""
 
     def _batch_slices(self, n: int) -> list[slice]:

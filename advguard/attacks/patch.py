@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,9 @@ class NotTrainedError(AdvguardError, RuntimeError):
     """The patch (or sticker) must be trained with ``fit`` before it is applied or saved."""
 
 
-def check_patch_params(where: str, classifier: Classifier, *, target, size, shape, multi_size, size_range, steps, lr,
-                       max_rotation, eot, position, n_patches) -> dict:
+def check_patch_params(where: str, classifier: Classifier, *, target: Any, size: Any, shape: Any, multi_size: Any,
+                       size_range: Any, steps: Any, lr: Any, max_rotation: Any, eot: Any, position: Any,
+                       n_patches: Any) -> dict[str, Any]:  # the values as given, checked here
     """The checked and converted parameters of a patch attack (shared with the region-misleading patch)."""
     if target is not None:
         target = int(check_number("target", target, lo=0, hi=classifier.num_classes - 1, integer=True, where=where))
@@ -170,7 +172,7 @@ class AdversarialPatch(Attack):
         return self.side(top, hw)
 
     # ------------------------------------------------------------------ training
-    def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None) -> "AdversarialPatch":
+    def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None) -> AdversarialPatch:
         """Train the patch over the images ``x`` (labels ``y`` needed when untargeted)."""
         clf = self.classifier
         xt = clf.validate(x).to(clf.device)
@@ -220,7 +222,8 @@ class AdversarialPatch(Attack):
         ce = F.cross_entropy(self.classifier.forward(adv), labels, reduction="sum")
         return ce if self.target is not None else -ce
 
-    def _random_placements(self, n: int, hw: tuple[int, int], g: torch.Generator, training: bool):
+    def _random_placements(self, n: int, hw: tuple[int, int], g: torch.Generator,
+                           training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, w = hw
         if training and self.multi_size:
             lo, hi = self.size_range
@@ -289,7 +292,8 @@ class AdversarialPatch(Attack):
     def _batch_slices(self, n: int) -> list[slice]:
         return [slice(0, n)]  # pasting is cheap: one batch, so random positions do not depend on batch_size
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None):
+    def _run(self, x: torch.Tensor, y: torch.Tensor,
+             targets: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """Paste the patch; the masks of where it landed go to :meth:`_finish` (they become :attr:`last_masks_`)."""
         x_adv, masks = self.apply(x)
         return x_adv, {"masks": masks.cpu().numpy()}

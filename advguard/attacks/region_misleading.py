@@ -15,6 +15,8 @@ Deviation, stated: the paper does not give its region term; "share of the heat i
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -70,7 +72,7 @@ class RegionMisleadingPatch(AdversarialPatch):
     name = "region-misleading-patch"
 
     def __init__(self, classifier: Classifier, *, target: int, lam: float = 0.5, layer: str | None = None,
-                 temperature: float = 2.0, **kwargs):
+                 temperature: float = 2.0, **kwargs: Any):
         check_keywords(self.name, kwargs, type(self).parameters())
         lam = check_number("lam (it weighs the two goals)", lam, lo=0, hi=1, where=self.name)
         temperature = check_number("temperature", temperature, lo=0, lo_open=True, where=self.name)

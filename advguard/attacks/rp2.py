@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,7 +137,8 @@ def nps(pixels: torch.Tensor, mask: torch.Tensor, palette: torch.Tensor) -> torc
     d = (pixels[:, None] - palette[None, :, :, None, None]).norm(dim=2)  # N, P, H, W
     near = d.amin(1, keepdim=True)  # N, 1, H, W
     m = mask.expand_as(near)
-    return (near * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+    nps: torch.Tensor = (near * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+    return nps
 
 
 def random_warps(n: int, h: int, w: int, generator: torch.Generator, *, rotation: float = 10.0,
@@ -219,7 +221,7 @@ class RP2(Attack):
         base = AUTHORS if preset == "authors" else OURS
         given = dict(mask=mask, lam=lam, steps=steps, lr=lr, norm_p=norm_p, init=init, transforms=transforms,
                      nps=nps, clip=clip)
-        r = {k: (base[k] if v is None else v) for k, v in given.items()}
+        r: dict[str, Any] = {k: (base[k] if v is None else v) for k, v in given.items()}
         mask, lam, steps, lr, norm_p = r["mask"], r["lam"], r["steps"], r["lr"], r["norm_p"]
         if isinstance(mask, str):
             if mask == "rectangles":
@@ -254,27 +256,30 @@ class RP2(Attack):
         rotation = check_number("rotation", rotation, lo=0, hi=180, where=w)
         if isinstance(scale, (str, bytes)) or not hasattr(scale, "__len__") or len(scale) != 2:
             raise ParameterTypeError(f"{w}: scale must be (low, high) zoom factors > 0, got {scale!r}")
-        scale = tuple(float(check_number("scale", v, lo=0, lo_open=True, hi=10, where=w)) for v in scale)
+        zoom_lo, zoom_hi = (float(check_number("scale", v, lo=0, lo_open=True, hi=10, where=w)) for v in scale)
+        scale = (zoom_lo, zoom_hi)
         if scale[0] > scale[1]:
             raise ParameterError(f"{w}: scale must be (low, high) with low <= high, got {scale}")
         perspective = check_number("perspective", perspective, lo=0, hi=1, where=w)
         l1_share = check_number("l1_share", l1_share, lo=0, hi=1, lo_open=True, where=w)
         palette_levels = check_number("palette_levels", palette_levels, lo=2, hi=256, integer=True, where=w)
-        params = dict(mask=mask if isinstance(mask, str) else "custom", lam=lam, steps=steps, lr=lr, norm_p=norm_p,
-                      nps_weight=nps_weight, n_transforms=n_transforms, init=r["init"], transforms=bool(r["transforms"]),
-                      nps=bool(r["nps"]), clip=float(clip), preset=preset)
+        params: dict[str, Any] = dict(
+            mask=mask if isinstance(mask, str) else "custom", lam=lam, steps=steps, lr=lr, norm_p=norm_p,
+            nps_weight=nps_weight, n_transforms=n_transforms, init=r["init"], transforms=bool(r["transforms"]),
+            nps=bool(r["nps"]), clip=float(clip), preset=preset)
         super().__init__(classifier, batch_size=batch_size, seed=seed, progress=progress, **params)
         self.mask, self.lam, self.steps, self.lr, self.norm_p = mask, float(lam), int(steps), float(lr), int(norm_p)
         self.l1_steps = int(l1_steps if l1_steps is not None else steps)
         self.nps_weight, self.n_transforms = float(nps_weight), int(n_transforms)
-        self.init, self.transforms, self.use_nps, self.clip = r["init"], bool(r["transforms"]), bool(r["nps"]), float(clip)
+        self.init, self.transforms = r["init"], bool(r["transforms"])
+        self.use_nps, self.clip = bool(r["nps"]), float(clip)
         self.preset = preset
         self.brightness, self.rotation, self.scale, self.perspective = float(brightness), float(rotation), scale, \
             float(perspective)
         self.l1_share, self.palette = float(l1_share), palette_cube(palette_levels)
         self.stickers_: dict[int, Sticker] = {}
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, Any]:
         """The resolved optimisation settings (after the preset and the caller's arguments)."""
         return dict(preset=self.preset, mask=self.mask if isinstance(self.mask, str) else "custom", lam=self.lam,
                     steps=self.steps, lr=self.lr, norm_p=self.norm_p, init=self.init, transforms=self.transforms,
@@ -354,7 +359,7 @@ class RP2(Attack):
         clf.module.eval()
         torch.manual_seed(self.seed)
         masks = self.base_mask(h, w)[None, None].expand(len(targets), 1, h, w).clone()
-        history = [[] for _ in targets]
+        history: list[list[float]] = [[] for _ in targets]
         if isinstance(self.mask, str) and self.mask == "l1":  # RP2's first stage: where does L1 put it?
             d1, history = self._stage(xt, targets, masks, 1, self.l1_steps, "RP2 L1 stage")
             masks = torch.stack([mask_from_perturbation(d.cpu(), masks[0, 0], self.l1_share)
@@ -374,6 +379,7 @@ class RP2(Attack):
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         out = x.clone()  # targets given: __call__ refuses a call without them
+        assert targets is not None
         uniq = sorted(set(targets.tolist()))
         for st in self.fit_many(x, uniq):
             sel = targets == st.target
@@ -384,7 +390,8 @@ class RP2(Attack):
 
 def l2_dissimilarity(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     """BlurNet's eq. 1 per image (p = 2): ||x - x_adv||_2 / ||x_adv||_2."""
-    return (x - x_adv).flatten(1).norm(dim=1) / x_adv.flatten(1).norm(dim=1).clamp_min(1e-12)
+    d: torch.Tensor = (x - x_adv).flatten(1).norm(dim=1) / x_adv.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return d
 
 
 def save_sticker_png(sticker: Sticker, path: str | Path, over: torch.Tensor | None = None, scale: int = 8) -> Path:
@@ -398,7 +405,7 @@ def save_sticker_png(sticker: Sticker, path: str | Path, over: torch.Tensor | No
     img = (base + sticker.masked).clamp(0, 1)
     rgba = torch.cat([img, sticker.mask[None] if over is None else torch.ones_like(sticker.mask)[None]], 0)
     arr = (rgba.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    im = Image.fromarray(arr, "RGBA").resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST)
+    im = Image.fromarray(arr, "RGBA").resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.Resampling.NEAREST)
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
     return Path(path)

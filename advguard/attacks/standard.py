@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import torch
+
+from ..classifier import Classifier
 from ..validation import ParameterError, check_bool, check_choice, check_keywords, check_number
 from .base import COMMON_PARAMETERS, Attack, register_attack
+
+if TYPE_CHECKING:  # pragma: no cover
+    from foolbox.criteria import Criterion, Misclassification
+
+T = TypeVar("T")
 
 #: How each Foolbox parameter is checked at construction: (kind, low, high, low open?) with kind "int",
 #: "float", "bool", an optional-number "int?" / "float?" (None allowed) or a tuple of allowed strings.
 #: Upper bounds on counts are guards against typos and overflow (1e6 steps of one batch is days of work).
-PARAM_SPECS: dict[str, tuple] = {
+PARAM_SPECS: dict[str, tuple[str | tuple[str, ...], float | None, float | None, bool]] = {
     "steps": ("int", 1, 1_000_000, False),
     "binary_search_steps": ("int", 1, 1_000, False),
     "rel_stepsize": ("float", 0.0, None, True),
@@ -49,7 +58,7 @@ class FoolboxAttack(Attack):
 
     fb_class = ""
     fixed_budget = True
-    defaults: dict = {}
+    defaults: dict[str, Any] = {}
 
     @classmethod
     def foolbox_parameters(cls) -> list[str]:
@@ -63,7 +72,7 @@ class FoolboxAttack(Attack):
     def parameters(cls) -> list[str]:
         return sorted({"eps", *COMMON_PARAMETERS, *cls.foolbox_parameters()})
 
-    def __init__(self, classifier, *, eps: float | None = None, **kwargs):
+    def __init__(self, classifier: Classifier, *, eps: float | None = None, **kwargs: Any):
         check_keywords(f"attack {self.name!r}", kwargs, self.parameters())
         own = {k: kwargs.pop(k) for k in COMMON_PARAMETERS if k in kwargs}
         params = {**self.defaults, **kwargs}
@@ -77,7 +86,8 @@ class FoolboxAttack(Attack):
         self.eps = eps
         self._fb_params = params
 
-    def _check_param(self, k: str, v, classifier):
+    def _check_param(self, k: str, v: Any, classifier: Classifier) -> object:
+        """The checked value of Foolbox parameter ``k`` (an int, float, bool, str or None)."""
         kind, lo, hi, lo_open = PARAM_SPECS.get(k, (None, None, None, False))
         where = self.name
         if kind is None:
@@ -92,17 +102,17 @@ class FoolboxAttack(Attack):
             hi = classifier.num_classes
         return check_number(k, v, lo=lo, hi=hi, lo_open=lo_open, integer=kind.startswith("int"), where=where)
 
-    def _check_eps(self, eps, classifier) -> float:
+    def _check_eps(self, eps: Any, classifier: Classifier) -> float:
         width = classifier.bounds[1] - classifier.bounds[0]
         if self.norm == "linf":
             if isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and eps > width:
                 raise ParameterError(f"{self.name}: eps={eps} is outside (0, {width:g}]; L-inf epsilons are in [0, 1] "
                                      "pixel units (8/255 = 0.0314), not 0..255")
             return float(check_number("eps", eps, lo=0.0, hi=width, lo_open=True, where=self.name))
-        eps = float(check_number("eps", eps, lo=0.0, lo_open=True, where=self.name))
+        budget = float(check_number("eps", eps, lo=0.0, lo_open=True, where=self.name))
         if classifier.size is not None:
-            self._check_eps_fits(eps, (classifier.channels, *classifier.size), classifier.bounds)
-        return eps
+            self._check_eps_fits(budget, (classifier.channels, *classifier.size), classifier.bounds)
+        return budget
 
     def _check_eps_fits(self, eps: float, shape: tuple[int, ...], bounds: tuple[float, float]) -> None:
         top = max_distance(self.norm, shape, bounds)
@@ -111,15 +121,17 @@ class FoolboxAttack(Attack):
                 f"{self.name}: eps={eps:g} is outside (0, {top:.4g}]: no two {'x'.join(map(str, shape))} images in "
                 f"{bounds} are further apart in {self.norm.upper()} (eps is in [0, 1] pixel units, not 0..255)")
 
-    def _check_inputs(self, x) -> None:
+    def _check_inputs(self, x: torch.Tensor) -> None:
         if self.eps is not None and self.norm != "linf":
             self._check_eps_fits(self.eps, tuple(x.shape[1:]), self.classifier.bounds)
 
-    def _run(self, x, y, targets):
+    def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         import foolbox as fb
+        from foolbox.models.pytorch import PyTorchModel
 
-        fmodel = fb.PyTorchModel(self.classifier.module, bounds=self.classifier.bounds, device=x.device)
+        fmodel = PyTorchModel(self.classifier.module, bounds=self.classifier.bounds, device=x.device)
         attack = getattr(fb.attacks, self.fb_class)(**self._fb_params)
+        crit: Criterion
         if targets is not None:
             crit = fb.criteria.TargetedMisclassification(targets)
         elif self.top_k > 1:
@@ -129,41 +141,46 @@ class FoolboxAttack(Attack):
         # ``run`` + ``clip_perturbation`` is what Foolbox's ``__call__`` does minus its final success check:
         # the base class re-checks success with the classifier anyway, so skipping it saves a forward pass.
         if isinstance(attack, fb.attacks.base.FixedEpsilonAttack):
+            assert self.eps is not None  # fixed-budget attacks refuse eps=None in __init__
             xp = attack.run(fmodel, x, crit, epsilon=self.eps)
         else:
             xp = attack.run(fmodel, x, crit)
         if self.eps is not None:
             xp = attack.distance.clip_perturbation(x, xp, self.eps)
         self.classifier.num_passes += int(x.shape[0])  # Foolbox's passes are not counted; one per call noted
-        return xp
+        x_adv: torch.Tensor = xp
+        return x_adv
 
 
-def _top_k_misclassification(labels, k: int):
+def _top_k_misclassification(labels: torch.Tensor, k: int) -> Misclassification:
     """Foolbox criterion: adversarial once the label is not among the top-k logits (Foolbox 1.x's
     TopKMisclassification, gone from Foolbox 3). A Misclassification subclass, so attacks that read
     ``criterion.labels`` (DeepFool, NewtonFool) accept it."""
-    import eagerpy as ep
     import foolbox as fb
+    from eagerpy.astensor import astensor, astensor_
 
     class TopKMisclassification(fb.criteria.Misclassification):
-        def __call__(self, perturbed, outputs):
-            outputs_, restore_type = ep.astensor_(outputs)
+        def __call__(self, perturbed: T, outputs: T) -> T:
+            outputs_, restore_type = astensor_(outputs)
             topk = outputs_.raw.topk(k, dim=-1).indices
             is_adv = ~(topk == self.labels.raw[:, None]).any(-1)
-            return restore_type(ep.astensor(is_adv))
+            result: T = restore_type(astensor(is_adv))
+            return result
 
     return TopKMisclassification(labels)
 
 
-def _make(name: str, fb_class: str, norm: str, fixed: bool, targeted_ok: bool = True, **defaults) -> type:
+def _make(name: str, fb_class: str, norm: str, fixed: bool, targeted_ok: bool = True,
+          **defaults: Any) -> type[FoolboxAttack]:
     """A registered :class:`FoolboxAttack` subclass for Foolbox attack ``fb_class``."""
-    return register_attack(name)(type(f"{fb_class}Wrapper", (FoolboxAttack,), {
+    cls = cast("type[FoolboxAttack]", type(f"{fb_class}Wrapper", (FoolboxAttack,), {
         "name": name, "fb_class": fb_class, "norm": norm, "fixed_budget": fixed, "targeted_ok": targeted_ok,
         "defaults": defaults, "__doc__": f"Foolbox {fb_class} ({norm}); defaults {defaults or 'Foolbox''s'}.",
-    }))
+    }))  # type() builds a FoolboxAttack subclass
+    return register_attack(name)(cls)
 
 
-STANDARD_ATTACKS: dict[str, type] = {
+STANDARD_ATTACKS: dict[str, type[FoolboxAttack]] = {
     "fgsm": _make("fgsm", "FGSM", "linf", True, False),  # Foolbox: "unsupported criterion" with targets
     "fgm-l2": _make("fgm-l2", "L2FastGradientAttack", "l2", True, False),
     "bim": _make("bim", "LinfBasicIterativeAttack", "linf", True, steps=10, rel_stepsize=0.2),

@@ -22,13 +22,15 @@ a fixed corner; the paper ignores location invariance, i.e. one fixed region per
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..classifier import gradcam_from_gradients
-from ..detectors.taintradar import upsampled_cam
+from ..classifier import Classifier, gradcam_from_gradients
+from ..detectors.taintradar import TaintRadar, upsampled_cam
 from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .adaptive import AdaptiveResult, evades
@@ -37,7 +39,7 @@ from .patch import POSITIONS
 from .region_misleading import softened_cam
 
 
-def soft_mask(cam: torch.Tensor, size: tuple[int, int], t: float, threshold: float) -> torch.Tensor:
+def soft_mask(cam: torch.Tensor, size: tuple[int, ...], t: float, threshold: float) -> torch.Tensor:
     """BPDA stand-in for TaintRadar's binarisation: (N, h, w) maps scaled to max 1, upsampled bilinearly to ``size``,
     then sigmoid(t (L - threshold)) (N, H, W)."""
     return torch.sigmoid(t * (upsampled_cam(cam, size) - threshold))
@@ -57,9 +59,9 @@ class TaintRadarBPDA(Attack):
     norm = "l0"
     targets_required = True
 
-    def __init__(self, classifier, detector, *, size: float = 0.07, position: str = "random", steps: int = 2000,
-                 lr: float = 0.1, t_every: int = 100, kappa: float = 0.0, evasion_weight: float = 1.0,
-                 check_every: int = 50, recheck: int = 5, **kw):
+    def __init__(self, classifier: Classifier, detector: TaintRadar, *, size: float = 0.07, position: str = "random",
+                 steps: int = 2000, lr: float = 0.1, t_every: int = 100, kappa: float = 0.0,
+                 evasion_weight: float = 1.0, check_every: int = 50, recheck: int = 5, **kw: Any):
         where = self.name
         check_keywords(where, kw, COMMON_PARAMETERS)
         if not all(hasattr(detector, a) for a in ("k_", "delta_r_", "fill_pattern", "params")):
@@ -72,7 +74,7 @@ class TaintRadarBPDA(Attack):
             raise ParameterTypeError(f"{where}: position must be one of {list(POSITIONS)}, got {position!r}")
         if position not in POSITIONS:
             raise unknown_name("region position", position, list(POSITIONS))
-        count = dict(lo=1, hi=1_000_000, integer=True, where=where)
+        count: dict[str, Any] = dict(lo=1, hi=1_000_000, integer=True, where=where)
         kw.setdefault("batch_size", 64)
         super().__init__(classifier, size=float(size), position=position,
                          steps=int(check_number("steps", steps, **count)),
@@ -85,7 +87,7 @@ class TaintRadarBPDA(Attack):
                          **kw)
         self.detector = detector
 
-    def region_masks(self, n: int, hw: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+    def region_masks(self, n: int, hw: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
         """(n, 1, H, W) float masks of the square regions the attack may change."""
         h, w = hw
         s = max(1, min(h, w, int(round(float(np.sqrt(self.params["size"] * h * w))))))
@@ -107,15 +109,17 @@ class TaintRadarBPDA(Attack):
         returns the logits of x and of x with the soft final region filled (both differentiable in x)."""
         det = self.detector
         p = det.params
+        k_max = det.k_
+        assert k_max is not None  # the detector is fitted (checked in __init__)
         size = tuple(x.shape[-2:])
         cam, z, a = softened_cam(self.classifier, x, p["layer"], p["temperature"], labels=target)
         with torch.enable_grad():
             est = soft_mask(cam, size, t, p["threshold"])[:, None]
             z_est = self.classifier.forward(x * (1 - est) + pattern * est)
             rise = (z_est - z).detach().scatter(1, target[:, None], -torch.inf)
-            labels = rise.topk(det.k_, dim=1).indices
+            labels = rise.topk(k_max, dim=1).indices
             inter = torch.ones_like(est[:, 0])
-            for k in range(det.k_):
+            for k in range(k_max):
                 (gk,) = torch.autograd.grad(z.gather(1, labels[:, k:k + 1]).sum(), a, create_graph=True)
                 inter = inter * soft_mask(gradcam_from_gradients(-gk, a), size, t, p["threshold"])
             fin = inter[:, None]
@@ -127,14 +131,19 @@ class TaintRadarBPDA(Attack):
         if not self.params["evasion_weight"]:
             return ce
         others = z_f.scatter(1, target[:, None], -torch.inf)
-        kth = others.topk(self.detector.delta_r_ + 1, dim=1).values[:, -1]
+        delta_r = self.detector.delta_r_
+        assert delta_r is not None  # the detector is fitted (checked in __init__)
+        kth = others.topk(delta_r + 1, dim=1).values[:, -1]
         evade = (kth - z_f.gather(1, target[:, None])[:, 0]).clamp_min(-self.params["kappa"])
-        return ce + self.params["evasion_weight"] * evade
+        loss: torch.Tensor = ce + self.params["evasion_weight"] * evade
+        return loss
 
     def _evades(self, x: torch.Tensor) -> np.ndarray:
         return evades(self.detector, x)
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, y: torch.Tensor,
+             targets: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        assert targets is not None  # targets_required: the base class refuses a call without them
         p = self.params
         clf = self.classifier
         n = x.shape[0]
@@ -144,7 +153,7 @@ class TaintRadarBPDA(Attack):
         opt = torch.optim.Adam([w], lr=p["lr"])
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
 
-        def image(sel=slice(None)) -> torch.Tensor:  # the images with their regions replaced
+        def image(sel: slice | torch.Tensor = slice(None)) -> torch.Tensor:  # the images with their regions replaced
             return x[sel] * (1 - m[sel]) + m[sel] * (torch.tanh(w[sel]) + 1) / 2
 
         best = x.clone()

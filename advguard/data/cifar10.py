@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetNotFoundError
+from ..errors import DatasetNotFoundError, ParameterError
 from .cache import cached_arrays
-from ..errors import ParameterError
 from .fetch import _safe_extract, download, verify_copy, verify_folder
 from .imageio import load_image_files
 
@@ -77,7 +76,8 @@ def _load_jpegs(d: Path, split: str) -> dict[str, np.ndarray]:
     for c, name in enumerate(CLASSES):
         folder = d / split / name
         if not folder.is_dir():
-            raise DatasetNotFoundError(f"CIFAR-10 JPEG copy is incomplete: {folder} is missing. Re-run `advguard setup`.")
+            raise DatasetNotFoundError(f"CIFAR-10 JPEG copy is incomplete: {folder} is missing. "
+                                       "Re-run `advguard setup`.")
         files = sorted(folder.glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
         paths += files
         labels += [c] * len(files)

@@ -34,7 +34,7 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def take(self, idx: np.ndarray) -> "ImageDataset":
+    def take(self, idx: np.ndarray) -> ImageDataset:
         """A new dataset holding the rows ``idx`` (positions in this dataset)."""
         idx = np.asarray(idx, dtype=np.int64)
         return replace(
@@ -45,7 +45,7 @@ class ImageDataset:
             groups=None if self.groups is None else self.groups[idx],
         )
 
-    def as_float(self) -> "ImageDataset":
+    def as_float(self) -> ImageDataset:
         """float32 copy in [0, 1] (no-op if already float)."""
         if self.x.dtype == np.float32:
             return self

@@ -21,8 +21,16 @@ import numpy as np
 from .._atomic import atomic_write_bytes, atomic_write_text
 from ..errors import DatasetNotFoundError
 from .cache import cached_arrays
-from .fetch import (_lock, _locked, _remove_leftovers, download, file_digest, folder_is_ready, verify_folder,
-                    write_manifest)
+from .fetch import (
+    _lock,
+    _locked,
+    _remove_leftovers,
+    download,
+    file_digest,
+    folder_is_ready,
+    verify_folder,
+    write_manifest,
+)
 from .imageio import load_image_files
 
 FOLDER = "imagenet-samples"

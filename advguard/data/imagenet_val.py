@@ -47,8 +47,8 @@ def read_labels(folder: Path) -> list[tuple[str, int]]:
     """``[(file name, label), ...]`` from ``dataset.txt``, in its order."""
     path = Path(folder) / "dataset.txt"
     try:
-        lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-        rows = [(f.strip(), int(lab)) for f, lab in (l.split(",") for l in lines)]
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [(f.strip(), int(lab)) for f, lab in (line.split(",") for line in lines)]
     except (OSError, ValueError) as e:
         raise DatasetNotFoundError(f"{path} is missing or malformed ({e}). Re-run `advguard setup`.") from e
     if any(not 0 <= lab < 1000 for _, lab in rows):

@@ -44,10 +44,10 @@ def unpacked(folder_name: str, root: str | os.PathLike | None = None, full: bool
 
     E.g. ``unpacked("cifar10-resnets")`` or ``unpacked("rp2-lisa")`` (the folder names of
     :data:`advguard.data.fetch.MIRROR_ARCHIVES`; a file copied as-is, e.g. ``"cifar10-test.npz"``, works too
-    and is checked against its copy marker: size, or size and SHA-256 with ``full=True``). Checks the folder against its completion marker and
-    manifest (``full=False``: the number of files, cheap; ``full=True``: every file with its size). Raises
-    :class:`~advguard.errors.DatasetNotFoundError` naming ``advguard setup`` when the folder is absent, was
-    never completed or differs from what was unpacked. ``root``: the data directory (default
+    and is checked against its copy marker: size, or size and SHA-256 with ``full=True``). Checks the folder against
+    its completion marker and manifest (``full=False``: the number of files, cheap; ``full=True``: every file with
+    its size). Raises :class:`~advguard.errors.DatasetNotFoundError` naming ``advguard setup`` when the folder is
+    absent, was never completed or differs from what was unpacked. ``root``: the data directory (default
     :func:`data_dir`).
     """
     from .fetch import verify_copy, verify_folder  # fetch imports this module

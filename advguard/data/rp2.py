@@ -54,7 +54,7 @@ def rp2_dir(root: str | os.PathLike | None = None, full: bool = False) -> Path:
 def lisa_classes(root: str | os.PathLike | None = None) -> list[str]:
     """LISA-CNN's 18 class names by output index: ``[UNNAMED] + lines of lisa-classes.txt``."""
     path = rp2_dir(root) / "lisa-classes.txt"
-    names = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(names) != 17 or names[LISA_STOP - 1] != "stop":
         raise DatasetNotFoundError(f"{path} does not hold the 17 LISA class names with 'stop' on line "
                                    f"{LISA_STOP}. Re-run `advguard setup`.")

@@ -21,7 +21,7 @@ approximation sqrt(d^2 + eps^2) (the paper says only "an approximation").
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

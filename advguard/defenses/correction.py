@@ -15,7 +15,7 @@ restoring as many adversarial labels (52 % vs 54 %, 140 test images). Works with
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -1,22 +1,27 @@
 """Detectors: one protocol (fit / score / calibrate / predict / save / load), chosen by name."""
 from __future__ import annotations
 
+from typing import Any
+
+from ..classifier import Classifier
 from ..errors import unknown_name
 from .base import DETECTORS, Detector, NotFittedError, register_detector
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 
 # Importing each module registers its detectors (``@register_detector``) in DETECTORS, in this order.
-from .squeezing import FeatureSqueezing  # noqa: E402  (isort: skip)
-from .confidence import ConfidenceDetector  # noqa: E402
-from .imageops import ImageOps  # noqa: E402
-from .cnn import CNNDetector  # noqa: E402
-from .erase_restore import EraseRestore, EraseRestoreDistance  # noqa: E402
-from .loo import LeaveOneOut  # noqa: E402
-from .taintradar import TaintRadar  # noqa: E402
-from .sentinet import SentiNet  # noqa: E402
+# isort: off
+from .squeezing import FeatureSqueezing
+from .confidence import ConfidenceDetector
+from .imageops import ImageOps
+from .cnn import CNNDetector
+from .erase_restore import EraseRestore, EraseRestoreDistance
+from .loo import LeaveOneOut
+from .taintradar import TaintRadar
+from .sentinet import SentiNet
+# isort: on
 
 
-def make_detector(name: str, classifier, **params) -> Detector:
+def make_detector(name: str, classifier: Classifier, **params: Any) -> Detector:
     """Build detector ``name`` (see :data:`DETECTORS`) around ``classifier``."""
     if name not in DETECTORS:
         raise unknown_name("detector", name, list(DETECTORS))

@@ -19,8 +19,9 @@ from __future__ import annotations
 import abc
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, final, overload
 
 import numpy as np
 import torch
@@ -31,6 +32,11 @@ from ..metrics import CostReport, PeakMemory, threshold_at_fpr
 from ..validation import ParameterTypeError, check_keywords, check_number, init_keywords
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sklearn.base import BaseEstimator
+    from typing_extensions import Self
+
 
 def parameter_names(cls: type) -> set[str]:
     """Keyword parameters a detector class accepts: its ``__init__``'s and, through ``**kw``, its bases' up to
@@ -44,6 +50,11 @@ def check_rate(name: str, value: Any, *, low: float = 0.0, high: float = 1.0, cl
                               lo_open=not closed, hi_open=not closed))
 
 
+@overload
+def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None,
+                optional: Literal[False] = False) -> int: ...
+@overload
+def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool) -> int | None: ...
 def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool = False) -> int | None:
     """``value`` as an int in [low, high]; None passes when ``optional``."""
     if value is None and optional:
@@ -56,10 +67,12 @@ class NotFittedError(AdvguardError):
 
 
 #: Every registered detector class by name (filled by :func:`register_detector`; ``make_detector`` reads it).
-DETECTORS: dict[str, type["Detector"]] = {}
+DETECTORS: dict[str, type[Detector]] = {}
+
+D = TypeVar("D", bound="type[Detector]")
 
 
-def register_detector(name: str | None = None):
+def register_detector(name: str | None = None) -> Callable[[D], D]:
     """Class decorator: register a :class:`Detector` subclass in :data:`DETECTORS` under ``name`` (default: its
     ``name`` attribute), like timm's ``register_model``. A name registered twice is refused::
 
@@ -67,7 +80,7 @@ def register_detector(name: str | None = None):
         class MyDetector(Detector):
             ...
     """
-    def deco(cls: type) -> type:
+    def deco(cls: D) -> D:
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
             raise TypeError(f"register_detector: {cls!r} is not a Detector subclass")
         key = name if name is not None else cls.name
@@ -82,15 +95,15 @@ def register_detector(name: str | None = None):
     return deco
 
 
-def _check_fpr(value: Any, p: dict, det: "Detector") -> float:
+def _check_fpr(value: Any, p: dict[str, Any], det: Detector) -> float:
     return check_rate("fpr", value)
 
 
-def _check_seed(value: Any, p: dict, det: "Detector") -> int:
+def _check_seed(value: Any, p: dict[str, Any], det: Detector) -> int:
     return int(check_count("seed", value, low=0))
 
 
-def _check_decision_model(value: Any, p: dict, det: "Detector") -> str | None:
+def _check_decision_model(value: Any, p: dict[str, Any], det: Detector) -> str | None:
     dm = value if value is not None else det.default_decision_model
     if dm is not None and dm not in DECISION_MODELS:
         from ..errors import unknown_name
@@ -99,7 +112,7 @@ def _check_decision_model(value: Any, p: dict, det: "Detector") -> str | None:
     return dm
 
 
-def _check_decision_params(value: Any, p: dict, det: "Detector") -> dict:
+def _check_decision_params(value: Any, p: dict[str, Any], det: Detector) -> dict[str, Any]:
     if value is not None and not isinstance(value, dict):
         raise ParameterError(f"decision_params must be a dict, got {type(value).__name__}")
     out = dict(value or {})
@@ -144,7 +157,7 @@ class Detector(abc.ABC):
     name = "detector"
     default_decision_model: str | None = None
     #: name -> check(value, checked parameters so far, detector) -> the normalised value, in checking order
-    _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict, "Detector"], Any]]] = {
+    _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict[str, Any], Detector], Any]]] = {
         "fpr": _check_fpr, "seed": _check_seed, "decision_model": _check_decision_model,
         "decision_params": _check_decision_params,
     }
@@ -157,7 +170,7 @@ class Detector(abc.ABC):
     _ignored_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, classifier: Classifier, *, fpr: float = 0.05, decision_model: str | None = None,
-                 decision_params: dict | None = None, seed: int = 0, **unknown: Any):
+                 decision_params: dict[str, Any] | None = None, seed: int = 0, **unknown: Any):
         if not isinstance(classifier, Classifier):
             raise ParameterError(f"{self.name}: classifier must be an advguard.Classifier, got "
                                  f"{type(classifier).__name__}")
@@ -168,9 +181,9 @@ class Detector(abc.ABC):
         self.decision_params = decision_params
         self.seed = seed
         self.threshold_: float | None = None
-        self.calibration_: dict | None = None
-        self.estimator_ = None
-        self.last_cost_: dict | None = None
+        self.calibration_: dict[str, Any] | None = None
+        self.estimator_: BaseEstimator | None = None
+        self.last_cost_: dict[str, Any] | None = None
         self._checked_params()  # refuse a bad value now, naming it (and again in fit: set_params may change it)
 
     # ---------------------------------------------------------------- parameters
@@ -192,7 +205,8 @@ class Detector(abc.ABC):
         raw = self._raw_params()
         cache = self.__dict__.get("_param_cache")
         if cache is not None and cache[0].keys() == raw.keys() and all(cache[0][k] is raw[k] for k in raw):
-            return cache[1]
+            cached: dict[str, Any] = cache[1]
+            return cached
         checked: dict[str, Any] = {}
         for name, check in self._parameter_constraints.items():
             if name in raw:
@@ -221,12 +235,12 @@ class Detector(abc.ABC):
                 out.update({f"{k}__{kk}": vv for kk, vv in v.get_params().items()})
         return out
 
-    def set_params(self, **params: Any) -> "Detector":
+    def set_params(self, **params: Any) -> Self:
         """Set parameters by name (``classifier`` too; ``name__key`` for a parameter's own); they are checked at
         once (an invalid value raises and leaves the detector unchanged). Returns ``self``. Fitted state is not
         cleared: refit after changing a parameter."""
         valid = set(self._get_param_names()) | {"classifier"}
-        nested: dict[str, dict] = {}
+        nested: dict[str, dict[str, Any]] = {}
         for k in params:
             top = k.split("__", 1)[0]
             if top not in valid:
@@ -253,7 +267,7 @@ class Detector(abc.ABC):
             raise
         return self
 
-    def __sklearn_clone__(self) -> "Detector":
+    def __sklearn_clone__(self) -> Detector:
         """``sklearn.base.clone(det)``: an unfitted detector with deep copies of the parameters, around the same
         classifier."""
         from sklearn.base import clone
@@ -285,14 +299,14 @@ class Detector(abc.ABC):
         """Unsupervised detectors: one score per image from its features (higher = more adversarial)."""
         raise NotImplementedError(f"{self.name} has no unsupervised statistic: give it a decision_model")
 
-    def _fit_features(self, f_clean: np.ndarray) -> None:
+    def _fit_features(self, f_clean: np.ndarray) -> None:  # noqa: B027 - optional hook, empty by default
         """Unsupervised detectors with fitted state (e.g. a PCA) fit it here, on clean features only."""
 
-    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Fitted state beyond threshold and estimator: (JSON-able dict, arrays)."""
         return {}, {}
 
-    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook, empty by default
         pass
 
     def feature_names(self, d: int) -> list[str]:
@@ -322,7 +336,7 @@ class Detector(abc.ABC):
 
     @final
     def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-            **fit_params: Any) -> "Detector":
+            **fit_params: Any) -> Self:
         """Fit on clean images (unsupervised; ``x_adv`` must be None) or clean + adversarial images (supervised),
         calibrating the threshold at :attr:`fpr`; returns ``self``. The parameters are checked first.
         ``fit_params`` go to detectors that take more (the CNN detector's ``dev=``)."""
@@ -331,7 +345,7 @@ class Detector(abc.ABC):
         return self._fit_images(x_clean, x_adv, **fit_params)
 
     def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-                    **fit_params: Any) -> "Detector":
+                    **fit_params: Any) -> Self:
         """The fitting behind :meth:`fit` (parameters already checked): features, then :meth:`fit_features`."""
         if fit_params:
             raise ParameterTypeError(f"{self.name}.fit takes no keyword {', '.join(map(repr, fit_params))}")
@@ -344,7 +358,7 @@ class Detector(abc.ABC):
             raise InputError(f"{self.name} is unsupervised: fit on clean images only (x_adv must be None)")
         return self.fit_features(self.extract(x_clean), f_adv)
 
-    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> "Detector":
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> Self:
         """:meth:`fit` on precomputed features (the benchmark harness caches them)."""
         p = self._checked_params()
         f_clean = np.asarray(f_clean, dtype=np.float64)
@@ -412,30 +426,45 @@ class Detector(abc.ABC):
         if self.threshold_ is None:
             raise NotFittedError(f"{self.name} is not fitted: call fit(...) or calibrate(x_clean) first")
 
+    @overload
+    def score(self, x: np.ndarray | torch.Tensor, return_report: Literal[False] = False) -> np.ndarray: ...
+    @overload
+    def score(self, x: np.ndarray | torch.Tensor,
+              return_report: Literal[True]) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
+    @overload
+    def score(self, x: np.ndarray | torch.Tensor,
+              return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
     @final
-    def score(self, x: np.ndarray | torch.Tensor, return_report: bool = False):
+    def score(self, x: np.ndarray | torch.Tensor,
+              return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report`` also a list
         of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`."""
         self._check_fitted()
         return self._score(x, return_report)
 
-    def _score(self, x: np.ndarray | torch.Tensor, return_report: bool = False):
+    @overload
+    def _score(self, x: np.ndarray | torch.Tensor, return_report: Literal[False] = False) -> np.ndarray: ...
+    @overload
+    def _score(self, x: np.ndarray | torch.Tensor,
+               return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def _score(self, x: np.ndarray | torch.Tensor,
+               return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         f = self.extract(x)
         s = self.score_features(f)
         if not return_report:
             return s
         names = self.feature_names(f.shape[1])
-        reports = []
+        reports: list[dict[str, Any]] = []
         for i in range(len(s)):
-            r = {"score": float(s[i]), "threshold": self.threshold_,
+            r: dict[str, Any] = {"score": float(s[i]), "threshold": self.threshold_,
                  "adversarial": None if self.threshold_ is None else bool(s[i] > self.threshold_)}
             if f.shape[1] <= 16:
-                r["features"] = dict(zip(names, map(float, f[i])))
+                r["features"] = dict(zip(names, map(float, f[i]), strict=False))
             reports.append(r)
         return s, reports
 
     @final
-    def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> "Detector":
+    def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> Self:
         """Set the threshold so that a share ``fpr`` of these clean images is flagged (``fpr`` also becomes the
         detector's parameter); returns ``self``."""
         if fpr is not None:
@@ -466,7 +495,7 @@ class Detector(abc.ABC):
 
     @staticmethod
     def load(path: str | Path, classifier: Classifier, *, check_classifier: bool = True,
-             max_bytes: int | None = None) -> "Detector":
+             max_bytes: int | None = None) -> Detector:
         """Rebuild a saved detector around ``classifier``, which must be the network it was fitted for.
 
         The file's classifier fingerprint (architecture, weights, input spec) must match ``classifier``;

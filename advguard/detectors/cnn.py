@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import torch
@@ -30,8 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..classifier import Classifier
 from ..errors import InputError, ParameterError
-from .base import Detector, register_detector, check_count, check_rate
+from .base import Detector, check_count, check_rate, register_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 BACKBONES = ("scratch", "classifier")
 
@@ -52,15 +58,15 @@ def _replace_last_linear(model: nn.Module, out_features: int) -> nn.Module:
     return model
 
 
-def _check_backbone(backbone, p, det) -> str:
-    if backbone not in BACKBONES:
+def _check_backbone(backbone: Any, p: dict[str, Any], det: Detector) -> str:
+    if not isinstance(backbone, str) or backbone not in BACKBONES:
         from ..errors import unknown_name
 
         raise unknown_name("CNN detector backbone", backbone, list(BACKBONES))
     return backbone
 
 
-def _check_widths(widths, p, det) -> list[list[int]]:
+def _check_widths(widths: Any, p: dict[str, Any], det: Detector) -> list[list[int]]:
     try:
         widths = [[check_count("widths", c, low=1) for c in stage] for stage in widths]
     except TypeError as e:
@@ -89,15 +95,15 @@ class CNNDetector(Detector):
     _ignored_params = ("decision_model",)
     _unsaved_params = ("progress",)
 
-    def __init__(self, classifier, *, backbone: str = "scratch", softmax_in_training: bool = False,
+    def __init__(self, classifier: Classifier, *, backbone: str = "scratch", softmax_in_training: bool = False,
                  epochs: int = 15, lr: float = 5e-4, batch_size: int = 64,
-                 widths: tuple[tuple[int, ...], ...] | list = ((32, 32), (64, 64), (128, 128)),
-                 dev_fraction: float = 0.15, progress: bool = True, **kw):
+                 widths: tuple[tuple[int, ...], ...] | list[Sequence[int]] = ((32, 32), (64, 64), (128, 128)),
+                 dev_fraction: float = 0.15, progress: bool = True, **kw: Any):
         self.backbone, self.softmax_in_training, self.epochs, self.lr = backbone, softmax_in_training, epochs, lr
         self.batch_size, self.widths, self.dev_fraction, self.progress = batch_size, widths, dev_fraction, progress
         super().__init__(classifier, **kw)
         self.net_: nn.Module | None = None
-        self.history_: list[dict] = []
+        self.history_: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ network
     def _build(self) -> nn.Module:
@@ -116,9 +122,10 @@ class CNNDetector(Detector):
 
     def _logits(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         net = self.net_
+        assert net is not None  # callers check that the detector is trained
         net.eval()
         dev = self.classifier.device
-        out = []
+        out: list[torch.Tensor] = []
         with torch.inference_mode():
             for i in range(0, x.shape[0], batch_size):
                 out.append(net(x[i: i + batch_size].to(dev)).float().cpu())
@@ -131,7 +138,9 @@ class CNNDetector(Detector):
         return F.cross_entropy(z, y)
 
     # ------------------------------------------------------------------ protocol
-    def _fit_images(self, x_clean, x_adv=None, dev: tuple | None = None) -> "CNNDetector":
+    def _fit_images(  # type: ignore[override]  # takes dev= (fit(..., dev=...)) instead of any **fit_params
+            self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
+            dev: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None) -> Self:
         """Train on clean (label 0) + adversarial (label 1) images; ``dev = (x_clean_dev, x_adv_dev)``."""
         if x_adv is None:
             raise InputError("the CNN detector is supervised: fit(x_clean, x_adv) needs adversarial examples")
@@ -176,12 +185,13 @@ class CNNDetector(Detector):
             bar.set_postfix(loss=f"{tot / len(x):.3f}", dev_acc=f"{acc:.3f}")
             if acc > best:
                 best, best_state = acc, copy.deepcopy(self.net_.state_dict())
+        assert best_state is not None  # every epoch beats -inf
         self.net_.load_state_dict(best_state)
         self.net_.eval()
         self._set_threshold(self.statistic(self._logits(dc).numpy()))
         return self
 
-    def fit_features(self, f_clean, f_adv=None):
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> NoReturn:
         raise InputError("the CNN detector learns from images: call fit(x_clean, x_adv)")
 
     def features(self, x: torch.Tensor) -> np.ndarray:
@@ -194,19 +204,20 @@ class CNNDetector(Detector):
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
         """Logit difference adversarial - normal (monotone in the softmax probability of 'adversarial')."""
-        return features[:, 1] - features[:, 0]
+        diff: np.ndarray = features[:, 1] - features[:, 0]
+        return diff
 
     def feature_names(self, d: int) -> list[str]:
         return ["logit_normal", "logit_adversarial"]
 
     # ------------------------------------------------------------------ persistence
-    def _state(self):
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if self.net_ is None:
             return {}, {}
         arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
         return {"history": self.history_}, arrays
 
-    def _set_state(self, meta, arrays):
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         if not arrays:
             return
         self.net_ = self._build()

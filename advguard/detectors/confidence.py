@@ -5,16 +5,19 @@ the one chosen by ``statistic`` ("max_prob" or "entropy").
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from ..classifier import Classifier
 from .base import Detector, register_detector
 
 STATISTICS = ("max_prob", "entropy")
 
 
-def _check_statistic(statistic, p, det) -> str:
-    if statistic not in STATISTICS:
+def _check_statistic(statistic: Any, p: dict[str, Any], det: Detector) -> str:
+    if not isinstance(statistic, str) or statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     return statistic
 
@@ -27,7 +30,7 @@ class ConfidenceDetector(Detector):
     _parameter_constraints = {**Detector._parameter_constraints, "statistic": _check_statistic}
     _param_attributes = {"statistic": "statistic_param"}
 
-    def __init__(self, classifier, *, statistic: str = "max_prob", **kw):
+    def __init__(self, classifier: Classifier, *, statistic: str = "max_prob", **kw: Any):
         self.statistic_param = statistic
         super().__init__(classifier, **kw)
 

@@ -8,6 +8,8 @@ softmax features: ``make_decision_model("svc", scale=False, C=5, gamma=0.01)``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.base import BaseEstimator
 
@@ -20,7 +22,7 @@ DECISION_MODELS = ("svc", "rf", "xgb", "adaboost", "lda", "mlp", "logreg")
 SCALED_MODELS = ("svc", "lda", "mlp", "logreg")
 
 
-def make_decision_model(name: str, seed: int = 0, **params) -> BaseEstimator:
+def make_decision_model(name: str, seed: int = 0, **params: Any) -> BaseEstimator:
     """A fresh, unfitted estimator ``name`` with ``params`` overriding the defaults; ``scale`` (bool, default
     True) only for the :data:`SCALED_MODELS`."""
     from ..errors import ParameterError, ParameterTypeError
@@ -50,7 +52,7 @@ def make_decision_model(name: str, seed: int = 0, **params) -> BaseEstimator:
     return est
 
 
-def _construct(name: str, seed: int, scale: bool, params: dict) -> BaseEstimator:
+def _construct(name: str, seed: int, scale: bool, params: dict[str, Any]) -> BaseEstimator:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.ensemble import AdaBoostClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -58,7 +60,7 @@ def _construct(name: str, seed: int, scale: bool, params: dict) -> BaseEstimator
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    def make_pipeline(*steps):  # the scaler is the first step where there is one
+    def make_pipeline(*steps: BaseEstimator) -> BaseEstimator:  # the scaler is the first step where there is one
         from sklearn.pipeline import make_pipeline as mp
 
         return mp(*(steps if scale else steps[1:]))

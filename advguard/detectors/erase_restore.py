@@ -39,14 +39,20 @@ Cost: 1 + n model passes per image; inpainting runs on a thread pool (OpenCV rel
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .._parallel import thread_map
+from ..classifier import Classifier
 from ..errors import unknown_name
 from ._seeding import image_seeds
-from .base import Detector, register_detector, check_count, check_rate
+from .base import Detector, check_count, check_rate, register_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 RESTORERS = ("telea", "ns", "median")
 MASKS = ("pixels", "blobs")
@@ -64,7 +70,7 @@ def mean_kl_wd(probs: np.ndarray) -> np.ndarray:
     return np.stack([kl, wd], 1)
 
 
-def make_masks(rng: np.random.Generator, n_images: int, n: int, size: tuple[int, int], share: float,
+def make_masks(rng: np.random.Generator, n_images: int, n: int, size: tuple[int, ...], share: float,
                kind: str = "pixels", blob: int = 3) -> np.ndarray:
     """Boolean masks (n_images, n, H, W), True = erased, each covering ``share`` of the pixels."""
     h, w = size
@@ -110,6 +116,7 @@ def restore(images: np.ndarray, masks: np.ndarray, method: str = "telea", radius
         for j in range(n):
             m = masks[i, j]
             if method == "median":
+                assert med is not None  # computed above for the median
                 r = img.copy()
                 r[m] = med[m]
             else:
@@ -121,8 +128,8 @@ def restore(images: np.ndarray, masks: np.ndarray, method: str = "telea", radius
     return out
 
 
-def _check_choice(value, allowed, kind: str):
-    if value not in allowed:
+def _check_choice(value: Any, allowed: Sequence[str], kind: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
         raise unknown_name(kind, value, list(allowed))
     return value
 
@@ -132,7 +139,7 @@ class EraseRestore(Detector):
     """``EraseRestore(clf, n=11, erase=0.1, restore="telea", decision_model="svc")``; see the module docstring."""
 
     name = "erase-restore"
-    default_decision_model = "svc"
+    default_decision_model: str | None = "svc"
     _parameter_constraints = {
         **Detector._parameter_constraints,
         "n": lambda v, p, det: int(check_count("n (erase-and-restore draws)", v, low=1, high=1000)),
@@ -142,16 +149,16 @@ class EraseRestore(Detector):
         "restore": lambda v, p, det: _check_choice(v, RESTORERS, "restoration method"),
         "radius": lambda v, p, det: int(check_count("radius", v, low=1)),
         # None: the paper's PCA to 10 dimensions for many classes (ImageNet's 1,000), none for few
-        "pca_dim": lambda v, p, det: int(check_count("pca_dim", v, low=0, optional=True)
+        "pca_dim": lambda v, p, det: int(check_count("pca_dim", v, low=0)
                                          if v is not None else (10 if det.classifier.num_classes > 50 else 0)),
         "fixed_masks": lambda v, p, det: bool(v),
         # None: class-aligned features, see the module docstring (was: only with PCA)
         "align": lambda v, p, det: True if v is None else bool(v),
     }
 
-    def __init__(self, classifier, *, n: int = 11, erase: float = 0.10, mask: str = "pixels", blob: int = 3,
+    def __init__(self, classifier: Classifier, *, n: int = 11, erase: float = 0.10, mask: str = "pixels", blob: int = 3,
                  restore: str = "telea", radius: int = 3, pca_dim: int | None = None, fixed_masks: bool = False,
-                 align: bool | None = None, decision_model: str | None = "svc", **kw):
+                 align: bool | None = None, decision_model: str | None = "svc", **kw: Any):
         self.n, self.erase, self.mask, self.blob, self.restore, self.radius = n, erase, mask, blob, restore, radius
         self.pca_dim, self.fixed_masks, self.align = pca_dim, fixed_masks, align
         super().__init__(classifier, decision_model=decision_model, **kw)
@@ -166,7 +173,8 @@ class EraseRestore(Detector):
         size = tuple(x.shape[-2:])
         seed = self._checked_params()["seed"]
         if p["fixed_masks"]:
-            one = make_masks(np.random.default_rng(self._checked_params()["seed"]), 1, p["n"], size, p["erase"], p["mask"], p["blob"])
+            one = make_masks(np.random.default_rng(self._checked_params()["seed"]), 1, p["n"], size, p["erase"],
+                             p["mask"], p["blob"])
             return np.repeat(one, x.shape[0], axis=0)
         return np.concatenate([make_masks(np.random.default_rng([seed, s]), 1, p["n"], size, p["erase"],
                                           p["mask"], p["blob"]) for s in image_seeds(x)])
@@ -207,9 +215,10 @@ class EraseRestore(Detector):
         if self.pca_ is None:
             raise RuntimeError("the PCA is not fitted")
         mean, comp = self.pca_
-        return ((self._aligned(f) - mean) @ comp.T).reshape(len(f), -1)
+        reduced: np.ndarray = ((self._aligned(f) - mean) @ comp.T).reshape(len(f), -1)
+        return reduced
 
-    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> "EraseRestore":
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> Self:
         d = self.params["pca_dim"]  # 0 (no PCA) for the unsupervised distance subclass
         if d:
             from sklearn.decomposition import PCA
@@ -224,12 +233,12 @@ class EraseRestore(Detector):
     def score_features(self, f: np.ndarray) -> np.ndarray:
         return super().score_features(self._reduce(np.asarray(f, dtype=np.float64)))
 
-    def _state(self):
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if self.pca_ is None:
             return {}, {}
         return {}, {"pca_mean": self.pca_[0], "pca_components": self.pca_[1]}
 
-    def _set_state(self, meta, arrays):
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         if "pca_mean" in arrays:
             self.pca_ = (np.asarray(arrays["pca_mean"]), np.asarray(arrays["pca_components"]))
 
@@ -256,7 +265,7 @@ class EraseRestoreDistance(EraseRestore):
     }
     _param_attributes = {"statistic": "statistic_param"}
 
-    def __init__(self, classifier, *, statistic: str = "kl", decision_model: str | None = None, **kw):
+    def __init__(self, classifier: Classifier, *, statistic: str = "kl", decision_model: str | None = None, **kw: Any):
         """``statistic`` is stored as ``statistic_param`` (:meth:`statistic` is the scoring method); ``pca_dim``
         and ``align`` are accepted and ignored (the distances use neither)."""
         self.statistic_param = statistic

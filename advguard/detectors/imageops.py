@@ -24,11 +24,13 @@ releases the GIL) and classified in large batches.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..classifier import Classifier
 from ..transforms import ImageOp, apply_ops, parse_ops
 from .base import Detector, _check_decision_params, check_count, register_detector
 
@@ -45,16 +47,19 @@ def default_k(num_classes: int) -> int:
 def counting_feature(labels: np.ndarray) -> np.ndarray:
     """Eq. 1. ``labels``: (N, 1 + n, k) top-k labels of the image then of each op -> (N, k) counts."""
     labels = np.asarray(labels)
-    return (labels[:, 1:, :] == labels[:, :1, :]).sum(1).astype(np.float64)
+    counts: np.ndarray = (labels[:, 1:, :] == labels[:, :1, :]).sum(1).astype(np.float64)
+    return counts
 
 
 def differences_feature(labels: np.ndarray) -> np.ndarray:
     """Eq. 2. ``labels``: (N, 1 + n, k) -> (N, n * k) binary, op-major (op 1's k flags first)."""
     labels = np.asarray(labels)
-    return (labels[:, 1:, :] != labels[:, :1, :]).reshape(len(labels), -1).astype(np.float64)
+    flags: np.ndarray = (labels[:, 1:, :] != labels[:, :1, :]).reshape(len(labels), -1).astype(np.float64)
+    return flags
 
 
-def label_matrix(classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, chunk: int = 256) -> np.ndarray:
+def label_matrix(classifier: Classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int,
+                 chunk: int = 256) -> np.ndarray:
     """(N, 1 + len(ops), k) top-k labels of each image and of each of its transformed variants."""
     out = np.empty((x.shape[0], 1 + len(ops), k), dtype=np.int64)
     for i in range(0, x.shape[0], chunk):
@@ -66,18 +71,18 @@ def label_matrix(classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, ch
     return out
 
 
-def _check_ops(ops, p, det):
+def _check_ops(ops: Any, p: dict[str, Any], det: Detector) -> str | list[str]:
     op_list = parse_ops(ops)  # unknown names raise here
     return ops if isinstance(ops, str) else [o.name for o in op_list]
 
 
-def _check_feature(feature, p, det) -> str:
-    if feature not in FEATURES:
+def _check_feature(feature: Any, p: dict[str, Any], det: Detector) -> str:
+    if not isinstance(feature, str) or feature not in FEATURES:
         raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
     return feature
 
 
-def _check_paper_decision_params(value, p, det) -> dict:
+def _check_paper_decision_params(value: Any, p: dict[str, Any], det: Detector) -> dict[str, Any]:
     """None: the paper's settings for its decision model (the random forest's 100 trees of depth 2)."""
     return _check_decision_params(PAPER_DECISION_PARAMS.get(p["decision_model"]) if value is None else value, p, det)
 
@@ -97,8 +102,9 @@ class ImageOps(Detector):
         "k": lambda k, p, det: check_count("k", k, low=1, high=det.classifier.num_classes, optional=True)}
     _param_attributes = {"ops": "ops_param", "k": "k_param"}
 
-    def __init__(self, classifier, *, ops: str | Sequence[str] = "all", feature: str = "diff", k: int | None = None,
-                 decision_model: str | None = "svc", decision_params: dict | None = None, **kw):
+    def __init__(self, classifier: Classifier, *, ops: str | Sequence[str] = "all", feature: str = "diff",
+                 k: int | None = None, decision_model: str | None = "svc",
+                 decision_params: dict[str, Any] | None = None, **kw: Any):
         self.ops_param, self.feature, self.k_param = ops, feature, k
         super().__init__(classifier, decision_model=decision_model, decision_params=decision_params, **kw)
 

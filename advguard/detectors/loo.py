@@ -38,14 +38,25 @@ copy, sigma ``blur_sigma``).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .._parallel import thread_map
+from ..classifier import Classifier
 from ..errors import ParameterError, ParameterTypeError, unknown_name
-from .base import Detector, register_detector, check_count, check_rate
+from .base import Detector, check_count, check_rate, register_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.hooks import RemovableHandle
+
+    from .occlusion_patch import LocalOcclusion
+
+#: node values of the prepared image with one position changed: (values, rows, cols) -> (B, D)
+PixelNodes = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 UNITS = ("pixel", "channel-pixel", "felzenszwalb", "quickshift", "slic")
 BASELINES = ("zero", "mean", "blur")
@@ -55,7 +66,7 @@ SEGMENT_DEFAULTS = {"felzenszwalb": {"scale": 100.0}, "quickshift": {"sigma": 1.
                     "slic": {"n_segments": 64, "compactness": 10.0}}
 #: the ``unit_params`` each occlusion unit takes: name -> (low, high, low_open, integer) for check_number;
 #: ``value_range``: the image is segmented scaled to [0, value_range] (1: as given; 255: the 8-bit range)
-UNIT_PARAMS: dict[str, dict[str, tuple]] = {
+UNIT_PARAMS: dict[str, dict[str, tuple[float | None, float | None, bool, bool]]] = {
     "pixel": {}, "channel-pixel": {},
     "felzenszwalb": {"scale": (0.0, None, True, False), "sigma": (0.0, None, False, False),
                      "min_size": (0, None, False, True), "value_range": (0.0, 65535.0, True, False)},
@@ -66,7 +77,7 @@ UNIT_PARAMS: dict[str, dict[str, tuple]] = {
 }
 
 
-def check_unit_params(unit: str, params) -> dict:
+def check_unit_params(unit: str, params: Any) -> dict[str, Any]:
     """``params`` (a dict) checked for occlusion ``unit``: every key one ``unit`` takes and every value a finite
     number in its range, else a :class:`ParameterError` naming it. Returned as given (not converted), so saved
     detectors and cache keys stay the same."""
@@ -89,7 +100,7 @@ def check_unit_params(unit: str, params) -> dict:
     return dict(params)
 
 
-def segment(image: np.ndarray, unit: str, **params) -> np.ndarray:
+def segment(image: np.ndarray, unit: str, **params: Any) -> np.ndarray:
     """(H, W) int label map 0..K-1 of an (H, W, C) image in [0, 1] for occlusion ``unit``; every pixel labelled.
     ``params``: the unit's :data:`UNIT_PARAMS` (checked); ``value_range`` scales the image to [0, value_range]
     before segmenting."""
@@ -124,18 +135,21 @@ def dispersion(phi: np.ndarray, statistic: str = "iqr", axis: int = 0) -> np.nda
         if phi.ndim == 2 and axis == 0:  # along contiguous rows: ~2x faster for (1,024 x 4,010) attributions
             phi, axis = np.ascontiguousarray(phi.T), 1
         q75, q25 = np.percentile(phi, [75, 25], axis=axis)
-        return q75 - q25
+        iqr: np.ndarray = q75 - q25
+        return iqr
     if statistic == "std":
-        return phi.std(axis=axis)
+        std: np.ndarray = phi.std(axis=axis)
+        return std
     if statistic == "mad":
         med = np.median(phi, axis=axis, keepdims=True)
-        return np.median(np.abs(phi - med), axis=axis)
+        mad: np.ndarray = np.median(np.abs(phi - med), axis=axis)
+        return mad
     raise unknown_name("dispersion statistic", statistic, list(STATISTICS))
 
 
 def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: np.ndarray,
                            baseline: torch.Tensor, channel_units: bool = False, batch_size: int = 1024,
-                           pixel_nodes: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           pixel_nodes: PixelNodes | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(v0 (D,), phi (K, D)) for one validated image ``x`` (1, C, H, W): the node values ``nodes(x)`` and
     |nodes(x with unit k replaced by ``baseline``) - nodes(x)| for every unit k of ``labels`` (H, W);
     with ``channel_units`` every (channel, pixel) is its own unit (K = C * H * W).
@@ -173,13 +187,13 @@ def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: tor
     return p0.numpy(), out
 
 
-def _choice(value, allowed, kind: str):
-    if value not in allowed:
+def _choice(value: Any, allowed: Sequence[str], kind: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
         raise unknown_name(kind, value, list(allowed))
     return value
 
 
-def _check_baseline_value(value, p, det):
+def _check_baseline_value(value: Any, p: dict[str, Any], det: Detector) -> list[float] | None:
     if value is None:
         return None
     channels = det.classifier.channels
@@ -214,10 +228,11 @@ class LeaveOneOut(Detector):
         "patch": lambda v, p, det: bool(v),
     }
 
-    def __init__(self, classifier, *, unit: str = "pixel", unit_params: dict | None = None, baseline: str = "zero",
+    def __init__(self, classifier: Classifier, *, unit: str = "pixel", unit_params: dict[str, Any] | None = None,
+                 baseline: str = "zero",
                  baseline_value: Sequence[float] | None = None, blur_sigma: float = 2.0, feature: str = "1d",
                  statistic: str = "iqr", layers: int = 20, units_per_layer: int = 200, batch_size: int = 1024,
-                 patch: bool = True, workers: int | None = None, decision_model: str | None = "xgb", **kw):
+                 patch: bool = True, workers: int | None = None, decision_model: str | None = "xgb", **kw: Any):
         self.unit, self.unit_params, self.baseline, self.baseline_value = unit, unit_params, baseline, baseline_value
         self.blur_sigma, self.feature, self.statistic_param, self.layers = blur_sigma, feature, statistic, layers
         self.units_per_layer, self.batch_size, self.patch, self.workers = units_per_layer, batch_size, patch, workers
@@ -238,8 +253,8 @@ class LeaveOneOut(Detector):
         order: list[str] = []
         sizes: dict[str, int] = {}
 
-        def hook(name):
-            def f(_m, _i, o):
+        def hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
+            def f(_m: nn.Module, _i: Any, o: Any) -> None:
                 if isinstance(o, torch.Tensor):
                     order.append(name)
                     sizes[name] = int(o[0].numel())
@@ -261,7 +276,7 @@ class LeaveOneOut(Detector):
         self.hidden_ = [(n, np.sort(rng.choice(sizes[n], min(self.params["units_per_layer"], sizes[n]),
                                                replace=False))) for n in chosen]
 
-    def _patcher(self):
+    def _patcher(self) -> LocalOcclusion | None:
         """The :class:`LocalOcclusion` of this classifier for one-pixel units (built once), or None."""
         if not self.params["patch"] or self.params["unit"] not in ("pixel", "channel-pixel"):
             return None
@@ -271,13 +286,14 @@ class LeaveOneOut(Detector):
             self._patcher_ = LocalOcclusion.build(self.classifier)
         return self._patcher_
 
-    def _node_fn(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable | None, Callable[[], None]]:
+    def _node_fn(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], PixelNodes | None, Callable[[], None]]:
         """(function images -> node values, the same for one-pixel changes of the prepared image (or None),
         cleanup): softmax outputs, plus the hidden units if multilayer."""
         clf = self.classifier
         patcher = self._patcher()
         multilayer = self.params["feature"] == "multilayer"
         hidden = self.hidden_ if multilayer else []
+        assert hidden is not None  # features() selects the hidden units first
         capture = {n: torch.from_numpy(idx).long() for n, idx in hidden
                    if patcher is not None and n in patcher.layer_names}
         grabbed: dict[str, list[torch.Tensor]] = {}
@@ -292,15 +308,16 @@ class LeaveOneOut(Detector):
             grabbed.clear()
             return assemble(clf.logits(t, validate=False).softmax(1).float(), {})
 
-        def pixel_nodes(values, rows, cols):
+        def pixel_nodes(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            assert patcher is not None  # returned only with a patcher
             grabbed.clear()
             logits, got = patcher.logits(values, rows, cols, capture)
             return assemble(logits.float().softmax(1), got)
 
         leaves = self._leaf_modules() if multilayer else {}
-        handles = []
+        handles: list[RemovableHandle] = []
         for name, idx in hidden:
-            def hook(_m, _i, o, name=name, idx=idx):
+            def hook(_m: nn.Module, _i: Any, o: torch.Tensor, name: str = name, idx: np.ndarray = idx) -> None:
                 # index the selected units directly: flatten() would copy a whole non-contiguous activation
                 pos = tuple(torch.from_numpy(a).long() for a in np.unravel_index(idx, tuple(o.shape[1:])))
                 grabbed.setdefault(name, []).append(o[(slice(None),) + pos].float().cpu())
@@ -335,11 +352,12 @@ class LeaveOneOut(Detector):
         if p["feature"] == "multilayer" and self.hidden_ is None:
             self._select_hidden(x[:1])
         nodes, pixel_nodes, cleanup = self._node_fn()
-        rows = []
+        rows: list[np.ndarray] = []
         try:
             with torch.inference_mode():
                 for i in range(x.shape[0]):
                     if pixel_nodes is not None:
+                        assert self._patcher_ is not None  # pixel_nodes comes with the patcher
                         self._patcher_.prepare(x[i: i + 1])
                     v0, phi = occlusion_attributions(nodes, x[i: i + 1], labels[i], base[i: i + 1],
                                                      p["unit"] == "channel-pixel", p["batch_size"], pixel_nodes)
@@ -351,13 +369,13 @@ class LeaveOneOut(Detector):
             cleanup()
         return np.stack(rows)
 
-    def _state(self):
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if not self.hidden_:
             return {}, {}
         return ({"hidden_layers": [n for n, _ in self.hidden_]},
                 {f"hidden_idx_{i}": idx for i, (_, idx) in enumerate(self.hidden_)})
 
-    def _set_state(self, meta, arrays):
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         names = meta.get("hidden_layers")
         if names:
             self.hidden_ = [(n, np.asarray(arrays[f"hidden_idx_{i}"])) for i, n in enumerate(names)]

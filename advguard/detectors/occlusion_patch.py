@@ -18,16 +18,26 @@ its map. Models that cannot be traced, or whose first layer is not patchable, ge
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..classifier import Classifier
+
+#: one patched step: (module name, kind, _Spatial or the module, output shape (C, H, W), window (h, w))
+Step = tuple[str, str, Any, tuple[int, ...], tuple[int, ...]]
+#: a spatial step's window geometry (see LocalOcclusion._windows)
+Window = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]
 
 #: modules that act on each spatial position independently (in eval mode)
 POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
              nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.PReLU, nn.Identity, nn.Dropout, nn.Dropout2d)
 
 
-def _pair(v) -> tuple[int, int]:
+def _pair(v: Any) -> tuple[int, int]:  # a module's size attribute: an int or a pair
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
@@ -92,10 +102,12 @@ class LocalOcclusion:
     """``LocalOcclusion.build(classifier)`` -> patcher or None; ``prepare(x)`` once per image, then
     ``logits(values, rows, cols)`` for a batch of single-position occlusions (pixel values in [0, 1])."""
 
-    def __init__(self, classifier, steps: list, tail: nn.Module | None):
+    def __init__(self, classifier: Classifier, steps: list[Step], tail: nn.Module | None):
         self.classifier = classifier
         self.steps = steps  # [(module name, kind, _Spatial | module, out (C, H, W), window (h, w))]
         self.tail = tail
+        self.regions: list[tuple[torch.Tensor, int] | None] = []
+        self.outputs: list[torch.Tensor] = []
 
     @property
     def layer_names(self) -> list[str]:
@@ -104,7 +116,7 @@ class LocalOcclusion:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(cls, classifier, max_fraction: float = 0.6) -> "LocalOcclusion | None":
+    def build(cls, classifier: Classifier, max_fraction: float = 0.6) -> LocalOcclusion | None:
         """Trace ``classifier.model``; None when no first layer can be patched (callers use the plain path)."""
         import torch.fx as fx
 
@@ -120,7 +132,8 @@ class LocalOcclusion:
         h, w = classifier.size or (32, 32)
         shape = (classifier.channels, h, w)
         window = (1, 1)
-        steps, chain, prev = [], [], nodes[0]
+        steps: list[Step] = []
+        chain, prev = [], nodes[0]
         x = torch.zeros(1, *shape)
         for node in nodes[1:]:
             if node.op != "call_module" or node.args != (prev,) or node.kwargs or len(prev.users) != 1:
@@ -145,9 +158,9 @@ class LocalOcclusion:
         # every pixel's changed window must lie inside the region each next window is computed from
         probe = cls(classifier, steps, None)
         rr, cc = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        for j, (step, geo) in enumerate(zip(steps, probe._windows(rr.flatten(), cc.flatten()))):
-            if geo is not None:
-                _o_r, _o_c, rel_r, rel_c, (wh, ww) = geo
+        for j, (step, step_geo) in enumerate(zip(steps, probe._windows(rr.flatten(), cc.flatten()), strict=True)):
+            if step_geo is not None:
+                _o_r, _o_c, rel_r, rel_c, (wh, ww) = step_geo
                 op, win = step[2], step[4]
                 if (rel_r.min() < 0 or rel_c.min() < 0 or (rel_r + wh).max() > op.region(win, 0)
                         or (rel_c + ww).max() > op.region(win, 1)):
@@ -168,7 +181,7 @@ class LocalOcclusion:
         return cls(classifier, steps, tail)
 
     # ---------------------------------------------------------------- forward
-    def _windows(self, rows: torch.Tensor, cols: torch.Tensor):
+    def _windows(self, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[Window | None]:
         """For single-position changes at (rows, cols), per step in order: None for a per-position step, else
         (new window's row and column offsets in the step's output, which are also its input region's start in
         padded input coordinates divided by the stride; the old window's row and column offsets inside that
@@ -179,8 +192,10 @@ class LocalOcclusion:
                 yield None
                 continue
             (kh, kw), (sh, sw), (dh, dw) = op.k, op.s, op.d
-            o_r = torch.div(r0 + op.p[0] - dh * (kh - 1) + sh - 1, sh, rounding_mode="floor").clamp(0, shape[1] - win[0])
-            o_c = torch.div(c0 + op.p[1] - dw * (kw - 1) + sw - 1, sw, rounding_mode="floor").clamp(0, shape[2] - win[1])
+            o_r = torch.div(r0 + op.p[0] - dh * (kh - 1) + sh - 1, sh,
+                            rounding_mode="floor").clamp(0, shape[1] - win[0])
+            o_c = torch.div(c0 + op.p[1] - dw * (kw - 1) + sw - 1, sw,
+                            rounding_mode="floor").clamp(0, shape[2] - win[1])
             yield o_r, o_c, r0 + op.p[0] - o_r * sh, c0 + op.p[1] - o_c * sw, (h, w)
             r0, c0, (h, w) = o_r, o_c, win
 
@@ -193,9 +208,11 @@ class LocalOcclusion:
             if kind == "spatial":
                 tp = F.pad(t, (op.p[1], op.p[1], op.p[0], op.p[0]), value=op.fill)
                 rh, rw = op.region(win, 0), op.region(win, 1)
-                u = tp[0].unfold(1, rh, op.s[0]).unfold(2, rw, op.s[1])[:, : shape[1] - win[0] + 1, : shape[2] - win[1] + 1]
+                u = tp[0].unfold(1, rh, op.s[0]).unfold(2, rw, op.s[1])
+                u = u[:, : shape[1] - win[0] + 1, : shape[2] - win[1] + 1]
                 # (offsets, R, R', C): a gathered batch of regions is channels-last for _overlay
-                self.regions.append((u.permute(1, 2, 3, 4, 0).reshape(-1, rh, rw, tp.shape[1]).contiguous(), u.shape[2]))
+                self.regions.append((u.permute(1, 2, 3, 4, 0).reshape(-1, rh, rw, tp.shape[1]).contiguous(),
+                                     u.shape[2]))
                 t = op.apply(tp)
             else:
                 self.regions.append(None)
@@ -210,10 +227,13 @@ class LocalOcclusion:
         v = self.classifier.module.normalize(values.float().view(b, -1, 1, 1))  # (B, C, 1, 1): the changed window
         r0, c0 = rows.long(), cols.long()
         got: dict[str, torch.Tensor] = {}
-        for i, ((target, kind, op, _shape, _win), geo) in enumerate(zip(self.steps, self._windows(rows, cols))):
+        steps_windows = zip(self.steps, self._windows(rows, cols), strict=True)
+        for i, ((target, kind, op, _shape, _win), geo) in enumerate(steps_windows):
             if kind == "spatial":
+                region_i = self.regions[i]
+                assert geo is not None and region_i is not None  # a spatial step has both
                 o_r, o_c, rel_r, rel_c, _ = geo
-                patches, n_c = self.regions[i]
+                patches, n_c = region_i
                 region = patches.index_select(0, o_r * n_c + o_c)  # (B, R, R', C) clean values
                 v = op.apply(_overlay(region, v, rel_r, rel_c))  # with the old window on top
                 r0, c0 = o_r, o_c
@@ -224,7 +244,9 @@ class LocalOcclusion:
         out = self.outputs[-1]
         full = out.permute(1, 2, 0)[None].expand(b, *out.shape[1:], out.shape[0]).clone()  # (B, H, W, C)
         self.classifier.num_passes += b
-        return self.tail(_overlay(full, v, r0, c0)), got
+        assert self.tail is not None  # build() returns no patcher without a tail
+        logits: torch.Tensor = self.tail(_overlay(full, v, r0, c0))
+        return logits, got
 
     def _pick(self, i: int, v: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Values (B, n) of step i's output at flat indices ``idx``: window values inside it, clean ones outside."""

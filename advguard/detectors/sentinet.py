@@ -22,6 +22,8 @@ calibrate). Cost: 1 Grad-CAM pass + 2 x ``n_test`` forward passes per image (the
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,11 +32,14 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import InputError
 from ._seeding import image_seeds
-from .base import Detector, register_detector, check_count, check_rate
+from .base import Detector, check_count, check_rate, register_detector
 from .taintradar import binarize_cam
 
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
-def _unsupervised(value, p, det) -> None:
+
+def _unsupervised(value: Any, p: dict[str, Any], det: Detector) -> None:
     if value is not None:
         raise InputError("sentinet is unsupervised (its boundary is fitted on clean images)")
     return None
@@ -121,7 +126,8 @@ class SentiNet(Detector):
         f = np.asarray(features, dtype=np.float64)
         return f[:, 1] - np.polyval(self.curve_, f[:, 0])
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params) -> "SentiNet":
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
+                    **fit_params: Any) -> Self:
         """The first ``n_test`` clean images become the overlay test set; the rest fit the boundary."""
         if fit_params:
             from ..errors import ParameterTypeError
@@ -139,7 +145,7 @@ class SentiNet(Detector):
     def feature_names(self, d: int) -> list[str]:
         return ["inert_confidence", "fooled_rate"]
 
-    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {}
         if self.test_images_ is not None:
             arrays["test_images"] = self.test_images_.numpy()
@@ -147,7 +153,7 @@ class SentiNet(Detector):
             arrays["curve"] = self.curve_
         return {}, arrays
 
-    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         if "test_images" in arrays:
             self.test_images_ = torch.as_tensor(arrays["test_images"])
         self.curve_ = arrays.get("curve")

@@ -30,12 +30,15 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import DetectorFileError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sklearn.base import BaseEstimator
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -73,9 +76,11 @@ ALLOWED_LOADERS = frozenset({
     "BytearrayNode", "RandomStateNode", "ObjectNode", "TreeNode", "SliceNode",
 })
 
-_META_KEYS = {"format_version": int, "detector": str, "params": dict, "threshold": (float, int, type(None)),
-              "classifier": (str, type(None)), "state": dict}
-_OPTIONAL_META_KEYS = {"estimator_format": str, "fingerprint": dict, "digests": dict, "calibration": (dict, type(None))}
+_META_KEYS: dict[str, type | tuple[type, ...]] = {
+    "format_version": int, "detector": str, "params": dict, "threshold": (float, int, type(None)),
+    "classifier": (str, type(None)), "state": dict}
+_OPTIONAL_META_KEYS: dict[str, type | tuple[type, ...]] = {
+    "estimator_format": str, "fingerprint": dict, "digests": dict, "calibration": (dict, type(None))}
 
 
 #: What reading a damaged zip can raise besides BadZipFile (zlib.error for corrupt deflate data, struct.error
@@ -89,7 +94,7 @@ def _sha256(data: bytes) -> str:
 
 
 # ---------------------------------------------------------------------------- decision models
-def _dump_estimator(model) -> tuple[str, bytes]:
+def _dump_estimator(model: BaseEstimator) -> tuple[str, bytes]:
     if type(model).__module__.startswith("xgboost"):
         import tempfile
 
@@ -148,7 +153,7 @@ def _schema_types(blob: bytes, where: str = "decision model") -> tuple[set[str],
     return types, loaders
 
 
-def _load_estimator(kind: str, data: bytes, where: str = "decision model"):
+def _load_estimator(kind: str, data: bytes, where: str = "decision model") -> BaseEstimator:
     if kind == "xgb":
         import tempfile
 
@@ -225,7 +230,7 @@ def _read_npz(data: bytes, where: str) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- metadata
-def validate_meta(meta: Any, where: str = "detector file") -> dict:
+def validate_meta(meta: Any, where: str = "detector file") -> dict[str, Any]:
     """Check ``detector.json``'s structure and values; raise :class:`DetectorFileError` naming the key."""
     if not isinstance(meta, dict):
         raise DetectorFileError(f"{where}: detector.json must hold an object, got {type(meta).__name__}")
@@ -265,11 +270,12 @@ def validate_meta(meta: Any, where: str = "detector file") -> dict:
 
 
 # ---------------------------------------------------------------------------- files
-def save_detector(path: str | Path, meta: dict, arrays: dict[str, np.ndarray], estimator=None) -> Path:
+def save_detector(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                  estimator: BaseEstimator | None = None) -> Path:
     """Write a detector file atomically (nothing half-written is left under ``path``)."""
     path = Path(path)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds meets the allow_pickle: bool keyword
     array_bytes = buf.getvalue()
     doc = {"format_version": FORMAT_VERSION, **meta, "digests": {"arrays.npz": _sha256(array_bytes)}}
     blob = None
@@ -287,7 +293,8 @@ def save_detector(path: str | Path, meta: dict, arrays: dict[str, np.ndarray], e
     return path
 
 
-def load_detector_file(path: str | Path, max_bytes: int = MAX_TOTAL_BYTES) -> tuple[dict, dict[str, np.ndarray], object]:
+def load_detector_file(path: str | Path,
+                       max_bytes: int = MAX_TOTAL_BYTES) -> tuple[dict[str, Any], dict[str, np.ndarray], object]:
     """Read and check a detector file: (metadata, arrays, estimator or None). See the module docstring."""
     path = Path(path)
     where = str(path)
@@ -337,11 +344,11 @@ def load_detector_file(path: str | Path, max_bytes: int = MAX_TOTAL_BYTES) -> tu
         if want is not None and want != _sha256(data):
             raise DetectorFileError(f"{where}: {name} does not match its recorded sha256 (corrupt or tampered)")
     arrays = _read_npz(array_bytes, where)
-    est = _load_estimator(meta["estimator_format"], est_bytes, where) if has_est else None
+    est = _load_estimator(meta["estimator_format"], est_bytes, where) if est_bytes is not None else None  # has_est
     return meta, arrays, est
 
 
-def _json_default(o):
+def _json_default(o: object) -> object:
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

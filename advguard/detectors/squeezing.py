@@ -12,16 +12,19 @@ it changes clean predictions so much that it lowers the max-score AUC (measured 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from scipy import ndimage
 
+from ..classifier import Classifier
 from ..errors import ParameterError
 from .base import Detector, register_detector
 
 
 def bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
-    levels = 2 ** bits - 1
+    levels: int = 2 ** bits - 1
     return torch.round(x * levels) / levels
 
 
@@ -42,12 +45,13 @@ def nonlocal_means(x: torch.Tensor, search: int = 13, patch: int = 3, strength: 
     return torch.from_numpy(out)
 
 
-def parse_squeezer(spec: str) -> tuple[str, tuple]:
+def parse_squeezer(spec: str) -> tuple[str, tuple[Any, ...]]:  # the arguments of that kind's function
     """``"bits:5"`` -> ("bits", (5,)), ``"median:2"``, ``"nlm:13-3-2"`` (search-patch-strength); a
     :class:`ParameterError` naming the spec for anything else or out of range."""
     usage = "use bits:N (1..16), median:K (1..15) or nlm:S-P-H"
     kind, _, arg = str(spec).partition(":")
     try:
+        args: tuple[int] | tuple[int, int, float]
         if kind == "bits":
             args = (int(arg),)
             ok = 1 <= args[0] <= 16
@@ -77,7 +81,7 @@ def apply_squeezer(spec: str, x: torch.Tensor) -> torch.Tensor:
     return nonlocal_means(x, *args)
 
 
-def _check_squeezers(squeezers, p, det) -> list[str]:
+def _check_squeezers(squeezers: Any, p: dict[str, Any], det: Detector) -> list[str]:
     if isinstance(squeezers, str) or not isinstance(squeezers, (list, tuple)) or not squeezers \
             or not all(isinstance(s, str) for s in squeezers):
         raise ParameterError(f"squeezers must be a non-empty list of names like 'bits:5', got {squeezers!r}")
@@ -91,8 +95,8 @@ class FeatureSqueezing(Detector):
     name = "feature-squeezing"
     _parameter_constraints = {**Detector._parameter_constraints, "squeezers": _check_squeezers}
 
-    def __init__(self, classifier, *, squeezers: tuple[str, ...] | list[str] = ("bits:5", "median:2", "nlm:13-3-2"),
-                 **kw):
+    def __init__(self, classifier: Classifier, *,
+                 squeezers: tuple[str, ...] | list[str] = ("bits:5", "median:2", "nlm:13-3-2"), **kw: Any):
         self.squeezers = squeezers
         super().__init__(classifier, **kw)
 
@@ -106,7 +110,8 @@ class FeatureSqueezing(Detector):
         return np.stack(cols, 1)
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
-        return features.max(1)
+        out: np.ndarray = features.max(1)
+        return out
 
     def feature_names(self, d: int) -> list[str]:
         return [f"l1_{s}" for s in self.params["squeezers"]]

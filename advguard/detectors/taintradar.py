@@ -29,7 +29,9 @@ of "blur" as a filling pattern.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,12 +43,15 @@ from ..errors import InputError, ParameterError, ParameterTypeError, unknown_nam
 from ..layers import LayerCapture, layer_module
 from ..transforms import gaussian_blur
 from ._seeding import per_image_rand
-from .base import Detector, register_detector, NotFittedError, check_count, check_rate
+from .base import Detector, NotFittedError, check_count, check_rate, register_detector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 FILLS = ("noise", "mean", "blur")
 
 
-def upsampled_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsampled_cam(cam: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """(..., h, w) non-negative maps -> (..., H, W): scaled to max 1 per map, upsampled bilinearly to ``size``
     (differentiable; all-zero maps stay zero)."""
     lead = cam.shape[:-2]
@@ -56,7 +61,7 @@ def upsampled_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return up[:, 0].reshape(*lead, *size)
 
 
-def binarize_cam(cam: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
+def binarize_cam(cam: torch.Tensor, size: tuple[int, ...], threshold: float) -> torch.Tensor:
     """(..., h, w) non-negative maps -> boolean masks (..., H, W): :func:`upsampled_cam` ``>= threshold``.
     All-zero maps give empty masks."""
     return upsampled_cam(cam, size) >= threshold
@@ -83,27 +88,27 @@ class RegionAnalysis:
     x_final: torch.Tensor | None = None
 
 
-def _unsupervised(value, p, det) -> None:
+def _unsupervised(value: Any, p: dict[str, Any], det: Detector) -> None:
     if value is not None:
         raise InputError(f"{det.name} is unsupervised (K and Delta_R are calibrated on clean images)")
     return None
 
 
-def _choice(value, allowed, kind: str):
-    if value not in allowed:
+def _choice(value: Any, allowed: Sequence[str], kind: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
         raise unknown_name(kind, value, list(allowed))
     return value
 
 
-def _check_layer(layer, p, det) -> str:
-    layer = layer or det.classifier.gradcam_layer
-    if layer is None:
+def _check_layer(layer: Any, p: dict[str, Any], det: Detector) -> str:
+    name: str | None = layer or det.classifier.gradcam_layer
+    if name is None:
         raise InputError("the classifier has no Conv2d layer; pass layer= (the Grad-CAM layer)")
-    layer_module(det.classifier, layer)  # unknown names raise here, listing the model's layers
-    return layer
+    layer_module(det.classifier, name)  # unknown names raise here, listing the model's layers
+    return name
 
 
-def _check_k_max(k_max, p, det) -> int:
+def _check_k_max(k_max: int | None, p: dict[str, Any], det: Detector) -> int:
     limit = det.classifier.num_classes - 1
     k_max = int(check_count("k_max", k_max if k_max is not None else min(20, limit), low=1, high=limit))
     if p["k"] is not None and p["k"] > k_max:
@@ -174,7 +179,8 @@ class TaintRadar(Detector):
         if fill == "blur":
             return gaussian_blur(x, sigma=max(x.shape[-2:]) / 16)
         if p["fill_image"] is not None:
-            return p["fill_image"].to(x).expand_as(x)
+            fill_image: torch.Tensor = p["fill_image"]
+            return fill_image.to(x).expand_as(x)
         return torch.tensor(self.classifier.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1).expand_as(x)
 
     @staticmethod
@@ -185,11 +191,13 @@ class TaintRadar(Detector):
     def layer_shape(self) -> list[int]:
         """(C, H, W) of the Grad-CAM layer's map (``layer``; ``"name:input"`` too), from one grey image."""
         clf = self.classifier
+        assert clf.size is not None  # a TaintRadar classifier has a fixed input size
         grey = clf.validate(np.full((1, clf.channels, *clf.size), 0.5, np.float32)).to(clf.device)
         return list(self._gradients(grey)[0].shape[1:])
 
     # ------------------------------------------------------------------ the algorithm
-    def _gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, callable]:
+    def _gradients(self, x: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """One forward pass with the Grad-CAM layer's output as a leaf: returns (A, Z, pred, vjp) where
         ``vjp(V)`` gives dZ/dA^T V for a stack of output cotangents V (m, N, classes) in one batched backward."""
         clf = self.classifier
@@ -269,7 +277,7 @@ class TaintRadar(Detector):
         for i in bar:
             parts.append(self._analyse_batch(t[i:i + bs].to(clf.device), ks, stream, keep))
         first = parts[0]
-        cat = {f: torch.cat([getattr(r, f) for r in parts]) if getattr(first, f) is not None else None
+        cat: dict[str, Any] = {f: torch.cat([getattr(r, f) for r in parts]) if getattr(first, f) is not None else None
                for f in ("pred", "est_mask", "labels", "final_masks", "rank_change", "sub_masks", "x_est",
                          "x_final")}
         return RegionAnalysis(ks=ks, **cat)
@@ -288,7 +296,8 @@ class TaintRadar(Detector):
     def feature_names(self, d: int) -> list[str]:
         return ["rank_change"]
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: None = None, **fit_params) -> "TaintRadar":
+    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
+                    **fit_params: Any) -> Self:
         """Choose K and Delta_R on clean images only for the target FPR (Section VI-B). ``fit(x, fpr=...)`` is
         deprecated: give ``fpr`` to the constructor (or ``set_params(fpr=...)``) like every other detector."""
         fpr = fit_params.pop("fpr", None)
@@ -305,7 +314,7 @@ class TaintRadar(Detector):
         self._check_fit_size(len(self.classifier.validate(x_clean)))
         return self.fit_features(self.rank_changes(x_clean))
 
-    def fit_features(self, f_clean: np.ndarray, f_adv: None = None) -> "TaintRadar":
+    def fit_features(self, f_clean: np.ndarray, f_adv: np.ndarray | None = None) -> Self:
         """:meth:`fit` on a precomputed (N, k_max) matrix from :meth:`rank_changes`."""
         r = np.asarray(f_clean)
         k_max = self.params["k_max"]
@@ -332,7 +341,7 @@ class TaintRadar(Detector):
         self.calibration_ = {"n": int(len(r)), "min": 0.0, "max": float(n_dr - 1)}  # the rank-change domain
         return self
 
-    def explain(self, x: np.ndarray | torch.Tensor) -> list[dict]:
+    def explain(self, x: np.ndarray | torch.Tensor) -> list[dict[str, Any]]:
         """Per image: prediction, rank change, verdict, the labels used, and the estimated / final masks."""
         r = self.analyse(x, keep=False)
         out = []
@@ -346,14 +355,14 @@ class TaintRadar(Detector):
                         "estimated_mask": r.est_mask[i].numpy(), "final_mask": r.final_masks[i, 0].numpy()})
         return out
 
-    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {} if self.fpr_table_ is None else {"fpr_table": self.fpr_table_}
         fill_image = self._checked_params()["fill_image"]
         if fill_image is not None:
             arrays["fill_image"] = fill_image.numpy()
         return {"k": self.k_, "delta_r": self.delta_r_}, arrays
 
-    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.k_, self.delta_r_ = meta.get("k"), meta.get("delta_r")
         self.fpr_table_ = arrays.get("fpr_table")
         if "fill_image" in arrays:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,6 +25,10 @@ from ..metrics import CostReport, PeakMemory
 from ..models import get_spec
 from .config import DetectorSpec, ExperimentConfig
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..classifier import Classifier
+    from ..detectors.base import Detector
+
 NON_FEATURE_PARAMS = {"fpr", "decision_model", "decision_params"}
 
 
@@ -32,13 +38,14 @@ def feature_key(spec: DetectorSpec, set_key: str, which: str) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()[:20]
 
 
-def cache_key(*parts) -> str:
+def cache_key(*parts: object) -> str:
     """A short stable hash of JSON-able ``parts`` (cache file names)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def cached_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int = 256,
-                  desc: str = "", progress: bool = True) -> tuple[np.ndarray, dict]:
+def cached_chunks(path: Path, name: str, clf: Classifier, x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray],
+                  empty: np.ndarray, chunk: int = 256,
+                  desc: str = "", progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """``fn`` applied to ``x`` in chunks (progress bar) and concatenated, with its cost (time, ``clf``'s model
     passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically with a
     checksum (:mod:`advguard.data.cache`). A corrupt cache file is named in a warning, moved aside and recomputed;
@@ -50,9 +57,9 @@ def cached_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarr
         return _compute_chunks(path, name, clf, x, fn, empty, chunk, desc, progress)
 
 
-def _compute_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.ndarray, chunk: int, desc: str,
-                    progress: bool) -> tuple[np.ndarray, dict]:
-    parts = []
+def _compute_chunks(path: Path, name: str, clf: Classifier, x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray],
+                    empty: np.ndarray, chunk: int, desc: str, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    parts: list[np.ndarray] = []
     passes0, t0 = clf.num_passes, time.perf_counter()
     with PeakMemory() as mem:
         for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False, disable=not progress):
@@ -64,7 +71,7 @@ def _compute_chunks(path: Path, name: str, clf, x: np.ndarray, fn, empty: np.nda
     return arr, cost
 
 
-def features(det, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, dict]:
+def features(det: Detector, x: np.ndarray, path: Path, desc: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Features of ``x`` from cache or computed in chunks (with a progress bar); returns (features, cost)."""
     return cached_chunks(path, "features", det.classifier, x, det.extract, np.zeros((0, 0)), desc=desc)
 
@@ -75,7 +82,7 @@ def bench_paths(cfg: ExperimentConfig, out: str | Path | None, cache_dir: str | 
             Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache")
 
 
-def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict:
+def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict[str, Any]:
     """The dataset options of zoo ``model`` (e.g. the JPEG copy of CIFAR-10), overridden by the config's.
 
     The model's options apply only to the dataset it was trained on: your own ``image-folder`` gets none of
@@ -92,12 +99,12 @@ def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict:
     return dict(cfg.dataset_kwargs)
 
 
-def clean_set_key(cfg: ExperimentConfig, first: AdvSet, ds_kwargs: dict) -> str:
+def clean_set_key(cfg: ExperimentConfig, first: AdvSet, ds_kwargs: dict[str, Any]) -> str:
     """Cache key of the clean images every attack of ``cfg`` starts from (model weights + data draw)."""
     return cache_key(first.config["weights"], cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs)
 
 
-def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
+def forward_cost(clf: Classifier, x: np.ndarray, repeats: int = 3) -> dict[str, Any]:
     """The classifier's plain forward pass on ``x`` (the floor every detector is compared with)."""
     clf.logits(x[: min(len(x), 64)])  # warm-up
     best = float("inf")
@@ -108,7 +115,7 @@ def forward_cost(clf, x: np.ndarray, repeats: int = 3) -> dict:
     return {"ms_per_image": 1000 * best / len(x), "images_per_s": len(x) / best}
 
 
-def build_sets(cfg: ExperimentConfig, clf, ds_kwargs: dict, cache: Path, progress: bool = True,
+def build_sets(cfg: ExperimentConfig, clf: Classifier, ds_kwargs: dict[str, Any], cache: Path, progress: bool = True,
                model: str | None = None, balanced: bool = False) -> dict[str, AdvSet]:
     """The adversarial set of every configured attack, by attack label (built or loaded from ``cache``).
 
@@ -131,10 +138,10 @@ def build_sets(cfg: ExperimentConfig, clf, ds_kwargs: dict, cache: Path, progres
     return sets
 
 
-def versions() -> dict:
+def versions() -> dict[str, Any]:
     import importlib.metadata as md
 
-    out = {}
+    out: dict[str, Any] = {}
     for p in ("advguard", "torch", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "foolbox",
               "xgboost", "pillow"):
         try:
@@ -148,7 +155,7 @@ def versions() -> dict:
 RESULTS_SCHEMA = 1
 
 
-def results_header(cfg: ExperimentConfig) -> dict:
+def results_header(cfg: ExperimentConfig) -> dict[str, Any]:
     """The envelope every results document starts with: schema version, experiment, the whole configuration
     (as data and as written), provenance (machine, commit, date, command) and software versions."""
     from ..report import provenance
@@ -157,7 +164,7 @@ def results_header(cfg: ExperimentConfig) -> dict:
             "config_toml": cfg.source_text, "provenance": provenance(), "software": versions()}
 
 
-def jsonable(o):
+def jsonable(o: object) -> object:
     """``o`` with numpy arrays and scalars as lists and numbers, tuple keys joined with " / " (JSON-ready)."""
     if isinstance(o, dict):
         return {(" / ".join(map(str, k)) if isinstance(k, tuple) else k): jsonable(v) for k, v in o.items()}
@@ -172,7 +179,7 @@ def jsonable(o):
     return o
 
 
-def write_results(doc: dict, out: Path) -> Path:
+def write_results(doc: dict[str, Any], out: Path) -> Path:
     """Write ``doc`` as ``out/results.json`` atomically (one format for every experiment: indent 1, numpy
     values as numbers); returns the path."""
     from .._atomic import atomic_write_text

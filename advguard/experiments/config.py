@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,8 +22,25 @@ from ..advsets import ROUNDTRIPS
 from ..data import cifar10
 from ..errors import AdvguardError
 from .registry import canonical_name, experiment_names, experiments, get_experiment
-from .schema import (POS_INT, SHARE, TABLES_HINT, Bool, Int, List, OneOf, Problems, Spec, Str, Table,
-                     did_you_mean, join_key, kind_of)
+from .schema import (
+    POS_INT,
+    SHARE,
+    TABLES_HINT,
+    Bool,
+    Int,
+    List,
+    OneOf,
+    Problems,
+    Spec,
+    Str,
+    Table,
+    did_you_mean,
+    join_key,
+    kind_of,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.registry import DatasetInfo
 
 #: the keys every experiment understands (each experiment adds its own tables, see ``Experiment.sections``)
 COMMON_KEYS = ("name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
@@ -37,7 +55,7 @@ class ConfigError(AdvguardError, ValueError):
 class AttackSpec:
     name: str
     label: str
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     target_shift: int | None = None
     #: attacks sharing a group form one attack family (pooled; the segfault experiment splits the clean
     #: images between its members)
@@ -48,7 +66,7 @@ class AttackSpec:
 class DetectorSpec:
     name: str
     label: str
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     decision_models: list[str] = field(default_factory=list)
 
 
@@ -70,7 +88,7 @@ class ExperimentConfig:
     fpr: float = 0.05
     roundtrip: str | None = None
     out: str | None = None
-    dataset_kwargs: dict = field(default_factory=dict)
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     chunk_size: int = 256
     bootstrap: int = 1000
     experiment: str = "grid"
@@ -83,7 +101,7 @@ class ExperimentConfig:
         v = self.sections.get(name)
         return {} if v is None else v
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The configuration as JSON-able data (for results documents)."""
         return {"name": self.name, "title": self.title, "experiment": self.experiment, "dataset": self.dataset,
                 "split": self.split, "model": self.model, "n_images": self.n_images, "seed": self.seed,
@@ -101,13 +119,13 @@ BenchConfig = ExperimentConfig
 class Context:
     """What an experiment's cross-key checks may need to know about the rest of the document."""
 
-    doc: dict
+    doc: dict[str, Any]
     dataset: str | None
     model: str | None
     info: Any  # the dataset's DatasetInfo, when the name is known
     n_classes: int | None
     #: the [[attack]] tables (None when that list itself is ill-typed)
-    attacks: list[dict] | None
+    attacks: list[dict[str, Any]] | None
     compatible: Callable[[str, str], None]  # compatible(model_name, key): the model is for the config's dataset
 
 
@@ -148,7 +166,7 @@ def _top_schema() -> Table:
     return Table(schema, required=("name", "dataset", "model"))
 
 
-def validate_config(doc) -> list[str]:
+def validate_config(doc: object) -> list[str]:
     """Every problem of configuration ``doc``, one line each naming its key (empty when it is valid)."""
     from ..data import DATASETS
     from ..models import ZOO
@@ -184,6 +202,7 @@ def validate_config(doc) -> list[str]:
             and doc["split"] not in info.splits:
         P.add("split", f"dataset {dataset!r} has no split {doc['split']!r}; splits: {', '.join(info.splits)}")
     if info is not None and ok("dataset_kwargs"):
+        assert isinstance(dataset, str)  # info is None otherwise
         _check_dataset_kwargs(doc.get("dataset_kwargs", {}), dataset, info, P)
 
     attacks = doc.get("attack", []) if ok("attack") else None
@@ -215,11 +234,12 @@ def validate_config(doc) -> list[str]:
     return P.items
 
 
-def _check_attacks(doc: dict, n_classes: int | None, P: Problems) -> None:
+def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> None:
     """Each [[attack]]: targeted attacks have a target shift, params the attack accepts, unique labels."""
     from ..attacks import ATTACKS
 
-    attacks = doc.get("attack") if isinstance(doc.get("attack"), list) else []
+    listed = doc.get("attack")
+    attacks = listed if isinstance(listed, list) else []
     for i, a in enumerate(attacks):
         if isinstance(a, dict):
             key = join_key("attack", i)
@@ -247,12 +267,13 @@ def _check_attacks(doc: dict, n_classes: int | None, P: Problems) -> None:
             P.add("attack", f"attack labels must be unique, repeated: {', '.join(dup)}")
 
 
-def _check_detectors(doc: dict, P: Problems) -> None:
+def _check_detectors(doc: dict[str, Any], P: Problems) -> None:
     """Each [[detector]]: params the detector accepts, fpr / seed only at the top level."""
     from ..detectors import DETECTORS
     from ..detectors.base import parameter_names
 
-    for i, d in enumerate(doc.get("detector") if isinstance(doc.get("detector"), list) else []):
+    listed = doc.get("detector")
+    for i, d in enumerate(listed if isinstance(listed, list) else []):
         if isinstance(d, dict):
             key = join_key("detector", i)
             cls = DETECTORS.get(d["name"]) if isinstance(d.get("name"), str) else None
@@ -271,7 +292,7 @@ def _check_detectors(doc: dict, P: Problems) -> None:
                           + did_you_mean(k, allowed) + f"; its parameters: {', '.join(sorted(allowed))}")
 
 
-def _check_dataset_kwargs(kw: dict, dataset: str, info, P: Problems) -> None:
+def _check_dataset_kwargs(kw: dict[str, Any], dataset: str, info: DatasetInfo, P: Problems) -> None:
     """Options a dataset's loader accepts; image-folder needs ``path``."""
     import inspect
 
@@ -304,7 +325,7 @@ def _check_dataset_kwargs(kw: dict, dataset: str, info, P: Problems) -> None:
                 Int(1).check(kw[k], f"dataset_kwargs.{k}", P)
 
 
-def parse_config(doc: dict, where: str = "config", source_text: str = "") -> ExperimentConfig:
+def parse_config(doc: dict[str, Any], where: str = "config", source_text: str = "") -> ExperimentConfig:
     """Validate a configuration dict completely, then build it; every problem is reported at once.
 
     Raises :class:`ConfigError` listing one line per problem, each naming its key (``fpr``,

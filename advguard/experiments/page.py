@@ -12,20 +12,27 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path, atomic_write_text
 from ..report import markdown_table
 
+if TYPE_CHECKING:  # pragma: no cover
+    import jinja2
+    from markdown_it import MarkdownIt
+    from matplotlib.figure import Figure
+
 
 @functools.lru_cache(maxsize=1)
-def _markdown():
+def _markdown() -> MarkdownIt:
     from markdown_it import MarkdownIt
 
     return MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
 @functools.lru_cache(maxsize=1)
-def _template():
+def _template() -> jinja2.Template:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("advguard.experiments", "templates"),
@@ -33,7 +40,7 @@ def _template():
     return env.get_template("page.html")
 
 
-def fig_png(fig) -> bytes:
+def fig_png(fig: Figure) -> bytes:
     """Render a matplotlib figure to PNG bytes and close it."""
     import matplotlib.pyplot as plt
 
@@ -49,7 +56,7 @@ def pct(v: float | None, digits: int = 1) -> str:
     return "-" if v is None or v != v else f"{100 * v:.{digits}f}"
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,28 +68,28 @@ def pyplot():
 @dataclass
 class Page:
     title: str
-    blocks: list[tuple] = field(default_factory=list)
+    blocks: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def h2(self, text: str) -> "Page":
+    def h2(self, text: str) -> Page:
         self.blocks.append(("h2", text))
         return self
 
-    def text(self, markdown: str) -> "Page":
+    def text(self, markdown: str) -> Page:
         """A paragraph or bullet list (Markdown; in the HTML, `code` and **bold** are rendered)."""
         self.blocks.append(("text", markdown))
         return self
 
-    def table(self, header: list[str], rows: list[list], caption: str | None = None) -> "Page":
+    def table(self, header: list[str], rows: list[list[Any]], caption: str | None = None) -> Page:
         self.blocks.append(("table", header, rows, caption))
         return self
 
-    def figure(self, name: str, png: bytes, caption: str) -> "Page":
+    def figure(self, name: str, png: bytes, caption: str) -> Page:
         if not re.fullmatch(r"[A-Za-z0-9._-]+\.png", name):
             raise ValueError(f"figure file name {name!r} must be a plain *.png name")
         self.blocks.append(("figure", name, png, caption))
         return self
 
-    def code(self, text: str) -> "Page":
+    def code(self, text: str) -> Page:
         self.blocks.append(("code", text))
         return self
 

@@ -22,11 +22,14 @@ if TYPE_CHECKING:  # pragma: no cover
 #: entry-point group under which installed packages register further experiments
 ENTRY_POINT_GROUP = "advguard.experiments"
 
-_REGISTRY: dict[str, "Experiment"] = {}
+_REGISTRY: dict[str, Experiment] = {}
 _ALIASES: dict[str, str] = {}
 _discovered = False
 
 E = TypeVar("E", bound=type)
+
+#: what :meth:`Experiment.summary` returns: (header, rows)
+Summary = tuple[list[str], list[list[Any]]]
 
 
 class Experiment(ABC):
@@ -52,29 +55,29 @@ class Experiment(ABC):
     #: the artefacts it writes, for the CLI's closing line
     artefacts: ClassVar[str] = "results.json, results.md, *.png, report.html"
 
-    def schema(self) -> dict[str, "Spec"]:
+    def schema(self) -> dict[str, Spec]:
         """The type schema of each of :attr:`sections` (built lazily: schemas read other registries)."""
         return {}
 
-    def check(self, doc: dict, ctx: "Context", problems: "Problems") -> None:
+    def check(self, doc: dict[str, Any], ctx: Context, problems: Problems) -> None:  # noqa: B027 - optional hook, empty by default
         """Checks across keys that a type schema cannot state (add one problem per violation)."""
 
-    def options(self, cfg: "ExperimentConfig") -> Any:
+    def options(self, cfg: ExperimentConfig) -> Any:
         """The experiment's typed options (its sections with their defaults); None when it has none."""
         return None
 
     @abstractmethod
-    def run(self, cfg: "ExperimentConfig", out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         """Run the protocol, write the results page into ``out`` (create it when writing, not before: a run
         refused before any work leaves nothing on disk); return the results document."""
 
     @abstractmethod
-    def summary(self, doc: dict) -> tuple[list[str], list[list]]:
+    def summary(self, doc: dict[str, Any]) -> Summary:
         """The few lines printed at the end of a run: (header, rows)."""
 
     @final
-    def execute(self, cfg: "ExperimentConfig", out: str | Path | None = None, cache_dir: str | Path | None = None,
-                progress: bool = True) -> dict:
+    def execute(self, cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
+                progress: bool = True) -> dict[str, Any]:
         """Run ``cfg`` (its output folder: ``out``, else the config's, else runs/bench/<name>; created only when
         the run writes its results, so a run refused before any work leaves nothing on disk)."""
         from .common import bench_paths

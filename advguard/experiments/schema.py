@@ -6,7 +6,10 @@ their sections' schemas from these pieces (see :meth:`advguard.experiments.regis
 """
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from ..errors import unknown_name
+
 
 class Problems:
     def __init__(self) -> None:
@@ -16,13 +19,13 @@ class Problems:
         self.items.append(f"{key}: {msg}" if key else msg)
 
 
-def join_key(base: str, key) -> str:
+def join_key(base: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{base}[{key + 1}]"
     return f"{base}.{key}" if base else str(key)
 
 
-def kind_of(v) -> str:
+def kind_of(v: object) -> str:
     if isinstance(v, bool):
         return "a boolean"
     return {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}.get(
@@ -32,12 +35,12 @@ def kind_of(v) -> str:
 class Spec:
     """A value's expected type and range; ``check`` adds one problem per violation to ``P``."""
 
-    types: tuple = ()
+    types: tuple[type, ...] = ()
 
-    def type_ok(self, v) -> bool:
+    def type_ok(self, v: object) -> bool:
         return isinstance(v, self.types) and (bool in self.types or not isinstance(v, bool))
 
-    def check(self, v, key: str, P: Problems) -> bool:  # pragma: no cover - abstract
+    def check(self, v: object, key: str, P: Problems) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -47,7 +50,7 @@ class Int(Spec):
     def __init__(self, lo: int | None = None, hi: int | None = None):
         self.lo, self.hi = lo, hi
 
-    def check(self, v, key, P):
+    def check(self, v: object, key: str, P: Problems) -> bool:
         if isinstance(v, bool) or not isinstance(v, int):
             P.add(key, f"must be an integer, got {kind_of(v)} {v!r}")
             return False
@@ -68,7 +71,7 @@ class Num(Spec):
                  open_hi: bool = False, what: str = ""):
         self.lo, self.hi, self.open_lo, self.open_hi, self.what = lo, hi, open_lo, open_hi, what
 
-    def check(self, v, key, P):
+    def check(self, v: object, key: str, P: Problems) -> bool:
         import math
 
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -93,10 +96,10 @@ class Str(Spec):
 
     types = (str,)
 
-    def __init__(self, registry=None, kind: str = "", nonempty: bool = False):
+    def __init__(self, registry: Collection[object] | None = None, kind: str = "", nonempty: bool = False):
         self.registry, self.kind, self.nonempty = registry, kind, nonempty
 
-    def check(self, v, key, P):
+    def check(self, v: object, key: str, P: Problems) -> bool:
         if not isinstance(v, str):
             P.add(key, f"must be a string, got {kind_of(v)} {v!r}")
             return False
@@ -112,7 +115,7 @@ class Str(Spec):
 class Bool(Spec):
     types = (bool,)
 
-    def check(self, v, key, P):
+    def check(self, v: object, key: str, P: Problems) -> bool:
         if not isinstance(v, bool):
             P.add(key, f"must be true or false, got {kind_of(v)} {v!r}")
             return False
@@ -120,7 +123,7 @@ class Bool(Spec):
 
 
 class AnyValue(Spec):
-    def check(self, v, key, P):
+    def check(self, v: object, key: str, P: Problems) -> bool:
         return True
 
 
@@ -130,7 +133,7 @@ class List(Spec):
     def __init__(self, item: Spec, min_len: int = 0, length: int | None = None, hint: str = ""):
         self.item, self.min_len, self.length, self.hint = item, min_len, length, hint
 
-    def check(self, v, key, P):
+    def check(self, v: object, key: str, P: Problems) -> bool:
         if not isinstance(v, list):
             P.add(key, f"must be an array{self.hint}, got {kind_of(v)} {v!r}")
             return False
@@ -152,7 +155,7 @@ class Table(Spec):
                  hint: str = ""):
         self.schema, self.required, self.what, self.hint = schema, required, what, hint
 
-    def check(self, v, key, P):
+    def check(self, v: object, key: str, P: Problems) -> bool:
         if not isinstance(v, dict):
             P.add(key, f"must be {self.what}{self.hint}, got {kind_of(v)} {v!r}")
             return False
@@ -175,7 +178,7 @@ class OneOf(Spec):
     def __init__(self, *specs: Spec, what: str):
         self.specs, self.what = specs, what
 
-    def check(self, v, key, P):
+    def check(self, v: object, key: str, P: Problems) -> bool:
         for s in self.specs:
             trial = Problems()
             if s.check(v, key, trial):
@@ -187,7 +190,7 @@ class OneOf(Spec):
         return False
 
 
-def unknown_key(k, allowed: set[str]) -> str:
+def unknown_key(k: object, allowed: set[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(str(k), sorted(allowed), 1)
@@ -195,7 +198,7 @@ def unknown_key(k, allowed: set[str]) -> str:
     return f"unknown key {str(k)!r}{hint}; allowed: {', '.join(sorted(allowed))}"
 
 
-def did_you_mean(k: str, allowed) -> str:
+def did_you_mean(k: str, allowed: Iterable[str]) -> str:
     """" (did you mean 'x'?)" for the closest of ``allowed``, else ""."""
     import difflib
 

@@ -7,9 +7,9 @@ time, machine). ``advguard train NAME`` reproduces them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -154,7 +154,8 @@ def akamaster_weights(depth: int, *, base_url: str | None = None, root=None) -> 
         download(base + "LICENSE", folder / "LICENSE")  # the BSD-2 notice travels with the weights
         dest = download(base + "pretrained_models/" + name, folder / name)
     except DatasetNotFoundError as e:
-        raise DatasetNotFoundError(f"no pretrained ResNet-{depth} weights: {missing or 'mirror not used'}; and {e}") from e
+        raise DatasetNotFoundError(
+            f"no pretrained ResNet-{depth} weights: {missing or 'mirror not used'}; and {e}") from e
     try:
         return _load_checked(dest, sha256)
     except DatasetNotFoundError:
@@ -356,7 +357,8 @@ def build_module(name: str, pretrained: bool = True) -> nn.Module:
     module = spec.build()
     if pretrained and not spec.external:
         if not spec.weights_path.exists():
-            raise AdvguardError(f"no weights for {name!r} at {spec.weights_path}; train them with `advguard train {name}`.")
+            raise AdvguardError(f"no weights for {name!r} at {spec.weights_path}; "
+                                f"train them with `advguard train {name}`.")
         from safetensors.torch import load_file
 
         module.load_state_dict(load_file(spec.weights_path))

@@ -6,9 +6,15 @@ The protocol is described in :mod:`advguard.experiments.blurnet.run`; the paper'
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..registry import Experiment, register_experiment
+from ..registry import Experiment, Summary, register_experiment
 from . import options
+from .options import BlurNetOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context, ExperimentConfig
+    from ..schema import Problems, Spec
 
 
 @register_experiment
@@ -18,21 +24,21 @@ class BlurNetExperiment(Experiment):
     sections = ("blurnet",)
     needs_attacks = False
 
-    def schema(self):
+    def schema(self) -> dict[str, Spec]:
         return options.schema()
 
-    def check(self, doc, ctx, problems):
+    def check(self, doc: dict[str, Any], ctx: Context, problems: Problems) -> None:
         options.check(doc, ctx, problems)
 
-    def options(self, cfg):
-        return options.BlurNetOptions.from_section(cfg.section("blurnet"))
+    def options(self, cfg: ExperimentConfig) -> BlurNetOptions:
+        return BlurNetOptions.from_section(cfg.section("blurnet"))
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_blurnet
 
         return run_blurnet(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]) -> Summary:
         from .run import summary_table
 
         return summary_table(doc)

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..schema import NONNEG_INT, POS_INT, POS_NUM, Bool, Int, List, Num, OneOf, Problems, Spec, Str, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context
 
 
 @dataclass
@@ -34,7 +38,7 @@ class BlurNetOptions:
     clip: float | None = None
 
     @classmethod
-    def from_section(cls, section: dict) -> "BlurNetOptions":
+    def from_section(cls, section: dict[str, Any]) -> BlurNetOptions:
         return cls(**section)
 
 
@@ -51,7 +55,8 @@ def schema() -> dict[str, Spec]:
     zoo = Str(ZOO, "model")
     return {"blurnet": Table({
         "stop_class": NONNEG_INT, "n_signs": POS_INT,
-        "targets": OneOf(Str(["all"], "targets"), List(NONNEG_INT, min_len=1), what='"all" or an array of class numbers'),
+        "targets": OneOf(Str(["all"], "targets"), List(NONNEG_INT, min_len=1),
+                         what='"all" or an array of class numbers'),
         "lam": Num(0), "steps": POS_INT, "lr": POS_NUM, "mask": Str(MASKS, "RP2 mask"),
         "n_transforms": POS_INT, "chunk": POS_INT, "eval_views": POS_INT, "l1_mask": Bool(),
         "l1_share": Num(0, 1, open_lo=True), "spectra_blur": POS_INT,
@@ -61,7 +66,7 @@ def schema() -> dict[str, Spec]:
         "nps": Bool(), "norm_p": Int(1, 2), "clip": POS_NUM})}
 
 
-def check(doc: dict, ctx, P: Problems) -> None:
+def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     o = {**BLURNET_DEFAULTS, **doc.get("blurnet", {})}
     for k in ("blackbox", "whitebox"):
         for i, m in enumerate(o[k]):

@@ -31,17 +31,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ...advsets import weights_hash
-from ...attacks.rp2 import AUTHORS, LEGACY, OURS, RP2, l2_dissimilarity, random_warps, save_sticker_png, Sticker
+from ...attacks.rp2 import AUTHORS, LEGACY, OURS, RP2, Sticker, l2_dissimilarity, random_warps, save_sticker_png
 from ...data import load_dataset
 from ...data.cache import cached_arrays
 from ...defenses.blurnet import feature_spectra, first_layer_maps, log_spectrum
 from ...models import get_spec, load_model
-from . import paper
-from ..config import BenchConfig, ConfigError
-from .options import BLURNET_DEFAULTS
-from ..page import Page, fig_png, pct, pyplot
 from ..common import bench_paths, cache_key, results_header, write_results
-
+from ..config import BenchConfig, ConfigError
+from ..page import Page, fig_png, pct, pyplot
+from . import paper
+from .options import BLURNET_DEFAULTS
 
 #: RP2 settings a [blurnet] table may set (a preset's values unless set there)
 RP2_KEYS = ("mask", "lam", "steps", "lr", "norm_p", "init", "transforms", "nps", "clip")
@@ -108,7 +107,7 @@ def _evaluate(clf, signs: torch.Tensor, st: dict[str, np.ndarray], views: int, s
     h, w = signs.shape[-2:]
     out = {k: [] for k in ("success", "target_rate", "l2", "success_views")}
     g = torch.Generator().manual_seed(seed)
-    for delta, mask, t in zip(st["delta"], st["mask"], st["targets"]):
+    for delta, mask, t in zip(st["delta"], st["mask"], st["targets"], strict=True):
         x_adv = Sticker(torch.from_numpy(delta), torch.from_numpy(mask), int(t)).apply(signs)
         with clf.exact():
             pred = clf.predict(x_adv)
@@ -177,7 +176,8 @@ def run_blurnet(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str 
                                         cfg.seed, progress, settings)
         rows["l1"] = {"model": cfg.model, "paper_row": None, "mask": "l1", "acc_signs": rows[cfg.model]["acc_signs"],
                       "acc_test": rows[cfg.model]["acc_test"], "rp2_seconds": float(st["seconds"]),
-                      "mask_share": float(st["mask"].mean()), **_summary(_evaluate(clf, signs, st, int(o["eval_views"]), cfg.seed), st["targets"])}
+                      "mask_share": float(st["mask"].mean()),
+                      **_summary(_evaluate(clf, signs, st, int(o["eval_views"]), cfg.seed), st["targets"])}
     # Table 1: the undefended model's stickers, classified by each black-box model
     src = stickers[cfg.model]
     best = rows[cfg.model]["best_target"]
@@ -193,7 +193,8 @@ def run_blurnet(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str 
                 acc = float(clf.accuracy(signs, ds.y[idx]))
         table1.append({"model": name, "paper_row": paper_key(name), "acc_signs": acc,
                        "success_best_target": float(ev["success"][b]), "avg_success": float(ev["success"].mean()),
-                       "worst_success": float(ev["success"].max()), "avg_success_views": float(ev["success_views"].mean())})
+                       "worst_success": float(ev["success"].max()),
+                       "avg_success_views": float(ev["success_views"].mean())})
     doc = {**results_header(cfg), "model": cfg.model, "dataset": cfg.dataset, "split": cfg.split, "options": o,
            "rp2": settings, "mask_share": rows[cfg.model]["mask_share"], "n_test": int(len(ds.y)),
            "signs": idx.tolist(), "targets": targets, "best_target": best, "table1": table1,
@@ -230,7 +231,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
               + f": one sticker per target class ({len(doc['targets'])} targets: "
               f"{', '.join(map(str, doc['targets']))}), {mask_text} covering **{share:.1f} % of the image**, "
               f"lambda {rs['lam']:g} on the L{rs['norm_p']} norm of the masked perturbation, {rs['steps']} Adam steps "
-              f"over all the signs (lr {rs['lr']:g}), delta started at {'uniform(0, 1)' if rs['init'] == 'uniform' else 'zero'} "
+              f"over all the signs (lr {rs['lr']:g}), delta started at "
+              f"{'uniform(0, 1)' if rs['init'] == 'uniform' else 'zero'} "
               f"and kept in [-{rs['clip']:g}, {rs['clip']:g}], {views}, printability (NPS) term "
               f"{'on' if rs['nps'] else 'off'}. Success = the paper's: the predicted label changes; 'views' = the same "
               f"over {o['eval_views']} random views (brightness, rotation, zoom, perspective) of each stickered sign.")
@@ -238,7 +240,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
     rows = []
     for r in doc["table1"]:
         p = paper.TABLE1.get(r["paper_row"])
-        ref = (lambda i: f" ({p[i]:g})" if p else "")  # noqa: E731
+        ref = (lambda i: f" ({p[i]:g})" if p else "")  # noqa: E731, B023 - called within this iteration
         rows.append([r["model"], f"{pct(r['acc_signs'])}{ref(0)}", f"{pct(r['success_best_target'])}{ref(1)}",
                      pct(r["avg_success"]), pct(r["worst_success"]), pct(r["avg_success_views"])])
     page.table(["model", "accuracy on the clean signs %", f"success, target {name(doc['best_target'])} %",
@@ -253,7 +255,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
         p = paper.TABLE2.get(r["paper_row"]) if r.get("paper_row") else None
         cost = 100 * (base_acc - r["acc_test"])
         p_cost = f" ({paper.TABLE2['baseline'][1] - p[1]:.1f})" if p else ""
-        ref = (lambda i, f="{:g}": f" ({f.format(p[i])})" if p else "")  # noqa: E731
+        ref = (lambda i, f="{:g}": f" ({f.format(p[i])})" if p else "")  # noqa: E731, B023 - called within this iteration
         alpha = (r.get("defense") or {}).get("alpha", 0 if r.get("paper_row") == "baseline" else None)
         rows.append([r["model"] + (" (L1-stage mask)" if r.get("mask") == "l1" else ""),
                      "-" if alpha is None else f"{alpha:g}", f"{100 * r.get('mask_share', float('nan')):.1f}",
@@ -267,7 +269,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
                 "avg target rate %", "avg success over views %", "RP2 s / target", "training min"], rows,
                caption=f"Legit accuracy: the whole `{cfg.dataset}` {cfg.split} split ({doc.get('n_test', '?')} "
                        "images; the paper's: its LISA test set). Accuracy cost: points of legit accuracy below the "
-                       f"undefended `{doc['model']}` (the paper's: below its baseline's {paper.TABLE2['baseline'][1]:g} %). "
+                       f"undefended `{doc['model']}` (the paper's: below its baseline's "
+                       f"{paper.TABLE2['baseline'][1]:g} %). "
                        "Averages over the "
                        "target classes.")
     plt = pyplot()
@@ -289,7 +292,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
     gray = lambda v: v.mean(0)  # noqa: E731
     fig, axes = plt.subplots(1, 4, figsize=(8, 2.3))
     for ax, v, t in zip(axes, [x0, xa, log_spectrum(gray(x0)), log_spectrum(gray(xa))],
-                        ["clean", "stickered", "spectrum (clean)", "spectrum (stickered)"]):
+                        ["clean", "stickered", "spectrum (clean)", "spectrum (stickered)"], strict=True):
         v = np.asarray(v)
         ax.imshow(v.transpose(1, 2, 0) if v.ndim == 3 else v, cmap=None if v.ndim == 3 else "viridis")
         ax.set_title(t, fontsize=8), ax.set_xticks([]), ax.set_yticks([])
@@ -310,7 +313,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, signs: torch.Tensor, stickers:
                 axes[i, j].set_title(k, fontsize=8)
         axes[i, 0].set_ylabel(f"map {c}", fontsize=7)
     page.figure("figure2_feature_spectra.png", fig_png(fig), f"Figure 2: spectra of first-layer feature maps "
-                f"(`{layer}` of {cfg.model}) of a clean and a stickered stop sign, their difference, and the difference "
+                f"(`{layer}` of {cfg.model}) of a clean and a stickered stop sign, their difference, and the "
+                f"difference "
                 f"after a {o['spectra_blur']}x{o['spectra_blur']} blur of the maps (the five maps the sticker changes "
                 f"most). The paper's figure shows the same columns for its LISA model.")
     for model, s in stickers.items():

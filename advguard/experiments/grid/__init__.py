@@ -3,8 +3,12 @@ models on your own model and data. See :mod:`advguard.experiments.grid.run`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..registry import Experiment, register_experiment
+from ..registry import Experiment, Summary, register_experiment
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import ExperimentConfig
 
 
 @register_experiment
@@ -14,12 +18,12 @@ class GridExperiment(Experiment):
     needs_detectors = True
     artefacts = "results.json, results.csv, results.md, roc-*.png, report.html"
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_grid
 
         return run_grid(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]) -> Summary:
         from .report import results_table
 
         return results_table(doc)

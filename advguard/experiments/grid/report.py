@@ -6,10 +6,12 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from ..._atomic import atomic_path
 from ..common import write_results
-from ..page import Page, pct as _pct
+from ..page import Page
+from ..page import pct as _pct
 
 CSV_FIELDS = ["attack", "detector", "decision_model", "n_clean", "n_adv", "auc", "auc_ci_low", "auc_ci_high",
               "tpr_at_fpr_1", "tpr_at_fpr_5", "tpr_at_fpr_10", "threshold", "detection_rate", "fpr", "eer",
@@ -20,7 +22,7 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower() or "x"
 
 
-def _row(c: dict) -> dict:
+def _row(c: dict[str, Any]) -> dict[str, Any]:
     cost = c.get("cost", {})
     ci = c.get("auc_ci95", [None, None])
     return {"attack": c["attack"], "detector": c["detector"], "decision_model": c.get("decision_model") or "",
@@ -32,7 +34,7 @@ def _row(c: dict) -> dict:
             "peak_mb": cost.get("peak_mb"), "skipped": c.get("skipped", "")}
 
 
-def results_table(doc: dict) -> tuple[list[str], list[list]]:
+def results_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     header = ["attack", "detector", "decision", "AUC % (95 % CI)", "TPR@1%", "TPR@5%", "TPR@10%",
               "det. rate % / FPR % @ cal.", "ms/img", "passes/img", "peak MB", "n clean/adv (test)"]
     rows = []
@@ -52,7 +54,7 @@ def results_table(doc: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def plot_roc(doc: dict, attack: str) -> bytes:
+def plot_roc(doc: dict[str, Any], attack: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +79,7 @@ def plot_roc(doc: dict, attack: str) -> bytes:
     return buf.getvalue()
 
 
-def build_page(doc: dict, pngs: dict[str, bytes]) -> Page:
+def build_page(doc: dict[str, Any], pngs: dict[str, bytes]) -> Page:
     """The grid's results page: data and protocol, adversarial sets, the detection table, ROC curves, config."""
     p, d, cfg = doc["provenance"], doc["data"], doc["config"]
     header, rows = results_table(doc)
@@ -107,7 +109,7 @@ def build_page(doc: dict, pngs: dict[str, bytes]) -> Page:
     return page
 
 
-def write_artefacts(doc: dict, out: Path) -> dict[str, Path]:
+def write_artefacts(doc: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write every artefact atomically into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": write_results(doc, out)}

@@ -8,19 +8,21 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...advsets import AdvSet
 from ...detectors import make_detector
 from ...metrics import detection_report
 from ...models import load_model
 from ..common import bench_paths, build_sets, dataset_kwargs, feature_key, features, forward_cost, results_header
-from ..config import ExperimentConfig
+from ..config import AttackSpec, DetectorSpec, ExperimentConfig
 
 
 def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True) -> dict[str, Any]:
     """Run the whole grid; write the artefacts into ``out``; return the results document."""
     from .report import write_artefacts
 
@@ -82,13 +84,13 @@ def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: st
     return doc
 
 
-def _empty_cell(a, d, dm, s, why: str) -> dict:
+def _empty_cell(a: AttackSpec, d: DetectorSpec, dm: str | None, s: AdvSet, why: str) -> dict[str, Any]:
     return {"attack": a.label, "attack_name": a.name, "attack_params": a.params, "detector": d.label,
             "detector_name": d.name, "detector_params": d.params, "decision_model": dm, "skipped": why,
             "n_adv": int(len(s.x_adv))}
 
 
-def _roc_points(sc: np.ndarray, sa: np.ndarray, n: int = 101) -> dict:
+def _roc_points(sc: np.ndarray, sa: np.ndarray, n: int = 101) -> dict[str, Any]:
     from sklearn.metrics import roc_curve
 
     f, t, _ = roc_curve(np.r_[np.zeros(len(sc)), np.ones(len(sa))], np.r_[sc, sa])

@@ -7,9 +7,15 @@ The protocol is described in :mod:`advguard.experiments.nguyen.run`; the paper's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..registry import Experiment, register_experiment
+from ..registry import Experiment, Summary, register_experiment
 from . import options
+from .options import NguyenOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import ExperimentConfig
+    from ..schema import Spec
 
 
 @register_experiment
@@ -21,19 +27,19 @@ class NguyenExperiment(Experiment):
     sections = ("imageops", "cnn")
     fractions = (0.7, 0.15, 0.15)
 
-    def schema(self):
+    def schema(self) -> dict[str, Spec]:
         return options.schema()
 
-    def options(self, cfg):
-        return options.NguyenOptions(imageops=dict(cfg.section("imageops")),
-                                     cnn=[dict(c) for c in cfg.sections.get("cnn", [])])
+    def options(self, cfg: ExperimentConfig) -> NguyenOptions:
+        return NguyenOptions(imageops=dict(cfg.section("imageops")),
+                             cnn=[dict(c) for c in cfg.sections.get("cnn", [])])
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_imageops
 
         return run_imageops(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]) -> Summary:
         from .run import summary_table
 
         return summary_table(doc)

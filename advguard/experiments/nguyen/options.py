@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..schema import POS_INT, POS_NUM, TABLES_HINT, Bool, List, Spec, Str, Table
 
@@ -9,9 +10,9 @@ from ..schema import POS_INT, POS_NUM, TABLES_HINT, Bool, List, Spec, Str, Table
 @dataclass
 class NguyenOptions:
     #: [imageops]: the image-processing detector's options (k, the ks swept, decision models, operation families)
-    imageops: dict = field(default_factory=dict)
+    imageops: dict[str, Any] = field(default_factory=dict)
     #: [[cnn]]: one table per CNN detector (label, backbone, softmax_in_training, epochs, lr, batch_size, widths)
-    cnn: list[dict] = field(default_factory=list)
+    cnn: list[dict[str, Any]] = field(default_factory=list)
 
 
 def schema() -> dict[str, Spec]:

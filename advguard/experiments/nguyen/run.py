@@ -29,18 +29,17 @@ from tqdm.auto import tqdm
 
 from ...advsets import fold_of
 from ...data.cache import save_file, verified
-from ...detectors import CNNDetector, Detector, ImageOps, decision_scores, make_decision_model
-from ...detectors.imageops import PAPER_DECISION_PARAMS, counting_feature, default_k, differences_feature, \
-    label_matrix
 from ...defenses import LabelCorrection
 from ...defenses.correction import correction_rates
+from ...detectors import CNNDetector, Detector, ImageOps, decision_scores, make_decision_model
+from ...detectors.imageops import PAPER_DECISION_PARAMS, counting_feature, default_k, differences_feature, label_matrix
 from ...metrics import equal_error_rate, roc_auc
 from ...models import load_model
 from ...transforms import FAMILY_SETS, paper_ops, parse_ops
-from . import paper
-from ..config import BenchConfig
 from ..common import bench_paths, build_sets, cache_key, cached_chunks, dataset_kwargs, results_header, write_results
+from ..config import BenchConfig
 from ..page import Page, fig_png, pct, pyplot
+from . import paper
 
 SPLITS = ("train", "dev", "eval")
 NOT_IN_FOOLBOX3 = {"L-BFGS": "targeted L-BFGS (Szegedy et al.)", "ADef": "ADef (Alaifari et al.)",
@@ -77,9 +76,9 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     first = next(iter(sets.values()))
     wkey = first.config["weights"]
     lab_dir = cache / "imageops-labels"
-    L_clean, cost_clean = _labels_cached(clf, first.x_clean, ops, K,
-                                         lab_dir / f"{cache_key(wkey, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, K, 'clean')}.npz",
-                                         "labels clean", progress)
+    clean_key = cache_key(wkey, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, K, 'clean')
+    L_clean, cost_clean = _labels_cached(clf, first.x_clean, ops, K, lab_dir / f"{clean_key}.npz", "labels clean",
+                                         progress)
     L_adv = {lab: _labels_cached(clf, s.x_adv, ops, K, lab_dir / f"{cache_key(s.key, K, 'adv')}.npz", f"labels {lab}",
                                  progress)[0] for lab, s in sets.items()}
     y_clean = first.y_clean
@@ -101,7 +100,8 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     for a in cfg.attacks:
         s, fa = sets[a.label], adv_folds[a.label]
         t1.append({"attack": a.label, "name": a.name, "params": a.params, "targeted": a.target_shift is not None,
-                   "n_attacked": s.counts["n_attacked"], "n_success": s.counts["n_success"], "n_kept": s.counts["n_adv"],
+                   "n_attacked": s.counts["n_attacked"], "n_success": s.counts["n_success"],
+                   "n_kept": s.counts["n_adv"],
                    **{f"n_{sp}": int((fa == i).sum()) for i, sp in enumerate(SPLITS)},
                    "median_l2": float(np.median(s.norms["l2"])) if len(s.x_adv) else None,
                    "median_linf": float(np.median(s.norms["linf"])) if len(s.x_adv) else None})
@@ -135,7 +135,8 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         return counting_feature(sub) if feature == "count" else differences_feature(sub)
 
     def fit_eval(m: str, X: np.ndarray) -> dict:
-        est = make_decision_model(m, seed=cfg.seed, **PAPER_DECISION_PARAMS.get(m, {})).fit(X[fold == 0], y_det[fold == 0])
+        est = make_decision_model(m, seed=cfg.seed, **PAPER_DECISION_PARAMS.get(m, {}))
+        est = est.fit(X[fold == 0], y_det[fold == 0])
         r = {}
         for i, sp in ((1, "dev"), (2, "eval")):
             sel = fold == i
@@ -219,7 +220,8 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     for c in tqdm(cfg.options.cnn, desc="CNN detectors", disable=not progress):
         params = {k_: v for k_, v in c.items() if k_ != "label"}
         label = c.get("label") or json.dumps(params)
-        path = cache / "imageops-cnn" / f"{cache_key(wkey, [s.key for s in sets.values()], cfg.fractions, cfg.seed, params)}.zip"
+        key = cache_key(wkey, [s.key for s in sets.values()], cfg.fractions, cfg.seed, params)
+        path = cache / "imageops-cnn" / f"{key}.zip"
         t0 = time.perf_counter()
         # verified (advguard.data.cache): a corrupt or tampered detector file is named, moved aside and retrained
         # the cache key binds the weights already: a file from before fingerprints (format 1) loads with a warning
@@ -233,7 +235,7 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
                     dev=(x_all[(fold == 1) & (y_det == 0)], x_all[(fold == 1) & (y_det == 1)]))
             train_s = time.perf_counter() - t0
             det.history_[-1]["_train_seconds"] = train_s
-            save_file(path, lambda tmp: det.save(tmp))
+            save_file(path, det.save)
         ev = fold == 2
         z = det.features(torch.from_numpy(x_all[ev]))
         s = det.statistic(z)
@@ -422,7 +424,7 @@ def _plot_scatter(scatter: dict) -> bytes:
     plt = pyplot()
     n = len(scatter)
     fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.4), dpi=100, squeeze=False)
-    for ax, (lab, (z, y)) in zip(axes[0], scatter.items()):
+    for ax, (lab, (z, y)) in zip(axes[0], scatter.items(), strict=True):
         ax.scatter(z[y == 1, 0], z[y == 1, 1], s=3, c="tab:red", alpha=0.4, label="adversarial")
         ax.scatter(z[y == 0, 0], z[y == 0, 1], s=3, c="tab:blue", alpha=0.6, label="normal")
         ax.set_title(lab, fontsize=8)

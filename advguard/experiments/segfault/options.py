@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..schema import POS_INT, POS_NUM, TABLES_HINT, List, Problems, Spec, Str, Table, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context
 
 
 @dataclass
 class SegfaultOptions:
     #: the occlusion units ([[segfault.unit]] tables: label, unit, params, paper)
-    unit: list[dict] = field(default_factory=list)
+    unit: list[dict[str, Any]] = field(default_factory=list)
     classifiers: list[str] = field(default_factory=lambda: ["xgb"])
     pixel_classifiers: list[str] = field(default_factory=lambda: ["xgb", "rf", "svc"])
     baseline: str = "zero"
@@ -18,10 +22,10 @@ class SegfaultOptions:
     #: images timed per unit (None = batch_images)
     timing_images: int | None = None
     #: {images, value_ranges}: segment counts of the segmentation units at several pixel scales
-    segment_counts: dict | None = None
+    segment_counts: dict[str, Any] | None = None
 
     @classmethod
-    def from_section(cls, section: dict) -> "SegfaultOptions":
+    def from_section(cls, section: dict[str, Any]) -> SegfaultOptions:
         return cls(**section)
 
 
@@ -40,9 +44,9 @@ def schema() -> dict[str, Spec]:
                      hint=TABLES_HINT.format("segfault.unit"))})}
 
 
-def check(doc: dict, ctx, P: Problems) -> None:
-    from ...errors import AdvguardError
+def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     from ...detectors.loo import UNIT_PARAMS, check_unit_params
+    from ...errors import AdvguardError
 
     units = doc.get("segfault", {}).get("unit")
     if not units:

@@ -35,16 +35,24 @@ import torch
 from tqdm.auto import tqdm
 
 from ...advsets import fold_of
-from ...data.cache import cached_arrays, cache_lock, load_json, save_json
+from ...data.cache import cache_lock, cached_arrays, load_json, save_json
 from ...detectors import LeaveOneOut
 from ...detectors.decision import decision_scores, make_decision_model
 from ...metrics import PeakMemory, roc_auc
 from ...models import load_model
-from . import paper
+from ..common import (
+    bench_paths,
+    build_sets,
+    cache_key,
+    clean_set_key,
+    dataset_kwargs,
+    forward_cost,
+    results_header,
+    write_results,
+)
 from ..config import BenchConfig
 from ..page import Page, fig_png, pyplot
-from ..common import (bench_paths, build_sets, cache_key, clean_set_key, dataset_kwargs, forward_cost, results_header,
-                      write_results)
+from . import paper
 
 FLAVOURS = ("1d", "10d", "multilayer")
 FLAVOUR_NAMES = {"1d": "1-D", "10d": "10-D", "multilayer": "multi-layer"}
@@ -208,7 +216,7 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     root = cache / "segfault"
     batch = int(opts.get("batch_images", BATCH))
     # cheapest units first, so an interrupted run has finished whole rows of Table 6
-    order = sorted(zip(units, labels), key=lambda ul: ("slic", "felzenszwalb", "quickshift", "pixel",
+    order = sorted(zip(units, labels, strict=True), key=lambda ul: ("slic", "felzenszwalb", "quickshift", "pixel",
                                                        "channel-pixel").index(ul[0]["unit"]))
     for u, lab in order:
         det = _detector(clf, u, opts, "multilayer", cfg.seed)
@@ -216,18 +224,19 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         feats[lab] = {"clean": unit_features(det, x_c, root / cache_key("loo", params, clean_key),
                                              f"{lab} | clean", progress, batch)}
         for g, (xa, _, keys) in fam.items():
-            feats[lab][g] = unit_features(det, xa, root / cache_key("loo", params, keys), f"{lab} | {g}", progress, batch)
+            feats[lab][g] = unit_features(det, xa, root / cache_key("loo", params, keys), f"{lab} | {g}", progress,
+                                          batch)
 
     # ---- Table 7 timings: every flavour on the first batch (or timing_images) of clean images
     n_time = int(opts.get("timing_images", batch))
     timing = {lab: _timing(clf, u, opts, x_c[:n_time], root / f"timing-{cache_key('t', u, opts, clean_key)}.json",
-                           cfg.seed) for u, lab in zip(units, labels)}
+                           cfg.seed) for u, lab in zip(units, labels, strict=True)}
     floor = forward_cost(clf, x_c[:256])
 
     # ---- AUCs: train fold 0, test fold 1
     nc = clf.num_classes
     auc: dict[str, dict] = {}
-    for u, lab in zip(units, labels):
+    for u, lab in zip(units, labels, strict=True):
         models = list(opts.get("pixel_classifiers", ["xgb", "rf", "svc"]) if u["unit"] == "pixel"
                       else opts.get("classifiers", ["xgb"]))
         auc[lab] = {}
@@ -365,7 +374,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
     cw = next((g for g in fams if "C&W" in g or "CW" in g), fams[-1])
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, who in zip(axes, ("ours", "paper")):
+    for ax, who in zip(axes, ("ours", "paper"), strict=True):
         shown: set[str] = set()
         for u in units:
             lab = _label(u)

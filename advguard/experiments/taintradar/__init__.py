@@ -7,33 +7,40 @@ The protocol is described in :mod:`advguard.experiments.taintradar.run`; the pap
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..registry import Experiment, register_experiment
+from ..registry import Experiment, Summary, register_experiment
 from . import options
+from .options import TaintRadarOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context, ExperimentConfig
+    from ..schema import Problems, Spec
 
 
 @register_experiment
 class TaintRadarExperiment(Experiment):
     name = "taintradar"
-    paper = "Detecting Localized Adversarial Examples: A Generic Approach using Critical Region Analysis (Li et al.; TaintRadar)"
+    paper = ("Detecting Localized Adversarial Examples: A Generic Approach using Critical Region Analysis "
+             "(Li et al.; TaintRadar)")
     sections = ("taintradar",)
     needs_attacks = False  # its [[attack]]s are optional L2 / L-inf extras
 
-    def schema(self):
+    def schema(self) -> dict[str, Spec]:
         return options.schema()
 
-    def check(self, doc, ctx, problems):
+    def check(self, doc: dict[str, Any], ctx: Context, problems: Problems) -> None:
         options.check(doc, ctx, problems)
 
-    def options(self, cfg):
-        return options.TaintRadarOptions.from_section(cfg.section("taintradar"))
+    def options(self, cfg: ExperimentConfig) -> TaintRadarOptions:
+        return TaintRadarOptions.from_section(cfg.section("taintradar"))
 
-    def run(self, cfg, out: Path, cache: Path, progress: bool) -> dict:
+    def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_taintradar
 
         return run_taintradar(cfg, out=out, cache_dir=cache, progress=progress)
 
-    def summary(self, doc: dict):
+    def summary(self, doc: dict[str, Any]) -> Summary:
         from .run import summary_table
 
         return summary_table(doc)

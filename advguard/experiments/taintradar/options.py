@@ -2,9 +2,26 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from ..schema import (NONNEG_INT, POS_INT, POS_NUM, SHARE, TABLES_HINT, Bool, List, Num, OneOf, Problems, Spec,
-                      Str, Table)
+from ..schema import (
+    NONNEG_INT,
+    POS_INT,
+    POS_NUM,
+    SHARE,
+    TABLES_HINT,
+    Bool,
+    List,
+    Num,
+    OneOf,
+    Problems,
+    Spec,
+    Str,
+    Table,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context
 
 
 @dataclass
@@ -24,19 +41,19 @@ class TaintRadarOptions:
     layer: str | None = None
     k_max: int | None = None
     sentinet_n_test: int = 100
-    variants: list[dict] = field(default_factory=list)
+    variants: list[dict[str, Any]] = field(default_factory=list)
     size_range: list[float] = field(default_factory=lambda: [0.1, 0.5])
     detector_batch: int | None = None
     #: [taintradar.misleading] (MISLEADING_DEFAULTS), None = not run
-    misleading: dict | None = None
+    misleading: dict[str, Any] | None = None
     #: [taintradar.bpda] (BPDA_DEFAULTS), None = not run
-    bpda: dict | None = None
+    bpda: dict[str, Any] | None = None
     #: issue #22's ablation: zoo names or tables {model, layer, label, note}; None = the usual grid
-    models: list | None = None
+    models: list[str | dict[str, Any]] | None = None
     diagnostics: int = 0
 
     @classmethod
-    def from_section(cls, section: dict) -> "TaintRadarOptions":
+    def from_section(cls, section: dict[str, Any]) -> TaintRadarOptions:
         return cls(**section)
 
 
@@ -52,11 +69,11 @@ BPDA_DEFAULTS = {"n": 200, "size": 0.07, "position": "random", "steps": 2000, "l
                  "check_every": 50, "recheck": 5}
 
 
-def model_entry(entry: str | dict, layer: str | None = None) -> dict:
+def model_entry(entry: str | dict[str, Any], layer: str | None = None) -> dict[str, Any]:
     """An entry of [taintradar] ``models`` as a dict {model, layer, label, note}: the layer defaults to ``layer``
     (the section's; None = the model's Grad-CAM layer), the label to the model's name, with " @ layer" when a layer
     is given."""
-    e = {"model": entry} if isinstance(entry, str) else dict(entry)
+    e: dict[str, Any] = {"model": entry} if isinstance(entry, str) else dict(entry)
     e.setdefault("layer", layer)
     e.setdefault("label", e["model"] + (f" @ {e['layer']}" if e["layer"] else ""))
     e.setdefault("note", "")
@@ -93,7 +110,7 @@ def schema() -> dict[str, Spec]:
     })}
 
 
-def check(doc: dict, ctx, P: Problems) -> None:
+def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     o = {**TAINTRADAR_DEFAULTS, **doc.get("taintradar", {})}
     n, n_classes = o["n_victims"], ctx.n_classes
     if n_classes and o["target"] >= n_classes:

@@ -50,11 +50,11 @@ from ...data.cache import cache_lock, cached_arrays, load_npy, save_npy
 from ...detectors import SentiNet, TaintRadar
 from ...metrics import roc_auc, threshold_at_fpr
 from ...models import get_spec, load_model
-from . import paper
-from ..config import BenchConfig
-from .options import BPDA_DEFAULTS, MISLEADING_DEFAULTS, TAINTRADAR_DEFAULTS, TaintRadarOptions, model_entry
-from ..page import Page, fig_png, pct, pyplot
 from ..common import bench_paths, build_sets, cache_key, dataset_kwargs, results_header, write_results
+from ..config import BenchConfig
+from ..page import Page, fig_png, pct, pyplot
+from . import paper
+from .options import BPDA_DEFAULTS, MISLEADING_DEFAULTS, TAINTRADAR_DEFAULTS, TaintRadarOptions, model_entry
 
 
 def _clean_sets(cfg: BenchConfig, clf, o: dict, ds_kwargs: dict) -> dict[str, np.ndarray]:
@@ -221,7 +221,8 @@ def run_taintradar(cfg: BenchConfig, out: str | Path | None = None, cache_dir: s
            "dataset_source": dataset_source(cfg, ds_kwargs),
            "counts": {k: int(len(v)) for k, v in sets.items() if v.ndim > 0}, "n_correct": int(sets["n_correct"]),
            "operating_points": {str(k): v for k, v in ops.items()}, "fpr_table": fpr_table.tolist(),
-           "k_max": k_max, "cells": cells, "diagnostics": diagnostics, "attacks": extra, "misleading": misleading, "bpda": bpda}
+           "k_max": k_max, "cells": cells, "diagnostics": diagnostics, "attacks": extra, "misleading": misleading,
+           "bpda": bpda}
     out.mkdir(parents=True, exist_ok=True)
     write_results(doc, out)
     _page(cfg, doc, out, tr, sets, examples, ops, first_patches)
@@ -266,8 +267,8 @@ def _diagnostics(tr: TaintRadar, folder: Path, dkey: str, name: str, x: np.ndarr
 
     a = cached_arrays(folder / f"diagnostics-{cache_key(dkey, name, len(x), patch is not None)}.npz", go)
     area = a["area"].astype(float)
-    out = {"n": int(len(x)), "area": (area / float(a["pixels"])).mean(0).tolist(), "empty": (area == 0).mean(0).tolist(),
-           "rank_change": a["rank"].mean(0).tolist()}
+    out = {"n": int(len(x)), "area": (area / float(a["pixels"])).mean(0).tolist(),
+           "empty": (area == 0).mean(0).tolist(), "rank_change": a["rank"].mean(0).tolist()}
     if patch is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(area > 0, a["in_patch"] / np.maximum(area, 1), np.nan)
@@ -295,10 +296,10 @@ def _misleading(clf, o: dict, sets: dict, tr: TaintRadar, folder: Path, dkey: st
         sfold.mkdir(parents=True, exist_ok=True)
 
         def evaluate() -> dict[str, np.ndarray]:
-            res = _patch_cell(clf, o, sets, st, sfold, progress, RegionMisleadingPatch, lam=float(lam), layer=layer,
+            res = _patch_cell(clf, o, sets, st, sfold, progress, RegionMisleadingPatch, lam=float(lam), layer=layer,  # noqa: B023 - called within this iteration
                               temperature=temp)
             x_adv, mask = res[f"{m['position']}/x_adv"], res[f"{m['position']}/mask"]
-            r = tr.analyse(x_adv, [tr.k_], stream=_stream(st["label"]))
+            r = tr.analyse(x_adv, [tr.k_], stream=_stream(st["label"]))  # noqa: B023 - called within this iteration
             return {"success": res[f"{m['position']}/success"], "iou": _iou(r.est_mask.numpy(), mask),
                     "rank_change": r.rank_change[:, 0].numpy()}
 
@@ -320,7 +321,7 @@ def _bpda(clf, o: dict, sets: dict, tr: TaintRadar, folder: Path, dkey: str, pro
     rows = []
     for label, weight in (("localized attack, no detector term", 0.0), ("BPDA end-to-end", 1.0)):
         def go() -> dict[str, np.ndarray]:
-            atk = TaintRadarBPDA(clf, tr, evasion_weight=weight, progress=progress,
+            atk = TaintRadarBPDA(clf, tr, evasion_weight=weight, progress=progress,  # noqa: B023 - called within this iteration
                                  **{k: b[k] for k in ("size", "position", "steps", "lr", "t_every", "check_every",
                                                       "recheck")})
             t0 = time.perf_counter()
@@ -351,7 +352,8 @@ def summary_table(doc: dict) -> tuple[list[str], list[list]]:
                 [[r["label"], c["setting"], c["position"], pct(c["sr"]), c["n_adv"],
                   f"{_auc_cell(c['best_auc'])} ({c['best_k']})", pct(c[f"sentinet_tpr@{f}"]),
                   pct(c[f"taintradar_tpr@{f}"])] for r in doc["runs"] if r["status"] == "run" for c in r["cells"]]
-                + [[r["label"], "-", "-", "-", "-", "-", "-", r["status"]] for r in doc["runs"] if r["status"] != "run"])
+                + [[r["label"], "-", "-", "-", "-", "-", "-", r["status"]]
+                   for r in doc["runs"] if r["status"] != "run"])
     return (["setting", "position", "SR", "successes", f"SentiNet TPR @{pct(f, 0)} %",
              f"TaintRadar TPR @{pct(f, 0)} %"],
             [[c["setting"], c["position"], pct(c["sr"]), c["n_adv"], pct(c[f"sentinet_tpr@{f}"]),
@@ -423,7 +425,7 @@ def _patch_figure(page: Page, first_patches: dict[str, tuple[np.ndarray, str]], 
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (label, (patch, shape)) in zip(axes.ravel(), first_patches.items()):
+    for ax, (label, (patch, shape)) in zip(axes.ravel(), first_patches.items(), strict=False):
         keep = shape_mask(shape, patch.shape[-1]).numpy()
         shown = np.clip(patch, 0, 1) * keep + (1 - keep)
         ax.imshow(shown.transpose(1, 2, 0).squeeze(), cmap="gray", vmin=0, vmax=1)
@@ -452,8 +454,8 @@ def _auc_by_k_figure(page: Page, doc: dict, plt) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     page.figure("auc_vs_k.png", fig_png(fig), "How well TaintRadar's rank change separates patched images from "
-                "held-out clean ones at every K (0.5 = not at all; band = range over the grid's cells); the operating point "
-                "takes the K whose clean FPR meets the target. The paper shows no such curve.")
+                "held-out clean ones at every K (0.5 = not at all; band = range over the grid's cells); the operating "
+                "point takes the K whose clean FPR meets the target. The paper shows no such curve.")
 
 
 def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, examples: dict, ops: dict,
@@ -485,7 +487,7 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
         for c in grid:
             pp = paper.TABLE2.get((c["position"], c["size"]), {}).get(
                 ("multiple" if c["multi_size"] else "single", c["batch"]))
-            ref = (lambda i: f" ({pp[i]:.1f})" if pp and at_paper_fpr else "")  # noqa: E731
+            ref = (lambda i: f" ({pp[i]:.1f})" if pp and at_paper_fpr else "")  # noqa: E731, B023 - called within this iteration
             rows.append([c["position"], f"{c['size']:g}", "multiple" if c["multi_size"] else "single", c["batch"],
                          f"{100 * c['sr']:.1f}{ref(0)}", c["n_adv"],
                          f"{pct(c[f'sentinet_tpr@{fpr}'])}{ref(1)}", f"{pct(c[f'taintradar_tpr@{fpr}'])}{ref(2)}",
@@ -532,8 +534,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, tr: TaintRadar, sets: dict, ex
                 "final input"]
         fig, axes = plt.subplots(2, len(cols), figsize=(1.6 * len(cols), 3.6))
         for i in range(2):
-            views = [imgs[i], r.est_mask[i], r.x_est[i], r.sub_masks[i, 0], r.sub_masks[i, min(1, r.sub_masks.shape[1] - 1)],
-                     r.final_masks[i, 0], r.x_final[i, 0]]
+            views = [imgs[i], r.est_mask[i], r.x_est[i], r.sub_masks[i, 0],
+                     r.sub_masks[i, min(1, r.sub_masks.shape[1] - 1)], r.final_masks[i, 0], r.x_final[i, 0]]
             for j, v in enumerate(views):
                 v = np.asarray(v)
                 axes[i, j].imshow(v.transpose(1, 2, 0).squeeze() if v.ndim == 3 else v, cmap="gray", vmin=0, vmax=1)
@@ -681,7 +683,7 @@ def _ablation_page(cfg: BenchConfig, doc: dict, out: Path) -> None:
             for c in r["cells"]:
                 pp = paper.TABLE2.get((c["position"], c["size"]), {}).get(
                     ("multiple" if c["multi_size"] else "single", c["batch"])) if at_paper else None
-                ref = (lambda i: f" ({pp[i]:.1f})" if pp else "")  # noqa: E731
+                ref = (lambda i: f" ({pp[i]:.1f})" if pp else "")  # noqa: E731, B023 - called within this iteration
                 rows.append([r["label"], c["setting"], c["position"], f"{pct(c['sr'])}{ref(0)}", c["n_adv"],
                              _auc_cell((c["taintradar_auc_by_k"] or [None])[0]),
                              f"{_auc_cell(c['best_auc'])} (K={c['best_k']})", _auc_cell(c["auc_at_k"]),
@@ -734,7 +736,7 @@ def _ablation_page(cfg: BenchConfig, doc: dict, out: Path) -> None:
     ax0.set_xlabel("K")
     ax0.set_ylabel("clean FPR at Delta_R = 0 (%)")
     ax0.legend(fontsize=6)
-    for ax, pos in zip(axes[0, 1:], positions):
+    for ax, pos in zip(axes[0, 1:], positions, strict=True):
         for r in runs:
             a = [c["taintradar_auc_by_k"] for c in r["cells"] if c["position"] == pos and c["taintradar_auc_by_k"]]
             if a:

@@ -1,9 +1,14 @@
 """The ``[themis]`` table: defaults, schema and cross-key checks (target models, decision models, adaptive runs)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..schema import POS_INT, POS_NUM, Bool, List, Num, OneOf, Problems, Spec, Str, Table, kind_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context
 
 
 @dataclass
@@ -11,7 +16,7 @@ class ThemisOptions:
     #: target models (None = the config's model)
     models: list[str] | None = None
     #: decision models: names or tables {label, model, params, grid, align, extra_clean, all_tables}
-    classifiers: list = field(default_factory=lambda: ["svc", "adaboost"])
+    classifiers: list[str | dict[str, Any]] = field(default_factory=lambda: ["svc", "adaboost"])
     n: int = 11
     #: the numbers of draws of Table 4 (n is always included)
     ns: list[int] | None = None
@@ -22,15 +27,15 @@ class ThemisOptions:
     table1_train_on: list[str] | None = None
     extra_clean_train: int = 0
     compare: list[str] = field(default_factory=list)
-    learning_curve: dict | None = None
-    adaptive: dict | list | None = None
+    learning_curve: dict[str, Any] | None = None
+    adaptive: dict[str, Any] | list[dict[str, Any]] | None = None
 
     @classmethod
-    def from_section(cls, section: dict) -> "ThemisOptions":
+    def from_section(cls, section: dict[str, Any]) -> ThemisOptions:
         return cls(**section)
 
 
-def classifier_specs(entries) -> list[dict]:
+def classifier_specs(entries: Iterable[str | dict[str, Any]]) -> list[dict[str, Any]]:
     """``[themis] classifiers`` entries as dicts: a name is ``{"label": name, "model": name}`` (used in every
     table); a table names its decision ``model``, ``params``, a ``grid`` to cross-validate, ``align``,
     ``extra_clean`` (add the train-split clean images) and ``all_tables`` (default: Table 1 only). ``align``
@@ -68,7 +73,7 @@ def schema() -> dict[str, Spec]:
         "adaptive": OneOf(adaptive, List(adaptive), what="a table [themis.adaptive] or tables [[themis.adaptive]]")})}
 
 
-def check(doc: dict, ctx, P: Problems) -> None:
+def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     opts = doc.get("themis", {})
     for i, m in enumerate(opts.get("models", [])):
         ctx.compatible(m, f"themis.models[{i + 1}]")
@@ -86,7 +91,7 @@ def check(doc: dict, ctx, P: Problems) -> None:
                           + ", ".join(sorted(map(str, labels))))
 
 
-def check_classifiers(entries: list, where: str, P: Problems) -> None:
+def check_classifiers(entries: list[Any], where: str, P: Problems) -> None:
     """Decision-model tables of [themis]: unique labels, params the model accepts, grid values as non-empty
     arrays of accepted values."""
     from ...detectors.decision import make_decision_model

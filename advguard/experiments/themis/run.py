@@ -8,8 +8,8 @@ For every target model in ``[themis] models``:
 2. The (1 + n) softmax vectors of every image under n erase-and-restore draws are computed once
    with Telea inpainting and once with the 3x3 median baseline (cached); every table slices them:
    the n sweep uses the first n' draws (draws are independent, so this equals running with n').
-3. Table 1 (one detector per model and classifier, trained on all attacks pooled or on ``table1_train_on``; FPR and per-attack
-   detection rate at the classifier's own decision, as the paper reports; AUCs and the rates at a
+3. Table 1 (one detector per model and classifier, trained on all attacks pooled or on ``table1_train_on``; FPR and
+   per-attack detection rate at the classifier's own decision, as the paper reports; AUCs and the rates at a
    threshold calibrated to ``fpr`` on training clean images too), Table 2 (vs the ``compare``
    detectors of the harness, calibrated to ``fpr``), Table 3 (trained on one model's CW sets, tested
    on another's), CW -> DeepFool transfer, Tables 4/5 (n sweep), Figure 5 (median-filter baseline
@@ -40,12 +40,23 @@ from ...detectors.decision import SCALED_MODELS as SCALED
 from ...detectors.erase_restore import mean_kl_wd
 from ...metrics import roc_auc
 from ...models import load_model
-from . import paper
+from ..common import (
+    bench_paths,
+    build_sets,
+    cache_key,
+    cached_chunks,
+    clean_set_key,
+    dataset_kwargs,
+    feature_key,
+    features,
+    forward_cost,
+    results_header,
+    write_results,
+)
 from ..config import BenchConfig, DetectorSpec
-from .options import classifier_specs
 from ..page import Page, fig_png, pct, pyplot
-from ..common import (bench_paths, build_sets, cache_key, cached_chunks, clean_set_key, dataset_kwargs, feature_key,
-                      features, forward_cost, results_header, write_results)
+from . import paper
+from .options import classifier_specs
 
 RESTORES = ("telea", "median")
 
@@ -92,9 +103,10 @@ class _ModelData:
         self.cost: dict[str, dict] = {}
         for restore in RESTORES:
             self.P[restore] = {}
-            for lab, x, key in [("clean", first.x_clean, ckey)] + [(lab, s.x_adv, s.key) for lab, s in self.sets.items()]:
-                self.P[restore][lab], c = _set_probs(cfg, clf, x, key, n, restore, cache, f"{model} E&R {restore} {lab}",
-                                                     progress)
+            sources = [("clean", first.x_clean, ckey)] + [(lab, s.x_adv, s.key) for lab, s in self.sets.items()]
+            for lab, x, key in sources:
+                self.P[restore][lab], c = _set_probs(cfg, clf, x, key, n, restore, cache,
+                                                     f"{model} E&R {restore} {lab}", progress)
                 if lab == "clean":
                     self.cost[restore] = c
         self.extra: dict[str, np.ndarray] = {}
@@ -112,8 +124,9 @@ class _ModelData:
             x_tr = ds.x[keep]
             # the dataset's own indices (stable per draw) through the same seeded hash as the test images' ids
             self.extra_fold = fold_of(np.asarray(ds.indices)[keep], cfg.fractions, cfg.seed)
-            self.extra_info = {"split": "train", "source": ds.source, "drawn": int(len(ds.x)), "correct": int(keep.sum()),
-                               "fit": int((self.extra_fold == 0).sum()), "held_out": int((self.extra_fold == 1).sum())}
+            self.extra_info = {"split": "train", "source": ds.source, "drawn": int(len(ds.x)),
+                               "correct": int(keep.sum()), "fit": int((self.extra_fold == 0).sum()),
+                               "held_out": int((self.extra_fold == 1).sum())}
             tkey = cache_key("extra-clean-train", cfg.dataset, ds.source, k, cfg.seed, first.config.get("weights"))
             for restore in RESTORES:
                 self.extra[restore], _ = _set_probs(cfg, clf, x_tr, tkey, n, restore, cache,
@@ -467,14 +480,15 @@ def _adaptive(cfg: BenchConfig, a: dict, md: _ModelData, det: EraseRestore, cach
     parts = []
     t0 = time.perf_counter()
     for i in tqdm(range(0, len(x), chunk), desc="adaptive attack chunks", disable=not progress):
-        path = cache / "themis-adaptive" / f"{cache_key(md.first.config['weights'], md.first.key, params, test[i:i + chunk].tolist(), cfg.seed)}.npz"
+        key = cache_key(md.first.config['weights'], md.first.key, params, test[i:i + chunk].tolist(), cfg.seed)
+        path = cache / "themis-adaptive" / f"{key}.npz"
 
         def build(i=i):
             atk = DetectorAwareCW(md.clf, det, seed=cfg.seed + i, progress=progress, **params)
             r = atk(x[i: i + chunk], y[i: i + chunk], t[i: i + chunk])
             return dict(restart=r.restart.numpy(), step=r.step.numpy(), evaded=r.evaded.numpy(),
                         recheck=r.recheck_evasion.numpy(), l2=r.norms["l2"].numpy(), success=r.success.numpy(),
-                        seconds=np.asarray(time.perf_counter() - t0))
+                        seconds=np.asarray(time.perf_counter() - t0))  # noqa: B023 - called within this iteration
 
         # verified and locked (advguard.data.cache): a corrupt chunk is named, moved aside and recomputed
         hit = load_entry(path)
@@ -521,7 +535,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     cw = doc["train_on"]
     cifar = cfg.dataset == "cifar10"
     pg = Page(cfg.title or cfg.name)
-    lines = [f"- Data: {d['dataset']} {d['split']} split ({d['source']}); {d['n_images']} images drawn (seed {cfg.seed})."]
+    lines = [f"- Data: {d['dataset']} {d['split']} split ({d['source']}); {d['n_images']} images drawn "
+             f"(seed {cfg.seed})."]
     for m, s in doc["sets"].items():
         att = ", ".join(f"{lab} {v['n_adv']} of {v['n_attacked']} attacked (train {v['train']} / test {v['test']}, "
                         f"median L2 {v['median_l2']:.3f})" for lab, v in s["attacks"].items())
@@ -555,10 +570,11 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         att = " / ".join(_abbrev(lab) for lab in labels)
         head = ["model", "decision model", "settings", "clean train", "FPR % (own)", f"DR % (own): {att}",
                 f"FPR % @{100 * cfg.fpr:g}%", f"DR % @{100 * cfg.fpr:g}%: {att}", "AUC pooled %",
-                "FPR % on train-split images (own / @{:g}%)".format(100 * cfg.fpr)]
+                f"FPR % on train-split images (own / @{100 * cfg.fpr:g}%)"]
         rows = []
         for m in doc["sets"]:
-            for r in [r for r in doc["table1"] if r["model"] == m] + [v for v in doc.get("vote", []) if v["model"] == m]:
+            for r in ([r for r in doc["table1"] if r["model"] == m]
+                      + [v for v in doc.get("vote", []) if v["model"] == m]):
                 dr = " / ".join(pct(r["dr"].get(lab), 0) for lab in labels)
                 drc = " / ".join(pct(r["dr_calibrated"].get(lab), 0) for lab in labels)
                 sett = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items()) or "defaults"
@@ -584,9 +600,10 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         pg.table(head, rows, "Each row changes one thing against the first (ours); \"own\" = the decision model's own "
                  "cut (decision_function > 0), as the paper reports; the calibrated threshold comes from out-of-fold "
                  "scores of the row's own training clean images. Detectors trained on "
-                 + ", ".join(doc.get("table1_train_on", labels)) + " pooled; AUC pooled over those. The last column: the "
-                 "same detectors on held-out clean images of the train split (images the target model was trained on; "
-                 "not used to fit any row), i.e. the FPR a protocol that evaluates on training images would report.")
+                 + ", ".join(doc.get("table1_train_on", labels)) + " pooled; AUC pooled over those. The last column: "
+                 "the same detectors on held-out clean images of the train split (images the target model was trained "
+                 "on; not used to fit any row), i.e. the FPR a protocol that evaluates on training images would "
+                 "report.")
     if doc.get("learning_curve"):
         pg.h2("Learning curve: AUC vs training pairs")
         lcr = doc["learning_curve"]
@@ -733,12 +750,13 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
             pr = ad["params"]
             pg.text("\n".join([
                 f"- **{ad.get('label', 'adaptive CW-L2')}**: `advguard.attacks.adaptive.DetectorAwareCW` on "
-                f"{ad['n_images']} clean test images of `{next(iter(doc['sets']))}` (never used to train the detector), "
-                f"targeted at the next class, κ = {pr['confidence']}; {pr['steps']} Adam steps (lr {pr['stepsize']}) per "
-                f"optimisation path, up to {pr['restarts']} paths per image, each from a random start (uniform "
-                f"±{255 * pr['init_noise']:.0f}/255) with c drawn log-uniformly in [{pr['const'] / 10:g}, "
-                f"{pr['const'] * 10:g}]; the detector (the Table 1 SVM at its own decision) is queried every "
-                f"{pr['check_every']} steps (the paper: every step) on the images that are adversarial at that point.",
+                f"{ad['n_images']} clean test images of `{next(iter(doc['sets']))}` (never used to train the "
+                f"detector), targeted at the next class, κ = {pr['confidence']}; {pr['steps']} Adam steps "
+                f"(lr {pr['stepsize']}) per optimisation path, up to {pr['restarts']} paths per image, each from a "
+                f"random start (uniform ±{255 * pr['init_noise']:.0f}/255) with c drawn log-uniformly in "
+                f"[{pr['const'] / 10:g}, {pr['const'] * 10:g}]; the detector (the Table 1 SVM at its own decision) is "
+                f"queried every {pr['check_every']} steps (the paper: every step) on the images that are adversarial "
+                f"at that point.",
                 f"- **Bypass rate: {pct(ad['bypass_rate'])} %** ({ad['n_bypass']} of {ad['n_images']}) after "
                 f"{pr['restarts']} paths ({pct(ad['bypass_curve'][min(49, len(ad['bypass_curve']) - 1)])} % after "
                 f"{min(50, len(ad['bypass_curve']))}); paper: 3.4 % after 50 paths and 4.2 % after 150 (500 images).",
@@ -746,7 +764,8 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
                 f"{pct(ad['mean_recheck_evasion'])} % of them on average; {pct(ad['robust_bypass_rate'])} % of the "
                 "images bypass in at least half of the re-checks.",
                 f"- The detector flags {ad['clean_false_alarms']} of these {ad['n_images']} clean images themselves. "
-                f"Cost: {ad['seconds_per_image']:.1f} s per image on this machine (paper: ~450 s per image for T = 150).",
+                f"Cost: {ad['seconds_per_image']:.1f} s per image on this machine "
+                f"(paper: ~450 s per image for T = 150).",
             ] + ([
                 "- Distortion: the attack stops at the first bypass, so its L2 is whatever the path had reached. "
                 "Bypass rate within an L2 budget: "
@@ -798,7 +817,7 @@ def _plot_learning_curve(lcr: list[dict]) -> bytes:
     plt = pyplot()
     keys = list(dict.fromkeys((r["model"], r["family"]) for r in lcr))
     fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False, sharey=True)
-    for ax, (m, fam) in zip(axes[0], keys):
+    for ax, (m, fam) in zip(axes[0], keys, strict=True):
         for c in dict.fromkeys(r["classifier"] for r in lcr):
             rs = sorted((r for r in lcr if (r["model"], r["family"], r["classifier"]) == (m, fam, c)),
                         key=lambda r: r["pairs"])
@@ -819,7 +838,8 @@ def _plot_n_sweep(doc: dict, cw: list[str]) -> bytes:
         rs = [r for r in doc["table4"] if r["model"] == m and r["classifier"] == c]
         xs = [r["n"] for r in rs]
         axes[0].plot(xs, [100 * r["fpr"] for r in rs], marker="o", label=f"{_short(m)} {c}")
-        axes[1].plot(xs, [100 * np.mean([r["dr"][lab] for lab in cw]) for r in rs], marker="o", label=f"{_short(m)} {c}")
+        axes[1].plot(xs, [100 * np.mean([r["dr"][lab] for lab in cw]) for r in rs], marker="o",
+                     label=f"{_short(m)} {c}")
     axes[0].set(xlabel="n (draws)", ylabel="FPR %", title="false positives")
     axes[1].set(xlabel="n (draws)", ylabel="mean CW detection rate %", title="detection")
     axes[1].legend(fontsize=7)
@@ -832,7 +852,7 @@ def _plot_roc(roc: dict) -> bytes:
     plt = pyplot()
     keys = sorted({(m, c) for (m, c, _) in roc})
     fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.3), squeeze=False)
-    for ax, (m, c) in zip(axes[0], keys):
+    for ax, (m, c) in zip(axes[0], keys, strict=True):
         for restore, style in (("telea", "-"), ("median", "--")):
             sc, sa = roc[(m, c, restore)]
             f, t, _ = roc_curve(np.r_[np.zeros(len(sc)), np.ones(len(sa))], np.r_[sc, sa])
@@ -845,7 +865,7 @@ def _plot_roc(roc: dict) -> bytes:
 def _plot_scatter(scatter: dict) -> bytes:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(scatter), figsize=(4.2 * len(scatter), 3.6), squeeze=False)
-    for ax, (m, groups) in zip(axes[0], scatter.items()):
+    for ax, (m, groups) in zip(axes[0], scatter.items(), strict=True):
         for lab, v in groups.items():
             ax.scatter(np.maximum(v[:, 0], 1e-6), np.maximum(v[:, 1], 1e-6), s=3, alpha=0.4, label=lab,
                        color="green" if lab == "clean" else None)
