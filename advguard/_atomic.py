@@ -3,6 +3,7 @@
 Nothing half-written is ever left under the final name, even when the process
 is interrupted (Ctrl-C, out of memory, crash).
 """
+
 from __future__ import annotations
 
 import contextlib

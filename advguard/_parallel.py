@@ -1,4 +1,5 @@
 """Running CPU-bound per-image work (Pillow, OpenCV: both release the GIL) on a thread pool."""
+
 from __future__ import annotations
 
 import os

@@ -16,6 +16,7 @@ Every file is written with a checksum and verified when read (:mod:`advguard.dat
 chunk or set is named in a warning, moved aside and rebuilt. A per-key lock makes concurrent builds of
 one set (two benches on one cache) build it once; the others wait and load it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,7 +92,7 @@ def fold_of(ids: np.ndarray, fractions: tuple[float, ...] = (0.8, 0.2), seed: in
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
+    u = (z >> np.uint64(11)).astype(np.float64) / float(2**53)
     return np.searchsorted(np.cumsum(fr)[:-1], u, side="right")
 
 
@@ -143,16 +144,24 @@ class AdvSet:
         return fold_of(self.clean_ids, fractions, seed), fold_of(self.adv_ids, fractions, seed)
 
     def summary(self) -> dict:
-        return {"key": self.key, **self.counts,
-                **{f"median_{k}": float(np.median(v)) if len(v) else float("nan") for k, v in self.norms.items()}}
+        return {
+            "key": self.key,
+            **self.counts,
+            **{f"median_{k}": float(np.median(v)) if len(v) else float("nan") for k, v in self.norms.items()},
+        }
 
 
 def _chunk_path(folder: Path, i: int) -> Path:
     return folder / f"chunk-{i:05d}.npz"
 
 
-def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_dir: str | Path | None = None,
-                 chunk_size: int = 256, progress: bool = True) -> AdvSet:
+def build_advset(
+    cfg: AdvSetConfig,
+    classifier: Classifier | None = None,
+    cache_dir: str | Path | None = None,
+    chunk_size: int = 256,
+    progress: bool = True,
+) -> AdvSet:
     """Build (or load from cache) the adversarial set described by ``cfg``.
 
     ``classifier`` defaults to the zoo model ``cfg.model``; a custom one is keyed by its weights hash.
@@ -173,8 +182,16 @@ def build_advset(cfg: AdvSetConfig, classifier: Classifier | None = None, cache_
     return _from_arrays(arrays)
 
 
-def _build(cfg: AdvSetConfig, classifier: Classifier, mhash: str, key: str, root: Path, final: Path,
-           chunk_size: int, progress: bool) -> dict[str, np.ndarray]:
+def _build(
+    cfg: AdvSetConfig,
+    classifier: Classifier,
+    mhash: str,
+    key: str,
+    root: Path,
+    final: Path,
+    chunk_size: int,
+    progress: bool,
+) -> dict[str, np.ndarray]:
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size!r}")
     ds = load_dataset(cfg.dataset, cfg.split, limit=cfg.limit, seed=cfg.seed, **cfg.dataset_kwargs)
@@ -212,19 +229,31 @@ def _build(cfg: AdvSetConfig, classifier: Classifier, mhash: str, key: str, root
             with classifier.exact():
                 p2 = classifier.predict(x_adv).numpy()
                 ok = ok & success_of(classifier, x_adv, yb, tb, attack.top_k, pred=torch.from_numpy(p2)).numpy()
-        chunk = dict(x_adv=x_adv.numpy()[ok], ok=ok, n_success=n_success,
-                     pred=r.pred_adv.numpy()[ok] if not cfg.roundtrip else p2[ok],
-                     targets=tb[ok] if tb is not None else np.zeros(0, int),
-                     **{f"norm_{k}": v.numpy()[ok] for k, v in r.norms.items()})
+        chunk = dict(
+            x_adv=x_adv.numpy()[ok],
+            ok=ok,
+            n_success=n_success,
+            pred=r.pred_adv.numpy()[ok] if not cfg.roundtrip else p2[ok],
+            targets=tb[ok] if tb is not None else np.zeros(0, int),
+            **{f"norm_{k}": v.numpy()[ok] for k, v in r.norms.items()},
+        )
         save_entry(path, chunk)
         chunks.append(load_entry(path))  # exactly what a resumed build would read
     ok = np.concatenate([c["ok"] for c in chunks]) if chunks else np.zeros(0, bool)
-    counts = {"n_images": len(ds), "n_correct": int(correct.sum()), "n_attacked": int(len(y_clean)),
-              "n_success": int(sum(int(c["n_success"]) for c in chunks)), "n_adv": int(ok.sum())}
+    counts = {
+        "n_images": len(ds),
+        "n_correct": int(correct.sum()),
+        "n_attacked": int(len(y_clean)),
+        "n_success": int(sum(int(c["n_success"]) for c in chunks)),
+        "n_adv": int(ok.sum()),
+    }
     arrays = {
-        "x_clean": x_all, "clean_ids": ids_all, "y_clean": y_all,
+        "x_clean": x_all,
+        "clean_ids": ids_all,
+        "y_clean": y_all,
         "x_adv": np.concatenate([c["x_adv"] for c in chunks]) if chunks else np.zeros((0, *ds.x.shape[1:]), np.float32),
-        "adv_ids": ids[ok], "y_adv": y_clean[ok],
+        "adv_ids": ids[ok],
+        "y_adv": y_clean[ok],
         "pred_adv": np.concatenate([c["pred"] for c in chunks]) if chunks else np.zeros(0, int),
         "targets": np.concatenate([c["targets"] for c in chunks]) if chunks and cfg.target_shift else np.zeros(0, int),
         **{f"norm_{k}": np.concatenate([c[f"norm_{k}"] for c in chunks]) for k in ("l0", "l2", "linf")},
@@ -259,11 +288,20 @@ def _from_arrays(arrays: dict[str, np.ndarray]) -> AdvSet:
     a = dict(arrays)
     meta = json.loads(str(a.pop("meta")))
     has_targets = meta["config"].get("target_shift") is not None
-    return AdvSet(x_clean=a["x_clean"], clean_ids=a["clean_ids"], y_clean=a["y_clean"], x_adv=a["x_adv"],
-                  adv_ids=a["adv_ids"], y_adv=a["y_adv"], pred_adv=a["pred_adv"],
-                  targets=a["targets"] if has_targets else None,
-                  norms={k: a[f"norm_{k}"] for k in ("l0", "l2", "linf")}, config=meta["config"],
-                  counts=meta["counts"], key=meta["key"])
+    return AdvSet(
+        x_clean=a["x_clean"],
+        clean_ids=a["clean_ids"],
+        y_clean=a["y_clean"],
+        x_adv=a["x_adv"],
+        adv_ids=a["adv_ids"],
+        y_adv=a["y_adv"],
+        pred_adv=a["pred_adv"],
+        targets=a["targets"] if has_targets else None,
+        norms={k: a[f"norm_{k}"] for k in ("l0", "l2", "linf")},
+        config=meta["config"],
+        counts=meta["counts"],
+        key=meta["key"],
+    )
 
 
 def _load(path: Path) -> AdvSet:

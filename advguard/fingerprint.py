@@ -6,6 +6,7 @@ detector. The fingerprint is the architecture (a hash of the module tree's text)
 of the state dict's names, shapes, dtypes and bytes) and the input spec (channels, size, normalisation,
 number of classes).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -11,6 +11,7 @@ the activation without differentiating the part of the network before it (TaintR
 products). Without it the activation stays in the autograd graph of the input (``create_graph`` losses on a
 Grad-CAM of the input, as the region-misleading patch needs).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -75,16 +76,20 @@ class LayerCapture:
     def __enter__(self) -> LayerCapture:
         for spec, mod in self.modules.items():
             if parse_layer(spec)[1]:
+
                 def pre_hook(_m: nn.Module, args: tuple[Any, ...], spec: str = spec) -> tuple[Any, ...] | None:
                     a = self._keep(spec, args[0])
                     return (a, *args[1:]) if self.leaf else None
+
                 self._handles.append(mod.register_forward_pre_hook(pre_hook))
             else:
+
                 def hook(_m: nn.Module, _i: tuple[Any, ...], out: Any, spec: str = spec) -> Any:
                     a = self._keep(spec, _first(out))
                     if not self.leaf:
                         return None
                     return (a, *out[1:]) if isinstance(out, (tuple, list)) else a
+
                 self._handles.append(mod.register_forward_hook(hook))
         return self
 

@@ -4,6 +4,7 @@ ROC AUC with a bootstrap 95 % interval, TPR at a given FPR interpolated on the R
 (not the nearest point), detection rate and FPR at a threshold calibrated on clean data
 only, accuracy, equal error rate; and a peak-memory sampler for cost figures.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def roc_auc(scores_clean: np.ndarray, scores_adv: np.ndarray) -> float:
     return float(roc_auc_score(np.r_[np.zeros(len(c)), np.ones(len(a))], np.r_[c, a]))
 
 
-def roc_auc_ci(scores_clean: np.ndarray, scores_adv: np.ndarray, n_boot: int = 1000, seed: int = 0,
-               level: float = 0.95) -> tuple[float, float, float]:
+def roc_auc_ci(
+    scores_clean: np.ndarray, scores_adv: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """AUC and a percentile-bootstrap interval (clean and adversarial resampled separately)."""
     c, a = _check(scores_clean, scores_adv)
     auc = roc_auc(c, a)
@@ -88,12 +90,18 @@ def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
 
 
-def detection_report(scores_clean: np.ndarray, scores_adv: np.ndarray, threshold: float | None = None,
-                     n_boot: int = 1000) -> dict:
+def detection_report(
+    scores_clean: np.ndarray, scores_adv: np.ndarray, threshold: float | None = None, n_boot: int = 1000
+) -> dict:
     """All the protocol's numbers for one (detector, attack) cell."""
     auc, lo, hi = roc_auc_ci(scores_clean, scores_adv, n_boot=n_boot)
-    rep = {"auc": auc, "auc_ci95": [lo, hi], "n_clean": int(np.size(scores_clean)), "n_adv": int(np.size(scores_adv)),
-           "eer": equal_error_rate(scores_clean, scores_adv)}
+    rep = {
+        "auc": auc,
+        "auc_ci95": [lo, hi],
+        "n_clean": int(np.size(scores_clean)),
+        "n_adv": int(np.size(scores_adv)),
+        "eer": equal_error_rate(scores_clean, scores_adv),
+    }
     for f in (0.01, 0.05, 0.10):
         rep[f"tpr_at_fpr_{int(round(100 * f))}"] = tpr_at_fpr(scores_clean, scores_adv, f)
     if threshold is not None:
@@ -164,6 +172,10 @@ class CostReport:
     peak_mb: float
 
     def as_dict(self) -> dict:
-        return {"n": self.n, "ms_per_image": 1000 * self.seconds / max(self.n, 1),
-                "images_per_s": self.n / self.seconds if self.seconds > 0 else float("inf"),
-                "passes_per_image": self.passes / max(self.n, 1), "peak_mb": self.peak_mb}
+        return {
+            "n": self.n,
+            "ms_per_image": 1000 * self.seconds / max(self.n, 1),
+            "images_per_s": self.n / self.seconds if self.seconds > 0 else float("inf"),
+            "passes_per_image": self.passes / max(self.n, 1),
+            "peak_mb": self.peak_mb,
+        }

@@ -1,4 +1,5 @@
 """Writing benchmark/result files: JSON + Markdown side by side, atomically, with machine and commit stamped."""
+
 from __future__ import annotations
 
 import datetime as _dt

@@ -6,6 +6,7 @@ for the model card runs in float32. An epoch's state is checkpointed so an inter
 run resumes where it stopped. ``extra_loss`` lets defences (BlurNet's penalties) add a
 term computed from the model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,18 +57,31 @@ class TrainConfig:
 
 RECIPES: dict[str, TrainConfig] = {
     "fashion-mnist-cnn": TrainConfig(epochs=8, lr=0.05, crop_padding=2, flip=True),
-    "cifar10-cnn": TrainConfig(epochs=50, lr=0.1, label_smoothing=0.1,
-                               cycles=((40, 0.04), (30, 0.03), (40, 0.03)), swa_last=25),
+    "cifar10-cnn": TrainConfig(
+        epochs=50, lr=0.1, label_smoothing=0.1, cycles=((40, 0.04), (30, 0.03), (40, 0.03)), swa_last=25
+    ),
     "cifar10-resnet20": TrainConfig(epochs=30, lr=0.1, label_smoothing=0.1),
     # issue #21: cifar10-cnn's recipe with label smoothing off (does smoothing change what detectors see?)
-    "cifar10-cnn-ls0": TrainConfig(epochs=50, lr=0.1, label_smoothing=0.0,
-                                   cycles=((40, 0.04), (30, 0.03), (40, 0.03)), swa_last=25),
+    "cifar10-cnn-ls0": TrainConfig(
+        epochs=50, lr=0.1, label_smoothing=0.0, cycles=((40, 0.04), (30, 0.03), (40, 0.03)), swa_last=25
+    ),
     # issue #21: a fully connected head on a 16x16 map (VGG16-like shape); dropout 0.5 in the head, one cycle.
     # ~2.6x cifar10-cnn's multiply-adds: roughly 1.5-2 min per epoch on 2 idle cores, ~1.5-2 h in all.
     "cifar10-vgg16x16": TrainConfig(epochs=60, lr=0.05, label_smoothing=0.1),
-    "gtsrb-cnn": TrainConfig(epochs=60, optimizer="adam", lr=2e-3, weight_decay=5e-4, crop_padding=0,
-                             flip=False, color_jitter=0.5, rotate_deg=15, scale=0.15, translate=0.12,
-                             label_smoothing=0.1, train_split="trainval"),
+    "gtsrb-cnn": TrainConfig(
+        epochs=60,
+        optimizer="adam",
+        lr=2e-3,
+        weight_decay=5e-4,
+        crop_padding=0,
+        flip=False,
+        color_jitter=0.5,
+        rotate_deg=15,
+        scale=0.15,
+        translate=0.12,
+        label_smoothing=0.1,
+        train_split="trainval",
+    ),
 }
 # issue #22 (BlurNet Table 2): gtsrb-cnn's recipe without label smoothing (whose ~0.69-nat cross-entropy floor let
 # no BlurNet penalty matter) and 100 epochs instead of 60; its BlurNet variants (gtsrb-cnn-ls0-dw*/-tv*) train with it
@@ -78,15 +92,18 @@ def _alpha_override(spec, alpha, *, install: bool, module, extra_loss) -> dict:
     """``spec``'s BlurNet defence with penalty weight ``alpha`` (``train(..., alpha=)``), or a clear error."""
     if spec.defense is None or not spec.own_weights:
         trained = sorted(n for n, s in ZOO.items() if s.defense is not None and s.own_weights)
-        raise InputError(f"--alpha is for the trained BlurNet variants (a trainable depthwise blur, eq. 3, or the "
-                         f"TV penalty, eq. 5); {spec.name} has no training penalty. Choose one of: "
-                         + ", ".join(trained))
+        raise InputError(
+            f"--alpha is for the trained BlurNet variants (a trainable depthwise blur, eq. 3, or the "
+            f"TV penalty, eq. 5); {spec.name} has no training penalty. Choose one of: " + ", ".join(trained)
+        )
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
         raise InputError(f"--alpha must be a finite number >= 0, got {alpha!r}")
     if install:
-        raise InputError(f"--alpha trains a pilot with another penalty weight than {spec.name}'s zoo entry "
-                         f"(alpha {spec.defense.get('alpha')}); it cannot be installed under that name: drop "
-                         f"--install, or declare a zoo entry with this alpha")
+        raise InputError(
+            f"--alpha trains a pilot with another penalty weight than {spec.name}'s zoo entry "
+            f"(alpha {spec.defense.get('alpha')}); it cannot be installed under that name: drop "
+            f"--install, or declare a zoo entry with this alpha"
+        )
     if module is not None or extra_loss is not None:
         raise InputError("alpha overrides the zoo entry's penalty; it cannot be combined with module= or extra_loss=")
     return {**spec.defense, "alpha": float(alpha)}
@@ -108,7 +125,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
         padded = F.pad(x, (p, p, p, p), mode="reflect")
         dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
         dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-        x = torch.stack([padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w] for i in range(n)])
+        x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
     if cfg.flip:
         flip = torch.rand(n, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
@@ -140,8 +157,10 @@ def _swa_finalise(swa: nn.Module, x_train: torch.Tensor, normalise, batch_size: 
     """The averaged weights with batch-norm statistics re-estimated on the (un-augmented) training images."""
     from torch.optim.swa_utils import update_bn
 
-    batches = (normalise(x_train[i: i + 4 * batch_size].float().div_(255).to(dev))
-               for i in range(0, len(x_train), 4 * batch_size))
+    batches = (
+        normalise(x_train[i : i + 4 * batch_size].float().div_(255).to(dev))
+        for i in range(0, len(x_train), 4 * batch_size)
+    )
     with torch.no_grad():
         update_bn(batches, swa)
     return swa.module.eval()
@@ -154,14 +173,20 @@ def _autocast(device: torch.device):
 
 
 @torch.inference_mode()
-def evaluate(classifier_module: nn.Module, normalise: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-             y: torch.Tensor, device: torch.device, batch_size: int = 500) -> float:
+def evaluate(
+    classifier_module: nn.Module,
+    normalise: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 500,
+) -> float:
     """float32 top-1 accuracy."""
     classifier_module.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
-        xb = normalise(x[i: i + batch_size].to(device))
-        correct += int((classifier_module(xb).argmax(1).cpu() == y[i: i + batch_size]).sum())
+        xb = normalise(x[i : i + batch_size].to(device))
+        correct += int((classifier_module(xb).argmax(1).cpu() == y[i : i + batch_size]).sum())
     return correct / len(x)
 
 
@@ -231,8 +256,10 @@ def train(
     for e, pct in [(cfg.epochs, 0.25)] + [(int(e), 0.15) for e, _ in cfg.cycles]:
         total = e * steps_per_epoch
         if float(pct * total) <= 1:
-            raise InputError(f"{name}: a learning-rate cycle of {e} epoch(s) x {steps_per_epoch} step(s) is too short "
-                             f"for a one-cycle schedule; train on more images (--limit) or for more epochs")
+            raise InputError(
+                f"{name}: a learning-rate cycle of {e} epoch(s) x {steps_per_epoch} step(s) is too short "
+                f"for a one-cycle schedule; train on more images (--limit) or for more epochs"
+            )
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -247,8 +274,11 @@ def train(
     start_epoch, elapsed, saved_sched, saved_cycle, saved_swa = 0, 0.0, None, -1, None
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
-        if (_same_recipe(state.get("config") or {}, cfg, state.get("epoch", 0)) and state.get("n_train") == len(x_train)
-                and state.get("defense", spec.defense) == defense):  # a pilot's alpha never continues another's
+        if (
+            _same_recipe(state.get("config") or {}, cfg, state.get("epoch", 0))
+            and state.get("n_train") == len(x_train)
+            and state.get("defense", spec.defense) == defense
+        ):  # a pilot's alpha never continues another's
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             gen.set_state(state["generator"])
@@ -272,8 +302,9 @@ def train(
         if start_epoch >= cycle_end:
             cycle_start = cycle_end
             continue
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=cycle_epochs * steps_per_epoch,
-                                                    pct_start=0.25 if ci == 0 else 0.15)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=max_lr, total_steps=cycle_epochs * steps_per_epoch, pct_start=0.25 if ci == 0 else 0.15
+        )
         if saved_cycle == ci and saved_sched is not None:
             sched.load_state_dict(saved_sched)
         for epoch in range(max(start_epoch, cycle_start), cycle_end):
@@ -282,7 +313,7 @@ def train(
             perm = torch.randperm(len(x_train), generator=gen)
             tot_loss, tot_correct, seen = 0.0, 0, 0
             for i in range(0, len(perm), cfg.batch_size):
-                idx = perm[i: i + cfg.batch_size]
+                idx = perm[i : i + cfg.batch_size]
                 xb = augment(x_train[idx].float().div_(255), cfg, gen).to(dev)
                 yb = y_train[idx].to(dev)
                 with _autocast(dev):
@@ -301,14 +332,29 @@ def train(
                 swa.update_parameters(model)
             elapsed += time.perf_counter() - t0
             bar.update(1)
-            bar.set_postfix(cycle=ci + 1, loss=f"{tot_loss / seen:.3f}", train_acc=f"{tot_correct / seen:.3f}",
-                            s_per_epoch=f"{(elapsed - elapsed0) / (epoch + 1 - start_epoch):.0f}")
+            bar.set_postfix(
+                cycle=ci + 1,
+                loss=f"{tot_loss / seen:.3f}",
+                train_acc=f"{tot_correct / seen:.3f}",
+                s_per_epoch=f"{(elapsed - elapsed0) / (epoch + 1 - start_epoch):.0f}",
+            )
             with atomic_path(ckpt) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "generator": gen.get_state(), "epoch": epoch + 1, "elapsed": elapsed, "cycle": ci,
-                            "config": {**asdict(cfg), "cycles": [list(c) for c in cfg.cycles[:ci]]},
-                            "n_train": len(x_train), "swa": swa.state_dict() if swa is not None else None,
-                            "defense": defense}, tmp)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "generator": gen.get_state(),
+                        "epoch": epoch + 1,
+                        "elapsed": elapsed,
+                        "cycle": ci,
+                        "config": {**asdict(cfg), "cycles": [list(c) for c in cfg.cycles[:ci]]},
+                        "n_train": len(x_train),
+                        "swa": swa.state_dict() if swa is not None else None,
+                        "defense": defense,
+                    },
+                    tmp,
+                )
         cycle_start = cycle_end
     bar.close()
     if swa is not None:
@@ -338,8 +384,10 @@ def train(
         "test_accuracy": round(acc, 4),
         "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
         "recipe": asdict(cfg),
-        "command": f"advguard train {name}" + (f" --epochs {epochs}" if epochs else "")
-        + (f" --limit {limit}" if limit else "") + (f" --alpha {alpha:g}" if alpha is not None else " --install"),
+        "command": f"advguard train {name}"
+        + (f" --epochs {epochs}" if epochs else "")
+        + (f" --limit {limit}" if limit else "")
+        + (f" --alpha {alpha:g}" if alpha is not None else " --install"),
         "wall_time_s": round(elapsed, 1),
         "machine": machine_summary(str(dev)),
         "machine_info": machine_info(str(dev)),

@@ -27,6 +27,7 @@ approximation's gradient in the backward pass (BPDA, Athalye et al. 2018) for ad
 Pillow releases the GIL in its codecs, filters and resamplers, so :func:`apply_ops` runs the
 per-image work on a thread pool across all cores.
 """
+
 from __future__ import annotations
 
 import io
@@ -53,8 +54,12 @@ FAMILIES: dict[str, tuple[float, ...]] = {
 }
 #: Named family combinations used in the paper's Table 4.
 FAMILY_SETS: dict[str, tuple[str, ...]] = {
-    "jpeg": ("jpeg",), "scale": ("scale",), "blur": ("blur",), "rotate": ("rotate",),
-    "jpeg+scale": ("jpeg", "scale"), "all": ("jpeg", "blur", "rotate", "scale"),
+    "jpeg": ("jpeg",),
+    "scale": ("scale",),
+    "blur": ("blur",),
+    "rotate": ("rotate",),
+    "jpeg+scale": ("jpeg", "scale"),
+    "all": ("jpeg", "blur", "rotate", "scale"),
 }
 
 
@@ -68,14 +73,22 @@ class ImageOp:
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise unknown_name("image operation family", self.family, list(FAMILIES))
-        allowed = {"jpeg": "an integer quality in 1..100", "blur": "a radius > 0",
-                   "rotate": "a finite angle in degrees", "scale": "a factor in [0.05, 20]"}[self.family]
+        allowed = {
+            "jpeg": "an integer quality in 1..100",
+            "blur": "a radius > 0",
+            "rotate": "a finite angle in degrees",
+            "scale": "a factor in [0.05, 20]",
+        }[self.family]
         try:
             v = float(self.value)
         except (TypeError, ValueError):
             raise ParameterError(f"image operation {self.family!r} needs {allowed}, got {self.value!r}") from None
-        ok = math.isfinite(v) and {"jpeg": 1 <= v <= 100 and v == int(v), "blur": v > 0, "rotate": True,
-                                   "scale": 0.05 <= v <= 20}[self.family]
+        ok = (
+            math.isfinite(v)
+            and {"jpeg": 1 <= v <= 100 and v == int(v), "blur": v > 0, "rotate": True, "scale": 0.05 <= v <= 20}[
+                self.family
+            ]
+        )
         if not ok:
             raise ParameterError(f"image operation {self.family!r} needs {allowed}, got {self.value!r}")
 
@@ -240,8 +253,11 @@ def rotate(x: torch.Tensor, degrees_clockwise: float) -> torch.Tensor:
     a = math.radians(degrees_clockwise)
     n, _, h, w = x.shape
     # output (u, v) samples input at R(-a) (u, v) in pixel units; clockwise on screen (y down)
-    theta = torch.tensor([[math.cos(a), math.sin(a) * h / w, 0.0],
-                          [-math.sin(a) * w / h, math.cos(a), 0.0]], dtype=x.dtype, device=x.device)
+    theta = torch.tensor(
+        [[math.cos(a), math.sin(a) * h / w, 0.0], [-math.sin(a) * w / h, math.cos(a), 0.0]],
+        dtype=x.dtype,
+        device=x.device,
+    )
     grid = F.affine_grid(theta.expand(n, 2, 3), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -253,6 +269,6 @@ def scale_on_canvas(x: torch.Tensor, s: float) -> torch.Tensor:
     y = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=s < 1).clamp(0, 1)
     if s >= 1:
         top, left = (nh - h) // 2, (nw - w) // 2
-        return y[:, :, top: top + h, left: left + w]
+        return y[:, :, top : top + h, left : left + w]
     top, left = (h - nh) // 2, (w - nw) // 2
     return F.pad(y, (left, w - nw - left, top, h - nh - top))

@@ -1,6 +1,7 @@
 """Validation of image batches (float32 NCHW in [0, 1], finite, right shape), of labels, and of the numeric,
 boolean and keyword parameters of attacks and classifiers (issue #20: every bad argument fails early with an
 advguard error that names the parameter and its allowed range, never later inside a dependency)."""
+
 from __future__ import annotations
 
 import difflib
@@ -15,8 +16,18 @@ import torch
 
 from .errors import InputError, ParameterError, ParameterTypeError
 
-__all__ = ["ParameterError", "ParameterTypeError", "as_image_batch", "as_labels", "check_batch_size", "check_bool",
-           "check_choice", "check_keywords", "check_number", "init_keywords"]
+__all__ = [
+    "ParameterError",
+    "ParameterTypeError",
+    "as_image_batch",
+    "as_labels",
+    "check_batch_size",
+    "check_bool",
+    "check_choice",
+    "check_keywords",
+    "check_number",
+    "init_keywords",
+]
 
 
 def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
@@ -29,19 +40,52 @@ def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) 
 
 
 @overload
-def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, integer: Literal[True], where: str = "") -> int: ...
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: Literal[True],
+    where: str = "",
+) -> int: ...
 @overload
-def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, integer: Literal[False] = False,
-                 where: str = "") -> float: ...
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: Literal[False] = False,
+    where: str = "",
+) -> float: ...
 @overload
-def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, integer: bool = False,
-                 where: str = "") -> int | float: ...
-def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, integer: bool = False, where: str = ""
-                 ) -> int | float:
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+    where: str = "",
+) -> int | float: ...
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+    where: str = "",
+) -> int | float:
     """Return ``value`` as an int (``integer``) or a finite float inside the interval ``lo``..``hi`` (open ends
     with ``lo_open`` / ``hi_open``); otherwise raise :class:`ParameterTypeError` (not a real number, a bool,
     a non-integral value where an integer is needed) or :class:`ParameterError` (NaN, Inf, out of range)."""
@@ -65,8 +109,7 @@ def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | 
         v = float(value)
         if not math.isfinite(v):
             raise ParameterError(f"{pre}{name} must be a finite number in {rng}, got {value!r}")
-    if ((lo is not None and (v < lo or (lo_open and v == lo)))
-            or (hi is not None and (v > hi or (hi_open and v == hi)))):
+    if (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and (v > hi or (hi_open and v == hi))):
         raise ParameterError(f"{pre}{name}={value!r} is outside the allowed range {rng}")
     return v
 
@@ -102,8 +145,10 @@ def check_keywords(where: str, given: Iterable[str], allowed: Iterable[str]) -> 
     for k in bad:
         close = difflib.get_close_matches(str(k), allowed, n=1)
         parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise ParameterTypeError(f"{where}: unknown parameter{'s' if len(bad) > 1 else ''} {', '.join(parts)}. "
-                             f"Valid parameters: {', '.join(allowed)}.")
+    raise ParameterTypeError(
+        f"{where}: unknown parameter{'s' if len(bad) > 1 else ''} {', '.join(parts)}. "
+        f"Valid parameters: {', '.join(allowed)}."
+    )
 
 
 def init_keywords(cls: type, root: type, exclude: Iterable[str] = ()) -> set[str]:
@@ -125,7 +170,6 @@ def init_keywords(cls: type, root: type, exclude: Iterable[str] = ()) -> set[str
 def check_batch_size(value: Any, where: str = "", name: str = "batch_size") -> int:
     """A batch size: an integer >= 1."""
     return int(check_number(name, value, lo=1, integer=True, where=where))
-
 
 
 def as_image_batch(
@@ -198,9 +242,7 @@ def as_image_batch(
     lo, hi = float(t.min()), float(t.max())
     if lo < bounds[0] - atol or hi > bounds[1] + atol:
         hint = " It looks like 0..255 pixel values; divide by 255." if hi > 2.0 and bounds[1] <= 1.0 else ""
-        raise InputError(
-            f"{name} has values in [{lo:.4g}, {hi:.4g}], outside the bounds {bounds}.{hint}"
-        )
+        raise InputError(f"{name} has values in [{lo:.4g}, {hi:.4g}], outside the bounds {bounds}.{hint}")
     if t.dtype != torch.float32:  # after the checks: float64 values too large for float32 are out of range anyway
         t = t.float()
     return t
@@ -226,8 +268,10 @@ def as_labels(y: np.ndarray | torch.Tensor | Sequence[int], n: int, num_classes:
         if a.dtype.kind == "f" or a.dtype.kind == "c":
             raise InputError(f"{name} must hold integer class labels, got dtype {a.dtype}.")
         if a.dtype.kind not in "iu":
-            raise InputError(f"{name} must hold integer class labels, got dtype {a.dtype} "
-                                 f"({'booleans' if a.dtype.kind == 'b' else 'not integers'}).")
+            raise InputError(
+                f"{name} must hold integer class labels, got dtype {a.dtype} "
+                f"({'booleans' if a.dtype.kind == 'b' else 'not integers'})."
+            )
         if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
             raise InputError(f"{name} has labels outside 0..{num_classes - 1}.")
         t = torch.as_tensor(a.astype(np.int64))  # (np.ascontiguousarray would make a scalar 1-D)

@@ -7,6 +7,7 @@ passes on the same batches. The ratio is the attack's overhead over that floor.
 
     python benchmarks/attacks.py                  -> docs/results/attacks.{md,json}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ def floor_seconds(module, x, y, passes: int, batch_size: int) -> float:
 
     start = time.perf_counter()
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i: i + batch_size].clone(), y[i: i + batch_size]
+        xb, yb = x[i : i + batch_size].clone(), y[i : i + batch_size]
         for _ in range(passes):
             xb.requires_grad_(True)
             loss = F.cross_entropy(module(xb), yb)
@@ -55,34 +56,54 @@ def main() -> int:
     clf = load_model("cifar10-cnn", batch_size=a.batch_size)
     ds = load_dataset("cifar10", "test", limit=a.n, seed=0)
     x, y = torch.from_numpy(ds.x), torch.from_numpy(ds.y)
-    floor_seconds(clf.module, x[:a.batch_size], y[:a.batch_size], 1, a.batch_size)  # warm-up
+    floor_seconds(clf.module, x[: a.batch_size], y[: a.batch_size], 1, a.batch_size)  # warm-up
     rows, data = [], []
     for label, name, params, passes in CASES:
         attack = make_attack(name, clf, batch_size=a.batch_size, progress=False, **params)
         make_attack(name, clf, batch_size=8, progress=False, **{**params, **({"steps": 2} if passes > 1 else {})})(
-            x[:8], y[:8])  # warm-up (imports, kernel selection), as the floor loop gets
+            x[:8], y[:8]
+        )  # warm-up (imports, kernel selection), as the floor loop gets
         t = time.perf_counter()
         res = attack(x, y)
         ours = time.perf_counter() - t
         floor = floor_seconds(clf.module, x, y, passes, a.batch_size)
-        d = {"attack": label, "name": name, "params": params, "n": len(x), "grad_passes_per_image": passes,
-             "seconds": ours, "images_per_s": len(x) / ours, "floor_seconds": floor,
-             "floor_images_per_s": len(x) / floor, "overhead_vs_floor": ours / floor,
-             "success_rate": res.success_rate}
+        d = {
+            "attack": label,
+            "name": name,
+            "params": params,
+            "n": len(x),
+            "grad_passes_per_image": passes,
+            "seconds": ours,
+            "images_per_s": len(x) / ours,
+            "floor_seconds": floor,
+            "floor_images_per_s": len(x) / floor,
+            "overhead_vs_floor": ours / floor,
+            "success_rate": res.success_rate,
+        }
         data.append(d)
-        rows.append([label, passes, f"{d['images_per_s']:.1f}", f"{d['floor_images_per_s']:.1f}",
-                     f"{d['overhead_vs_floor']:.2f}x", f"{100 * d['success_rate']:.1f}%"])
+        rows.append(
+            [
+                label,
+                passes,
+                f"{d['images_per_s']:.1f}",
+                f"{d['floor_images_per_s']:.1f}",
+                f"{d['overhead_vs_floor']:.2f}x",
+                f"{100 * d['success_rate']:.1f}%",
+            ]
+        )
     prov = provenance()
-    md = "\n".join([
-        "# Attack speed vs the gradient-pass floor\n",
-        f"Model `cifar10-cnn` on {a.n} CIFAR-10 test images (JPEG copy), batch {a.batch_size}, float32.",
-        f"Machine: {prov['machine']}. Commit {prov['commit']}, {prov['date']}.",
-        f"Command: `{prov['command']}`\n",
-        "Floor: a plain PyTorch loop doing the same number of forward+backward passes w.r.t. the input on the "
-        "same batches. Our time includes Foolbox's own bookkeeping, its final success check and our "
-        "re-check of success with the classifier plus the perturbation norms. Target: within 1.3x.\n",
-        markdown_table(["attack", "grad passes/img", "ours img/s", "floor img/s", "ours / floor", "success"], rows),
-    ])
+    md = "\n".join(
+        [
+            "# Attack speed vs the gradient-pass floor\n",
+            f"Model `cifar10-cnn` on {a.n} CIFAR-10 test images (JPEG copy), batch {a.batch_size}, float32.",
+            f"Machine: {prov['machine']}. Commit {prov['commit']}, {prov['date']}.",
+            f"Command: `{prov['command']}`\n",
+            "Floor: a plain PyTorch loop doing the same number of forward+backward passes w.r.t. the input on the "
+            "same batches. Our time includes Foolbox's own bookkeeping, its final success check and our "
+            "re-check of success with the classifier plus the perturbation norms. Target: within 1.3x.\n",
+            markdown_table(["attack", "grad passes/img", "ours img/s", "floor img/s", "ours / floor", "success"], rows),
+        ]
+    )
     write_result(a.out, {"provenance": prov, "rows": data}, md)
     print(md)
     return 0

@@ -10,6 +10,7 @@ The feature needs 1 + 38 = 39 model passes per image plus 38 Pillow operations. 
 
     python benchmarks/nguyen_speed.py                 -> docs/results/nguyen/speed.{md,json}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,21 +70,52 @@ def main() -> int:
 
         t_naive = best_of(naive, 1)
         ms = lambda t: 1000 * t / n  # noqa: E731, B023 - timed at once by best_of
-        rows.append({"model": model, "dataset": dataset, "n": n, "passes_per_image": 1 + len(ops),
-                     "floor_ms": ms(t_floor), "ours_ms": ms(t_ours), "pillow_ms_threads": ms(t_pillow),
-                     "pillow_ms_one_thread": ms(t_pillow1), "naive_ms": ms(t_naive),
-                     "ours_over_floor": t_ours / t_floor, "naive_over_ours": t_naive / t_ours,
-                     "inference": clf.inference})
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "n": n,
+                "passes_per_image": 1 + len(ops),
+                "floor_ms": ms(t_floor),
+                "ours_ms": ms(t_ours),
+                "pillow_ms_threads": ms(t_pillow),
+                "pillow_ms_one_thread": ms(t_pillow1),
+                "naive_ms": ms(t_naive),
+                "ours_over_floor": t_ours / t_floor,
+                "naive_over_ours": t_naive / t_ours,
+                "inference": clf.inference,
+            }
+        )
         print(rows[-1], file=sys.stderr)
 
     prov = provenance()
     table = markdown_table(
-        ["model (data)", "images", "passes/img", "floor ms/img", "ours ms/img", "ours / floor",
-         "Pillow ms/img (threads / 1 thread)", "naive ms/img", "naive / ours"],
-        [[f"{r['model']} ({r['dataset']})", r["n"], r["passes_per_image"], f"{r['floor_ms']:.2f}",
-          f"{r['ours_ms']:.2f}", f"{r['ours_over_floor']:.2f}x",
-          f"{r['pillow_ms_threads']:.2f} / {r['pillow_ms_one_thread']:.2f}", f"{r['naive_ms']:.2f}",
-          f"{r['naive_over_ours']:.2f}x"] for r in rows])
+        [
+            "model (data)",
+            "images",
+            "passes/img",
+            "floor ms/img",
+            "ours ms/img",
+            "ours / floor",
+            "Pillow ms/img (threads / 1 thread)",
+            "naive ms/img",
+            "naive / ours",
+        ],
+        [
+            [
+                f"{r['model']} ({r['dataset']})",
+                r["n"],
+                r["passes_per_image"],
+                f"{r['floor_ms']:.2f}",
+                f"{r['ours_ms']:.2f}",
+                f"{r['ours_over_floor']:.2f}x",
+                f"{r['pillow_ms_threads']:.2f} / {r['pillow_ms_one_thread']:.2f}",
+                f"{r['naive_ms']:.2f}",
+                f"{r['naive_over_ours']:.2f}x",
+            ]
+            for r in rows
+        ],
+    )
     md = f"""# Image-processing detector: cost per image vs the forward-pass floor
 
 The 38-operation feature of Nguyen et al. needs 39 model passes per image. **Floor**: the classifier's
@@ -94,8 +126,8 @@ Best of {a.repeats} runs (naive: 1).
 
 {table}
 
-- Machine: {prov['machine']}. Commit `{prov['commit']}`, {prov['date']}.
-- Command: `{prov['command']}`
+- Machine: {prov["machine"]}. Commit `{prov["commit"]}`, {prov["date"]}.
+- Command: `{prov["command"]}`
 - The cheapest operation subset within 1 point of "all" is measured by the accuracy experiment:
   see [cifar10/results.md](cifar10/results.md), section "Cost vs accuracy per family".
 """

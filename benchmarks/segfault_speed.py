@@ -16,6 +16,7 @@ Targets: (b) >= 5x faster than (a) for pixel ML-LOO, within 1.25x of the floor, 
 
     python benchmarks/segfault_speed.py            -> docs/results/segfault/speed.{md,json}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,8 +96,13 @@ def main() -> int:
             det.extract(x[:1])  # warm-up: hidden-unit selection, patcher
             labels = det.labels(x)
             occlusions = sum(int(lb.max()) + 1 for lb in labels)
-            row = {"unit": unit if unit == "pixel" else "slic-64", "feature": feature, "images": n,
-                   "occlusions": occlusions, "floor_s": occlusions / throughput}
+            row = {
+                "unit": unit if unit == "pixel" else "slic-64",
+                "feature": feature,
+                "images": n,
+                "occlusions": occlusions,
+                "floor_s": occlusions / throughput,
+            }
             for name, kw in (("ours", {}), ("ours_plain", {"patch": False})):
                 if unit != "pixel" and name == "ours_plain":
                     continue
@@ -112,7 +118,7 @@ def main() -> int:
                 with PeakMemory() as mem:
                     f_ref, held = reference_features(det, x, labels)
                 row["reference_s"], row["reference_peak_mb"] = time.perf_counter() - t, mem.peak_mb
-                row["reference_array_mb"] = held / 2 ** 20
+                row["reference_array_mb"] = held / 2**20
                 row["max_abs_diff"] = float(np.abs(f_ref - row["features"]).max())
                 row["speedup"] = row["reference_s"] / row["ours_s"]
             row.pop("features")
@@ -123,14 +129,40 @@ def main() -> int:
     prov = provenance()
     fmt = lambda v, f="{:.1f}": "-" if v is None else f.format(v)  # noqa: E731
     table = markdown_table(
-        ["unit", "feature", "occlusions", "reference s", "ours s", "ours, no patching s", "floor s",
-         "speed-up vs reference", "ours / floor", "peak MB reference", "peak MB ours", "reference array MB",
-         "max |ours - reference|"],
-        [[r["unit"], r["feature"], r["occlusions"], fmt(r.get("reference_s")), fmt(r["ours_s"]),
-          fmt(r.get("ours_plain_s")), fmt(r["floor_s"]), fmt(r.get("speedup"), "{:.1f}x"),
-          fmt(r["ours_over_floor"], "{:.2f}x"), fmt(r.get("reference_peak_mb"), "{:.0f}"),
-          fmt(r["ours_peak_mb"], "{:.0f}"), fmt(r.get("reference_array_mb"), "{:.0f}"),
-          fmt(r.get("max_abs_diff"), "{:.1e}")] for r in rows])
+        [
+            "unit",
+            "feature",
+            "occlusions",
+            "reference s",
+            "ours s",
+            "ours, no patching s",
+            "floor s",
+            "speed-up vs reference",
+            "ours / floor",
+            "peak MB reference",
+            "peak MB ours",
+            "reference array MB",
+            "max |ours - reference|",
+        ],
+        [
+            [
+                r["unit"],
+                r["feature"],
+                r["occlusions"],
+                fmt(r.get("reference_s")),
+                fmt(r["ours_s"]),
+                fmt(r.get("ours_plain_s")),
+                fmt(r["floor_s"]),
+                fmt(r.get("speedup"), "{:.1f}x"),
+                fmt(r["ours_over_floor"], "{:.2f}x"),
+                fmt(r.get("reference_peak_mb"), "{:.0f}"),
+                fmt(r["ours_peak_mb"], "{:.0f}"),
+                fmt(r.get("reference_array_mb"), "{:.0f}"),
+                fmt(r.get("max_abs_diff"), "{:.1e}"),
+            ]
+            for r in rows
+        ],
+    )
     per_batch = ", ".join(f"{k}: {v:.0f}" for k, v in thr.items())
     md = f"""# ML-LOO / Segmentation Fault: cost per {n} images vs the paper's loop and the forward-pass floor
 
@@ -147,8 +179,8 @@ peak <= 200 MB per 128 images. The paper (Table 7, P100 GPU): pixel ML-LOO ~80 s
 
 {table}
 
-- Machine: {prov['machine']}. Commit `{prov['commit']}`, {prov['date']}.
-- Command: `{prov['command']}`
+- Machine: {prov["machine"]}. Commit `{prov["commit"]}`, {prov["date"]}.
+- Command: `{prov["command"]}`
 """
     write_result(a.out, {"provenance": prov, "throughput": thr, "rows": rows}, md)
     print(md)

@@ -15,6 +15,7 @@ Target: ours within 1.3x of the floor. The paper: 79 ms per image (VGG16, RTX 20
 
     python benchmarks/taintradar_speed.py            -> docs/results/taintradar/speed.{md,json}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,12 +43,13 @@ def floor_fn(tr, x, k: int, bs: int):
 
     def run():
         for i in range(0, x.shape[0], bs):
-            xb = x[i:i + bs]
+            xb = x[i : i + bs]
             a, z, pred, vjp = tr._gradients(xb)
             vjp(torch.ones(1, *z.shape))
             vjp(torch.ones(k, *z.shape))
             clf.logits(xb, validate=False, batch_size=bs)
             clf.logits(xb, validate=False, batch_size=bs)
+
     return run
 
 
@@ -60,13 +62,14 @@ def reference_fn(tr, x, k: int):
 
     def run():
         for i in range(x.shape[0]):
-            xi = x[i:i + 1]
+            xi = x[i : i + 1]
             c = clf.logits(xi, validate=False).argmax(1)
             clf.layer_gradient(xi, layer, c, score="log_softmax", temperature=2.0)
             clf.logits(xi, validate=False)  # filled estimate
             for lab in range(k):
                 clf.layer_gradient(xi, layer, torch.tensor([lab]), score="logit")
             clf.logits(xi, validate=False)  # filled intersection
+
     return run
 
 
@@ -83,8 +86,7 @@ def main() -> int:
     a = p.parse_args()
 
     setups = [
-        ("CIFAR-10 (JPEG copy)", "cifar10-cnn", "cifar10", {"split": "test", "source": "jpeg"}, 128, 5, 128,
-         None, 32),
+        ("CIFAR-10 (JPEG copy)", "cifar10-cnn", "cifar10", {"split": "test", "source": "jpeg"}, 128, 5, 128, None, 32),
         ("ImageNet sample photos", "efficientnet-lite0", "imagenet-samples", {}, 32, 9, 16, "_avg_pooling:input", 4),
     ]
     rows = []
@@ -104,9 +106,19 @@ def main() -> int:
         sn = SentiNet(clf, n_test=100, batch_size=bs, progress=False)
         sn.fit(rest[:120])
         senti = best_of(lambda: sn.score(xt[:n_senti]), 1) / n_senti  # noqa: B023 - timed at once by best_of
-        row = {"data": data, "model": model, "images": n, "k": k, "batch_size": bs,
-               "ours_ms": 1e3 * ours / n, "floor_ms": 1e3 * floor / n, "reference_ms": 1e3 * ref / n,
-               "reference_images": n_ref, "sentinet_ms": 1e3 * senti, "sentinet_images": n_senti}
+        row = {
+            "data": data,
+            "model": model,
+            "images": n,
+            "k": k,
+            "batch_size": bs,
+            "ours_ms": 1e3 * ours / n,
+            "floor_ms": 1e3 * floor / n,
+            "reference_ms": 1e3 * ref / n,
+            "reference_images": n_ref,
+            "sentinet_ms": 1e3 * senti,
+            "sentinet_images": n_senti,
+        }
         row["ours_over_floor"] = row["ours_ms"] / row["floor_ms"]
         row["reference_over_ours"] = row["reference_ms"] / row["ours_ms"]
         row["sentinet_over_ours"] = row["sentinet_ms"] / row["ours_ms"]
@@ -115,26 +127,51 @@ def main() -> int:
 
     prov = provenance()
     table = markdown_table(
-        ["data", "model", "K", "images", "ours ms/img", "floor ms/img", "ours / floor", "reference ms/img",
-         "reference / ours", "SentiNet ms/img", "SentiNet / ours"],
-        [[r["data"], r["model"], r["k"], r["images"], f"{r['ours_ms']:.1f}", f"{r['floor_ms']:.1f}",
-          f"{r['ours_over_floor']:.2f}x", f"{r['reference_ms']:.1f}", f"{r['reference_over_ours']:.1f}x",
-          f"{r['sentinet_ms']:.0f}", f"{r['sentinet_over_ours']:.0f}x"] for r in rows])
+        [
+            "data",
+            "model",
+            "K",
+            "images",
+            "ours ms/img",
+            "floor ms/img",
+            "ours / floor",
+            "reference ms/img",
+            "reference / ours",
+            "SentiNet ms/img",
+            "SentiNet / ours",
+        ],
+        [
+            [
+                r["data"],
+                r["model"],
+                r["k"],
+                r["images"],
+                f"{r['ours_ms']:.1f}",
+                f"{r['floor_ms']:.1f}",
+                f"{r['ours_over_floor']:.2f}x",
+                f"{r['reference_ms']:.1f}",
+                f"{r['reference_over_ours']:.1f}x",
+                f"{r['sentinet_ms']:.0f}",
+                f"{r['sentinet_over_ours']:.0f}x",
+            ]
+            for r in rows
+        ],
+    )
     md = f"""# TaintRadar: cost per image vs its pass floor, a per-label loop and SentiNet
 
 **Ours**: `TaintRadar(k=K).score(x)` in batches (noise pattern): 3 forward passes, of which one keeps the
 graph of the part after the Grad-CAM layer, and 1 + K head-only vector-Jacobian products in two batched
 backward calls. **Floor**: the same passes timed alone (no masks, no filling, no ranking). **Reference**: the
 paper-structured loop, one image at a time, one full forward + backward per Grad-CAM map (timed on
-{rows[0]['reference_images']} images, scaled). **SentiNet**: 100 overlay images, 200 forward passes per image (timed on
-a subset: {', '.join(str(r['sentinet_images']) for r in rows)} images). Best of {a.repeats} runs for ours and the floor.
+{rows[0]["reference_images"]} images, scaled). **SentiNet**: 100 overlay images, 200 forward passes per image (timed on
+a subset: {", ".join(str(r["sentinet_images"]) for r in rows)} images). Best of {a.repeats} runs for ours and the floor.
 Target (issue #7): ours within 1.3x of the floor. The paper: 79 ms per image (VGG16 on an RTX 2080 Ti, K = 9),
 SentiNet 7.73 s (100x slower).
 
 {table}
 
-- Machine: {prov['machine']}. Commit `{prov['commit']}`, {prov['date']}.
-- Command: `{prov['command']}`
+- Machine: {prov["machine"]}. Commit `{prov["commit"]}`, {prov["date"]}.
+- Command: `{prov["command"]}`
 """
     write_result(a.out, {"provenance": prov, "rows": rows}, md)
     print(md)

@@ -13,6 +13,7 @@ Targets: total within 1.25x of the floor on CIFAR-10; non-model overhead <= 5 ms
 
     python benchmarks/themis_speed.py            -> docs/results/themis/speed.{md,json}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,10 @@ def main() -> int:
     a = p.parse_args()
 
     rows = []
-    for model, dataset, n_img in (("cifar10-cnn", "cifar10", a.cifar_n),
-                                  ("efficientnet-lite0", "imagenet-samples", a.imagenet_n)):
+    for model, dataset, n_img in (
+        ("cifar10-cnn", "cifar10", a.cifar_n),
+        ("efficientnet-lite0", "imagenet-samples", a.imagenet_n),
+    ):
         clf = load_model(model)
         x = torch.from_numpy(load_dataset(dataset, "test", limit=n_img, seed=0).x)
         det = EraseRestore(clf)  # n = 11, 10 % pixels, Telea r = 3; PCA to 10 for 1,000 classes
@@ -71,27 +74,64 @@ def main() -> int:
             return restore(arr, m, "telea", 3)  # noqa: B023 - timed at once by best_of
 
         t_inpaint, restored = best_of(inpaint, a.repeats)
-        allx = torch.cat([x.unsqueeze(1), torch.from_numpy(
-            restored.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)], 1).flatten(0, 1)
+        allx = torch.cat(
+            [x.unsqueeze(1), torch.from_numpy(restored.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)], 1
+        ).flatten(0, 1)
         t_model, probs = best_of(lambda: clf.probs(allx), a.repeats)  # noqa: B023 - timed at once by best_of
         feats = probs.view(n_img, -1).double().numpy()
         t_decision, _ = best_of(lambda: det.score_features(feats), a.repeats)  # noqa: B023 - timed at once by best_of
         t_total, _ = best_of(lambda: det.score(x), a.repeats)  # noqa: B023 - timed at once by best_of
         ms = lambda t: 1000 * t / n_img  # noqa: E731, B023 - timed at once by best_of
-        rows.append({"model": model, "dataset": dataset, "n": n_img, "draws": n, "passes_per_image": n + 1,
-                     "floor_ms": ms(t_floor), "total_ms": ms(t_total), "model_ms": ms(t_model),
-                     "inpaint_ms": ms(t_inpaint), "decision_ms": ms(t_decision),
-                     "overhead_ms": ms(t_total) - ms(t_model), "total_over_floor": t_total / t_floor,
-                     "pca_dim": det.params["pca_dim"], "inference": clf.inference})
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "n": n_img,
+                "draws": n,
+                "passes_per_image": n + 1,
+                "floor_ms": ms(t_floor),
+                "total_ms": ms(t_total),
+                "model_ms": ms(t_model),
+                "inpaint_ms": ms(t_inpaint),
+                "decision_ms": ms(t_decision),
+                "overhead_ms": ms(t_total) - ms(t_model),
+                "total_over_floor": t_total / t_floor,
+                "pca_dim": det.params["pca_dim"],
+                "inference": clf.inference,
+            }
+        )
         print(rows[-1], file=sys.stderr)
 
     prov = provenance()
     table = markdown_table(
-        ["model (data)", "images", "passes/img", "floor ms/img", "total ms/img", "total / floor",
-         "model ms/img", "masks + inpainting ms/img", "PCA + SVC ms/img", "non-model overhead ms/img"],
-        [[f"{r['model']} ({r['dataset']})", r["n"], r["passes_per_image"], f"{r['floor_ms']:.2f}",
-          f"{r['total_ms']:.2f}", f"{r['total_over_floor']:.2f}x", f"{r['model_ms']:.2f}", f"{r['inpaint_ms']:.2f}",
-          f"{r['decision_ms']:.3f}", f"{r['overhead_ms']:.2f}"] for r in rows])
+        [
+            "model (data)",
+            "images",
+            "passes/img",
+            "floor ms/img",
+            "total ms/img",
+            "total / floor",
+            "model ms/img",
+            "masks + inpainting ms/img",
+            "PCA + SVC ms/img",
+            "non-model overhead ms/img",
+        ],
+        [
+            [
+                f"{r['model']} ({r['dataset']})",
+                r["n"],
+                r["passes_per_image"],
+                f"{r['floor_ms']:.2f}",
+                f"{r['total_ms']:.2f}",
+                f"{r['total_over_floor']:.2f}x",
+                f"{r['model_ms']:.2f}",
+                f"{r['inpaint_ms']:.2f}",
+                f"{r['decision_ms']:.3f}",
+                f"{r['overhead_ms']:.2f}",
+            ]
+            for r in rows
+        ],
+    )
     md = f"""# Erase-and-Restore (THEMIS): cost per image vs the forward-pass floor
 
 n = 11 draws of a 10 % pixel mask, Telea inpainting (radius 3), SVC decision (PCA to 10 per softmax vector on
@@ -103,8 +143,8 @@ per 224x224 photo (the paper reports 1,010 ms extra per ImageNet image: inpainti
 
 {table}
 
-- Machine: {prov['machine']}. Commit `{prov['commit']}`, {prov['date']}.
-- Command: `{prov['command']}`
+- Machine: {prov["machine"]}. Commit `{prov["commit"]}`, {prov["date"]}.
+- Command: `{prov["command"]}`
 """
     write_result(a.out, {"provenance": prov, "rows": rows}, md)
     print(md)

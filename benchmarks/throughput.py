@@ -8,6 +8,7 @@ the share of predictions on real test images that each variant keeps equal to fl
     python benchmarks/throughput.py                       # all models -> docs/results/throughput.{md,json}
     python benchmarks/throughput.py --models cifar10-cnn --batches 1 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,15 @@ def worker(model: str, variant: str, batch: int, min_seconds: float) -> dict:
             times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     med = sorted(times)[len(times) // 2]
-    return {"model": model, "variant": variant, "batch": batch, "images_per_s": batch / med,
-            "ms_per_batch": 1000 * med, "repeats": len(times), "peak_mb_over_model": max(0.0, peak - base)}
+    return {
+        "model": model,
+        "variant": variant,
+        "batch": batch,
+        "images_per_s": batch / med,
+        "ms_per_batch": 1000 * med,
+        "repeats": len(times),
+        "peak_mb_over_model": max(0.0, peak - base),
+    }
 
 
 def agreement(model: str, n: int) -> dict:
@@ -107,8 +115,10 @@ def plot(doc: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     w = 0.2
     for i, v in enumerate(VARIANTS):
-        vals = [next(r["images_per_s"] for r in rows if r["model"] == m and r["variant"] == v and r["batch"] == b)
-                for m in models]
+        vals = [
+            next(r["images_per_s"] for r in rows if r["model"] == m and r["variant"] == v and r["batch"] == b)
+            for m in models
+        ]
         ax.bar(np.arange(len(models)) + (i - 1.5) * w, vals, w, label=v)
     ax.set_xticks(np.arange(len(models)), models)
     ax.set_yscale("log")
@@ -136,35 +146,70 @@ def render(doc: dict) -> str:
     rec = recommend(rows, agree)
 
     def speedup_at_max_batch(model: str, variant: str) -> float:
-        return next(r["speedup_vs_float32"] for r in rows
-                    if r["model"] == model and r["batch"] == max(batches) and r["variant"] == variant)
+        return next(
+            r["speedup_vs_float32"]
+            for r in rows
+            if r["model"] == model and r["batch"] == max(batches) and r["variant"] == variant
+        )
 
-    md = ["# Forward throughput of the zoo models\n",
-          f"Machine: {prov['machine']}. Commit {prov['commit']}, {prov['date']}.",
-          f"Command: `{prov['command']}`\n",
-          "Images/s is the median over repeated forward passes of random inputs of the model's input size "
-          "(normalisation included), under `torch.inference_mode()`, each cell in a fresh process. "
-          "Peak MB is the peak resident memory added by inference over the loaded model. "
-          "Agreement is the share of real test images (stratified subset) whose top-1 prediction equals float32's.\n",
-          "![images/s per inference variant](throughput.png)\n",
-          "## Defaults chosen\n",
-          "Inference-only paths (`Classifier.logits/probs/predict/top_k/activations`, i.e. detector scoring) "
-          "default to the fastest variant that changed **no** prediction on the real test images; gradients "
-          "(attacks, Grad-CAM) stay float32. Set in `advguard/models/registry.py` (`ModelSpec.inference`, "
-          "`ModelSpec.batch_size`); `load_model(name, inference=\"float32\")` gives the reference path.\n",
-          markdown_table(["model", "default variant", "at batch", "images/s", "vs float32 at batch 256"],
-                         [[m, v["variant"], v["batch"], f"{v['images_per_s']:.0f}",
-                           f"{speedup_at_max_batch(m, v['variant']):.2f}x"]
-                          for m, v in rec.items()]),
-          ""]
+    md = [
+        "# Forward throughput of the zoo models\n",
+        f"Machine: {prov['machine']}. Commit {prov['commit']}, {prov['date']}.",
+        f"Command: `{prov['command']}`\n",
+        "Images/s is the median over repeated forward passes of random inputs of the model's input size "
+        "(normalisation included), under `torch.inference_mode()`, each cell in a fresh process. "
+        "Peak MB is the peak resident memory added by inference over the loaded model. "
+        "Agreement is the share of real test images (stratified subset) whose top-1 prediction equals float32's.\n",
+        "![images/s per inference variant](throughput.png)\n",
+        "## Defaults chosen\n",
+        "Inference-only paths (`Classifier.logits/probs/predict/top_k/activations`, i.e. detector scoring) "
+        "default to the fastest variant that changed **no** prediction on the real test images; gradients "
+        "(attacks, Grad-CAM) stay float32. Set in `advguard/models/registry.py` (`ModelSpec.inference`, "
+        '`ModelSpec.batch_size`); `load_model(name, inference="float32")` gives the reference path.\n',
+        markdown_table(
+            ["model", "default variant", "at batch", "images/s", "vs float32 at batch 256"],
+            [
+                [
+                    m,
+                    v["variant"],
+                    v["batch"],
+                    f"{v['images_per_s']:.0f}",
+                    f"{speedup_at_max_batch(m, v['variant']):.2f}x",
+                ]
+                for m, v in rec.items()
+            ],
+        ),
+        "",
+    ]
     for m in models:
         md.append(f"## {m}\n")
-        table = [[r["batch"], r["variant"], f"{r['images_per_s']:.0f}", f"{r['ms_per_batch']:.1f}",
-                  f"{r['speedup_vs_float32']:.2f}x", f"{r['peak_mb_over_model']:.0f}",
-                  f"{100 * agree[m]['agreement'][r['variant']]:.1f}%"]
-                 for r in rows if r["model"] == m]
-        md.append(markdown_table(["batch", "variant", "images/s", "ms/batch", "vs float32", "peak MB",
-                                  f"agreement ({agree[m]['n']} imgs)"], table))
+        table = [
+            [
+                r["batch"],
+                r["variant"],
+                f"{r['images_per_s']:.0f}",
+                f"{r['ms_per_batch']:.1f}",
+                f"{r['speedup_vs_float32']:.2f}x",
+                f"{r['peak_mb_over_model']:.0f}",
+                f"{100 * agree[m]['agreement'][r['variant']]:.1f}%",
+            ]
+            for r in rows
+            if r["model"] == m
+        ]
+        md.append(
+            markdown_table(
+                [
+                    "batch",
+                    "variant",
+                    "images/s",
+                    "ms/batch",
+                    "vs float32",
+                    "peak MB",
+                    f"agreement ({agree[m]['n']} imgs)",
+                ],
+                table,
+            )
+        )
         md.append("")
     return "\n".join(md)
 
@@ -199,8 +244,12 @@ def main() -> int:
     cells = [(m, v, b) for m in a.models for b in a.batches for v in a.variants]
     rows = []
     for m, v, b in tqdm(cells, desc="throughput cells"):
-        r = subprocess.run([sys.executable, __file__, "--worker", m, v, str(b), "--min-seconds", str(a.min_seconds)],
-                           capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, __file__, "--worker", m, v, str(b), "--min-seconds", str(a.min_seconds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
     agree = {m: agreement(m, a.agreement_images) for m in tqdm(a.models, desc="prediction agreement")}
 

@@ -9,6 +9,7 @@ timings and provenance ignored). For the TaintRadar ablation, each model's sub-p
 
 Exit status 0 when every page's figures agree; 1 otherwise (the differences are listed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,13 @@ def check(config: Path, work: Path, rtol: float) -> list[str]:
         return [f"{config}: no committed results.json to compare with"]
     out = work / config.stem
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "advguard.cli", "reproduce", str(config), "--out", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "advguard.cli", "reproduce", str(config), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     print(f"{config.name}: regenerated in {time.perf_counter() - t0:.0f} s (exit {run.returncode})", flush=True)
     if run.returncode != 0:
         return [f"{config}: advguard reproduce failed:\n{run.stderr[-2000:]}"]
@@ -60,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="runs/check-pages", help="where the regenerated pages go")
     p.add_argument("--rtol", type=float, default=0.0)
     args = p.parse_args(argv)
-    configs = [Path(c) for c in args.configs] or sorted(c.relative_to(ROOT) for c in (ROOT / "configs").glob("*.toml")
-                                                         if committed_pages(c) is not None)
+    configs = [Path(c) for c in args.configs] or sorted(
+        c.relative_to(ROOT) for c in (ROOT / "configs").glob("*.toml") if committed_pages(c) is not None
+    )
     failed = 0
     for c in configs:
         diffs = check(c, Path(args.work), args.rtol)

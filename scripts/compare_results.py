@@ -9,6 +9,7 @@ timings and memory peaks (keys named in ``VOLATILE``), and ``run``-dependent pat
 table figure, count, AUC, rate) must be equal; floats are compared to ``--rtol`` (default: exactly equal).
 Exit status 0 when equal, 1 with one line per difference otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,36 @@ import sys
 from pathlib import Path
 
 #: keys whose values are timings, memory peaks, provenance or echoes of the configuration
-VOLATILE = {"provenance", "software", "config_toml", "config", "date", "commit", "command", "machine", "seconds",
-            "wall_s", "wall_time_s", "ms_per_image", "images_per_s", "peak_mb", "forward_floor", "timing",
-            "timings", "cost", "secs", "ms", "throughput", "elapsed", "page", "out", "options",
-            # the shared envelope added in 0.2.0 (advguard.experiments.common.results_header)
-            "schema", "experiment"}
+VOLATILE = {
+    "provenance",
+    "software",
+    "config_toml",
+    "config",
+    "date",
+    "commit",
+    "command",
+    "machine",
+    "seconds",
+    "wall_s",
+    "wall_time_s",
+    "ms_per_image",
+    "images_per_s",
+    "peak_mb",
+    "forward_floor",
+    "timing",
+    "timings",
+    "cost",
+    "secs",
+    "ms",
+    "throughput",
+    "elapsed",
+    "page",
+    "out",
+    "options",
+    # the shared envelope added in 0.2.0 (advguard.experiments.common.results_header)
+    "schema",
+    "experiment",
+}
 
 
 def _walk(a, b, path: str, rtol: float, out: list[str]) -> None:

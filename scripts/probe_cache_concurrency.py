@@ -14,6 +14,7 @@
 Tiny configuration: CIFAR-10 (JPEG copy) test images, cifar10-cnn, PGD (a few steps, so a build lasts long
 enough to be killed mid-way). Prints one line per trial and a summary; exit status 1 if any probe failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-CFG = dict(dataset="cifar10", model="cifar10-cnn", attack="pgd", params={"eps": 8 / 255, "steps": 20}, limit=40,
-           seed=7, dataset_kwargs={"source": "jpeg"})
+CFG = dict(
+    dataset="cifar10",
+    model="cifar10-cnn",
+    attack="pgd",
+    params={"eps": 8 / 255, "steps": 20},
+    limit=40,
+    seed=7,
+    dataset_kwargs={"source": "jpeg"},
+)
 CHUNK = 4
 
 CHILD = r"""
@@ -54,8 +62,12 @@ np.savez(out, x_adv=s.x_adv, adv_ids=s.adv_ids, x_clean=s.x_clean, pred_adv=s.pr
 
 def _child(cache: Path, out: Path, start: float) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(CFG), str(cache), str(out), str(start),
-                             str(CHUNK)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(CFG), str(cache), str(out), str(start), str(CHUNK)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _load(p: Path) -> dict:
@@ -90,8 +102,11 @@ def concurrent(work: Path, ref: dict, trials: int) -> dict:
         same = not bad and _same(_load(outs[0]), _load(outs[1])) and _same(_load(outs[0]), ref)
         identical += same
         tail = "" if not bad else " | " + errs[bad[0]].decode().strip().splitlines()[-1][:200]
-        print(f"concurrent trial {t + 1}/{trials}: exit codes {codes}, identical to each other and to the "
-              f"reference: {same}{tail}", flush=True)
+        print(
+            f"concurrent trial {t + 1}/{trials}: exit codes {codes}, identical to each other and to the "
+            f"reference: {same}{tail}",
+            flush=True,
+        )
     return {"trials": trials, "processes": 2 * trials, "crashed_processes": crashed, "identical_trials": identical}
 
 
@@ -105,8 +120,7 @@ def kill9(work: Path, ref: dict, kills: int, seed: int = 0) -> dict:
         p = _child(cache, out, 0)
         # wait until this run has made progress (a new chunk on disk), then kill it at a random moment
         t0 = time.time()
-        while (time.time() - t0 < 120 and p.poll() is None
-               and len(list(cache.glob("*.partial/chunk-*.npz"))) <= before):
+        while time.time() - t0 < 120 and p.poll() is None and len(list(cache.glob("*.partial/chunk-*.npz"))) <= before:
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 0.3))
         finished = p.poll() is not None
@@ -115,9 +129,12 @@ def kill9(work: Path, ref: dict, kills: int, seed: int = 0) -> dict:
         p.communicate()
         chunks = before = len(list(cache.glob("*.partial/chunk-*.npz")))
         done = bool(list(cache.glob("*.npz")))
-        killed_mid_build += (not finished and not done)
-        print(f"kill -9 #{k + 1}: {'finished before the kill' if finished else 'killed'}; "
-              f"{chunks} chunk(s) on disk, finished set present: {done}", flush=True)
+        killed_mid_build += not finished and not done
+        print(
+            f"kill -9 #{k + 1}: {'finished before the kill' if finished else 'killed'}; "
+            f"{chunks} chunk(s) on disk, finished set present: {done}",
+            flush=True,
+        )
         if done:
             break
     p = _child(cache, out, 0)
@@ -125,8 +142,13 @@ def kill9(work: Path, ref: dict, kills: int, seed: int = 0) -> dict:
     ok = p.returncode == 0 and _same(_load(out), ref)
     print(f"kill -9: resumed build exit code {p.returncode}, identical to the uninterrupted build: {ok}", flush=True)
     leftovers = sorted(x.name for x in cache.iterdir() if x.name.startswith("."))
-    return {"kills": kills, "killed_mid_build": killed_mid_build, "resume_exit_code": p.returncode, "identical": ok,
-            "temporary_files_left": len(leftovers)}
+    return {
+        "kills": kills,
+        "killed_mid_build": killed_mid_build,
+        "resume_exit_code": p.returncode,
+        "identical": ok,
+        "temporary_files_left": len(leftovers),
+    }
 
 
 def _flip(p: Path) -> None:
@@ -169,8 +191,12 @@ def corrupt(work: Path) -> dict:
     results = []
 
     def same(s) -> bool:
-        return (s.key == fresh.key and np.array_equal(s.x_adv, fresh.x_adv) and np.array_equal(s.adv_ids, fresh.adv_ids)
-                and s.counts == fresh.counts)
+        return (
+            s.key == fresh.key
+            and np.array_equal(s.x_adv, fresh.x_adv)
+            and np.array_equal(s.adv_ids, fresh.adv_ids)
+            and s.counts == fresh.counts
+        )
 
     for kind, fn in KINDS.items():
         # a finished set
@@ -181,8 +207,15 @@ def corrupt(work: Path) -> dict:
             warnings.simplefilter("always")
             s = build_advset(cfg, clf, cache_dir=cache, chunk_size=CHUNK, progress=False)
         named = any(issubclass(x.category, CacheWarning) and fresh.key in str(x.message) for x in w)
-        results.append({"target": "advset (finished)", "kind": kind, "named": named, "rebuilt_identical": same(s),
-                        "moved_aside": bool(list(cache.glob("*.corrupt-*")))})
+        results.append(
+            {
+                "target": "advset (finished)",
+                "kind": kind,
+                "named": named,
+                "rebuilt_identical": same(s),
+                "moved_aside": bool(list(cache.glob("*.corrupt-*"))),
+            }
+        )
         # a chunk of an interrupted build
         cache = work / f"corrupt-chunk-{kind.replace(' ', '-')}"
         orig, calls = ATTACKS["fgsm"].__call__, {"n": 0}
@@ -206,9 +239,15 @@ def corrupt(work: Path) -> dict:
             warnings.simplefilter("always")
             s = build_advset(cfg, clf, cache_dir=cache, chunk_size=CHUNK, progress=False)
         named = any(issubclass(x.category, CacheWarning) and chunk.name in str(x.message) for x in w)
-        results.append({"target": "advset chunk (resume)", "kind": kind, "named": named, "rebuilt_identical": same(s),
-                        "moved_aside": bool(list(cache.glob("*.partial/*.corrupt-*")) or
-                                            not list(cache.glob("*.partial")))})
+        results.append(
+            {
+                "target": "advset chunk (resume)",
+                "kind": kind,
+                "named": named,
+                "rebuilt_identical": same(s),
+                "moved_aside": bool(list(cache.glob("*.partial/*.corrupt-*")) or not list(cache.glob("*.partial"))),
+            }
+        )
         # a generic entry (feature / decode / experiment caches all use cached_arrays or the same helpers)
         path = work / f"generic-{kind.replace(' ', '-')}" / "entry.npz"
         want = {"features": np.arange(600, dtype=np.float32).reshape(20, 30)}
@@ -218,14 +257,26 @@ def corrupt(work: Path) -> dict:
             warnings.simplefilter("always")
             got = cached_arrays(path, lambda: want)  # noqa: B023 - cached_arrays calls it at once
         named = any(issubclass(x.category, CacheWarning) and "entry.npz" in str(x.message) for x in w)
-        results.append({"target": "cached_arrays entry", "kind": kind, "named": named,
-                        "rebuilt_identical": bool(np.array_equal(got["features"], want["features"])),
-                        "moved_aside": bool(list(path.parent.glob("*.corrupt-*")))})
+        results.append(
+            {
+                "target": "cached_arrays entry",
+                "kind": kind,
+                "named": named,
+                "rebuilt_identical": bool(np.array_equal(got["features"], want["features"])),
+                "moved_aside": bool(list(path.parent.glob("*.corrupt-*"))),
+            }
+        )
     for r in results:
-        print(f"corrupt {r['target']}, {r['kind']}: named in a warning {r['named']}, moved aside {r['moved_aside']}, "
-              f"rebuilt identical {r['rebuilt_identical']}", flush=True)
-    return {"cases": len(results), "all_ok": all(r["named"] and r["rebuilt_identical"] and r["moved_aside"]
-                                                  for r in results), "results": results}
+        print(
+            f"corrupt {r['target']}, {r['kind']}: named in a warning {r['named']}, moved aside {r['moved_aside']}, "
+            f"rebuilt identical {r['rebuilt_identical']}",
+            flush=True,
+        )
+    return {
+        "cases": len(results),
+        "all_ok": all(r["named"] and r["rebuilt_identical"] and r["moved_aside"] for r in results),
+        "results": results,
+    }
 
 
 def main() -> int:
@@ -247,13 +298,21 @@ def main() -> int:
         if "corrupt" not in args.skip:
             summary["corrupt"] = corrupt(work)
     summary["seconds"] = round(time.time() - t0, 1)
-    print(json.dumps({k: v for k, v in summary.items() if k != "corrupt"} |
-                     {"corrupt": {k: v for k, v in summary.get("corrupt", {}).items() if k != "results"}}, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in summary.items() if k != "corrupt"}
+            | {"corrupt": {k: v for k, v in summary.get("corrupt", {}).items() if k != "results"}},
+            indent=1,
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
     c, k, x = summary.get("concurrent"), summary.get("kill9"), summary.get("corrupt")
-    ok = ((c is None or (c["crashed_processes"] == 0 and c["identical_trials"] == c["trials"]))
-          and (k is None or k["identical"]) and (x is None or x["all_ok"]))
+    ok = (
+        (c is None or (c["crashed_processes"] == 0 and c["identical_trials"] == c["trials"]))
+        and (k is None or k["identical"])
+        and (x is None or x["all_ok"])
+    )
     return 0 if ok else 1
 
 

@@ -8,6 +8,7 @@ count equals the archive's, and that no temporary folder is left. Prints one lin
     python3 scripts/probe_setup_concurrency.py --trials 10
     python3 scripts/probe_setup_concurrency.py --trials 10 --archive cifar10-jpeg.tar.gz   # 60,000 files
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ def main() -> int:
             data = Path(work) / f"data-{trial}"
             cmd = [sys.executable, "-m", "advguard.cli", "--data-dir", str(data), "setup", "--mirror", str(mirror)]
             t0 = time.time()
-            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for _ in range(args.runs)]
+            procs = [
+                subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(args.runs)
+            ]
             outs = [p.communicate() for p in procs]
             codes = [p.returncode for p in procs]
             problems = []
@@ -58,23 +61,30 @@ def main() -> int:
                     problems.append(f"marker count {marker['count']} != {expected} in the archive")
             except Exception as e:  # noqa: BLE001 - report whatever went wrong
                 problems.append(f"{type(e).__name__}: {e}")
-            found = sum(len([n for n in f if not (d == str(data / folder) and n in (MARKER, MANIFEST))])
-                        for d, _, f in os.walk(data / folder))
+            found = sum(
+                len([n for n in f if not (d == str(data / folder) and n in (MARKER, MANIFEST))])
+                for d, _, f in os.walk(data / folder)
+            )
             if found != expected:
                 problems.append(f"{found} files on disk, {expected} in the archive")
             leftovers = [n for n in os.listdir(data) if ".partial" in n or ".old-" in n] if data.exists() else []
             if leftovers:
                 problems.append(f"leftovers {leftovers}")
             if any(codes):
-                problems.append(f"exit codes {codes}: " + " | ".join(e.strip().splitlines()[-1] for _, e in outs
-                                                                     if e.strip()))
+                problems.append(
+                    f"exit codes {codes}: " + " | ".join(e.strip().splitlines()[-1] for _, e in outs if e.strip())
+                )
             ok = not problems
             ok_trials += ok
-            print(f"trial {trial + 1}: exit codes {codes}, {found}/{expected} files, "
-                  f"{'complete and verified' if ok else 'PROBLEM: ' + '; '.join(problems)} ({time.time() - t0:.1f} s)",
-                  flush=True)
-    print(f"{ok_trials}/{args.trials} trials of {args.runs} concurrent `advguard setup` runs ({args.archive}) "
-          "ended with every run succeeding and the folder complete and verified")
+            print(
+                f"trial {trial + 1}: exit codes {codes}, {found}/{expected} files, "
+                f"{'complete and verified' if ok else 'PROBLEM: ' + '; '.join(problems)} ({time.time() - t0:.1f} s)",
+                flush=True,
+            )
+    print(
+        f"{ok_trials}/{args.trials} trials of {args.runs} concurrent `advguard setup` runs ({args.archive}) "
+        "ended with every run succeeding and the folder complete and verified"
+    )
     return 0 if ok_trials == args.trials else 1
 
 

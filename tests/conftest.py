@@ -1,4 +1,5 @@
 """Shared fixtures: real images bundled with Foolbox and the small real datasets of the data directory."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,11 @@ torch.set_num_threads(max(1, os.cpu_count() or 1))
 try:
     from hypothesis import HealthCheck, settings
 
-    _common = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
-                                                                           HealthCheck.function_scoped_fixture])
+    _common = dict(
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     settings.register_profile("default", max_examples=25, **_common)
     settings.register_profile("long", max_examples=500, **_common)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

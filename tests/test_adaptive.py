@@ -1,4 +1,5 @@
 """The detector-aware CW-L2 (THEMIS Section 6): it stops at the first image that fools model and detector."""
+
 from __future__ import annotations
 
 import numpy as np

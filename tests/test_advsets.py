@@ -1,4 +1,5 @@
 """Adversarial-set builder: protocol, cache keys, resume, leak-free splits."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,9 @@ def clf():
     return load_model("cifar10-cnn")
 
 
-CFG = AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1,
-                   dataset_kwargs={"source": "jpeg"})
+CFG = AdvSetConfig(
+    "cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, dataset_kwargs={"source": "jpeg"}
+)
 
 
 def test_only_correct_clean_images_and_successes_are_kept(clf, tmp_path):
@@ -50,12 +52,15 @@ def test_cache_key_changes_with_every_parameter():
         AdvSetConfig("cifar10", "cifar10-cnn", "pgd", {"eps": 2 / 255}, limit=60, seed=1, dataset_kwargs=JPEG),
         AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=61, seed=1, dataset_kwargs=JPEG),
         AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=2, dataset_kwargs=JPEG),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, split="train",
-                     dataset_kwargs=JPEG),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, target_shift=1,
-                     dataset_kwargs=JPEG),
-        AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, roundtrip="png",
-                     dataset_kwargs=JPEG),
+        AdvSetConfig(
+            "cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, split="train", dataset_kwargs=JPEG
+        ),
+        AdvSetConfig(
+            "cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, target_shift=1, dataset_kwargs=JPEG
+        ),
+        AdvSetConfig(
+            "cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, roundtrip="png", dataset_kwargs=JPEG
+        ),
         AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1),
     ]
     keys = {config_key(v, "w") for v in variants} | {config_key(CFG, "other-weights")}
@@ -95,8 +100,16 @@ def test_png_roundtrip_is_8bit_quantisation_and_jpeg_changes_little(clf):
 
 def test_parts_are_disjoint_and_share_one_clean_set(clf, tmp_path):
     """``part=(i, m)``: m attacks share the clean set, each attacking its own disjoint part of it."""
-    sets = [build_advset(AdvSetConfig(**{**CFG.__dict__, "params": {"eps": 8 / 255}, "part": (i, 3)}), clf,
-                         cache_dir=tmp_path, chunk_size=16, progress=False) for i in range(3)]
+    sets = [
+        build_advset(
+            AdvSetConfig(**{**CFG.__dict__, "params": {"eps": 8 / 255}, "part": (i, 3)}),
+            clf,
+            cache_dir=tmp_path,
+            chunk_size=16,
+            progress=False,
+        )
+        for i in range(3)
+    ]
     assert all(np.array_equal(s.clean_ids, sets[0].clean_ids) for s in sets)
     attacked = [s.counts["n_attacked"] for s in sets]
     assert sum(attacked) == len(sets[0].clean_ids) and min(attacked) > 0

@@ -1,4 +1,5 @@
 """Every attack really changes labels of real CIFAR-10 images within its norm bound."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,16 +9,20 @@ from advguard import load_dataset, load_model
 from advguard.attacks import ATTACKS, make_attack, shifted_targets
 
 EPS = {"linf": 8 / 255, "l2": 1.0, "l1": 20.0}
-FAST = {"cw-l2": dict(steps=40, binary_search_steps=3), "ead": dict(steps=40, binary_search_steps=3),
-        "deepfool": dict(steps=20), "deepfool-linf": dict(steps=20),
-        "newtonfool": dict(steps=100, stepsize=0.001)}  # the paper's eta=0.01 overshoots on confident images
+FAST = {
+    "cw-l2": dict(steps=40, binary_search_steps=3),
+    "ead": dict(steps=40, binary_search_steps=3),
+    "deepfool": dict(steps=20),
+    "deepfool-linf": dict(steps=20),
+    "newtonfool": dict(steps=100, stepsize=0.001),
+}  # the paper's eta=0.01 overshoots on confident images
 
 
 @pytest.fixture(scope="module")
 def setup():
     clf = load_model("cifar10-cnn")
     ds = load_dataset("cifar10", "test", limit=40, seed=5)
-    keep = (clf.predict(ds.x).numpy() == ds.y)
+    keep = clf.predict(ds.x).numpy() == ds.y
     return clf, torch.from_numpy(ds.x[keep][:8]), torch.from_numpy(ds.y[keep][:8])
 
 

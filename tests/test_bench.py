@@ -1,4 +1,5 @@
 """`advguard bench` on the smoke configuration produces every artefact; configs are validated."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_smoke_config_produces_every_artefact(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["bench", str(ROOT / "configs" / "smoke.toml"), "--out", str(out),
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        main(["bench", str(ROOT / "configs" / "smoke.toml"), "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+        == 0
+    )
     for name in ("results.json", "results.csv", "results.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
     pngs = sorted(out.glob("roc-*.png"))
@@ -31,8 +34,10 @@ def test_smoke_config_produces_every_artefact(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "Feature Squeezing" in html and "[[attack]]" in html
     # Re-running reuses the cached sets and features and gives identical numbers.
-    assert main(["bench", str(ROOT / "configs" / "smoke.toml"), "--out", str(out),
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        main(["bench", str(ROOT / "configs" / "smoke.toml"), "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+        == 0
+    )
     again = json.loads((out / "results.json").read_text())
     assert [c["auc"] for c in again["cells"]] == [c["auc"] for c in doc["cells"]]
 
@@ -44,53 +49,239 @@ def test_shipped_configs_are_valid():
         assert cfg.detectors or cfg.experiment != "grid", p
 
 
-@pytest.mark.parametrize("doc, message", [
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "atack": []}, "did you mean 'attack'"),
-    ({"name": "x", "dataset": "cifar-10", "model": "cifar10-cnn"}, "unknown dataset"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "attack": [{"name": "fgsn"}],
-      "detector": [{"name": "confidence"}]}, "unknown attack 'fgsn'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "attack": [{"name": "fgsm"}],
-      "detector": [{"name": "confidence", "decision_models": ["svm"]}]}, "unknown decision model 'svm'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn"}, "at least one"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageopz",
-      "attack": [{"name": "fgsm"}]}, "unknown experiment 'imageopz'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "imageops",
-      "attack": [{"name": "fgsm"}], "imageops": {"families": ["jpg"]}}, "unknown operation family 'jpg'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "nguyen",
-      "attack": [{"name": "fgsm"}], "fractions": [0.8, 0.2]}, "train, dev, eval"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "nguyen",
-      "attack": [{"name": "fgsm"}], "cnn": [{"backbone": "resnet"}]}, "unknown CNN detector backbone"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis",
-      "attack": [{"name": "fgsm"}], "themis": {"models": ["cifar10-resnet"]}}, "unknown model 'cifar10-resnet'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis",
-      "attack": [{"name": "fgsm"}], "themis": {"compare": ["lid"]}}, "unknown detector 'lid'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis",
-      "attack": [{"name": "fgsm"}], "themis": {"n": 5, "ns": [3, 7]}}, "every n must be in 1..n"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis",
-      "attack": [{"name": "fgsm"}], "themis": {"adaptive": {"restart": 3}}}, "did you mean 'restarts'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "attack": [{"name": "fgsm"}],
-      "detector": [{"name": "confidence"}], "themis": {"n": 5}}, "belongs to experiment"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
-      "themis": {"classifiers": ["svc", {"model": "svc"}]}}, "label 'svc' is used twice"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
-      "themis": {"table1_train_on": ["CW"]}}, "'CW' is not the label of an \\[\\[attack\\]\\]"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
-      "themis": {"classifiers": [{"model": "svc", "param": {"C": 5}}]}}, "did you mean 'params'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
-      "themis": {"classifiers": [{"model": "svc", "params": {"C": -1.0}}]}}, "'C' parameter of SVC"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
-      "themis": {"classifiers": [{"model": "adaboost", "params": {"scale": False}}]}}, "has no scaler"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
-      "themis": {"classifiers": [{"model": "svc", "grid": {"C": 5}}]}}, "non-empty array"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "themis", "attack": [{"name": "fgsm"}],
-      "themis": {"learning_curve": {"sizes": [10], "classifiers": ["svm"]}}}, "unknown decision model 'svm'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "taintradar",
-      "taintradar": {"misleading": {"lambda": [0.5]}}}, "did you mean 'lambdas'"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "taintradar",
-      "taintradar": {"misleading": {"lambdas": [1.5]}}}, "weights in \\[0, 1\\]"),
-    ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment": "taintradar",
-      "taintradar": {"bpda": {"n": 500}}}, "n must be in 1..n_victims = 400"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "atack": []}, "did you mean 'attack'"),
+        ({"name": "x", "dataset": "cifar-10", "model": "cifar10-cnn"}, "unknown dataset"),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "attack": [{"name": "fgsn"}],
+                "detector": [{"name": "confidence"}],
+            },
+            "unknown attack 'fgsn'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "attack": [{"name": "fgsm"}],
+                "detector": [{"name": "confidence", "decision_models": ["svm"]}],
+            },
+            "unknown decision model 'svm'",
+        ),
+        ({"name": "x", "dataset": "cifar10", "model": "cifar10-cnn"}, "at least one"),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "imageopz",
+                "attack": [{"name": "fgsm"}],
+            },
+            "unknown experiment 'imageopz'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "imageops",
+                "attack": [{"name": "fgsm"}],
+                "imageops": {"families": ["jpg"]},
+            },
+            "unknown operation family 'jpg'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "nguyen",
+                "attack": [{"name": "fgsm"}],
+                "fractions": [0.8, 0.2],
+            },
+            "train, dev, eval",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "nguyen",
+                "attack": [{"name": "fgsm"}],
+                "cnn": [{"backbone": "resnet"}],
+            },
+            "unknown CNN detector backbone",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"models": ["cifar10-resnet"]},
+            },
+            "unknown model 'cifar10-resnet'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"compare": ["lid"]},
+            },
+            "unknown detector 'lid'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"n": 5, "ns": [3, 7]},
+            },
+            "every n must be in 1..n",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"adaptive": {"restart": 3}},
+            },
+            "did you mean 'restarts'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "attack": [{"name": "fgsm"}],
+                "detector": [{"name": "confidence"}],
+                "themis": {"n": 5},
+            },
+            "belongs to experiment",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"classifiers": ["svc", {"model": "svc"}]},
+            },
+            "label 'svc' is used twice",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"table1_train_on": ["CW"]},
+            },
+            "'CW' is not the label of an \\[\\[attack\\]\\]",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"classifiers": [{"model": "svc", "param": {"C": 5}}]},
+            },
+            "did you mean 'params'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"classifiers": [{"model": "svc", "params": {"C": -1.0}}]},
+            },
+            "'C' parameter of SVC",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"classifiers": [{"model": "adaboost", "params": {"scale": False}}]},
+            },
+            "has no scaler",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"classifiers": [{"model": "svc", "grid": {"C": 5}}]},
+            },
+            "non-empty array",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "themis",
+                "attack": [{"name": "fgsm"}],
+                "themis": {"learning_curve": {"sizes": [10], "classifiers": ["svm"]}},
+            },
+            "unknown decision model 'svm'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "taintradar",
+                "taintradar": {"misleading": {"lambda": [0.5]}},
+            },
+            "did you mean 'lambdas'",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "taintradar",
+                "taintradar": {"misleading": {"lambdas": [1.5]}},
+            },
+            "weights in \\[0, 1\\]",
+        ),
+        (
+            {
+                "name": "x",
+                "dataset": "cifar10",
+                "model": "cifar10-cnn",
+                "experiment": "taintradar",
+                "taintradar": {"bpda": {"n": 500}},
+            },
+            "n must be in 1..n_victims = 400",
+        ),
+    ],
+)
 def test_bad_configs_name_the_problem(doc, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(doc)
@@ -139,7 +330,8 @@ def test_themis_experiment_smoke(tmp_path):
     assert doc["table1_train_on"] == ["CW-L2 κ=0.0"]
     labels = ("svc", "adaboost", "svc authors + train-split clean", "svc grid")
     assert {(r["model"], r["classifier"]) for r in doc["table1"]} == {
-        (m, c) for m in ("cifar10-cnn", "cifar10-resnet20") for c in labels}
+        (m, c) for m in ("cifar10-cnn", "cifar10-resnet20") for c in labels
+    }
     for m, s in doc["sets"].items():  # the train-split clean images: correctly classified ones of 30 drawn
         assert s["extra_clean"]["split"] == "train" and 0 < s["extra_clean"]["correct"] <= 30
         extra = next(r for r in doc["table1"] if r["model"] == m and r["extra_clean"])
@@ -148,16 +340,22 @@ def test_themis_experiment_smoke(tmp_path):
         assert ex["fit"] + ex["held_out"] == ex["correct"] and ex["held_out"] > 0
         assert extra["n_clean_train"] == plain["n_clean_train"] + ex["fit"]
         # every row's FPR on held-out train-split images (the model was trained on them)
-        assert all(r["n_trainsplit_test"] == ex["held_out"] and 0 <= r["fpr_trainsplit"] <= 1
-                   for r in doc["table1"] + doc["vote"] if r["model"] == m)
+        assert all(
+            r["n_trainsplit_test"] == ex["held_out"] and 0 <= r["fpr_trainsplit"] <= 1
+            for r in doc["table1"] + doc["vote"]
+            if r["model"] == m
+        )
         assert extra["params"] == {"scale": False, "C": 5.0, "gamma": 0.01}
-        assert next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc grid")["params"]["C"] \
-            in (1.0, 5.0)
+        assert next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc grid")["params"]["C"] in (
+            1.0,
+            5.0,
+        )
     # table entries without all_tables stay in Table 1 only
     assert {r["classifier"] for r in doc["table3"]} == {r["classifier"] for r in doc["table4"]} == {"svc", "adaboost"}
     assert {v["model"] for v in doc["vote"]} == set(doc["sets"]) and all(0 <= v["fpr"] <= 1 for v in doc["vote"])
     assert {(r["pairs"], r["classifier"]) for r in doc["learning_curve"]} == {
-        (k, c) for k in (3, 6) for c in ("svc", "svc aligned")}
+        (k, c) for k in (3, 6) for c in ("svc", "svc aligned")
+    }
     assert all(0 <= r["auc_min"] <= r["auc_mean"] <= r["auc_max"] <= 1 for r in doc["learning_curve"])
     for s in doc["sets"].values():
         att = s["attacks"]
@@ -168,7 +366,8 @@ def test_themis_experiment_smoke(tmp_path):
         assert 0 <= r["fpr"] <= 1 and set(r["dr"]) == {"CW-L2 κ=0.0", "DeepFool"}
         assert ("median_baseline" in r) == (r["classifier"] in ("svc", "adaboost"))
     assert {(r["train"], r["test"]) for r in doc["table3"]} == {
-        (a, b) for a in ("cifar10-cnn", "cifar10-resnet20") for b in ("cifar10-cnn", "cifar10-resnet20")}
+        (a, b) for a in ("cifar10-cnn", "cifar10-resnet20") for b in ("cifar10-cnn", "cifar10-resnet20")
+    }
     assert sorted({r["n"] for r in doc["table4"]}) == [2, 5]
     assert {r["metric"] for r in doc["table6"]} == {"kl", "wd"} and doc["table2"][0]["detector"] == "feature-squeezing"
     ad = doc["adaptive"][0]

@@ -1,5 +1,6 @@
 """Issue #22's TaintRadar ablation: ``[taintradar] models = [...]`` runs the per-model protocol for each entry (a
 model, or a model at another Grad-CAM layer) and writes one comparison page; its keys are validated."""
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,29 @@ BASE = {"name": "x", "dataset": "cifar10", "model": "cifar10-cnn", "experiment":
 
 
 def _tiny(models, out: Path) -> dict:
-    return {**BASE, "name": "tr-ablation-test", "dataset_kwargs": {"source": "lossless"}, "n_images": 100,
-            "out": str(out),
-            "taintradar": {"n_victims": 8, "n_calibration": 16, "n_eval_clean": 16, "sentinet_n_test": 4, "target": 3,
-                           "batch_sizes": [4], "multi_size": [False], "sizes": [0.3],
-                           "positions": ["bottom-right", "random"], "steps": 3, "k_max": 3, "fprs": [0.06, 0.1],
-                           "diagnostics": 4,
-                           "models": models}}
+    return {
+        **BASE,
+        "name": "tr-ablation-test",
+        "dataset_kwargs": {"source": "lossless"},
+        "n_images": 100,
+        "out": str(out),
+        "taintradar": {
+            "n_victims": 8,
+            "n_calibration": 16,
+            "n_eval_clean": 16,
+            "sentinet_n_test": 4,
+            "target": 3,
+            "batch_sizes": [4],
+            "multi_size": [False],
+            "sizes": [0.3],
+            "positions": ["bottom-right", "random"],
+            "steps": 3,
+            "k_max": 3,
+            "fprs": [0.06, 0.1],
+            "diagnostics": 4,
+            "models": models,
+        },
+    }
 
 
 def test_ablation_runs_each_model_and_layer_and_states_untrained_ones(tmp_path, monkeypatch):
@@ -34,10 +51,16 @@ def test_ablation_runs_each_model_and_layer_and_states_untrained_ones(tmp_path, 
 
     monkeypatch.setattr(tx, "get_spec", spec)
     out, cache = tmp_path / "out", tmp_path / "cache"
-    cfg = parse_config(_tiny(["cifar10-resnet20-pretrained",
-                              {"model": "cifar10-resnet20-pretrained", "layer": "stage2", "label": "r20 16x16",
-                               "note": "stage2"},
-                              "cifar10-vgg16x16"], out))
+    cfg = parse_config(
+        _tiny(
+            [
+                "cifar10-resnet20-pretrained",
+                {"model": "cifar10-resnet20-pretrained", "layer": "stage2", "label": "r20 16x16", "note": "stage2"},
+                "cifar10-vgg16x16",
+            ],
+            out,
+        )
+    )
     doc = tx.run_taintradar(cfg, cache_dir=cache, progress=False)
     runs = {r["label"]: r for r in doc["runs"]}
     assert list(runs) == ["cifar10-resnet20-pretrained", "r20 16x16", "cifar10-vgg16x16"]
@@ -51,18 +74,25 @@ def test_ablation_runs_each_model_and_layer_and_states_untrained_ones(tmp_path, 
         assert ca["sr"] == cb["sr"] and ca["sentinet_tpr@0.1"] == cb["sentinet_tpr@0.1"]
         if ca["n_adv"]:
             aucs = ca["taintradar_auc_by_k"]
-            assert len(aucs) == 3 and ca["best_auc"] == max(aucs) and ca["auc_at_k"] == aucs[a["operating_points"]
-                                                                                            ["0.06"]["k"] - 1]
+            assert (
+                len(aucs) == 3
+                and ca["best_auc"] == max(aucs)
+                and ca["auc_at_k"] == aucs[a["operating_points"]["0.06"]["k"] - 1]
+            )
     for r in (a, b):  # the intersection's make-up at every K, from the same noise as the cached rank changes
         d = r["diagnostics"]
         assert d["clean"]["n"] == 4 and len(d["clean"]["area"]) == 3 and "in_patch" not in d["clean"]
         for c in d["cells"].values():
-            assert c["n"] == 0 or (len(c["in_patch"]) == 3 and 0 <= c["true_label_rises_most"] <= 1
-                                   and all(0 <= v <= 1 for v in c["area"] + c["empty"]))
+            assert c["n"] == 0 or (
+                len(c["in_patch"]) == 3
+                and 0 <= c["true_label_rises_most"] <= 1
+                and all(0 <= v <= 1 for v in c["area"] + c["empty"])
+            )
     files = sorted((cache / "taintradar").glob("*/ranks-*-eval-clean.npz"))  # one per layer
     means = [np.load(f)["r"][:4].mean(0) for f in files]
-    assert len(files) == 2 and all(any(np.allclose(r["diagnostics"]["clean"]["rank_change"], m) for m in means)
-                                   for r in (a, b))
+    assert len(files) == 2 and all(
+        any(np.allclose(r["diagnostics"]["clean"]["rank_change"], m) for m in means) for r in (a, b)
+    )
     for sub in ("cifar10-resnet20-pretrained", "r20-16x16"):  # each entry's own full page
         assert json.loads((out / sub / "results.json").read_text())["layer"] in ("stage3", "stage2")
     md = (out / "results.md").read_text()
@@ -76,14 +106,17 @@ def test_ablation_runs_each_model_and_layer_and_states_untrained_ones(tmp_path, 
     assert head[0] == "model" and len(rows) == 5 and rows[-1][-1] == "not yet trained"
 
 
-@pytest.mark.parametrize("models, match", [
-    (["cifar10-cnn", {"model": "cifar10-cnn", "layr": "block4"}], "did you mean 'layer'"),
-    ([{"layer": "block4"}], "models\\[1\\].model: missing required key"),
-    (["cifar10-cnn", "cifar10-cnn"], "labels must be unique"),
-    (["mobilenet-v2"], "taintradar.models\\[1\\]: model 'mobilenet-v2' is for dataset 'imagenet-val'"),
-    (["no-such-model"], "unknown model"),
-    ([], "at least 1"),
-])
+@pytest.mark.parametrize(
+    "models, match",
+    [
+        (["cifar10-cnn", {"model": "cifar10-cnn", "layr": "block4"}], "did you mean 'layer'"),
+        ([{"layer": "block4"}], "models\\[1\\].model: missing required key"),
+        (["cifar10-cnn", "cifar10-cnn"], "labels must be unique"),
+        (["mobilenet-v2"], "taintradar.models\\[1\\]: model 'mobilenet-v2' is for dataset 'imagenet-val'"),
+        (["no-such-model"], "unknown model"),
+        ([], "at least 1"),
+    ],
+)
 def test_ablation_models_are_validated(models, match):
     with pytest.raises(ConfigError, match=match):
         parse_config({**BASE, "taintradar": {"models": models}})
@@ -93,5 +126,6 @@ def test_shipped_ablation_configs_are_valid():
     for p in sorted((ROOT / "configs").glob("taintradar-ablation-*.toml")):
         cfg = load_config(p)
         assert cfg.section("taintradar")["models"], p
-        assert len({tx.model_entry(m)["label"] for m in cfg.section("taintradar")["models"]}) \
-            == len(cfg.section("taintradar")["models"])
+        assert len({tx.model_entry(m)["label"] for m in cfg.section("taintradar")["models"]}) == len(
+            cfg.section("taintradar")["models"]
+        )

@@ -1,4 +1,5 @@
 """BlurNet defences and the RP2 sticker attack (issue #8), on real GTSRB stop signs where data is needed."""
+
 from __future__ import annotations
 
 import cv2
@@ -36,8 +37,14 @@ from advguard.models import ZOO, build_module, load_model
 
 def tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, stride=2),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 5, 3, stride=2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 3),
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +252,7 @@ def test_rp2_l1_stage_builds_its_own_mask(stop_signs):
 
 # ---- issue #22: the RP2 authors' mask and settings, LISA-CNN ----
 
+
 def test_authors_mask_is_the_default_and_covers_2_9_percent():
     from advguard.data import rp2
 
@@ -264,14 +272,31 @@ def test_authors_mask_is_the_default_and_covers_2_9_percent():
 def test_rp2_options_and_the_authors_preset():
     clf = load_model("lisa-cnn", inference="float32")
     a = RP2(clf, preset="authors", progress=False)
-    assert a.settings() == {"preset": "authors", "mask": "rp2-rectangles", "lam": 0.02, "steps": 300, "lr": 0.1,
-                            "norm_p": 2, "init": "uniform", "transforms": False, "n_transforms": None, "nps": False,
-                            "nps_weight": 0.0, "clip": 20.0}
+    assert a.settings() == {
+        "preset": "authors",
+        "mask": "rp2-rectangles",
+        "lam": 0.02,
+        "steps": 300,
+        "lr": 0.1,
+        "norm_p": 2,
+        "init": "uniform",
+        "transforms": False,
+        "n_transforms": None,
+        "nps": False,
+        "nps_weight": 0.0,
+        "clip": 20.0,
+    }
     b = RP2(clf, preset="authors", lam=0.002, transforms=True, progress=False)  # explicit arguments win
     assert b.lam == 0.002 and b.transforms and b.init == "uniform" and b.lr == 0.1
     ours = RP2(clf, progress=False).settings()
-    assert (ours["lam"], ours["lr"], ours["init"], ours["transforms"], ours["nps"], ours["clip"]) == \
-        (0.002, 0.05, "zero", True, True, 1.0)
+    assert (ours["lam"], ours["lr"], ours["init"], ours["transforms"], ours["nps"], ours["clip"]) == (
+        0.002,
+        0.05,
+        "zero",
+        True,
+        True,
+        1.0,
+    )
     for bad in (dict(init="gauss"), dict(preset="paper"), dict(transforms="no"), dict(clip=0)):
         with pytest.raises(AdvguardError):
             RP2(clf, **bad)
@@ -294,8 +319,13 @@ def test_rp2_options_and_the_authors_preset():
 
 
 def test_lisa_cnn_blur_variants_are_declared():
-    for name in ("lisa-cnn-input-blur3", "lisa-cnn-input-blur5", "lisa-cnn-feature-blur3", "lisa-cnn-feature-blur5",
-                 "lisa-cnn-feature-blur7"):
+    for name in (
+        "lisa-cnn-input-blur3",
+        "lisa-cnn-input-blur5",
+        "lisa-cnn-feature-blur3",
+        "lisa-cnn-feature-blur5",
+        "lisa-cnn-feature-blur7",
+    ):
         spec = ZOO[name]
         assert spec.base == "lisa-cnn" and not spec.own_weights and spec.available
         assert load_model(name).num_classes == 18
@@ -325,7 +355,7 @@ def test_blurnet_lisa_smoke_run(tmp_path):
     from advguard.cli import main
 
     cfg = tmp_path / "blurnet-lisa-smoke.toml"
-    cfg.write_text('''name = "blurnet-lisa-smoke"
+    cfg.write_text("""name = "blurnet-lisa-smoke"
 experiment = "blurnet"
 dataset = "rp2-lisa-victims"
 model = "lisa-cnn"
@@ -341,7 +371,7 @@ l1_mask = false
 eval_views = 2
 whitebox = []
 blackbox = ["lisa-cnn-feature-blur5"]
-''')
+""")
     out = tmp_path / "out"
     assert main(["bench", str(cfg), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     doc = json.loads((out / "results.json").read_text())

@@ -1,4 +1,5 @@
 """Classifier wrapper: hooks on non-Sequential models, Grad-CAM, gradients, pass accounting, input checks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -75,7 +76,7 @@ def test_gradcam_layer_found_and_matches_direct_computation(clf, x):
     # Direct: activation of `left`, gradient of the class logit by hand.
     m = c2.model
     for i in range(len(y)):
-        xi = x[i: i + 1]
+        xi = x[i : i + 1]
         h = F.relu(m.stem(xi))
         a = m.left(h).detach().requires_grad_(True)
         z = m.head(F.relu(a + m.right(h)).mean(dim=(2, 3)))

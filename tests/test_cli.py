@@ -1,4 +1,5 @@
 """The `advguard` command line, run as a user would."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """The detector and attack contracts (issue #23), run over every registered detector and attack on real images."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,17 @@ from advguard.detectors import DETECTORS, Detector, register_detector
 
 # ---------------------------------------------------------------------------------------------- registries
 def test_registries_keep_their_names():
-    assert list(DETECTORS) == ["feature-squeezing", "confidence", "image-ops", "cnn", "erase-restore",
-                               "erase-restore-distance", "loo", "taintradar", "sentinet"]
+    assert list(DETECTORS) == [
+        "feature-squeezing",
+        "confidence",
+        "image-ops",
+        "cnn",
+        "erase-restore",
+        "erase-restore-distance",
+        "loo",
+        "taintradar",
+        "sentinet",
+    ]
     assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2"]
     assert all(DETECTORS[n].name == n for n in DETECTORS) and all(ATTACKS[n].name == n for n in ATTACKS)
 
@@ -75,7 +85,7 @@ def test_every_detector_has_test_settings():
 @pytest.fixture(scope="module")
 def real_data(correct_images):
     clf, x, y = correct_images(80, 11)
-    x_fit, x_score = x[:N_FIT], x[N_FIT:N_FIT + N_SCORE]
+    x_fit, x_score = x[:N_FIT], x[N_FIT : N_FIT + N_SCORE]
     adv = make_attack("fgsm", clf, eps=8 / 255, progress=False)(x_fit, y[:N_FIT])
     return clf, x_fit, adv.x_adv, x_score
 
@@ -174,11 +184,19 @@ def test_fit_signature_is_one(real_data):
 # ---------------------------------------------------------------------------------------------- attacks
 #: cheap test-time settings per registered attack
 ATTACK_SETTINGS: dict[str, dict] = {
-    "fgsm": {"eps": 8 / 255}, "fgm-l2": {"eps": 0.5}, "bim": {"eps": 8 / 255, "steps": 2},
-    "bim-l2": {"eps": 0.5, "steps": 2}, "bim-l1": {"eps": 10.0, "steps": 2}, "pgd": {"eps": 8 / 255, "steps": 2},
-    "pgd-l2": {"eps": 0.5, "steps": 2}, "cw-l2": {"binary_search_steps": 1, "steps": 3},
-    "deepfool": {"steps": 3}, "deepfool-linf": {"steps": 3}, "newtonfool": {"steps": 3},
-    "ead": {"binary_search_steps": 1, "steps": 3}, "rp2": {"steps": 2},
+    "fgsm": {"eps": 8 / 255},
+    "fgm-l2": {"eps": 0.5},
+    "bim": {"eps": 8 / 255, "steps": 2},
+    "bim-l2": {"eps": 0.5, "steps": 2},
+    "bim-l1": {"eps": 10.0, "steps": 2},
+    "pgd": {"eps": 8 / 255, "steps": 2},
+    "pgd-l2": {"eps": 0.5, "steps": 2},
+    "cw-l2": {"binary_search_steps": 1, "steps": 3},
+    "deepfool": {"steps": 3},
+    "deepfool-linf": {"steps": 3},
+    "newtonfool": {"steps": 3},
+    "ead": {"binary_search_steps": 1, "steps": 3},
+    "rp2": {"steps": 2},
 }
 
 

@@ -1,4 +1,5 @@
 """Dataset loaders on real files: the data directory (offline mirror), Debian's Fashion-MNIST, Foolbox's images."""
+
 from __future__ import annotations
 
 import gzip
@@ -135,8 +136,9 @@ def test_download_verifies_checksum_and_leaves_nothing_half_written(tmp_path):
 
 def test_idx_parser_rejects_truncated_file(tmp_path):
     good = tmp_path / "ok.gz"
-    good.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2
-                                   + bytes(8)))
+    good.write_bytes(
+        gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2 + bytes(8))
+    )
     assert fashion_mnist.read_idx(good).shape == (2, 2, 2)
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + bytes(5)))
@@ -158,16 +160,20 @@ def test_gtsrb_official_converter(tmp_path):
         for cls in (0, 14):
             for track in range(2):
                 for frame in range(30):
-                    z.writestr(f"GTSRB/Final_Training/Images/{cls:05d}/{track:05d}_{frame:05d}.ppm",
-                               ppm(cls * 10 + frame))
+                    z.writestr(
+                        f"GTSRB/Final_Training/Images/{cls:05d}/{track:05d}_{frame:05d}.ppm", ppm(cls * 10 + frame)
+                    )
     test = tmp_path / "test.zip"
     gt = tmp_path / "gt.zip"
     with zipfile.ZipFile(test, "w") as z:
         for i in range(3):
             z.writestr(f"GTSRB/Final_Test/Images/{i:05d}.ppm", ppm(int(rng.integers(0, 255))))
     with zipfile.ZipFile(gt, "w") as z:
-        z.writestr("GT-final_test.csv", "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n"
-                   + "".join(f"{i:05d}.ppm;45;40;1;1;40;35;{[14, 0, 14][i]}\n" for i in range(3)))
+        z.writestr(
+            "GT-final_test.csv",
+            "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n"
+            + "".join(f"{i:05d}.ppm;45;40;1;1;40;35;{[14, 0, 14][i]}\n" for i in range(3)),
+        )
     out = gtsrb.build_from_official(train, test, gt, tmp_path / "gtsrb32.npz")
     with np.load(out) as f:
         assert f["x_train"].shape == (4 * gtsrb.FRAMES_PER_TRACK, 32, 32, 3)

@@ -1,5 +1,6 @@
 """Issue #21's datasets on real data: the lossless CIFAR-10 test set, 1,300 ImageNet validation images, RP2's
 victim sets and sticker mask, and the unpacked folders the model zoo loads weights from."""
+
 from __future__ import annotations
 
 import pickle
@@ -36,7 +37,7 @@ def test_lossless_cifar10_test_set_is_the_default_and_holds_foolbox_images_exact
     names = cifar_mod.lossless_filenames(data_dir())
     assert len(names) == 10000 and np.all(np.diff(ds.y) >= 0)
     for c in range(10):
-        part = names[1000 * c:1000 * (c + 1)]
+        part = names[1000 * c : 1000 * (c + 1)]
         assert part == sorted(part)
 
 
@@ -58,8 +59,13 @@ def test_lossless_train_split_and_unknown_source_are_clear_errors():
 def _fake_lossless(mirror, imgs, labels):
     mirror.mkdir(parents=True, exist_ok=True)
     n = len(labels)
-    np.savez(mirror / "cifar10-test.npz", x=np.resize(imgs, (10000, 32, 32, 3)), y=np.resize(labels, 10000),
-             filenames=np.array([f"{i:05d}.png" for i in range(10000)]), classes=np.array(cifar_mod.CLASSES))
+    np.savez(
+        mirror / "cifar10-test.npz",
+        x=np.resize(imgs, (10000, 32, 32, 3)),
+        y=np.resize(labels, 10000),
+        filenames=np.array([f"{i:05d}.png" for i in range(10000)]),
+        classes=np.array(cifar_mod.CLASSES),
+    )
     assert n
     return {"cifar10-test.npz": MirrorArchive(None, file_digest(mirror / "cifar10-test.npz"))}
 
@@ -186,7 +192,11 @@ def test_rp2_dir_holds_weights_classes_and_licence(tmp_path):
 def test_unpacked_cifar10_resnets_folder(tmp_path):
     d = unpacked("cifar10-resnets")
     assert sorted(p.name for p in d.glob("resnet*.th")) == [
-        "resnet20-12fca82f.th", "resnet32-d509ac18.th", "resnet44-014dd654.th", "resnet56-4bfd9763.th"]
+        "resnet20-12fca82f.th",
+        "resnet32-d509ac18.th",
+        "resnet44-014dd654.th",
+        "resnet56-4bfd9763.th",
+    ]
     assert "Redistribution" in (d / "LICENSE").read_text()
     assert unpacked("cifar10-test.npz", full=True).is_file()
     with pytest.raises(DatasetNotFoundError, match="advguard setup"):
@@ -219,5 +229,8 @@ def test_datasets_command_lists_the_new_datasets(capsys):
         line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
         assert " yes " in line, line
     # offline: the JPEG copy for train, the lossless test set for test (the official pickles win where present)
-    assert re.search(r"cifar10 \(source='auto'\) loads: train -> cifar10-(jpeg|pickle), "
-                     r"test -> cifar10-(lossless|pickle)\n", out), out
+    assert re.search(
+        r"cifar10 \(source='auto'\) loads: train -> cifar10-(jpeg|pickle), "
+        r"test -> cifar10-(lossless|pickle)\n",
+        out,
+    ), out

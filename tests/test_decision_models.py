@@ -1,5 +1,6 @@
 """Decision models by name (advguard.detectors.decision): the scaler option THEMIS's authors' SVM needs, and
 scikit-learn's own parameter constraints surfaced as ParameterError at construction (issue #22)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,12 +34,15 @@ def test_every_decision_model_builds_with_its_defaults():
         assert make_decision_model(name) is not None
 
 
-@pytest.mark.parametrize("name, params, match", [
-    ("svc", {"C": -1.0}, "'C' parameter of SVC"),
-    ("svc", {"gamma": "bad"}, "'gamma' parameter of SVC"),
-    ("adaboost", {"n_estimators": 0}, "'n_estimators' parameter"),
-    ("rf", {"n_estimator": 10}, "unexpected keyword"),
-])
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        ("svc", {"C": -1.0}, "'C' parameter of SVC"),
+        ("svc", {"gamma": "bad"}, "'gamma' parameter of SVC"),
+        ("adaboost", {"n_estimators": 0}, "'n_estimators' parameter"),
+        ("rf", {"n_estimator": 10}, "unexpected keyword"),
+    ],
+)
 def test_bad_params_are_refused_at_construction(name, params, match):
     with pytest.raises(ParameterError, match=match):
         make_decision_model(name, **params)
@@ -62,8 +66,15 @@ def test_authors_svm_fits_saves_and_loads(tmp_path, correct_images):
 
 def test_classifier_specs_and_label_change_rate():
     specs = classifier_specs(["svc", {"label": "a", "model": "svc", "params": {"C": 5.0}, "extra_clean": True}])
-    assert specs[0] == {"label": "svc", "model": "svc", "params": {}, "grid": {}, "align": None, "extra_clean": False,
-                        "all_tables": True}
+    assert specs[0] == {
+        "label": "svc",
+        "model": "svc",
+        "params": {},
+        "grid": {},
+        "align": None,
+        "extra_clean": False,
+        "all_tables": True,
+    }
     assert specs[1]["label"] == "a" and specs[1]["extra_clean"] and not specs[1]["all_tables"]
     p = np.zeros((2, 5, 3))
     p[0, :, 0] = 1  # label never changes

@@ -1,4 +1,5 @@
 """Detector protocol and the two baselines on real CIFAR-10 images."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Erase-and-Restore (THEMIS): masks, inpainting, features, real-data separation, persistence."""
+
 from __future__ import annotations
 
 import numpy as np

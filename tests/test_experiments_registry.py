@@ -1,5 +1,6 @@
 """The experiment registry: every built-in experiment is registered with its tables, and a new experiment is one
 folder (a toy one is written into a temporary folder, found, validated, run and rendered)."""
+
 from __future__ import annotations
 
 import importlib
@@ -40,6 +41,7 @@ def test_every_shipped_config_names_a_registered_experiment(config):
 
 def test_registering_twice_under_one_name_or_table_is_refused():
     with pytest.raises(ValueError, match="already registered"):
+
         @register_experiment
         class Again(Experiment):  # noqa: F811
             name = "themis"
@@ -49,7 +51,9 @@ def test_registering_twice_under_one_name_or_table_is_refused():
 
             def summary(self, doc):
                 return [], []
+
     with pytest.raises(ValueError, match="already owned"):
+
         @register_experiment
         class Steals(Experiment):
             name = "steals"
@@ -60,6 +64,7 @@ def test_registering_twice_under_one_name_or_table_is_refused():
 
             def summary(self, doc):
                 return [], []
+
     assert "steals" not in experiments()
 
 
@@ -121,8 +126,15 @@ def toy_folder(tmp_path, monkeypatch):
 
 
 def test_a_toy_experiment_in_one_folder_validates_runs_and_renders(toy_folder, tmp_path, capsys):
-    doc = {"name": "toy-run", "title": "Toy", "experiment": "toy", "dataset": "cifar10", "model": "cifar10-cnn",
-           "n_images": 20, "toy": {"greeting": "hello ", "repeat": 2}}
+    doc = {
+        "name": "toy-run",
+        "title": "Toy",
+        "experiment": "toy",
+        "dataset": "cifar10",
+        "model": "cifar10-cnn",
+        "n_images": 20,
+        "toy": {"greeting": "hello ", "repeat": 2},
+    }
     cfg = parse_config(doc)
     assert cfg.experiment == "toy" and cfg.section("toy")["repeat"] == 2
     with pytest.raises(ConfigError, match=r"toy\.repeat: at most 3"):
@@ -130,11 +142,13 @@ def test_a_toy_experiment_in_one_folder_validates_runs_and_renders(toy_folder, t
     with pytest.raises(ConfigError, match=r"toy\.greting: unknown key 'greting' \(did you mean 'greeting'\?\)"):
         parse_config({**doc, "toy": {"greting": "x"}})
     with pytest.raises(ConfigError, match=r'\[toy\] belongs to experiment = "toy"'):
-        parse_config({**doc, "experiment": "grid", "attack": [{"name": "fgsm"}],
-                      "detector": [{"name": "confidence"}]})
+        parse_config({**doc, "experiment": "grid", "attack": [{"name": "fgsm"}], "detector": [{"name": "confidence"}]})
     p = tmp_path / "toy.toml"
-    p.write_text('name = "toy-run"\ntitle = "Toy"\nexperiment = "toy"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
-                 'n_images = 20\n[toy]\ngreeting = "hello "\nrepeat = 2\n', encoding="utf-8")
+    p.write_text(
+        'name = "toy-run"\ntitle = "Toy"\nexperiment = "toy"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
+        'n_images = 20\n[toy]\ngreeting = "hello "\nrepeat = 2\n',
+        encoding="utf-8",
+    )
     out = tmp_path / "out"
     assert main(["reproduce", str(p), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     res = json.loads((out / "results.json").read_text())

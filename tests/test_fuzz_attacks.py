@@ -9,6 +9,7 @@ budgeted attacks, success and pred_adv consistent with the classifier); somethin
 message names one bad parameter or argument, raised by ``make_attack`` itself for parameters. Never a raw exception
 from Foolbox, eagerpy or torch.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,7 @@ def real():
 NAN, INF = float("nan"), float("inf")
 # bad values common to every numeric parameter
 BAD_NUMBERS = [NAN, INF, -INF, "1", None, [1], True]
-COUNT_BAD = [0, -1, -10**9, 2.5, 10**12] + BAD_NUMBERS
+COUNT_BAD = [0, -1, -(10**9), 2.5, 10**12] + BAD_NUMBERS
 RATE_BAD = [0.0, -0.1, -1e9] + BAD_NUMBERS
 # per parameter: cheap good values and bad ones (None is good where the parameter is optional)
 PARAMS = {
@@ -66,8 +67,11 @@ EPS = {  # good and bad budgets per norm (pixel units)
     "l2": ([0.1, 1.0, 50.0, SQRT_D], [0.0, -1.0, SQRT_D + 0.1, 300.0] + BAD_NUMBERS),
     "l1": ([1.0, 20.0, 3000.0], [0.0, -1.0, 3 * 32 * 32 + 1.0, 1e9] + BAD_NUMBERS),
 }
-CHEAP = {"cw-l2": dict(steps=3, binary_search_steps=1), "ead": dict(steps=3, binary_search_steps=1),
-         "rp2": dict(steps=1, l1_steps=1)}
+CHEAP = {
+    "cw-l2": dict(steps=3, binary_search_steps=1),
+    "ead": dict(steps=3, binary_search_steps=1),
+    "rp2": dict(steps=1, l1_steps=1),
+}
 UNKNOWN = ["stpes", "epsilon", "eps_iter", "lr", "target", "norm", "max_iter", "batchsize", "Steps", "rel_step_size"]
 
 
@@ -160,15 +164,23 @@ def test_fuzz_make_attack_parameters(real, data):
     event("outcome: correct result")
 
 
-INPUT_ATTACKS = {"fgsm": dict(eps=8 / 255), "pgd": dict(eps=8 / 255, steps=2), "pgd-l2": dict(eps=0.5, steps=2),
-                 "deepfool": dict(steps=3), "bim-l1": dict(eps=10.0, steps=2),
-                 "cw-l2": dict(steps=3, binary_search_steps=1)}
+INPUT_ATTACKS = {
+    "fgsm": dict(eps=8 / 255),
+    "pgd": dict(eps=8 / 255, steps=2),
+    "pgd-l2": dict(eps=0.5, steps=2),
+    "deepfool": dict(steps=3),
+    "bim-l1": dict(eps=10.0, steps=2),
+    "cw-l2": dict(steps=3, binary_search_steps=1),
+}
 
 
 @st.composite
 def targets_for(draw, y, n: int, targeted_ok: bool):
-    kind = draw(st.sampled_from(["none", "none", "shifted", "shifted", "equal", "some-equal", "out-of-range",
-                                 "float", "short", "list"]))
+    kind = draw(
+        st.sampled_from(
+            ["none", "none", "shifted", "shifted", "equal", "some-equal", "out-of-range", "float", "short", "list"]
+        )
+    )
     event(f"targets: {kind}")
     if kind == "none":
         return None, None

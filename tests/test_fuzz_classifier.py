@@ -6,6 +6,7 @@ arguments are bad. The property: with no bad argument, a correct result (shape, 
 one or more, an ``AdvguardError`` whose message names one of the bad arguments. Never a raw exception from torch or
 numpy, never a silent wrong answer. ``HYPOTHESIS_PROFILE=long`` runs 500 examples per test instead of 25.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,14 +36,40 @@ def real():
 # Every generator returns (value, problem): problem is None for a good value, else the words one of which the
 # error message must contain.
 
+
 @st.composite
 def images(draw, x_real: np.ndarray):
     n = draw(st.integers(1, 5))
     x = x_real[:n].copy()
     problem = None
-    kind = draw(st.sampled_from(["good", "good", "good", "uint8", "int", "bool", "float64", "float16", "x255",
-                                 "negative", "nan", "inf", "single", "nhwc", "channels", "size", "5d", "empty",
-                                 "list", "noncontiguous", "complex", "big-endian"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "good",
+                "good",
+                "good",
+                "uint8",
+                "int",
+                "bool",
+                "float64",
+                "float16",
+                "x255",
+                "negative",
+                "nan",
+                "inf",
+                "single",
+                "nhwc",
+                "channels",
+                "size",
+                "5d",
+                "empty",
+                "list",
+                "noncontiguous",
+                "complex",
+                "big-endian",
+            ]
+        )
+    )
     if kind == "uint8":
         x, problem = (x * 255).astype(np.uint8), ("uint8",)
     elif kind == "int":
@@ -97,8 +124,27 @@ def n_of(x) -> int:
 
 @st.composite
 def labels(draw, n: int, y_real: np.ndarray, name: str = "y"):
-    kind = draw(st.sampled_from(["good", "good", "list", "torch", "float", "bool", "short", "long", "2d", "high",
-                                 "negative", "strings", "none", "scalar", "uint8"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "good",
+                "good",
+                "list",
+                "torch",
+                "float",
+                "bool",
+                "short",
+                "long",
+                "2d",
+                "high",
+                "negative",
+                "strings",
+                "none",
+                "scalar",
+                "uint8",
+            ]
+        )
+    )
     n = max(n, 1)  # an empty image batch is refused first
     y = y_real[:n].astype(np.int64)
     bad = (name,)
@@ -125,7 +171,7 @@ def labels(draw, n: int, y_real: np.ndarray, name: str = "y"):
         problem = bad
     elif kind == "negative":
         y = y.copy()
-        y[draw(st.integers(0, n - 1))] = draw(st.integers(-10**6, -1))
+        y[draw(st.integers(0, n - 1))] = draw(st.integers(-(10**6), -1))
         problem = bad
     elif kind == "strings":
         y, problem = [str(v) for v in y], bad
@@ -138,33 +184,69 @@ def labels(draw, n: int, y_real: np.ndarray, name: str = "y"):
 
 
 def batch_sizes():
-    return st.sampled_from([(None, None), (1, None), (2, None), (64, None), (0, ("batch_size",)),
-                            (-3, ("batch_size",)), (2.5, ("batch_size",)), ("4", ("batch_size",)),
-                            (True, ("batch_size",)), (float("nan"), ("batch_size",)), (np.int64(3), None),
-                            (4.0, None)])
+    return st.sampled_from(
+        [
+            (None, None),
+            (1, None),
+            (2, None),
+            (64, None),
+            (0, ("batch_size",)),
+            (-3, ("batch_size",)),
+            (2.5, ("batch_size",)),
+            ("4", ("batch_size",)),
+            (True, ("batch_size",)),
+            (float("nan"), ("batch_size",)),
+            (np.int64(3), None),
+            (4.0, None),
+        ]
+    )
 
 
 def temperatures():
-    return st.sampled_from([(1.0, None), (0.5, None), (2, None), (1e-3, None), (0.0, ("temperature",)),
-                            (-1.0, ("temperature",)), (float("nan"), ("temperature",)),
-                            (float("inf"), ("temperature",)), ("1", ("temperature",)), (None, ("temperature",))])
+    return st.sampled_from(
+        [
+            (1.0, None),
+            (0.5, None),
+            (2, None),
+            (1e-3, None),
+            (0.0, ("temperature",)),
+            (-1.0, ("temperature",)),
+            (float("nan"), ("temperature",)),
+            (float("inf"), ("temperature",)),
+            ("1", ("temperature",)),
+            (None, ("temperature",)),
+        ]
+    )
 
 
 def ks():
-    return st.one_of(st.integers(1, K).map(lambda k: (k, None)),
-                     st.sampled_from([(0, ("k",)), (K + 1, ("k",)), (-1, ("k",)), (2.5, ("k",)), ("3", ("k",)),
-                                      (True, ("k",)), (None, ("k",))]))
+    return st.one_of(
+        st.integers(1, K).map(lambda k: (k, None)),
+        st.sampled_from(
+            [(0, ("k",)), (K + 1, ("k",)), (-1, ("k",)), (2.5, ("k",)), ("3", ("k",)), (True, ("k",)), (None, ("k",))]
+        ),
+    )
 
 
 def layers(clf):
     names = clf.layer_names()
-    return st.one_of(st.lists(st.sampled_from(names), min_size=1, max_size=3).map(lambda ls: (ls, None)),
-                     st.sampled_from([(["nope"], ("unknown layer",)), ([names[0], "conv9"], ("unknown layer",)),
-                                      (names[0], ("layer_names",)), ([3], ("layer name",)), (5, ("layer_names",)),
-                                      ([""], ("unknown layer",))]))
+    return st.one_of(
+        st.lists(st.sampled_from(names), min_size=1, max_size=3).map(lambda ls: (ls, None)),
+        st.sampled_from(
+            [
+                (["nope"], ("unknown layer",)),
+                ([names[0], "conv9"], ("unknown layer",)),
+                (names[0], ("layer_names",)),
+                ([3], ("layer name",)),
+                (5, ("layer_names",)),
+                ([""], ("unknown layer",)),
+            ]
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the oracle
+
 
 def expect(call, problems: list, check) -> str:
     """Run ``call``; with problems, demand an AdvguardError naming one of them; without, check the result."""
@@ -188,8 +270,17 @@ def as_np(x) -> np.ndarray:
     return (x.detach().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float32)
 
 
-METHODS = ["logits", "probs", "predict", "top_k", "accuracy", "gradcam", "activations", "input_gradient",
-           "layer_gradient"]
+METHODS = [
+    "logits",
+    "probs",
+    "predict",
+    "top_k",
+    "accuracy",
+    "gradcam",
+    "activations",
+    "input_gradient",
+    "layer_gradient",
+]
 
 
 @given(data=st.data())
@@ -205,12 +296,14 @@ def test_fuzz_classifier_methods(real, data):
     ref = (lambda: clf.logits(torch.from_numpy(as_np(x)))) if px is None else None
 
     if method in ("logits", "predict"):
+
         def check(out):
             r = ref()
             if method == "logits":
                 assert out.shape == (n, K) and out.dtype == torch.float32 and torch.allclose(out, r, atol=1e-4)
             else:
                 assert out.shape == (n,) and out.dtype == torch.int64 and torch.equal(out, r.argmax(1))
+
         expect(lambda: getattr(clf, method)(x, batch_size=bs), problems, check)
     elif method == "probs":
         t, pt = data.draw(temperatures(), label="temperature")
@@ -219,6 +312,7 @@ def test_fuzz_classifier_methods(real, data):
             assert out.shape == (n, K) and bool(torch.isfinite(out).all())
             assert torch.allclose(out.sum(1), torch.ones(n), atol=1e-4) and bool((out >= 0).all())
             assert torch.allclose(out, torch.softmax(ref() / t, 1), atol=1e-4)
+
         expect(lambda: clf.probs(x, batch_size=bs, temperature=t), problems + [pt], check)
     elif method == "top_k":
         k, pk = data.draw(ks(), label="k")
@@ -228,6 +322,7 @@ def test_fuzz_classifier_methods(real, data):
             assert p.shape == lab.shape == (n, k) and lab.dtype == torch.int64
             assert bool((p[:, :-1] >= p[:, 1:]).all()) and bool(((lab >= 0) & (lab < K)).all())
             assert torch.equal(lab[:, 0], ref().argmax(1))
+
         expect(lambda: clf.top_k(x, k=k, batch_size=bs), problems + [pk], check)
     elif method == "accuracy":
         y, py = data.draw(labels(n, y_real), label="y")
@@ -235,6 +330,7 @@ def test_fuzz_classifier_methods(real, data):
         def check(out):
             assert isinstance(out, float) and 0 <= out <= 1
             assert out == pytest.approx(float((ref().argmax(1) == torch.as_tensor(np.asarray(y))).float().mean()))
+
         expect(lambda: clf.accuracy(x, y, batch_size=bs), problems + [py], check)
     elif method in ("gradcam", "layer_gradient"):
         y, py = data.draw(labels(n, y_real), label="y")
@@ -242,28 +338,36 @@ def test_fuzz_classifier_methods(real, data):
         t, pt = data.draw(temperatures(), label="temperature")
         ps = None if score in ("logit", "log_softmax") else ("score",)
         if method == "gradcam":
+
             def check(out):
                 acts = clf.activations(torch.from_numpy(as_np(x[:1])), [clf.gradcam_layer])
                 h, w = acts[clf.gradcam_layer].shape[-2:]
                 assert out.shape == (n, h, w) and bool(torch.isfinite(out).all())
                 assert float(out.min()) >= 0 and float(out.max()) <= 1 + 1e-6
-            expect(lambda: clf.gradcam(x, y, score=score, temperature=t, batch_size=bs), problems + [py, ps, pt],
-                   check)
+
+            expect(lambda: clf.gradcam(x, y, score=score, temperature=t, batch_size=bs), problems + [py, ps, pt], check)
         else:
-            layer = data.draw(st.sampled_from([(clf.gradcam_layer, None), ("nope", ("unknown layer",)),
-                                               (None, ("layer name",))]), label="layer")
+            layer = data.draw(
+                st.sampled_from([(clf.gradcam_layer, None), ("nope", ("unknown layer",)), (None, ("layer name",))]),
+                label="layer",
+            )
 
             def check(out):
                 a, g = out
                 assert a.shape == g.shape and a.shape[0] == n and bool(torch.isfinite(g).all())
-            expect(lambda: clf.layer_gradient(x, layer[0], y, score=score, temperature=t, batch_size=bs),
-                   problems + [py, ps, pt, layer[1]], check)
+
+            expect(
+                lambda: clf.layer_gradient(x, layer[0], y, score=score, temperature=t, batch_size=bs),
+                problems + [py, ps, pt, layer[1]],
+                check,
+            )
     elif method == "input_gradient":
         y, py = data.draw(labels(n, y_real), label="y")
         loss = data.draw(st.sampled_from([("ce", None), ("logit", None), ("mse", ("loss",)), (None, ("loss",))]))
 
         def check(out):
             assert out.shape == (n, 3, 32, 32) and out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+
         expect(lambda: clf.input_gradient(x, y, loss=loss[0], batch_size=bs), problems + [py, loss[1]], check)
     else:  # activations
         names, pl = data.draw(layers(clf), label="layer_names")
@@ -275,11 +379,13 @@ def test_fuzz_classifier_methods(real, data):
                 assert v.shape[0] == n and v.dtype == torch.float32 and bool(torch.isfinite(v).all())
             if logits:
                 assert torch.allclose(out["logits"], ref(), atol=1e-4)
+
         expect(lambda: clf.activations(x, names, batch_size=bs, include_logits=logits), problems + [pl], check)
     note(f"method={method}")
 
 
 # ---------------------------------------------------------------------------------------------- plain regressions
+
 
 def test_temperature_zero_is_refused_not_nan(real):
     clf, x, y = real
@@ -297,8 +403,11 @@ def test_batch_size_zero_is_refused_not_replaced(real):
     from advguard import Classifier
 
     clf, x, _ = real
-    for f in (lambda: clf.predict(x, batch_size=0), lambda: clf.logits(x, batch_size=-1),
-              lambda: clf.activations(x, ["fc"] if "fc" in clf.layer_names() else [clf.gradcam_layer], batch_size=0)):
+    for f in (
+        lambda: clf.predict(x, batch_size=0),
+        lambda: clf.logits(x, batch_size=-1),
+        lambda: clf.activations(x, ["fc"] if "fc" in clf.layer_names() else [clf.gradcam_layer], batch_size=0),
+    ):
         with pytest.raises(ParameterError, match=r"batch_size=-?\d+ is outside the allowed range \[1, inf\)"):
             f()
     with pytest.raises(ParameterError, match="batch_size"):

@@ -4,6 +4,7 @@ out-of-range values, dropped, unknown and misspelled keys, random bytes as the f
 
 HYPOTHESIS_PROFILE=long python3 -m pytest tests/test_fuzz_config.py --hypothesis-show-statistics
 """
+
 from __future__ import annotations
 
 import copy
@@ -63,9 +64,14 @@ def _get(doc, path):
 
 
 WRONG_VALUES = st.one_of(
-    st.text(max_size=8), st.integers(min_value=-10**12, max_value=10**12), st.sampled_from([0, -1, 1, 2, 10**9]),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.5, 1.0, 1.5, math.nan, math.inf]),
-    st.booleans(), st.lists(st.integers(-3, 3), max_size=3), st.lists(st.text(max_size=4), max_size=3),
+    st.text(max_size=8),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.sampled_from([0, -1, 1, 2, 10**9]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.5, 1.0, 1.5, math.nan, math.inf]),
+    st.booleans(),
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.lists(st.text(max_size=4), max_size=3),
     st.dictionaries(st.sampled_from(["a", "name", "x", "eps"]), st.integers(-2, 2), max_size=2),
     st.lists(st.dictionaries(st.sampled_from(["name", "label"]), st.text(max_size=4), max_size=2), max_size=2),
 )
@@ -76,7 +82,7 @@ def _misspell(key: str, how: int, pos: int) -> str:
         return "x"
     i = pos % len(key)
     if how == 0:
-        return key[:i] + key[i + 1:] or key + "x"  # drop a letter
+        return key[:i] + key[i + 1 :] or key + "x"  # drop a letter
     if how == 1:
         return key[:i] + key[i] + key[i:]  # double a letter
     if how == 2 and len(key) > 1:
@@ -182,35 +188,57 @@ BASE = (ROOT / "configs" / "smoke.toml").read_text(encoding="utf-8")
 GRID = 'name = "x"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
 
 
-@pytest.mark.parametrize("text, key", [
-    (BASE.replace("fractions = [0.7, 0.3]", 'fractions = "ab"'), "fractions"),
-    (BASE.replace("fractions = [0.7, 0.3]", "fractions = [0.7, 0.7]"), "fractions"),
-    (BASE.replace("n_images = 120", 'n_images = "many"'), "n_images"),
-    (BASE.replace("n_images = 120", "n_images = 0"), "n_images"),
-    (BASE.replace("params = { eps = 0.03137254901960784 }\n", 'params = { eps = 0.03137254901960784 }\n'
-                  'target_shift = "1"\n', 1), "target_shift"),
-    (BASE.replace("n_images = 120", "n_images = 120\nchunk_size = 0"), "chunk_size"),
-    (BASE.replace("bootstrap = 200", "bootstrap = 0"), "bootstrap"),
-    (BASE.replace("fpr = 0.05", "fpr = 5"), "fpr"),
-    (BASE.replace("seed = 0", "seed = -1"), "seed"),
-    (BASE.replace('dataset = "cifar10"', 'dataset = "gtsrb"'), "model"),
-    (GRID + '[attack]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n', "attack"),
-    (GRID + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\ndecision_models = "svc"\n',
-     "decision_models"),
-    (GRID + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\nparams = { statistc = "max_prob" }\n',
-     "statistc"),
-    (GRID + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\nparams = { fpr = 0.1 }\n', "fpr"),
-    (GRID + '[[attack]]\nname = "fgsm"\ntarget_shift = 10\n[[detector]]\nname = "confidence"\n', "target_shift"),
-    (GRID + 'roundtrip = "gif"\n[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n', "roundtrip"),
-    (GRID.replace('"cifar10"', '"image-folder"') + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n',
-     "path"),
-    (GRID + '[[attack]]\nname = "fgsm"\nparams = { epz = 0.1 }\n[[detector]]\nname = "confidence"\n', "epz"),
-    (GRID + '[[attack]]\nname = "fgsm"\nparams = { seed = 3 }\n[[detector]]\nname = "confidence"\n', "seed"),
-    (GRID + 'experiment = "segfault"\n[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "slic"\n'
-     'params = { n_segment = 9 }\n', "n_segment"),
-    (GRID + 'dataset_kwargs = { sourse = "jpeg" }\n[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n',
-     "sourse"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        (BASE.replace("fractions = [0.7, 0.3]", 'fractions = "ab"'), "fractions"),
+        (BASE.replace("fractions = [0.7, 0.3]", "fractions = [0.7, 0.7]"), "fractions"),
+        (BASE.replace("n_images = 120", 'n_images = "many"'), "n_images"),
+        (BASE.replace("n_images = 120", "n_images = 0"), "n_images"),
+        (
+            BASE.replace(
+                "params = { eps = 0.03137254901960784 }\n",
+                'params = { eps = 0.03137254901960784 }\ntarget_shift = "1"\n',
+                1,
+            ),
+            "target_shift",
+        ),
+        (BASE.replace("n_images = 120", "n_images = 120\nchunk_size = 0"), "chunk_size"),
+        (BASE.replace("bootstrap = 200", "bootstrap = 0"), "bootstrap"),
+        (BASE.replace("fpr = 0.05", "fpr = 5"), "fpr"),
+        (BASE.replace("seed = 0", "seed = -1"), "seed"),
+        (BASE.replace('dataset = "cifar10"', 'dataset = "gtsrb"'), "model"),
+        (GRID + '[attack]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n', "attack"),
+        (
+            GRID + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\ndecision_models = "svc"\n',
+            "decision_models",
+        ),
+        (
+            GRID + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\nparams = { statistc = "max_prob" }\n',
+            "statistc",
+        ),
+        (GRID + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\nparams = { fpr = 0.1 }\n', "fpr"),
+        (GRID + '[[attack]]\nname = "fgsm"\ntarget_shift = 10\n[[detector]]\nname = "confidence"\n', "target_shift"),
+        (GRID + 'roundtrip = "gif"\n[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n', "roundtrip"),
+        (
+            GRID.replace('"cifar10"', '"image-folder"')
+            + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n',
+            "path",
+        ),
+        (GRID + '[[attack]]\nname = "fgsm"\nparams = { epz = 0.1 }\n[[detector]]\nname = "confidence"\n', "epz"),
+        (GRID + '[[attack]]\nname = "fgsm"\nparams = { seed = 3 }\n[[detector]]\nname = "confidence"\n', "seed"),
+        (
+            GRID + 'experiment = "segfault"\n[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "slic"\n'
+            "params = { n_segment = 9 }\n",
+            "n_segment",
+        ),
+        (
+            GRID
+            + 'dataset_kwargs = { sourse = "jpeg" }\n[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n',
+            "sourse",
+        ),
+    ],
+)
 def test_issue_configs_are_rejected_naming_the_key(tmp_path, text, key):
     p = tmp_path / "c.toml"
     p.write_text(text, encoding="utf-8")
@@ -220,8 +248,11 @@ def test_issue_configs_are_rejected_naming_the_key(tmp_path, text, key):
 
 
 def test_all_problems_are_listed_at_once():
-    doc = tomllib.loads(BASE.replace("n_images = 120", 'n_images = "many"').replace("bootstrap = 200", "bootstrap = 0")
-                        .replace("fpr = 0.05", "fpr = 2"))
+    doc = tomllib.loads(
+        BASE.replace("n_images = 120", 'n_images = "many"')
+        .replace("bootstrap = 200", "bootstrap = 0")
+        .replace("fpr = 0.05", "fpr = 2")
+    )
     with pytest.raises(ConfigError, match="3 problems") as e:
         parse_config(doc)
     assert all(k in str(e.value) for k in ("n_images", "bootstrap", "fpr"))
@@ -256,9 +287,11 @@ def test_image_folder_with_a_zoo_model_runs(tmp_path, foolbox_images):
         (root / str(label)).mkdir(parents=True, exist_ok=True)
         for j in range(4):  # mirrored copies: enough clean images to calibrate at FPR 0.2
             Image.fromarray(img[:, ::-1] if j % 2 else img).save(root / str(label) / f"{i}-{j}.png")
-    text = (f'name = "folder"\ndataset = "image-folder"\nmodel = "cifar10-cnn"\nn_images = 80\nbootstrap = 20\n'
-            f'fpr = 0.2\nfractions = [0.5, 0.5]\ndataset_kwargs = {{ path = "{root}" }}\n'
-            '[[attack]]\nname = "fgsm"\nparams = { eps = 0.03 }\n[[detector]]\nname = "confidence"\n')
+    text = (
+        f'name = "folder"\ndataset = "image-folder"\nmodel = "cifar10-cnn"\nn_images = 80\nbootstrap = 20\n'
+        f'fpr = 0.2\nfractions = [0.5, 0.5]\ndataset_kwargs = {{ path = "{root}" }}\n'
+        '[[attack]]\nname = "fgsm"\nparams = { eps = 0.03 }\n[[detector]]\nname = "confidence"\n'
+    )
     p = tmp_path / "folder.toml"
     p.write_text(text, encoding="utf-8")
     cfg = load_config(p)
@@ -278,8 +311,11 @@ def test_every_cifar10_source_the_loader_knows_is_a_valid_config_value(tmp_path,
 
     assert source in cifar10.SOURCES
     p = tmp_path / "c.toml"
-    p.write_text(GRID + f'dataset_kwargs = {{ source = "{source}" }}\n[[attack]]\nname = "fgsm"\n'
-                 'params = { eps = 0.03 }\n[[detector]]\nname = "confidence"\n', encoding="utf-8")
+    p.write_text(
+        GRID + f'dataset_kwargs = {{ source = "{source}" }}\n[[attack]]\nname = "fgsm"\n'
+        'params = { eps = 0.03 }\n[[detector]]\nname = "confidence"\n',
+        encoding="utf-8",
+    )
     load_config(p)
 
 
@@ -288,7 +324,7 @@ def test_detector_params_passed_on_through_kwargs_are_valid(tmp_path):
     first check only looked one class up and refused them), and still names a misspelt one."""
     p = tmp_path / "c.toml"
     body = '[[attack]]\nname = "fgsm"\nparams = { eps = 0.03 }\n[[detector]]\nname = "erase-restore-distance"\n'
-    p.write_text(GRID + body + "params = { n = 5, erase = 0.2, statistic = \"wd\" }\n", encoding="utf-8")
+    p.write_text(GRID + body + 'params = { n = 5, erase = 0.2, statistic = "wd" }\n', encoding="utf-8")
     load_config(p)
     p.write_text(GRID + body + "params = { erase_share = 0.2 }\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="erase_share"):

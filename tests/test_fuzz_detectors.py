@@ -9,6 +9,7 @@ Properties (hypothesis; a longer run: HYPOTHESIS_PROFILE=long):
 - a mutated detector file (flipped, truncated or inserted bytes; any JSON value in detector.json) either
   loads to a detector that scores exactly as the original or is refused with a DetectorFileError.
 """
+
 from __future__ import annotations
 
 import io
@@ -90,8 +91,13 @@ def test_scores_do_not_depend_on_the_batch(fitted, world, name, data):
     cut = data.draw(st.integers(1, len(batch)))
     idx = perm[:cut]
     got = det.score(batch[idx])
-    np.testing.assert_allclose(got, ref[idx], rtol=1e-5, atol=1e-6,
-                               err_msg=f"{name}: scores changed with the batch (order {perm}, first {cut})")
+    np.testing.assert_allclose(
+        got,
+        ref[idx],
+        rtol=1e-5,
+        atol=1e-6,
+        err_msg=f"{name}: scores changed with the batch (order {perm}, first {cut})",
+    )
 
 
 _REF: dict[str, np.ndarray] = {}
@@ -112,11 +118,29 @@ def _bad_batches():
 
     good = (2, 3, 32, 32)
     return st.one_of(
-        st.builds(arr, st.sampled_from([(2, 32, 32, 3), (3, 32, 32), (2, 1, 32, 32), (2, 3, 16, 16), (0, 3, 32, 32),
-                                        (2, 3, 32), (1, 1, 1, 1, 1)]), st.just(np.float32), st.just(0.5)),
+        st.builds(
+            arr,
+            st.sampled_from(
+                [
+                    (2, 32, 32, 3),
+                    (3, 32, 32),
+                    (2, 1, 32, 32),
+                    (2, 3, 16, 16),
+                    (0, 3, 32, 32),
+                    (2, 3, 32),
+                    (1, 1, 1, 1, 1),
+                ]
+            ),
+            st.just(np.float32),
+            st.just(0.5),
+        ),
         st.builds(arr, st.just(good), st.sampled_from([np.uint8, np.int64, np.bool_, np.complex64]), st.just(1)),
-        st.builds(arr, st.just(good), st.sampled_from([np.float32, np.float64, np.float16]),
-                  st.sampled_from([np.nan, np.inf, -np.inf, 255.0, -0.5, 1.5])),
+        st.builds(
+            arr,
+            st.just(good),
+            st.sampled_from([np.float32, np.float64, np.float16]),
+            st.sampled_from([np.nan, np.inf, -np.inf, 255.0, -0.5, 1.5]),
+        ),
         st.sampled_from([None, "image.png", [[0.5]], 3.0, {"x": 1}]),
     )
 
@@ -154,7 +178,7 @@ def test_mutated_detector_files_are_refused_or_harmless(fitted, saved, world, tm
     elif kind == "insert":
         raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
     else:
-        raw[pos:pos + 64] = bytes(len(raw[pos:pos + 64]))
+        raw[pos : pos + 64] = bytes(len(raw[pos : pos + 64]))
     path = tmp_path_factory.mktemp("mut") / "m.advg"
     path.write_bytes(bytes(raw))
     try:
@@ -167,9 +191,11 @@ def test_mutated_detector_files_are_refused_or_harmless(fitted, saved, world, tm
     event(f"{kind}: loaded, scores identical (the bytes changed were not read)")
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True)
-                     | st.text(max_size=8), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c,
-                                                                                           max_size=3), max_leaves=6)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=6,
+)
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))

@@ -7,6 +7,7 @@ insertions and deletions. read_image must return an HxWxC uint8 array (the origi
 mutation left the header alone) or raise advguard's InputError whose message names the file; nothing else,
 and never hang.
 """
+
 from __future__ import annotations
 
 import io
@@ -59,7 +60,7 @@ def _payload_start(data: bytes) -> int:
     """Offset where the compressed pixel data starts (after the JPEG SOS header / at the first PNG IDAT)."""
     if data[:2] == b"\xff\xd8":
         sos = data.find(b"\xff\xda")
-        return sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+        return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
     return data.find(b"IDAT") + 4
 
 
@@ -125,11 +126,11 @@ def _mutate(data: bytes, muts) -> tuple[bytes, bool]:
         if kind == "flip" and a:
             a[i] ^= arg
         elif kind == "truncate":
-            del a[max(i, 1):]
+            del a[max(i, 1) :]
         elif kind == "insert":
             a[i:i] = arg
         elif kind == "delete":
-            del a[i:i + arg]
+            del a[i : i + arg]
         if i < start:
             header_intact = False
     return bytes(a), header_intact
@@ -146,23 +147,24 @@ def _fuzz(tmp_path, real_images, suffix: str, name_idx: int, muts, mode: str) ->
 
 
 @settings(print_blob=True)
-@given(name_idx=st.integers(0, 10), muts=st.lists(mutation, min_size=1, max_size=4),
-       mode=st.sampled_from(["RGB", "L"]))
+@given(name_idx=st.integers(0, 10), muts=st.lists(mutation, min_size=1, max_size=4), mode=st.sampled_from(["RGB", "L"]))
 def test_fuzz_mutated_png_bytes(tmp_path, real_images, name_idx, muts, mode):
     _fuzz(tmp_path, real_images, ".png", name_idx, muts, mode)
 
 
 @settings(print_blob=True)
-@given(name_idx=st.integers(0, 10), muts=st.lists(mutation, min_size=1, max_size=4),
-       mode=st.sampled_from(["RGB", "L"]))
+@given(name_idx=st.integers(0, 10), muts=st.lists(mutation, min_size=1, max_size=4), mode=st.sampled_from(["RGB", "L"]))
 def test_fuzz_mutated_jpeg_bytes(tmp_path, real_images, name_idx, muts, mode):
     _fuzz(tmp_path, real_images, ".jpg", name_idx, muts, mode)
 
 
 @settings(print_blob=True)
-@given(data=st.binary(min_size=0, max_size=2048), prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n",
-                                                                         b"\xff\xd8\xff\xe0", b"II*\x00", b"BM",
-                                                                         b"GIF89a", b"RIFF", b"P6\n"]))
+@given(
+    data=st.binary(min_size=0, max_size=2048),
+    prefix=st.sampled_from(
+        [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"II*\x00", b"BM", b"GIF89a", b"RIFF", b"P6\n"]
+    ),
+)
 def test_fuzz_random_bytes_behind_image_signatures(tmp_path, data, prefix):
     p = tmp_path / "random.img"
     p.write_bytes(prefix + data)
@@ -177,8 +179,10 @@ def test_fuzz_random_bytes_behind_image_signatures(tmp_path, data, prefix):
 
 
 @settings(print_blob=True, max_examples=max(5, settings().max_examples // 3))
-@given(kind=st.sampled_from(["missing", "dir", "empty", "garbage", "truncated-png", "corrupt-jpeg", "mutated"]),
-       seed=st.integers(0, 2**16))
+@given(
+    kind=st.sampled_from(["missing", "dir", "empty", "garbage", "truncated-png", "corrupt-jpeg", "mutated"]),
+    seed=st.integers(0, 2**16),
+)
 def test_fuzz_predict_cli_bad_files(tmp_path, real_images, capsys, kind, seed):
     """`advguard predict` on bad files: exit code 2 and a message naming the file (never a traceback)."""
     rng = np.random.default_rng(seed)
@@ -192,7 +196,7 @@ def test_fuzz_predict_cli_bad_files(tmp_path, real_images, capsys, kind, seed):
     elif kind == "garbage":
         p.write_bytes(rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8).tobytes())
     elif kind == "truncated-png":
-        p.write_bytes(png[:int(rng.integers(1, len(png) - 20))])
+        p.write_bytes(png[: int(rng.integers(1, len(png) - 20))])
     elif kind == "corrupt-jpeg":
         p.write_bytes(_corrupt_scan(jpg))
     elif kind == "mutated":
@@ -222,7 +226,7 @@ def _corrupt_scan(jpg: bytes) -> bytes:
     entropy-coded segment: libjpeg warns 'Corrupt JPEG data', Pillow decodes it silently)."""
     start = _payload_start(jpg)
     mid = (start + len(jpg) - 2) // 2
-    return jpg[:mid] + jpg[start:start + 50] + jpg[mid:]
+    return jpg[:mid] + jpg[start : start + 50] + jpg[mid:]
 
 
 def _save(tmp_path, name: str, im: Image.Image, **kw) -> Path:
@@ -275,10 +279,16 @@ def test_exif_orientation_is_applied(tmp_path):
 @pytest.mark.parametrize("mode", ["1", "L", "P", "PA", "LA", "RGBA", "CMYK", "YCbCr"])
 def test_modes_convert_to_rgb_and_grey(tmp_path, mode):
     rgb = Image.new("RGB", (9, 7), (200, 100, 50))
-    im = {"1": Image.new("1", (9, 7), 1), "P": rgb.convert("P", palette=Image.ADAPTIVE),
-          "PA": rgb.convert("P", palette=Image.ADAPTIVE).convert("PA"),
-          "LA": Image.new("LA", (9, 7), (90, 0)), "RGBA": Image.new("RGBA", (9, 7), (200, 100, 50, 0)),
-          "CMYK": rgb.convert("CMYK"), "YCbCr": rgb.convert("YCbCr"), "L": Image.new("L", (9, 7), 90)}[mode]
+    im = {
+        "1": Image.new("1", (9, 7), 1),
+        "P": rgb.convert("P", palette=Image.ADAPTIVE),
+        "PA": rgb.convert("P", palette=Image.ADAPTIVE).convert("PA"),
+        "LA": Image.new("LA", (9, 7), (90, 0)),
+        "RGBA": Image.new("RGBA", (9, 7), (200, 100, 50, 0)),
+        "CMYK": rgb.convert("CMYK"),
+        "YCbCr": rgb.convert("YCbCr"),
+        "L": Image.new("L", (9, 7), 90),
+    }[mode]
     fmt = "jpg" if mode in ("CMYK", "YCbCr") else "tif" if mode == "PA" else "png"
     p = _save(tmp_path, f"m.{fmt}", im)
     a, g = read_image(p), read_image(p, "L")

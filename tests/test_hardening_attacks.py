@@ -1,5 +1,6 @@
 """Issue #20 regressions, attacks: bad parameters fail at construction with an advguard error naming the parameter
 and its range; targets equal to the labels are refused (never a 100 % "success"); inputs that require grad work."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,36 +36,39 @@ def test_patch_refuses_images_of_its_target_class(setup):
         ap(x[:3], y[:3])
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("pgd", dict(eps=0.03, steps=0), r"steps=0 is outside the allowed range \[1, "),
-    ("pgd", dict(eps=0.03, steps=-1), r"steps=-1 is outside"),
-    ("pgd-l2", dict(eps=300), r"eps=300 is outside \(0, 55.43\]"),
-    ("pgd-l2", dict(eps=0), r"eps=0 is outside"),
-    ("bim-l1", dict(eps=-1.0), r"eps=-1.0 is outside"),
-    ("pgd", dict(eps=1.5), r"eps=1.5 is outside \(0, 1\]"),
-    ("pgd", dict(eps=float("nan")), r"eps must be a finite number"),
-    ("pgd", dict(eps="0.03"), r"eps must be a number"),
-    ("pgd", dict(eps=0.03, batch_size=0), r"batch_size=0 is outside the allowed range \[1, inf\)"),
-    ("pgd", dict(eps=0.03, rel_stepsize=0.0), r"rel_stepsize=0.0 is outside"),
-    ("pgd", dict(eps=0.03, random_start="yes"), r"random_start must be True or False"),
-    ("pgd", dict(eps=0.03, steps=2.5), r"steps must be an integer"),
-    ("pgd", dict(eps=0.03, steps=True), r"steps must be an integer"),
-    ("pgd", dict(eps=0.03, seed=-3), r"seed=-3 is outside"),
-    ("pgd", dict(eps=0.03, progress=0), r"progress must be True or False"),
-    ("cw-l2", dict(binary_search_steps=0), r"binary_search_steps=0"),
-    ("cw-l2", dict(confidence=-1.0), r"confidence=-1.0"),
-    ("cw-l2", dict(initial_const=0.0), r"initial_const=0.0"),
-    ("deepfool", dict(candidates=11), r"candidates=11 is outside the allowed range \[2, 10\]"),
-    ("deepfool", dict(loss="xent"), r"loss='xent' is not one of"),
-    ("ead", dict(decision_rule="L2"), r"decision_rule='L2'"),
-    ("newtonfool", dict(stepsize=-0.1), r"stepsize=-0.1"),
-    ("rp2", dict(lr=0.0), r"lr=0.0 is outside"),
-    ("rp2", dict(brightness=1.5), r"brightness=1.5"),
-    ("rp2", dict(l1_share=0), r"l1_share=0"),
-    ("rp2", dict(n_transforms=0), r"n_transforms=0"),
-    ("rp2", dict(scale=(1.2, 0.8)), r"scale must be \(low, high\)"),
-    ("rp2", dict(mask=np.ones((4, 4)) * 2), r"custom mask"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("pgd", dict(eps=0.03, steps=0), r"steps=0 is outside the allowed range \[1, "),
+        ("pgd", dict(eps=0.03, steps=-1), r"steps=-1 is outside"),
+        ("pgd-l2", dict(eps=300), r"eps=300 is outside \(0, 55.43\]"),
+        ("pgd-l2", dict(eps=0), r"eps=0 is outside"),
+        ("bim-l1", dict(eps=-1.0), r"eps=-1.0 is outside"),
+        ("pgd", dict(eps=1.5), r"eps=1.5 is outside \(0, 1\]"),
+        ("pgd", dict(eps=float("nan")), r"eps must be a finite number"),
+        ("pgd", dict(eps="0.03"), r"eps must be a number"),
+        ("pgd", dict(eps=0.03, batch_size=0), r"batch_size=0 is outside the allowed range \[1, inf\)"),
+        ("pgd", dict(eps=0.03, rel_stepsize=0.0), r"rel_stepsize=0.0 is outside"),
+        ("pgd", dict(eps=0.03, random_start="yes"), r"random_start must be True or False"),
+        ("pgd", dict(eps=0.03, steps=2.5), r"steps must be an integer"),
+        ("pgd", dict(eps=0.03, steps=True), r"steps must be an integer"),
+        ("pgd", dict(eps=0.03, seed=-3), r"seed=-3 is outside"),
+        ("pgd", dict(eps=0.03, progress=0), r"progress must be True or False"),
+        ("cw-l2", dict(binary_search_steps=0), r"binary_search_steps=0"),
+        ("cw-l2", dict(confidence=-1.0), r"confidence=-1.0"),
+        ("cw-l2", dict(initial_const=0.0), r"initial_const=0.0"),
+        ("deepfool", dict(candidates=11), r"candidates=11 is outside the allowed range \[2, 10\]"),
+        ("deepfool", dict(loss="xent"), r"loss='xent' is not one of"),
+        ("ead", dict(decision_rule="L2"), r"decision_rule='L2'"),
+        ("newtonfool", dict(stepsize=-0.1), r"stepsize=-0.1"),
+        ("rp2", dict(lr=0.0), r"lr=0.0 is outside"),
+        ("rp2", dict(brightness=1.5), r"brightness=1.5"),
+        ("rp2", dict(l1_share=0), r"l1_share=0"),
+        ("rp2", dict(n_transforms=0), r"n_transforms=0"),
+        ("rp2", dict(scale=(1.2, 0.8)), r"scale must be \(low, high\)"),
+        ("rp2", dict(mask=np.ones((4, 4)) * 2), r"custom mask"),
+    ],
+)
 def test_bad_attack_parameters_fail_at_construction(setup, name, params, message):
     clf, _, _ = setup
     with pytest.raises(AdvguardError, match=message) as e:
@@ -89,11 +93,20 @@ def test_unknown_keyword_fails_in_make_attack_naming_the_closest(setup):
 
 def test_bad_patch_parameters(setup):
     clf, _, _ = setup
-    for kw, msg in [(dict(size=0), "size=0"), (dict(size=1.0), "size=1.0"), (dict(steps=0), "steps=0"),
-                    (dict(lr=-1.0), "lr=-1.0"), (dict(eot=0), "eot=0"), (dict(max_rotation=400), "max_rotation=400"),
-                    (dict(size_range=(0.5, 0.1)), "size_range"), (dict(target=10), "target=10"),
-                    (dict(target=1.5), "target must be an integer"), (dict(shape=3), "shape must be one of"),
-                    (dict(n_patches=3), "n_patches=3"), (dict(multi_size="yes"), "multi_size")]:
+    for kw, msg in [
+        (dict(size=0), "size=0"),
+        (dict(size=1.0), "size=1.0"),
+        (dict(steps=0), "steps=0"),
+        (dict(lr=-1.0), "lr=-1.0"),
+        (dict(eot=0), "eot=0"),
+        (dict(max_rotation=400), "max_rotation=400"),
+        (dict(size_range=(0.5, 0.1)), "size_range"),
+        (dict(target=10), "target=10"),
+        (dict(target=1.5), "target must be an integer"),
+        (dict(shape=3), "shape must be one of"),
+        (dict(n_patches=3), "n_patches=3"),
+        (dict(multi_size="yes"), "multi_size"),
+    ]:
         with pytest.raises(AdvguardError, match=msg):
             AdversarialPatch(clf, **kw)
     with pytest.raises(AdvguardError, match="temperature=0"):

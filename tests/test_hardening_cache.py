@@ -1,4 +1,5 @@
 """Issue #20: damaged or tampered cache entries are named, moved aside and recomputed; concurrent builds are safe."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -111,8 +112,15 @@ def test_unrebuildable_file_error_names_it(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ bench caches
-CFG_KW = dict(dataset="cifar10", model="cifar10-cnn", attack="fgsm", params={"eps": 8 / 255}, limit=20, seed=3,
-              dataset_kwargs={"source": "jpeg"})
+CFG_KW = dict(
+    dataset="cifar10",
+    model="cifar10-cnn",
+    attack="fgsm",
+    params={"eps": 8 / 255},
+    limit=20,
+    seed=3,
+    dataset_kwargs={"source": "jpeg"},
+)
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +131,13 @@ def clf():
 
 
 def _same(a, b) -> bool:
-    return (a.key == b.key and np.array_equal(a.x_adv, b.x_adv) and np.array_equal(a.adv_ids, b.adv_ids)
-            and np.array_equal(a.x_clean, b.x_clean) and a.counts == b.counts)
+    return (
+        a.key == b.key
+        and np.array_equal(a.x_adv, b.x_adv)
+        and np.array_equal(a.adv_ids, b.adv_ids)
+        and np.array_equal(a.x_clean, b.x_clean)
+        and a.counts == b.counts
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
@@ -172,8 +185,7 @@ def test_corrupt_feature_cache_is_recomputed(tmp_path, kind):
     f1, _ = cached_chunks(path, "features", Clf(), x, lambda b: b * 2, np.zeros((0, 4)), chunk=3, progress=False)
     CORRUPTIONS[kind](path) if kind != "tamper" else np.savez(path, features=f1 + 1, cost=np.asarray("{}"))
     with pytest.warns(CacheWarning, match=r"features.f\.npz"):
-        f2, cost = cached_chunks(path, "features", Clf(), x, lambda b: b * 2, np.zeros((0, 4)), chunk=3,
-                                 progress=False)
+        f2, cost = cached_chunks(path, "features", Clf(), x, lambda b: b * 2, np.zeros((0, 4)), chunk=3, progress=False)
     assert np.array_equal(f1, f2) and np.array_equal(f2, x * 2) and "seconds" in cost
 
 
@@ -193,8 +205,7 @@ def test_two_concurrent_builds_on_one_cache(tmp_path):
     """Two processes build the same set on one fresh cache at the same moment: no crash, identical sets."""
     ctx = mp.get_context("spawn")
     cache = tmp_path / "cache"
-    procs = [ctx.Process(target=_build_in_process, args=(str(cache), str(tmp_path / f"out{i}.npz")))
-             for i in range(2)]
+    procs = [ctx.Process(target=_build_in_process, args=(str(cache), str(tmp_path / f"out{i}.npz"))) for i in range(2)]
     for p in procs:
         p.start()
     for p in procs:

@@ -3,6 +3,7 @@
 Every test here failed before the fix it guards (a crafted skops file ran code in ``Detector.load``; a
 detector loaded for another network with a warning at most; misspelled parameters were ignored; scores
 depended on the batch)."""
+
 from __future__ import annotations
 
 import io
@@ -67,11 +68,30 @@ def _rewrite(path: Path, out: Path, *, meta=None, members: dict[str, bytes] | No
 def _exec_skops(marker: Path) -> bytes:
     """A skops file whose schema asks for builtins.exec on a string (a ConstructorFromReduceNode)."""
     payload = f"open({str(marker)!r}, 'w').write('ran')"
-    evil = {"__class__": "exec", "__module__": "builtins", "__loader__": "ConstructorFromReduceNode", "__id__": 3,
-            "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode", "__id__": 2,
-                        "content": [{"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode",
-                                     "content": json.dumps(payload), "is_json": True, "__id__": 1}]},
-            "protocol": 2, "_skops_version": "0.16.0"}
+    evil = {
+        "__class__": "exec",
+        "__module__": "builtins",
+        "__loader__": "ConstructorFromReduceNode",
+        "__id__": 3,
+        "content": {
+            "__class__": "tuple",
+            "__module__": "builtins",
+            "__loader__": "TupleNode",
+            "__id__": 2,
+            "content": [
+                {
+                    "__class__": "str",
+                    "__module__": "builtins",
+                    "__loader__": "JsonNode",
+                    "content": json.dumps(payload),
+                    "is_json": True,
+                    "__id__": 1,
+                }
+            ],
+        },
+        "protocol": 2,
+        "_skops_version": "0.16.0",
+    }
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("schema.json", json.dumps(evil))
@@ -151,18 +171,21 @@ def test_array_header_cannot_claim_more_than_its_bytes(saved_supervised, clf, tm
 
 
 # ------------------------------------------------------------------------------------------- integrity, schema
-@pytest.mark.parametrize("edit, match", [
-    (lambda m: {**m, "threshold": float("nan")}, "not a finite number"),
-    (lambda m: {**m, "threshold": 1e308}, "outside the range"),
-    (lambda m: {**m, "threshold": "0.5"}, "'threshold' has type str"),
-    (lambda m: {k: v for k, v in m.items() if k != "params"}, "missing key 'params'"),
-    (lambda m: {**m, "params": {**m["params"], "statistc": "entropy"}}, "statistc"),
-    (lambda m: {**m, "surprise": 1}, "unknown key"),
-    (lambda m: {**m, "estimator_format": "pickle"}, "estimator_format"),
-    (lambda m: {**m, "format_version": 99}, "format 99"),
-    (lambda m: {**m, "detector": "no-such-detector"}, "unknown detector"),
-    (lambda m: {**m, "calibration": {"n": 3, "min": "a", "max": 1}}, "calibration range"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m: {**m, "threshold": float("nan")}, "not a finite number"),
+        (lambda m: {**m, "threshold": 1e308}, "outside the range"),
+        (lambda m: {**m, "threshold": "0.5"}, "'threshold' has type str"),
+        (lambda m: {k: v for k, v in m.items() if k != "params"}, "missing key 'params'"),
+        (lambda m: {**m, "params": {**m["params"], "statistc": "entropy"}}, "statistc"),
+        (lambda m: {**m, "surprise": 1}, "unknown key"),
+        (lambda m: {**m, "estimator_format": "pickle"}, "estimator_format"),
+        (lambda m: {**m, "format_version": 99}, "format 99"),
+        (lambda m: {**m, "detector": "no-such-detector"}, "unknown detector"),
+        (lambda m: {**m, "calibration": {"n": 3, "min": "a", "max": 1}}, "calibration range"),
+    ],
+)
 def test_detector_json_is_validated(saved_supervised, clf, tmp_path, edit, match):
     _, path = saved_supervised
     with pytest.raises(DetectorFileError, match=match):
@@ -211,15 +234,18 @@ def test_gtsrb_variants_of_one_architecture_do_not_share_detectors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- strict parameters
-@pytest.mark.parametrize("build, bad, hint", [
-    (lambda c: make_detector("confidence", c, statistc="entropy"), "statistc", "statistic"),
-    (lambda c: FeatureSqueezing(c, squeezer=["bits:4"]), "squeezer", "squeezers"),
-    (lambda c: LeaveOneOut(c, units="pixel"), "units", "unit"),
-    (lambda c: EraseRestore(c, erase_share=0.2), "erase_share", None),
-    (lambda c: ImageOps(c, op="jpeg"), "op", "ops"),
-    (lambda c: CNNDetector(c, epoch=3), "epoch", "epochs"),
-    (lambda c: EraseRestoreDistance(c, statistics="wd"), "statistics", "statistic"),
-])
+@pytest.mark.parametrize(
+    "build, bad, hint",
+    [
+        (lambda c: make_detector("confidence", c, statistc="entropy"), "statistc", "statistic"),
+        (lambda c: FeatureSqueezing(c, squeezer=["bits:4"]), "squeezer", "squeezers"),
+        (lambda c: LeaveOneOut(c, units="pixel"), "units", "unit"),
+        (lambda c: EraseRestore(c, erase_share=0.2), "erase_share", None),
+        (lambda c: ImageOps(c, op="jpeg"), "op", "ops"),
+        (lambda c: CNNDetector(c, epoch=3), "epoch", "epochs"),
+        (lambda c: EraseRestoreDistance(c, statistics="wd"), "statistics", "statistic"),
+    ],
+)
 def test_unknown_parameters_are_refused(clf, build, bad, hint):
     with pytest.raises(ParameterError, match=bad) as e:
         build(clf)
@@ -227,25 +253,51 @@ def test_unknown_parameters_are_refused(clf, build, bad, hint):
         assert f"did you mean {hint!r}" in str(e.value)
 
 
-@pytest.mark.parametrize("kw", [dict(fpr=-0.1), dict(fpr=1.5), dict(fpr=0), dict(fpr=float("nan")), dict(fpr="0.1"),
-                                dict(temperature=0), dict(temperature=-1), dict(threshold=1.5), dict(k=0),
-                                dict(k_max=10), dict(delta_r=-1), dict(batch_size=0), dict(seed=-1),
-                                dict(seed=1.5)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(fpr=-0.1),
+        dict(fpr=1.5),
+        dict(fpr=0),
+        dict(fpr=float("nan")),
+        dict(fpr="0.1"),
+        dict(temperature=0),
+        dict(temperature=-1),
+        dict(threshold=1.5),
+        dict(k=0),
+        dict(k_max=10),
+        dict(delta_r=-1),
+        dict(batch_size=0),
+        dict(seed=-1),
+        dict(seed=1.5),
+    ],
+)
 def test_taintradar_rates_and_counts_are_validated(clf, kw):
     with pytest.raises(ParameterError):
         TaintRadar(clf, progress=False, **kw)
 
 
-@pytest.mark.parametrize("build", [
-    lambda c: EraseRestore(c, n=0), lambda c: EraseRestore(c, erase=1.0), lambda c: EraseRestore(c, blob=0),
-    lambda c: make_detector("sentinet", c, n_test=0), lambda c: make_detector("sentinet", c, noise_std=-1),
-    lambda c: CNNDetector(c, lr=0), lambda c: CNNDetector(c, widths=[[0]]), lambda c: CNNDetector(c, epochs=0),
-    lambda c: LeaveOneOut(c, layers=0), lambda c: LeaveOneOut(c, baseline_value=[0.5]),
-    lambda c: FeatureSqueezing(c, squeezers=["bits:0"]), lambda c: FeatureSqueezing(c, squeezers="bits:5"),
-    lambda c: FeatureSqueezing(c, squeezers=["median:x"]), lambda c: ImageOps(c, k=0),
-    lambda c: make_detector("confidence", c, decision_model="svc", decision_params={"kernal": "rbf"}),
-    lambda c: make_detector("confidence", c, decision_model="forest"),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda c: EraseRestore(c, n=0),
+        lambda c: EraseRestore(c, erase=1.0),
+        lambda c: EraseRestore(c, blob=0),
+        lambda c: make_detector("sentinet", c, n_test=0),
+        lambda c: make_detector("sentinet", c, noise_std=-1),
+        lambda c: CNNDetector(c, lr=0),
+        lambda c: CNNDetector(c, widths=[[0]]),
+        lambda c: CNNDetector(c, epochs=0),
+        lambda c: LeaveOneOut(c, layers=0),
+        lambda c: LeaveOneOut(c, baseline_value=[0.5]),
+        lambda c: FeatureSqueezing(c, squeezers=["bits:0"]),
+        lambda c: FeatureSqueezing(c, squeezers="bits:5"),
+        lambda c: FeatureSqueezing(c, squeezers=["median:x"]),
+        lambda c: ImageOps(c, k=0),
+        lambda c: make_detector("confidence", c, decision_model="svc", decision_params={"kernal": "rbf"}),
+        lambda c: make_detector("confidence", c, decision_model="forest"),
+    ],
+)
 def test_other_detector_parameters_are_validated(clf, build):
     from advguard.errors import AdvguardError
 

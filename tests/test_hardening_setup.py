@@ -3,6 +3,7 @@
 Small archives are built in each test (with their own checksum table), so nothing here unpacks the real
 60,000-file mirror archive; one test checks the recorded checksums against the real mirror files when present.
 """
+
 from __future__ import annotations
 
 import io
@@ -296,8 +297,9 @@ def test_imagenet_samples_missing_image_detected(tmp_path, foolbox_dir):
         _add(t, "imagenet-samples/classes.tsv", b"index\twnid\tname\n0\tn01440764\ttench\n1\tn01443537\tgoldfish\n")
         for w in ["n01440764", "n01443537"]:
             _add(t, f"imagenet-samples/images/{w}.jpg", jpg)
-    table = {"imagenet-samples.tar.gz": MirrorArchive("imagenet-samples",
-                                                      file_digest(mirror / "imagenet-samples.tar.gz"))}
+    table = {
+        "imagenet-samples.tar.gz": MirrorArchive("imagenet-samples", file_digest(mirror / "imagenet-samples.tar.gz"))
+    }
     root = tmp_path / "data"
     unpack_mirror(mirror, root, archives=table)
     assert imagenet_samples.load(root, "test", url=None)["x"].shape == (2, 3, 224, 224)

@@ -1,4 +1,5 @@
 """Nguyen et al.: the 38 image operations, the image-processing detector, label correction, the CNN detector."""
+
 from __future__ import annotations
 
 import io
@@ -164,8 +165,14 @@ def test_image_operations_refuse_bad_parameters_and_images():
     from advguard.errors import InputError, ParameterError
     from advguard.transforms import ImageOp
 
-    for family, value in [("jpeg", 300), ("jpeg", 75.5), ("blur", 0), ("rotate", float("nan")), ("scale", 0),
-                          ("jpeg", "high")]:
+    for family, value in [
+        ("jpeg", 300),
+        ("jpeg", 75.5),
+        ("blur", 0),
+        ("rotate", float("nan")),
+        ("scale", 0),
+        ("jpeg", "high"),
+    ]:
         with pytest.raises(ParameterError, match=family):
             ImageOp(family, value)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -1,4 +1,5 @@
 """Leave-one-out attribution detectors (ML-LOO, Segmentation Fault): attributions, segmentations, reduction."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +29,14 @@ def test_attributions_match_a_direct_loop(unit, baseline):
     det = LeaveOneOut(clf, unit=unit, baseline=baseline, feature="10d", batch_size=7)  # chunks cross units
     base = det._baseline(x)
     with torch.no_grad():
-        p0, phi = occlusion_attributions(lambda t: clf.logits(t, validate=False).softmax(1), x,
-                                         segment(x[0].permute(1, 2, 0).numpy(), unit), base,
-                                         unit == "channel-pixel", batch_size=7)
+        p0, phi = occlusion_attributions(
+            lambda t: clf.logits(t, validate=False).softmax(1),
+            x,
+            segment(x[0].permute(1, 2, 0).numpy(), unit),
+            base,
+            unit == "channel-pixel",
+            batch_size=7,
+        )
         ref, p_ref = [], clf.module(x).softmax(1)[0]
         if unit == "pixel":
             for i in range(6):
@@ -54,10 +60,18 @@ def test_attributions_match_a_direct_loop(unit, baseline):
     assert det.units_per_image_ == [36 if unit == "pixel" else 108]
 
 
-@pytest.mark.parametrize("unit, params", [("felzenszwalb", {"scale": 10}), ("felzenszwalb", {"scale": 1000}),
-                                          ("quickshift", {"sigma": 0, "max_dist": 10}),
-                                          ("quickshift", {"sigma": 2, "max_dist": 20}), ("slic", {"n_segments": 32}),
-                                          ("slic", {"n_segments": 128}), ("pixel", {})])
+@pytest.mark.parametrize(
+    "unit, params",
+    [
+        ("felzenszwalb", {"scale": 10}),
+        ("felzenszwalb", {"scale": 1000}),
+        ("quickshift", {"sigma": 0, "max_dist": 10}),
+        ("quickshift", {"sigma": 2, "max_dist": 20}),
+        ("slic", {"n_segments": 32}),
+        ("slic", {"n_segments": 128}),
+        ("pixel", {}),
+    ],
+)
 def test_segmentations_label_every_pixel(foolbox_images, unit, params):
     img = foolbox_images["cifar10"][0][0].astype(np.float64) / 255.0
     lab = segment(img, unit, **params)
@@ -79,10 +93,13 @@ def test_value_range_255_segments_real_cifar10_images_into_many_more_quickshift_
         k255 = np.mean([segment(im, "quickshift", **params, value_range=255).max() + 1 for im in imgs])
         assert k1 < 30 and k255 > 10 * k1, (params, k1, k255)
     for im in imgs:
-        np.testing.assert_array_equal(segment(im, "felzenszwalb", scale=1000, value_range=255),
-                                      segment(im, "felzenszwalb", scale=1000 / 255))
-        np.testing.assert_array_equal(segment(im, "quickshift", sigma=1, max_dist=10, value_range=1),
-                                      segment(im, "quickshift", sigma=1, max_dist=10))  # 1: the default
+        np.testing.assert_array_equal(
+            segment(im, "felzenszwalb", scale=1000, value_range=255), segment(im, "felzenszwalb", scale=1000 / 255)
+        )
+        np.testing.assert_array_equal(
+            segment(im, "quickshift", sigma=1, max_dist=10, value_range=1),
+            segment(im, "quickshift", sigma=1, max_dist=10),
+        )  # 1: the default
     # the detector takes [0, 1] images as always and records the segment counts
     clf = _tiny()
     x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(4))
@@ -91,18 +108,24 @@ def test_value_range_255_segments_real_cifar10_images_into_many_more_quickshift_
     assert det.units_per_image_ and max(det.units_per_image_) <= 36
 
 
-@pytest.mark.parametrize("unit, params, match", [
-    ("quickshift", {"value_range": 0}, "value_range"), ("quickshift", {"value_range": -255}, "value_range"),
-    ("felzenszwalb", {"value_range": float("nan")}, "value_range"),
-    ("quickshift", {"value_range": "255"}, "value_range"),
-    ("quickshift", {"value_range": True}, "value_range"), ("felzenszwalb", {"value_range": 1e9}, "value_range"),
-    ("quickshift", {"value_rnage": 255}, "did you mean 'value_range'"),
-    ("slic", {"n_segments": 64, "value_range": 255}, "SLIC rescales"),
-    ("pixel", {"value_range": 255}, "do not segment"),
-    ("felzenszwalb", {"scale": -1}, "scale"), ("quickshift", {"ratio": 2}, "ratio"),
-    ("slic", {"n_segments": 0.5}, "n_segments"),
-    ("slic", {"n_segment": 64}, "did you mean 'n_segments'"),
-])
+@pytest.mark.parametrize(
+    "unit, params, match",
+    [
+        ("quickshift", {"value_range": 0}, "value_range"),
+        ("quickshift", {"value_range": -255}, "value_range"),
+        ("felzenszwalb", {"value_range": float("nan")}, "value_range"),
+        ("quickshift", {"value_range": "255"}, "value_range"),
+        ("quickshift", {"value_range": True}, "value_range"),
+        ("felzenszwalb", {"value_range": 1e9}, "value_range"),
+        ("quickshift", {"value_rnage": 255}, "did you mean 'value_range'"),
+        ("slic", {"n_segments": 64, "value_range": 255}, "SLIC rescales"),
+        ("pixel", {"value_range": 255}, "do not segment"),
+        ("felzenszwalb", {"scale": -1}, "scale"),
+        ("quickshift", {"ratio": 2}, "ratio"),
+        ("slic", {"n_segments": 0.5}, "n_segments"),
+        ("slic", {"n_segment": 64}, "did you mean 'n_segments'"),
+    ],
+)
 def test_unit_params_are_checked(unit, params, match):
     from advguard.errors import ParameterError
 
@@ -115,9 +138,11 @@ def test_unit_params_are_checked(unit, params, match):
 def test_value_range_in_a_bench_config_is_checked(tmp_path):
     from advguard.experiments import ConfigError, load_config
 
-    base = ('name = "c"\nexperiment = "segfault"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
-            '[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "quickshift"\n'
-            'paper = "Quickshift sigma=0 max_dist=10"\n')
+    base = (
+        'name = "c"\nexperiment = "segfault"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
+        '[[attack]]\nname = "fgsm"\n[[segfault.unit]]\nunit = "quickshift"\n'
+        'paper = "Quickshift sigma=0 max_dist=10"\n'
+    )
     p = tmp_path / "c.toml"
     p.write_text(base + "params = { sigma = 0, max_dist = 10, value_range = 255 }\n", encoding="utf-8")
     assert load_config(p).section("segfault")["unit"][0]["params"]["value_range"] == 255
@@ -159,8 +184,9 @@ def test_segment_loo_separates_fgsm_from_clean(fgsm_set):
 
 def test_save_load_roundtrip(fgsm_set, tmp_path):
     clf, x, xa = fgsm_set
-    det = LeaveOneOut(clf, unit="felzenszwalb", unit_params={"scale": 100}, baseline="blur",
-                      decision_model="logreg").fit(x[:30], xa[:30])
+    det = LeaveOneOut(
+        clf, unit="felzenszwalb", unit_params={"scale": 100}, baseline="blur", decision_model="logreg"
+    ).fit(x[:30], xa[:30])
     back = Detector.load(det.save(tmp_path / "loo.zip"), clf)
     np.testing.assert_allclose(back.score(x[30:40]), det.score(x[30:40]))
     assert back.params["unit_params"] == {"scale": 100} and back.params["baseline"] == "blur"
@@ -172,8 +198,9 @@ def test_save_load_roundtrip_keeps_the_value_range(fgsm_set, tmp_path):
 
     clf, x, xa = fgsm_set
     params = {"scale": 1000, "value_range": 255}  # (Felzenszwalb: ~15 segments, so this test is quick)
-    det = LeaveOneOut(clf, unit="felzenszwalb", unit_params=params, feature="10d",
-                      decision_model="logreg").fit(x[:20], xa[:20])
+    det = LeaveOneOut(clf, unit="felzenszwalb", unit_params=params, feature="10d", decision_model="logreg").fit(
+        x[:20], xa[:20]
+    )
     path = det.save(tmp_path / "qs255.zip")
     with zipfile.ZipFile(path) as z:
         assert json.loads(z.read("detector.json"))["params"]["unit_params"] == params
@@ -186,8 +213,9 @@ def test_save_load_roundtrip_keeps_the_value_range(fgsm_set, tmp_path):
 def test_multilayer_feature_selects_hidden_units_once_and_saves_them(tmp_path):
     clf = _tiny()  # leaf modules: conv (144 outputs), relu (144), linear (output)
     x = torch.rand(6, 3, 6, 6, generator=torch.Generator().manual_seed(2))
-    det = LeaveOneOut(clf, unit="pixel", feature="multilayer", layers=20, units_per_layer=50, seed=3,
-                      decision_model="logreg")
+    det = LeaveOneOut(
+        clf, unit="pixel", feature="multilayer", layers=20, units_per_layer=50, seed=3, decision_model="logreg"
+    )
     f = det.extract(x)
     assert [n for n, _ in det.hidden_] == ["0", "1"]  # conv and relu, not the output layer
     assert all(len(idx) == 50 and len(set(idx.tolist())) == 50 for _, idx in det.hidden_)

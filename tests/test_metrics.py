@@ -1,4 +1,5 @@
 """Metrics against scikit-learn and hand computations."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,8 +56,9 @@ def test_equal_error_rate_hand_example():
 def test_report_and_bad_scores(scores):
     c, a = scores
     r = M.detection_report(c, a, threshold=M.threshold_at_fpr(c, 0.05), n_boot=50)
-    assert {"auc", "auc_ci95", "tpr_at_fpr_1", "tpr_at_fpr_5", "tpr_at_fpr_10", "detection_rate", "fpr",
-            "eer"} <= set(r)
+    assert {"auc", "auc_ci95", "tpr_at_fpr_1", "tpr_at_fpr_5", "tpr_at_fpr_10", "detection_rate", "fpr", "eer"} <= set(
+        r
+    )
     with pytest.raises(ValueError, match="NaN"):
         M.roc_auc([0.0, np.nan], [1.0])
 
@@ -66,7 +68,9 @@ def test_peak_memory_sees_an_allocation():
     import subprocess
     import sys
 
-    code = ("import numpy as np\nfrom advguard.metrics import PeakMemory\n"
-            "with PeakMemory() as m:\n    big = np.ones(64 * 2**20 // 8)\n    big += 1\n    del big\nprint(m.peak_mb)")
+    code = (
+        "import numpy as np\nfrom advguard.metrics import PeakMemory\n"
+        "with PeakMemory() as m:\n    big = np.ones(64 * 2**20 // 8)\n    big += 1\n    del big\nprint(m.peak_mb)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 40 < float(out) < 200

@@ -1,4 +1,5 @@
 """Local patching of one-pixel occlusions (ML-LOO's fast path) equals the plain forward pass."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,10 +16,18 @@ def _mixed() -> Classifier:
     """Strided and dilated convolutions, grouped convolution, batch norm, pools, then a dense head."""
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.LeakyReLU(0.1),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Conv2d(8, 6, 3, padding=2, dilation=2), nn.AvgPool2d(2), nn.Tanh(),
-        nn.Flatten(), nn.Linear(6 * 4 * 4, 7))
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 6, 3, padding=2, dilation=2),
+        nn.AvgPool2d(2),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 7),
+    )
     for m in net:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -57,8 +66,12 @@ def test_patched_logits_and_captured_units_equal_the_plain_pass(max_fraction):
 def test_unpatchable_models_fall_back_to_the_plain_path():
     dense = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)), channels=3, size=(8, 8), num_classes=4)
     assert LocalOcclusion.build(dense) is None
-    padded_pool = Classifier(nn.Sequential(nn.MaxPool2d(3, 1, padding=1), nn.Flatten(), nn.Linear(3 * 8 * 8, 4)),
-                             channels=3, size=(8, 8), num_classes=4)
+    padded_pool = Classifier(
+        nn.Sequential(nn.MaxPool2d(3, 1, padding=1), nn.Flatten(), nn.Linear(3 * 8 * 8, 4)),
+        channels=3,
+        size=(8, 8),
+        num_classes=4,
+    )
     assert LocalOcclusion.build(padded_pool) is None  # the only spatial layer has padding: not patchable
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     a = LeaveOneOut(dense, unit="pixel", feature="10d").extract(x)

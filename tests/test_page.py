@@ -1,4 +1,5 @@
 """The one results-page renderer: Markdown and HTML from the same blocks; Markdown rendered, HTML escaped."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,12 +8,14 @@ from advguard.experiments.page import Page, pct
 
 
 def _page() -> Page:
-    return (Page("Title <b>")
-            .h2("Table 1 & more")
-            .text("- a `x` and **b**\n- [link](other.md)")
-            .table(["h <1>", "h2"], [["`y`", 0.5], ["<script>", "**z**"]], caption="caption `c`")
-            .figure("fig-1.png", b"\x89PNG\r\n", "Figure `w` <i>")
-            .code("x < y & z"))
+    return (
+        Page("Title <b>")
+        .h2("Table 1 & more")
+        .text("- a `x` and **b**\n- [link](other.md)")
+        .table(["h <1>", "h2"], [["`y`", 0.5], ["<script>", "**z**"]], caption="caption `c`")
+        .figure("fig-1.png", b"\x89PNG\r\n", "Figure `w` <i>")
+        .code("x < y & z")
+    )
 
 
 def test_html_renders_markdown_and_escapes_everything_else():

@@ -1,4 +1,5 @@
 """`advguard train`: a short real run writes weights + card, resumes from its checkpoint, learns."""
+
 from __future__ import annotations
 
 import json
@@ -53,11 +54,13 @@ def test_alpha_override_is_validated_before_any_work(tmp_path):
     from advguard.cli import main
     from advguard.errors import InputError
 
-    for name, alpha, install, msg in [("gtsrb-cnn-ls0", 1.0, False, "no training penalty"),
-                                      ("gtsrb-cnn-feature-blur3", 1.0, False, "no training penalty"),
-                                      ("gtsrb-cnn-ls0-tv1e-2", float("nan"), False, "finite number >= 0"),
-                                      ("gtsrb-cnn-ls0-tv1e-2", -1.0, False, "finite number >= 0"),
-                                      ("gtsrb-cnn-ls0-tv1e-2", 0.1, True, "cannot be installed")]:
+    for name, alpha, install, msg in [
+        ("gtsrb-cnn-ls0", 1.0, False, "no training penalty"),
+        ("gtsrb-cnn-feature-blur3", 1.0, False, "no training penalty"),
+        ("gtsrb-cnn-ls0-tv1e-2", float("nan"), False, "finite number >= 0"),
+        ("gtsrb-cnn-ls0-tv1e-2", -1.0, False, "finite number >= 0"),
+        ("gtsrb-cnn-ls0-tv1e-2", 0.1, True, "cannot be installed"),
+    ]:
         with pytest.raises(InputError, match=msg):
             train(name, alpha=alpha, install=install, epochs=1, out_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

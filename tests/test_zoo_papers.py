@@ -3,6 +3,7 @@ torchvision's MobileNetV2, and the two declared training recipes (no label smoot
 
 Real data throughout: the lossless CIFAR-10 test set, RP2's victim photos, ImageNet validation images.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -155,8 +156,17 @@ def test_declared_recipe_trains_one_step(name):
 @pytest.mark.parametrize("name", NEW)
 def test_new_cards_have_figures_licence_and_recipe(name):
     card = get_spec(name).card()
-    for key in ("test_accuracy", "check_subset", "data_source", "eval_split", "weights", "command", "machine",
-                "commit", "recipe"):
+    for key in (
+        "test_accuracy",
+        "check_subset",
+        "data_source",
+        "eval_split",
+        "weights",
+        "command",
+        "machine",
+        "commit",
+        "recipe",
+    ):
         assert key in card, f"{name} card lacks {key}"
     assert "label_smoothing" in card["recipe"] and card["recipe"] == EXTERNAL_RECIPES[name]
     assert any(lic in card["weights"] for lic in ("BSD-2", "MIT"))

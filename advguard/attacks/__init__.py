@@ -1,4 +1,5 @@
 """Attacks: one interface, ``make_attack(name, classifier, **params)(x, y, targets=None)``."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,6 +34,20 @@ def make_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
     return ATTACKS[name](classifier, **params)
 
 
-__all__ = ["ATTACKS", "AdversarialPatch", "Attack", "RP2", "RegionMisleadingPatch", "Sticker", "TaintRadarBPDA",
-           "AttackResult", "FoolboxAttack", "STANDARD_ATTACKS", "make_attack", "perturbation_norms", "register_attack",
-           "shape_mask", "shifted_targets"]
+__all__ = [
+    "ATTACKS",
+    "AdversarialPatch",
+    "Attack",
+    "RP2",
+    "RegionMisleadingPatch",
+    "Sticker",
+    "TaintRadarBPDA",
+    "AttackResult",
+    "FoolboxAttack",
+    "STANDARD_ATTACKS",
+    "make_attack",
+    "perturbation_norms",
+    "register_attack",
+    "shape_mask",
+    "shifted_targets",
+]

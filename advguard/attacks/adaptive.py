@@ -16,6 +16,7 @@ start); and because the detector is random, every bypassing image is re-checked 
 with fresh masks and the share of re-checks it evades is reported (a single lucky draw is a weaker
 bypass than one that evades every draw).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,9 +64,21 @@ class DetectorAwareCW(Attack):
     name = "detector-aware-cw"
     norm = "l2"
 
-    def __init__(self, classifier: Classifier, detector: Detector, *, confidence: float = 0.0, steps: int = 100,
-                 restarts: int = 150, check_every: int = 1, const: float = 1.0, stepsize: float = 0.01,
-                 init_noise: float = 8 / 255, recheck: int = 10, **kw: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        detector: Detector,
+        *,
+        confidence: float = 0.0,
+        steps: int = 100,
+        restarts: int = 150,
+        check_every: int = 1,
+        const: float = 1.0,
+        stepsize: float = 0.01,
+        init_noise: float = 8 / 255,
+        recheck: int = 10,
+        **kw: Any,
+    ):
         where = self.name
         check_keywords(where, kw, COMMON_PARAMETERS)
         if not hasattr(detector, "threshold_") or not hasattr(detector, "score"):
@@ -73,15 +86,18 @@ class DetectorAwareCW(Attack):
         if detector.threshold_ is None:
             raise ParameterError("the detector has no threshold: fit or calibrate it before attacking it")
         count: dict[str, Any] = dict(lo=1, hi=1_000_000, integer=True, where=where)
-        super().__init__(classifier, confidence=float(check_number("confidence", confidence, lo=0, where=where)),
-                         steps=int(check_number("steps", steps, **count)),
-                         restarts=int(check_number("restarts", restarts, **count)),
-                         check_every=int(check_number("check_every", check_every, **count)),
-                         const=float(check_number("const", const, lo=0, lo_open=True, where=where)),
-                         stepsize=float(check_number("stepsize", stepsize, lo=0, lo_open=True, where=where)),
-                         init_noise=float(check_number("init_noise", init_noise, lo=0, hi=1, where=where)),
-                         recheck=int(check_number("recheck", recheck, lo=0, hi=1_000_000, integer=True, where=where)),
-                         **kw)
+        super().__init__(
+            classifier,
+            confidence=float(check_number("confidence", confidence, lo=0, where=where)),
+            steps=int(check_number("steps", steps, **count)),
+            restarts=int(check_number("restarts", restarts, **count)),
+            check_every=int(check_number("check_every", check_every, **count)),
+            const=float(check_number("const", const, lo=0, lo_open=True, where=where)),
+            stepsize=float(check_number("stepsize", stepsize, lo=0, lo_open=True, where=where)),
+            init_noise=float(check_number("init_noise", init_noise, lo=0, hi=1, where=where)),
+            recheck=int(check_number("recheck", recheck, lo=0, hi=1_000_000, integer=True, where=where)),
+            **kw,
+        )
         self.detector = detector
 
     # ------------------------------------------------------------------ one batch
@@ -96,8 +112,9 @@ class DetectorAwareCW(Attack):
     def _evades(self, x: torch.Tensor) -> np.ndarray:
         return evades(self.detector, x)
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor,
-             targets: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    def _run(
+        self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         p = self.params
         model = self.classifier.module
         n = x.shape[0]
@@ -153,7 +170,7 @@ class DetectorAwareCW(Attack):
             bar.set_postfix(bypassed=int((restart_of >= 0).sum()), of=n)
         for i in np.flatnonzero(restart_of >= 0):
             if p["recheck"]:
-                rep = best[i: i + 1].detach().cpu().repeat(p["recheck"], 1, 1, 1)
+                rep = best[i : i + 1].detach().cpu().repeat(p["recheck"], 1, 1, 1)
                 recheck[i] = float(self._evades(rep).mean())
         return best, {"restart": restart_of, "step": step_of, "recheck": recheck}
 
@@ -161,5 +178,10 @@ class DetectorAwareCW(Attack):
         """The :class:`AdaptiveResult`: ``attack(x, y, targets)`` returns it."""
         restart, step, recheck = extras["restart"], extras["step"], extras["recheck"]
         evaded = torch.from_numpy(restart >= 0) & r.success
-        return AdaptiveResult(**r.__dict__, evaded=evaded, restart=torch.from_numpy(restart),
-                              step=torch.from_numpy(step), recheck_evasion=torch.from_numpy(recheck))
+        return AdaptiveResult(
+            **r.__dict__,
+            evaded=evaded,
+            restart=torch.from_numpy(restart),
+            step=torch.from_numpy(step),
+            recheck_evasion=torch.from_numpy(recheck),
+        )

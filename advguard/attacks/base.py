@@ -12,6 +12,7 @@ patch is trained"), :meth:`Attack._batch_slices` and :meth:`Attack._finish` (a r
 ``_run`` returned besides the images: ``_run`` may return ``(x_adv, extras)``, a dict of per-image arrays,
 concatenated over batches and handed to ``_finish``).
 """
+
 from __future__ import annotations
 
 import abc
@@ -62,8 +63,12 @@ class AttackResult:
     def summary(self) -> dict[str, Any]:
         s = self.success
         med = {k: float(v[s].median()) if bool(s.any()) else float("nan") for k, v in self.norms.items()}
-        return {"attack": self.attack, "n": len(self), "success_rate": self.success_rate,
-                **{f"median_{k}_of_successes": v for k, v in med.items()}}
+        return {
+            "attack": self.attack,
+            "n": len(self),
+            "success_rate": self.success_rate,
+            **{f"median_{k}_of_successes": v for k, v in med.items()},
+        }
 
 
 #: Every registered attack class by name (filled by :func:`register_attack`; ``make_attack`` reads it).
@@ -80,6 +85,7 @@ def register_attack(name: str | None = None) -> Callable[[A], A]:
         class MyAttack(Attack):
             def _run(self, x, y, targets): ...
     """
+
     def deco(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, Attack)):
             raise TypeError(f"register_attack: {cls!r} is not an Attack subclass")
@@ -92,6 +98,7 @@ def register_attack(name: str | None = None) -> Callable[[A], A]:
             cls.name = key
         ATTACKS[key] = cls
         return cls
+
     return deco
 
 
@@ -118,18 +125,29 @@ class Attack(abc.ABC):
     #: the attack works within a given epsilon (FGSM, PGD...) rather than minimising the perturbation
     fixed_budget = False
 
-    def __init__(self, classifier: Classifier, *, batch_size: int = 128, seed: int = 0, progress: bool = True,
-                 top_k: int = 1, **params: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        batch_size: int = 128,
+        seed: int = 0,
+        progress: bool = True,
+        top_k: int = 1,
+        **params: Any,
+    ):
         if not isinstance(classifier, Classifier):
-            raise ParameterTypeError(f"{self.name}: classifier must be an advguard.Classifier, got "
-                                     f"{type(classifier).__name__} (wrap a model with advguard.Classifier(...))")
+            raise ParameterTypeError(
+                f"{self.name}: classifier must be an advguard.Classifier, got "
+                f"{type(classifier).__name__} (wrap a model with advguard.Classifier(...))"
+            )
         self.classifier = classifier
         self.batch_size = check_batch_size(batch_size, where=self.name)
         self.seed = int(check_number("seed", seed, lo=0, hi=2**63 - 1, integer=True, where=self.name))
         self.progress = check_bool("progress", progress, where=self.name)
         #: untargeted success criterion: the true label leaves the top-k (Nguyen et al.: top-5 on ImageNet)
-        self.top_k = int(check_number("top_k", top_k, lo=1, hi=classifier.num_classes - 1, integer=True,
-                                      where=self.name))
+        self.top_k = int(
+            check_number("top_k", top_k, lo=1, hi=classifier.num_classes - 1, integer=True, where=self.name)
+        )
         self.params = params if self.top_k == 1 else {**params, "top_k": self.top_k}
 
     @classmethod
@@ -143,8 +161,7 @@ class Attack(abc.ABC):
         attack, and targets that equal the true label (such an image would be counted as an instant success)."""
         if targets is None:
             if self.targets_required:
-                raise ParameterError(f"{self.name} is a targeted attack: pass targets= (one target class per "
-                                     "image)")
+                raise ParameterError(f"{self.name} is a targeted attack: pass targets= (one target class per image)")
             return
         if not self.targeted_ok:
             raise InputError(f"{self.name} is untargeted only; drop targets=")
@@ -174,14 +191,19 @@ class Attack(abc.ABC):
         return f"{type(self).__name__}({self.name}{', ' if ps else ''}{ps})"
 
     @abc.abstractmethod
-    def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
-             ) -> torch.Tensor | tuple[torch.Tensor, dict[str, np.ndarray]]:
+    def _run(
+        self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, np.ndarray]]:
         """Attack one batch (on the classifier's device); return adversarial images in [0, 1], or (images, a dict of
         per-image numpy arrays for :meth:`_finish`)."""
 
     @final
-    def __call__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
-                 targets: np.ndarray | torch.Tensor | None = None) -> AttackResult:
+    def __call__(
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        targets: np.ndarray | torch.Tensor | None = None,
+    ) -> AttackResult:
         """Attack images ``x`` (float32 NCHW in [0, 1]) with labels ``y`` (and ``targets``, one class per image,
         for a targeted attack); returns an :class:`AttackResult` (or the subclass's richer result)."""
         clf = self.classifier
@@ -199,8 +221,7 @@ class Attack(abc.ABC):
         np.random.seed(self.seed % 2**32)
         outs: list[torch.Tensor] = []
         extras: dict[str, list[np.ndarray]] = {}
-        bar = tqdm(self._batch_slices(xt.shape[0]), desc=f"attack {self.name}", leave=False,
-                   disable=not self.progress)
+        bar = tqdm(self._batch_slices(xt.shape[0]), desc=f"attack {self.name}", leave=False, disable=not self.progress)
         for b, sl in enumerate(bar):
             self.batch_index_ = b
             xb = xt[sl].to(clf.device)
@@ -212,19 +233,35 @@ class Attack(abc.ABC):
         x_adv = torch.cat(outs) if outs else xt.clone()
         return self._finish(self._result(xt, x_adv, yt, tt), {k: np.concatenate(v) for k, v in extras.items()})
 
-    def _result(self, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
-                ) -> AttackResult:
+    def _result(
+        self, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
+    ) -> AttackResult:
         """Predictions, success (decided in float32) and perturbation norms of ``x_adv`` made from ``x``."""
         clf = self.classifier
         with clf.exact():  # adversarial examples sit at the boundary: decide success in float32
             pred = clf.predict(x_adv, batch_size=self.batch_size)
             success = success_of(clf, x_adv, y, targets, self.top_k, pred=pred, batch_size=self.batch_size)
-        return AttackResult(x_adv=x_adv, success=success, y=y, targets=targets, pred_adv=pred,
-                            norms=perturbation_norms(x, x_adv), attack=self.name, params=dict(self.params))
+        return AttackResult(
+            x_adv=x_adv,
+            success=success,
+            y=y,
+            targets=targets,
+            pred_adv=pred,
+            norms=perturbation_norms(x, x_adv),
+            attack=self.name,
+            params=dict(self.params),
+        )
 
 
-def success_of(clf: Classifier, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None, top_k: int = 1,
-               pred: torch.Tensor | None = None, batch_size: int | None = None) -> torch.Tensor:
+def success_of(
+    clf: Classifier,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    targets: torch.Tensor | None,
+    top_k: int = 1,
+    pred: torch.Tensor | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
     """Targeted: the target is top-1. Untargeted: the true label is not among the top-``top_k``."""
     y = torch.as_tensor(np.asarray(y)).long()
     if targets is not None:
@@ -243,10 +280,12 @@ def check_targets_differ(y: torch.Tensor, targets: torch.Tensor) -> None:
     same = torch.nonzero(torch.as_tensor(targets).cpu() == torch.as_tensor(y).cpu()).flatten().tolist()
     if same:
         shown = ", ".join(map(str, same[:10])) + (", ..." if len(same) > 10 else "")
-        raise InputError(f"targets equal the true labels y for {len(same)} of {len(y)} images (indices {shown}): a "
-                         "targeted attack towards an image's own class would count as a success without doing "
-                         "anything. Give each image a target other than its label (e.g. shifted_targets(y, "
-                         "num_classes)) or leave those images out.")
+        raise InputError(
+            f"targets equal the true labels y for {len(same)} of {len(y)} images (indices {shown}): a "
+            "targeted attack towards an image's own class would count as a success without doing "
+            "anything. Give each image a target other than its label (e.g. shifted_targets(y, "
+            "num_classes)) or leave those images out."
+        )
 
 
 def shifted_targets(y: np.ndarray | torch.Tensor, num_classes: int, shift: int = 1) -> torch.Tensor:

@@ -17,6 +17,7 @@ Deviations, stated: ``multi_size`` draws the area share uniformly in ``size_rang
 the paper does not give its range); training rotations are uniform in +-``max_rotation`` degrees
 (default 22.5, the cleverhans/ART default the paper's code used).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,9 +42,22 @@ class NotTrainedError(AdvguardError, RuntimeError):
     """The patch (or sticker) must be trained with ``fit`` before it is applied or saved."""
 
 
-def check_patch_params(where: str, classifier: Classifier, *, target: Any, size: Any, shape: Any, multi_size: Any,
-                       size_range: Any, steps: Any, lr: Any, max_rotation: Any, eot: Any, position: Any,
-                       n_patches: Any) -> dict[str, Any]:  # the values as given, checked here
+def check_patch_params(
+    where: str,
+    classifier: Classifier,
+    *,
+    target: Any,
+    size: Any,
+    shape: Any,
+    multi_size: Any,
+    size_range: Any,
+    steps: Any,
+    lr: Any,
+    max_rotation: Any,
+    eot: Any,
+    position: Any,
+    n_patches: Any,
+) -> dict[str, Any]:  # the values as given, checked here
     """The checked and converted parameters of a patch attack (shared with the region-misleading patch)."""
     if target is not None:
         target = int(check_number("target", target, lo=0, hi=classifier.num_classes - 1, integer=True, where=where))
@@ -57,19 +71,28 @@ def check_patch_params(where: str, classifier: Classifier, *, target: Any, size:
     if position not in POSITIONS:
         raise unknown_name("patch position", position, list(POSITIONS))
     if isinstance(size_range, (str, bytes)) or not hasattr(size_range, "__len__") or len(size_range) != 2:
-        raise ParameterTypeError(f"{where}: size_range must be (low, high), two area shares in (0, 1), got "
-                                 f"{size_range!r}")
-    rng = tuple(float(check_number("size_range", v, lo=0, hi=1, lo_open=True, hi_open=True, where=where))
-                for v in size_range)
+        raise ParameterTypeError(
+            f"{where}: size_range must be (low, high), two area shares in (0, 1), got {size_range!r}"
+        )
+    rng = tuple(
+        float(check_number("size_range", v, lo=0, hi=1, lo_open=True, hi_open=True, where=where)) for v in size_range
+    )
     if not rng[0] <= rng[1]:
         raise ParameterError(f"{where}: size_range must be (low, high) with low <= high, got {size_range!r}")
     n_patches = int(check_number("n_patches", n_patches, lo=1, hi=2, integer=True, where=where))
-    return dict(target=target, size=size, shape=shape, multi_size=check_bool("multi_size", multi_size, where=where),
-                size_range=rng, steps=int(check_number("steps", steps, lo=1, hi=1_000_000, integer=True, where=where)),
-                lr=float(check_number("lr", lr, lo=0, lo_open=True, where=where)),
-                max_rotation=float(check_number("max_rotation", max_rotation, lo=0, hi=180, where=where)),
-                eot=int(check_number("eot", eot, lo=1, hi=10_000, integer=True, where=where)),
-                position=position, n_patches=n_patches)
+    return dict(
+        target=target,
+        size=size,
+        shape=shape,
+        multi_size=check_bool("multi_size", multi_size, where=where),
+        size_range=rng,
+        steps=int(check_number("steps", steps, lo=1, hi=1_000_000, integer=True, where=where)),
+        lr=float(check_number("lr", lr, lo=0, lo_open=True, where=where)),
+        max_rotation=float(check_number("max_rotation", max_rotation, lo=0, hi=180, where=where)),
+        eot=int(check_number("eot", eot, lo=1, hi=10_000, integer=True, where=where)),
+        position=position,
+        n_patches=n_patches,
+    )
 
 
 def shape_mask(shape: str, side: int) -> torch.Tensor:
@@ -89,15 +112,20 @@ def shape_mask(shape: str, side: int) -> torch.Tensor:
         rad = np.where(np.arange(10) % 2 == 0, side / 2, side / 5)
         rr, cc = polygon(c + rad * np.sin(ang), c + rad * np.cos(ang), shape=m.shape)
     else:  # lightning bolt: a zig-zag polygon inside the unit square
-        pts = np.array([[0.0, 0.55], [0.0, 0.95], [0.45, 0.62], [0.45, 0.80], [1.0, 0.05], [0.55, 0.40],
-                        [0.55, 0.22]])
+        pts = np.array([[0.0, 0.55], [0.0, 0.95], [0.45, 0.62], [0.45, 0.80], [1.0, 0.05], [0.55, 0.40], [0.55, 0.22]])
         rr, cc = polygon(pts[:, 0] * (side - 1), pts[:, 1] * (side - 1), shape=m.shape)
     m[rr, cc] = 1.0
     return torch.from_numpy(m)
 
 
-def place(patch: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], sides: torch.Tensor,
-          centers: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def place(
+    patch: torch.Tensor,
+    mask: torch.Tensor,
+    size: tuple[int, int],
+    sides: torch.Tensor,
+    centers: torch.Tensor,
+    angles: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiably paste ``patch`` (C, p, p) with ``mask`` (p, p) onto canvases of ``size`` (H, W).
 
     ``sides`` (N,) in pixels, ``centers`` (N, 2) as (row, col) pixel coordinates, ``angles`` (N,) in radians.
@@ -133,23 +161,71 @@ class AdversarialPatch(Attack):
     name = "patch"
     norm = "l0"
 
-    def __init__(self, classifier: Classifier, *, target: int | None = None, size: float = 0.3,
-                 shape: str = "square", multi_size: bool = False, size_range: tuple[float, float] = (0.1, 0.5),
-                 steps: int = 500, lr: float = 0.05, max_rotation: float = 22.5, eot: int = 1,
-                 position: str = "bottom-right", n_patches: int = 1, batch_size: int = 32, seed: int = 0,
-                 progress: bool = True):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        target: int | None = None,
+        size: float = 0.3,
+        shape: str = "square",
+        multi_size: bool = False,
+        size_range: tuple[float, float] = (0.1, 0.5),
+        steps: int = 500,
+        lr: float = 0.05,
+        max_rotation: float = 22.5,
+        eot: int = 1,
+        position: str = "bottom-right",
+        n_patches: int = 1,
+        batch_size: int = 32,
+        seed: int = 0,
+        progress: bool = True,
+    ):
         if not isinstance(classifier, Classifier):
-            raise ParameterTypeError(f"{self.name}: classifier must be an advguard.Classifier, got "
-                                     f"{type(classifier).__name__}")
-        c = check_patch_params(self.name, classifier, target=target, size=size, shape=shape, multi_size=multi_size,
-                               size_range=size_range, steps=steps, lr=lr, max_rotation=max_rotation, eot=eot,
-                               position=position, n_patches=n_patches)
+            raise ParameterTypeError(
+                f"{self.name}: classifier must be an advguard.Classifier, got {type(classifier).__name__}"
+            )
+        c = check_patch_params(
+            self.name,
+            classifier,
+            target=target,
+            size=size,
+            shape=shape,
+            multi_size=multi_size,
+            size_range=size_range,
+            steps=steps,
+            lr=lr,
+            max_rotation=max_rotation,
+            eot=eot,
+            position=position,
+            n_patches=n_patches,
+        )
         target, size, steps, lr, max_rotation, eot, n_patches, size_range, multi_size = (
-            c["target"], c["size"], c["steps"], c["lr"], c["max_rotation"], c["eot"], c["n_patches"],
-            c["size_range"], c["multi_size"])
-        super().__init__(classifier, batch_size=batch_size, seed=seed, progress=progress,
-                         target=target, size=size, shape=shape, multi_size=multi_size, steps=steps, lr=lr,
-                         max_rotation=max_rotation, eot=eot, position=position, n_patches=n_patches)
+            c["target"],
+            c["size"],
+            c["steps"],
+            c["lr"],
+            c["max_rotation"],
+            c["eot"],
+            c["n_patches"],
+            c["size_range"],
+            c["multi_size"],
+        )
+        super().__init__(
+            classifier,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            target=target,
+            size=size,
+            shape=shape,
+            multi_size=multi_size,
+            steps=steps,
+            lr=lr,
+            max_rotation=max_rotation,
+            eot=eot,
+            position=position,
+            n_patches=n_patches,
+        )
         self.target = None if target is None else int(target)
         self.size, self.shape, self.multi_size = float(size), shape, bool(multi_size)
         self.size_range = (float(size_range[0]), float(size_range[1]))
@@ -191,10 +267,12 @@ class AdversarialPatch(Attack):
         clf.module.eval()
         self.loss_history_ = []
         reps = xt.repeat(self.eot, 1, 1, 1)
-        labels = (torch.full((reps.shape[0],), self.target, device=clf.device) if self.target is not None
-                  else yt.repeat(self.eot))
-        bar = tqdm(range(self.steps), desc=f"patch {self.shape} {self.size:g}", leave=False,
-                   disable=not self.progress)
+        labels = (
+            torch.full((reps.shape[0],), self.target, device=clf.device)
+            if self.target is not None
+            else yt.repeat(self.eot)
+        )
+        bar = tqdm(range(self.steps), desc=f"patch {self.shape} {self.size:g}", leave=False, disable=not self.progress)
         for _ in bar:
             sides, centers, angles = self._random_placements(reps.shape[0], hw, g, training=True)
             total = 0.0
@@ -202,8 +280,9 @@ class AdversarialPatch(Attack):
             for i in range(0, reps.shape[0], self.batch_size):
                 sl = slice(i, i + self.batch_size)
                 with torch.enable_grad():
-                    canvas, m = place(patch, mask, hw, sides[sl].to(clf.device), centers[sl].to(clf.device),
-                                      angles[sl].to(clf.device))
+                    canvas, m = place(
+                        patch, mask, hw, sides[sl].to(clf.device), centers[sl].to(clf.device), angles[sl].to(clf.device)
+                    )
                     adv = reps[sl] * (1 - m) + canvas * m
                     loss = self._loss(adv, labels[sl], m) / reps.shape[0]
                     loss.backward()
@@ -222,8 +301,9 @@ class AdversarialPatch(Attack):
         ce = F.cross_entropy(self.classifier.forward(adv), labels, reduction="sum")
         return ce if self.target is not None else -ce
 
-    def _random_placements(self, n: int, hw: tuple[int, int], g: torch.Generator,
-                           training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _random_placements(
+        self, n: int, hw: tuple[int, int], g: torch.Generator, training: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, w = hw
         if training and self.multi_size:
             lo, hi = self.size_range
@@ -235,13 +315,13 @@ class AdversarialPatch(Attack):
         half = sides / 2
         rows = half + torch.rand(n, generator=g) * (h - sides).clamp_min(0) - 0.5
         cols = half + torch.rand(n, generator=g) * (w - sides).clamp_min(0) - 0.5
-        angles = ((torch.rand(n, generator=g) * 2 - 1) * math.radians(self.max_rotation) if training
-                  else torch.zeros(n))
+        angles = (torch.rand(n, generator=g) * 2 - 1) * math.radians(self.max_rotation) if training else torch.zeros(n)
         return sides, torch.stack([rows, cols], 1), angles
 
     # ------------------------------------------------------------------ application
-    def apply(self, x: torch.Tensor, position: str | None = None, generator: torch.Generator | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply(
+        self, x: torch.Tensor, position: str | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Paste the trained patch on validated images ``x``; returns (patched images, binary masks (N, H, W))."""
         if self.patch_ is None:
             raise NotTrainedError("the patch is not trained: call fit(x_train) first")
@@ -260,8 +340,9 @@ class AdversarialPatch(Attack):
         masks = torch.zeros(n, *hw, dtype=torch.bool)
         # exact placement: the patch resized to s x s once, a binary mask, integer offsets
         mask = shape_mask(self.shape, self.patch_.shape[-1])
-        pimg = F.interpolate(self.patch_[None], size=(s, s), mode="bilinear", antialias=True,
-                             align_corners=False)[0].clamp(0, 1)
+        pimg = F.interpolate(self.patch_[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[
+            0
+        ].clamp(0, 1)
         pm = F.interpolate(mask[None, None], size=(s, s), mode="bilinear", align_corners=False)[0, 0] > 0.5
         for spot in spots:
             if spot == "random":
@@ -273,9 +354,9 @@ class AdversarialPatch(Attack):
                 rows, cols = torch.full((n,), r0), torch.full((n,), c0)
             for i in range(n):
                 r, c = int(rows[i].clamp(0, hw[0] - s)), int(cols[i].clamp(0, hw[1] - s))
-                region = out[i, :, r:r + s, c:c + s]
+                region = out[i, :, r : r + s, c : c + s]
                 region[:, pm] = pimg[:, pm]
-                masks[i, r:r + s, c:c + s] |= pm
+                masks[i, r : r + s, c : c + s] |= pm
         return out, masks
 
     # ------------------------------------------------------------------ the attack protocol (Attack.__call__)
@@ -292,8 +373,9 @@ class AdversarialPatch(Attack):
     def _batch_slices(self, n: int) -> list[slice]:
         return [slice(0, n)]  # pasting is cheap: one batch, so random positions do not depend on batch_size
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor,
-             targets: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    def _run(
+        self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """Paste the patch; the masks of where it landed go to :meth:`_finish` (they become :attr:`last_masks_`)."""
         x_adv, masks = self.apply(x)
         return x_adv, {"masks": masks.cpu().numpy()}

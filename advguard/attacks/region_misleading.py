@@ -13,6 +13,7 @@ and upsampled bilinearly), computed differentiably (double backward through the 
 Deviation, stated: the paper does not give its region term; "share of the heat inside the patch" is ours
 (it is 1 when the estimate sits on the patch, 0 when it avoids it, and smooth in between).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,9 @@ def forward_with_activation(classifier: Classifier, x: torch.Tensor, layer: str)
     return z, cap[layer]
 
 
-def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0,
-                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def soft_gradcam(
+    classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0, labels: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable softened Grad-CAM heat (N, H, W) in [0, 1] (max 1 per image) and the logits (N, classes).
 
     ``layer`` as TaintRadar's (``"name"`` = the module's output, ``"name:input"`` = its input); ``labels`` the
@@ -47,8 +49,9 @@ def soft_gradcam(classifier: Classifier, x: torch.Tensor, layer: str, temperatur
     return upsampled_cam(cam, tuple(x.shape[-2:])), z
 
 
-def softened_cam(classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0,
-                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def softened_cam(
+    classifier: Classifier, x: torch.Tensor, layer: str, temperature: float = 2.0, labels: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`soft_gradcam` before scaling and upsampling: the layer-resolution map (N, h, w), the logits and the
     layer's activation, all in the graph (for attacks that need further Grad-CAMs of the same activation)."""
     if not x.requires_grad:  # the heat of fixed images: the graph still has to reach the layer
@@ -71,8 +74,16 @@ class RegionMisleadingPatch(AdversarialPatch):
 
     name = "region-misleading-patch"
 
-    def __init__(self, classifier: Classifier, *, target: int, lam: float = 0.5, layer: str | None = None,
-                 temperature: float = 2.0, **kwargs: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        target: int,
+        lam: float = 0.5,
+        layer: str | None = None,
+        temperature: float = 2.0,
+        **kwargs: Any,
+    ):
         check_keywords(self.name, kwargs, type(self).parameters())
         lam = check_number("lam (it weighs the two goals)", lam, lo=0, hi=1, where=self.name)
         temperature = check_number("temperature", temperature, lo=0, lo_open=True, where=self.name)

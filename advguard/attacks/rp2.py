@@ -38,6 +38,7 @@ inscribed in the central 80 % of the image (GTSRB frames show the sign with a ~1
 used the RP2 authors' hand-made mask on LISA). ``delta`` is kept in [-clip, clip] after each step (the
 authors clip the value the image sees, not the variable; with their +-20 neither ever binds).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,11 +59,13 @@ MASKS = ("rp2-rectangles", "bars", "sign", "l1")
 INITS = ("zero", "uniform")
 PRESETS = ("authors",)
 #: the RP2 authors' LISA-CNN run (see the module docstring)
-AUTHORS = dict(mask="rp2-rectangles", lam=0.02, lr=0.1, norm_p=2, init="uniform", transforms=False, nps=False,
-               clip=20.0, steps=300)
+AUTHORS = dict(
+    mask="rp2-rectangles", lam=0.02, lr=0.1, norm_p=2, init="uniform", transforms=False, nps=False, clip=20.0, steps=300
+)
 #: our defaults, used where neither the preset nor the caller sets a value
-OURS = dict(mask="rp2-rectangles", lam=0.002, lr=0.05, norm_p=2, init="zero", transforms=True, nps=True, clip=1.0,
-            steps=300)
+OURS = dict(
+    mask="rp2-rectangles", lam=0.002, lr=0.05, norm_p=2, init="zero", transforms=True, nps=True, clip=1.0, steps=300
+)
 #: the settings of the committed GTSRB BlurNet tables (before issue #22): our bars mask and our defaults
 LEGACY = dict(OURS, mask="bars")
 
@@ -88,7 +91,7 @@ def sign_mask(h: int, w: int, border: float = 0.1) -> torch.Tensor:
 
 def _box(h: int, w: int, border: float) -> np.ndarray:
     m = np.zeros((h, w), np.float32)
-    m[int(round(h * border)): h - int(round(h * border)), int(round(w * border)): w - int(round(w * border))] = 1
+    m[int(round(h * border)) : h - int(round(h * border)), int(round(w * border)) : w - int(round(w * border))] = 1
     return m
 
 
@@ -99,7 +102,7 @@ def bars_mask(h: int, w: int) -> torch.Tensor:
     m = torch.zeros(h, w)
     c0, c1 = int(round(0.28 * w)), int(round(0.72 * w))
     for r0, r1 in ((0.25, 0.36), (0.64, 0.75)):
-        m[int(round(r0 * h)): int(round(r1 * h)), c0:c1] = 1
+        m[int(round(r0 * h)) : int(round(r1 * h)), c0:c1] = 1
     return m
 
 
@@ -141,9 +144,17 @@ def nps(pixels: torch.Tensor, mask: torch.Tensor, palette: torch.Tensor) -> torc
     return nps
 
 
-def random_warps(n: int, h: int, w: int, generator: torch.Generator, *, rotation: float = 10.0,
-                 scale: tuple[float, float] = (0.85, 1.05), perspective: float = 0.08,
-                 shift: float = 0.05) -> torch.Tensor:
+def random_warps(
+    n: int,
+    h: int,
+    w: int,
+    generator: torch.Generator,
+    *,
+    rotation: float = 10.0,
+    scale: tuple[float, float] = (0.85, 1.05),
+    perspective: float = 0.08,
+    shift: float = 0.05,
+) -> torch.Tensor:
     """Sampling grids (n, h, w, 2) of random homographies: rotation +-``rotation`` degrees, zoom in
     ``scale`` (> 1 crops in), shift +-``shift`` and each corner moved +-``perspective`` (in units of the
     half-size) for a perspective change. Grid coordinates follow ``grid_sample(align_corners=False)``."""
@@ -207,37 +218,61 @@ class RP2(Attack):
     targeted_ok = True
     targets_required = True
 
-    def __init__(self, classifier: Classifier, *, mask: str | np.ndarray | torch.Tensor | None = None,
-                 lam: float | None = None, steps: int | None = None, l1_steps: int | None = None,
-                 lr: float | None = None, norm_p: int | None = None, nps_weight: float = 1.0, n_transforms: int = 1,
-                 brightness: float = 0.3, rotation: float = 10.0, scale: tuple[float, float] = (0.85, 1.05),
-                 perspective: float = 0.08, l1_share: float = 0.1, palette_levels: int = 3,
-                 init: str | None = None, transforms: bool | None = None, nps: bool | None = None,
-                 clip: float | None = None, preset: str | None = None, batch_size: int = 4096, seed: int = 0,
-                 progress: bool = True):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        mask: str | np.ndarray | torch.Tensor | None = None,
+        lam: float | None = None,
+        steps: int | None = None,
+        l1_steps: int | None = None,
+        lr: float | None = None,
+        norm_p: int | None = None,
+        nps_weight: float = 1.0,
+        n_transforms: int = 1,
+        brightness: float = 0.3,
+        rotation: float = 10.0,
+        scale: tuple[float, float] = (0.85, 1.05),
+        perspective: float = 0.08,
+        l1_share: float = 0.1,
+        palette_levels: int = 3,
+        init: str | None = None,
+        transforms: bool | None = None,
+        nps: bool | None = None,
+        clip: float | None = None,
+        preset: str | None = None,
+        batch_size: int = 4096,
+        seed: int = 0,
+        progress: bool = True,
+    ):
         w = self.name
         if preset is not None and preset not in PRESETS:
             raise unknown_name("RP2 preset", preset, list(PRESETS))
         base = AUTHORS if preset == "authors" else OURS
-        given = dict(mask=mask, lam=lam, steps=steps, lr=lr, norm_p=norm_p, init=init, transforms=transforms,
-                     nps=nps, clip=clip)
+        given = dict(
+            mask=mask, lam=lam, steps=steps, lr=lr, norm_p=norm_p, init=init, transforms=transforms, nps=nps, clip=clip
+        )
         r: dict[str, Any] = {k: (base[k] if v is None else v) for k, v in given.items()}
         mask, lam, steps, lr, norm_p = r["mask"], r["lam"], r["steps"], r["lr"], r["norm_p"]
         if isinstance(mask, str):
             if mask == "rectangles":
-                raise ParameterError(f"{w}: mask 'rectangles' was renamed (issue #22): use 'bars' for our two-bar "
-                                     "mask (10.9 % of the image, the old 'rectangles') or 'rp2-rectangles' for the "
-                                     "RP2 authors' mask (2.9 %, the default)")
+                raise ParameterError(
+                    f"{w}: mask 'rectangles' was renamed (issue #22): use 'bars' for our two-bar "
+                    "mask (10.9 % of the image, the old 'rectangles') or 'rp2-rectangles' for the "
+                    "RP2 authors' mask (2.9 %, the default)"
+                )
             if mask not in MASKS:
                 raise unknown_name("RP2 mask", mask, list(MASKS))
         elif isinstance(mask, (np.ndarray, torch.Tensor)):
             m = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask))
             if m.ndim != 2 or not bool(((m == 0) | (m == 1)).all()):
-                raise ParameterError(f"{w}: a custom mask must be an (H, W) array of 0 and 1, got shape "
-                                     f"{tuple(m.shape)}")
+                raise ParameterError(
+                    f"{w}: a custom mask must be an (H, W) array of 0 and 1, got shape {tuple(m.shape)}"
+                )
         else:
-            raise ParameterTypeError(f"{w}: mask must be one of {list(MASKS)} or an (H, W) array of 0 and 1, "
-                                     f"got {mask!r}")
+            raise ParameterTypeError(
+                f"{w}: mask must be one of {list(MASKS)} or an (H, W) array of 0 and 1, got {mask!r}"
+            )
         if r["init"] not in INITS:
             raise unknown_name("RP2 init", r["init"], list(INITS))
         for k in ("transforms", "nps"):
@@ -264,9 +299,19 @@ class RP2(Attack):
         l1_share = check_number("l1_share", l1_share, lo=0, hi=1, lo_open=True, where=w)
         palette_levels = check_number("palette_levels", palette_levels, lo=2, hi=256, integer=True, where=w)
         params: dict[str, Any] = dict(
-            mask=mask if isinstance(mask, str) else "custom", lam=lam, steps=steps, lr=lr, norm_p=norm_p,
-            nps_weight=nps_weight, n_transforms=n_transforms, init=r["init"], transforms=bool(r["transforms"]),
-            nps=bool(r["nps"]), clip=float(clip), preset=preset)
+            mask=mask if isinstance(mask, str) else "custom",
+            lam=lam,
+            steps=steps,
+            lr=lr,
+            norm_p=norm_p,
+            nps_weight=nps_weight,
+            n_transforms=n_transforms,
+            init=r["init"],
+            transforms=bool(r["transforms"]),
+            nps=bool(r["nps"]),
+            clip=float(clip),
+            preset=preset,
+        )
         super().__init__(classifier, batch_size=batch_size, seed=seed, progress=progress, **params)
         self.mask, self.lam, self.steps, self.lr, self.norm_p = mask, float(lam), int(steps), float(lr), int(norm_p)
         self.l1_steps = int(l1_steps if l1_steps is not None else steps)
@@ -274,17 +319,31 @@ class RP2(Attack):
         self.init, self.transforms = r["init"], bool(r["transforms"])
         self.use_nps, self.clip = bool(r["nps"]), float(clip)
         self.preset = preset
-        self.brightness, self.rotation, self.scale, self.perspective = float(brightness), float(rotation), scale, \
-            float(perspective)
+        self.brightness, self.rotation, self.scale, self.perspective = (
+            float(brightness),
+            float(rotation),
+            scale,
+            float(perspective),
+        )
         self.l1_share, self.palette = float(l1_share), palette_cube(palette_levels)
         self.stickers_: dict[int, Sticker] = {}
 
     def settings(self) -> dict[str, Any]:
         """The resolved optimisation settings (after the preset and the caller's arguments)."""
-        return dict(preset=self.preset, mask=self.mask if isinstance(self.mask, str) else "custom", lam=self.lam,
-                    steps=self.steps, lr=self.lr, norm_p=self.norm_p, init=self.init, transforms=self.transforms,
-                    n_transforms=self.n_transforms if self.transforms else None, nps=self.use_nps,
-                    nps_weight=self.nps_weight if self.use_nps else 0.0, clip=self.clip)
+        return dict(
+            preset=self.preset,
+            mask=self.mask if isinstance(self.mask, str) else "custom",
+            lam=self.lam,
+            steps=self.steps,
+            lr=self.lr,
+            norm_p=self.norm_p,
+            init=self.init,
+            transforms=self.transforms,
+            n_transforms=self.n_transforms if self.transforms else None,
+            nps=self.use_nps,
+            nps_weight=self.nps_weight if self.use_nps else 0.0,
+            clip=self.clip,
+        )
 
     # ---- masks ----
     def base_mask(self, h: int, w: int) -> torch.Tensor:
@@ -299,8 +358,9 @@ class RP2(Attack):
         return m
 
     # ---- optimisation ----
-    def _stage(self, x: torch.Tensor, targets: list[int], masks: torch.Tensor, p: int, steps: int,
-               desc: str) -> tuple[torch.Tensor, list[list[float]]]:
+    def _stage(
+        self, x: torch.Tensor, targets: list[int], masks: torch.Tensor, p: int, steps: int, desc: str
+    ) -> tuple[torch.Tensor, list[list[float]]]:
         """Optimise one sticker per target over all of ``x``; masks (T, 1, H, W) -> deltas (T, C, H, W)."""
         clf = self.classifier
         dev = x.device
@@ -322,8 +382,9 @@ class RP2(Attack):
             comp = (x[None] + md[:, None]).clamp(0, 1)  # T, N, C, H, W
             if self.transforms:
                 batch = comp.repeat_interleave(views, 1).reshape(-1, c, h, w)
-                grid = random_warps(batch.shape[0], h, w, g, rotation=self.rotation, scale=self.scale,
-                                    perspective=self.perspective).to(dev)
+                grid = random_warps(
+                    batch.shape[0], h, w, g, rotation=self.rotation, scale=self.scale, perspective=self.perspective
+                ).to(dev)
                 bright = 1 + (torch.rand(batch.shape[0], 1, 1, 1, generator=g) * 2 - 1).to(dev) * self.brightness
                 seen = (F.grid_sample(batch, grid, padding_mode="border", align_corners=False) * bright).clamp(0, 1)
             else:  # the photos as they are (the RP2 authors' LISA run)
@@ -362,8 +423,7 @@ class RP2(Attack):
         history: list[list[float]] = [[] for _ in targets]
         if isinstance(self.mask, str) and self.mask == "l1":  # RP2's first stage: where does L1 put it?
             d1, history = self._stage(xt, targets, masks, 1, self.l1_steps, "RP2 L1 stage")
-            masks = torch.stack([mask_from_perturbation(d.cpu(), masks[0, 0], self.l1_share)
-                                 for d in d1])[:, None]
+            masks = torch.stack([mask_from_perturbation(d.cpu(), masks[0, 0], self.l1_share) for d in d1])[:, None]
         delta, h2 = self._stage(xt, targets, masks, self.norm_p, self.steps, f"RP2 L{self.norm_p} stage")
         out = []
         for i, t in enumerate(targets):
@@ -373,8 +433,7 @@ class RP2(Attack):
         return out
 
     def fit(self, x: np.ndarray | torch.Tensor, target: int) -> Sticker:
-        target = check_number("target", target, lo=0, hi=self.classifier.num_classes - 1, integer=True,
-                              where=self.name)
+        target = check_number("target", target, lo=0, hi=self.classifier.num_classes - 1, integer=True, where=self.name)
         return self.fit_many(x, [target])[0]
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
@@ -385,7 +444,6 @@ class RP2(Attack):
             sel = targets == st.target
             out[sel] = st.apply(x[sel])
         return out
-
 
 
 def l2_dissimilarity(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:

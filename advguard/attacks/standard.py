@@ -6,6 +6,7 @@ cap. All epsilons are in [0, 1] pixel units; normalisation lives in the Classifi
 Foolbox sees the [0, 1] model and the units stay honest (the Segmentation Fault code
 silently used normalised units).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -106,8 +107,10 @@ class FoolboxAttack(Attack):
         width = classifier.bounds[1] - classifier.bounds[0]
         if self.norm == "linf":
             if isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and eps > width:
-                raise ParameterError(f"{self.name}: eps={eps} is outside (0, {width:g}]; L-inf epsilons are in [0, 1] "
-                                     "pixel units (8/255 = 0.0314), not 0..255")
+                raise ParameterError(
+                    f"{self.name}: eps={eps} is outside (0, {width:g}]; L-inf epsilons are in [0, 1] "
+                    "pixel units (8/255 = 0.0314), not 0..255"
+                )
             return float(check_number("eps", eps, lo=0.0, hi=width, lo_open=True, where=self.name))
         budget = float(check_number("eps", eps, lo=0.0, lo_open=True, where=self.name))
         if classifier.size is not None:
@@ -119,7 +122,8 @@ class FoolboxAttack(Attack):
         if eps > top:
             raise ParameterError(
                 f"{self.name}: eps={eps:g} is outside (0, {top:.4g}]: no two {'x'.join(map(str, shape))} images in "
-                f"{bounds} are further apart in {self.norm.upper()} (eps is in [0, 1] pixel units, not 0..255)")
+                f"{bounds} are further apart in {self.norm.upper()} (eps is in [0, 1] pixel units, not 0..255)"
+            )
 
     def _check_inputs(self, x: torch.Tensor) -> None:
         if self.eps is not None and self.norm != "linf":
@@ -170,13 +174,26 @@ def _top_k_misclassification(labels: torch.Tensor, k: int) -> Misclassification:
     return TopKMisclassification(labels)
 
 
-def _make(name: str, fb_class: str, norm: str, fixed: bool, targeted_ok: bool = True,
-          **defaults: Any) -> type[FoolboxAttack]:
+def _make(
+    name: str, fb_class: str, norm: str, fixed: bool, targeted_ok: bool = True, **defaults: Any
+) -> type[FoolboxAttack]:
     """A registered :class:`FoolboxAttack` subclass for Foolbox attack ``fb_class``."""
-    cls = cast("type[FoolboxAttack]", type(f"{fb_class}Wrapper", (FoolboxAttack,), {
-        "name": name, "fb_class": fb_class, "norm": norm, "fixed_budget": fixed, "targeted_ok": targeted_ok,
-        "defaults": defaults, "__doc__": f"Foolbox {fb_class} ({norm}); defaults {defaults or 'Foolbox''s'}.",
-    }))  # type() builds a FoolboxAttack subclass
+    cls = cast(
+        "type[FoolboxAttack]",
+        type(
+            f"{fb_class}Wrapper",
+            (FoolboxAttack,),
+            {
+                "name": name,
+                "fb_class": fb_class,
+                "norm": norm,
+                "fixed_budget": fixed,
+                "targeted_ok": targeted_ok,
+                "defaults": defaults,
+                "__doc__": f"Foolbox {fb_class} ({norm}); defaults {defaults or 'Foolboxs'}.",
+            },
+        ),
+    )  # type() builds a FoolboxAttack subclass
     return register_attack(name)(cls)
 
 
@@ -188,13 +205,32 @@ STANDARD_ATTACKS: dict[str, type[FoolboxAttack]] = {
     "bim-l1": _make("bim-l1", "L1BasicIterativeAttack", "l1", True, steps=10, rel_stepsize=0.2),
     "pgd": _make("pgd", "LinfPGD", "linf", True, steps=10, rel_stepsize=0.25, random_start=True),
     "pgd-l2": _make("pgd-l2", "L2PGD", "l2", True, steps=10, rel_stepsize=0.25, random_start=True),
-    "cw-l2": _make("cw-l2", "L2CarliniWagnerAttack", "l2", False, binary_search_steps=5, steps=100,
-                   stepsize=0.01, confidence=0.0, initial_const=0.01),
+    "cw-l2": _make(
+        "cw-l2",
+        "L2CarliniWagnerAttack",
+        "l2",
+        False,
+        binary_search_steps=5,
+        steps=100,
+        stepsize=0.01,
+        confidence=0.0,
+        initial_const=0.01,
+    ),
     "deepfool": _make("deepfool", "L2DeepFoolAttack", "l2", False, False, steps=50, overshoot=0.02),
     "deepfool-linf": _make("deepfool-linf", "LinfDeepFoolAttack", "linf", False, False, steps=50, overshoot=0.02),
     "newtonfool": _make("newtonfool", "NewtonFoolAttack", "l2", False, False, steps=100, stepsize=0.01),
     # EAD's paper budget is 9 x 1000 iterations from c = 0.001; with our 5 x 100 default a larger
     # starting constant is needed, else the search ends before finding any adversarial example.
-    "ead": _make("ead", "EADAttack", "l1", False, binary_search_steps=5, steps=100, initial_stepsize=0.01,
-                 confidence=0.0, initial_const=0.1, regularization=0.01),
+    "ead": _make(
+        "ead",
+        "EADAttack",
+        "l1",
+        False,
+        binary_search_steps=5,
+        steps=100,
+        initial_stepsize=0.01,
+        confidence=0.0,
+        initial_const=0.1,
+        regularization=0.01,
+    ),
 }

@@ -20,6 +20,7 @@ Adam's learning rate; we optimise the region's pixels in tanh space, where lr 1 
 few steps, so the default lr is 0.1 (configurable). The region sits at a random position per image (seeded) or
 a fixed corner; the paper ignores location invariance, i.e. one fixed region per image, as here.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,32 +60,50 @@ class TaintRadarBPDA(Attack):
     norm = "l0"
     targets_required = True
 
-    def __init__(self, classifier: Classifier, detector: TaintRadar, *, size: float = 0.07, position: str = "random",
-                 steps: int = 2000, lr: float = 0.1, t_every: int = 100, kappa: float = 0.0,
-                 evasion_weight: float = 1.0, check_every: int = 50, recheck: int = 5, **kw: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        detector: TaintRadar,
+        *,
+        size: float = 0.07,
+        position: str = "random",
+        steps: int = 2000,
+        lr: float = 0.1,
+        t_every: int = 100,
+        kappa: float = 0.0,
+        evasion_weight: float = 1.0,
+        check_every: int = 50,
+        recheck: int = 5,
+        **kw: Any,
+    ):
         where = self.name
         check_keywords(where, kw, COMMON_PARAMETERS)
         if not all(hasattr(detector, a) for a in ("k_", "delta_r_", "fill_pattern", "params")):
             raise ParameterTypeError(f"{where}: detector must be a TaintRadar detector, got {type(detector).__name__}")
         if detector.k_ is None or detector.delta_r_ is None:
             raise ParameterError("the TaintRadar has no K / Delta_R: fit it on clean images before attacking it")
-        size = check_number("size (a share of the image area)", size, lo=0, hi=1, lo_open=True, hi_open=True,
-                            where=where)
+        size = check_number(
+            "size (a share of the image area)", size, lo=0, hi=1, lo_open=True, hi_open=True, where=where
+        )
         if not isinstance(position, str):
             raise ParameterTypeError(f"{where}: position must be one of {list(POSITIONS)}, got {position!r}")
         if position not in POSITIONS:
             raise unknown_name("region position", position, list(POSITIONS))
         count: dict[str, Any] = dict(lo=1, hi=1_000_000, integer=True, where=where)
         kw.setdefault("batch_size", 64)
-        super().__init__(classifier, size=float(size), position=position,
-                         steps=int(check_number("steps", steps, **count)),
-                         lr=float(check_number("lr", lr, lo=0, lo_open=True, where=where)),
-                         t_every=int(check_number("t_every", t_every, **count)),
-                         kappa=float(check_number("kappa", kappa, lo=0, where=where)),
-                         evasion_weight=float(check_number("evasion_weight", evasion_weight, lo=0, where=where)),
-                         check_every=int(check_number("check_every", check_every, **count)),
-                         recheck=int(check_number("recheck", recheck, lo=0, hi=1_000_000, integer=True, where=where)),
-                         **kw)
+        super().__init__(
+            classifier,
+            size=float(size),
+            position=position,
+            steps=int(check_number("steps", steps, **count)),
+            lr=float(check_number("lr", lr, lo=0, lo_open=True, where=where)),
+            t_every=int(check_number("t_every", t_every, **count)),
+            kappa=float(check_number("kappa", kappa, lo=0, where=where)),
+            evasion_weight=float(check_number("evasion_weight", evasion_weight, lo=0, where=where)),
+            check_every=int(check_number("check_every", check_every, **count)),
+            recheck=int(check_number("recheck", recheck, lo=0, hi=1_000_000, integer=True, where=where)),
+            **kw,
+        )
         self.detector = detector
 
     def region_masks(self, n: int, hw: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
@@ -100,11 +119,12 @@ class TaintRadarBPDA(Attack):
             else:
                 r = 0 if pos.startswith("top") else h - s
                 c = 0 if pos.endswith("left") else w - s
-            m[i, :, r:r + s, c:c + s] = 1
+            m[i, :, r : r + s, c : c + s] = 1
         return m
 
-    def soft_pipeline(self, x: torch.Tensor, target: torch.Tensor, t: float, pattern: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def soft_pipeline(
+        self, x: torch.Tensor, target: torch.Tensor, t: float, pattern: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """TaintRadar on ``x`` with sigmoid binarisations of temperature ``t``, for the label ``target``:
         returns the logits of x and of x with the soft final region filled (both differentiable in x)."""
         det = self.detector
@@ -120,7 +140,7 @@ class TaintRadarBPDA(Attack):
             labels = rise.topk(k_max, dim=1).indices
             inter = torch.ones_like(est[:, 0])
             for k in range(k_max):
-                (gk,) = torch.autograd.grad(z.gather(1, labels[:, k:k + 1]).sum(), a, create_graph=True)
+                (gk,) = torch.autograd.grad(z.gather(1, labels[:, k : k + 1]).sum(), a, create_graph=True)
                 inter = inter * soft_mask(gradcam_from_gradients(-gk, a), size, t, p["threshold"])
             fin = inter[:, None]
             z_f = self.classifier.forward(x * (1 - fin) + pattern * fin)
@@ -141,8 +161,9 @@ class TaintRadarBPDA(Attack):
     def _evades(self, x: torch.Tensor) -> np.ndarray:
         return evades(self.detector, x)
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor,
-             targets: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    def _run(
+        self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         assert targets is not None  # targets_required: the base class refuses a call without them
         p = self.params
         clf = self.classifier
@@ -177,8 +198,11 @@ class TaintRadarBPDA(Attack):
                 hit = (clf.forward(xa).argmax(1) == targets) & ~done
             cand = torch.nonzero(hit).flatten()
             if len(cand):
-                ev = (torch.from_numpy(self._evades(xa[cand])).to(x.device) if p["evasion_weight"]
-                      else torch.ones(len(cand), dtype=torch.bool, device=x.device))  # the baseline stops at the target
+                ev = (
+                    torch.from_numpy(self._evades(xa[cand])).to(x.device)
+                    if p["evasion_weight"]
+                    else torch.ones(len(cand), dtype=torch.bool, device=x.device)
+                )  # the baseline stops at the target
                 for i in cand[ev].tolist():
                     done[i] = True
                     step_of[i] = s
@@ -191,7 +215,7 @@ class TaintRadarBPDA(Attack):
         recheck = np.full(n, np.nan)
         for i in torch.nonzero(done).flatten().tolist():
             if p["recheck"]:
-                recheck[i] = float(self._evades(best[i:i + 1].repeat(p["recheck"], 1, 1, 1)).mean())
+                recheck[i] = float(self._evades(best[i : i + 1].repeat(p["recheck"], 1, 1, 1)).mean())
         return best, {"step": step_of, "recheck": recheck, "done": done.cpu().numpy()}
 
     def _finish(self, r: AttackResult, extras: dict[str, np.ndarray]) -> AdaptiveResult:
@@ -200,5 +224,10 @@ class TaintRadarBPDA(Attack):
         done = torch.from_numpy(extras["done"])
         if not self.params["evasion_weight"]:
             done = done & torch.from_numpy(self._evades(r.x_adv))
-        return AdaptiveResult(**r.__dict__, evaded=done & r.success, restart=torch.where(done, 0, -1),
-                              step=torch.from_numpy(step), recheck_evasion=torch.from_numpy(recheck))
+        return AdaptiveResult(
+            **r.__dict__,
+            evaded=done & r.success,
+            restart=torch.where(done, 0, -1),
+            step=torch.from_numpy(step),
+            recheck_evasion=torch.from_numpy(recheck),
+        )

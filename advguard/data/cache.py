@@ -21,6 +21,7 @@ which combines them under a lock):
 entry): builders hold it while they check, build and write an entry, so two runs started at the same
 moment on one cache compute each entry once and never see each other's half-finished state.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ from .._atomic import atomic_path, atomic_write_text
 from ..errors import AdvguardError
 
 #: what a damaged npz raises inside numpy / zipfile (bit flips, truncation, empty files, bad CRC...)
-READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile,
-               UnicodeDecodeError)
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError)
 
 
 class CacheWarning(UserWarning):
@@ -107,8 +107,9 @@ def quarantine(path: str | os.PathLike, why: str) -> Path:
         os.replace(cp, cp.with_name(f"{cp.name}.corrupt-{stamp}"))
     except FileNotFoundError:
         pass
-    warnings.warn(f"corrupt cache entry {p} ({why}); moved aside to {dest.name} and recomputing",
-                  CacheWarning, stacklevel=3)
+    warnings.warn(
+        f"corrupt cache entry {p} ({why}); moved aside to {dest.name} and recomputing", CacheWarning, stacklevel=3
+    )
     return dest
 
 
@@ -117,8 +118,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def verified(path: str | os.PathLike, loader: Callable[[Path], object] = _read_npz,
-             errors: tuple[type[BaseException], ...] = ()):
+def verified(
+    path: str | os.PathLike, loader: Callable[[Path], object] = _read_npz, errors: tuple[type[BaseException], ...] = ()
+):
     """``loader(path)`` if the entry at ``path`` is intact, None if it is absent or was corrupt (moved aside).
 
     Intact: its SHA-256 matches the sidecar and ``loader`` succeeds (raises none of :data:`READ_ERRORS` +
@@ -134,8 +136,10 @@ def verified(path: str | os.PathLike, loader: Callable[[Path], object] = _read_n
             quarantine(p, f"unreadable: {e}")
             return None
         if actual != expected:
-            quarantine(p, "checksum mismatch: the file changed after it was written" if expected
-                       else "unreadable checksum file")
+            quarantine(
+                p,
+                "checksum mismatch: the file changed after it was written" if expected else "unreadable checksum file",
+            )
             return None
     try:
         value = loader(p)
@@ -144,8 +148,12 @@ def verified(path: str | os.PathLike, loader: Callable[[Path], object] = _read_n
         return None
     if expected is None:
         write_checksum(p)
-        warnings.warn(f"cache entry {p} has no checksum (written by an older advguard); it loads intact, "
-                      "so it is kept and its checksum recorded", CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"cache entry {p} has no checksum (written by an older advguard); it loads intact, "
+            "so it is kept and its checksum recorded",
+            CacheWarning,
+            stacklevel=3,
+        )
     return value
 
 
@@ -196,8 +204,10 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         return _read_npz(Path(path))
     except READ_ERRORS as e:
-        raise CacheCorruptError(f"corrupt file {path} ({type(e).__name__}: {e}); delete it and re-create it "
-                                "(for the datasets: `advguard setup`)") from e
+        raise CacheCorruptError(
+            f"corrupt file {path} ({type(e).__name__}: {e}); delete it and re-create it "
+            "(for the datasets: `advguard setup`)"
+        ) from e
 
 
 def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

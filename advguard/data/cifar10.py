@@ -16,6 +16,7 @@ Sources (``source=``; the result's ``source`` field records which one was loaded
 * ``"auto"`` (default): the official pickles if present in the data dir; else, for the test split, the
   lossless test set if set up; else the JPEG copy if unpacked; else download the official pickles.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -46,9 +47,15 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """
 
     class _Restricted(pickle.Unpickler):
-        ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                   ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                   ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+        ALLOWED = {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+        }
 
         def find_class(self, module: str, name: str):  # type: ignore[override]
             if (module, name) in self.ALLOWED:
@@ -76,13 +83,16 @@ def _load_jpegs(d: Path, split: str) -> dict[str, np.ndarray]:
     for c, name in enumerate(CLASSES):
         folder = d / split / name
         if not folder.is_dir():
-            raise DatasetNotFoundError(f"CIFAR-10 JPEG copy is incomplete: {folder} is missing. "
-                                       "Re-run `advguard setup`.")
+            raise DatasetNotFoundError(
+                f"CIFAR-10 JPEG copy is incomplete: {folder} is missing. Re-run `advguard setup`."
+            )
         files = sorted(folder.glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
         paths += files
         labels += [c] * len(files)
-    return {"x": load_image_files(paths, "RGB", size=(32, 32), desc=f"decode CIFAR-10 JPEG {split}"),
-            "y": np.asarray(labels, dtype=np.int64)}
+    return {
+        "x": load_image_files(paths, "RGB", size=(32, 32), desc=f"decode CIFAR-10 JPEG {split}"),
+        "y": np.asarray(labels, dtype=np.int64),
+    }
 
 
 def _read_lossless(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -94,11 +104,14 @@ def _read_lossless(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             out = {k: f[k] for k in keys}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise DatasetNotFoundError(f"corrupt CIFAR-10 test file {path} ({type(e).__name__}: {e}); re-run "
-                                   "`advguard setup` to repair it.") from e
+        raise DatasetNotFoundError(
+            f"corrupt CIFAR-10 test file {path} ({type(e).__name__}: {e}); re-run `advguard setup` to repair it."
+        ) from e
     if "x" in out and (out["x"].shape != (10000, 32, 32, 3) or out["x"].dtype != np.uint8):
-        raise DatasetNotFoundError(f"{path} holds x of shape {out['x'].shape} {out['x'].dtype}, expected "
-                                   "(10000, 32, 32, 3) uint8; re-run `advguard setup`.")
+        raise DatasetNotFoundError(
+            f"{path} holds x of shape {out['x'].shape} {out['x'].dtype}, expected "
+            "(10000, 32, 32, 3) uint8; re-run `advguard setup`."
+        )
     return out
 
 
@@ -138,7 +151,8 @@ def load(root: Path, split: str, source: str = "auto", url: str | None = URL, md
             raise ParameterError(
                 f"CIFAR-10 has no lossless {split!r} split offline: {LOSSLESS_FILE} holds the test set only. "
                 "Use source='jpeg' (the JPEG copy) or source='pickle' (official batches, needs internet) for "
-                "the train split.")
+                "the train split."
+            )
         a = _read_lossless(lossless, ("x", "y"))
         arrays = {"x": a["x"].transpose(0, 3, 1, 2).copy(), "y": a["y"].astype(np.int64)}
     else:

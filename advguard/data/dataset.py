@@ -1,4 +1,5 @@
 """The in-memory dataset container returned by every loader, and deterministic subsetting."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -62,9 +63,7 @@ class ImageDataset:
         )
 
 
-def subset_indices(
-    y: np.ndarray, limit: int | None, seed: int = 0, stratified: bool = True
-) -> np.ndarray:
+def subset_indices(y: np.ndarray, limit: int | None, seed: int = 0, stratified: bool = True) -> np.ndarray:
     """Deterministic subset of ``limit`` positions, sorted.
 
     Stratified: classes are represented in proportion to their frequency (each

@@ -1,4 +1,5 @@
 """Fashion-MNIST (Xiao et al. 2017): gzipped IDX files from Debian's package, the data dir, or the official host."""
+
 from __future__ import annotations
 
 import gzip
@@ -31,7 +32,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DatasetNotFoundError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
     if len(data) - offset != int(np.prod(dims)):
         raise DatasetNotFoundError(f"{path} is truncated: header says {dims}, found {len(data) - offset} bytes")

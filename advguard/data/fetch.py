@@ -27,6 +27,7 @@ Offline mirror (issue #20):
   by name, for code that loads weights from the mirror (``unpacked("cifar10-resnets")``,
   ``unpacked("rp2-lisa")``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,21 +59,22 @@ class MirrorArchive(NamedTuple):
 #: which /work/shared/data/README.md describes; it states no checksums).
 MIRROR_ARCHIVES: dict[str, MirrorArchive] = {
     "cifar10-jpeg.tar.gz": MirrorArchive(
-        "cifar10-jpeg", "c3da85c47bf2cd7deae445ed286c62485cef8c49394c96ca6614925986f1a4c3"),
+        "cifar10-jpeg", "c3da85c47bf2cd7deae445ed286c62485cef8c49394c96ca6614925986f1a4c3"
+    ),
     "imagenet-samples.tar.gz": MirrorArchive(
-        "imagenet-samples", "5dab475bd3e71b897b50b19aff07a3b945403ad3cd0e4c941a46dd84e148379b"),
-    "gtsrb32.npz": MirrorArchive(
-        None, "e2456ef2da656cf841abd3606984f720b7ac25bb1db89fbbe07154cb7b4df7e7"),
+        "imagenet-samples", "5dab475bd3e71b897b50b19aff07a3b945403ad3cd0e4c941a46dd84e148379b"
+    ),
+    "gtsrb32.npz": MirrorArchive(None, "e2456ef2da656cf841abd3606984f720b7ac25bb1db89fbbe07154cb7b4df7e7"),
     # Issue #21: the lossless CIFAR-10 test set, 1,300 ImageNet validation images, the RP2 authors' material
     # (victim photos, sticker mask, LISA-CNN weights, MIT licence) and akamaster's CIFAR-10 ResNets (BSD-2).
-    "cifar10-test.npz": MirrorArchive(
-        None, "6635622262e61d72a3f57194dd37615556ecf1cb088c698f82dd6c596e09c14a"),
+    "cifar10-test.npz": MirrorArchive(None, "6635622262e61d72a3f57194dd37615556ecf1cb088c698f82dd6c596e09c14a"),
     "imagenet-val1300.tar.gz": MirrorArchive(
-        "imagenet-val1300", "24ad40fd6bba0640abd3a01cbef31210a8e5e796b09540fe55f6afc0b5c8126d"),
-    "rp2-lisa.tar.gz": MirrorArchive(
-        "rp2-lisa", "89900f86d69d6f35fc1158f7ce4c151628372c9c8474cc29a0984fd20feb133e"),
+        "imagenet-val1300", "24ad40fd6bba0640abd3a01cbef31210a8e5e796b09540fe55f6afc0b5c8126d"
+    ),
+    "rp2-lisa.tar.gz": MirrorArchive("rp2-lisa", "89900f86d69d6f35fc1158f7ce4c151628372c9c8474cc29a0984fd20feb133e"),
     "cifar10-resnets.tar.gz": MirrorArchive(
-        "cifar10-resnets", "a483024fb57e7bcfb01544f7deb431e59055f44c8f4b45242a3e2859e45fca81"),
+        "cifar10-resnets", "a483024fb57e7bcfb01544f7deb431e59055f44c8f4b45242a3e2859e45fca81"
+    ),
 }
 
 #: Inside an unpacked folder: the completion marker (small: count, bytes, source digest) and the manifest.
@@ -120,9 +122,10 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 30.0
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_path(dest) as tmp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False
-            ) as bar:
+            with (
+                open(tmp, "wb") as out,
+                tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False) as bar,
+            ):
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -150,8 +153,7 @@ def _reset_modes(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
     """tarfile's 'data' filter (no setuid/setgid/sticky, no owners, nothing outside the folder), then fixed
     modes: the mirror's own file modes never reach the data directory."""
     m = tarfile.data_filter(member, path)
-    return m.replace(mode=0o755 if m.isdir() else 0o644, uid=None, gid=None, uname=None, gname=None,
-                     deep=False)
+    return m.replace(mode=0o755 if m.isdir() else 0o644, uid=None, gid=None, uname=None, gname=None, deep=False)
 
 
 def _safe_extract(tar: tarfile.TarFile, dest: Path) -> dict[str, int]:
@@ -169,8 +171,9 @@ def _safe_extract(tar: tarfile.TarFile, dest: Path) -> dict[str, int]:
         if m.issym() or m.islnk():
             raise DatasetNotFoundError(f"refusing unsafe archive member {m.name!r} (a link)")
         if not (m.isfile() or m.isdir()):
-            raise DatasetNotFoundError(f"refusing unsafe archive member {m.name!r} (a device, FIFO or other "
-                                       "special file)")
+            raise DatasetNotFoundError(
+                f"refusing unsafe archive member {m.name!r} (a device, FIFO or other special file)"
+            )
         if m.isfile():
             files[target.relative_to(dest).as_posix()] = m.size
         members.append(m)
@@ -215,8 +218,7 @@ def write_manifest(folder: Path, source: str, sha256: str) -> dict:
     the manifest first, so a marker always has its manifest."""
     folder = Path(folder)
     files = _walk(folder)
-    marker = {"format": 1, "source": source, "sha256": sha256, "count": len(files),
-              "bytes": int(sum(files.values()))}
+    marker = {"format": 1, "source": source, "sha256": sha256, "count": len(files), "bytes": int(sum(files.values()))}
     atomic_write_text(folder / MANIFEST, json.dumps({**marker, "files": files}, sort_keys=True))
     atomic_write_text(folder / MARKER, json.dumps(marker, sort_keys=True, indent=1) + "\n")
     return marker
@@ -248,15 +250,17 @@ def verify_folder(folder: Path, full: bool = True) -> dict:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DatasetNotFoundError(f"dataset folder {folder} not found. Run `advguard setup` to unpack the "
-                                   "offline mirror.")
+        raise DatasetNotFoundError(
+            f"dataset folder {folder} not found. Run `advguard setup` to unpack the offline mirror."
+        )
     marker = read_marker(folder)
     if marker is None:
         found = _count(folder)
         raise DatasetNotFoundError(
             f"dataset folder {folder} has no valid completion marker ({MARKER}; {found} files found): "
             "it was unpacked by an older advguard or its unpacking did not finish, so it may be incomplete. "
-            + _rerun(folder))
+            + _rerun(folder)
+        )
     if not full and _count(folder) == marker["count"]:
         return marker
     try:
@@ -264,8 +268,9 @@ def verify_folder(folder: Path, full: bool = True) -> dict:
         if not isinstance(manifest, dict):
             raise ValueError("'files' is not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DatasetNotFoundError(f"dataset folder {folder} has a marker but no readable manifest "
-                                   f"({MANIFEST}: {e}). " + _rerun(folder)) from e
+        raise DatasetNotFoundError(
+            f"dataset folder {folder} has a marker but no readable manifest ({MANIFEST}: {e}). " + _rerun(folder)
+        ) from e
     found = _walk(folder)
     missing = sorted(set(manifest) - set(found))
     changed = sorted(k for k, v in manifest.items() if k in found and found[k] != v)
@@ -278,7 +283,8 @@ def verify_folder(folder: Path, full: bool = True) -> dict:
         raise DatasetNotFoundError(
             f"dataset folder {folder} is incomplete or damaged: expected {marker['count']} files, found "
             f"{len(found)} of which {len(manifest) - len(missing) - len(changed)} as recorded"
-            f"{' (' + '; '.join(parts) + ')' if parts else ''}. " + _rerun(folder))
+            f"{' (' + '; '.join(parts) + ')' if parts else ''}. " + _rerun(folder)
+        )
     return marker
 
 
@@ -294,8 +300,10 @@ def _locked(lock, what: str):
     try:
         lock.acquire()
     except Timeout as e:
-        raise DatasetNotFoundError(f"timed out after {LOCK_TIMEOUT:.0f} s waiting for another `advguard setup` "
-                                   f"unpacking {what} (lock file {lock.lock_file})") from e
+        raise DatasetNotFoundError(
+            f"timed out after {LOCK_TIMEOUT:.0f} s waiting for another `advguard setup` "
+            f"unpacking {what} (lock file {lock.lock_file})"
+        ) from e
     return lock
 
 
@@ -320,8 +328,9 @@ def folder_is_ready(final: Path, sha256: str | None) -> bool:
     return True
 
 
-def extract_tar(archive: Path, dest_parent: Path, folder: str, sha256: str | None = None,
-                log: Callable[[str], None] | None = None) -> Path:
+def extract_tar(
+    archive: Path, dest_parent: Path, folder: str, sha256: str | None = None, log: Callable[[str], None] | None = None
+) -> Path:
     """Unpack ``archive`` (which holds ``folder/...``) into ``dest_parent/folder``; return that folder.
 
     Safe to run from several processes at once (a lock; a unique temporary folder per run). Skipped when the
@@ -356,14 +365,15 @@ def extract_tar(archive: Path, dest_parent: Path, folder: str, sha256: str | Non
             inner = tmp / folder
             if not inner.is_dir():
                 raise DatasetNotFoundError(f"{archive} does not contain a top-level folder {folder!r}")
-            expected = {k[len(folder) + 1:]: v for k, v in expected.items() if k.startswith(folder + "/")}
+            expected = {k[len(folder) + 1 :]: v for k, v in expected.items() if k.startswith(folder + "/")}
             got = _walk(inner)
             if got != expected:
                 bad = sorted(set(expected) ^ set(got))
                 bad += sorted(k for k, v in expected.items() if got.get(k, v) != v)
                 raise DatasetNotFoundError(
                     f"unpacking {archive} did not produce what it lists: {len(expected)} files expected, "
-                    f"{len(got)} found (e.g. {', '.join(bad[:3])})")
+                    f"{len(got)} found (e.g. {', '.join(bad[:3])})"
+                )
             write_manifest(inner, archive.name, digest)
             if final.exists() or final.is_symlink():
                 old = Path(tempfile.mkdtemp(prefix=f".{folder}.old-", dir=dest_parent))
@@ -374,13 +384,14 @@ def extract_tar(archive: Path, dest_parent: Path, folder: str, sha256: str | Non
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
     if log:
-        log(f"{folder}: {'repaired (re-extracted)' if repairing else 'unpacked'} from {archive.name}, "
-            f"{len(got)} files verified")
+        log(
+            f"{folder}: {'repaired (re-extracted)' if repairing else 'unpacked'} from {archive.name}, "
+            f"{len(got)} files verified"
+        )
     return final
 
 
-def copy_verified(src: Path, target: Path, sha256: str | None = None,
-                  log: Callable[[str], None] | None = None) -> Path:
+def copy_verified(src: Path, target: Path, sha256: str | None = None, log: Callable[[str], None] | None = None) -> Path:
     """Copy ``src`` to ``target`` atomically, checking its SHA-256; skipped when a marker beside ``target``
     (``.<name>.advguard-complete.json``) records the expected digest and the target's size."""
     src, target = Path(src), Path(target)
@@ -389,8 +400,11 @@ def copy_verified(src: Path, target: Path, sha256: str | None = None,
     with _locked(_lock(target.parent, target.name), str(src)):
         try:
             m = json.loads(marker_path.read_text(encoding="utf-8"))
-            ok = (m.get("sha256") == (sha256 or m.get("sha256")) and target.is_file()
-                  and target.stat().st_size == m.get("bytes"))
+            ok = (
+                m.get("sha256") == (sha256 or m.get("sha256"))
+                and target.is_file()
+                and target.stat().st_size == m.get("bytes")
+            )
         except (OSError, ValueError, AttributeError):
             ok = False
         if ok:
@@ -408,8 +422,13 @@ def copy_verified(src: Path, target: Path, sha256: str | None = None,
                     out.write(chunk)
             _check_digest(src, h.hexdigest(), sha256)
             os.chmod(tmp, 0o644)
-        atomic_write_text(marker_path, json.dumps({"format": 1, "source": src.name, "sha256": h.hexdigest(),
-                                                   "count": 1, "bytes": target.stat().st_size}) + "\n")
+        atomic_write_text(
+            marker_path,
+            json.dumps(
+                {"format": 1, "source": src.name, "sha256": h.hexdigest(), "count": 1, "bytes": target.stat().st_size}
+            )
+            + "\n",
+        )
     if log:
         log(f"{target.name}: {'repaired (copied again)' if repairing else 'copied'}, checksum verified")
     return target
@@ -436,18 +455,23 @@ def verify_copy(target: Path, full: bool = False) -> dict:
     except (OSError, ValueError) as e:
         raise DatasetNotFoundError(
             f"{target} has no valid completion marker ({copy_marker_path(target).name}): it was not copied by "
-            "`advguard setup` or the copy did not finish. Re-run `advguard setup` to repair it.") from e
+            "`advguard setup` or the copy did not finish. Re-run `advguard setup` to repair it."
+        ) from e
     size = target.stat().st_size
     if size != m.get("bytes") or full and file_digest(target) != m["sha256"]:
         raise DatasetNotFoundError(
             f"{target} is damaged: expected {m.get('bytes')} bytes with sha256 {m['sha256']}, found {size} bytes"
-            f"{'' if size != m.get('bytes') else ' with another digest'}. Re-run `advguard setup` to repair it.")
+            f"{'' if size != m.get('bytes') else ' with another digest'}. Re-run `advguard setup` to repair it."
+        )
     return m
 
 
-def unpack_mirror(mirror: str | Path | None = None, dest: str | Path | None = None,
-                  archives: dict[str, MirrorArchive] | None = None,
-                  log: Callable[[str], None] | None = None) -> list[str]:
+def unpack_mirror(
+    mirror: str | Path | None = None,
+    dest: str | Path | None = None,
+    archives: dict[str, MirrorArchive] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[str]:
     """Unpack every archive of the offline mirror into the data directory; return what is set up.
 
     ``archives`` defaults to :data:`MIRROR_ARCHIVES`. Each archive's SHA-256 is checked when it is unpacked

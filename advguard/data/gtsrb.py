@@ -5,6 +5,7 @@ frames of every training track). With internet, :func:`build_from_official` make
 same file from the official archives. Validation is split by physical-sign track,
 never randomly, because the frames of one track show the same sign.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,15 +22,49 @@ from ..errors import DatasetNotFoundError
 from .fetch import download
 
 CLASSES = [
-    "speed limit 20", "speed limit 30", "speed limit 50", "speed limit 60", "speed limit 70",
-    "speed limit 80", "end of speed limit 80", "speed limit 100", "speed limit 120", "no passing",
-    "no passing for trucks", "right of way at next intersection", "priority road", "yield", "stop",
-    "no vehicles", "trucks prohibited", "no entry", "general caution", "dangerous curve left",
-    "dangerous curve right", "double curve", "bumpy road", "slippery road", "road narrows on the right",
-    "road work", "traffic signals", "pedestrians", "children crossing", "bicycles crossing",
-    "beware of ice/snow", "wild animals crossing", "end of all limits", "turn right ahead",
-    "turn left ahead", "ahead only", "go straight or right", "go straight or left", "keep right",
-    "keep left", "roundabout mandatory", "end of no passing", "end of no passing for trucks",
+    "speed limit 20",
+    "speed limit 30",
+    "speed limit 50",
+    "speed limit 60",
+    "speed limit 70",
+    "speed limit 80",
+    "end of speed limit 80",
+    "speed limit 100",
+    "speed limit 120",
+    "no passing",
+    "no passing for trucks",
+    "right of way at next intersection",
+    "priority road",
+    "yield",
+    "stop",
+    "no vehicles",
+    "trucks prohibited",
+    "no entry",
+    "general caution",
+    "dangerous curve left",
+    "dangerous curve right",
+    "double curve",
+    "bumpy road",
+    "slippery road",
+    "road narrows on the right",
+    "road work",
+    "traffic signals",
+    "pedestrians",
+    "children crossing",
+    "bicycles crossing",
+    "beware of ice/snow",
+    "wild animals crossing",
+    "end of all limits",
+    "turn right ahead",
+    "turn left ahead",
+    "ahead only",
+    "go straight or right",
+    "go straight or left",
+    "keep right",
+    "keep left",
+    "roundabout mandatory",
+    "end of no passing",
+    "end of no passing for trucks",
 ]
 STOP = 14
 FILE = "gtsrb32.npz"
@@ -75,8 +110,13 @@ def build_from_official(train_zip: Path, test_zip: Path, test_gt_zip: Path, out:
             xt.append(_resize(z.read(n)))
             yt.append(labels[Path(n).name])
     with atomic_path(out) as tmp:
-        np.savez(tmp, x_train=np.stack(xs), y_train=np.asarray(ys, np.int64),
-                 x_test=np.stack(xt), y_test=np.asarray(yt, np.int64))
+        np.savez(
+            tmp,
+            x_train=np.stack(xs),
+            y_train=np.asarray(ys, np.int64),
+            x_test=np.stack(xt),
+            y_test=np.asarray(yt, np.int64),
+        )
     return out
 
 
@@ -103,8 +143,9 @@ def load(root: Path, split: str, url: str | None = BASE_URL) -> dict:
             part = "test" if split == "test" else "train"
             x, y = f[f"x_{part}"], f[f"y_{part}"].astype(np.int64)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise DatasetNotFoundError(f"corrupt GTSRB file {path} ({type(e).__name__}: {e}); delete it and re-run "
-                                   "`advguard setup`.") from e
+        raise DatasetNotFoundError(
+            f"corrupt GTSRB file {path} ({type(e).__name__}: {e}); delete it and re-run `advguard setup`."
+        ) from e
     x = x.transpose(0, 3, 1, 2).copy()
     if split == "test":
         return dict(x=x, y=y, classes=CLASSES, source="gtsrb32", groups=None)

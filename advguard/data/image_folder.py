@@ -3,6 +3,7 @@
 Every file is read with :func:`advguard.data.imageio.read_image` (every mode read correctly or refused, EXIF
 orientation applied, strict decoding, decoded-size bound); the first bad file raises an InputError naming it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,13 @@ from .imageio import load_image_files
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
 
 
-def load(path: Path, size: tuple[int, int] | None = None, mode: str = "RGB",
-         resize: int | None = None, crop: int | None = None) -> dict:
+def load(
+    path: Path,
+    size: tuple[int, int] | None = None,
+    mode: str = "RGB",
+    resize: int | None = None,
+    crop: int | None = None,
+) -> dict:
     root = Path(path).expanduser()
     if root.exists() and not root.is_dir():
         raise DatasetNotFoundError(f"image folder {root} is a file, not a folder (expected root/<class>/<image>)")
@@ -33,5 +39,10 @@ def load(path: Path, size: tuple[int, int] | None = None, mode: str = "RGB",
     if not paths:
         raise DatasetNotFoundError(f"no image files ({', '.join(sorted(EXTENSIONS))}) under {root}")
     x = load_image_files(paths, mode, size=size, resize=resize, crop=crop, desc=f"read {root.name}")
-    return dict(x=x, y=np.asarray(labels, np.int64), classes=classes, source=f"image-folder:{root}",
-                meta={"files": [str(p) for p in paths]})
+    return dict(
+        x=x,
+        y=np.asarray(labels, np.int64),
+        classes=classes,
+        source=f"image-folder:{root}",
+        meta={"files": [str(p) for p in paths]},
+    )

@@ -7,6 +7,7 @@ decoding would need more than :data:`MAX_DECODED_BYTES` of memory (checked from 
 decoding), a truncated file, a JPEG whose entropy-coded data libjpeg reports as corrupt, a decoder warning,
 and a float image with values outside [0, 1].
 """
+
 from __future__ import annotations
 
 import io
@@ -39,8 +40,11 @@ MAX_DECODED_BYTES = 256 * 2**20
 #: Formats read_image opens (Pillow plugin names); anything else (EPS, PSD, ICO, ...) is refused.
 FORMATS = ("PNG", "JPEG", "BMP", "DIB", "PPM", "WEBP", "TIFF", "GIF")  # JPEG also opens MPO files
 #: libjpeg warnings that mean the compressed data is damaged (the pixels are partly invented).
-_JPEG_CORRUPT = re.compile(r"Corrupt JPEG data|Premature end of JPEG file|Inconsistent progression sequence|"
-                           r"Bogus |JPEG datastream contains no image", re.IGNORECASE)
+_JPEG_CORRUPT = re.compile(
+    r"Corrupt JPEG data|Premature end of JPEG file|Inconsistent progression sequence|"
+    r"Bogus |JPEG datastream contains no image",
+    re.IGNORECASE,
+)
 
 # Decoding runs under one lock: Pillow's truncated-image switch and Python's warning filters are global state,
 # and the JPEG check redirects file descriptor 2 while libjpeg runs.
@@ -77,8 +81,11 @@ def _decoded_bytes_estimate(im: Image.Image, mode: str) -> int:
     w, h = im.size
     native = _bytes_per_pixel(im.mode)
     out_ch = 3 if mode == "RGB" else 1
-    converted = 0 if im.mode == mode else _bytes_per_pixel(mode) + (8 if im.mode in ("I", "F") or
-                                                                    im.mode.startswith("I;16") else 0)
+    converted = (
+        0
+        if im.mode == mode
+        else _bytes_per_pixel(mode) + (8 if im.mode in ("I", "F") or im.mode.startswith("I;16") else 0)
+    )
     return w * h * (native + converted + out_ch)
 
 
@@ -140,13 +147,15 @@ def _to_uint8(im: Image.Image, mode: str, p: Path) -> np.ndarray:
                 raise InputError(
                     f"cannot read image {p}: 32-bit float image with values outside [0, 1] "
                     f"(min {lo:.4g}, max {hi:.4g}{', NaN/inf present' if not np.isfinite(a).all() else ''}); "
-                    "advguard reads float images only as [0, 1] intensities. Convert it to 8 or 16 bits.")
+                    "advguard reads float images only as [0, 1] intensities. Convert it to 8 or 16 bits."
+                )
             g = np.rint(a * 255)
         else:  # 16-bit (I;16*) or 32-bit integer ("I", which Pillow also uses for 16-bit PNG/TIFF)
             if a.min() < 0 or a.max() > 65535:
                 raise InputError(
                     f"cannot read image {p}: 32-bit integer image with values outside 0..65535 "
-                    f"(min {a.min()}, max {a.max()}); only 8- and 16-bit intensities are read.")
+                    f"(min {a.min()}, max {a.max()}); only 8- and 16-bit intensities are read."
+                )
             g = (a.astype(np.uint32) * 255 + 32767) // 65535  # round(v * 255 / 65535)
         g = g.astype(np.uint8)
         return np.repeat(g[:, :, None], 3, axis=2) if mode == "RGB" else g[:, :, None]
@@ -156,8 +165,9 @@ def _to_uint8(im: Image.Image, mode: str, p: Path) -> np.ndarray:
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 
-def read_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
-               max_bytes: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike, mode: str = "RGB", max_pixels: int = MAX_PIXELS, max_bytes: int | None = None
+) -> np.ndarray:
     """Read an image file as an HWC uint8 array in ``mode`` ("RGB" or "L"), EXIF orientation applied.
 
     Modes: 8-bit grey, RGB, palette ("P", "PA"), 1-bit, CMYK and YCbCr are converted with Pillow; 16-bit
@@ -190,8 +200,7 @@ def read_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = MAX
     if st.st_size == 0:
         raise InputError(f"image file is empty: {p}")
     if st.st_size > MAX_FILE_BYTES:
-        raise InputError(
-            f"image file is too large ({st.st_size / 2**20:.0f} MiB > {MAX_FILE_BYTES // 2**20} MiB): {p}")
+        raise InputError(f"image file is too large ({st.st_size / 2**20:.0f} MiB > {MAX_FILE_BYTES // 2**20} MiB): {p}")
     try:
         with open(p, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
@@ -245,21 +254,35 @@ def _decode(data: bytes, p: Path, mode: str, max_pixels: int, limit: int) -> tup
                 raise InputError(
                     f"image is too large to decode: {p} is {w}x{h} {im.mode} ({len(data) / 2**10:.0f} KiB on "
                     f"disk) and needs ~{need / 2**20:.0f} MiB decoded > the limit of {limit / 2**20:.0f} MiB "
-                    "(raise it with max_bytes= or $ADVGUARD_MAX_IMAGE_MB)")
+                    "(raise it with max_bytes= or $ADVGUARD_MAX_IMAGE_MB)"
+                )
             im.load()
             im = ImageOps.exif_transpose(im)
             return _to_uint8(im, mode, p), fmt
     except InputError:
         raise
     except UnidentifiedImageError:
-        raise InputError(f"cannot read image {p}: not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} file "
-                         "(or a damaged one)") from None
+        raise InputError(
+            f"cannot read image {p}: not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} file (or a damaged one)"
+        ) from None
     except Image.DecompressionBombError as e:
         raise InputError(f"image is too large: {p} ({e})") from e
     except MemoryError as e:
         raise InputError(f"cannot read image {p}: out of memory while decoding") from e
-    except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, struct.error,
-            ZeroDivisionError, OverflowError, EOFError, AttributeError, RuntimeError) as e:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        struct.error,
+        ZeroDivisionError,
+        OverflowError,
+        EOFError,
+        AttributeError,
+        RuntimeError,
+    ) as e:
         # Pillow's plugins raise all of these on damaged files; none of them is a bug in the caller.
         raise InputError(f"cannot read image {p}: {type(e).__name__}: {e}") from e
 
@@ -284,8 +307,12 @@ def resize_exact(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_image_files(
-    paths: list[Path], mode: str = "RGB", size: tuple[int, int] | None = None,
-    resize: int | None = None, crop: int | None = None, desc: str = "read images",
+    paths: list[Path],
+    mode: str = "RGB",
+    size: tuple[int, int] | None = None,
+    resize: int | None = None,
+    crop: int | None = None,
+    desc: str = "read images",
 ) -> np.ndarray:
     """Read many image files into one NCHW uint8 array (threads: file reading and resizing run in parallel;
     decoding itself is serialised, see :func:`read_image`)."""
@@ -302,8 +329,9 @@ def load_image_files(
         return a
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 1) * 2))) as ex:
-        imgs = list(tqdm(ex.map(one, paths, chunksize=64), total=len(paths), desc=desc, leave=False,
-                         disable=len(paths) < 2000))
+        imgs = list(
+            tqdm(ex.map(one, paths, chunksize=64), total=len(paths), desc=desc, leave=False, disable=len(paths) < 2000)
+        )
     shapes = {a.shape for a in imgs}
     if len(shapes) > 1:
         raise InputError(f"images have different sizes {sorted(shapes)[:3]}...; pass size= to resize them.")

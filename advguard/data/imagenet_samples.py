@@ -5,6 +5,7 @@ name). With internet, :func:`build_from_github` lays out the public sample repos
 (files ``<wnid>_<name>.JPEG``) the same way. Note: the photos may come from ImageNet's
 train split, so accuracy on them is optimistic.
 """
+
 from __future__ import annotations
 
 import csv

@@ -12,6 +12,7 @@ size would first have its short side resized to ``resize``, bilinear). Order: th
 ``indices[i]``. Class names: the first name of each ``synset_words.txt`` line (the same 1,000 names, in
 the same order, as ``imagenet-samples``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,8 +60,10 @@ def read_labels(folder: Path) -> list[tuple[str, int]]:
 def load(root: Path, split: str, size: int = 224, resize: int = 227) -> dict:
     folder = Path(root) / FOLDER
     if not folder.exists():
-        raise DatasetNotFoundError(f"ImageNet validation images not found in {folder}. Run `advguard setup` "
-                                   "to unpack the offline mirror (imagenet-val1300.tar.gz).")
+        raise DatasetNotFoundError(
+            f"ImageNet validation images not found in {folder}. Run `advguard setup` "
+            "to unpack the offline mirror (imagenet-val1300.tar.gz)."
+        )
     # A cheap check (file count) on every load; the full one (every file, its size) before decoding.
     marker = verify_folder(folder, full=False)
     classes = [name for _, name in read_synsets(folder)]
@@ -68,12 +71,17 @@ def load(root: Path, split: str, size: int = 224, resize: int = 227) -> dict:
 
     def build() -> dict[str, np.ndarray]:
         verify_folder(folder, full=True)
-        x = load_image_files([folder / "images" / f for f, _ in rows], "RGB", resize=resize, crop=size,
-                             desc="decode ImageNet val")
+        x = load_image_files(
+            [folder / "images" / f for f, _ in rows], "RGB", resize=resize, crop=size, desc="decode ImageNet val"
+        )
         return {"x": x, "y": np.asarray([lab for _, lab in rows], np.int64)}
 
     # Named after the verified archive: a cache decoded from another version of the folder is never used.
-    arrays = cached_arrays(root / "cache" / f"imagenet-val1300-{resize}-{size}-{marker['sha256'][:12]}.npz",
-                           build)
-    return dict(x=arrays["x"], y=arrays["y"], classes=classes, source="imagenet-val1300",
-                meta={"files": [f for f, _ in rows], "crop": f"centre {size} of {resize}"})
+    arrays = cached_arrays(root / "cache" / f"imagenet-val1300-{resize}-{size}-{marker['sha256'][:12]}.npz", build)
+    return dict(
+        x=arrays["x"],
+        y=arrays["y"],
+        classes=classes,
+        source="imagenet-val1300",
+        meta={"files": [f for f, _ in rows], "crop": f"centre {size} of {resize}"},
+    )

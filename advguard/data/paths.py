@@ -1,4 +1,5 @@
 """Where datasets live: ``--data-dir`` > ``$ADVGUARD_DATA`` > the user cache dir; where the offline mirror is."""
+
 from __future__ import annotations
 
 import os

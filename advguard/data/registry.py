@@ -1,4 +1,5 @@
 """``load_dataset(name, split, ...)``: the one entry point to every dataset advguard knows."""
+
 from __future__ import annotations
 
 import os
@@ -26,23 +27,70 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in [
-        DatasetInfo("fashion-mnist", ("train", "test"), (1, 28, 28), 10,
-                    "Fashion-MNIST, 60k/10k grey 28x28 (Debian package or official IDX files)", fashion_mnist.load),
-        DatasetInfo("cifar10", ("train", "test"), (3, 32, 32), 10,
-                    "CIFAR-10, 50k/10k RGB 32x32 (official pickles; offline: lossless test set, JPEG copy for "
-                    "train)", cifar10.load),
-        DatasetInfo("gtsrb", ("train", "val", "trainval", "test"), (3, 32, 32), 43,
-                    "GTSRB traffic signs at 32x32, validation split by physical-sign track", gtsrb.load),
-        DatasetInfo("imagenet-samples", ("test",), (3, 224, 224), 1000,
-                    "1,000 ImageNet photos, one per class, resize 256 + centre crop 224", imagenet_samples.load),
-        DatasetInfo("imagenet-val", ("test",), (3, 224, 224), 1000,
-                    "1,300 ILSVRC-2012 validation images with labels, 227 px, centre crop 224", imagenet_val.load),
-        DatasetInfo("rp2-lisa-victims", ("test",), (3, 32, 32), 18,
-                    "RP2's 40 LISA stop signs (label 14 of LISA-CNN's 18 outputs)", rp2.load_lisa_victims),
-        DatasetInfo("rp2-gtsrb-victims", ("test",), (3, 256, 256), 43,
-                    "RP2's 40 GTSRB-attack stop signs at 256 px (label 14, GTSRB Stop)", rp2.load_gtsrb_victims),
-        DatasetInfo("image-folder", ("all",), (3, 0, 0), 0,
-                    "your own images: root/<class>/<file>; pass path=...", image_folder.load),
+        DatasetInfo(
+            "fashion-mnist",
+            ("train", "test"),
+            (1, 28, 28),
+            10,
+            "Fashion-MNIST, 60k/10k grey 28x28 (Debian package or official IDX files)",
+            fashion_mnist.load,
+        ),
+        DatasetInfo(
+            "cifar10",
+            ("train", "test"),
+            (3, 32, 32),
+            10,
+            "CIFAR-10, 50k/10k RGB 32x32 (official pickles; offline: lossless test set, JPEG copy for train)",
+            cifar10.load,
+        ),
+        DatasetInfo(
+            "gtsrb",
+            ("train", "val", "trainval", "test"),
+            (3, 32, 32),
+            43,
+            "GTSRB traffic signs at 32x32, validation split by physical-sign track",
+            gtsrb.load,
+        ),
+        DatasetInfo(
+            "imagenet-samples",
+            ("test",),
+            (3, 224, 224),
+            1000,
+            "1,000 ImageNet photos, one per class, resize 256 + centre crop 224",
+            imagenet_samples.load,
+        ),
+        DatasetInfo(
+            "imagenet-val",
+            ("test",),
+            (3, 224, 224),
+            1000,
+            "1,300 ILSVRC-2012 validation images with labels, 227 px, centre crop 224",
+            imagenet_val.load,
+        ),
+        DatasetInfo(
+            "rp2-lisa-victims",
+            ("test",),
+            (3, 32, 32),
+            18,
+            "RP2's 40 LISA stop signs (label 14 of LISA-CNN's 18 outputs)",
+            rp2.load_lisa_victims,
+        ),
+        DatasetInfo(
+            "rp2-gtsrb-victims",
+            ("test",),
+            (3, 256, 256),
+            43,
+            "RP2's 40 GTSRB-attack stop signs at 256 px (label 14, GTSRB Stop)",
+            rp2.load_gtsrb_victims,
+        ),
+        DatasetInfo(
+            "image-folder",
+            ("all",),
+            (3, 0, 0),
+            0,
+            "your own images: root/<class>/<file>; pass path=...",
+            image_folder.load,
+        ),
     ]
 }
 
@@ -80,8 +128,14 @@ def load_dataset(
         raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
     positions = raw.get("positions", np.arange(len(raw["y"])))
     ds = ImageDataset(
-        x=raw["x"], y=raw["y"], classes=list(raw["classes"]), name=name, split=split,
-        source=raw["source"], indices=np.asarray(positions, np.int64), groups=raw.get("groups"),
+        x=raw["x"],
+        y=raw["y"],
+        classes=list(raw["classes"]),
+        name=name,
+        split=split,
+        source=raw["source"],
+        indices=np.asarray(positions, np.int64),
+        groups=raw.get("groups"),
         meta=raw.get("meta", {}),
     )
     if limit is not None:

@@ -17,6 +17,7 @@ Both victim sets hold files ``1.png`` .. ``41.png`` (no ``14.png``), loaded in n
 ``meta["files"][i]`` is the file of ``indices[i]``. Their one split is ``test``. ``size=(h, w)`` (or an
 int) resizes the images on load (bilinear, Pillow), e.g. ``size=32`` for the GTSRB victims.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,9 @@ def lisa_classes(root: str | os.PathLike | None = None) -> list[str]:
     path = rp2_dir(root) / "lisa-classes.txt"
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(names) != 17 or names[LISA_STOP - 1] != "stop":
-        raise DatasetNotFoundError(f"{path} does not hold the 17 LISA class names with 'stop' on line "
-                                   f"{LISA_STOP}. Re-run `advguard setup`.")
+        raise DatasetNotFoundError(
+            f"{path} does not hold the 17 LISA class names with 'stop' on line {LISA_STOP}. Re-run `advguard setup`."
+        )
     return [UNNAMED] + names
 
 
@@ -66,8 +68,11 @@ def _size(size) -> tuple[int, int] | None:
         return None
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (int(size), int(size))
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size)):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
         raise ParameterError(f"size must be a positive int or (height, width), got {size!r}")
     return int(size[0]), int(size[1])
 
@@ -98,8 +103,13 @@ def _victims(root: Path, sub: str, label: int, classes: list[str], source: str, 
     if len(files) != 40:
         raise DatasetNotFoundError(f"{folder / sub} holds {len(files)} images, expected 40. Re-run `advguard setup`.")
     x = load_image_files(files, "RGB", size=_size(size), desc=f"read {sub}")
-    return dict(x=x, y=np.full(len(files), label, np.int64), classes=classes, source=source,
-                meta={"files": [p.name for p in files]})
+    return dict(
+        x=x,
+        y=np.full(len(files), label, np.int64),
+        classes=classes,
+        source=source,
+        meta={"files": [p.name for p in files]},
+    )
 
 
 def load_lisa_victims(root: Path, split: str, size=None) -> dict:

@@ -18,6 +18,7 @@ layer's activation when the caller names it (``after="relu1"`` for the zoo's ``g
 after the first ``nn.Conv2d``; the non-differentiable |.| of TV is replaced by the Charbonnier
 approximation sqrt(d^2 + eps^2) (the paper says only "an approximation").
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,7 +46,7 @@ def blur_kernel(size: int, kind: str = "box") -> torch.Tensor:
     else:
         sigma = 0.3 * ((size - 1) / 2 - 1) + 0.8
         r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-        g = torch.exp(-r ** 2 / (2 * sigma ** 2))
+        g = torch.exp(-(r**2) / (2 * sigma**2))
         k = g[:, None] * g[None, :]
     return k / k.sum()
 
@@ -57,8 +58,9 @@ class DepthwiseBlur(nn.Module):
     def __init__(self, channels: int, size: int = 3, kind: str = "box", trainable: bool = False):
         super().__init__()
         self.channels, self.size, self.kind = int(channels), int(size), kind
-        self.conv = nn.Conv2d(channels, channels, size, padding=size // 2, groups=channels, bias=False,
-                              padding_mode="reflect")
+        self.conv = nn.Conv2d(
+            channels, channels, size, padding=size // 2, groups=channels, bias=False, padding_mode="reflect"
+        )
         with torch.no_grad():
             self.conv.weight.copy_(blur_kernel(size, kind).expand(channels, 1, size, size))
         self.conv.weight.requires_grad_(trainable)
@@ -69,8 +71,10 @@ class DepthwiseBlur(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if min(x.shape[-2:]) <= self.size // 2:  # reflect padding needs a map wider than the pad
-            raise ValueError(f"a {self.size}x{self.size} blur needs maps larger than {self.size // 2} pixels, "
-                             f"got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"a {self.size}x{self.size} blur needs maps larger than {self.size // 2} pixels, "
+                f"got {tuple(x.shape[-2:])}"
+            )
         return self.conv(x)
 
     def extra_repr(self) -> str:
@@ -101,8 +105,9 @@ def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, last, new)
 
 
-def feature_blur(module: nn.Module, size: int = 3, kind: str = "box", *, trainable: bool = False,
-                 after: str | None = None) -> nn.Module:
+def feature_blur(
+    module: nn.Module, size: int = 3, kind: str = "box", *, trainable: bool = False, after: str | None = None
+) -> nn.Module:
     """A copy of ``module`` with a depthwise blur on its first layer's feature maps (paper Section 3).
 
     ``after`` names the sub-module whose output is blurred (e.g. the first activation, ``"relu1"``);
@@ -180,11 +185,17 @@ def build_defense(base: nn.Module, defense: dict) -> nn.Module:
     (``kind`` in :data:`DEFENSES`, ``size``, ``filter``, ``trainable``, ``after``, ``alpha``)."""
     kind = defense.get("kind")
     if kind == "feature-blur":
-        return feature_blur(base, int(defense.get("size", 3)), defense.get("filter", "box"),
-                            trainable=bool(defense.get("trainable", False)), after=defense.get("after"))
+        return feature_blur(
+            base,
+            int(defense.get("size", 3)),
+            defense.get("filter", "box"),
+            trainable=bool(defense.get("trainable", False)),
+            after=defense.get("after"),
+        )
     if kind == "input-blur":
-        return input_blur(base, int(defense.get("size", 3)), defense.get("filter", "box"),
-                          channels=first_conv(base)[1].in_channels)
+        return input_blur(
+            base, int(defense.get("size", 3)), defense.get("filter", "box"), channels=first_conv(base)[1].in_channels
+        )
     if kind == "tv":
         return copy.deepcopy(base)  # TV changes only the training loss
     raise unknown_name("BlurNet defence", str(kind), list(DEFENSES))
@@ -201,6 +212,7 @@ def training_penalty(module: nn.Module, defense: dict) -> Callable[[nn.Module], 
 
 
 # ---- Figure 2: spectra of first-layer feature maps ----
+
 
 def log_spectrum(maps: np.ndarray | torch.Tensor) -> np.ndarray:
     """log(1 + |FFT2|), shifted so low frequencies sit in the centre, scaled to [0, 1] per map (..., H, W)."""
@@ -224,15 +236,20 @@ def first_layer_maps(module: nn.Module, x: torch.Tensor, layer: str | None = Non
     return got[0]
 
 
-def feature_spectra(maps_clean: torch.Tensor, maps_adv: torch.Tensor, size: int = 5, kind: str = "box"
-                    ) -> dict[str, np.ndarray]:
+def feature_spectra(
+    maps_clean: torch.Tensor, maps_adv: torch.Tensor, size: int = 5, kind: str = "box"
+) -> dict[str, np.ndarray]:
     """Figure 2's four columns for maps (K, h, w) of one image: spectra of the clean and stickered maps,
     of their difference, and of the difference after a ``size`` blur of the maps."""
     blur = DepthwiseBlur(maps_clean.shape[0], size, kind)
     with torch.no_grad():
         diff_blur = blur(maps_adv[None])[0] - blur(maps_clean[None])[0]
-    return {"clean": log_spectrum(maps_clean), "stickered": log_spectrum(maps_adv),
-            "difference": log_spectrum(maps_adv - maps_clean), "blurred difference": log_spectrum(diff_blur)}
+    return {
+        "clean": log_spectrum(maps_clean),
+        "stickered": log_spectrum(maps_adv),
+        "difference": log_spectrum(maps_adv - maps_clean),
+        "blurred difference": log_spectrum(diff_blur),
+    }
 
 
 def high_frequency_share(maps: torch.Tensor, radius: float = 0.25) -> torch.Tensor:
@@ -242,7 +259,7 @@ def high_frequency_share(maps: torch.Tensor, radius: float = 0.25) -> torch.Tens
     p = torch.fft.fft2(a).abs() ** 2
     fy = torch.fft.fftfreq(a.shape[-2])[:, None]
     fx = torch.fft.fftfreq(a.shape[-1])[None, :]
-    high = (torch.sqrt(fy ** 2 + fx ** 2) > radius).to(p.dtype)
+    high = (torch.sqrt(fy**2 + fx**2) > radius).to(p.dtype)
     return (p * high).sum((-2, -1)) / p.sum((-2, -1)).clamp_min(1e-20)
 
 
@@ -258,8 +275,7 @@ def plot_spectra(columns: dict[str, np.ndarray], path, channels: list[int] | Non
     names = list(columns)
     k = next(iter(columns.values())).shape[0]
     channels = channels if channels is not None else list(range(min(k, 6)))
-    fig, axes = plt.subplots(len(channels), len(names), figsize=(2.0 * len(names), 2.0 * len(channels)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(channels), len(names), figsize=(2.0 * len(names), 2.0 * len(channels)), squeeze=False)
     for r, c in enumerate(channels):
         for j, n in enumerate(names):
             ax = axes[r][j]
@@ -276,4 +292,3 @@ def plot_spectra(columns: dict[str, np.ndarray], path, channels: list[int] | Non
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
-

@@ -1,4 +1,5 @@
 """Detectors: one protocol (fit / score / calibrate / predict / save / load), chosen by name."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,6 +29,22 @@ def make_detector(name: str, classifier: Classifier, **params: Any) -> Detector:
     return DETECTORS[name](classifier, **params)
 
 
-__all__ = ["DECISION_MODELS", "DETECTORS", "CNNDetector", "ConfidenceDetector", "EraseRestore", "EraseRestoreDistance",
-           "ImageOps", "LeaveOneOut", "Detector", "FeatureSqueezing", "NotFittedError", "SentiNet", "TaintRadar",
-           "decision_scores", "make_decision_model", "make_detector", "register_detector"]
+__all__ = [
+    "DECISION_MODELS",
+    "DETECTORS",
+    "CNNDetector",
+    "ConfidenceDetector",
+    "EraseRestore",
+    "EraseRestoreDistance",
+    "ImageOps",
+    "LeaveOneOut",
+    "Detector",
+    "FeatureSqueezing",
+    "NotFittedError",
+    "SentiNet",
+    "TaintRadar",
+    "decision_scores",
+    "make_decision_model",
+    "make_detector",
+    "register_detector",
+]

@@ -14,6 +14,7 @@ data only** for a target false-positive rate, never tuned per attack:
 booleans at the calibrated threshold; ``save``/``load`` use a pickle-free file. Following
 scikit-learn, ``__init__`` only stores parameters and ``fit`` returns ``self``.
 """
+
 from __future__ import annotations
 
 import abc
@@ -46,13 +47,15 @@ def parameter_names(cls: type) -> set[str]:
 
 def check_rate(name: str, value: Any, *, low: float = 0.0, high: float = 1.0, closed: bool = False) -> float:
     """``value`` as a float in (low, high) (or [low, high] with ``closed``; ``high`` may be inf)."""
-    return float(check_number(name, value, lo=low, hi=None if math.isinf(high) else high,
-                              lo_open=not closed, hi_open=not closed))
+    return float(
+        check_number(name, value, lo=low, hi=None if math.isinf(high) else high, lo_open=not closed, hi_open=not closed)
+    )
 
 
 @overload
-def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None,
-                optional: Literal[False] = False) -> int: ...
+def check_count(
+    name: str, value: Any, *, low: int = 1, high: int | None = None, optional: Literal[False] = False
+) -> int: ...
 @overload
 def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool) -> int | None: ...
 def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool = False) -> int | None:
@@ -80,6 +83,7 @@ def register_detector(name: str | None = None) -> Callable[[D], D]:
         class MyDetector(Detector):
             ...
     """
+
     def deco(cls: D) -> D:
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
             raise TypeError(f"register_detector: {cls!r} is not a Detector subclass")
@@ -92,6 +96,7 @@ def register_detector(name: str | None = None) -> Callable[[D], D]:
             cls.name = key
         DETECTORS[key] = cls
         return cls
+
     return deco
 
 
@@ -158,7 +163,9 @@ class Detector(abc.ABC):
     default_decision_model: str | None = None
     #: name -> check(value, checked parameters so far, detector) -> the normalised value, in checking order
     _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict[str, Any], Detector], Any]]] = {
-        "fpr": _check_fpr, "seed": _check_seed, "decision_model": _check_decision_model,
+        "fpr": _check_fpr,
+        "seed": _check_seed,
+        "decision_model": _check_decision_model,
         "decision_params": _check_decision_params,
     }
     #: constructor parameters stored under another attribute (their own name is a method or property)
@@ -169,11 +176,20 @@ class Detector(abc.ABC):
     #: constructor parameters the detector accepts but ignores (left out of :meth:`get_params`)
     _ignored_params: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, classifier: Classifier, *, fpr: float = 0.05, decision_model: str | None = None,
-                 decision_params: dict[str, Any] | None = None, seed: int = 0, **unknown: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        fpr: float = 0.05,
+        decision_model: str | None = None,
+        decision_params: dict[str, Any] | None = None,
+        seed: int = 0,
+        **unknown: Any,
+    ):
         if not isinstance(classifier, Classifier):
-            raise ParameterError(f"{self.name}: classifier must be an advguard.Classifier, got "
-                                 f"{type(classifier).__name__}")
+            raise ParameterError(
+                f"{self.name}: classifier must be an advguard.Classifier, got {type(classifier).__name__}"
+            )
         check_keywords(self.name, unknown, parameter_names(type(self)))
         self.classifier = classifier
         self.fpr = fpr
@@ -215,8 +231,9 @@ class Detector(abc.ABC):
             checked.setdefault(name, raw[name])
         for name in BASE_PARAMETERS:  # a subclass whose signature leaves them out still has the base's values
             if name not in checked:
-                checked[name] = Detector._parameter_constraints[name](getattr(self, name, None) if name != "fpr"
-                                                                      else getattr(self, name, 0.05), checked, self)
+                checked[name] = Detector._parameter_constraints[name](
+                    getattr(self, name, None) if name != "fpr" else getattr(self, name, 0.05), checked, self
+                )
         self.__dict__["_param_cache"] = (raw, checked)
         return checked
 
@@ -253,8 +270,9 @@ class Detector(abc.ABC):
                 if "__" in k:
                     continue
                 if k == "classifier" and not isinstance(v, Classifier):
-                    raise ParameterError(f"{self.name}: classifier must be an advguard.Classifier, got "
-                                         f"{type(v).__name__}")
+                    raise ParameterError(
+                        f"{self.name}: classifier must be an advguard.Classifier, got {type(v).__name__}"
+                    )
                 setattr(self, self._param_attributes.get(k, k), v)
             for k, sub in nested.items():
                 getattr(self, self._param_attributes.get(k, k)).set_params(**sub)
@@ -279,8 +297,11 @@ class Detector(abc.ABC):
         """Read-only: the detector's own parameters (not fpr, seed, decision model), as checked and resolved
         (e.g. TaintRadar's default ``layer`` and ``k_max``). A fresh dict: change parameters with
         :meth:`set_params`."""
-        return {k: v for k, v in self._checked_params().items()
-                if k not in BASE_PARAMETERS and k not in self._unsaved_params and k not in self._ignored_params}
+        return {
+            k: v
+            for k, v in self._checked_params().items()
+            if k not in BASE_PARAMETERS and k not in self._unsaved_params and k not in self._ignored_params
+        }
 
     def _saved_params(self) -> dict[str, Any]:
         """The parameters written to a detector file (JSON-able; what ``Detector.load`` rebuilds it from)."""
@@ -327,16 +348,21 @@ class Detector(abc.ABC):
         start = time.perf_counter()
         with PeakMemory() as mem:
             f = np.asarray(self.features(t), dtype=np.float64)
-        cost = CostReport(n=t.shape[0], seconds=time.perf_counter() - start,
-                          passes=self.classifier.num_passes - passes0, peak_mb=mem.peak_mb)
+        cost = CostReport(
+            n=t.shape[0],
+            seconds=time.perf_counter() - start,
+            passes=self.classifier.num_passes - passes0,
+            peak_mb=mem.peak_mb,
+        )
         self.last_cost_ = cost.as_dict()
         if f.ndim != 2 or f.shape[0] != t.shape[0]:
             raise AdvguardError(f"{self.name}: features have shape {f.shape}, expected ({t.shape[0]}, d)")
         return f
 
     @final
-    def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-            **fit_params: Any) -> Self:
+    def fit(
+        self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
+    ) -> Self:
         """Fit on clean images (unsupervised; ``x_adv`` must be None) or clean + adversarial images (supervised),
         calibrating the threshold at :attr:`fpr`; returns ``self``. The parameters are checked first.
         ``fit_params`` go to detectors that take more (the CNN detector's ``dev=``)."""
@@ -344,8 +370,9 @@ class Detector(abc.ABC):
         self._checked_params()
         return self._fit_images(x_clean, x_adv, **fit_params)
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-                    **fit_params: Any) -> Self:
+    def _fit_images(
+        self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
+    ) -> Self:
         """The fitting behind :meth:`fit` (parameters already checked): features, then :meth:`fit_features`."""
         if fit_params:
             raise ParameterTypeError(f"{self.name}.fit takes no keyword {', '.join(map(repr, fit_params))}")
@@ -401,16 +428,19 @@ class Detector(abc.ABC):
         if n < need:
             import warnings
 
-            warnings.warn(f"{self.name}: {n} clean images cannot resolve FPR {fpr:g} (needs at least {need}); "
-                          "the threshold is the largest clean score", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.name}: {n} clean images cannot resolve FPR {fpr:g} (needs at least {need}); "
+                "the threshold is the largest clean score",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _set_threshold(self, clean_scores: np.ndarray) -> None:
         """Threshold at :attr:`fpr` of these clean scores; their range is recorded (a saved threshold outside
         it is refused at load)."""
         s = np.asarray(clean_scores, dtype=np.float64)
         if not np.isfinite(s).all():
-            raise AdvguardError(f"{self.name}: {int((~np.isfinite(s)).sum())} clean calibration scores are not "
-                                "finite")
+            raise AdvguardError(f"{self.name}: {int((~np.isfinite(s)).sum())} clean calibration scores are not finite")
         self.threshold_ = float(threshold_at_fpr(s, self._checked_params()["fpr"]))
         self.calibration_ = {"n": int(len(s)), "min": float(s.min()), "max": float(s.max())}
 
@@ -429,14 +459,17 @@ class Detector(abc.ABC):
     @overload
     def score(self, x: np.ndarray | torch.Tensor, return_report: Literal[False] = False) -> np.ndarray: ...
     @overload
-    def score(self, x: np.ndarray | torch.Tensor,
-              return_report: Literal[True]) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def score(
+        self, x: np.ndarray | torch.Tensor, return_report: Literal[True]
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
     @overload
-    def score(self, x: np.ndarray | torch.Tensor,
-              return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def score(
+        self, x: np.ndarray | torch.Tensor, return_report: bool
+    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
     @final
-    def score(self, x: np.ndarray | torch.Tensor,
-              return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
+    def score(
+        self, x: np.ndarray | torch.Tensor, return_report: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report`` also a list
         of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`."""
         self._check_fitted()
@@ -445,10 +478,12 @@ class Detector(abc.ABC):
     @overload
     def _score(self, x: np.ndarray | torch.Tensor, return_report: Literal[False] = False) -> np.ndarray: ...
     @overload
-    def _score(self, x: np.ndarray | torch.Tensor,
-               return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
-    def _score(self, x: np.ndarray | torch.Tensor,
-               return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
+    def _score(
+        self, x: np.ndarray | torch.Tensor, return_report: bool
+    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def _score(
+        self, x: np.ndarray | torch.Tensor, return_report: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         f = self.extract(x)
         s = self.score_features(f)
         if not return_report:
@@ -456,8 +491,11 @@ class Detector(abc.ABC):
         names = self.feature_names(f.shape[1])
         reports: list[dict[str, Any]] = []
         for i in range(len(s)):
-            r: dict[str, Any] = {"score": float(s[i]), "threshold": self.threshold_,
-                 "adversarial": None if self.threshold_ is None else bool(s[i] > self.threshold_)}
+            r: dict[str, Any] = {
+                "score": float(s[i]),
+                "threshold": self.threshold_,
+                "adversarial": None if self.threshold_ is None else bool(s[i] > self.threshold_),
+            }
             if f.shape[1] <= 16:
                 r["features"] = dict(zip(names, map(float, f[i]), strict=False))
             reports.append(r)
@@ -488,14 +526,21 @@ class Detector(abc.ABC):
         from ..fingerprint import classifier_fingerprint
 
         extra_meta, arrays = self._state()
-        meta = {"detector": self.name, "params": self._saved_params(), "threshold": self.threshold_,
-                "classifier": self.classifier.name, "state": extra_meta,
-                "fingerprint": classifier_fingerprint(self.classifier), "calibration": self.calibration_}
+        meta = {
+            "detector": self.name,
+            "params": self._saved_params(),
+            "threshold": self.threshold_,
+            "classifier": self.classifier.name,
+            "state": extra_meta,
+            "fingerprint": classifier_fingerprint(self.classifier),
+            "calibration": self.calibration_,
+        }
         return save_detector(path, meta, arrays, self.estimator_)
 
     @staticmethod
-    def load(path: str | Path, classifier: Classifier, *, check_classifier: bool = True,
-             max_bytes: int | None = None) -> Detector:
+    def load(
+        path: str | Path, classifier: Classifier, *, check_classifier: bool = True, max_bytes: int | None = None
+    ) -> Detector:
         """Rebuild a saved detector around ``classifier``, which must be the network it was fitted for.
 
         The file's classifier fingerprint (architecture, weights, input spec) must match ``classifier``;
@@ -519,8 +564,10 @@ class Detector(abc.ABC):
         else:
             problems = fingerprint_mismatch(saved, classifier_fingerprint(classifier))
         if problems:
-            msg = (f"{path} was fitted for classifier {meta.get('classifier')!r}, not this {classifier.name!r}: "
-                   + "; ".join(problems))
+            msg = (
+                f"{path} was fitted for classifier {meta.get('classifier')!r}, not this {classifier.name!r}: "
+                + "; ".join(problems)
+            )
             if check_classifier:
                 raise DetectorFileError(msg + ". Pass check_classifier=False to load it anyway.")
             warnings.warn(msg, stacklevel=2)
@@ -529,8 +576,10 @@ class Detector(abc.ABC):
         except (AdvguardError, TypeError, ValueError, AttributeError, KeyError) as e:
             raise DetectorFileError(f"{path}: invalid detector parameters: {type(e).__name__}: {e}") from e
         if det.supervised != (est is not None):
-            raise DetectorFileError(f"{path}: a {'supervised' if det.supervised else 'unsupervised'} detector "
-                                    f"{'without' if det.supervised else 'with'} a decision model")
+            raise DetectorFileError(
+                f"{path}: a {'supervised' if det.supervised else 'unsupervised'} detector "
+                f"{'without' if det.supervised else 'with'} a decision model"
+            )
         det.threshold_ = None if meta["threshold"] is None else float(meta["threshold"])
         det.calibration_ = meta.get("calibration")
         det.estimator_ = est
@@ -538,8 +587,9 @@ class Detector(abc.ABC):
             det._set_state(meta.get("state", {}), arrays)
             det._self_test()
         except Exception as e:  # any inconsistency between parameters, state and arrays: the file is bad
-            raise DetectorFileError(f"{path}: the fitted state of this {meta['detector']} detector is invalid "
-                                    f"({type(e).__name__}: {e})") from e
+            raise DetectorFileError(
+                f"{path}: the fitted state of this {meta['detector']} detector is invalid ({type(e).__name__}: {e})"
+            ) from e
         return det
 
     def _self_test(self) -> None:

@@ -19,6 +19,7 @@ Adam with the paper's learning rate 5e-4. The development set (given, or 15 % of
 data) selects the epoch, as the paper's dev set selected the model, and calibrates the
 threshold at the target FPR on its clean images.
 """
+
 from __future__ import annotations
 
 import copy
@@ -95,10 +96,20 @@ class CNNDetector(Detector):
     _ignored_params = ("decision_model",)
     _unsaved_params = ("progress",)
 
-    def __init__(self, classifier: Classifier, *, backbone: str = "scratch", softmax_in_training: bool = False,
-                 epochs: int = 15, lr: float = 5e-4, batch_size: int = 64,
-                 widths: tuple[tuple[int, ...], ...] | list[Sequence[int]] = ((32, 32), (64, 64), (128, 128)),
-                 dev_fraction: float = 0.15, progress: bool = True, **kw: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        backbone: str = "scratch",
+        softmax_in_training: bool = False,
+        epochs: int = 15,
+        lr: float = 5e-4,
+        batch_size: int = 64,
+        widths: tuple[tuple[int, ...], ...] | list[Sequence[int]] = ((32, 32), (64, 64), (128, 128)),
+        dev_fraction: float = 0.15,
+        progress: bool = True,
+        **kw: Any,
+    ):
         self.backbone, self.softmax_in_training, self.epochs, self.lr = backbone, softmax_in_training, epochs, lr
         self.batch_size, self.widths, self.dev_fraction, self.progress = batch_size, widths, dev_fraction, progress
         super().__init__(classifier, **kw)
@@ -128,7 +139,7 @@ class CNNDetector(Detector):
         out: list[torch.Tensor] = []
         with torch.inference_mode():
             for i in range(0, x.shape[0], batch_size):
-                out.append(net(x[i: i + batch_size].to(dev)).float().cpu())
+                out.append(net(x[i : i + batch_size].to(dev)).float().cpu())
         self.classifier.num_passes += int(x.shape[0])
         return torch.cat(out) if out else torch.zeros(0, 2)
 
@@ -139,8 +150,11 @@ class CNNDetector(Detector):
 
     # ------------------------------------------------------------------ protocol
     def _fit_images(  # type: ignore[override]  # takes dev= (fit(..., dev=...)) instead of any **fit_params
-            self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-            dev: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None) -> Self:
+        self,
+        x_clean: np.ndarray | torch.Tensor,
+        x_adv: np.ndarray | torch.Tensor | None = None,
+        dev: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None,
+    ) -> Self:
         """Train on clean (label 0) + adversarial (label 1) images; ``dev = (x_clean_dev, x_adv_dev)``."""
         if x_adv is None:
             raise InputError("the CNN detector is supervised: fit(x_clean, x_adv) needs adversarial examples")
@@ -172,7 +186,7 @@ class CNNDetector(Detector):
             perm = torch.randperm(len(x), generator=gen)
             tot = 0.0
             for i in range(0, len(perm), bs):
-                idx = perm[i: i + bs]
+                idx = perm[i : i + bs]
                 z = self.net_(x[idx].to(dev_))
                 loss = self._loss(z, y[idx].to(dev_))
                 opt.zero_grad(set_to_none=True)

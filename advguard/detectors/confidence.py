@@ -3,6 +3,7 @@
 Unsupervised; features are (1 - max softmax probability, predictive entropy); the score is
 the one chosen by ``statistic`` ("max_prob" or "entropy").
 """
+
 from __future__ import annotations
 
 from typing import Any

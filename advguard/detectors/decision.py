@@ -6,6 +6,7 @@
 drops the scaler of ``svc`` / ``lda`` / ``mlp`` / ``logreg`` (THEMIS's released code fits its SVM on raw
 softmax features: ``make_decision_model("svc", scale=False, C=5, gamma=0.01)``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,8 +31,9 @@ def make_decision_model(name: str, seed: int = 0, **params: Any) -> BaseEstimato
     if "scale" in params:
         scale = params.pop("scale")
         if name not in SCALED_MODELS:
-            raise ParameterError(f"decision model {name!r} has no scaler: 'scale' applies to "
-                                 f"{', '.join(SCALED_MODELS)}")
+            raise ParameterError(
+                f"decision model {name!r} has no scaler: 'scale' applies to {', '.join(SCALED_MODELS)}"
+            )
         if not isinstance(scale, bool):
             raise ParameterTypeError(f"'scale' must be true or false, got {scale!r}")
     else:
@@ -72,15 +74,26 @@ def _construct(name: str, seed: int, scale: bool, params: dict[str, Any]) -> Bas
     if name == "xgb":
         from xgboost import XGBClassifier
 
-        return XGBClassifier(**{"n_estimators": 100, "max_depth": 6, "learning_rate": 0.3, "random_state": seed,
-                                "n_jobs": 2, "tree_method": "hist", **params})
+        return XGBClassifier(
+            **{
+                "n_estimators": 100,
+                "max_depth": 6,
+                "learning_rate": 0.3,
+                "random_state": seed,
+                "n_jobs": 2,
+                "tree_method": "hist",
+                **params,
+            }
+        )
     if name == "adaboost":
         return AdaBoostClassifier(**{"n_estimators": 50, "random_state": seed, **params})
     if name == "lda":
         return make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(**params))
     if name == "mlp":
-        return make_pipeline(StandardScaler(), MLPClassifier(**{"hidden_layer_sizes": (100,), "max_iter": 500,
-                                                                "random_state": seed, **params}))
+        return make_pipeline(
+            StandardScaler(),
+            MLPClassifier(**{"hidden_layer_sizes": (100,), "max_iter": 500, "random_state": seed, **params}),
+        )
     if name == "logreg":
         return make_pipeline(StandardScaler(), LogisticRegression(**{"max_iter": 2000, **params}))
     raise unknown_name("decision model", name, list(DECISION_MODELS))

@@ -37,6 +37,7 @@ image around it (our reading of "a median filter instead of inpainting").
 
 Cost: 1 + n model passes per image; inpainting runs on a thread pool (OpenCV releases the GIL).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -70,8 +71,15 @@ def mean_kl_wd(probs: np.ndarray) -> np.ndarray:
     return np.stack([kl, wd], 1)
 
 
-def make_masks(rng: np.random.Generator, n_images: int, n: int, size: tuple[int, ...], share: float,
-               kind: str = "pixels", blob: int = 3) -> np.ndarray:
+def make_masks(
+    rng: np.random.Generator,
+    n_images: int,
+    n: int,
+    size: tuple[int, ...],
+    share: float,
+    kind: str = "pixels",
+    blob: int = 3,
+) -> np.ndarray:
     """Boolean masks (n_images, n, H, W), True = erased, each covering ``share`` of the pixels."""
     h, w = size
     if kind not in MASKS:
@@ -89,12 +97,13 @@ def make_masks(rng: np.random.Generator, n_images: int, n: int, size: tuple[int,
             mm = m[i, j]
             while mm.sum() < k:
                 cy, cx = rng.integers(0, h), rng.integers(0, w)
-                mm[max(0, cy - r): cy - r + blob, max(0, cx - r): cx - r + blob] = True
+                mm[max(0, cy - r) : cy - r + blob, max(0, cx - r) : cx - r + blob] = True
     return m
 
 
-def restore(images: np.ndarray, masks: np.ndarray, method: str = "telea", radius: int = 3,
-            workers: int | None = None) -> np.ndarray:
+def restore(
+    images: np.ndarray, masks: np.ndarray, method: str = "telea", radius: int = 3, workers: int | None = None
+) -> np.ndarray:
     """Inpaint uint8 images (N, H, W, C) under masks (N, n, H, W) -> uint8 (N, n, H, W, C).
 
     Unmasked pixels are returned unchanged. Runs on a thread pool across images.
@@ -149,16 +158,30 @@ class EraseRestore(Detector):
         "restore": lambda v, p, det: _check_choice(v, RESTORERS, "restoration method"),
         "radius": lambda v, p, det: int(check_count("radius", v, low=1)),
         # None: the paper's PCA to 10 dimensions for many classes (ImageNet's 1,000), none for few
-        "pca_dim": lambda v, p, det: int(check_count("pca_dim", v, low=0)
-                                         if v is not None else (10 if det.classifier.num_classes > 50 else 0)),
+        "pca_dim": lambda v, p, det: int(
+            check_count("pca_dim", v, low=0) if v is not None else (10 if det.classifier.num_classes > 50 else 0)
+        ),
         "fixed_masks": lambda v, p, det: bool(v),
         # None: class-aligned features, see the module docstring (was: only with PCA)
         "align": lambda v, p, det: True if v is None else bool(v),
     }
 
-    def __init__(self, classifier: Classifier, *, n: int = 11, erase: float = 0.10, mask: str = "pixels", blob: int = 3,
-                 restore: str = "telea", radius: int = 3, pca_dim: int | None = None, fixed_masks: bool = False,
-                 align: bool | None = None, decision_model: str | None = "svc", **kw: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        n: int = 11,
+        erase: float = 0.10,
+        mask: str = "pixels",
+        blob: int = 3,
+        restore: str = "telea",
+        radius: int = 3,
+        pca_dim: int | None = None,
+        fixed_masks: bool = False,
+        align: bool | None = None,
+        decision_model: str | None = "svc",
+        **kw: Any,
+    ):
         self.n, self.erase, self.mask, self.blob, self.restore, self.radius = n, erase, mask, blob, restore, radius
         self.pca_dim, self.fixed_masks, self.align = pca_dim, fixed_masks, align
         super().__init__(classifier, decision_model=decision_model, **kw)
@@ -173,11 +196,16 @@ class EraseRestore(Detector):
         size = tuple(x.shape[-2:])
         seed = self._checked_params()["seed"]
         if p["fixed_masks"]:
-            one = make_masks(np.random.default_rng(self._checked_params()["seed"]), 1, p["n"], size, p["erase"],
-                             p["mask"], p["blob"])
+            one = make_masks(
+                np.random.default_rng(self._checked_params()["seed"]), 1, p["n"], size, p["erase"], p["mask"], p["blob"]
+            )
             return np.repeat(one, x.shape[0], axis=0)
-        return np.concatenate([make_masks(np.random.default_rng([seed, s]), 1, p["n"], size, p["erase"],
-                                          p["mask"], p["blob"]) for s in image_seeds(x)])
+        return np.concatenate(
+            [
+                make_masks(np.random.default_rng([seed, s]), 1, p["n"], size, p["erase"], p["mask"], p["blob"])
+                for s in image_seeds(x)
+            ]
+        )
 
     def variants(self, x: torch.Tensor) -> torch.Tensor:
         """(N, n, C, H, W) erased-and-restored versions of validated images ``x``."""
@@ -227,8 +255,10 @@ class EraseRestore(Detector):
             train = self._aligned(np.concatenate([f_clean] + ([f_adv] if f_adv is not None else []))).reshape(-1, c)
             pca = PCA(n_components=min(d, c), random_state=self._checked_params()["seed"]).fit(train)
             self.pca_ = (pca.mean_, pca.components_)
-        return super().fit_features(self._reduce(np.asarray(f_clean, dtype=np.float64)),
-                                    None if f_adv is None else self._reduce(np.asarray(f_adv, dtype=np.float64)))
+        return super().fit_features(
+            self._reduce(np.asarray(f_clean, dtype=np.float64)),
+            None if f_adv is None else self._reduce(np.asarray(f_adv, dtype=np.float64)),
+        )
 
     def score_features(self, f: np.ndarray) -> np.ndarray:
         return super().score_features(self._reduce(np.asarray(f, dtype=np.float64)))

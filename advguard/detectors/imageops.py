@@ -22,6 +22,7 @@ so k = 5 is kept for 10 and 43 classes alike.
 Cost: 1 + n model passes per image. All variants of a batch are made on a thread pool (Pillow
 releases the GIL) and classified in large batches.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -58,16 +59,17 @@ def differences_feature(labels: np.ndarray) -> np.ndarray:
     return flags
 
 
-def label_matrix(classifier: Classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int,
-                 chunk: int = 256) -> np.ndarray:
+def label_matrix(
+    classifier: Classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, chunk: int = 256
+) -> np.ndarray:
     """(N, 1 + len(ops), k) top-k labels of each image and of each of its transformed variants."""
     out = np.empty((x.shape[0], 1 + len(ops), k), dtype=np.int64)
     for i in range(0, x.shape[0], chunk):
-        xb = x[i: i + chunk]
+        xb = x[i : i + chunk]
         variants = apply_ops(xb, ops)  # (n_ops, b, C, H, W)
         allx = torch.cat([xb.unsqueeze(0).float(), variants]).flatten(0, 1)
         _, lab = classifier.top_k(allx, k)
-        out[i: i + len(xb)] = lab.view(1 + len(ops), len(xb), k).permute(1, 0, 2).numpy()
+        out[i : i + len(xb)] = lab.view(1 + len(ops), len(xb), k).permute(1, 0, 2).numpy()
     return out
 
 
@@ -97,14 +99,25 @@ class ImageOps(Detector):
     name = "image-ops"
     default_decision_model = "svc"
     _parameter_constraints = {
-        **Detector._parameter_constraints, "decision_params": _check_paper_decision_params, "ops": _check_ops,
+        **Detector._parameter_constraints,
+        "decision_params": _check_paper_decision_params,
+        "ops": _check_ops,
         "feature": _check_feature,
-        "k": lambda k, p, det: check_count("k", k, low=1, high=det.classifier.num_classes, optional=True)}
+        "k": lambda k, p, det: check_count("k", k, low=1, high=det.classifier.num_classes, optional=True),
+    }
     _param_attributes = {"ops": "ops_param", "k": "k_param"}
 
-    def __init__(self, classifier: Classifier, *, ops: str | Sequence[str] = "all", feature: str = "diff",
-                 k: int | None = None, decision_model: str | None = "svc",
-                 decision_params: dict[str, Any] | None = None, **kw: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        ops: str | Sequence[str] = "all",
+        feature: str = "diff",
+        k: int | None = None,
+        decision_model: str | None = "svc",
+        decision_params: dict[str, Any] | None = None,
+        **kw: Any,
+    ):
         self.ops_param, self.feature, self.k_param = ops, feature, k
         super().__init__(classifier, decision_model=decision_model, decision_params=decision_params, **kw)
 

@@ -36,6 +36,7 @@ Baselines: ``zero`` (black), ``mean`` (the classifier's per-channel normalisatio
 mean for zoo models; ``baseline_value`` overrides it), ``blur`` (the pixel's value in a Gaussian-blurred
 copy, sigma ``blur_sigma``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -62,17 +63,29 @@ UNITS = ("pixel", "channel-pixel", "felzenszwalb", "quickshift", "slic")
 BASELINES = ("zero", "mean", "blur")
 FEATURES = ("1d", "10d", "multilayer")
 STATISTICS = ("iqr", "std", "mad")
-SEGMENT_DEFAULTS = {"felzenszwalb": {"scale": 100.0}, "quickshift": {"sigma": 1.0, "max_dist": 10.0, "kernel_size": 3},
-                    "slic": {"n_segments": 64, "compactness": 10.0}}
+SEGMENT_DEFAULTS = {
+    "felzenszwalb": {"scale": 100.0},
+    "quickshift": {"sigma": 1.0, "max_dist": 10.0, "kernel_size": 3},
+    "slic": {"n_segments": 64, "compactness": 10.0},
+}
 #: the ``unit_params`` each occlusion unit takes: name -> (low, high, low_open, integer) for check_number;
 #: ``value_range``: the image is segmented scaled to [0, value_range] (1: as given; 255: the 8-bit range)
 UNIT_PARAMS: dict[str, dict[str, tuple[float | None, float | None, bool, bool]]] = {
-    "pixel": {}, "channel-pixel": {},
-    "felzenszwalb": {"scale": (0.0, None, True, False), "sigma": (0.0, None, False, False),
-                     "min_size": (0, None, False, True), "value_range": (0.0, 65535.0, True, False)},
-    "quickshift": {"sigma": (0.0, None, False, False), "max_dist": (0.0, None, False, False),
-                   "kernel_size": (0.0, None, True, False), "ratio": (0.0, 1.0, False, False),
-                   "value_range": (0.0, 65535.0, True, False)},
+    "pixel": {},
+    "channel-pixel": {},
+    "felzenszwalb": {
+        "scale": (0.0, None, True, False),
+        "sigma": (0.0, None, False, False),
+        "min_size": (0, None, False, True),
+        "value_range": (0.0, 65535.0, True, False),
+    },
+    "quickshift": {
+        "sigma": (0.0, None, False, False),
+        "max_dist": (0.0, None, False, False),
+        "kernel_size": (0.0, None, True, False),
+        "ratio": (0.0, 1.0, False, False),
+        "value_range": (0.0, 65535.0, True, False),
+    },
     "slic": {"n_segments": (1, None, False, True), "compactness": (0.0, None, True, False)},
 }
 
@@ -90,8 +103,11 @@ def check_unit_params(unit: str, params: Any) -> dict[str, Any]:
     where = f"occlusion unit {unit!r}"
     allowed = UNIT_PARAMS[unit]
     if "value_range" in params and "value_range" not in allowed:
-        why = ("SLIC rescales every image to [0, 1] itself, so the value range cannot change its segments"
-               if unit == "slic" else "one-pixel units do not segment the image")
+        why = (
+            "SLIC rescales every image to [0, 1] itself, so the value range cannot change its segments"
+            if unit == "slic"
+            else "one-pixel units do not segment the image"
+        )
         raise ParameterError(f"{where} takes no value_range ({why}); value_range is for felzenszwalb and quickshift")
     check_keywords(where, params, allowed)
     for k, v in params.items():
@@ -116,15 +132,21 @@ def segment(image: np.ndarray, unit: str, **params: Any) -> np.ndarray:
         img = img * float(p["value_range"])
     multi = img.shape[2] > 1
     if unit == "felzenszwalb":
-        lab = seg.felzenszwalb(img if multi else img[:, :, 0], scale=p["scale"], sigma=p.get("sigma", 0.8),
-                               min_size=int(p.get("min_size", 20)))
+        lab = seg.felzenszwalb(
+            img if multi else img[:, :, 0],
+            scale=p["scale"],
+            sigma=p.get("sigma", 0.8),
+            min_size=int(p.get("min_size", 20)),
+        )
     elif unit == "quickshift":
         rgb = img if img.shape[2] == 3 else np.repeat(img[:, :, :1], 3, axis=2)
-        lab = seg.quickshift(rgb, ratio=p.get("ratio", 1.0), kernel_size=p["kernel_size"], max_dist=p["max_dist"],
-                             sigma=p["sigma"])
+        lab = seg.quickshift(
+            rgb, ratio=p.get("ratio", 1.0), kernel_size=p["kernel_size"], max_dist=p["max_dist"], sigma=p["sigma"]
+        )
     else:
-        lab = seg.slic(img, n_segments=int(p["n_segments"]), compactness=p["compactness"], start_label=0,
-                       channel_axis=-1)
+        lab = seg.slic(
+            img, n_segments=int(p["n_segments"]), compactness=p["compactness"], start_label=0, channel_axis=-1
+        )
     _, inv = np.unique(lab, return_inverse=True)  # consecutive 0..K-1
     return inv.reshape(h, w)
 
@@ -147,9 +169,15 @@ def dispersion(phi: np.ndarray, statistic: str = "iqr", axis: int = 0) -> np.nda
     raise unknown_name("dispersion statistic", statistic, list(STATISTICS))
 
 
-def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: np.ndarray,
-                           baseline: torch.Tensor, channel_units: bool = False, batch_size: int = 1024,
-                           pixel_nodes: PixelNodes | None = None) -> tuple[np.ndarray, np.ndarray]:
+def occlusion_attributions(
+    nodes: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    labels: np.ndarray,
+    baseline: torch.Tensor,
+    channel_units: bool = False,
+    batch_size: int = 1024,
+    pixel_nodes: PixelNodes | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(v0 (D,), phi (K, D)) for one validated image ``x`` (1, C, H, W): the node values ``nodes(x)`` and
     |nodes(x with unit k replaced by ``baseline``) - nodes(x)| for every unit k of ``labels`` (H, W);
     with ``channel_units`` every (channel, pixel) is its own unit (K = C * H * W).
@@ -183,7 +211,7 @@ def occlusion_attributions(nodes: Callable[[torch.Tensor], torch.Tensor], x: tor
             else:
                 m = (lab[None] == ks[:, None, None]).float()[:, None]  # (k, 1, H, W), all channels
             p = nodes(x + delta[None] * m).float()
-        out[start: start + len(ks)] = (p - p0[None]).abs().numpy()
+        out[start : start + len(ks)] = (p - p0[None]).abs().numpy()
     return p0.numpy(), out
 
 
@@ -228,11 +256,25 @@ class LeaveOneOut(Detector):
         "patch": lambda v, p, det: bool(v),
     }
 
-    def __init__(self, classifier: Classifier, *, unit: str = "pixel", unit_params: dict[str, Any] | None = None,
-                 baseline: str = "zero",
-                 baseline_value: Sequence[float] | None = None, blur_sigma: float = 2.0, feature: str = "1d",
-                 statistic: str = "iqr", layers: int = 20, units_per_layer: int = 200, batch_size: int = 1024,
-                 patch: bool = True, workers: int | None = None, decision_model: str | None = "xgb", **kw: Any):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        unit: str = "pixel",
+        unit_params: dict[str, Any] | None = None,
+        baseline: str = "zero",
+        baseline_value: Sequence[float] | None = None,
+        blur_sigma: float = 2.0,
+        feature: str = "1d",
+        statistic: str = "iqr",
+        layers: int = 20,
+        units_per_layer: int = 200,
+        batch_size: int = 1024,
+        patch: bool = True,
+        workers: int | None = None,
+        decision_model: str | None = "xgb",
+        **kw: Any,
+    ):
         self.unit, self.unit_params, self.baseline, self.baseline_value = unit, unit_params, baseline, baseline_value
         self.blur_sigma, self.feature, self.statistic_param, self.layers = blur_sigma, feature, statistic, layers
         self.units_per_layer, self.batch_size, self.patch, self.workers = units_per_layer, batch_size, patch, workers
@@ -244,8 +286,11 @@ class LeaveOneOut(Detector):
     # ------------------------------------------------------------------ nodes
     def _leaf_modules(self) -> dict[str, torch.nn.Module]:
         skip = (torch.nn.Dropout, torch.nn.Identity, torch.nn.Flatten)
-        return {n: m for n, m in self.classifier.model.named_modules()
-                if n and not any(m.children()) and not isinstance(m, skip)}
+        return {
+            n: m
+            for n, m in self.classifier.model.named_modules()
+            if n and not any(m.children()) and not isinstance(m, skip)
+        }
 
     def _select_hidden(self, x1: torch.Tensor) -> None:
         """Pick the hidden units once: the last ``layers`` leaf modules (forward order) before the output."""
@@ -258,6 +303,7 @@ class LeaveOneOut(Detector):
                 if isinstance(o, torch.Tensor):
                     order.append(name)
                     sizes[name] = int(o[0].numel())
+
             return f
 
         handles = [m.register_forward_hook(hook(n)) for n, m in leaves.items()]
@@ -272,9 +318,11 @@ class LeaveOneOut(Detector):
         once = [n for n in dict.fromkeys(order) if order.count(n) == 1]
         seq = once[:-1] if once and once[-1] == order[-1] else once
         rng = np.random.default_rng(self._checked_params()["seed"])
-        chosen = seq[-self.params["layers"]:]
-        self.hidden_ = [(n, np.sort(rng.choice(sizes[n], min(self.params["units_per_layer"], sizes[n]),
-                                               replace=False))) for n in chosen]
+        chosen = seq[-self.params["layers"] :]
+        self.hidden_ = [
+            (n, np.sort(rng.choice(sizes[n], min(self.params["units_per_layer"], sizes[n]), replace=False)))
+            for n in chosen
+        ]
 
     def _patcher(self) -> LocalOcclusion | None:
         """The :class:`LocalOcclusion` of this classifier for one-pixel units (built once), or None."""
@@ -294,8 +342,9 @@ class LeaveOneOut(Detector):
         multilayer = self.params["feature"] == "multilayer"
         hidden = self.hidden_ if multilayer else []
         assert hidden is not None  # features() selects the hidden units first
-        capture = {n: torch.from_numpy(idx).long() for n, idx in hidden
-                   if patcher is not None and n in patcher.layer_names}
+        capture = {
+            n: torch.from_numpy(idx).long() for n, idx in hidden if patcher is not None and n in patcher.layer_names
+        }
         grabbed: dict[str, list[torch.Tensor]] = {}
 
         def assemble(p: torch.Tensor, got: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -317,15 +366,18 @@ class LeaveOneOut(Detector):
         leaves = self._leaf_modules() if multilayer else {}
         handles: list[RemovableHandle] = []
         for name, idx in hidden:
+
             def hook(_m: nn.Module, _i: Any, o: torch.Tensor, name: str = name, idx: np.ndarray = idx) -> None:
                 # index the selected units directly: flatten() would copy a whole non-contiguous activation
                 pos = tuple(torch.from_numpy(a).long() for a in np.unravel_index(idx, tuple(o.shape[1:])))
                 grabbed.setdefault(name, []).append(o[(slice(None),) + pos].float().cpu())
+
             handles.append(leaves[name].register_forward_hook(hook))
 
         def cleanup() -> None:
             for h in handles:
                 h.remove()
+
         return nodes, pixel_nodes if patcher is not None else None, cleanup
 
     def _baseline(self, x: torch.Tensor) -> torch.Tensor:
@@ -358,9 +410,16 @@ class LeaveOneOut(Detector):
                 for i in range(x.shape[0]):
                     if pixel_nodes is not None:
                         assert self._patcher_ is not None  # pixel_nodes comes with the patcher
-                        self._patcher_.prepare(x[i: i + 1])
-                    v0, phi = occlusion_attributions(nodes, x[i: i + 1], labels[i], base[i: i + 1],
-                                                     p["unit"] == "channel-pixel", p["batch_size"], pixel_nodes)
+                        self._patcher_.prepare(x[i : i + 1])
+                    v0, phi = occlusion_attributions(
+                        nodes,
+                        x[i : i + 1],
+                        labels[i],
+                        base[i : i + 1],
+                        p["unit"] == "channel-pixel",
+                        p["batch_size"],
+                        pixel_nodes,
+                    )
                     self.units_per_image_.append(int(phi.shape[0]))
                     if p["feature"] == "1d":
                         phi = phi[:, [int(v0[: self.classifier.num_classes].argmax())]]
@@ -372,8 +431,10 @@ class LeaveOneOut(Detector):
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if not self.hidden_:
             return {}, {}
-        return ({"hidden_layers": [n for n, _ in self.hidden_]},
-                {f"hidden_idx_{i}": idx for i, (_, idx) in enumerate(self.hidden_)})
+        return (
+            {"hidden_layers": [n for n, _ in self.hidden_]},
+            {f"hidden_idx_{i}": idx for i, (_, idx) in enumerate(self.hidden_)},
+        )
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         names = meta.get("hidden_layers")

@@ -16,6 +16,7 @@ It ends at the first other node, or where an output window would cover more than
 its map. Models that cannot be traced, or whose first layer is not patchable, get ``None`` from
 :meth:`LocalOcclusion.build` and callers use the plain path.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -33,8 +34,24 @@ Step = tuple[str, str, Any, tuple[int, ...], tuple[int, ...]]
 Window = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]
 
 #: modules that act on each spatial position independently (in eval mode)
-POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-             nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.PReLU, nn.Identity, nn.Dropout, nn.Dropout2d)
+POINTWISE = (
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Mish,
+    nn.PReLU,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+)
 
 
 def _pair(v: Any) -> tuple[int, int]:  # a module's size attribute: an int or a pair
@@ -47,12 +64,19 @@ class _Spatial:
     def __init__(self, module: nn.Module):
         self.module = module
         if isinstance(module, nn.Conv2d):
-            self.k, self.s, self.p, self.d = (_pair(module.kernel_size), _pair(module.stride),
-                                              _pair(module.padding), _pair(module.dilation))
+            self.k, self.s, self.p, self.d = (
+                _pair(module.kernel_size),
+                _pair(module.stride),
+                _pair(module.padding),
+                _pair(module.dilation),
+            )
             self.fill = 0.0
         else:
-            self.k, self.s, self.p = _pair(module.kernel_size), _pair(module.stride or module.kernel_size), \
-                _pair(module.padding)
+            self.k, self.s, self.p = (
+                _pair(module.kernel_size),
+                _pair(module.stride or module.kernel_size),
+                _pair(module.padding),
+            )
             self.d = _pair(getattr(module, "dilation", 1))
             self.fill = float("-inf") if isinstance(module, nn.MaxPool2d) else 0.0
 
@@ -162,8 +186,12 @@ class LocalOcclusion:
             if step_geo is not None:
                 _o_r, _o_c, rel_r, rel_c, (wh, ww) = step_geo
                 op, win = step[2], step[4]
-                if (rel_r.min() < 0 or rel_c.min() < 0 or (rel_r + wh).max() > op.region(win, 0)
-                        or (rel_c + ww).max() > op.region(win, 1)):
+                if (
+                    rel_r.min() < 0
+                    or rel_c.min() < 0
+                    or (rel_r + wh).max() > op.region(win, 0)
+                    or (rel_c + ww).max() > op.region(win, 1)
+                ):
                     steps, chain = steps[:j], chain[:j]
                     break
         if not any(s[1] == "spatial" for s in steps):
@@ -192,10 +220,12 @@ class LocalOcclusion:
                 yield None
                 continue
             (kh, kw), (sh, sw), (dh, dw) = op.k, op.s, op.d
-            o_r = torch.div(r0 + op.p[0] - dh * (kh - 1) + sh - 1, sh,
-                            rounding_mode="floor").clamp(0, shape[1] - win[0])
-            o_c = torch.div(c0 + op.p[1] - dw * (kw - 1) + sw - 1, sw,
-                            rounding_mode="floor").clamp(0, shape[2] - win[1])
+            o_r = torch.div(r0 + op.p[0] - dh * (kh - 1) + sh - 1, sh, rounding_mode="floor").clamp(
+                0, shape[1] - win[0]
+            )
+            o_c = torch.div(c0 + op.p[1] - dw * (kw - 1) + sw - 1, sw, rounding_mode="floor").clamp(
+                0, shape[2] - win[1]
+            )
             yield o_r, o_c, r0 + op.p[0] - o_r * sh, c0 + op.p[1] - o_c * sw, (h, w)
             r0, c0, (h, w) = o_r, o_c, win
 
@@ -211,16 +241,22 @@ class LocalOcclusion:
                 u = tp[0].unfold(1, rh, op.s[0]).unfold(2, rw, op.s[1])
                 u = u[:, : shape[1] - win[0] + 1, : shape[2] - win[1] + 1]
                 # (offsets, R, R', C): a gathered batch of regions is channels-last for _overlay
-                self.regions.append((u.permute(1, 2, 3, 4, 0).reshape(-1, rh, rw, tp.shape[1]).contiguous(),
-                                     u.shape[2]))
+                self.regions.append(
+                    (u.permute(1, 2, 3, 4, 0).reshape(-1, rh, rw, tp.shape[1]).contiguous(), u.shape[2])
+                )
                 t = op.apply(tp)
             else:
                 self.regions.append(None)
                 t = op.forward(t.clone())
             self.outputs.append(t[0].clone())
 
-    def logits(self, values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-               capture: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def logits(
+        self,
+        values: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        capture: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits (B, K) of the prepared image with position (rows[b], cols[b]) set to ``values[b]`` (C,);
         ``capture`` {prefix module name: flat indices into its (C, H, W) output} -> values (B, n) each."""
         b = values.shape[0]

@@ -20,6 +20,7 @@ only, as in the TaintRadar authors' reproduction for single-object images); the 
 distance to the curve instead of the Euclidean one (same ordering of points above the curve, simpler to
 calibrate). Cost: 1 Grad-CAM pass + 2 x ``n_test`` forward passes per image (the paper: 7.7 s per image).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -64,9 +65,20 @@ class SentiNet(Detector):
         "progress": lambda v, p, det: v,
     }
 
-    def __init__(self, classifier: Classifier, *, n_test: int = 100, mask_threshold: float = 0.15,
-                 noise_std: float = 0.5, n_bins: int = 20, batch_size: int | None = None, fpr: float = 0.06,
-                 seed: int = 0, decision_model: None = None, progress: bool = True):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        n_test: int = 100,
+        mask_threshold: float = 0.15,
+        noise_std: float = 0.5,
+        n_bins: int = 20,
+        batch_size: int | None = None,
+        fpr: float = 0.06,
+        seed: int = 0,
+        decision_model: None = None,
+        progress: bool = True,
+    ):
         self.n_test, self.mask_threshold, self.noise_std, self.n_bins = n_test, mask_threshold, noise_std, n_bins
         self.batch_size, self.progress = batch_size, progress
         super().__init__(classifier, fpr=fpr, seed=seed, decision_model=decision_model)
@@ -91,8 +103,9 @@ class SentiNet(Detector):
         seeds = image_seeds(t, self._checked_params()["seed"])
         out = np.zeros((t.shape[0], 2))
         bs = self.params["batch_size"] or clf.batch_size
-        for i in tqdm(range(t.shape[0]), desc="sentinet", leave=False,
-                      disable=not self.params["progress"] or t.shape[0] < 8):
+        for i in tqdm(
+            range(t.shape[0]), desc="sentinet", leave=False, disable=not self.params["progress"] or t.shape[0] < 8
+        ):
             m = masks[i][None, None].float()
             pasted = tests * (1 - m) + t[i][None] * m
             g = torch.Generator().manual_seed(seeds[i])  # per image: the score does not depend on the batch
@@ -100,7 +113,7 @@ class SentiNet(Detector):
             inert = tests * (1 - m) + noise * m
             logits = clf.logits(torch.cat([pasted, inert]), validate=False, batch_size=bs)
             fooled = (logits[: len(tests)].argmax(1) == pred[i]).float().mean()
-            conf = F.softmax(logits[len(tests):], 1).amax(1).mean()
+            conf = F.softmax(logits[len(tests) :], 1).amax(1).mean()
             out[i] = float(conf), float(fooled)
         return out
 
@@ -126,8 +139,9 @@ class SentiNet(Detector):
         f = np.asarray(features, dtype=np.float64)
         return f[:, 1] - np.polyval(self.curve_, f[:, 0])
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-                    **fit_params: Any) -> Self:
+    def _fit_images(
+        self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
+    ) -> Self:
         """The first ``n_test`` clean images become the overlay test set; the rest fit the boundary."""
         if fit_params:
             from ..errors import ParameterTypeError

@@ -20,6 +20,7 @@ Nothing loaded from a detector file can run code, and nothing in it is trusted b
 What this cannot do: a file edited by someone who also recomputes the digests, keeping every value
 plausible, loads; sign or keep detector files where only you can write them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,42 +52,89 @@ MAX_TOTAL_BYTES = 1 * 2**30
 
 #: Exact type names a skops-serialised decision model may contain: the estimators of
 #: :data:`advguard.detectors.decision.DECISION_MODELS` and the numpy / builtin types their states use.
-ALLOWED_TYPES = frozenset({
-    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int", "builtins.float",
-    "builtins.bool", "builtins.NoneType", "builtins.bytes", "builtins.set",
-    "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32",
-    "numpy.bool_", "numpy.random.mtrand.RandomState",
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._label.LabelBinarizer",
-    "sklearn.svm._classes.SVC",
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.ensemble._weight_boosting.AdaBoostClassifier",
-    "sklearn.tree._classes.DecisionTreeClassifier",
-    "sklearn.tree._tree.Tree",
-    "sklearn.discriminant_analysis.LinearDiscriminantAnalysis",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-})
+ALLOWED_TYPES = frozenset(
+    {
+        "builtins.dict",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.str",
+        "builtins.int",
+        "builtins.float",
+        "builtins.bool",
+        "builtins.NoneType",
+        "builtins.bytes",
+        "builtins.set",
+        "numpy.ndarray",
+        "numpy.dtype",
+        "numpy.float64",
+        "numpy.float32",
+        "numpy.int64",
+        "numpy.int32",
+        "numpy.bool_",
+        "numpy.random.mtrand.RandomState",
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.preprocessing._label.LabelBinarizer",
+        "sklearn.svm._classes.SVC",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.ensemble._weight_boosting.AdaBoostClassifier",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.tree._tree.Tree",
+        "sklearn.discriminant_analysis.LinearDiscriminantAnalysis",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    }
+)
 #: skops node kinds that only rebuild data or an allowed class (never call a named function).
-ALLOWED_LOADERS = frozenset({
-    "DictNode", "ListNode", "TupleNode", "SetNode", "JsonNode", "TypeNode", "NdArrayNode", "BytesNode",
-    "BytearrayNode", "RandomStateNode", "ObjectNode", "TreeNode", "SliceNode",
-})
+ALLOWED_LOADERS = frozenset(
+    {
+        "DictNode",
+        "ListNode",
+        "TupleNode",
+        "SetNode",
+        "JsonNode",
+        "TypeNode",
+        "NdArrayNode",
+        "BytesNode",
+        "BytearrayNode",
+        "RandomStateNode",
+        "ObjectNode",
+        "TreeNode",
+        "SliceNode",
+    }
+)
 
 _META_KEYS: dict[str, type | tuple[type, ...]] = {
-    "format_version": int, "detector": str, "params": dict, "threshold": (float, int, type(None)),
-    "classifier": (str, type(None)), "state": dict}
+    "format_version": int,
+    "detector": str,
+    "params": dict,
+    "threshold": (float, int, type(None)),
+    "classifier": (str, type(None)),
+    "state": dict,
+}
 _OPTIONAL_META_KEYS: dict[str, type | tuple[type, ...]] = {
-    "estimator_format": str, "fingerprint": dict, "digests": dict, "calibration": (dict, type(None))}
+    "estimator_format": str,
+    "fingerprint": dict,
+    "digests": dict,
+    "calibration": (dict, type(None)),
+}
 
 
 #: What reading a damaged zip can raise besides BadZipFile (zlib.error for corrupt deflate data, struct.error
 #: for a cut header, UnicodeDecodeError for a mangled name, ...).
-_ZIP_ERRORS = (zlib.error, struct.error, ValueError, OSError, EOFError, RuntimeError, NotImplementedError,
-               UnicodeDecodeError, OverflowError)
+_ZIP_ERRORS = (
+    zlib.error,
+    struct.error,
+    ValueError,
+    OSError,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    UnicodeDecodeError,
+    OverflowError,
+)
 
 
 def _sha256(data: bytes) -> str:
@@ -116,8 +164,10 @@ def _read_member(z: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes
     """Read one zip member after checking its declared size; never read more than ``limit`` bytes."""
     info = z.getinfo(name)
     if info.file_size > limit:
-        raise DetectorFileError(f"{where}: member {name!r} unpacks to {info.file_size:,} bytes, over the limit of "
-                                f"{limit:,}; refusing to read it")
+        raise DetectorFileError(
+            f"{where}: member {name!r} unpacks to {info.file_size:,} bytes, over the limit of "
+            f"{limit:,}; refusing to read it"
+        )
     with z.open(info) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
@@ -180,12 +230,14 @@ def _load_estimator(kind: str, data: bytes, where: str = "decision model") -> Ba
     types, loaders = _schema_types(data, where)
     bad_types = sorted(types - ALLOWED_TYPES)
     if bad_types:
-        raise DetectorFileError(f"{where}: refusing to load a decision model with types outside the allow-list: "
-                                f"{bad_types}")
+        raise DetectorFileError(
+            f"{where}: refusing to load a decision model with types outside the allow-list: {bad_types}"
+        )
     bad_loaders = sorted(loaders - ALLOWED_LOADERS)
     if bad_loaders:
-        raise DetectorFileError(f"{where}: refusing to load a decision model with skops node kinds "
-                                f"{bad_loaders} (they call functions)")
+        raise DetectorFileError(
+            f"{where}: refusing to load a decision model with skops node kinds {bad_loaders} (they call functions)"
+        )
     try:
         untrusted = set(sio.get_untrusted_types(data=data))
     except Exception as e:  # skops parses the whole schema here: any failure means a malformed file
@@ -211,15 +263,18 @@ def _read_npz(data: bytes, where: str) -> dict[str, np.ndarray]:
                 raw = _read_member(z, info.filename, MAX_TOTAL_BYTES, where)
                 f = io.BytesIO(raw)
                 version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran, dtype = read_header(f)
                 if dtype.hasobject:
                     raise DetectorFileError(f"{where}: array {info.filename!r} holds Python objects; refused")
                 need = math.prod(shape) * dtype.itemsize
                 if need != len(raw) - f.tell():
-                    raise DetectorFileError(f"{where}: array {info.filename!r} declares {shape} {dtype} "
-                                            f"({need:,} bytes) but holds {len(raw) - f.tell():,}")
+                    raise DetectorFileError(
+                        f"{where}: array {info.filename!r} declares {shape} {dtype} "
+                        f"({need:,} bytes) but holds {len(raw) - f.tell():,}"
+                    )
                 f.seek(0)
                 out[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
     except DetectorFileError:
@@ -249,11 +304,13 @@ def validate_meta(meta: Any, where: str = "detector file") -> dict[str, Any]:
     if problems:
         raise DetectorFileError(f"{where}: invalid detector.json: {'; '.join(problems)}")
     if meta["format_version"] not in READABLE_VERSIONS:
-        raise DetectorFileError(f"{where}: detector format {meta['format_version']}; this advguard reads "
-                                f"{list(READABLE_VERSIONS)}")
+        raise DetectorFileError(
+            f"{where}: detector format {meta['format_version']}; this advguard reads {list(READABLE_VERSIONS)}"
+        )
     if "estimator_format" in meta and meta["estimator_format"] not in ESTIMATOR_FORMATS:
-        raise DetectorFileError(f"{where}: estimator_format {meta['estimator_format']!r} is not one advguard "
-                                f"writes {ESTIMATOR_FORMATS}")
+        raise DetectorFileError(
+            f"{where}: estimator_format {meta['estimator_format']!r} is not one advguard writes {ESTIMATOR_FORMATS}"
+        )
     thr = meta["threshold"]
     if thr is not None:
         if not math.isfinite(thr):
@@ -264,14 +321,17 @@ def validate_meta(meta: Any, where: str = "detector file") -> dict[str, Any]:
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi)):
                 raise DetectorFileError(f"{where}: calibration range {lo!r}..{hi!r} is not two finite numbers")
             if not lo <= thr <= hi:
-                raise DetectorFileError(f"{where}: threshold {thr!r} lies outside the range its calibration allows "
-                                        f"[{lo!r}, {hi!r}]; the file is corrupt or was edited")
+                raise DetectorFileError(
+                    f"{where}: threshold {thr!r} lies outside the range its calibration allows "
+                    f"[{lo!r}, {hi!r}]; the file is corrupt or was edited"
+                )
     return meta
 
 
 # ---------------------------------------------------------------------------- files
-def save_detector(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
-                  estimator: BaseEstimator | None = None) -> Path:
+def save_detector(
+    path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], estimator: BaseEstimator | None = None
+) -> Path:
     """Write a detector file atomically (nothing half-written is left under ``path``)."""
     path = Path(path)
     buf = io.BytesIO()
@@ -293,8 +353,9 @@ def save_detector(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.n
     return path
 
 
-def load_detector_file(path: str | Path,
-                       max_bytes: int = MAX_TOTAL_BYTES) -> tuple[dict[str, Any], dict[str, np.ndarray], object]:
+def load_detector_file(
+    path: str | Path, max_bytes: int = MAX_TOTAL_BYTES
+) -> tuple[dict[str, Any], dict[str, np.ndarray], object]:
     """Read and check a detector file: (metadata, arrays, estimator or None). See the module docstring."""
     path = Path(path)
     where = str(path)
@@ -308,18 +369,21 @@ def load_detector_file(path: str | Path,
             names = [i.filename for i in infos]
             unknown = sorted(set(names) - set(MEMBERS))
             if unknown or len(names) != len(set(names)):
-                raise DetectorFileError(f"{where}: unexpected or repeated members {unknown or names}; "
-                                        f"a detector file holds {list(MEMBERS)}")
+                raise DetectorFileError(
+                    f"{where}: unexpected or repeated members {unknown or names}; a detector file holds {list(MEMBERS)}"
+                )
             total = sum(i.file_size for i in infos)
             if total > max_bytes:
-                raise DetectorFileError(f"{where} unpacks to {total:,} bytes, over the limit of {max_bytes:,} "
-                                        "(pass max_bytes= to allow it)")
+                raise DetectorFileError(
+                    f"{where} unpacks to {total:,} bytes, over the limit of {max_bytes:,} (pass max_bytes= to allow it)"
+                )
             for need in ("detector.json", "arrays.npz"):
                 if need not in names:
                     raise DetectorFileError(f"{where} is not an advguard detector file (no {need})")
             try:
-                meta = json.loads(_read_member(z, "detector.json", MAX_JSON_BYTES, where),
-                                  parse_constant=lambda c: float(c))
+                meta = json.loads(
+                    _read_member(z, "detector.json", MAX_JSON_BYTES, where), parse_constant=lambda c: float(c)
+                )
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise DetectorFileError(f"{where}: detector.json is not valid JSON ({e})") from e
             validate_meta(meta, where)

@@ -27,6 +27,7 @@ Figure 2 computes them in the same backward pass as the estimate); labels whose 
 excluding c itself; the ``blur`` pattern is a Gaussian blur (sigma = 1/16 of the image side), our reading
 of "blur" as a filling pattern.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -138,26 +139,50 @@ class TaintRadar(Detector):
         "temperature": lambda v, p, det: float(check_rate("temperature", v, low=0.0, high=float("inf"))),
         "threshold": lambda v, p, det: float(check_rate("threshold", v, low=0.0, high=1.0, closed=True)),
         "k": lambda v, p, det: check_count("k", v, low=1, optional=True),
-        "delta_r": lambda v, p, det: check_count("delta_r", v, low=0, high=det.classifier.num_classes - 1,
-                                                 optional=True),
+        "delta_r": lambda v, p, det: check_count(
+            "delta_r", v, low=0, high=det.classifier.num_classes - 1, optional=True
+        ),
         "batch_size": lambda v, p, det: check_count("batch_size", v, low=1, optional=True),
         "layer": _check_layer,
         "k_max": _check_k_max,
-        "fill_image": lambda v, p, det: None if v is None else det.classifier.validate(
-            torch.as_tensor(np.asarray(v))[None] if np.ndim(v) == 3 else v, name="fill_image")[0],
+        "fill_image": lambda v, p, det: (
+            None
+            if v is None
+            else det.classifier.validate(
+                torch.as_tensor(np.asarray(v))[None] if np.ndim(v) == 3 else v, name="fill_image"
+            )[0]
+        ),
         "progress": lambda v, p, det: v,
     }
     #: the fill image is saved as an array; fpr goes in the file too
     _unsaved_params = ("fill_image",)
 
-    def __init__(self, classifier: Classifier, *, k: int | None = None, delta_r: int | None = None,
-                 k_max: int | None = None, temperature: float = 2.0, threshold: float = 0.15, fill: str = "noise",
-                 fill_image: np.ndarray | torch.Tensor | None = None, layer: str | None = None,
-                 batch_size: int | None = None, fpr: float = 0.06, seed: int = 0, decision_model: None = None,
-                 progress: bool = True):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        k: int | None = None,
+        delta_r: int | None = None,
+        k_max: int | None = None,
+        temperature: float = 2.0,
+        threshold: float = 0.15,
+        fill: str = "noise",
+        fill_image: np.ndarray | torch.Tensor | None = None,
+        layer: str | None = None,
+        batch_size: int | None = None,
+        fpr: float = 0.06,
+        seed: int = 0,
+        decision_model: None = None,
+        progress: bool = True,
+    ):
         self.k, self.delta_r, self.k_max, self.temperature, self.threshold = k, delta_r, k_max, temperature, threshold
-        self.fill, self.fill_image, self.layer, self.batch_size, self.progress = fill, fill_image, layer, batch_size, \
-            progress
+        self.fill, self.fill_image, self.layer, self.batch_size, self.progress = (
+            fill,
+            fill_image,
+            layer,
+            batch_size,
+            progress,
+        )
         super().__init__(classifier, fpr=fpr, seed=seed, decision_model=decision_model)
         p = self._checked_params()
         #: K and Delta_R in use: the fixed ``k`` / ``delta_r``, or the ones :meth:`fit` chose
@@ -196,8 +221,9 @@ class TaintRadar(Detector):
         return list(self._gradients(grey)[0].shape[1:])
 
     # ------------------------------------------------------------------ the algorithm
-    def _gradients(self, x: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    def _gradients(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """One forward pass with the Grad-CAM layer's output as a leaf: returns (A, Z, pred, vjp) where
         ``vjp(V)`` gives dZ/dA^T V for a stack of output cotangents V (m, N, classes) in one batched backward."""
         clf = self.classifier
@@ -242,18 +268,25 @@ class TaintRadar(Detector):
         inter = torch.cummin(sub.to(torch.uint8), dim=1).values.bool()  # intersection of the first K
         finals = inter[:, [k - 1 for k in ks]]  # (n, len(ks), H, W)
         # 4. fill each intersection, re-classify, rank of the original label
-        xf = self._filled(x.repeat_interleave(len(ks), 0), pattern.repeat_interleave(len(ks), 0),
-                          finals.flatten(0, 1))
+        xf = self._filled(x.repeat_interleave(len(ks), 0), pattern.repeat_interleave(len(ks), 0), finals.flatten(0, 1))
         zf = clf.logits(xf, validate=False).to(z.device).view(n, len(ks), -1)
         own = zf.gather(2, pred.view(n, 1, 1).expand(n, len(ks), 1))
         rank = (zf > own).sum(2)
-        return RegionAnalysis(ks=list(ks), pred=pred.cpu(), est_mask=est.cpu(), labels=labels.cpu(),
-                              final_masks=finals.cpu(), rank_change=rank.cpu(),
-                              sub_masks=sub.cpu() if keep else None, x_est=x_est.cpu() if keep else None,
-                              x_final=xf.view(n, len(ks), *x.shape[1:]).cpu() if keep else None)
+        return RegionAnalysis(
+            ks=list(ks),
+            pred=pred.cpu(),
+            est_mask=est.cpu(),
+            labels=labels.cpu(),
+            final_masks=finals.cpu(),
+            rank_change=rank.cpu(),
+            sub_masks=sub.cpu() if keep else None,
+            x_est=x_est.cpu() if keep else None,
+            x_final=xf.view(n, len(ks), *x.shape[1:]).cpu() if keep else None,
+        )
 
-    def analyse(self, x: np.ndarray | torch.Tensor, ks: list[int] | None = None, keep: bool = False,
-                stream: int | None = None) -> RegionAnalysis:
+    def analyse(
+        self, x: np.ndarray | torch.Tensor, ks: list[int] | None = None, keep: bool = False, stream: int | None = None
+    ) -> RegionAnalysis:
         """Run TaintRadar on images ``x`` for each K in ``ks`` (default: the fitted K).
 
         Each image's noise filling pattern is drawn from a generator seeded by ``seed``, ``stream`` (default 0) and
@@ -272,14 +305,19 @@ class TaintRadar(Detector):
         bs = self.params["batch_size"] or clf.batch_size
         clf.module.eval()
         parts = []
-        bar = tqdm(range(0, t.shape[0], bs), desc="taintradar", leave=False,
-                   disable=not self.params["progress"] or t.shape[0] <= bs)
+        bar = tqdm(
+            range(0, t.shape[0], bs),
+            desc="taintradar",
+            leave=False,
+            disable=not self.params["progress"] or t.shape[0] <= bs,
+        )
         for i in bar:
-            parts.append(self._analyse_batch(t[i:i + bs].to(clf.device), ks, stream, keep))
+            parts.append(self._analyse_batch(t[i : i + bs].to(clf.device), ks, stream, keep))
         first = parts[0]
-        cat: dict[str, Any] = {f: torch.cat([getattr(r, f) for r in parts]) if getattr(first, f) is not None else None
-               for f in ("pred", "est_mask", "labels", "final_masks", "rank_change", "sub_masks", "x_est",
-                         "x_final")}
+        cat: dict[str, Any] = {
+            f: torch.cat([getattr(r, f) for r in parts]) if getattr(first, f) is not None else None
+            for f in ("pred", "est_mask", "labels", "final_masks", "rank_change", "sub_masks", "x_est", "x_final")
+        }
         return RegionAnalysis(ks=ks, **cat)
 
     def rank_changes(self, x: np.ndarray | torch.Tensor, stream: int | None = None) -> np.ndarray:
@@ -296,8 +334,9 @@ class TaintRadar(Detector):
     def feature_names(self, d: int) -> list[str]:
         return ["rank_change"]
 
-    def _fit_images(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None,
-                    **fit_params: Any) -> Self:
+    def _fit_images(
+        self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
+    ) -> Self:
         """Choose K and Delta_R on clean images only for the target FPR (Section VI-B). ``fit(x, fpr=...)`` is
         deprecated: give ``fpr`` to the constructor (or ``set_params(fpr=...)``) like every other detector."""
         fpr = fit_params.pop("fpr", None)
@@ -308,8 +347,11 @@ class TaintRadar(Detector):
         if fpr is not None:
             import warnings
 
-            warnings.warn("TaintRadar.fit(x, fpr=...) is deprecated: pass fpr to the constructor or use "
-                          "set_params(fpr=...)", DeprecationWarning, stacklevel=3)
+            warnings.warn(
+                "TaintRadar.fit(x, fpr=...) is deprecated: pass fpr to the constructor or use set_params(fpr=...)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
             self.set_params(fpr=fpr)
         self._check_fit_size(len(self.classifier.validate(x_clean)))
         return self.fit_features(self.rank_changes(x_clean))
@@ -347,12 +389,21 @@ class TaintRadar(Detector):
         out = []
         for i in range(len(r.pred)):
             rc = int(r.rank_change[i, 0])
-            out.append({"score": float(rc), "threshold": self.threshold_, "pred": int(r.pred[i]),
-                        "adversarial": None if self.threshold_ is None else rc > self.threshold_,
-                        "rank_change": rc, "k": r.ks[0], "labels": r.labels[i, :r.ks[0]].tolist(),
-                        "estimated_region_share": float(r.est_mask[i].float().mean()),
-                        "final_region_share": float(r.final_masks[i, 0].float().mean()),
-                        "estimated_mask": r.est_mask[i].numpy(), "final_mask": r.final_masks[i, 0].numpy()})
+            out.append(
+                {
+                    "score": float(rc),
+                    "threshold": self.threshold_,
+                    "pred": int(r.pred[i]),
+                    "adversarial": None if self.threshold_ is None else rc > self.threshold_,
+                    "rank_change": rc,
+                    "k": r.ks[0],
+                    "labels": r.labels[i, : r.ks[0]].tolist(),
+                    "estimated_region_share": float(r.est_mask[i].float().mean()),
+                    "final_region_share": float(r.final_masks[i, 0].float().mean()),
+                    "estimated_mask": r.est_mask[i].numpy(),
+                    "final_mask": r.final_masks[i, 0].numpy(),
+                }
+            )
         return out
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -6,6 +6,7 @@ detector features (one file per set and detector feature configuration; clean fe
 attacks because every attack starts from the same correctly classified clean images). Re-running after Ctrl-C
 skips what is done.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,9 +44,17 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def cached_chunks(path: Path, name: str, clf: Classifier, x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray],
-                  empty: np.ndarray, chunk: int = 256,
-                  desc: str = "", progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+def cached_chunks(
+    path: Path,
+    name: str,
+    clf: Classifier,
+    x: np.ndarray,
+    fn: Callable[[np.ndarray], np.ndarray],
+    empty: np.ndarray,
+    chunk: int = 256,
+    desc: str = "",
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """``fn`` applied to ``x`` in chunks (progress bar) and concatenated, with its cost (time, ``clf``'s model
     passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically with a
     checksum (:mod:`advguard.data.cache`). A corrupt cache file is named in a warning, moved aside and recomputed;
@@ -57,13 +66,22 @@ def cached_chunks(path: Path, name: str, clf: Classifier, x: np.ndarray, fn: Cal
         return _compute_chunks(path, name, clf, x, fn, empty, chunk, desc, progress)
 
 
-def _compute_chunks(path: Path, name: str, clf: Classifier, x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray],
-                    empty: np.ndarray, chunk: int, desc: str, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+def _compute_chunks(
+    path: Path,
+    name: str,
+    clf: Classifier,
+    x: np.ndarray,
+    fn: Callable[[np.ndarray], np.ndarray],
+    empty: np.ndarray,
+    chunk: int,
+    desc: str,
+    progress: bool,
+) -> tuple[np.ndarray, dict[str, Any]]:
     parts: list[np.ndarray] = []
     passes0, t0 = clf.num_passes, time.perf_counter()
     with PeakMemory() as mem:
         for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False, disable=not progress):
-            parts.append(fn(x[i: i + chunk]))
+            parts.append(fn(x[i : i + chunk]))
     secs = time.perf_counter() - t0
     arr = np.concatenate(parts) if parts else empty
     cost = {**CostReport(len(x), secs, clf.num_passes - passes0, mem.peak_mb).as_dict(), "seconds": secs}
@@ -78,8 +96,10 @@ def features(det: Detector, x: np.ndarray, path: Path, desc: str) -> tuple[np.nd
 
 def bench_paths(cfg: ExperimentConfig, out: str | Path | None, cache_dir: str | Path | None) -> tuple[Path, Path]:
     """The output folder (``out``, else the config's, else runs/bench/<name>) and the cache folder."""
-    return (Path(out or cfg.out or Path("runs") / "bench" / cfg.name),
-            Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache")
+    return (
+        Path(out or cfg.out or Path("runs") / "bench" / cfg.name),
+        Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache",
+    )
 
 
 def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict[str, Any]:
@@ -115,8 +135,15 @@ def forward_cost(clf: Classifier, x: np.ndarray, repeats: int = 3) -> dict[str, 
     return {"ms_per_image": 1000 * best / len(x), "images_per_s": len(x) / best}
 
 
-def build_sets(cfg: ExperimentConfig, clf: Classifier, ds_kwargs: dict[str, Any], cache: Path, progress: bool = True,
-               model: str | None = None, balanced: bool = False) -> dict[str, AdvSet]:
+def build_sets(
+    cfg: ExperimentConfig,
+    clf: Classifier,
+    ds_kwargs: dict[str, Any],
+    cache: Path,
+    progress: bool = True,
+    model: str | None = None,
+    balanced: bool = False,
+) -> dict[str, AdvSet]:
     """The adversarial set of every configured attack, by attack label (built or loaded from ``cache``).
 
     ``balanced``: attack j attacks only part j of len(attacks) disjoint parts of the clean images, so the
@@ -130,11 +157,22 @@ def build_sets(cfg: ExperimentConfig, clf: Classifier, ds_kwargs: dict[str, Any]
         if a.group is not None:  # member i of an attack family of k splits the clean images with the others
             family = [b.label for b in cfg.attacks if b.group == a.group]
             part = (family.index(a.label), len(family)) if len(family) > 1 else None
-        acfg = AdvSetConfig(dataset=cfg.dataset, model=model or cfg.model, attack=a.name, params=a.params,
-                            split=cfg.split, limit=cfg.n_images, seed=cfg.seed, target_shift=a.target_shift,
-                            roundtrip=cfg.roundtrip, dataset_kwargs=ds_kwargs, part=part)
-        sets[a.label] = build_advset(acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size,
-                                     progress=progress)
+        acfg = AdvSetConfig(
+            dataset=cfg.dataset,
+            model=model or cfg.model,
+            attack=a.name,
+            params=a.params,
+            split=cfg.split,
+            limit=cfg.n_images,
+            seed=cfg.seed,
+            target_shift=a.target_shift,
+            roundtrip=cfg.roundtrip,
+            dataset_kwargs=ds_kwargs,
+            part=part,
+        )
+        sets[a.label] = build_advset(
+            acfg, clf, cache_dir=cache / "advsets", chunk_size=cfg.chunk_size, progress=progress
+        )
     return sets
 
 
@@ -142,8 +180,17 @@ def versions() -> dict[str, Any]:
     import importlib.metadata as md
 
     out: dict[str, Any] = {}
-    for p in ("advguard", "torch", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "foolbox",
-              "xgboost", "pillow"):
+    for p in (
+        "advguard",
+        "torch",
+        "numpy",
+        "scikit-learn",
+        "scikit-image",
+        "opencv-python-headless",
+        "foolbox",
+        "xgboost",
+        "pillow",
+    ):
         try:
             out[p] = md.version(p)
         except md.PackageNotFoundError:
@@ -160,8 +207,14 @@ def results_header(cfg: ExperimentConfig) -> dict[str, Any]:
     (as data and as written), provenance (machine, commit, date, command) and software versions."""
     from ..report import provenance
 
-    return {"schema": RESULTS_SCHEMA, "experiment": cfg.experiment, "config": cfg.as_dict(),
-            "config_toml": cfg.source_text, "provenance": provenance(), "software": versions()}
+    return {
+        "schema": RESULTS_SCHEMA,
+        "experiment": cfg.experiment,
+        "config": cfg.as_dict(),
+        "config_toml": cfg.source_text,
+        "provenance": provenance(),
+        "software": versions(),
+    }
 
 
 def jsonable(o: object) -> object:

@@ -4,6 +4,7 @@ The keys every experiment shares are checked here; each experiment's own tables 
 are checked by the schema and the cross-key checks it registers (:mod:`advguard.experiments.registry`). The
 whole document is validated before any work starts and every problem is listed at once, naming its key.
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..data.registry import DatasetInfo
 
 #: the keys every experiment understands (each experiment adds its own tables, see ``Experiment.sections``)
-COMMON_KEYS = ("name", "title", "dataset", "split", "model", "n_images", "seed", "fractions", "fpr", "roundtrip",
-               "out", "attack", "detector", "dataset_kwargs", "chunk_size", "bootstrap", "experiment")
+COMMON_KEYS = (
+    "name",
+    "title",
+    "dataset",
+    "split",
+    "model",
+    "n_images",
+    "seed",
+    "fractions",
+    "fpr",
+    "roundtrip",
+    "out",
+    "attack",
+    "detector",
+    "dataset_kwargs",
+    "chunk_size",
+    "bootstrap",
+    "experiment",
+)
 
 
 class ConfigError(AdvguardError, ValueError):
@@ -103,12 +121,26 @@ class ExperimentConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The configuration as JSON-able data (for results documents)."""
-        return {"name": self.name, "title": self.title, "experiment": self.experiment, "dataset": self.dataset,
-                "split": self.split, "model": self.model, "n_images": self.n_images, "seed": self.seed,
-                "fractions": list(self.fractions), "fpr": self.fpr, "roundtrip": self.roundtrip, "out": self.out,
-                "dataset_kwargs": self.dataset_kwargs, "chunk_size": self.chunk_size, "bootstrap": self.bootstrap,
-                "attacks": [vars(a) for a in self.attacks], "detectors": [vars(d) for d in self.detectors],
-                **self.sections}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "experiment": self.experiment,
+            "dataset": self.dataset,
+            "split": self.split,
+            "model": self.model,
+            "n_images": self.n_images,
+            "seed": self.seed,
+            "fractions": list(self.fractions),
+            "fpr": self.fpr,
+            "roundtrip": self.roundtrip,
+            "out": self.out,
+            "dataset_kwargs": self.dataset_kwargs,
+            "chunk_size": self.chunk_size,
+            "bootstrap": self.bootstrap,
+            "attacks": [vars(a) for a in self.attacks],
+            "detectors": [vars(d) for d in self.detectors],
+            **self.sections,
+        }
 
 
 #: the name used before the experiments became plug-ins (``advguard.bench``)
@@ -137,20 +169,49 @@ def _common_schema() -> dict[str, Spec]:
 
     dm = Str(DECISION_MODELS, "decision model")
     return {
-        "name": Str(nonempty=True), "title": Str(), "dataset": Str(DATASETS, "dataset"), "split": Str(),
-        "model": Str(ZOO, "model"), "n_images": POS_INT, "seed": Int(0, 2 ** 32 - 1),
-        "fractions": List(SHARE, min_len=2), "fpr": SHARE,
-        "roundtrip": OneOf(Str([r for r in ROUNDTRIPS if r] + [""], "round trip"), Bool(),
-                           what=f"one of {', '.join(repr(r) for r in ROUNDTRIPS if r)} (or false)"),
+        "name": Str(nonempty=True),
+        "title": Str(),
+        "dataset": Str(DATASETS, "dataset"),
+        "split": Str(),
+        "model": Str(ZOO, "model"),
+        "n_images": POS_INT,
+        "seed": Int(0, 2**32 - 1),
+        "fractions": List(SHARE, min_len=2),
+        "fpr": SHARE,
+        "roundtrip": OneOf(
+            Str([r for r in ROUNDTRIPS if r] + [""], "round trip"),
+            Bool(),
+            what=f"one of {', '.join(repr(r) for r in ROUNDTRIPS if r)} (or false)",
+        ),
         "out": Str(nonempty=True),
-        "attack": List(Table({"name": Str(ATTACKS, "attack"), "label": Str(nonempty=True),
-                              "params": Table(None), "target_shift": Int(1), "group": Str(nonempty=True)},
-                             required=("name",)), hint=TABLES_HINT.format("attack")),
-        "detector": List(Table({"name": Str(DETECTORS, "detector"), "label": Str(nonempty=True),
-                                "params": Table(None),
-                                "decision_models": List(dm, hint=' of names, e.g. ["svc"]')},
-                               required=("name",)), hint=TABLES_HINT.format("detector")),
-        "dataset_kwargs": Table(None), "chunk_size": POS_INT, "bootstrap": POS_INT,
+        "attack": List(
+            Table(
+                {
+                    "name": Str(ATTACKS, "attack"),
+                    "label": Str(nonempty=True),
+                    "params": Table(None),
+                    "target_shift": Int(1),
+                    "group": Str(nonempty=True),
+                },
+                required=("name",),
+            ),
+            hint=TABLES_HINT.format("attack"),
+        ),
+        "detector": List(
+            Table(
+                {
+                    "name": Str(DETECTORS, "detector"),
+                    "label": Str(nonempty=True),
+                    "params": Table(None),
+                    "decision_models": List(dm, hint=' of names, e.g. ["svc"]'),
+                },
+                required=("name",),
+            ),
+            hint=TABLES_HINT.format("detector"),
+        ),
+        "dataset_kwargs": Table(None),
+        "chunk_size": POS_INT,
+        "bootstrap": POS_INT,
         "experiment": Str(experiment_names(with_aliases=True), "experiment"),
     }
 
@@ -198,8 +259,13 @@ def validate_config(doc: object) -> list[str]:
 
     if model is not None and dataset is not None:
         compatible(model, "model")
-    if info is not None and ok("split") and dataset != "image-folder" and "split" in doc \
-            and doc["split"] not in info.splits:
+    if (
+        info is not None
+        and ok("split")
+        and dataset != "image-folder"
+        and "split" in doc
+        and doc["split"] not in info.splits
+    ):
         P.add("split", f"dataset {dataset!r} has no split {doc['split']!r}; splits: {', '.join(info.splits)}")
     if info is not None and ok("dataset_kwargs"):
         assert isinstance(dataset, str)  # info is None otherwise
@@ -211,25 +277,36 @@ def validate_config(doc: object) -> list[str]:
     _check_detectors(doc, P)
     if experiment is not None:
         if attacks is not None and experiment.needs_attacks and not attacks:
-            P.add("attack", "needs at least one [[attack]]"
-                  + (" and one [[detector]]" if experiment.needs_detectors else ""))
+            P.add(
+                "attack",
+                "needs at least one [[attack]]" + (" and one [[detector]]" if experiment.needs_detectors else ""),
+            )
         if detectors is not None and experiment.needs_detectors and not detectors:
             P.add("detector", "needs at least one [[attack]] and one [[detector]]")
         if ok("fractions"):
             fr = doc.get("fractions", experiment.fractions)
             want = len(experiment.fractions)
             if len(fr) != want:
-                P.add("fractions", ("must be [fit, test]" if want == 2 else "must be [train, dev, eval]")
-                      + f", got {list(fr)}")
+                P.add(
+                    "fractions",
+                    ("must be [fit, test]" if want == 2 else "must be [train, dev, eval]") + f", got {list(fr)}",
+                )
             elif abs(sum(fr) - 1) > 1e-6:
                 P.add("fractions", f"must sum to 1, got {list(fr)} (sum {sum(fr):g})")
         for section, owner in section_owners().items():
             if owner != experiment.name and doc.get(section):
                 what = f"[[{section}]]" if isinstance(doc.get(section), list) else f"[{section}]"
-                P.add(section, f"{what} belongs to experiment = \"{owner}\"")
+                P.add(section, f'{what} belongs to experiment = "{owner}"')
         if ok(*experiment.sections):
-            ctx = Context(doc=doc, dataset=dataset, model=model, info=info, n_classes=n_classes, attacks=attacks,
-                          compatible=compatible)
+            ctx = Context(
+                doc=doc,
+                dataset=dataset,
+                model=model,
+                info=info,
+                n_classes=n_classes,
+                attacks=attacks,
+                compatible=compatible,
+            )
             experiment.check(doc, ctx, P)
     return P.items
 
@@ -254,12 +331,18 @@ def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> N
                     if k in ("seed", "progress"):
                         P.add(f"{key}.params.{k}", f"{k} is set by the bench (seed: the config's top-level seed)")
                     elif k not in allowed:
-                        P.add(f"{key}.params.{k}", f"{name} has no parameter {k!r}" + did_you_mean(k, allowed)
-                              + f"; its parameters: {', '.join(sorted(allowed - {'seed', 'progress'}))}")
+                        P.add(
+                            f"{key}.params.{k}",
+                            f"{name} has no parameter {k!r}"
+                            + did_you_mean(k, allowed)
+                            + f"; its parameters: {', '.join(sorted(allowed - {'seed', 'progress'}))}",
+                        )
             ts = a.get("target_shift")
             if isinstance(ts, int) and n_classes and ts % n_classes == 0:
-                P.add(f"{key}.target_shift", f"{ts} is a multiple of the {n_classes} classes: every target would "
-                      "be the true label")
+                P.add(
+                    f"{key}.target_shift",
+                    f"{ts} is a multiple of the {n_classes} classes: every target would be the true label",
+                )
     if all(isinstance(a, dict) for a in attacks):
         labels = [a.get("label", a.get("name")) for a in attacks]
         dup = sorted({str(x) for x in labels if labels.count(x) > 1})
@@ -283,13 +366,16 @@ def _check_detectors(doc: dict[str, Any], P: Problems) -> None:
             allowed = parameter_names(cls)
             for k in sorted(params, key=str):
                 if k in ("fpr", "seed"):
-                    P.add(f"{key}.params.{k}", f"set {k} at the top level of the config (it applies to every "
-                          "detector)")
+                    P.add(f"{key}.params.{k}", f"set {k} at the top level of the config (it applies to every detector)")
                 elif k == "decision_model" and d.get("decision_models"):
                     P.add(f"{key}.params.{k}", "give decision_models or params.decision_model, not both")
                 elif allowed is not None and k not in allowed:
-                    P.add(f"{key}.params.{k}", f"{d['name']} has no parameter {k!r}"
-                          + did_you_mean(k, allowed) + f"; its parameters: {', '.join(sorted(allowed))}")
+                    P.add(
+                        f"{key}.params.{k}",
+                        f"{d['name']} has no parameter {k!r}"
+                        + did_you_mean(k, allowed)
+                        + f"; its parameters: {', '.join(sorted(allowed))}",
+                    )
 
 
 def _check_dataset_kwargs(kw: dict[str, Any], dataset: str, info: DatasetInfo, P: Problems) -> None:
@@ -297,23 +383,30 @@ def _check_dataset_kwargs(kw: dict[str, Any], dataset: str, info: DatasetInfo, P
     import inspect
 
     params = list(inspect.signature(info.loader).parameters)
-    allowed = set(params[1:] if dataset == "image-folder" else params[2:]) | ({"path"} if dataset == "image-folder"
-                                                                             else set())
+    allowed = set(params[1:] if dataset == "image-folder" else params[2:]) | (
+        {"path"} if dataset == "image-folder" else set()
+    )
     allowed.discard("url")
     allowed.discard("md5")
     for k in sorted(kw, key=str):
         if k not in allowed:
-            P.add(f"dataset_kwargs.{k}", f"dataset {dataset!r} has no option {k!r}" + did_you_mean(k, allowed)
-                  + (f"; options: {', '.join(sorted(allowed))}" if allowed else "; it takes none"))
+            P.add(
+                f"dataset_kwargs.{k}",
+                f"dataset {dataset!r} has no option {k!r}"
+                + did_you_mean(k, allowed)
+                + (f"; options: {', '.join(sorted(allowed))}" if allowed else "; it takes none"),
+            )
     if dataset == "image-folder":
         if not isinstance(kw.get("path"), str) or not kw.get("path"):
-            P.add("dataset_kwargs.path", "image-folder needs path = \"<folder with one sub-folder per class>\"")
-        if "size" in kw and not (isinstance(kw["size"], list) and len(kw["size"]) == 2
-                                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                         for v in kw["size"])):
+            P.add("dataset_kwargs.path", 'image-folder needs path = "<folder with one sub-folder per class>"')
+        if "size" in kw and not (
+            isinstance(kw["size"], list)
+            and len(kw["size"]) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in kw["size"])
+        ):
             P.add("dataset_kwargs.size", f"must be [height, width], got {kw['size']!r}")
         if "mode" in kw and kw["mode"] not in ("RGB", "L"):
-            P.add("dataset_kwargs.mode", f"must be \"RGB\" or \"L\", got {kw['mode']!r}")
+            P.add("dataset_kwargs.mode", f'must be "RGB" or "L", got {kw["mode"]!r}')
         for k in ("resize", "crop"):
             if k in kw:
                 Int(1).check(kw[k], f"dataset_kwargs.{k}", P)
@@ -336,18 +429,39 @@ def parse_config(doc: dict[str, Any], where: str = "config", source_text: str = 
             raise ConfigError(f"{where}: {problems[0]}")
         raise ConfigError(f"{where}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
     exp = get_experiment(doc.get("experiment", "grid"))
-    attacks = [AttackSpec(a["name"], a.get("label", a["name"]), dict(a.get("params", {})), a.get("target_shift"),
-                          a.get("group")) for a in doc.get("attack", [])]
-    detectors = [DetectorSpec(d["name"], d.get("label", d["name"]), dict(d.get("params", {})),
-                              list(d.get("decision_models", []))) for d in doc.get("detector", [])]
+    attacks = [
+        AttackSpec(
+            a["name"], a.get("label", a["name"]), dict(a.get("params", {})), a.get("target_shift"), a.get("group")
+        )
+        for a in doc.get("attack", [])
+    ]
+    detectors = [
+        DetectorSpec(
+            d["name"], d.get("label", d["name"]), dict(d.get("params", {})), list(d.get("decision_models", []))
+        )
+        for d in doc.get("detector", [])
+    ]
     cfg = ExperimentConfig(
-        name=doc["name"], title=doc.get("title", doc["name"]), dataset=doc["dataset"], model=doc["model"],
-        attacks=attacks, detectors=detectors, split=doc.get("split", "test"), n_images=doc.get("n_images", 1000),
-        seed=int(doc.get("seed", 0)), fractions=tuple(doc.get("fractions", exp.fractions)),
-        fpr=float(doc.get("fpr", 0.05)), roundtrip=doc.get("roundtrip") or None, out=doc.get("out"),
-        dataset_kwargs=dict(doc.get("dataset_kwargs", {})), chunk_size=int(doc.get("chunk_size", 256)),
-        bootstrap=int(doc.get("bootstrap", 1000)), experiment=canonical_name(doc.get("experiment", "grid")),
-        sections={s: copy.deepcopy(doc[s]) for s in exp.sections if s in doc}, source_text=source_text)
+        name=doc["name"],
+        title=doc.get("title", doc["name"]),
+        dataset=doc["dataset"],
+        model=doc["model"],
+        attacks=attacks,
+        detectors=detectors,
+        split=doc.get("split", "test"),
+        n_images=doc.get("n_images", 1000),
+        seed=int(doc.get("seed", 0)),
+        fractions=tuple(doc.get("fractions", exp.fractions)),
+        fpr=float(doc.get("fpr", 0.05)),
+        roundtrip=doc.get("roundtrip") or None,
+        out=doc.get("out"),
+        dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
+        chunk_size=int(doc.get("chunk_size", 256)),
+        bootstrap=int(doc.get("bootstrap", 1000)),
+        experiment=canonical_name(doc.get("experiment", "grid")),
+        sections={s: copy.deepcopy(doc[s]) for s in exp.sections if s in doc},
+        source_text=source_text,
+    )
     cfg.options = exp.options(cfg)
     return cfg
 

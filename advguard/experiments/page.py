@@ -4,6 +4,7 @@ self-contained HTML report (``report.html``, a Jinja2 template; Markdown rendere
 Experiments add blocks in order (headings, paragraphs, tables, figures, code); figures are PNG bytes, written
 beside the Markdown and embedded (base64) in the HTML. Everything is written atomically.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,8 +36,12 @@ def _markdown() -> MarkdownIt:
 def _template() -> jinja2.Template:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("advguard.experiments", "templates"),
-                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("advguard.experiments", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env.get_template("page.html")
 
 
@@ -122,12 +127,23 @@ class Page:
             elif b[0] == "text":
                 blocks.append({"kind": "text", "html": md.render(b[1])})
             elif b[0] == "table":
-                blocks.append({"kind": "table", "caption": md.renderInline(b[3]) if b[3] else "",
-                               "header": [str(x) for x in b[1]],
-                               "rows": [[md.renderInline(str(x)) for x in r] for r in b[2]]})
+                blocks.append(
+                    {
+                        "kind": "table",
+                        "caption": md.renderInline(b[3]) if b[3] else "",
+                        "header": [str(x) for x in b[1]],
+                        "rows": [[md.renderInline(str(x)) for x in r] for r in b[2]],
+                    }
+                )
             elif b[0] == "figure":
-                blocks.append({"kind": "figure", "alt": b[3].replace("`", ""), "caption": md.renderInline(b[3]),
-                               "data": base64.b64encode(b[2]).decode()})
+                blocks.append(
+                    {
+                        "kind": "figure",
+                        "alt": b[3].replace("`", ""),
+                        "caption": md.renderInline(b[3]),
+                        "data": base64.b64encode(b[2]).decode(),
+                    }
+                )
             elif b[0] == "code":
                 blocks.append({"kind": "code", "text": b[1]})
         return _template().render(title=self.title, blocks=blocks)

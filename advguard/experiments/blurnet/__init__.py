@@ -3,6 +3,7 @@
 The protocol is described in :mod:`advguard.experiments.blurnet.run`; the paper's figures are in
 :mod:`advguard.experiments.blurnet.paper`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """BlurNet paper's Tables 1 and 2 (LISA top-18 classes, Cleverhans 3 conv + 1 FC CNN, 40 stop signs),
 transcribed from the paper (docs/methods/blurnet.md). Shares in percent; L2 distortion is eq. 1's dissimilarity."""
+
 from __future__ import annotations
 
 #: Table 1 (black box: RP2 stickers made on the undefended model, lambda 0.002, 300 epochs):

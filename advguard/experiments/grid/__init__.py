@@ -1,5 +1,6 @@
 """The generic grid (``experiment = "grid"``, the default): every [[attack]] x every [[detector]] x its decision
 models on your own model and data. See :mod:`advguard.experiments.grid.run`."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Adversarial sets -> detector features (cached) -> fitted detectors -> AUC with a bootstrap CI, TPR at fixed
 FPRs, the detection rate and FPR at the threshold calibrated on clean fitting images, and the cost per image.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,9 @@ from ..common import bench_paths, build_sets, dataset_kwargs, feature_key, featu
 from ..config import AttackSpec, DetectorSpec, ExperimentConfig
 
 
-def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-              progress: bool = True) -> dict[str, Any]:
+def run_grid(
+    cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run the whole grid; write the artefacts into ``out``; return the results document."""
     from .report import write_artefacts
 
@@ -33,8 +35,12 @@ def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: st
 
     sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
     first = next(iter(sets.values()))
-    clean_key = hashlib.sha256((first.config["weights"] + json.dumps(
-        [cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs], sort_keys=True)).encode()).hexdigest()[:20]
+    clean_key = hashlib.sha256(
+        (
+            first.config["weights"]
+            + json.dumps([cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs], sort_keys=True)
+        ).encode()
+    ).hexdigest()[:20]
     clean_fold = first.folds(cfg.fractions, cfg.seed)[0]
     floor = forward_cost(clf, first.x_clean[clean_fold == 1][:256])
 
@@ -44,14 +50,15 @@ def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: st
     for a, d in tqdm(grid, desc="detector cells", disable=not progress):
         s = sets[a.label]
         det0 = make_detector(d.name, clf, fpr=cfg.fpr, seed=cfg.seed, **d.params)
-        f_clean, cost_clean = features(det0, s.x_clean, feat_dir / f"{feature_key(d, clean_key, 'clean')}.npz",
-                                        f"{d.label} clean")
-        f_adv, _ = features(det0, s.x_adv, feat_dir / f"{feature_key(d, s.key, 'adv')}.npz",
-                             f"{d.label} {a.label}")
+        f_clean, cost_clean = features(
+            det0, s.x_clean, feat_dir / f"{feature_key(d, clean_key, 'clean')}.npz", f"{d.label} clean"
+        )
+        f_adv, _ = features(det0, s.x_adv, feat_dir / f"{feature_key(d, s.key, 'adv')}.npz", f"{d.label} {a.label}")
         c_fold, a_fold = s.folds(cfg.fractions, cfg.seed)
-        for dm in (d.decision_models or [None]):
-            det = make_detector(d.name, clf, fpr=cfg.fpr, seed=cfg.seed, **d.params,
-                                **({"decision_model": dm} if dm else {}))
+        for dm in d.decision_models or [None]:
+            det = make_detector(
+                d.name, clf, fpr=cfg.fpr, seed=cfg.seed, **d.params, **({"decision_model": dm} if dm else {})
+            )
             dm = det.decision_model
             if det.supervised:
                 if (a_fold == 0).sum() < 2 or (a_fold == 1).sum() < 1:
@@ -66,16 +73,31 @@ def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: st
                 cells.append(_empty_cell(a, d, dm, s, "no adversarial test images"))
                 continue
             rep = detection_report(sc, sa, threshold=det.threshold_, n_boot=cfg.bootstrap)
-            cells.append({
-                "attack": a.label, "attack_name": a.name, "attack_params": a.params, "detector": d.label,
-                "detector_name": d.name, "detector_params": d.params, "decision_model": dm,
-                "n_fit_clean": int((c_fold == 0).sum()), "n_fit_adv": int((a_fold == 0).sum()),
-                **rep, "cost": cost_clean, "roc": _roc_points(sc, sa),
-            })
+            cells.append(
+                {
+                    "attack": a.label,
+                    "attack_name": a.name,
+                    "attack_params": a.params,
+                    "detector": d.label,
+                    "detector_name": d.name,
+                    "detector_params": d.params,
+                    "decision_model": dm,
+                    "n_fit_clean": int((c_fold == 0).sum()),
+                    "n_fit_adv": int((a_fold == 0).sum()),
+                    **rep,
+                    "cost": cost_clean,
+                    "roc": _roc_points(sc, sa),
+                }
+            )
     doc = {
         **results_header(cfg),
-        "data": {"dataset": cfg.dataset, "split": cfg.split, "source": first.config.get("source"),
-                 "n_images": first.counts["n_images"], "n_correct": first.counts["n_correct"]},
+        "data": {
+            "dataset": cfg.dataset,
+            "split": cfg.split,
+            "source": first.config.get("source"),
+            "n_images": first.counts["n_images"],
+            "n_correct": first.counts["n_correct"],
+        },
         "forward_floor": floor,
         "advsets": {k: v.summary() for k, v in sets.items()},
         "cells": cells,
@@ -85,9 +107,17 @@ def run_grid(cfg: ExperimentConfig, out: str | Path | None = None, cache_dir: st
 
 
 def _empty_cell(a: AttackSpec, d: DetectorSpec, dm: str | None, s: AdvSet, why: str) -> dict[str, Any]:
-    return {"attack": a.label, "attack_name": a.name, "attack_params": a.params, "detector": d.label,
-            "detector_name": d.name, "detector_params": d.params, "decision_model": dm, "skipped": why,
-            "n_adv": int(len(s.x_adv))}
+    return {
+        "attack": a.label,
+        "attack_name": a.name,
+        "attack_params": a.params,
+        "detector": d.label,
+        "detector_name": d.name,
+        "detector_params": d.params,
+        "decision_model": dm,
+        "skipped": why,
+        "n_adv": int(len(s.x_adv)),
+    }
 
 
 def _roc_points(sc: np.ndarray, sa: np.ndarray, n: int = 101) -> dict[str, Any]:
@@ -96,5 +126,3 @@ def _roc_points(sc: np.ndarray, sa: np.ndarray, n: int = 101) -> dict[str, Any]:
     f, t, _ = roc_curve(np.r_[np.zeros(len(sc)), np.ones(len(sa))], np.r_[sc, sa])
     grid = np.linspace(0, 1, n)
     return {"fpr": grid.round(4).tolist(), "tpr": np.interp(grid, f, t).round(4).tolist()}
-
-

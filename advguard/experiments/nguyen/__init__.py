@@ -4,6 +4,7 @@
 The protocol is described in :mod:`advguard.experiments.nguyen.run`; the paper's figures are in
 :mod:`advguard.experiments.nguyen.paper`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 @register_experiment
 class NguyenExperiment(Experiment):
     name = "nguyen"
-    paper = ("Detecting and Correcting Adversarial Images Using Image Processing Operations and Convolutional "
-             "Neural Networks (Nguyen et al.)")
+    paper = (
+        "Detecting and Correcting Adversarial Images Using Image Processing Operations and Convolutional "
+        "Neural Networks (Nguyen et al.)"
+    )
     aliases = ("imageops",)
     sections = ("imageops", "cnn")
     fractions = (0.7, 0.15, 0.15)
@@ -31,8 +34,7 @@ class NguyenExperiment(Experiment):
         return options.schema()
 
     def options(self, cfg: ExperimentConfig) -> NguyenOptions:
-        return NguyenOptions(imageops=dict(cfg.section("imageops")),
-                             cnn=[dict(c) for c in cfg.sections.get("cnn", [])])
+        return NguyenOptions(imageops=dict(cfg.section("imageops")), cnn=[dict(c) for c in cfg.sections.get("cnn", [])])
 
     def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_imageops

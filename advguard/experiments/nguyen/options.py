@@ -1,4 +1,5 @@
 """The ``[imageops]`` and ``[[cnn]]`` tables of Nguyen et al.'s experiment: schema and typed options."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,9 +23,26 @@ def schema() -> dict[str, Spec]:
 
     dm = Str(DECISION_MODELS, "decision model")
     return {
-        "imageops": Table({"k": POS_INT, "ks": List(POS_INT), "classifiers": List(dm),
-                           "families": List(Str(FAMILY_SETS, "operation family"))}),
-        "cnn": List(Table({"label": Str(nonempty=True), "backbone": Str(BACKBONES, "CNN detector backbone"),
-                           "softmax_in_training": Bool(), "epochs": POS_INT, "lr": POS_NUM, "batch_size": POS_INT,
-                           "widths": List(List(POS_INT, min_len=1), min_len=1)}), hint=TABLES_HINT.format("cnn")),
+        "imageops": Table(
+            {
+                "k": POS_INT,
+                "ks": List(POS_INT),
+                "classifiers": List(dm),
+                "families": List(Str(FAMILY_SETS, "operation family")),
+            }
+        ),
+        "cnn": List(
+            Table(
+                {
+                    "label": Str(nonempty=True),
+                    "backbone": Str(BACKBONES, "CNN detector backbone"),
+                    "softmax_in_training": Bool(),
+                    "epochs": POS_INT,
+                    "lr": POS_NUM,
+                    "batch_size": POS_INT,
+                    "widths": List(List(POS_INT, min_len=1), min_len=1),
+                }
+            ),
+            hint=TABLES_HINT.format("cnn"),
+        ),
     }

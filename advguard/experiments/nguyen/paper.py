@@ -6,15 +6,39 @@ criterion, 1,000 normal images per network, eval set 600 normal + 3,124 adversar
 
 #: Table 1 (successful adversarial images of 1,000 per network), ResNet-18 column and VGG-16 column.
 TABLE1 = {
-    "L-BFGS": (618, 348), "BIM": (693, 531), "PGD": (651, 484), "L1-iter": (661, 680), "L2-iter": (820, 722),
-    "Gradient": (654, 590), "FGSM": (509, 451), "Deep Fool": (707, 658), "Newton": (571, 558), "ADef": (1, 1),
-    "Saliency Map": (102, 114), "Carlini-Wagner": (427, 401),
+    "L-BFGS": (618, 348),
+    "BIM": (693, 531),
+    "PGD": (651, 484),
+    "L1-iter": (661, 680),
+    "L2-iter": (820, 722),
+    "Gradient": (654, 590),
+    "FGSM": (509, 451),
+    "Deep Fool": (707, 658),
+    "Newton": (571, 558),
+    "ADef": (1, 1),
+    "Saliency Map": (102, 114),
+    "Carlini-Wagner": (427, 401),
 }
 TABLE1_COLUMNS = ("VGG-16", "ResNet-18")
 
 #: Table 3 (ResNet-18): misclassified top-5 counts, columns below.
-TABLE3_COLUMNS = ("Original", "jpeg:100", "jpeg:80", "jpeg:60", "jpeg:40", "jpeg:20", "scale:0.75", "scale:0.85",
-                  "scale:0.95", "scale:1.05", "scale:1.15", "scale:1.25", "blur:3", "rotate:2", "rotate:5")
+TABLE3_COLUMNS = (
+    "Original",
+    "jpeg:100",
+    "jpeg:80",
+    "jpeg:60",
+    "jpeg:40",
+    "jpeg:20",
+    "scale:0.75",
+    "scale:0.85",
+    "scale:0.95",
+    "scale:1.05",
+    "scale:1.15",
+    "scale:1.25",
+    "blur:3",
+    "rotate:2",
+    "rotate:5",
+)
 TABLE3 = {
     "Normal images": (0, 6, 29, 50, 59, 108, 93, 44, 34, 26, 52, 35, 329, 54, 75),
     "L-BFGS": (348, 341, 41, 50, 58, 67, 88, 58, 44, 59, 68, 42, 63, 61, 92),
@@ -31,14 +55,38 @@ TABLE3 = {
 
 #: Table 4: accuracy (%) on the eval set, {classifier: {family: (count, diff)}}.
 TABLE4 = {
-    "svc": {"jpeg": (90.98, 91.92), "scale": (92.56, 92.32), "blur": (87.35, 87.35), "rotate": (89.90, 89.39),
-            "jpeg+scale": (92.86, 94.04), "all": (93.39, 94.20)},
-    "rf": {"jpeg": (90.57, 89.82), "scale": (91.08, 91.27), "blur": (86.87, 86.04), "rotate": (88.24, 88.59),
-           "jpeg+scale": (92.16, 91.94), "all": (92.35, 92.35)},
-    "lda": {"jpeg": (89.98, 90.36), "scale": (91.97, 91.62), "blur": (85.77, 87.35), "rotate": (89.15, 89.29),
-            "jpeg+scale": (92.86, 92.67), "all": (92.21, 92.86)},
-    "mlp": {"jpeg": (91.25, 90.41), "scale": (92.32, 92.35), "blur": (86.95, 87.38), "rotate": (89.66, 89.02),
-            "jpeg+scale": (93.56, 92.19), "all": (93.37, 92.29)},
+    "svc": {
+        "jpeg": (90.98, 91.92),
+        "scale": (92.56, 92.32),
+        "blur": (87.35, 87.35),
+        "rotate": (89.90, 89.39),
+        "jpeg+scale": (92.86, 94.04),
+        "all": (93.39, 94.20),
+    },
+    "rf": {
+        "jpeg": (90.57, 89.82),
+        "scale": (91.08, 91.27),
+        "blur": (86.87, 86.04),
+        "rotate": (88.24, 88.59),
+        "jpeg+scale": (92.16, 91.94),
+        "all": (92.35, 92.35),
+    },
+    "lda": {
+        "jpeg": (89.98, 90.36),
+        "scale": (91.97, 91.62),
+        "blur": (85.77, 87.35),
+        "rotate": (89.15, 89.29),
+        "jpeg+scale": (92.86, 92.67),
+        "all": (92.21, 92.86),
+    },
+    "mlp": {
+        "jpeg": (91.25, 90.41),
+        "scale": (92.32, 92.35),
+        "blur": (86.95, 87.38),
+        "rotate": (89.66, 89.02),
+        "jpeg+scale": (93.56, 92.19),
+        "all": (93.37, 92.29),
+    },
 }
 
 #: Table 5: corrected top-5 (%), {operations: (normal images, adversarial images)}.

@@ -17,6 +17,7 @@ Deviation from the paper: classification uses top-1 where the model has fewer th
 classes). Attacks the paper used but Foolbox 3 no longer has (L-BFGS, ADef, Saliency Map) are
 listed as not run.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,13 +43,24 @@ from ..page import Page, fig_png, pct, pyplot
 from . import paper
 
 SPLITS = ("train", "dev", "eval")
-NOT_IN_FOOLBOX3 = {"L-BFGS": "targeted L-BFGS (Szegedy et al.)", "ADef": "ADef (Alaifari et al.)",
-                   "Saliency Map": "JSMA (Papernot et al.)"}
+NOT_IN_FOOLBOX3 = {
+    "L-BFGS": "targeted L-BFGS (Szegedy et al.)",
+    "ADef": "ADef (Alaifari et al.)",
+    "Saliency Map": "JSMA (Papernot et al.)",
+}
 
 
 def _labels_cached(clf, x: np.ndarray, ops, k: int, path: Path, desc: str, progress: bool) -> tuple[np.ndarray, dict]:
-    return cached_chunks(path, "labels", clf, x, lambda xb: label_matrix(clf, torch.from_numpy(xb), ops, k),
-                         np.zeros((0, 1 + len(ops), k), np.int64), desc=desc, progress=progress)
+    return cached_chunks(
+        path,
+        "labels",
+        clf,
+        x,
+        lambda xb: label_matrix(clf, torch.from_numpy(xb), ops, k),
+        np.zeros((0, 1 + len(ops), k), np.int64),
+        desc=desc,
+        progress=progress,
+    )
 
 
 def _dev_best(rows: list[dict]) -> dict:
@@ -56,8 +68,9 @@ def _dev_best(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (r["dev_accuracy"], r["dev_auc"]))
 
 
-def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> dict:
+def run_imageops(
+    cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> dict:
     out, cache = bench_paths(cfg, out, cache_dir)
     clf = load_model(cfg.model)
     C = clf.num_classes
@@ -76,11 +89,16 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     first = next(iter(sets.values()))
     wkey = first.config["weights"]
     lab_dir = cache / "imageops-labels"
-    clean_key = cache_key(wkey, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, K, 'clean')
-    L_clean, cost_clean = _labels_cached(clf, first.x_clean, ops, K, lab_dir / f"{clean_key}.npz", "labels clean",
-                                         progress)
-    L_adv = {lab: _labels_cached(clf, s.x_adv, ops, K, lab_dir / f"{cache_key(s.key, K, 'adv')}.npz", f"labels {lab}",
-                                 progress)[0] for lab, s in sets.items()}
+    clean_key = cache_key(wkey, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, K, "clean")
+    L_clean, cost_clean = _labels_cached(
+        clf, first.x_clean, ops, K, lab_dir / f"{clean_key}.npz", "labels clean", progress
+    )
+    L_adv = {
+        lab: _labels_cached(
+            clf, s.x_adv, ops, K, lab_dir / f"{cache_key(s.key, K, 'adv')}.npz", f"labels {lab}", progress
+        )[0]
+        for lab, s in sets.items()
+    }
     y_clean = first.y_clean
     fold_c = fold_of(first.clean_ids, cfg.fractions, cfg.seed)
     adv_label = np.concatenate([[lab] * len(s.x_adv) for lab, s in sets.items()]) if sets else np.zeros(0, str)
@@ -89,25 +107,44 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     adv_folds = {lab: fold_of(s.adv_ids, cfg.fractions, cfg.seed) for lab, s in sets.items()}
     fold_a = np.concatenate(list(adv_folds.values()))
 
-    doc: dict = {**results_header(cfg), "k": k, "ks": ks, "criterion": criterion,
-                 "ops": [o.name for o in ops],
-                 "data": {"dataset": cfg.dataset, "split": cfg.split, "source": first.config.get("source"),
-                          "n_images": first.counts["n_images"], "n_correct": first.counts["n_correct"]},
-                 "label_cost": cost_clean}
+    doc: dict = {
+        **results_header(cfg),
+        "k": k,
+        "ks": ks,
+        "criterion": criterion,
+        "ops": [o.name for o in ops],
+        "data": {
+            "dataset": cfg.dataset,
+            "split": cfg.split,
+            "source": first.config.get("source"),
+            "n_images": first.counts["n_images"],
+            "n_correct": first.counts["n_correct"],
+        },
+        "label_cost": cost_clean,
+    }
 
     # ---------------------------------------------------------------- Table 1
     t1 = []
     for a in cfg.attacks:
         s, fa = sets[a.label], adv_folds[a.label]
-        t1.append({"attack": a.label, "name": a.name, "params": a.params, "targeted": a.target_shift is not None,
-                   "n_attacked": s.counts["n_attacked"], "n_success": s.counts["n_success"],
-                   "n_kept": s.counts["n_adv"],
-                   **{f"n_{sp}": int((fa == i).sum()) for i, sp in enumerate(SPLITS)},
-                   "median_l2": float(np.median(s.norms["l2"])) if len(s.x_adv) else None,
-                   "median_linf": float(np.median(s.norms["linf"])) if len(s.x_adv) else None})
+        t1.append(
+            {
+                "attack": a.label,
+                "name": a.name,
+                "params": a.params,
+                "targeted": a.target_shift is not None,
+                "n_attacked": s.counts["n_attacked"],
+                "n_success": s.counts["n_success"],
+                "n_kept": s.counts["n_adv"],
+                **{f"n_{sp}": int((fa == i).sum()) for i, sp in enumerate(SPLITS)},
+                "median_l2": float(np.median(s.norms["l2"])) if len(s.x_adv) else None,
+                "median_linf": float(np.median(s.norms["linf"])) if len(s.x_adv) else None,
+            }
+        )
     doc["table1"] = t1
-    doc["database"] = {sp: {"normal": int((fold_c == i).sum()), "adversarial": int((fold_a == i).sum())}
-                       for i, sp in enumerate(SPLITS)}
+    doc["database"] = {
+        sp: {"normal": int((fold_c == i).sum()), "adversarial": int((fold_a == i).sum())} for i, sp in enumerate(SPLITS)
+    }
 
     # ---------------------------------------------------------------- Table 3
     crit_k = 1 if C < 15 else k
@@ -117,8 +154,10 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
 
     # untargeted attacks count with their own success criterion (e.g. a top-1 DeepFool run on ImageNet)
     attack_k = {a.label: crit_k if a.target_shift is not None else int(a.params.get("top_k", 1)) for a in cfg.attacks}
-    doc["table3"] = {"Normal images": misclassified(L_clean, y_clean, crit_k),
-                     **{lab: misclassified(L_adv[lab], sets[lab].y_adv, attack_k[lab]) for lab in sets}}
+    doc["table3"] = {
+        "Normal images": misclassified(L_clean, y_clean, crit_k),
+        **{lab: misclassified(L_adv[lab], sets[lab].y_adv, attack_k[lab]) for lab in sets},
+    }
     doc["table3_criterion"] = {"Normal images": crit_k, **attack_k}
     doc["table3_n"] = {"Normal images": int(len(y_clean)), **{lab: int(len(sets[lab].y_adv)) for lab in sets}}
 
@@ -160,9 +199,17 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     fam_rows = []
     for f in families:
         b = _dev_best([r for r in t4 if r["family"] == f])
-        fam_rows.append({"family": f, "n_ops": len(parse_ops(f)), "passes_per_image": 1 + len(parse_ops(f)),
-                         "classifier": b["classifier"], "feature": b["feature"], "eval_accuracy": b["eval_accuracy"],
-                         "eval_auc": b["eval_auc"]})
+        fam_rows.append(
+            {
+                "family": f,
+                "n_ops": len(parse_ops(f)),
+                "passes_per_image": 1 + len(parse_ops(f)),
+                "classifier": b["classifier"],
+                "feature": b["feature"],
+                "eval_accuracy": b["eval_accuracy"],
+                "eval_auc": b["eval_auc"],
+            }
+        )
     ref = next((r for r in fam_rows if r["family"] == "all"), None)
     cheapest = None
     if ref is not None:
@@ -178,11 +225,23 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         cc = corr.top_k_from_labels(L_clean[:, cols])
         ca = corr.top_k_from_labels(L_all_adv[:, cols])
         rc, ra = correction_rates(cc, y_clean), correction_rates(ca, y_all_adv)
-        t5.append({"ops": ops_name, "n_ops": len(corr.ops), "vote_k": corr.vote_k, "k": corr.k,
-                   "normal_top1": rc["top1"], "normal_topk": rc[f"top{corr.k}"],
-                   "adversarial_top1": ra["top1"], "adversarial_topk": ra[f"top{corr.k}"],
-                   "per_attack_top1": {lab: float((ca[adv_label == lab, 0] == y_all_adv[adv_label == lab]).mean())
-                                       for lab in sets if (adv_label == lab).any()}})
+        t5.append(
+            {
+                "ops": ops_name,
+                "n_ops": len(corr.ops),
+                "vote_k": corr.vote_k,
+                "k": corr.k,
+                "normal_top1": rc["top1"],
+                "normal_topk": rc[f"top{corr.k}"],
+                "adversarial_top1": ra["top1"],
+                "adversarial_topk": ra[f"top{corr.k}"],
+                "per_attack_top1": {
+                    lab: float((ca[adv_label == lab, 0] == y_all_adv[adv_label == lab]).mean())
+                    for lab in sets
+                    if (adv_label == lab).any()
+                },
+            }
+        )
     doc["table5"] = t5
 
     # ---------------------------------------------------------------- Table 6: best hand-crafted detectors
@@ -193,15 +252,23 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         if rows:
             b = _dev_best(rows)
             best[feat] = b
-            t6.append({"detector": f"{b['classifier'].upper()} - {'counting' if feat == 'count' else 'differences'}"
-                                   f" feature ({b['family']})", "kind": "image-ops",
-                       "accuracy": b["eval_accuracy"], "eer": b["eval_eer"], "auc": b["eval_auc"]})
+            t6.append(
+                {
+                    "detector": f"{b['classifier'].upper()} - {'counting' if feat == 'count' else 'differences'}"
+                    f" feature ({b['family']})",
+                    "kind": "image-ops",
+                    "accuracy": b["eval_accuracy"],
+                    "eer": b["eval_eer"],
+                    "auc": b["eval_auc"],
+                }
+            )
     # calibrated detector (protocol threshold at cfg.fpr) for the dev-selected differences configuration
     per_attack = {}
     if "diff" in best:
         b = best["diff"]
-        det = ImageOps(clf, ops=b["family"], feature="diff", k=k, decision_model=b["classifier"], fpr=cfg.fpr,
-                       seed=cfg.seed)
+        det = ImageOps(
+            clf, ops=b["family"], feature="diff", k=k, decision_model=b["classifier"], fpr=cfg.fpr, seed=cfg.seed
+        )
         X = feats(b["family"], "diff", k)
         det.fit_features(X[(fold == 0) & (y_det == 0)], X[(fold == 0) & (y_det == 1)])
         ev = fold == 2
@@ -209,9 +276,12 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         flags = s_all > det.threshold_
         yev = y_det[ev]
         lab_ev = np.r_[np.array([""] * len(L_clean)), adv_label][ev]
-        per_attack = {"detector": t6[-1]["detector"], "threshold_fpr_target": cfg.fpr,
-                      "clean_fpr": float(flags[yev == 0].mean()),
-                      "rates": {lab: float(flags[lab_ev == lab].mean()) for lab in sets if (lab_ev == lab).any()}}
+        per_attack = {
+            "detector": t6[-1]["detector"],
+            "threshold_fpr_target": cfg.fpr,
+            "clean_fpr": float(flags[yev == 0].mean()),
+            "rates": {lab: float(flags[lab_ev == lab].mean()) for lab in sets if (lab_ev == lab).any()},
+        }
     doc["per_attack_detection"] = per_attack
 
     # ---------------------------------------------------------------- Table 6: CNN detectors (Section 4)
@@ -231,8 +301,11 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
             train_s = None if saved is None else float(saved)  # older caches stored it as a JSON string
         else:
             det = CNNDetector(clf, fpr=cfg.fpr, seed=cfg.seed, progress=progress, **params)
-            det.fit(x_all[(fold == 0) & (y_det == 0)], x_all[(fold == 0) & (y_det == 1)],
-                    dev=(x_all[(fold == 1) & (y_det == 0)], x_all[(fold == 1) & (y_det == 1)]))
+            det.fit(
+                x_all[(fold == 0) & (y_det == 0)],
+                x_all[(fold == 0) & (y_det == 1)],
+                dev=(x_all[(fold == 1) & (y_det == 0)], x_all[(fold == 1) & (y_det == 1)]),
+            )
             train_s = time.perf_counter() - t0
             det.history_[-1]["_train_seconds"] = train_s
             save_file(path, det.save)
@@ -240,10 +313,18 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
         z = det.features(torch.from_numpy(x_all[ev]))
         s = det.statistic(z)
         yev = y_det[ev]
-        t6.append({"detector": label, "kind": "cnn", "params": params, "accuracy": float(((s > 0) == yev).mean()),
-                   "eer": equal_error_rate(s[yev == 0], s[yev == 1]), "auc": roc_auc(s[yev == 0], s[yev == 1]),
-                   "train_seconds": train_s, "history": [{k_: v for k_, v in h.items() if not k_.startswith("_")}
-                                                         for h in det.history_]})
+        t6.append(
+            {
+                "detector": label,
+                "kind": "cnn",
+                "params": params,
+                "accuracy": float(((s > 0) == yev).mean()),
+                "eer": equal_error_rate(s[yev == 0], s[yev == 1]),
+                "auc": roc_auc(s[yev == 0], s[yev == 1]),
+                "train_seconds": train_s,
+                "history": [{k_: v for k_, v in h.items() if not k_.startswith("_")} for h in det.history_],
+            }
+        )
         scatter[label] = (z, yev)
     doc["table6"] = t6
     doc["majority_baseline_eval"] = float(max((y_det[fold == 2] == 1).mean(), (y_det[fold == 2] == 0).mean()))
@@ -257,8 +338,10 @@ def run_imageops(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
 
 def summary_table(doc: dict) -> tuple[list[str], list[list]]:
     """Table 6 (all detectors on the eval set) for the terminal."""
-    return (["detector", "accuracy %", "EER %", "AUC %"],
-            [[r["detector"], pct(r["accuracy"], 2), pct(r["eer"], 2), pct(r["auc"], 2)] for r in doc["table6"]])
+    return (
+        ["detector", "accuracy %", "EER %", "AUC %"],
+        [[r["detector"], pct(r["accuracy"], 2), pct(r["eer"], 2), pct(r["auc"], 2)] for r in doc["table6"]],
+    )
 
 
 # ==================================================================== page
@@ -266,44 +349,87 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
     p, d = doc["provenance"], doc["data"]
     pg = Page(cfg.title or cfg.name)
     db = doc["database"]
-    pg.text("\n".join([
-        f"- Data: {d['dataset']} {d['split']} split ({d['source']}); {d['n_images']} images drawn (seed {cfg.seed}), "
-        f"{d['n_correct']} correctly classified by `{cfg.model}`: the normal images.",
-        f"- Adversarial database as in the paper's Section 2: successes only, saved as {cfg.roundtrip or 'float'} "
-        f"and reloaded, re-checked; {criterion_text(doc)}.",
-        f"- Pooled database split {'/'.join(str(int(round(100 * f))) for f in cfg.fractions)} by clean-image id: "
-        + ", ".join(f"{sp} {db[sp]['normal']} normal + {db[sp]['adversarial']} adversarial" for sp in SPLITS)
-        + " (paper: train 2,800 + 16,110, dev 600 + 3,092, eval 600 + 3,124).",
-        f"- Features: top-{doc['k']} labels (the paper: top-5 of 1,000 classes; see the k ablation) before and "
-        f"after each of the 38 operations; label matrix cost {doc['label_cost']['ms_per_image']:.1f} ms/image "
-        f"({doc['label_cost']['passes_per_image']:.0f} model passes/image).",
-        f"- Machine: {p['machine']}. Commit `{p['commit']}`, {p['date']}; whole run {doc['wall_seconds'] / 60:.1f} min "
-        "(cached parts excluded).",
-        f"- Command: `{p['command']}`",
-    ]))
+    pg.text(
+        "\n".join(
+            [
+                f"- Data: {d['dataset']} {d['split']} split ({d['source']}); {d['n_images']} images drawn (seed "
+                f"{cfg.seed}), "
+                f"{d['n_correct']} correctly classified by `{cfg.model}`: the normal images.",
+                "- Adversarial database as in the paper's Section 2: successes only, saved as "
+                f"{cfg.roundtrip or 'float'} "
+                f"and reloaded, re-checked; {criterion_text(doc)}.",
+                f"- Pooled database split {'/'.join(str(int(round(100 * f))) for f in cfg.fractions)} by "
+                "clean-image id: "
+                + ", ".join(f"{sp} {db[sp]['normal']} normal + {db[sp]['adversarial']} adversarial" for sp in SPLITS)
+                + " (paper: train 2,800 + 16,110, dev 600 + 3,092, eval 600 + 3,124).",
+                f"- Features: top-{doc['k']} labels (the paper: top-5 of 1,000 classes; see the k ablation) before and "
+                f"after each of the 38 operations; label matrix cost {doc['label_cost']['ms_per_image']:.1f} ms/image "
+                f"({doc['label_cost']['passes_per_image']:.0f} model passes/image).",
+                f"- Machine: {p['machine']}. Commit `{p['commit']}`, {p['date']}; whole run "
+                f"{doc['wall_seconds'] / 60:.1f} min "
+                "(cached parts excluded).",
+                f"- Command: `{p['command']}`",
+            ]
+        )
+    )
 
     # Table 1
     pg.h2("Table 1: successful adversarial images")
     rows = []
     for r in doc["table1"]:
         pv = paper.TABLE1.get(r["attack"])
-        rows.append([r["attack"], "targeted" if r["targeted"] else "untargeted", _params(r["params"]),
-                     r["n_attacked"], r["n_success"], r["n_kept"],
-                     f"{r['n_train']}/{r['n_dev']}/{r['n_eval']}",
-                     "-" if r["median_l2"] is None else f"{r['median_l2']:.3f}",
-                     "-" if pv is None else f"{pv[0]} / {pv[1]}"])
+        rows.append(
+            [
+                r["attack"],
+                "targeted" if r["targeted"] else "untargeted",
+                _params(r["params"]),
+                r["n_attacked"],
+                r["n_success"],
+                r["n_kept"],
+                f"{r['n_train']}/{r['n_dev']}/{r['n_eval']}",
+                "-" if r["median_l2"] is None else f"{r['median_l2']:.3f}",
+                "-" if pv is None else f"{pv[0]} / {pv[1]}",
+            ]
+        )
     for name, what in NOT_IN_FOOLBOX3.items():
         if name not in {r["attack"] for r in doc["table1"]}:
             pv = paper.TABLE1[name]
-            rows.append([name, "-", f"not run: {what} is not in Foolbox 3", "-", "-", "-", "-", "-",
-                         f"{pv[0]} / {pv[1]}"])
-    pg.table(["attack", "kind", "parameters", "attacked", "successful", f"kept after {cfg.roundtrip or 'no'} "
-              "round trip", "train/dev/eval", "median L2", "paper VGG-16 / ResNet-18 (of 1,000)"], rows)
+            rows.append(
+                [name, "-", f"not run: {what} is not in Foolbox 3", "-", "-", "-", "-", "-", f"{pv[0]} / {pv[1]}"]
+            )
+    pg.table(
+        [
+            "attack",
+            "kind",
+            "parameters",
+            "attacked",
+            "successful",
+            f"kept after {cfg.roundtrip or 'no'} round trip",
+            "train/dev/eval",
+            "median L2",
+            "paper VGG-16 / ResNet-18 (of 1,000)",
+        ],
+        rows,
+    )
 
     # Table 3
     pg.h2("Table 3: misclassified images after each operation")
-    cols = ["jpeg:100", "jpeg:80", "jpeg:60", "jpeg:40", "jpeg:25", "scale:0.75", "scale:0.85", "scale:0.95",
-            "scale:1.05", "scale:1.15", "scale:1.25", "blur:3", "rotate:2", "rotate:5"]
+    cols = [
+        "jpeg:100",
+        "jpeg:80",
+        "jpeg:60",
+        "jpeg:40",
+        "jpeg:25",
+        "scale:0.75",
+        "scale:0.85",
+        "scale:0.95",
+        "scale:1.05",
+        "scale:1.15",
+        "scale:1.25",
+        "blur:3",
+        "rotate:2",
+        "rotate:5",
+    ]
     idx = {name: 1 + j for j, name in enumerate(doc["ops"])}
     rows = []
     crit = doc.get("table3_criterion", {})
@@ -314,11 +440,18 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
         pv = paper.TABLE3.get(lab)
         if pv is not None:
             rows.append(["  paper ResNet-18", "1,000" if lab == "Normal images" else "-", pv[0]] + list(pv[1:]))
-    pg.table(["images", "n", "original"] + cols, rows,
-             caption=f"ours ({doc['criterion']} misclassified), paper rows beneath (ResNet-18, top-5; its JPEG column "
-                     "20 is our 25, the lowest quality of the 38 operations)")
-    pg.figure("table3-curves.png", _plot_table3(doc), "Share still misclassified after JPEG (left) and scaling "
-              "(right), per attack; normal images: share misclassified")
+    pg.table(
+        ["images", "n", "original"] + cols,
+        rows,
+        caption=f"ours ({doc['criterion']} misclassified), paper rows beneath (ResNet-18, top-5; its JPEG column "
+        "20 is our 25, the lowest quality of the 38 operations)",
+    )
+    pg.figure(
+        "table3-curves.png",
+        _plot_table3(doc),
+        "Share still misclassified after JPEG (left) and scaling "
+        "(right), per attack; normal images: share misclassified",
+    )
 
     # Table 4
     pg.h2("Table 4: detection accuracy on the eval set (count / diff)")
@@ -332,59 +465,125 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
                 pv = paper.TABLE4.get(m, {}).get(f)
                 cells.append(f"{pct(r['eval_accuracy'], 2)} ({'-' if pv is None else pv[0 if feat == 'count' else 1]})")
         rows.append(cells)
-    pg.table(["classifier"] + [f"{f} {feat}" for f in fams for feat in ("count", "diff")], rows,
-             caption=f"accuracy % ours (paper); eval set {db['eval']['normal']} normal + {db['eval']['adversarial']} "
-                     f"adversarial: always answering 'adversarial' scores {pct(doc['majority_baseline_eval'], 2)} % "
-                     "(paper: 83.89 %)")
-    rows = [[r["classifier"].upper(), r["family"], r["feature"], r["k"], pct(r["dev_accuracy"], 2),
-             pct(r["eval_accuracy"], 2), pct(r["eval_auc"], 2), pct(r["eval_eer"], 2)] for r in doc["k_ablation"]]
+    pg.table(
+        ["classifier"] + [f"{f} {feat}" for f in fams for feat in ("count", "diff")],
+        rows,
+        caption=f"accuracy % ours (paper); eval set {db['eval']['normal']} normal + {db['eval']['adversarial']} "
+        f"adversarial: always answering 'adversarial' scores {pct(doc['majority_baseline_eval'], 2)} % "
+        "(paper: 83.89 %)",
+    )
+    rows = [
+        [
+            r["classifier"].upper(),
+            r["family"],
+            r["feature"],
+            r["k"],
+            pct(r["dev_accuracy"], 2),
+            pct(r["eval_accuracy"], 2),
+            pct(r["eval_auc"], 2),
+            pct(r["eval_eer"], 2),
+        ]
+        for r in doc["k_ablation"]
+    ]
     pg.text("**k ablation** (length of the top-k label lists; trained on train, dev and eval shown):")
     pg.table(["classifier", "family", "feature", "k", "dev acc %", "eval acc %", "eval AUC %", "eval EER %"], rows)
 
     fc = doc.get("family_cost") or {}
     if fc.get("rows"):
         pg.h2("Cost vs accuracy per family")
-        pg.table(["family", "operations", "model passes / image", "dev-selected detector", "eval accuracy %",
-                  "eval AUC %"],
-                 [[r["family"], r["n_ops"], r["passes_per_image"], f"{r['classifier'].upper()} {r['feature']}",
-                   pct(r["eval_accuracy"], 2), pct(r["eval_auc"], 2)] for r in fc["rows"]])
+        pg.table(
+            ["family", "operations", "model passes / image", "dev-selected detector", "eval accuracy %", "eval AUC %"],
+            [
+                [
+                    r["family"],
+                    r["n_ops"],
+                    r["passes_per_image"],
+                    f"{r['classifier'].upper()} {r['feature']}",
+                    pct(r["eval_accuracy"], 2),
+                    pct(r["eval_auc"], 2),
+                ]
+                for r in fc["rows"]
+            ],
+        )
         if fc.get("cheapest_within_1_point_of_all"):
-            pg.text(f"Cheapest family whose dev-selected detector is within 1 accuracy point of 'all' on eval: "
-                    f"**{fc['cheapest_within_1_point_of_all']}**.")
+            pg.text(
+                f"Cheapest family whose dev-selected detector is within 1 accuracy point of 'all' on eval: "
+                f"**{fc['cheapest_within_1_point_of_all']}**."
+            )
 
     # Table 5
     pg.h2("Table 5: label correction (whole database)")
     rows = []
     for r in doc["table5"]:
         pv = paper.TABLE5.get(r["ops"])
-        rows.append([r["ops"], r["n_ops"], r["vote_k"], pct(r["normal_top1"], 2), pct(r["normal_topk"], 2),
-                     pct(r["adversarial_top1"], 2), pct(r["adversarial_topk"], 2),
-                     "-" if pv is None else f"{pv[0]} / {pv[1]}"])
+        rows.append(
+            [
+                r["ops"],
+                r["n_ops"],
+                r["vote_k"],
+                pct(r["normal_top1"], 2),
+                pct(r["normal_topk"], 2),
+                pct(r["adversarial_top1"], 2),
+                pct(r["adversarial_topk"], 2),
+                "-" if pv is None else f"{pv[0]} / {pv[1]}",
+            ]
+        )
     k5 = doc["table5"][0]["k"] if doc["table5"] else doc["k"]
-    pg.table(["operations", "variants", "votes per variant", "normal top-1 %", f"normal top-{k5} %",
-              "adversarial restored top-1 %", f"adversarial restored top-{k5} %", "paper top-5 normal / adversarial"],
-             rows)
+    pg.table(
+        [
+            "operations",
+            "variants",
+            "votes per variant",
+            "normal top-1 %",
+            f"normal top-{k5} %",
+            "adversarial restored top-1 %",
+            f"adversarial restored top-{k5} %",
+            "paper top-5 normal / adversarial",
+        ],
+        rows,
+    )
     if doc["table5"]:
         last = doc["table5"][-1]
-        pg.table(["attack", "restored top-1 % (jpeg+scale)"],
-                 [[lab, pct(v, 2)] for lab, v in last["per_attack_top1"].items()])
+        pg.table(
+            ["attack", "restored top-1 % (jpeg+scale)"],
+            [[lab, pct(v, 2)] for lab, v in last["per_attack_top1"].items()],
+        )
 
     # Table 6
     pg.h2("Table 6: all detectors on the eval set")
-    rows = [[r["detector"], pct(r["accuracy"], 2), pct(r["eer"], 2), pct(r["auc"], 2),
-             "-" if not r.get("train_seconds") else f"{r['train_seconds']:.0f}"] for r in doc["table6"]]
-    pg.table(["detector", "accuracy %", "EER %", "AUC %", "training s"], rows,
-             caption="image-ops rows: the dev-selected configuration per feature; CNN rows: argmax accuracy")
-    pg.table(["paper detector (ImageNet, 224 px)", "accuracy %", "EER %"],
-             [[k_, v[0], v[1]] for k_, v in paper.TABLE6.items()])
+    rows = [
+        [
+            r["detector"],
+            pct(r["accuracy"], 2),
+            pct(r["eer"], 2),
+            pct(r["auc"], 2),
+            "-" if not r.get("train_seconds") else f"{r['train_seconds']:.0f}",
+        ]
+        for r in doc["table6"]
+    ]
+    pg.table(
+        ["detector", "accuracy %", "EER %", "AUC %", "training s"],
+        rows,
+        caption="image-ops rows: the dev-selected configuration per feature; CNN rows: argmax accuracy",
+    )
+    pg.table(
+        ["paper detector (ImageNet, 224 px)", "accuracy %", "EER %"],
+        [[k_, v[0], v[1]] for k_, v in paper.TABLE6.items()],
+    )
     if scatter:
-        pg.figure("fig2-logits.png", _plot_scatter(scatter), "Figure 2 counterpart: eval-set logits of each CNN "
-                  "detector (x: normal logit, y: adversarial logit); red adversarial, blue normal")
+        pg.figure(
+            "fig2-logits.png",
+            _plot_scatter(scatter),
+            "Figure 2 counterpart: eval-set logits of each CNN "
+            "detector (x: normal logit, y: adversarial logit); red adversarial, blue normal",
+        )
     pad = doc.get("per_attack_detection") or {}
     if pad:
-        pg.text(f"Per-attack detection rate of **{pad['detector']}** at the threshold calibrated on clean training "
-                f"images for FPR {100 * pad['threshold_fpr_target']:.0f} % (eval clean FPR "
-                f"{pct(pad['clean_fpr'], 1)} %):")
+        pg.text(
+            f"Per-attack detection rate of **{pad['detector']}** at the threshold calibrated on clean training "
+            f"images for FPR {100 * pad['threshold_fpr_target']:.0f} % (eval clean FPR "
+            f"{pct(pad['clean_fpr'], 1)} %):"
+        )
         pg.table(["attack", "detected %"], [[k_, pct(v, 1)] for k_, v in pad["rates"].items()])
     pg.h2("Configuration")
     pg.code(doc.get("config_toml") or json.dumps(doc["config"], indent=2, default=str))
@@ -392,8 +591,10 @@ def _page(doc: dict, cfg: BenchConfig, scatter: dict) -> Page:
 
 
 def criterion_text(doc: dict) -> str:
-    return (f"success criterion {doc['criterion']} (untargeted: the true label leaves the {doc['criterion']} unless an "
-            "attack's parameters say otherwise; targeted: the target is top-1)")
+    return (
+        f"success criterion {doc['criterion']} (untargeted: the true label leaves the {doc['criterion']} unless an "
+        "attack's parameters say otherwise; targeted: the target is top-1)"
+    )
 
 
 def _params(p: dict) -> str:
@@ -412,8 +613,9 @@ def _plot_table3(doc: dict) -> bytes:
         n = doc["table3_n"][lab]
         style = dict(lw=2.5, c="k") if lab == "Normal images" else dict(lw=1)
         axes[0].plot([float(q.split(":")[1]) for q in jpeg], [counts[idx[q]] / n for q in jpeg], label=lab, **style)
-        axes[1].plot([float(q.split(":")[1]) for q in scale], [counts[idx[q]] / n for q in scale], marker=".",
-                     label=lab, **style)
+        axes[1].plot(
+            [float(q.split(":")[1]) for q in scale], [counts[idx[q]] / n for q in scale], marker=".", label=lab, **style
+        )
     axes[0].set(xlabel="JPEG quality", ylabel="share misclassified", xlim=(100, 25), ylim=(0, 1.02))
     axes[1].set(xlabel="scale factor", ylim=(0, 1.02))
     axes[1].legend(fontsize=7, ncol=2)

@@ -4,6 +4,7 @@ x decision models, Tables 2, 6, 7 and Figure 3 (``experiment = "segfault"``).
 The protocol is described in :mod:`advguard.experiments.segfault.run`; the paper's figures are in
 :mod:`advguard.experiments.segfault.paper`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
 @register_experiment
 class SegfaultExperiment(Experiment):
     name = "segfault"
-    paper = ("Segmentation Fault: A Cheap Defense Against Adversarial Machine Learning (Al Bared & Nassar), "
-             "extending ML-LOO")
+    paper = (
+        "Segmentation Fault: A Cheap Defense Against Adversarial Machine Learning (Al Bared & Nassar), extending ML-LOO"
+    )
     sections = ("segfault",)
 
     def schema(self) -> dict[str, Spec]:

@@ -1,4 +1,5 @@
 """The ``[segfault]`` table: defaults, schema and cross-key checks (occlusion units, decision models)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,14 +35,32 @@ def schema() -> dict[str, Spec]:
     from ...detectors.loo import BASELINES, STATISTICS, UNITS
 
     dm = Str(DECISION_MODELS, "decision model")
-    return {"segfault": Table({
-        "classifiers": List(dm), "pixel_classifiers": List(dm),
-        "baseline": Str(BASELINES, "occlusion baseline"),
-        "statistic": Str(STATISTICS, "dispersion statistic"), "batch_images": POS_INT, "timing_images": POS_INT,
-        "segment_counts": Table({"images": POS_INT, "value_ranges": List(POS_NUM, min_len=1)}),
-        "unit": List(Table({"label": Str(nonempty=True), "unit": Str(UNITS, "occlusion unit"), "params": Table(None),
-                            "paper": Str(nonempty=True)}, required=("unit",)), min_len=1,
-                     hint=TABLES_HINT.format("segfault.unit"))})}
+    return {
+        "segfault": Table(
+            {
+                "classifiers": List(dm),
+                "pixel_classifiers": List(dm),
+                "baseline": Str(BASELINES, "occlusion baseline"),
+                "statistic": Str(STATISTICS, "dispersion statistic"),
+                "batch_images": POS_INT,
+                "timing_images": POS_INT,
+                "segment_counts": Table({"images": POS_INT, "value_ranges": List(POS_NUM, min_len=1)}),
+                "unit": List(
+                    Table(
+                        {
+                            "label": Str(nonempty=True),
+                            "unit": Str(UNITS, "occlusion unit"),
+                            "params": Table(None),
+                            "paper": Str(nonempty=True),
+                        },
+                        required=("unit",),
+                    ),
+                    min_len=1,
+                    hint=TABLES_HINT.format("segfault.unit"),
+                ),
+            }
+        )
+    }
 
 
 def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
@@ -58,9 +77,13 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         for k in sorted(u.get("params", {}), key=str):
             if k not in allowed and k != "value_range":  # check_unit_params says why not
                 bad = True
-                P.add(f"segfault.unit[{i + 1}].params.{k}", f"occlusion unit {u['unit']!r} has no "
-                      f"parameter {k!r}" + did_you_mean(k, allowed)
-                      + (f"; its parameters: {', '.join(sorted(allowed))}" if allowed else "; it takes none"))
+                P.add(
+                    f"segfault.unit[{i + 1}].params.{k}",
+                    f"occlusion unit {u['unit']!r} has no "
+                    f"parameter {k!r}"
+                    + did_you_mean(k, allowed)
+                    + (f"; its parameters: {', '.join(sorted(allowed))}" if allowed else "; it takes none"),
+                )
         if not bad and u["unit"] in UNIT_PARAMS:
             try:  # the values too (ranges, value_range), as LeaveOneOut would check them
                 check_unit_params(u["unit"], dict(u.get("params", {})))

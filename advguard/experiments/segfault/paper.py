@@ -1,5 +1,6 @@
 """The Segmentation Fault paper's published numbers (``segmentation-fault-ml-loo``, Tables 2, 6, 7), keyed by
 our attack-family and occlusion-unit labels (configs/segfault-cifar10.toml), to print beside ours."""
+
 from __future__ import annotations
 
 _FAMS = ("FGSM", "PGD", "DeepFool", "C&W")
@@ -8,7 +9,7 @@ _FL = ("1d", "10d", "multilayer")
 
 def _rows(values: list[float]) -> dict[str, dict[str, float]]:
     """12 values in the paper's column order (family-major, then 1-D / 10-D / 4K-D) -> {family: {flavour: v}}."""
-    return {f: dict(zip(_FL, values[3 * i: 3 * i + 3], strict=True)) for i, f in enumerate(_FAMS)}
+    return {f: dict(zip(_FL, values[3 * i : 3 * i + 3], strict=True)) for i, f in enumerate(_FAMS)}
 
 
 #: Table 2: pixel ML-LOO, test AUC of off-the-shelf classifiers
@@ -21,24 +22,33 @@ TABLE2 = {
 #: Table 6: XGBoost test AUC per occlusion unit
 TABLE6 = {
     "Felzenszwalb scale=1": _rows([0.707, 0.782, 0.851, 0.688, 0.749, 0.804, 0.746, 0.790, 0.822, 0.877, 0.936, 0.930]),
-    "Felzenszwalb scale=10": _rows([0.705, 0.797, 0.846, 0.692, 0.753, 0.766,
-                                    0.762, 0.816, 0.838, 0.887, 0.927, 0.916]),
-    "Felzenszwalb scale=100": _rows([0.695, 0.814, 0.834, 0.688, 0.754, 0.795,
-                                     0.762, 0.811, 0.807, 0.887, 0.926, 0.925]),
-    "Felzenszwalb scale=1000": _rows([0.632, 0.782, 0.830, 0.593, 0.665, 0.763,
-                                      0.672, 0.735, 0.775, 0.797, 0.825, 0.825]),
-    "Quickshift sigma=0 max_dist=10": _rows([0.726, 0.817, 0.853, 0.744, 0.781, 0.771,
-                                             0.776, 0.839, 0.835, 0.944, 0.946, 0.940]),
-    "Quickshift sigma=0 max_dist=20": _rows([0.694, 0.797, 0.842, 0.703, 0.782, 0.782,
-                                             0.761, 0.808, 0.827, 0.923, 0.937, 0.932]),
-    "Quickshift sigma=1 max_dist=10": _rows([0.738, 0.798, 0.829, 0.711, 0.776, 0.765,
-                                             0.770, 0.810, 0.801, 0.897, 0.923, 0.923]),
-    "Quickshift sigma=1 max_dist=20": _rows([0.710, 0.816, 0.849, 0.637, 0.759, 0.767,
-                                             0.753, 0.805, 0.792, 0.877, 0.941, 0.925]),
-    "Quickshift sigma=2 max_dist=10": _rows([0.720, 0.808, 0.849, 0.664, 0.736, 0.757,
-                                             0.770, 0.806, 0.834, 0.895, 0.922, 0.925]),
-    "Quickshift sigma=2 max_dist=20": _rows([0.692, 0.799, 0.839, 0.615, 0.694, 0.744,
-                                             0.706, 0.774, 0.790, 0.833, 0.897, 0.879]),
+    "Felzenszwalb scale=10": _rows(
+        [0.705, 0.797, 0.846, 0.692, 0.753, 0.766, 0.762, 0.816, 0.838, 0.887, 0.927, 0.916]
+    ),
+    "Felzenszwalb scale=100": _rows(
+        [0.695, 0.814, 0.834, 0.688, 0.754, 0.795, 0.762, 0.811, 0.807, 0.887, 0.926, 0.925]
+    ),
+    "Felzenszwalb scale=1000": _rows(
+        [0.632, 0.782, 0.830, 0.593, 0.665, 0.763, 0.672, 0.735, 0.775, 0.797, 0.825, 0.825]
+    ),
+    "Quickshift sigma=0 max_dist=10": _rows(
+        [0.726, 0.817, 0.853, 0.744, 0.781, 0.771, 0.776, 0.839, 0.835, 0.944, 0.946, 0.940]
+    ),
+    "Quickshift sigma=0 max_dist=20": _rows(
+        [0.694, 0.797, 0.842, 0.703, 0.782, 0.782, 0.761, 0.808, 0.827, 0.923, 0.937, 0.932]
+    ),
+    "Quickshift sigma=1 max_dist=10": _rows(
+        [0.738, 0.798, 0.829, 0.711, 0.776, 0.765, 0.770, 0.810, 0.801, 0.897, 0.923, 0.923]
+    ),
+    "Quickshift sigma=1 max_dist=20": _rows(
+        [0.710, 0.816, 0.849, 0.637, 0.759, 0.767, 0.753, 0.805, 0.792, 0.877, 0.941, 0.925]
+    ),
+    "Quickshift sigma=2 max_dist=10": _rows(
+        [0.720, 0.808, 0.849, 0.664, 0.736, 0.757, 0.770, 0.806, 0.834, 0.895, 0.922, 0.925]
+    ),
+    "Quickshift sigma=2 max_dist=20": _rows(
+        [0.692, 0.799, 0.839, 0.615, 0.694, 0.744, 0.706, 0.774, 0.790, 0.833, 0.897, 0.879]
+    ),
     "SLIC n_segments=32": _rows([0.727, 0.814, 0.864, 0.682, 0.755, 0.755, 0.774, 0.805, 0.805, 0.895, 0.934, 0.923]),
     "SLIC n_segments=64": _rows([0.730, 0.809, 0.865, 0.723, 0.758, 0.794, 0.782, 0.826, 0.820, 0.929, 0.947, 0.941]),
     "SLIC n_segments=128": _rows([0.761, 0.812, 0.855, 0.733, 0.773, 0.777, 0.773, 0.826, 0.831, 0.945, 0.959, 0.946]),
@@ -91,7 +101,12 @@ def implied_segments(label: str) -> float | None:
 
 #: Table 7's segmentation grid as (occlusion unit, unit_params); Quickshift with scikit-image's default
 #: kernel_size 5 (the paper used the defaults)
-GRID = {**{f"Felzenszwalb scale={s}": ("felzenszwalb", {"scale": s}) for s in (1, 10, 100, 1000)},
-        **{f"Quickshift sigma={s} max_dist={m}": ("quickshift", {"sigma": s, "max_dist": m, "kernel_size": 5})
-           for s in (0, 1, 2) for m in (10, 20)},
-        **{f"SLIC n_segments={n}": ("slic", {"n_segments": n}) for n in (32, 64, 128)}}
+GRID = {
+    **{f"Felzenszwalb scale={s}": ("felzenszwalb", {"scale": s}) for s in (1, 10, 100, 1000)},
+    **{
+        f"Quickshift sigma={s} max_dist={m}": ("quickshift", {"sigma": s, "max_dist": m, "kernel_size": 5})
+        for s in (0, 1, 2)
+        for m in (10, 20)
+    },
+    **{f"SLIC n_segments={n}": ("slic", {"n_segments": n}) for n in (32, 64, 128)},
+}

@@ -24,6 +24,7 @@ SLIC grid at each value range, beside the counts the paper's Table 7 memory impl
 Deviation: decision models are trained with their defaults (the paper's "off-the-shelf"); our SVC scales
 features first (the IQRs are ~1e-3, on which an unscaled RBF SVC is degenerate).
 """
+
 from __future__ import annotations
 
 import json
@@ -90,13 +91,20 @@ def segment_counts(x: np.ndarray, value_ranges: list[float], grid: dict | None =
 
 
 def _detector(clf, unit: dict, opts: dict, feature: str, seed: int) -> LeaveOneOut:
-    return LeaveOneOut(clf, unit=unit["unit"], unit_params=dict(unit.get("params", {})),
-                       baseline=opts.get("baseline", "zero"), statistic=opts.get("statistic", "iqr"),
-                       feature=feature, seed=seed)
+    return LeaveOneOut(
+        clf,
+        unit=unit["unit"],
+        unit_params=dict(unit.get("params", {})),
+        baseline=opts.get("baseline", "zero"),
+        statistic=opts.get("statistic", "iqr"),
+        feature=feature,
+        seed=seed,
+    )
 
 
-def unit_features(det: LeaveOneOut, x: np.ndarray, folder: Path, desc: str, progress: bool = True,
-                  batch: int = BATCH) -> dict[str, np.ndarray]:
+def unit_features(
+    det: LeaveOneOut, x: np.ndarray, folder: Path, desc: str, progress: bool = True, batch: int = BATCH
+) -> dict[str, np.ndarray]:
     """Multi-layer features of ``x`` in batches of ``batch`` images, each batch cached in ``folder`` (resumable).
 
     Returns ``features`` (N, D), ``pred`` (N,) the predicted class (the 1-D column), ``units`` (N,) occlusion
@@ -108,7 +116,7 @@ def unit_features(det: LeaveOneOut, x: np.ndarray, folder: Path, desc: str, prog
         path = folder / f"{i // batch:05d}.npz"
 
         def build(i=i):
-            xb = clf.validate(x[i: i + batch])
+            xb = clf.validate(x[i : i + batch])
             det.units_per_image_ = []
             t0 = time.perf_counter()
             with PeakMemory() as mem:
@@ -116,8 +124,13 @@ def unit_features(det: LeaveOneOut, x: np.ndarray, folder: Path, desc: str, prog
             secs = time.perf_counter() - t0
             with torch.inference_mode():
                 pred = clf.logits(xb, validate=False).argmax(1).numpy()  # the detector's own forward pass
-            return dict(features=f, pred=pred, units=np.asarray(det.units_per_image_),
-                        seconds=np.asarray(secs), peak_mb=np.asarray(mem.peak_mb))
+            return dict(
+                features=f,
+                pred=pred,
+                units=np.asarray(det.units_per_image_),
+                seconds=np.asarray(secs),
+                peak_mb=np.asarray(mem.peak_mb),
+            )
 
         # verified and locked: a corrupt batch file is named in a warning, moved aside and recomputed
         z = cached_arrays(path, build)
@@ -157,8 +170,13 @@ def _measure(clf, unit: dict, opts: dict, x: np.ndarray, seed: int) -> dict:
         t0 = time.perf_counter()
         with PeakMemory() as mem:
             f = det.features(xb)
-        out[fl] = {"seconds": time.perf_counter() - t0, "peak_mb": mem.peak_mb, "dims": int(f.shape[1]),
-                   "mean_units": float(np.mean(det.units_per_image_)), "images": int(len(x))}
+        out[fl] = {
+            "seconds": time.perf_counter() - t0,
+            "peak_mb": mem.peak_mb,
+            "dims": int(f.shape[1]),
+            "mean_units": float(np.mean(det.units_per_image_)),
+            "images": int(len(x)),
+        }
     return out
 
 
@@ -170,8 +188,9 @@ def _auc(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarra
     return roc_auc(decision_scores(est, tc.astype(np.float64)), decision_scores(est, ta.astype(np.float64)))
 
 
-def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> dict:
+def run_segfault(
+    cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> dict:
     opts = cfg.section("segfault")
     out, cache = bench_paths(cfg, out, cache_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,8 +212,12 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
 
                 xs = load_dataset(cfg.dataset, cfg.split, limit=n_sc, seed=cfg.seed, **ds_kwargs).x
                 t0 = time.perf_counter()
-                counts_doc = {"images": int(len(xs)), "value_ranges": [f"{v:g}" for v in vrs],
-                              "mean_segments": segment_counts(xs, vrs), "seconds": 0.0}
+                counts_doc = {
+                    "images": int(len(xs)),
+                    "value_ranges": [f"{v:g}" for v in vrs],
+                    "mean_segments": segment_counts(xs, vrs),
+                    "seconds": 0.0,
+                }
                 counts_doc["seconds"] = time.perf_counter() - t0
                 save_json(path, json.dumps(counts_doc, indent=1))
     sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
@@ -203,8 +226,14 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     for a in cfg.attacks:
         families.setdefault(a.group or a.label, []).append(a.label)
     x_c, ids_c = first.x_clean, first.clean_ids
-    fam = {g: (np.concatenate([sets[lab].x_adv for lab in labs]), np.concatenate([sets[lab].adv_ids for lab in labs]),
-               [sets[lab].key for lab in labs]) for g, labs in families.items()}
+    fam = {
+        g: (
+            np.concatenate([sets[lab].x_adv for lab in labs]),
+            np.concatenate([sets[lab].adv_ids for lab in labs]),
+            [sets[lab].key for lab in labs],
+        )
+        for g, labs in families.items()
+    }
     fold_c = fold_of(ids_c, cfg.fractions, cfg.seed)
     fold_a = {g: fold_of(ids, cfg.fractions, cfg.seed) for g, (_, ids, _) in fam.items()}
     units = opts["unit"]
@@ -216,49 +245,91 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
     root = cache / "segfault"
     batch = int(opts.get("batch_images", BATCH))
     # cheapest units first, so an interrupted run has finished whole rows of Table 6
-    order = sorted(zip(units, labels, strict=True), key=lambda ul: ("slic", "felzenszwalb", "quickshift", "pixel",
-                                                       "channel-pixel").index(ul[0]["unit"]))
+    order = sorted(
+        zip(units, labels, strict=True),
+        key=lambda ul: ("slic", "felzenszwalb", "quickshift", "pixel", "channel-pixel").index(ul[0]["unit"]),
+    )
     for u, lab in order:
         det = _detector(clf, u, opts, "multilayer", cfg.seed)
         params = {k: v for k, v in det.get_params().items() if k not in ("workers", "batch_size", "patch")}
-        feats[lab] = {"clean": unit_features(det, x_c, root / cache_key("loo", params, clean_key),
-                                             f"{lab} | clean", progress, batch)}
+        feats[lab] = {
+            "clean": unit_features(
+                det, x_c, root / cache_key("loo", params, clean_key), f"{lab} | clean", progress, batch
+            )
+        }
         for g, (xa, _, keys) in fam.items():
-            feats[lab][g] = unit_features(det, xa, root / cache_key("loo", params, keys), f"{lab} | {g}", progress,
-                                          batch)
+            feats[lab][g] = unit_features(
+                det, xa, root / cache_key("loo", params, keys), f"{lab} | {g}", progress, batch
+            )
 
     # ---- Table 7 timings: every flavour on the first batch (or timing_images) of clean images
     n_time = int(opts.get("timing_images", batch))
-    timing = {lab: _timing(clf, u, opts, x_c[:n_time], root / f"timing-{cache_key('t', u, opts, clean_key)}.json",
-                           cfg.seed) for u, lab in zip(units, labels, strict=True)}
+    timing = {
+        lab: _timing(clf, u, opts, x_c[:n_time], root / f"timing-{cache_key('t', u, opts, clean_key)}.json", cfg.seed)
+        for u, lab in zip(units, labels, strict=True)
+    }
     floor = forward_cost(clf, x_c[:256])
 
     # ---- AUCs: train fold 0, test fold 1
     nc = clf.num_classes
     auc: dict[str, dict] = {}
     for u, lab in zip(units, labels, strict=True):
-        models = list(opts.get("pixel_classifiers", ["xgb", "rf", "svc"]) if u["unit"] == "pixel"
-                      else opts.get("classifiers", ["xgb"]))
+        models = list(
+            opts.get("pixel_classifiers", ["xgb", "rf", "svc"])
+            if u["unit"] == "pixel"
+            else opts.get("classifiers", ["xgb"])
+        )
         auc[lab] = {}
         for cname in models:
             for g in fam:
                 for fl in FLAVOURS:
                     fc = flavour(feats[lab]["clean"], fl, nc)
                     fa = flavour(feats[lab][g], fl, nc)
-                    auc[lab][f"{cname}|{g}|{fl}"] = _auc((fc[fold_c == 0], fa[fold_a[g] == 0]),
-                                                         (fc[fold_c == 1], fa[fold_a[g] == 1]), cname, cfg.seed)
-    counts = {g: {"clean_train": int((fold_c == 0).sum()), "clean_test": int((fold_c == 1).sum()),
-                  "adv_train": int((fold_a[g] == 0).sum()), "adv_test": int((fold_a[g] == 1).sum()),
-                  "per_attack": {lab: sets[lab].summary() for lab in families[g]}} for g in fam}
-    doc = {**results_header(cfg), "model": cfg.model, "dataset": cfg.dataset,
-           "units": labels, "families": list(fam), "counts": counts, "auc": auc, "timing": timing,
-           "grid_cost": {lab: {k: {"seconds_per_batch": float(np.mean(v["seconds"])), "batches": int(len(v["seconds"])),
-                                   "peak_mb": float(np.nanmax(v["peak_mb"])), "mean_units": float(np.mean(v["units"]))}
-                               for k, v in feats[lab].items()} for lab in labels},
-           "forward_floor": floor, "segment_counts": counts_doc,
-           "data": {"dataset": cfg.dataset, "split": cfg.split, "dataset_kwargs": ds_kwargs, "n_images": cfg.n_images,
-                    "timing_images": n_time},
-           "paper_rows": {_label(u): _paper_label(u) for u in units}}
+                    auc[lab][f"{cname}|{g}|{fl}"] = _auc(
+                        (fc[fold_c == 0], fa[fold_a[g] == 0]), (fc[fold_c == 1], fa[fold_a[g] == 1]), cname, cfg.seed
+                    )
+    counts = {
+        g: {
+            "clean_train": int((fold_c == 0).sum()),
+            "clean_test": int((fold_c == 1).sum()),
+            "adv_train": int((fold_a[g] == 0).sum()),
+            "adv_test": int((fold_a[g] == 1).sum()),
+            "per_attack": {lab: sets[lab].summary() for lab in families[g]},
+        }
+        for g in fam
+    }
+    doc = {
+        **results_header(cfg),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "units": labels,
+        "families": list(fam),
+        "counts": counts,
+        "auc": auc,
+        "timing": timing,
+        "grid_cost": {
+            lab: {
+                k: {
+                    "seconds_per_batch": float(np.mean(v["seconds"])),
+                    "batches": int(len(v["seconds"])),
+                    "peak_mb": float(np.nanmax(v["peak_mb"])),
+                    "mean_units": float(np.mean(v["units"])),
+                }
+                for k, v in feats[lab].items()
+            }
+            for lab in labels
+        },
+        "forward_floor": floor,
+        "segment_counts": counts_doc,
+        "data": {
+            "dataset": cfg.dataset,
+            "split": cfg.split,
+            "dataset_kwargs": ds_kwargs,
+            "n_images": cfg.n_images,
+            "timing_images": n_time,
+        },
+        "paper_rows": {_label(u): _paper_label(u) for u in units},
+    }
     write_results(doc, out)
     _page(cfg, doc, out, units)
     return doc
@@ -267,9 +338,13 @@ def run_segfault(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str
 def summary_table(doc: dict) -> tuple[list[str], list[list]]:
     """XGBoost test AUC per occlusion unit and attack family, 10-D and multi-layer."""
     fams = doc["families"]
-    return (["occlusion unit"] + [f"{g} {FLAVOUR_NAMES[fl]}" for g in fams for fl in ("10d", "multilayer")],
-            [[lab] + [_f3(doc["auc"][lab].get(f"xgb|{g}|{fl}")) for g in fams for fl in ("10d", "multilayer")]
-             for lab in doc["units"]])
+    return (
+        ["occlusion unit"] + [f"{g} {FLAVOUR_NAMES[fl]}" for g in fams for fl in ("10d", "multilayer")],
+        [
+            [lab] + [_f3(doc["auc"][lab].get(f"xgb|{g}|{fl}")) for g in fams for fl in ("10d", "multilayer")]
+            for lab in doc["units"]
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------------ page
@@ -291,11 +366,15 @@ def _counts_section(page: Page, sc: dict) -> None:
         "range the image is scaled to before segmenting ([0, 1] is advguard's default; 255 the 8-bit range); "
         "SLIC rescales every image to [0, 1] itself, so only its [0, 1] count is given. The paper's count is the "
         "one its Table 7 memory implies (128 images x segments x 3,810 nodes x 4 bytes for the multi-layer "
-        f"feature). Counting took {sc['seconds']:.0f} s.")
+        f"feature). Counting took {sc['seconds']:.0f} s."
+    )
     rows = []
     for lab, row in sc["mean_segments"].items():
-        rows.append([lab] + [f"{row[v]:.1f}" if v in row else "-" for v in vrs]
-                    + ["-" if row.get("paper") is None else f"{row['paper']:.0f}"])
+        rows.append(
+            [lab]
+            + [f"{row[v]:.1f}" if v in row else "-" for v in vrs]
+            + ["-" if row.get("paper") is None else f"{row['paper']:.0f}"]
+        )
     page.table(["setting"] + [f"ours on [0, {v}]" for v in vrs] + ["paper (implied by Table 7)"], rows)
 
 
@@ -312,7 +391,8 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
         f"correctly classified ones are the clean set ({n_clean['clean_train']} train + {n_clean['clean_test']} test), "
         f"shared by all attacks. Model `{cfg.model}`. Split {split} (train/test) by clean-image id. "
         f"Machine: {prov['machine']}. "
-        f"Commit `{prov['commit']}`. Reproduce: `advguard reproduce configs/{cfg.name}.toml` (resumable).")
+        f"Commit `{prov['commit']}`. Reproduce: `advguard reproduce configs/{cfg.name}.toml` (resumable)."
+    )
     page.h2("Data")
     rows = []
     for g in fams:
@@ -327,9 +407,15 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
         head = ["classifier"] + [f"{g} {FLAVOUR_NAMES[fl]}" for g in fams for fl in FLAVOURS]
         rows = []
         for cname in sorted({k.split("|")[0] for k in doc["auc"][lab]}, key=["rf", "svc", "xgb"].index):
-            rows.append([cname.upper()] + [f"{_f3(doc['auc'][lab].get(f'{cname}|{g}|{fl}'))} "
-                                           f"({_f3(paper.TABLE2.get(cname, {}).get(g, {}).get(fl))})"
-                                           for g in fams for fl in FLAVOURS])
+            rows.append(
+                [cname.upper()]
+                + [
+                    f"{_f3(doc['auc'][lab].get(f'{cname}|{g}|{fl}'))} "
+                    f"({_f3(paper.TABLE2.get(cname, {}).get(g, {}).get(fl))})"
+                    for g in fams
+                    for fl in FLAVOURS
+                ]
+            )
         page.table(head, rows)
     page.h2("Table 6: XGBoost test AUC per occlusion unit (paper in parentheses)")
     head = ["occlusion unit"] + [f"{g} {FLAVOUR_NAMES[fl]}" for g in fams for fl in FLAVOURS]
@@ -337,12 +423,21 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
     for u in units:
         lab = _label(u)
         p6 = paper.TABLE6.get(_paper_label(u), {})
-        rows.append([lab] + [f"{_f3(doc['auc'][lab].get(f'xgb|{g}|{fl}'))} ({_f3(p6.get(g, {}).get(fl))})"
-                             for g in fams for fl in FLAVOURS])
+        rows.append(
+            [lab]
+            + [
+                f"{_f3(doc['auc'][lab].get(f'xgb|{g}|{fl}'))} ({_f3(p6.get(g, {}).get(fl))})"
+                for g in fams
+                for fl in FLAVOURS
+            ]
+        )
     page.table(head, rows)
     if any(_paper_label(u) != _label(u) for u in units):
-        page.text("Paper rows beside ours: " + "; ".join(f"{_label(u)}: the paper's {_paper_label(u)}"
-                                                         for u in units if _paper_label(u) != _label(u)) + ".")
+        page.text(
+            "Paper rows beside ours: "
+            + "; ".join(f"{_label(u)}: the paper's {_paper_label(u)}" for u in units if _paper_label(u) != _label(u))
+            + "."
+        )
     if doc.get("segment_counts"):
         _counts_section(page, doc["segment_counts"])
     n_time = next(iter(doc["timing"].values()))["1d"]["images"]
@@ -356,20 +451,28 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
         "never holds more than one image's); mean units per image with the paper's implied count in parentheses "
         "(from the size of its multi-layer array: 128 x units x 3,810 nodes x 4 bytes). Forward floor of the plain "
         "model: "
-        f"{doc['forward_floor']['images_per_s']:.0f} images/s.")
+        f"{doc['forward_floor']['images_per_s']:.0f} images/s."
+    )
     rows = []
     for u in units:
         lab = _label(u)
         t = doc["timing"][lab]
         p7 = paper.TABLE7.get(_paper_label(u), {})
         implied = paper.implied_segments(_paper_label(u))
-        held = {fl: 128 * t[fl]["mean_units"] * t[fl]["dims"] * 4 / 2 ** 20 for fl in FLAVOURS}
-        rows.append([lab, f"{t['1d']['mean_units']:.1f}" + (f" ({implied:.0f})" if implied else "")]
-                    + [f"{_per128(t[fl]):.2f} s ({p7.get('time', {}).get(fl, '-')})" for fl in FLAVOURS]
-                    + [f"{t[fl]['peak_mb']:.0f}" for fl in FLAVOURS]
-                    + [f"{held['multilayer']:.1f} MB ({p7.get('memory', {}).get('multilayer', '-')})"])
-    page.table(["occlusion unit", "mean units / image"] + [f"time {FLAVOUR_NAMES[fl]} (paper)" for fl in FLAVOURS]
-               + [f"peak MB {FLAVOUR_NAMES[fl]}" for fl in FLAVOURS] + ["paper-style array, multi-layer (paper)"], rows)
+        held = {fl: 128 * t[fl]["mean_units"] * t[fl]["dims"] * 4 / 2**20 for fl in FLAVOURS}
+        rows.append(
+            [lab, f"{t['1d']['mean_units']:.1f}" + (f" ({implied:.0f})" if implied else "")]
+            + [f"{_per128(t[fl]):.2f} s ({p7.get('time', {}).get(fl, '-')})" for fl in FLAVOURS]
+            + [f"{t[fl]['peak_mb']:.0f}" for fl in FLAVOURS]
+            + [f"{held['multilayer']:.1f} MB ({p7.get('memory', {}).get('multilayer', '-')})"]
+        )
+    page.table(
+        ["occlusion unit", "mean units / image"]
+        + [f"time {FLAVOUR_NAMES[fl]} (paper)" for fl in FLAVOURS]
+        + [f"peak MB {FLAVOUR_NAMES[fl]}" for fl in FLAVOURS]
+        + ["paper-style array, multi-layer (paper)"],
+        rows,
+    )
     page.h2("Figure 3: time vs detection AUC (C&W, 10-D)")
     cw = next((g for g in fams if "C&W" in g or "CW" in g), fams[-1])
     plt = pyplot()
@@ -385,20 +488,39 @@ def _page(cfg: BenchConfig, doc: dict, out: Path, units: list[dict]) -> None:
             if who == "ours":
                 x, y = _per128(doc["timing"][lab]["10d"]), doc["auc"][lab].get(f"xgb|{cw}|10d")
             else:
-                x, y = paper.seconds(paper.TABLE7.get(_paper_label(u), {}).get("time", {}).get("10d")), \
-                    paper.TABLE6.get(_paper_label(u), {}).get("C&W", {}).get("10d")
+                x, y = (
+                    paper.seconds(paper.TABLE7.get(_paper_label(u), {}).get("time", {}).get("10d")),
+                    paper.TABLE6.get(_paper_label(u), {}).get("C&W", {}).get("10d"),
+                )
             if x is None or y is None:
                 continue
-            ax.scatter(x, y, marker={"pixel": "*", "felzenszwalb": "s", "quickshift": "^", "slic": "o"}[u["unit"]],
-                       s=90 if u["unit"] == "pixel" else 40, label=lab)
-            ax.annotate(lab.replace("Quickshift ", "QS ").replace("Felzenszwalb ", "F ").replace("n_segments=", "")
-                        .replace("max_dist", "m"), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            ax.scatter(
+                x,
+                y,
+                marker={"pixel": "*", "felzenszwalb": "s", "quickshift": "^", "slic": "o"}[u["unit"]],
+                s=90 if u["unit"] == "pixel" else 40,
+                label=lab,
+            )
+            ax.annotate(
+                lab.replace("Quickshift ", "QS ")
+                .replace("Felzenszwalb ", "F ")
+                .replace("n_segments=", "")
+                .replace("max_dist", "m"),
+                (x, y),
+                fontsize=6,
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("seconds per 128 images (10-D)" + (" - this machine's CPU" if who == "ours" else " - P100 GPU"))
         ax.set_ylabel(f"AUC ({cw}, 10-D, XGBoost)")
         ax.set_title(who)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    page.figure("figure3_time_vs_auc.png", fig_png(fig), "Figure 3: each point one occlusion unit; ours (left, "
-                "CPU) and the paper's (right, P100 GPU, read from its Tables 6 and 7).")
+    page.figure(
+        "figure3_time_vs_auc.png",
+        fig_png(fig),
+        "Figure 3: each point one occlusion unit; ours (left, "
+        "CPU) and the paper's (right, P100 GPU, read from its Tables 6 and 7).",
+    )
     page.write(out)

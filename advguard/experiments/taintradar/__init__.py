@@ -4,6 +4,7 @@ Section VII-B's adaptive attacks and issue #22's model ablation (``experiment = 
 The protocol is described in :mod:`advguard.experiments.taintradar.run`; the paper's figures are in
 :mod:`advguard.experiments.taintradar.paper`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 @register_experiment
 class TaintRadarExperiment(Experiment):
     name = "taintradar"
-    paper = ("Detecting Localized Adversarial Examples: A Generic Approach using Critical Region Analysis "
-             "(Li et al.; TaintRadar)")
+    paper = (
+        "Detecting Localized Adversarial Examples: A Generic Approach using Critical Region Analysis "
+        "(Li et al.; TaintRadar)"
+    )
     sections = ("taintradar",)
     needs_attacks = False  # its [[attack]]s are optional L2 / L-inf extras
 

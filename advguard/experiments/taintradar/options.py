@@ -1,4 +1,5 @@
 """The ``[taintradar]`` table: defaults (the paper's ImageNet protocol), schema and cross-key checks."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -61,12 +62,25 @@ class TaintRadarOptions:
 TAINTRADAR_DEFAULTS = asdict(TaintRadarOptions())
 #: [taintradar.misleading]: Section VII-B's region-misleading patches (Figure 6), one row per lambda; ``steps``
 #: None = the grid's
-MISLEADING_DEFAULTS = {"lambdas": [0.0, 0.2, 0.4, 0.6, 0.8, 0.9], "batch": 16, "size": 0.3,
-                       "position": "bottom-right", "steps": None}
+MISLEADING_DEFAULTS = {
+    "lambdas": [0.0, 0.2, 0.4, 0.6, 0.8, 0.9],
+    "batch": 16,
+    "size": 0.3,
+    "position": "bottom-right",
+    "steps": None,
+}
 #: [taintradar.bpda]: Section VII-B's end-to-end attack on the first ``n`` victims (the paper: 200 images, 7 %
 #: of the image, 2000 Adam steps, t + 1 every 100)
-BPDA_DEFAULTS = {"n": 200, "size": 0.07, "position": "random", "steps": 2000, "lr": 0.1, "t_every": 100,
-                 "check_every": 50, "recheck": 5}
+BPDA_DEFAULTS = {
+    "n": 200,
+    "size": 0.07,
+    "position": "random",
+    "steps": 2000,
+    "lr": 0.1,
+    "t_every": 100,
+    "check_every": 50,
+    "recheck": 5,
+}
 
 
 def model_entry(entry: str | dict[str, Any], layer: str | None = None) -> dict[str, Any]:
@@ -86,28 +100,76 @@ def schema() -> dict[str, Spec]:
     from ...models import ZOO
 
     zoo = Str(ZOO, "model")
-    return {"taintradar": Table({
-        "n_victims": POS_INT, "n_calibration": POS_INT, "n_eval_clean": POS_INT, "target": NONNEG_INT,
-        "batch_sizes": List(POS_INT, min_len=1), "multi_size": List(Bool(), min_len=1),
-        "sizes": List(SHARE, min_len=1), "positions": List(Str(POSITIONS, "patch position"), min_len=1),
-        "steps": POS_INT, "lr": POS_NUM, "fprs": List(SHARE, min_len=1),
-        "fill": Str(FILLS, "filling pattern"), "layer": Str(nonempty=True), "k_max": POS_INT,
-        "sentinet_n_test": POS_INT, "size_range": List(SHARE, length=2), "detector_batch": POS_INT,
-        "diagnostics": NONNEG_INT,
-        "models": List(OneOf(zoo, Table({"model": zoo, "layer": Str(nonempty=True), "label": Str(nonempty=True),
-                                         "note": Str()}, required=("model",)),
-                             what='a zoo model name or a table {model = "...", layer = "...", label = "...", '
-                                  'note = "..."}'), min_len=1),
-        "variants": List(Table({"label": Str(nonempty=True), "batch": POS_INT, "size": SHARE,
-                                "shape": Str(SHAPES, "patch shape"), "n_patches": POS_INT,
-                                "position": Str(POSITIONS, "patch position"), "multi_size": Bool()}),
-                         hint=TABLES_HINT.format("taintradar.variants")),
-        "misleading": Table({"lambdas": List(Num(0, 1, what="weights in [0, 1]"), min_len=1), "batch": POS_INT,
-                             "size": SHARE, "position": Str(POSITIONS, "patch position"), "steps": POS_INT}),
-        "bpda": Table({"n": POS_INT, "size": SHARE, "position": Str(POSITIONS, "region position"),
-                       "steps": POS_INT, "lr": POS_NUM, "t_every": POS_INT, "check_every": POS_INT,
-                       "recheck": NONNEG_INT}),
-    })}
+    return {
+        "taintradar": Table(
+            {
+                "n_victims": POS_INT,
+                "n_calibration": POS_INT,
+                "n_eval_clean": POS_INT,
+                "target": NONNEG_INT,
+                "batch_sizes": List(POS_INT, min_len=1),
+                "multi_size": List(Bool(), min_len=1),
+                "sizes": List(SHARE, min_len=1),
+                "positions": List(Str(POSITIONS, "patch position"), min_len=1),
+                "steps": POS_INT,
+                "lr": POS_NUM,
+                "fprs": List(SHARE, min_len=1),
+                "fill": Str(FILLS, "filling pattern"),
+                "layer": Str(nonempty=True),
+                "k_max": POS_INT,
+                "sentinet_n_test": POS_INT,
+                "size_range": List(SHARE, length=2),
+                "detector_batch": POS_INT,
+                "diagnostics": NONNEG_INT,
+                "models": List(
+                    OneOf(
+                        zoo,
+                        Table(
+                            {"model": zoo, "layer": Str(nonempty=True), "label": Str(nonempty=True), "note": Str()},
+                            required=("model",),
+                        ),
+                        what='a zoo model name or a table {model = "...", layer = "...", label = "...", note = "..."}',
+                    ),
+                    min_len=1,
+                ),
+                "variants": List(
+                    Table(
+                        {
+                            "label": Str(nonempty=True),
+                            "batch": POS_INT,
+                            "size": SHARE,
+                            "shape": Str(SHAPES, "patch shape"),
+                            "n_patches": POS_INT,
+                            "position": Str(POSITIONS, "patch position"),
+                            "multi_size": Bool(),
+                        }
+                    ),
+                    hint=TABLES_HINT.format("taintradar.variants"),
+                ),
+                "misleading": Table(
+                    {
+                        "lambdas": List(Num(0, 1, what="weights in [0, 1]"), min_len=1),
+                        "batch": POS_INT,
+                        "size": SHARE,
+                        "position": Str(POSITIONS, "patch position"),
+                        "steps": POS_INT,
+                    }
+                ),
+                "bpda": Table(
+                    {
+                        "n": POS_INT,
+                        "size": SHARE,
+                        "position": Str(POSITIONS, "region position"),
+                        "steps": POS_INT,
+                        "lr": POS_NUM,
+                        "t_every": POS_INT,
+                        "check_every": POS_INT,
+                        "recheck": NONNEG_INT,
+                    }
+                ),
+            }
+        )
+    }
 
 
 def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
@@ -132,8 +194,11 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         labels = [model_entry(m, o["layer"])["label"] for m in o["models"]]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
-            P.add("taintradar.models", f"labels must be unique (give label = \"...\" to tell entries of one model "
-                  f"apart), repeated: {', '.join(dup)}")
+            P.add(
+                "taintradar.models",
+                f'labels must be unique (give label = "..." to tell entries of one model '
+                f"apart), repeated: {', '.join(dup)}",
+            )
         for i, m in enumerate(o["models"]):
             ctx.compatible(m if isinstance(m, str) else m["model"], f"taintradar.models[{i + 1}]")
     for i, v in enumerate(o["variants"]):

@@ -4,6 +4,7 @@
 The protocol is described in :mod:`advguard.experiments.themis.run`; the paper's figures are in
 :mod:`advguard.experiments.themis.paper`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The ``[themis]`` table: defaults, schema and cross-key checks (target models, decision models, adaptive runs)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -45,9 +46,17 @@ def classifier_specs(entries: Iterable[str | dict[str, Any]]) -> list[dict[str, 
     for e in entries:
         if isinstance(e, str):
             e = {"model": e, "all_tables": True}
-        out.append({"label": str(e.get("label", e["model"])), "model": e["model"], "params": dict(e.get("params", {})),
-                    "grid": dict(e.get("grid", {})), "align": e.get("align"),
-                    "extra_clean": bool(e.get("extra_clean", False)), "all_tables": bool(e.get("all_tables", False))})
+        out.append(
+            {
+                "label": str(e.get("label", e["model"])),
+                "model": e["model"],
+                "params": dict(e.get("params", {})),
+                "grid": dict(e.get("grid", {})),
+                "align": e.get("align"),
+                "extra_clean": bool(e.get("extra_clean", False)),
+                "all_tables": bool(e.get("all_tables", False)),
+            }
+        )
     return out
 
 
@@ -57,20 +66,56 @@ def schema() -> dict[str, Spec]:
 
     dm = Str(DECISION_MODELS, "decision model")
     zoo = Str(ZOO, "model")
-    adaptive = Table({"label": Str(), "n_images": POS_INT, "restarts": POS_INT, "steps": POS_INT,
-                      "check_every": POS_INT, "confidence": Num(0), "stepsize": POS_NUM, "const": POS_NUM,
-                      "init_noise": Num(0, 1)})
-    clf = OneOf(dm, Table({"label": Str(nonempty=True), "model": dm, "params": Table(None), "grid": Table(None),
-                           "align": Bool(), "extra_clean": Bool(), "all_tables": Bool()}, required=("model",)),
-                what="a decision model name or a table {model, label, params, grid, align, extra_clean, all_tables}")
-    return {"themis": Table({
-        "models": List(zoo), "classifiers": List(clf), "ns": List(POS_INT),
-        "extra_clean_train": POS_INT, "table1_train_on": List(Str(), min_len=1),
-        "learning_curve": Table({"sizes": List(POS_INT, min_len=1), "repeats": POS_INT,
-                                 "classifiers": List(clf, min_len=1)}),
-        "balanced": Bool(), "n": POS_INT, "compare": List(Str(DETECTORS, "detector")),
-        "train_on": List(Str()),
-        "adaptive": OneOf(adaptive, List(adaptive), what="a table [themis.adaptive] or tables [[themis.adaptive]]")})}
+    adaptive = Table(
+        {
+            "label": Str(),
+            "n_images": POS_INT,
+            "restarts": POS_INT,
+            "steps": POS_INT,
+            "check_every": POS_INT,
+            "confidence": Num(0),
+            "stepsize": POS_NUM,
+            "const": POS_NUM,
+            "init_noise": Num(0, 1),
+        }
+    )
+    clf = OneOf(
+        dm,
+        Table(
+            {
+                "label": Str(nonempty=True),
+                "model": dm,
+                "params": Table(None),
+                "grid": Table(None),
+                "align": Bool(),
+                "extra_clean": Bool(),
+                "all_tables": Bool(),
+            },
+            required=("model",),
+        ),
+        what="a decision model name or a table {model, label, params, grid, align, extra_clean, all_tables}",
+    )
+    return {
+        "themis": Table(
+            {
+                "models": List(zoo),
+                "classifiers": List(clf),
+                "ns": List(POS_INT),
+                "extra_clean_train": POS_INT,
+                "table1_train_on": List(Str(), min_len=1),
+                "learning_curve": Table(
+                    {"sizes": List(POS_INT, min_len=1), "repeats": POS_INT, "classifiers": List(clf, min_len=1)}
+                ),
+                "balanced": Bool(),
+                "n": POS_INT,
+                "compare": List(Str(DETECTORS, "detector")),
+                "train_on": List(Str()),
+                "adaptive": OneOf(
+                    adaptive, List(adaptive), what="a table [themis.adaptive] or tables [[themis.adaptive]]"
+                ),
+            }
+        )
+    }
 
 
 def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
@@ -87,8 +132,10 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         for key in ("train_on", "table1_train_on"):
             for i, lab in enumerate(opts.get(key, [])):
                 if lab not in labels:
-                    P.add(f"themis.{key}[{i + 1}]", f"{lab!r} is not the label of an [[attack]]; labels: "
-                          + ", ".join(sorted(map(str, labels))))
+                    P.add(
+                        f"themis.{key}[{i + 1}]",
+                        f"{lab!r} is not the label of an [[attack]]; labels: " + ", ".join(sorted(map(str, labels))),
+                    )
 
 
 def check_classifiers(entries: list[Any], where: str, P: Problems) -> None:
@@ -99,9 +146,12 @@ def check_classifiers(entries: list[Any], where: str, P: Problems) -> None:
     seen: set[str] = set()
     for i, e in enumerate(entries):
         key = f"{where}[{i + 1}]"
-        well_typed = isinstance(e, str) or (isinstance(e, dict) and isinstance(e.get("model"), str)
-                                            and isinstance(e.get("params", {}), dict)
-                                            and isinstance(e.get("grid", {}), dict))
+        well_typed = isinstance(e, str) or (
+            isinstance(e, dict)
+            and isinstance(e.get("model"), str)
+            and isinstance(e.get("params", {}), dict)
+            and isinstance(e.get("grid", {}), dict)
+        )
         if not well_typed:
             continue  # the type check reported it
         e = classifier_specs([e])[0]

@@ -36,16 +36,36 @@ TRANSFER_CW_TO_DEEPFOOL = {"ResNet32": 97.1, "Carlini": 96.2}
 
 #: Table 4 (CIFAR-10, trained on CW-L2): n -> (model, classifier) -> (FPR, DR kappa 0.0, 0.4, 1.0), %.
 TABLE4 = {
-    3: {("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0), ("Carlini", "adaboost"): (0.0, 100.0, 100.0, 99.9),
-        ("ResNet32", "svc"): (3.6, 99.6, 99.6, 99.6), ("ResNet32", "adaboost"): (0.9, 99.2, 99.1, 98.5)},
-    5: {("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0), ("Carlini", "adaboost"): (0.0, 100.0, 99.9, 99.9),
-        ("ResNet32", "svc"): (3.3, 99.6, 99.6, 99.6), ("ResNet32", "adaboost"): (0.7, 99.2, 99.1, 99.0)},
-    7: {("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0), ("Carlini", "adaboost"): (0.0, 100.0, 100.0, 99.8),
-        ("ResNet32", "svc"): (2.9, 99.6, 99.7, 99.7), ("ResNet32", "adaboost"): (0.9, 99.3, 99.1, 98.9)},
-    9: {("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0), ("Carlini", "adaboost"): (0.0, 100.0, 100.0, 99.8),
-        ("ResNet32", "svc"): (3.0, 99.7, 99.7, 99.7), ("ResNet32", "adaboost"): (0.7, 99.3, 99.3, 99.1)},
-    11: {("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0), ("Carlini", "adaboost"): (0.0, 99.8, 99.9, 99.7),
-         ("ResNet32", "svc"): (2.8, 99.6, 99.7, 99.7), ("ResNet32", "adaboost"): (0.8, 99.0, 99.2, 98.9)},
+    3: {
+        ("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0),
+        ("Carlini", "adaboost"): (0.0, 100.0, 100.0, 99.9),
+        ("ResNet32", "svc"): (3.6, 99.6, 99.6, 99.6),
+        ("ResNet32", "adaboost"): (0.9, 99.2, 99.1, 98.5),
+    },
+    5: {
+        ("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0),
+        ("Carlini", "adaboost"): (0.0, 100.0, 99.9, 99.9),
+        ("ResNet32", "svc"): (3.3, 99.6, 99.6, 99.6),
+        ("ResNet32", "adaboost"): (0.7, 99.2, 99.1, 99.0),
+    },
+    7: {
+        ("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0),
+        ("Carlini", "adaboost"): (0.0, 100.0, 100.0, 99.8),
+        ("ResNet32", "svc"): (2.9, 99.6, 99.7, 99.7),
+        ("ResNet32", "adaboost"): (0.9, 99.3, 99.1, 98.9),
+    },
+    9: {
+        ("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0),
+        ("Carlini", "adaboost"): (0.0, 100.0, 100.0, 99.8),
+        ("ResNet32", "svc"): (3.0, 99.7, 99.7, 99.7),
+        ("ResNet32", "adaboost"): (0.7, 99.3, 99.3, 99.1),
+    },
+    11: {
+        ("Carlini", "svc"): (0.4, 100.0, 100.0, 100.0),
+        ("Carlini", "adaboost"): (0.0, 99.8, 99.9, 99.7),
+        ("ResNet32", "svc"): (2.8, 99.6, 99.7, 99.7),
+        ("ResNet32", "adaboost"): (0.8, 99.0, 99.2, 98.9),
+    },
 }
 
 #: Table 5 (ImageNet, ResNet-50): n -> classifier -> (FPR, DR kappa 0.0, 0.4, 1.0), %.
@@ -61,8 +81,12 @@ TABLE5 = {
 FIGURE5_AUC = {"svc": {"telea": 99.54, "median": 91.64}, "adaboost": {"telea": 99.89, "median": 93.72}}
 
 #: Table 6 (ImageNet test set, 1,000 pairs, 10 draws, threshold picked on the ROC): (attack, metric) -> (FPR, TPR) %.
-TABLE6 = {("CW-L2", "wd"): (0.5, 78.4), ("CW-L2", "kl"): (0.0, 96.1),
-          ("DeepFool", "wd"): (1.1, 85.7), ("DeepFool", "kl"): (0.5, 89.3)}
+TABLE6 = {
+    ("CW-L2", "wd"): (0.5, 78.4),
+    ("CW-L2", "kl"): (0.0, 96.1),
+    ("DeepFool", "wd"): (1.1, 85.7),
+    ("DeepFool", "kl"): (0.5, 89.3),
+}
 
 #: Figure 6 / Section 6: adaptive CW-L2 (kappa 0) on 500 CIFAR-10 images, SVM detector: bypass rate (%) after T paths.
 ADAPTIVE_BYPASS = {50: 3.4, 150: 4.2}

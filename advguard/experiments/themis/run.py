@@ -24,6 +24,7 @@ For every target model in ``[themis] models``:
    SVM of the first model at its own decision, on test-fold clean images, cached in chunks
    (resumable); the bypass rate vs number of optimisation paths is Figure 6.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,13 +65,22 @@ RESTORES = ("telea", "median")
 def _probs_cached(det: EraseRestore, x: np.ndarray, path: Path, desc: str, progress: bool) -> tuple[np.ndarray, dict]:
     """(N, 1 + n, C) float32 softmax outputs of ``x`` and its n restored variants, cached at ``path``."""
     clf = det.classifier
-    return cached_chunks(path, "probs", clf, x, lambda xb: det.probs(clf.validate(xb)).astype(np.float32),
-                         np.zeros((0, 1 + det.params["n"], clf.num_classes), np.float32),
-                         chunk=256 if x.shape[-1] * x.shape[-2] <= 4096 else 16, desc=desc, progress=progress)
+    return cached_chunks(
+        path,
+        "probs",
+        clf,
+        x,
+        lambda xb: det.probs(clf.validate(xb)).astype(np.float32),
+        np.zeros((0, 1 + det.params["n"], clf.num_classes), np.float32),
+        chunk=256 if x.shape[-1] * x.shape[-2] <= 4096 else 16,
+        desc=desc,
+        progress=progress,
+    )
 
 
-def _set_probs(cfg: BenchConfig, clf, x: np.ndarray, set_key: str, n: int, restore: str, cache: Path, desc: str,
-               progress: bool) -> tuple[np.ndarray, dict]:
+def _set_probs(
+    cfg: BenchConfig, clf, x: np.ndarray, set_key: str, n: int, restore: str, cache: Path, desc: str, progress: bool
+) -> tuple[np.ndarray, dict]:
     """:func:`_probs_cached` for one image set, with its own mask stream (seeded by the set's cache key: no two
     sets share masks), cached under that key."""
     seed = int(cache_key(cfg.seed, set_key, restore)[:8], 16)
@@ -91,8 +101,9 @@ class _ModelData:
         self.name = model
         self.clf = clf = load_model(model)
         ds_kwargs = dataset_kwargs(cfg, model)
-        self.sets = build_sets(cfg, clf, ds_kwargs, cache, progress, model=model,
-                               balanced=bool(opts.get("balanced", False)))
+        self.sets = build_sets(
+            cfg, clf, ds_kwargs, cache, progress, model=model, balanced=bool(opts.get("balanced", False))
+        )
         first = next(iter(self.sets.values()))
         self.first = first
         self.fold_c = fold_of(first.clean_ids, cfg.fractions, cfg.seed)
@@ -105,8 +116,9 @@ class _ModelData:
             self.P[restore] = {}
             sources = [("clean", first.x_clean, ckey)] + [(lab, s.x_adv, s.key) for lab, s in self.sets.items()]
             for lab, x, key in sources:
-                self.P[restore][lab], c = _set_probs(cfg, clf, x, key, n, restore, cache,
-                                                     f"{model} E&R {restore} {lab}", progress)
+                self.P[restore][lab], c = _set_probs(
+                    cfg, clf, x, key, n, restore, cache, f"{model} E&R {restore} {lab}", progress
+                )
                 if lab == "clean":
                     self.cost[restore] = c
         self.extra: dict[str, np.ndarray] = {}
@@ -124,25 +136,36 @@ class _ModelData:
             x_tr = ds.x[keep]
             # the dataset's own indices (stable per draw) through the same seeded hash as the test images' ids
             self.extra_fold = fold_of(np.asarray(ds.indices)[keep], cfg.fractions, cfg.seed)
-            self.extra_info = {"split": "train", "source": ds.source, "drawn": int(len(ds.x)),
-                               "correct": int(keep.sum()), "fit": int((self.extra_fold == 0).sum()),
-                               "held_out": int((self.extra_fold == 1).sum())}
+            self.extra_info = {
+                "split": "train",
+                "source": ds.source,
+                "drawn": int(len(ds.x)),
+                "correct": int(keep.sum()),
+                "fit": int((self.extra_fold == 0).sum()),
+                "held_out": int((self.extra_fold == 1).sum()),
+            }
             tkey = cache_key("extra-clean-train", cfg.dataset, ds.source, k, cfg.seed, first.config.get("weights"))
             for restore in RESTORES:
-                self.extra[restore], _ = _set_probs(cfg, clf, x_tr, tkey, n, restore, cache,
-                                                    f"{model} E&R {restore} train-split clean", progress)
+                self.extra[restore], _ = _set_probs(
+                    cfg, clf, x_tr, tkey, n, restore, cache, f"{model} E&R {restore} train-split clean", progress
+                )
         self.floor = forward_cost(clf, first.x_clean[:256])
         # comparison detectors of the harness (unsupervised, calibrated on training clean images)
         self.compare: dict[str, dict[str, np.ndarray]] = {}
         for d in opts.get("compare", []):
             spec_d = DetectorSpec(d, d)
             det = make_detector(d, clf, fpr=cfg.fpr, seed=cfg.seed)
-            fc, _ = features(det, first.x_clean, cache / "features" / f"{feature_key(spec_d, ckey, 'clean')}.npz",
-                              f"{model} {d} clean")
+            fc, _ = features(
+                det,
+                first.x_clean,
+                cache / "features" / f"{feature_key(spec_d, ckey, 'clean')}.npz",
+                f"{model} {d} clean",
+            )
             self.compare[d] = {"clean": fc}
             for lab, s in self.sets.items():
-                self.compare[d][lab], _ = features(det, s.x_adv, cache / "features" /
-                                                    f"{feature_key(spec_d, s.key, 'adv')}.npz", f"{model} {d} {lab}")
+                self.compare[d][lab], _ = features(
+                    det, s.x_adv, cache / "features" / f"{feature_key(spec_d, s.key, 'adv')}.npz", f"{model} {d} {lab}"
+                )
 
     def raw(self, which: str, n_use: int, restore: str = "telea", rows=slice(None)) -> np.ndarray:
         """Raw E&R feature (N, (1 + n_use) * C) of ``which`` ("clean" or an attack label), only ``rows``
@@ -174,13 +197,19 @@ def _grid_search(spec: dict, f: np.ndarray, y: np.ndarray, seed: int) -> dict:
 
     est = make_decision_model(spec["model"], seed=seed, **spec["params"])
     prefix = est.steps[-1][0] + "__" if isinstance(est, Pipeline) else ""
-    gs = GridSearchCV(est, {prefix + k: v for k, v in spec["grid"].items()}, scoring="roc_auc",
-                      cv=StratifiedKFold(5, shuffle=True, random_state=seed), n_jobs=1).fit(f, y)
-    return {k[len(prefix):]: (v.item() if isinstance(v, np.generic) else v) for k, v in gs.best_params_.items()}
+    gs = GridSearchCV(
+        est,
+        {prefix + k: v for k, v in spec["grid"].items()},
+        scoring="roc_auc",
+        cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+        n_jobs=1,
+    ).fit(f, y)
+    return {k[len(prefix) :]: (v.item() if isinstance(v, np.generic) else v) for k, v in gs.best_params_.items()}
 
 
-def _fit(md: _ModelData, attacks: list[str], spec: dict, n_use: int, cfg: BenchConfig,
-         restore: str = "telea") -> EraseRestore:
+def _fit(
+    md: _ModelData, attacks: list[str], spec: dict, n_use: int, cfg: BenchConfig, restore: str = "telea"
+) -> EraseRestore:
     f_clean = md.train_test("clean", 0, n_use, restore)
     if spec["extra_clean"]:
         f_clean = np.concatenate([f_clean, md.extra_raw(n_use, restore)])
@@ -191,11 +220,20 @@ def _fit(md: _ModelData, attacks: list[str], spec: dict, n_use: int, cfg: BenchC
         if key not in md.grid_best:
             probe = EraseRestore(md.clf, n=n_use, restore=restore, align=spec["align"])
             f = probe._reduce(np.concatenate([f_clean, f_adv]))
-            md.grid_best[key] = _grid_search(spec, f, np.r_[np.zeros(len(f_clean)), np.ones(len(f_adv))].astype(int),
-                                             cfg.seed)
+            md.grid_best[key] = _grid_search(
+                spec, f, np.r_[np.zeros(len(f_clean)), np.ones(len(f_adv))].astype(int), cfg.seed
+            )
         params.update(md.grid_best[key])
-    det = EraseRestore(md.clf, n=n_use, restore=restore, decision_model=spec["model"], decision_params=params or None,
-                       align=spec["align"], fpr=cfg.fpr, seed=cfg.seed)
+    det = EraseRestore(
+        md.clf,
+        n=n_use,
+        restore=restore,
+        decision_model=spec["model"],
+        decision_params=params or None,
+        align=spec["align"],
+        fpr=cfg.fpr,
+        seed=cfg.seed,
+    )
     det.fit_features(f_clean, f_adv)
     det.chosen_params_ = params
     return det
@@ -218,16 +256,20 @@ def _vote_row(md: _ModelData, labels: list[str], pooled: list[str], n_use: int, 
     sc = rate["clean"][md.fold_c == 1]
     sas = {a: rate[a][md.fold_a[a] == 1] for a in labels}
     cal = float(threshold_at_fpr(rate["clean"][md.fold_c == 0], fpr))
-    out = {**_rates(sc, sas, 0.5, cal), "threshold_calibrated": cal,
-           "auc_pooled": roc_auc(sc, np.concatenate([sas[a] for a in pooled]))}
+    out = {
+        **_rates(sc, sas, 0.5, cal),
+        "threshold_calibrated": cal,
+        "auc_pooled": roc_auc(sc, np.concatenate([sas[a] for a in pooled])),
+    }
     p = md.extra.get("telea")
     if p is not None and (md.extra_fold == 1).any():
         out.update(_trainsplit_rates(label_change_rate(p[md.extra_fold == 1, : 1 + n_use]), 0.5, cal))
     return out
 
 
-def _learning_curve(md: _ModelData, labels: list[str], cw: list[str], lc: dict, n_use: int,
-                    cfg: BenchConfig) -> list[dict]:
+def _learning_curve(
+    md: _ModelData, labels: list[str], cw: list[str], lc: dict, n_use: int, cfg: BenchConfig
+) -> list[dict]:
     """AUC vs training pairs per attack family (CW pooled, each other attack alone): k clean + k adversarial
     training images drawn ``repeats`` times from the training fold, AUC on the whole test fold."""
     specs = classifier_specs(lc.get("classifiers", ["svc", "adaboost"]))
@@ -249,22 +291,40 @@ def _learning_curve(md: _ModelData, labels: list[str], cw: list[str], lc: dict, 
                 for r in range(repeats):
                     rng = np.random.default_rng([cfg.seed, k, r])
                     ic, ia = rng.choice(len(fc_tr), k, replace=False), rng.choice(len(fa_tr), k, replace=False)
-                    det = EraseRestore(md.clf, n=n_use, decision_model=spec["model"],
-                                       decision_params=dict(spec["params"]) or None, align=spec["align"],
-                                       fpr=cfg.fpr, seed=cfg.seed)
+                    det = EraseRestore(
+                        md.clf,
+                        n=n_use,
+                        decision_model=spec["model"],
+                        decision_params=dict(spec["params"]) or None,
+                        align=spec["align"],
+                        fpr=cfg.fpr,
+                        seed=cfg.seed,
+                    )
                     det.fit_features(fc_tr[ic], fa_tr[ia])
                     aucs.append(roc_auc(det.score_features(fc_te), det.score_features(fa_te)))
-                rows.append({"model": md.name, "family": fam, "pairs": k, "classifier": spec["label"],
-                             "auc_mean": float(np.mean(aucs)), "auc_min": float(np.min(aucs)),
-                             "auc_max": float(np.max(aucs)), "repeats": repeats})
+                rows.append(
+                    {
+                        "model": md.name,
+                        "family": fam,
+                        "pairs": k,
+                        "classifier": spec["label"],
+                        "auc_mean": float(np.mean(aucs)),
+                        "auc_min": float(np.min(aucs)),
+                        "auc_max": float(np.max(aucs)),
+                        "repeats": repeats,
+                    }
+                )
     return rows
 
 
-def _test_scores(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int,
-                 restore: str = "telea") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _test_scores(
+    det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int, restore: str = "telea"
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Scores of the test clean images and of each attack's test images."""
-    return (_score(det, md.train_test("clean", 1, n_use, restore)),
-            {a: _score(det, md.train_test(a, 1, n_use, restore)) for a in attacks})
+    return (
+        _score(det, md.train_test("clean", 1, n_use, restore)),
+        {a: _score(det, md.train_test(a, 1, n_use, restore)) for a in attacks},
+    )
 
 
 def _score(det, f: np.ndarray) -> np.ndarray:
@@ -280,12 +340,21 @@ def _trainsplit_fpr(det: EraseRestore, md: _ModelData, n_use: int, restore: str 
 
 
 def _trainsplit_rates(s: np.ndarray, nat: float, cal: float) -> dict:
-    return {"fpr_trainsplit": float((s > nat).mean()), "fpr_trainsplit_calibrated": float((s > cal).mean()),
-            "n_trainsplit_test": int(len(s))}
+    return {
+        "fpr_trainsplit": float((s > nat).mean()),
+        "fpr_trainsplit_calibrated": float((s > cal).mean()),
+        "n_trainsplit_test": int(len(s)),
+    }
 
 
-def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int, restore: str = "telea",
-              scores: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> dict:
+def _evaluate(
+    det: EraseRestore,
+    md: _ModelData,
+    attacks: list[str],
+    n_use: int,
+    restore: str = "telea",
+    scores: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+) -> dict:
     """FPR on test clean images and per-attack detection rates at the native and the calibrated threshold
     (from ``scores`` = :func:`_test_scores` when already computed)."""
     sc, sas = scores if scores is not None else _test_scores(det, md, attacks, n_use, restore)
@@ -295,8 +364,15 @@ def _evaluate(det: EraseRestore, md: _ModelData, attacks: list[str], n_use: int,
 def _rates(sc: np.ndarray, sas: dict[str, np.ndarray], nat: float, cal: float) -> dict:
     """FPR of the clean scores ``sc`` and detection rate of each attack's scores at the own cut ``nat`` and the
     calibrated one ``cal``, with per-attack AUCs and counts (None for an attack without test images)."""
-    out = {"n_clean_test": int(len(sc)), "fpr": float((sc > nat).mean()), "fpr_calibrated": float((sc > cal).mean()),
-           "dr": {}, "dr_calibrated": {}, "auc": {}, "n_adv_test": {}}
+    out = {
+        "n_clean_test": int(len(sc)),
+        "fpr": float((sc > nat).mean()),
+        "fpr_calibrated": float((sc > cal).mean()),
+        "dr": {},
+        "dr_calibrated": {},
+        "auc": {},
+        "n_adv_test": {},
+    }
     for a, sa in sas.items():
         out["n_adv_test"][a] = int(len(sa))
         out["dr"][a] = float((sa > nat).mean()) if len(sa) else None
@@ -305,8 +381,9 @@ def _rates(sc: np.ndarray, sas: dict[str, np.ndarray], nat: float, cal: float) -
     return out
 
 
-def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-               progress: bool = True) -> dict:
+def run_themis(
+    cfg: BenchConfig, out: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> dict:
     out, cache = bench_paths(cfg, out, cache_dir)
     opts = cfg.section("themis")
     models = list(opts.get("models") or [cfg.model])
@@ -323,16 +400,38 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
 
     mds = {m: _ModelData(cfg, m, cache, progress) for m in tqdm(models, desc="target models", disable=not progress)}
     first = mds[models[0]].first
-    doc: dict = {**results_header(cfg), "n": n, "ns": ns, "train_on": cw,
-                 "data": {"dataset": cfg.dataset, "split": cfg.split, "source": first.config.get("source"),
-                          "n_images": first.counts["n_images"]},
-                 "classifiers": specs, "table1_train_on": pooled}
-    doc["sets"] = {m: {"n_correct": md.first.counts["n_correct"],
-                       "clean": {"train": int((md.fold_c == 0).sum()), "test": int((md.fold_c == 1).sum())},
-                       "attacks": {lab: {**s.summary(), "train": int((md.fold_a[lab] == 0).sum()),
-                                         "test": int((md.fold_a[lab] == 1).sum())} for lab, s in md.sets.items()},
-                       "forward_floor": md.floor, "er_cost": md.cost, "extra_clean": md.extra_info}
-                   for m, md in mds.items()}
+    doc: dict = {
+        **results_header(cfg),
+        "n": n,
+        "ns": ns,
+        "train_on": cw,
+        "data": {
+            "dataset": cfg.dataset,
+            "split": cfg.split,
+            "source": first.config.get("source"),
+            "n_images": first.counts["n_images"],
+        },
+        "classifiers": specs,
+        "table1_train_on": pooled,
+    }
+    doc["sets"] = {
+        m: {
+            "n_correct": md.first.counts["n_correct"],
+            "clean": {"train": int((md.fold_c == 0).sum()), "test": int((md.fold_c == 1).sum())},
+            "attacks": {
+                lab: {
+                    **s.summary(),
+                    "train": int((md.fold_a[lab] == 0).sum()),
+                    "test": int((md.fold_a[lab] == 1).sum()),
+                }
+                for lab, s in md.sets.items()
+            },
+            "forward_floor": md.floor,
+            "er_cost": md.cost,
+            "extra_clean": md.extra_info,
+        }
+        for m, md in mds.items()
+    }
 
     # ---------------------------------------------------------------- Figure 3 check: what one E&R draw does
     insight = []
@@ -341,10 +440,17 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
             for which in ["clean"] + labels:
                 top = md.P[restore][which].argmax(-1)
                 changed = top[:, 1:] != top[:, :1]
-                insight.append({"model": m, "restore": restore, "set": which, "n": int(len(top)),
-                                "changed_per_draw": float(changed.mean()) if len(top) else None,
-                                "changed_any_draw": float(changed.any(1).mean()) if len(top) else None,
-                                "changed_majority": float((changed.mean(1) > 0.5).mean()) if len(top) else None})
+                insight.append(
+                    {
+                        "model": m,
+                        "restore": restore,
+                        "set": which,
+                        "n": int(len(top)),
+                        "changed_per_draw": float(changed.mean()) if len(top) else None,
+                        "changed_any_draw": float(changed.any(1).mean()) if len(top) else None,
+                        "changed_majority": float((changed.mean(1) > 0.5).mean()) if len(top) else None,
+                    }
+                )
     doc["insight"] = insight
 
     # ---------------------------------------------------------------- Table 1 (+ ROC data for Figure 5)
@@ -357,22 +463,35 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
                 ev = _evaluate(det, md, labels, n, restore, scores)
                 sc, sa = scores[0], np.concatenate([scores[1][a] for a in pooled])
                 if restore == "telea":
-                    t1.append({"model": m, "classifier": c["label"], "kind": c["model"], "params": det.chosen_params_,
-                               "extra_clean": c["extra_clean"], "align": det.params["align"],
-                               "n_clean_train": int((md.fold_c == 0).sum())
-                               + (int(len(md.extra_raw(n))) if c["extra_clean"] else 0),
-                               **ev, "auc_pooled": roc_auc(sc, sa), **_trainsplit_fpr(det, md, n)})
+                    t1.append(
+                        {
+                            "model": m,
+                            "classifier": c["label"],
+                            "kind": c["model"],
+                            "params": det.chosen_params_,
+                            "extra_clean": c["extra_clean"],
+                            "align": det.params["align"],
+                            "n_clean_train": int((md.fold_c == 0).sum())
+                            + (int(len(md.extra_raw(n))) if c["extra_clean"] else 0),
+                            **ev,
+                            "auc_pooled": roc_auc(sc, sa),
+                            **_trainsplit_fpr(det, md, n),
+                        }
+                    )
                     fitted[(m, c["label"])] = det
                 else:
                     t1[-1]["median_baseline"] = {**ev, "auc_pooled": roc_auc(sc, sa)}
                 if c["all_tables"]:
                     roc[(m, c["label"], restore)] = (sc, sa)
     doc["table1"] = t1
-    doc["vote"] = [{"model": m, "classifier": "label-change vote", **_vote_row(md, labels, pooled, n, cfg.fpr)}
-                   for m, md in mds.items()]
+    doc["vote"] = [
+        {"model": m, "classifier": "label-change vote", **_vote_row(md, labels, pooled, n, cfg.fpr)}
+        for m, md in mds.items()
+    ]
     lc = opts.get("learning_curve")
-    doc["learning_curve"] = [r for md in mds.values() for r in _learning_curve(md, labels, cw, lc, n, cfg)] \
-        if lc else []
+    doc["learning_curve"] = (
+        [r for md in mds.values() for r in _learning_curve(md, labels, cw, lc, n, cfg)] if lc else []
+    )
 
     # ---------------------------------------------------------------- Table 2: vs the harness's detectors
     t2 = []
@@ -394,11 +513,25 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
         for c in classifiers:
             det = _fit(md_a, cw, c, n, cfg)
             for b_m, md_b in mds.items():
-                t3.append({"train": a_m, "test": b_m, "classifier": c["label"], "kind": c["model"],
-                           **_evaluate(det, md_b, cw, n)})
+                t3.append(
+                    {
+                        "train": a_m,
+                        "test": b_m,
+                        "classifier": c["label"],
+                        "kind": c["model"],
+                        **_evaluate(det, md_b, cw, n),
+                    }
+                )
                 if other:
-                    transfer.append({"train": a_m, "test": b_m, "classifier": c["label"], "kind": c["model"],
-                                     **_evaluate(det, md_b, other, n)})
+                    transfer.append(
+                        {
+                            "train": a_m,
+                            "test": b_m,
+                            "classifier": c["label"],
+                            "kind": c["model"],
+                            **_evaluate(det, md_b, other, n),
+                        }
+                    )
     doc["table3"], doc["transfer"] = t3, transfer
 
     # ---------------------------------------------------------------- Tables 4/5: n sweep (CW-trained)
@@ -406,8 +539,15 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
     for m, md in mds.items():
         for n_use in ns:
             for c in classifiers:
-                t4.append({"model": m, "n": n_use, "classifier": c["label"], "kind": c["model"],
-                           **_evaluate(_fit(md, cw, c, n_use, cfg), md, cw, n_use)})
+                t4.append(
+                    {
+                        "model": m,
+                        "n": n_use,
+                        "classifier": c["label"],
+                        "kind": c["model"],
+                        **_evaluate(_fit(md, cw, c, n_use, cfg), md, cw, n_use),
+                    }
+                )
     doc["table4"] = t4
 
     # ---------------------------------------------------------------- Table 6: KL / WD (10 draws as in the paper)
@@ -421,8 +561,15 @@ def run_themis(cfg: BenchConfig, out: str | Path | None = None, cache_dir: str |
             scatter[m][a] = da
             for j, metric in enumerate(("kl", "wd")):
                 sc, sa = dc[:, j], da[:, j]
-                t6.append({"model": m, "attack": a, "metric": metric, **_youden(sc, sa),
-                           **_calibrated(sc[md.fold_c == 0], sc[md.fold_c == 1], sa[md.fold_a[a] == 1], cfg.fpr)})
+                t6.append(
+                    {
+                        "model": m,
+                        "attack": a,
+                        "metric": metric,
+                        **_youden(sc, sa),
+                        **_calibrated(sc[md.fold_c == 0], sc[md.fold_c == 1], sa[md.fold_a[a] == 1], cfg.fpr),
+                    }
+                )
     doc["table6"] = t6
 
     # ---------------------------------------------------------------- Figure 6: adaptive attack
@@ -446,16 +593,23 @@ def _youden(sc: np.ndarray, sa: np.ndarray) -> dict:
 
     f, t, _ = roc_curve(np.r_[np.zeros(len(sc)), np.ones(len(sa))], np.r_[sc, sa])
     j = int(np.argmax(t - f))
-    return {"fpr_roc": float(f[j]), "tpr_roc": float(t[j]), "auc": roc_auc(sc, sa), "n_clean": int(len(sc)),
-            "n_adv": int(len(sa))}
+    return {
+        "fpr_roc": float(f[j]),
+        "tpr_roc": float(t[j]),
+        "auc": roc_auc(sc, sa),
+        "n_clean": int(len(sc)),
+        "n_adv": int(len(sa)),
+    }
 
 
 def _calibrated(sc_train: np.ndarray, sc_test: np.ndarray, sa_test: np.ndarray, fpr: float) -> dict:
     from ...metrics import threshold_at_fpr
 
     th = threshold_at_fpr(sc_train, fpr)
-    return {"fpr_calibrated": float((sc_test > th).mean()),
-            "tpr_calibrated": float((sa_test > th).mean()) if len(sa_test) else None}
+    return {
+        "fpr_calibrated": float((sc_test > th).mean()),
+        "tpr_calibrated": float((sa_test > th).mean()) if len(sa_test) else None,
+    }
 
 
 # ==================================================================== adaptive attack (Figure 6)
@@ -465,9 +619,14 @@ def _adaptive(cfg: BenchConfig, a: dict, md: _ModelData, det: EraseRestore, cach
 
     n_img = int(a.get("n_images", 50))
     restarts = int(a.get("restarts", 150))
-    params = {"confidence": float(a.get("confidence", 0.0)), "steps": int(a.get("steps", 100)),
-              "restarts": restarts, "check_every": int(a.get("check_every", 1)),
-              "const": float(a.get("const", 1.0)), "stepsize": float(a.get("stepsize", 0.01))}
+    params = {
+        "confidence": float(a.get("confidence", 0.0)),
+        "steps": int(a.get("steps", 100)),
+        "restarts": restarts,
+        "check_every": int(a.get("check_every", 1)),
+        "const": float(a.get("const", 1.0)),
+        "stepsize": float(a.get("stepsize", 0.01)),
+    }
     if "init_noise" in a:  # only when set, so caches of runs with the default start stay valid
         params["init_noise"] = float(a["init_noise"])
     det.threshold_ = _native_threshold(det)  # the paper's operating point: the SVM's own decision
@@ -480,15 +639,21 @@ def _adaptive(cfg: BenchConfig, a: dict, md: _ModelData, det: EraseRestore, cach
     parts = []
     t0 = time.perf_counter()
     for i in tqdm(range(0, len(x), chunk), desc="adaptive attack chunks", disable=not progress):
-        key = cache_key(md.first.config['weights'], md.first.key, params, test[i:i + chunk].tolist(), cfg.seed)
+        key = cache_key(md.first.config["weights"], md.first.key, params, test[i : i + chunk].tolist(), cfg.seed)
         path = cache / "themis-adaptive" / f"{key}.npz"
 
-        def build(i=i):
+        def build(i: int = i, t0: float = t0) -> dict[str, np.ndarray]:
             atk = DetectorAwareCW(md.clf, det, seed=cfg.seed + i, progress=progress, **params)
-            r = atk(x[i: i + chunk], y[i: i + chunk], t[i: i + chunk])
-            return dict(restart=r.restart.numpy(), step=r.step.numpy(), evaded=r.evaded.numpy(),
-                        recheck=r.recheck_evasion.numpy(), l2=r.norms["l2"].numpy(), success=r.success.numpy(),
-                        seconds=np.asarray(time.perf_counter() - t0))  # noqa: B023 - called within this iteration
+            r = atk(x[i : i + chunk], y[i : i + chunk], t[i : i + chunk])
+            return dict(
+                restart=r.restart.numpy(),
+                step=r.step.numpy(),
+                evaded=r.evaded.numpy(),
+                recheck=r.recheck_evasion.numpy(),
+                l2=r.norms["l2"].numpy(),
+                success=r.success.numpy(),
+                seconds=np.asarray(time.perf_counter() - t0),
+            )
 
         # verified and locked (advguard.data.cache): a corrupt chunk is named, moved aside and recomputed
         hit = load_entry(path)
@@ -501,20 +666,26 @@ def _adaptive(cfg: BenchConfig, a: dict, md: _ModelData, det: EraseRestore, cach
     curve = [float(((cat["restart"] >= 0) & (cat["restart"] < T) & found).mean()) for T in range(1, restarts + 1)]
     budgets = [0.25, 0.5, 1.0, 1.5, 2.0]
     ref = md.sets[cfg.attacks[0].label] if cfg.attacks else None
-    return {"label": a.get("label", "adaptive CW-L2"), "params": {"init_noise": 8 / 255, **params},
-            "n_images": int(len(x)), "operating_point": "SVM decision_function > 0",
-            "l2_of_bypass": cat["l2"][found].tolist(),
-            "bypass_within_l2": {str(b): float((found & (cat["l2"] <= b)).mean()) for b in budgets},
-            "reference_attack": cfg.attacks[0].label if ref is not None else None,
-            "reference_median_l2": float(np.median(ref.norms["l2"])) if ref is not None and len(ref.x_adv) else None,
-            "clean_false_alarms": int(clean_flag.sum()), "bypass_rate": float(found.mean()),
-            "bypass_curve": curve, "n_bypass": int(found.sum()),
-            "median_l2_bypass": float(np.median(cat["l2"][found])) if found.any() else None,
-            "mean_recheck_evasion": float(np.nanmean(cat["recheck"][found])) if found.any() else None,
-            "robust_bypass_rate": float((found & (np.nan_to_num(cat["recheck"]) >= 0.5)).mean()),
-            "restart_of_bypass": cat["restart"][found].tolist(),
-            "seconds": float(sum(float(p["seconds"]) for p in parts)),
-            "seconds_per_image": float(sum(float(p["seconds"]) for p in parts)) / max(1, len(x))}
+    return {
+        "label": a.get("label", "adaptive CW-L2"),
+        "params": {"init_noise": 8 / 255, **params},
+        "n_images": int(len(x)),
+        "operating_point": "SVM decision_function > 0",
+        "l2_of_bypass": cat["l2"][found].tolist(),
+        "bypass_within_l2": {str(b): float((found & (cat["l2"] <= b)).mean()) for b in budgets},
+        "reference_attack": cfg.attacks[0].label if ref is not None else None,
+        "reference_median_l2": float(np.median(ref.norms["l2"])) if ref is not None and len(ref.x_adv) else None,
+        "clean_false_alarms": int(clean_flag.sum()),
+        "bypass_rate": float(found.mean()),
+        "bypass_curve": curve,
+        "n_bypass": int(found.sum()),
+        "median_l2_bypass": float(np.median(cat["l2"][found])) if found.any() else None,
+        "mean_recheck_evasion": float(np.nanmean(cat["recheck"][found])) if found.any() else None,
+        "robust_bypass_rate": float((found & (np.nan_to_num(cat["recheck"]) >= 0.5)).mean()),
+        "restart_of_bypass": cat["restart"][found].tolist(),
+        "seconds": float(sum(float(p["seconds"]) for p in parts)),
+        "seconds_per_image": float(sum(float(p["seconds"]) for p in parts)) / max(1, len(x)),
+    }
 
 
 # ==================================================================== page
@@ -535,21 +706,32 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     cw = doc["train_on"]
     cifar = cfg.dataset == "cifar10"
     pg = Page(cfg.title or cfg.name)
-    lines = [f"- Data: {d['dataset']} {d['split']} split ({d['source']}); {d['n_images']} images drawn "
-             f"(seed {cfg.seed})."]
+    lines = [
+        f"- Data: {d['dataset']} {d['split']} split ({d['source']}); {d['n_images']} images drawn (seed {cfg.seed})."
+    ]
     for m, s in doc["sets"].items():
-        att = ", ".join(f"{lab} {v['n_adv']} of {v['n_attacked']} attacked (train {v['train']} / test {v['test']}, "
-                        f"median L2 {v['median_l2']:.3f})" for lab, v in s["attacks"].items())
-        lines.append(f"- `{m}`: {s['n_correct']} correctly classified = clean set (train {s['clean']['train']} / test "
-                     f"{s['clean']['test']}); adversarial: {att}.")
+        att = ", ".join(
+            f"{lab} {v['n_adv']} of {v['n_attacked']} attacked (train {v['train']} / test {v['test']}, "
+            f"median L2 {v['median_l2']:.3f})"
+            for lab, v in s["attacks"].items()
+        )
+        lines.append(
+            f"- `{m}`: {s['n_correct']} correctly classified = clean set (train {s['clean']['train']} / test "
+            f"{s['clean']['test']}); adversarial: {att}."
+        )
     lines += [
-        "- Balanced protocol: " + ("each attack attacks a disjoint part of the clean images (one adversarial image per "
-                                    "source image); " if cfg.section("themis").get("balanced") else "")
+        "- Balanced protocol: "
+        + (
+            "each attack attacks a disjoint part of the clean images (one adversarial image per source image); "
+            if cfg.section("themis").get("balanced")
+            else ""
+        )
         + f"{'/'.join(str(int(round(100 * f))) for f in cfg.fractions)} train/test split by clean-image id. "
         "Adversarial images are float32 (no 8-bit round trip). Paper: 30,000 images per dataset.",
         f"- THEMIS: n = {doc['n']} draws, 10 % of the pixels erased (exact count, fresh masks per image and draw), "
         "OpenCV Telea inpainting radius 3; feature = the n + 1 softmax vectors"
-        + ("" if cifar else ", each reduced by a PCA to 10 dimensions fitted once on the training features") + ".",
+        + ("" if cifar else ", each reduced by a PCA to 10 dimensions fitted once on the training features")
+        + ".",
         "- Rates are on the test split. **FPR / DR** = at the decision model's own decision (SVM / AdaBoost "
         f"decision_function > 0, as the paper reports); **@{100 * cfg.fpr:g}%** = at a threshold calibrated on "
         f"training clean images for {100 * cfg.fpr:g} % FPR (the advguard protocol).",
@@ -560,21 +742,35 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     pg.text("\n".join(lines))
 
     def model_name(m: str) -> str:
-        return {"cifar10-cnn": "Carlini", "cifar10-cnn-ls0": "Carlini", "cifar10-resnet20": "ResNet32",
-                "cifar10-resnet32-pretrained": "ResNet32"}.get(m, "ResNet50")
+        return {
+            "cifar10-cnn": "Carlini",
+            "cifar10-cnn-ls0": "Carlini",
+            "cifar10-resnet20": "ResNet32",
+            "cifar10-resnet32-pretrained": "ResNet32",
+        }.get(m, "ResNet50")
 
     ds_name = "CIFAR-10" if cifar else "ImageNet"
     # ---- whose gap: every decision model variant of Table 1 beside the learning-free vote and the paper
     if doc.get("vote"):
         pg.h2("Whose gap? One change at a time (Table 1 setting, all attacks pooled)")
         att = " / ".join(_abbrev(lab) for lab in labels)
-        head = ["model", "decision model", "settings", "clean train", "FPR % (own)", f"DR % (own): {att}",
-                f"FPR % @{100 * cfg.fpr:g}%", f"DR % @{100 * cfg.fpr:g}%: {att}", "AUC pooled %",
-                f"FPR % on train-split images (own / @{100 * cfg.fpr:g}%)"]
+        head = [
+            "model",
+            "decision model",
+            "settings",
+            "clean train",
+            "FPR % (own)",
+            f"DR % (own): {att}",
+            f"FPR % @{100 * cfg.fpr:g}%",
+            f"DR % @{100 * cfg.fpr:g}%: {att}",
+            "AUC pooled %",
+            f"FPR % on train-split images (own / @{100 * cfg.fpr:g}%)",
+        ]
         rows = []
         for m in doc["sets"]:
-            for r in ([r for r in doc["table1"] if r["model"] == m]
-                      + [v for v in doc.get("vote", []) if v["model"] == m]):
+            for r in [r for r in doc["table1"] if r["model"] == m] + [
+                v for v in doc.get("vote", []) if v["model"] == m
+            ]:
                 dr = " / ".join(pct(r["dr"].get(lab), 0) for lab in labels)
                 drc = " / ".join(pct(r["dr_calibrated"].get(lab), 0) for lab in labels)
                 sett = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items()) or "defaults"
@@ -584,65 +780,141 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
                     sett += ", aligned"
                 if r["classifier"] == "label-change vote":
                     sett = "flag if the label changes in > n/2 draws (no training)"
-                clean_tr = f"{r['n_clean_train']}" + (" (incl. train split)" if r.get("extra_clean") else "") \
-                    if "n_clean_train" in r else "-"
-                rows.append([f"`{_short(m)}`", r["classifier"], sett, clean_tr, pct(r["fpr"]), dr,
-                             pct(r["fpr_calibrated"]), drc, pct(r.get("auc_pooled"), 2),
-                             f"{pct(r['fpr_trainsplit'])} / {pct(r['fpr_trainsplit_calibrated'])}"
-                             if "fpr_trainsplit" in r else "-"])
+                clean_tr = (
+                    f"{r['n_clean_train']}" + (" (incl. train split)" if r.get("extra_clean") else "")
+                    if "n_clean_train" in r
+                    else "-"
+                )
+                rows.append(
+                    [
+                        f"`{_short(m)}`",
+                        r["classifier"],
+                        sett,
+                        clean_tr,
+                        pct(r["fpr"]),
+                        dr,
+                        pct(r["fpr_calibrated"]),
+                        drc,
+                        pct(r.get("auc_pooled"), 2),
+                        f"{pct(r['fpr_trainsplit'])} / {pct(r['fpr_trainsplit_calibrated'])}"
+                        if "fpr_trainsplit" in r
+                        else "-",
+                    ]
+                )
             for kind in ("svc", "adaboost"):
                 pap = paper.TABLE1.get((ds_name, model_name(m), kind))
                 if pap:
-                    rows.append([f"paper ({model_name(m)})", kind, "authors: SVC(C=5, gamma=0.01) on raw softmax"
-                                 if kind == "svc" else "authors: AdaBoost, 200 stumps", "24,000 (+ 24,000 adv.)",
-                                 f"{pap[0]}", " / ".join(f"{v:.0f}" for v in _paper_cols(pap[1:], labels)
-                                                          if not isinstance(v, str)), "-", "-", "-", "-"])
-        pg.table(head, rows, "Each row changes one thing against the first (ours); \"own\" = the decision model's own "
-                 "cut (decision_function > 0), as the paper reports; the calibrated threshold comes from out-of-fold "
-                 "scores of the row's own training clean images. Detectors trained on "
-                 + ", ".join(doc.get("table1_train_on", labels)) + " pooled; AUC pooled over those. The last column: "
-                 "the same detectors on held-out clean images of the train split (images the target model was trained "
-                 "on; not used to fit any row), i.e. the FPR a protocol that evaluates on training images would "
-                 "report.")
+                    rows.append(
+                        [
+                            f"paper ({model_name(m)})",
+                            kind,
+                            "authors: SVC(C=5, gamma=0.01) on raw softmax"
+                            if kind == "svc"
+                            else "authors: AdaBoost, 200 stumps",
+                            "24,000 (+ 24,000 adv.)",
+                            f"{pap[0]}",
+                            " / ".join(f"{v:.0f}" for v in _paper_cols(pap[1:], labels) if not isinstance(v, str)),
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                        ]
+                    )
+        pg.table(
+            head,
+            rows,
+            'Each row changes one thing against the first (ours); "own" = the decision model\'s own '
+            "cut (decision_function > 0), as the paper reports; the calibrated threshold comes from out-of-fold "
+            "scores of the row's own training clean images. Detectors trained on "
+            + ", ".join(doc.get("table1_train_on", labels))
+            + " pooled; AUC pooled over those. The last column: "
+            "the same detectors on held-out clean images of the train split (images the target model was trained "
+            "on; not used to fit any row), i.e. the FPR a protocol that evaluates on training images would "
+            "report.",
+        )
     if doc.get("learning_curve"):
         pg.h2("Learning curve: AUC vs training pairs")
         lcr = doc["learning_curve"]
         sizes = sorted({r["pairs"] for r in lcr})
         rows = []
-        for (m, fam, c) in dict.fromkeys((r["model"], r["family"], r["classifier"]) for r in lcr):
+        for m, fam, c in dict.fromkeys((r["model"], r["family"], r["classifier"]) for r in lcr):
             by = {r["pairs"]: r for r in lcr if (r["model"], r["family"], r["classifier"]) == (m, fam, c)}
-            rows.append([f"`{_short(m)}`", fam, c] + [f"{pct(by[k]['auc_mean'], 1)} ({pct(by[k]['auc_min'], 1)})"
-                                                      if k in by else "-" for k in sizes])
-        pg.table(["model", "attack family", "decision model"] + [f"{k} pairs" for k in sizes], rows,
-                 f"Mean AUC % over {lcr[0]['repeats']} draws of k clean + k adversarial training images (worst draw in "
-                 "parentheses), tested on the whole test fold of that family.")
+            rows.append(
+                [f"`{_short(m)}`", fam, c]
+                + [f"{pct(by[k]['auc_mean'], 1)} ({pct(by[k]['auc_min'], 1)})" if k in by else "-" for k in sizes]
+            )
+        pg.table(
+            ["model", "attack family", "decision model"] + [f"{k} pairs" for k in sizes],
+            rows,
+            f"Mean AUC % over {lcr[0]['repeats']} draws of k clean + k adversarial training images (worst draw in "
+            "parentheses), tested on the whole test fold of that family.",
+        )
         pg.figure("learning_curve.png", _plot_learning_curve(lcr), "AUC vs training pairs per attack family.")
 
     # ---- Table 1
     pg.h2("Table 1: detection rate and FPR (trained on all attacks pooled)")
-    head = ["model", "classifier", "FPR %"] + [f"DR {lab} %" for lab in labels] + \
-           [f"FPR @{100 * cfg.fpr:g}%"] + [f"DR {lab} @{100 * cfg.fpr:g}%" for lab in labels] + ["AUC pooled %"]
+    head = (
+        ["model", "classifier", "FPR %"]
+        + [f"DR {lab} %" for lab in labels]
+        + [f"FPR @{100 * cfg.fpr:g}%"]
+        + [f"DR {lab} @{100 * cfg.fpr:g}%" for lab in labels]
+        + ["AUC pooled %"]
+    )
     rows = []
     for r in doc["table1"]:
-        rows.append([f"`{r['model']}`", r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in labels]
-                    + [pct(r["fpr_calibrated"])] + [pct(r["dr_calibrated"][lab]) for lab in labels]
-                    + [pct(r["auc_pooled"], 2)])
-        pap = paper.TABLE1.get((ds_name, model_name(r["model"]), r["classifier"])) \
-            if r["classifier"] == r.get("kind", r["classifier"]) else None
+        rows.append(
+            [f"`{r['model']}`", r["classifier"], pct(r["fpr"])]
+            + [pct(r["dr"][lab]) for lab in labels]
+            + [pct(r["fpr_calibrated"])]
+            + [pct(r["dr_calibrated"][lab]) for lab in labels]
+            + [pct(r["auc_pooled"], 2)]
+        )
+        pap = (
+            paper.TABLE1.get((ds_name, model_name(r["model"]), r["classifier"]))
+            if r["classifier"] == r.get("kind", r["classifier"])
+            else None
+        )
         if pap:
-            rows.append([f"paper ({model_name(r['model'])})", r["classifier"], f"{pap[0]}"]
-                        + [f"{v}" for v in _paper_cols(pap[1:], labels)] + ["-"] * (len(labels) + 2))
-    pg.table(head, rows, "Ours (test split) with the paper's row below (the paper's CIFAR-10 models: Carlini's CIFAR "
-             "net and ResNet-32; ours: cifar10-cnn and cifar10-resnet20).")
+            rows.append(
+                [f"paper ({model_name(r['model'])})", r["classifier"], f"{pap[0]}"]
+                + [f"{v}" for v in _paper_cols(pap[1:], labels)]
+                + ["-"] * (len(labels) + 2)
+            )
+    pg.table(
+        head,
+        rows,
+        "Ours (test split) with the paper's row below (the paper's CIFAR-10 models: Carlini's CIFAR "
+        "net and ResNet-32; ours: cifar10-cnn and cifar10-resnet20).",
+    )
 
     # ---- Figure 3 check
     pg.h2("Why it works: what one erase-and-restore draw does (the paper's Figure 3)")
-    rows = [[f"`{r['model']}`", r["restore"], r["set"], r["n"], pct(r["changed_per_draw"]), pct(r["changed_any_draw"]),
-             pct(r["changed_majority"])] for r in doc["insight"]]
-    pg.table(["model", "restore", "images", "n", "top-1 changed, per draw %", "changed in >= 1 of n draws %",
-              "changed in most draws %"], rows,
-             "Paper (ResNet-32, 10 % erased, Telea): benign accuracy after one draw 90.5-96.6 % (5-15 % erased), i.e. "
-             "3.4-9.5 % changed; CW attack success after one draw 3.1-7.1 %, i.e. ~93-97 % changed.")
+    rows = [
+        [
+            f"`{r['model']}`",
+            r["restore"],
+            r["set"],
+            r["n"],
+            pct(r["changed_per_draw"]),
+            pct(r["changed_any_draw"]),
+            pct(r["changed_majority"]),
+        ]
+        for r in doc["insight"]
+    ]
+    pg.table(
+        [
+            "model",
+            "restore",
+            "images",
+            "n",
+            "top-1 changed, per draw %",
+            "changed in >= 1 of n draws %",
+            "changed in most draws %",
+        ],
+        rows,
+        "Paper (ResNet-32, 10 % erased, Telea): benign accuracy after one draw 90.5-96.6 % (5-15 % erased), i.e. "
+        "3.4-9.5 % changed; CW attack success after one draw 3.1-7.1 %, i.e. ~93-97 % changed.",
+    )
 
     # ---- Table 2
     if doc["table2"]:
@@ -651,22 +923,42 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         df = next((lab for lab in labels if "deepfool" in lab.lower()), labels[-1])
         rows = []
         for m in doc["sets"]:
-            t = next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc") \
-                if any(r["classifier"] == "svc" for r in doc["table1"]) else doc["table1"][0]
+            t = (
+                next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc")
+                if any(r["classifier"] == "svc" for r in doc["table1"])
+                else doc["table1"][0]
+            )
             rows.append([f"`{m}`", "THEMIS (SVM, own decision)", pct(t["fpr"]), pct(t["dr"][k0]), pct(t["dr"][df])])
-            rows.append([f"`{m}`", f"THEMIS (SVM, @{100 * cfg.fpr:g}%)", pct(t["fpr_calibrated"]),
-                         pct(t["dr_calibrated"][k0]), pct(t["dr_calibrated"][df])])
+            rows.append(
+                [
+                    f"`{m}`",
+                    f"THEMIS (SVM, @{100 * cfg.fpr:g}%)",
+                    pct(t["fpr_calibrated"]),
+                    pct(t["dr_calibrated"][k0]),
+                    pct(t["dr_calibrated"][df]),
+                ]
+            )
             for r in doc["table2"]:
                 if r["model"] == m:
-                    rows.append([f"`{m}`", f"{r['detector']} (@{100 * cfg.fpr:g}%)", pct(r["fpr"]), pct(r["dr"][k0]),
-                                 pct(r["dr"][df])])
+                    rows.append(
+                        [
+                            f"`{m}`",
+                            f"{r['detector']} (@{100 * cfg.fpr:g}%)",
+                            pct(r["fpr"]),
+                            pct(r["dr"][k0]),
+                            pct(r["dr"][df]),
+                        ]
+                    )
         for name, v in paper.TABLE2.items():
             f, a, b = v[ds_name]
             rows.append(["paper", name, f"{f}", f"{a}", f"{b}"])
-        pg.table(["model", "detector", "FPR %", f"DR {k0} %", f"DR {df} %"], rows,
-                 "Feature Squeezing = the harness's detector (median 2x2, bit depth 5, non-local means; max L1 "
-                 "distance), threshold calibrated on training clean images. LID and NIC are not implemented in "
-                 "advguard: their rows are the paper's quotes only.")
+        pg.table(
+            ["model", "detector", "FPR %", f"DR {k0} %", f"DR {df} %"],
+            rows,
+            "Feature Squeezing = the harness's detector (median 2x2, bit depth 5, non-local means; max L1 "
+            "distance), threshold calibrated on training clean images. LID and NIC are not implemented in "
+            "advguard: their rows are the paper's quotes only.",
+        )
 
     # ---- Table 3 + transfer
     if len(doc["sets"]) > 1:
@@ -677,21 +969,36 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
                 continue
             key = f"{model_name(r['train'])}->{model_name(r['test'])}"
             pap = paper.TABLE3.get((key, r.get("kind", r["classifier"])))
-            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], pct(r["fpr"])]
-                        + [pct(r["dr"][lab]) for lab in cw] + [" / ".join(f"{v}" for v in pap) if pap else "-"])
-        pg.table(["train -> test", "classifier", "FPR on test model's clean %"] + [f"DR {lab} %" for lab in cw]
-                 + ["paper DR κ=0 / 0.4 / 1.0"], rows)
+            rows.append(
+                [f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], pct(r["fpr"])]
+                + [pct(r["dr"][lab]) for lab in cw]
+                + [" / ".join(f"{v}" for v in pap) if pap else "-"]
+            )
+        pg.table(
+            ["train -> test", "classifier", "FPR on test model's clean %"]
+            + [f"DR {lab} %" for lab in cw]
+            + ["paper DR κ=0 / 0.4 / 1.0"],
+            rows,
+        )
     if doc["transfer"]:
         pg.h2("Transferability: trained on CW-L2, tested on DeepFool")
         rows = []
         for r in doc["transfer"]:
             pap = paper.TRANSFER_CW_TO_DEEPFOOL.get(model_name(r["test"])) if r["train"] == "cifar10-cnn" else None
-            rows.append([f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], pct(r["fpr"])]
-                        + [pct(v) for v in r["dr"].values()] + [pct(v, 2) for v in r["auc"].values()]
-                        + [f"{pap}" if pap else "-"])
+            rows.append(
+                [f"`{_short(r['train'])}` -> `{_short(r['test'])}`", r["classifier"], pct(r["fpr"])]
+                + [pct(v) for v in r["dr"].values()]
+                + [pct(v, 2) for v in r["auc"].values()]
+                + [f"{pap}" if pap else "-"]
+            )
         att = list(doc["transfer"][0]["dr"])
-        pg.table(["train (CW) -> test", "classifier", "FPR %"] + [f"DR {lab} %" for lab in att]
-                 + [f"AUC {lab} %" for lab in att] + ["paper DR % (classifier not stated)"], rows)
+        pg.table(
+            ["train (CW) -> test", "classifier", "FPR %"]
+            + [f"DR {lab} %" for lab in att]
+            + [f"AUC {lab} %" for lab in att]
+            + ["paper DR % (classifier not stated)"],
+            rows,
+        )
 
     # ---- Tables 4/5
     pg.h2(f"Table {'4' if cifar else '5'}: impact of n (trained on CW-L2)")
@@ -701,11 +1008,19 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
             pap = paper.TABLE4.get(r["n"], {}).get((model_name(r["model"]), r.get("kind", r["classifier"])))
         else:
             pap = paper.TABLE5.get(r["n"], {}).get(r.get("kind", r["classifier"]))
-        rows.append([f"`{r['model']}`", r["n"], r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in cw]
-                    + [pct(min(r["auc"][lab] for lab in cw), 2)]
-                    + [" / ".join(f"{v}" for v in pap) if pap else "-"])
-    pg.table(["model", "n", "classifier", "FPR %"] + [f"DR {lab} %" for lab in cw] + ["min AUC %",
-             "paper FPR / DR κ=0 / 0.4 / 1.0"], rows, "The first n' of the n draws of each image (independent draws).")
+        rows.append(
+            [f"`{r['model']}`", r["n"], r["classifier"], pct(r["fpr"])]
+            + [pct(r["dr"][lab]) for lab in cw]
+            + [pct(min(r["auc"][lab] for lab in cw), 2)]
+            + [" / ".join(f"{v}" for v in pap) if pap else "-"]
+        )
+    pg.table(
+        ["model", "n", "classifier", "FPR %"]
+        + [f"DR {lab} %" for lab in cw]
+        + ["min AUC %", "paper FPR / DR κ=0 / 0.4 / 1.0"],
+        rows,
+        "The first n' of the n draws of each image (independent draws).",
+    )
     pg.figure("n_sweep.png", _plot_n_sweep(doc, cw), "FPR and mean CW detection rate vs n.")
 
     # ---- Figure 5
@@ -716,13 +1031,36 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         if mb is None:
             continue
         pap = paper.FIGURE5_AUC.get(r.get("kind", r["classifier"])) if cifar else None
-        rows.append([f"`{r['model']}`", r["classifier"], pct(r["auc_pooled"], 2), pct(mb["auc_pooled"], 2),
-                     pct(r["fpr"]), pct(mb["fpr"]),
-                     f"{pap['telea']} / {pap['median']}" if pap else "-"])
-    pg.table(["model", "classifier", "AUC Telea %", "AUC median %", "FPR Telea %", "FPR median %",
-              "paper AUC Telea / median (ResNet-32 set)"], rows, "Pooled test set (all attacks).")
-    pg.figure("roc_median_baseline.png", _plot_roc(roc), "ROC of THEMIS with Telea inpainting vs the median-filter "
-              "baseline, per model and classifier (test split, all attacks pooled).")
+        rows.append(
+            [
+                f"`{r['model']}`",
+                r["classifier"],
+                pct(r["auc_pooled"], 2),
+                pct(mb["auc_pooled"], 2),
+                pct(r["fpr"]),
+                pct(mb["fpr"]),
+                f"{pap['telea']} / {pap['median']}" if pap else "-",
+            ]
+        )
+    pg.table(
+        [
+            "model",
+            "classifier",
+            "AUC Telea %",
+            "AUC median %",
+            "FPR Telea %",
+            "FPR median %",
+            "paper AUC Telea / median (ResNet-32 set)",
+        ],
+        rows,
+        "Pooled test set (all attacks).",
+    )
+    pg.figure(
+        "roc_median_baseline.png",
+        _plot_roc(roc),
+        "ROC of THEMIS with Telea inpainting vs the median-filter "
+        "baseline, per model and classifier (test split, all attacks pooled).",
+    )
 
     # ---- Table 6
     pg.h2("Table 6: one-dimensional scores (mean KL divergence, Wasserstein distance over 10 draws)")
@@ -730,15 +1068,40 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     for r in doc["table6"]:
         key = ("CW-L2" if r["attack"].startswith("CW") else "DeepFool", r["metric"])
         pap = paper.TABLE6.get(key) if r["attack"] in (cw[:1] + [lab for lab in labels if lab not in cw]) else None
-        rows.append([f"`{r['model']}`", r["attack"], r["metric"].upper(), pct(r["fpr_roc"]), pct(r["tpr_roc"]),
-                     pct(r["auc"], 2), pct(r["fpr_calibrated"]), pct(r["tpr_calibrated"]),
-                     f"{pap[0]} / {pap[1]}" if pap else "-"])
-    pg.table(["model", "attack", "metric", "FPR % (ROC cut)", "TPR % (ROC cut)", "AUC %",
-              f"FPR % (@{100 * cfg.fpr:g}%)", f"TPR % (@{100 * cfg.fpr:g}%)", "paper FPR / TPR (ImageNet)"], rows,
-             "ROC cut = the point maximising TPR - FPR, chosen on all images as the paper did (illustrative); "
-             f"@{100 * cfg.fpr:g}% = threshold from training clean images, rates on the test split.")
-    pg.figure("kl_wd_scatter.png", _plot_scatter(scatter), "Mean KL divergence vs mean Wasserstein distance "
-              "between f(x) and f(E&R(x)) (the paper's Figure 8).")
+        rows.append(
+            [
+                f"`{r['model']}`",
+                r["attack"],
+                r["metric"].upper(),
+                pct(r["fpr_roc"]),
+                pct(r["tpr_roc"]),
+                pct(r["auc"], 2),
+                pct(r["fpr_calibrated"]),
+                pct(r["tpr_calibrated"]),
+                f"{pap[0]} / {pap[1]}" if pap else "-",
+            ]
+        )
+    pg.table(
+        [
+            "model",
+            "attack",
+            "metric",
+            "FPR % (ROC cut)",
+            "TPR % (ROC cut)",
+            "AUC %",
+            f"FPR % (@{100 * cfg.fpr:g}%)",
+            f"TPR % (@{100 * cfg.fpr:g}%)",
+            "paper FPR / TPR (ImageNet)",
+        ],
+        rows,
+        "ROC cut = the point maximising TPR - FPR, chosen on all images as the paper did (illustrative); "
+        f"@{100 * cfg.fpr:g}% = threshold from training clean images, rates on the test split.",
+    )
+    pg.figure(
+        "kl_wd_scatter.png",
+        _plot_scatter(scatter),
+        "Mean KL divergence vs mean Wasserstein distance between f(x) and f(E&R(x)) (the paper's Figure 8).",
+    )
 
     # ---- adaptive
     ads = doc.get("adaptive") or []
@@ -748,34 +1111,59 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
         pg.h2("Figure 6: adaptive CW-L2 that checks THEMIS along its path")
         for ad in ads:
             pr = ad["params"]
-            pg.text("\n".join([
-                f"- **{ad.get('label', 'adaptive CW-L2')}**: `advguard.attacks.adaptive.DetectorAwareCW` on "
-                f"{ad['n_images']} clean test images of `{next(iter(doc['sets']))}` (never used to train the "
-                f"detector), targeted at the next class, κ = {pr['confidence']}; {pr['steps']} Adam steps "
-                f"(lr {pr['stepsize']}) per optimisation path, up to {pr['restarts']} paths per image, each from a "
-                f"random start (uniform ±{255 * pr['init_noise']:.0f}/255) with c drawn log-uniformly in "
-                f"[{pr['const'] / 10:g}, {pr['const'] * 10:g}]; the detector (the Table 1 SVM at its own decision) is "
-                f"queried every {pr['check_every']} steps (the paper: every step) on the images that are adversarial "
-                f"at that point.",
-                f"- **Bypass rate: {pct(ad['bypass_rate'])} %** ({ad['n_bypass']} of {ad['n_images']}) after "
-                f"{pr['restarts']} paths ({pct(ad['bypass_curve'][min(49, len(ad['bypass_curve']) - 1)])} % after "
-                f"{min(50, len(ad['bypass_curve']))}); paper: 3.4 % after 50 paths and 4.2 % after 150 (500 images).",
-                f"- THEMIS is random: re-checking each bypassing image with 10 fresh draws, it evades "
-                f"{pct(ad['mean_recheck_evasion'])} % of them on average; {pct(ad['robust_bypass_rate'])} % of the "
-                "images bypass in at least half of the re-checks.",
-                f"- The detector flags {ad['clean_false_alarms']} of these {ad['n_images']} clean images themselves. "
-                f"Cost: {ad['seconds_per_image']:.1f} s per image on this machine "
-                f"(paper: ~450 s per image for T = 150).",
-            ] + ([
-                "- Distortion: the attack stops at the first bypass, so its L2 is whatever the path had reached. "
-                "Bypass rate within an L2 budget: "
-                + ", ".join(f"≤ {b}: {pct(v)} %" for b, v in ad["bypass_within_l2"].items())
-                + (f" (plain {ad['reference_attack']} on this model: median L2 {ad['reference_median_l2']:.3f})."
-                   if ad.get("reference_median_l2") else "."),
-            ] if "bypass_within_l2" in ad else [])))
-        pg.figure("adaptive_bypass.png", _plot_adaptive(ads), "Left: cumulative bypass rate vs number of "
-                  "optimisation paths T, with the paper's two reported points. Right: share of images bypassed within "
-                  "an L2 budget.")
+            pg.text(
+                "\n".join(
+                    [
+                        f"- **{ad.get('label', 'adaptive CW-L2')}**: `advguard.attacks.adaptive.DetectorAwareCW` on "
+                        f"{ad['n_images']} clean test images of `{next(iter(doc['sets']))}` (never used to train the "
+                        f"detector), targeted at the next class, κ = {pr['confidence']}; {pr['steps']} Adam steps "
+                        f"(lr {pr['stepsize']}) per optimisation path, up to {pr['restarts']} paths per image, each "
+                        "from a "
+                        f"random start (uniform ±{255 * pr['init_noise']:.0f}/255) with c drawn log-uniformly in "
+                        f"[{pr['const'] / 10:g}, {pr['const'] * 10:g}]; the detector (the Table 1 SVM at its own "
+                        "decision) is "
+                        f"queried every {pr['check_every']} steps (the paper: every step) on the images that are "
+                        "adversarial "
+                        f"at that point.",
+                        f"- **Bypass rate: {pct(ad['bypass_rate'])} %** ({ad['n_bypass']} of {ad['n_images']}) after "
+                        f"{pr['restarts']} paths ({pct(ad['bypass_curve'][min(49, len(ad['bypass_curve']) - 1)])} % "
+                        "after "
+                        f"{min(50, len(ad['bypass_curve']))}); paper: 3.4 % after 50 paths and 4.2 % after 150 (500 "
+                        "images).",
+                        f"- THEMIS is random: re-checking each bypassing image with 10 fresh draws, it evades "
+                        f"{pct(ad['mean_recheck_evasion'])} % of them on average; {pct(ad['robust_bypass_rate'])} % "
+                        "of the "
+                        "images bypass in at least half of the re-checks.",
+                        f"- The detector flags {ad['clean_false_alarms']} of these {ad['n_images']} clean images "
+                        "themselves. "
+                        f"Cost: {ad['seconds_per_image']:.1f} s per image on this machine "
+                        f"(paper: ~450 s per image for T = 150).",
+                    ]
+                    + (
+                        [
+                            "- Distortion: the attack stops at the first bypass, so its L2 is whatever the path had "
+                            "reached. "
+                            "Bypass rate within an L2 budget: "
+                            + ", ".join(f"≤ {b}: {pct(v)} %" for b, v in ad["bypass_within_l2"].items())
+                            + (
+                                f" (plain {ad['reference_attack']} on this model: median L2 "
+                                f"{ad['reference_median_l2']:.3f})."
+                                if ad.get("reference_median_l2")
+                                else "."
+                            ),
+                        ]
+                        if "bypass_within_l2" in ad
+                        else []
+                    )
+                )
+            )
+        pg.figure(
+            "adaptive_bypass.png",
+            _plot_adaptive(ads),
+            "Left: cumulative bypass rate vs number of "
+            "optimisation paths T, with the paper's two reported points. Right: share of images bypassed within "
+            "an L2 budget.",
+        )
 
     # ---- cost
     pg.h2("Cost of the feature (this run)")
@@ -783,11 +1171,21 @@ def _page(doc: dict, cfg: BenchConfig, roc: dict, scatter: dict) -> Page:
     for m, s in doc["sets"].items():
         fl = s["forward_floor"]["ms_per_image"]
         for restore, c in s["er_cost"].items():
-            rows.append([f"`{m}`", restore, f"{c['ms_per_image']:.2f}", f"{(1 + doc['n']) * fl:.2f}",
-                         f"{c['ms_per_image'] / ((1 + doc['n']) * fl):.2f}x"])
-    pg.table(["model", "restore", "ms / image", f"floor ({1 + doc['n']} passes) ms", "ratio"], rows,
-             "Measured while building the cached features (chunks of 256 CIFAR / 16 ImageNet images); "
-             "the dedicated speed benchmark is `benchmarks/themis_speed.py` (docs/results/themis/speed.md).")
+            rows.append(
+                [
+                    f"`{m}`",
+                    restore,
+                    f"{c['ms_per_image']:.2f}",
+                    f"{(1 + doc['n']) * fl:.2f}",
+                    f"{c['ms_per_image'] / ((1 + doc['n']) * fl):.2f}x",
+                ]
+            )
+    pg.table(
+        ["model", "restore", "ms / image", f"floor ({1 + doc['n']} passes) ms", "ratio"],
+        rows,
+        "Measured while building the cached features (chunks of 256 CIFAR / 16 ImageNet images); "
+        "the dedicated speed benchmark is `benchmarks/themis_speed.py` (docs/results/themis/speed.md).",
+    )
     pg.h2("Configuration")
     pg.code(doc.get("config_toml") or json.dumps(doc["config"], indent=2, default=str))
     return pg
@@ -807,9 +1205,10 @@ def _paper_cols(vals: tuple, labels: list[str]) -> list:
 
 def summary_table(doc: dict) -> tuple[list[str], list[list]]:
     labels = list(doc["table1"][0]["dr"]) if doc["table1"] else []
-    return (["model", "classifier", "FPR %"] + [f"DR {lab} %" for lab in labels],
-            [[r["model"], r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in labels]
-             for r in doc["table1"]])
+    return (
+        ["model", "classifier", "FPR %"] + [f"DR {lab} %" for lab in labels],
+        [[r["model"], r["classifier"], pct(r["fpr"])] + [pct(r["dr"][lab]) for lab in labels] for r in doc["table1"]],
+    )
 
 
 # ==================================================================== plots
@@ -819,12 +1218,21 @@ def _plot_learning_curve(lcr: list[dict]) -> bytes:
     fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False, sharey=True)
     for ax, (m, fam) in zip(axes[0], keys, strict=True):
         for c in dict.fromkeys(r["classifier"] for r in lcr):
-            rs = sorted((r for r in lcr if (r["model"], r["family"], r["classifier"]) == (m, fam, c)),
-                        key=lambda r: r["pairs"])
+            rs = sorted(
+                (r for r in lcr if (r["model"], r["family"], r["classifier"]) == (m, fam, c)), key=lambda r: r["pairs"]
+            )
             if rs:
-                ax.errorbar([r["pairs"] for r in rs], [100 * r["auc_mean"] for r in rs], fmt="-o", ms=3,
-                            yerr=[[100 * (r["auc_mean"] - r["auc_min"]) for r in rs],
-                                  [100 * (r["auc_max"] - r["auc_mean"]) for r in rs]], label=c)
+                ax.errorbar(
+                    [r["pairs"] for r in rs],
+                    [100 * r["auc_mean"] for r in rs],
+                    fmt="-o",
+                    ms=3,
+                    yerr=[
+                        [100 * (r["auc_mean"] - r["auc_min"]) for r in rs],
+                        [100 * (r["auc_max"] - r["auc_mean"]) for r in rs],
+                    ],
+                    label=c,
+                )
         ax.set(xscale="log", xlabel="training pairs", title=f"{_short(m)}: {fam}", ylim=(40, 101))
     axes[0][0].set_ylabel("AUC %")
     axes[0][-1].legend(fontsize=6)
@@ -834,12 +1242,13 @@ def _plot_learning_curve(lcr: list[dict]) -> bytes:
 def _plot_n_sweep(doc: dict, cw: list[str]) -> bytes:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for (m, c) in sorted({(r["model"], r["classifier"]) for r in doc["table4"]}):
+    for m, c in sorted({(r["model"], r["classifier"]) for r in doc["table4"]}):
         rs = [r for r in doc["table4"] if r["model"] == m and r["classifier"] == c]
         xs = [r["n"] for r in rs]
         axes[0].plot(xs, [100 * r["fpr"] for r in rs], marker="o", label=f"{_short(m)} {c}")
-        axes[1].plot(xs, [100 * np.mean([r["dr"][lab] for lab in cw]) for r in rs], marker="o",
-                     label=f"{_short(m)} {c}")
+        axes[1].plot(
+            xs, [100 * np.mean([r["dr"][lab] for lab in cw]) for r in rs], marker="o", label=f"{_short(m)} {c}"
+        )
     axes[0].set(xlabel="n (draws)", ylabel="FPR %", title="false positives")
     axes[1].set(xlabel="n (draws)", ylabel="mean CW detection rate %", title="detection")
     axes[1].legend(fontsize=7)
@@ -867,8 +1276,14 @@ def _plot_scatter(scatter: dict) -> bytes:
     fig, axes = plt.subplots(1, len(scatter), figsize=(4.2 * len(scatter), 3.6), squeeze=False)
     for ax, (m, groups) in zip(axes[0], scatter.items(), strict=True):
         for lab, v in groups.items():
-            ax.scatter(np.maximum(v[:, 0], 1e-6), np.maximum(v[:, 1], 1e-6), s=3, alpha=0.4, label=lab,
-                       color="green" if lab == "clean" else None)
+            ax.scatter(
+                np.maximum(v[:, 0], 1e-6),
+                np.maximum(v[:, 1], 1e-6),
+                s=3,
+                alpha=0.4,
+                label=lab,
+                color="green" if lab == "clean" else None,
+            )
         ax.set(xscale="log", yscale="log", xlabel="mean KL", ylabel="mean Wasserstein", title=_short(m))
         ax.legend(fontsize=7, markerscale=3)
     return fig_png(fig)
@@ -880,17 +1295,27 @@ def _plot_adaptive(ads: list[dict]) -> bytes:
     for ad in ads:
         lab = f"{ad.get('label', 'ours')} ({ad['n_images']} images)"
         T = np.arange(1, len(ad["bypass_curve"]) + 1)
-        line, = ax.plot(T, 100 * np.asarray(ad["bypass_curve"]), label=lab)
+        (line,) = ax.plot(T, 100 * np.asarray(ad["bypass_curve"]), label=lab)
         l2 = np.sort(np.asarray(ad.get("l2_of_bypass", [])))
-        ax2.step(np.r_[0, l2, max(2.0, l2.max() if len(l2) else 0)],
-                 100 * np.r_[np.arange(len(l2) + 1), len(l2)] / ad["n_images"], where="post", color=line.get_color(),
-                 label=lab)
+        ax2.step(
+            np.r_[0, l2, max(2.0, l2.max() if len(l2) else 0)],
+            100 * np.r_[np.arange(len(l2) + 1), len(l2)] / ad["n_images"],
+            where="post",
+            color=line.get_color(),
+            label=lab,
+        )
     ref = next((a for a in ads if a.get("reference_median_l2")), None)
     if ref:
-        ax2.axvline(ref["reference_median_l2"], color="grey", ls="--",
-                    label=f"plain {ref['reference_attack']} median L2")
-    ax.scatter(list(paper.ADAPTIVE_BYPASS), list(paper.ADAPTIVE_BYPASS.values()), color="red", zorder=3,
-               label="paper (500 images)")
+        ax2.axvline(
+            ref["reference_median_l2"], color="grey", ls="--", label=f"plain {ref['reference_attack']} median L2"
+        )
+    ax.scatter(
+        list(paper.ADAPTIVE_BYPASS),
+        list(paper.ADAPTIVE_BYPASS.values()),
+        color="red",
+        zorder=3,
+        label="paper (500 images)",
+    )
     ax.set(xlabel="optimisation paths T", ylabel="bypass rate %", xlim=(0, 152), title="bypass rate vs paths")
     ax2.set(xlabel="L2 budget", ylabel="bypass rate %", title="bypasses within an L2 budget")
     ax.legend(fontsize=7)
