@@ -57,9 +57,9 @@ def test_alpha_override_is_validated_before_any_work(tmp_path):
     for name, alpha, install, msg in [
         ("gtsrb-cnn-ls0", 1.0, False, "no training penalty"),
         ("gtsrb-cnn-feature-blur3", 1.0, False, "no training penalty"),
-        ("gtsrb-cnn-ls0-tv1e-2", float("nan"), False, "finite number >= 0"),
-        ("gtsrb-cnn-ls0-tv1e-2", -1.0, False, "finite number >= 0"),
-        ("gtsrb-cnn-ls0-tv1e-2", 0.1, True, "cannot be installed"),
+        ("gtsrb-cnn-ls0-tv1e-1", float("nan"), False, "finite number >= 0"),
+        ("gtsrb-cnn-ls0-tv1e-1", -1.0, False, "finite number >= 0"),
+        ("gtsrb-cnn-ls0-tv1e-1", 0.2, True, "cannot be installed"),
     ]:
         with pytest.raises(InputError, match=msg):
             train(name, alpha=alpha, install=install, epochs=1, out_dir=tmp_path / "run", progress=False)
@@ -76,12 +76,12 @@ def test_alpha_pilot_trains_with_its_alpha_and_never_continues_another(tmp_path,
     alphas = []
     real = blurnet.training_penalty
     monkeypatch.setattr(blurnet, "training_penalty", lambda m, d: (alphas.append(d["alpha"]), real(m, d))[1])
-    name, out = "gtsrb-cnn-ls0-tv1e-2", tmp_path / "run"
-    assert get_spec(name).defense["alpha"] == 1e-2 and RECIPES["gtsrb-cnn-ls0"].label_smoothing == 0.0
+    name, out = "gtsrb-cnn-ls0-tv1e-1", tmp_path / "run"
+    assert get_spec(name).defense["alpha"] == 0.1 and RECIPES["gtsrb-cnn-ls0"].label_smoothing == 0.0
     card = train(name, alpha=0.5, epochs=1, limit=860, out_dir=out, progress=False)
     assert alphas == [0.5] and card["defense"] == {**get_spec(name).defense, "alpha": 0.5}
     assert card["command"].endswith("--alpha 0.5") and "--install" not in card["command"]
-    assert not get_spec(name).card() or get_spec(name).card().get("defense", {}).get("alpha") == 1e-2
+    assert not get_spec(name).card() or get_spec(name).card().get("defense", {}).get("alpha") == 0.1
     again = train(name, alpha=0.25, epochs=1, limit=860, out_dir=out, progress=False)  # same folder, other alpha
     assert again["defense"]["alpha"] == 0.25 and again["wall_time_s"] != card["wall_time_s"]  # trained afresh
     same = train(name, alpha=0.25, epochs=1, limit=860, out_dir=out, progress=False)
