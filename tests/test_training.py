@@ -73,16 +73,34 @@ def test_alpha_pilot_trains_with_its_alpha_and_never_continues_another(tmp_path,
     entry's), the card records it, and a checkpoint made with another alpha is not resumed."""
     from advguard.defenses import blurnet
 
-    alphas = []
+    alphas, steps = [], []  # the alpha of each penalty built, and one entry per training step that applied one
     real = blurnet.training_penalty
-    monkeypatch.setattr(blurnet, "training_penalty", lambda m, d: (alphas.append(d["alpha"]), real(m, d))[1])
+
+    class CountingPenalty:
+        def __init__(self, penalty, alpha):
+            self.penalty, self.alpha = penalty, alpha
+
+        def __call__(self, module):
+            steps.append(self.alpha)
+            return self.penalty(module)
+
+        def __getattr__(self, attr):  # detach() and the like reach the real penalty
+            return getattr(self.penalty, attr)
+
+    def counting_penalty(model, defense):
+        alphas.append(defense["alpha"])
+        return CountingPenalty(real(model, defense), defense["alpha"])
+
+    monkeypatch.setattr(blurnet, "training_penalty", counting_penalty)
     name, out = "gtsrb-cnn-ls0-tv1e-1", tmp_path / "run"
     assert get_spec(name).defense["alpha"] == 0.1 and RECIPES["gtsrb-cnn-ls0"].label_smoothing == 0.0
     card = train(name, alpha=0.5, epochs=1, limit=860, out_dir=out, progress=False)
     assert alphas == [0.5] and card["defense"] == {**get_spec(name).defense, "alpha": 0.5}
     assert card["command"].endswith("--alpha 0.5") and "--install" not in card["command"]
     assert not get_spec(name).card() or get_spec(name).card().get("defense", {}).get("alpha") == 0.1
+    trained = len(steps)
+    assert trained > 0 and set(steps) == {0.5}
     again = train(name, alpha=0.25, epochs=1, limit=860, out_dir=out, progress=False)  # same folder, other alpha
-    assert again["defense"]["alpha"] == 0.25 and again["wall_time_s"] != card["wall_time_s"]  # trained afresh
+    assert again["defense"]["alpha"] == 0.25 and steps[trained:] == [0.25] * trained  # a whole epoch afresh
     same = train(name, alpha=0.25, epochs=1, limit=860, out_dir=out, progress=False)
-    assert same["wall_time_s"] == again["wall_time_s"]  # its own checkpoint is resumed
+    assert len(steps) == 2 * trained and same["wall_time_s"] == again["wall_time_s"]  # its own checkpoint resumed
