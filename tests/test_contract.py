@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from advguard.attacks import ATTACKS, STANDARD_ATTACKS, Attack, register_attack
+from advguard.attacks import ATTACKS, STANDARD_ATTACKS, Attack, bench_attacks, register_attack
 from advguard.detectors import DETECTORS, Detector, register_detector
 
 
@@ -21,7 +21,9 @@ def test_registries_keep_their_names():
         "taintradar",
         "sentinet",
     ]
-    assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2"]
+    adaptive = ["patch", "region-misleading-patch", "detector-aware-cw", "taintradar-bpda"]
+    assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2", *adaptive]
+    assert bench_attacks() == [*STANDARD_ATTACKS, "rp2"]  # what a config's [[attack]] may name
     assert all(DETECTORS[n].name == n for n in DETECTORS) and all(ATTACKS[n].name == n for n in ATTACKS)
 
 
@@ -197,7 +199,13 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "newtonfool": {"steps": 3},
     "ead": {"binary_search_steps": 1, "steps": 3},
     "rp2": {"steps": 2},
+    "patch": {"size": 0.1, "steps": 2, "batch_size": 4},
+    "region-misleading-patch": {"size": 0.1, "steps": 2, "batch_size": 4},
+    "detector-aware-cw": {"steps": 2, "restarts": 1},
+    "taintradar-bpda": {"steps": 2, "check_every": 1, "recheck": 1},
 }
+#: the fitted detector an adaptive attack evades (``Attack.requires``), from the detectors' fixture above
+EVADED = {"detector-aware-cw": "confidence", "taintradar-bpda": "taintradar"}
 
 
 def test_every_attack_has_test_settings():
@@ -211,13 +219,27 @@ def attack_data(correct_images):
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_attack_contract(name, attack_data):
+def test_attack_contract(name, attack_data, fitted):
     from advguard import InputError
 
     clf, x, y = attack_data
     cls = ATTACKS[name]
     assert "__call__" not in vars(cls) and issubclass(cls, Attack)
-    attack = make_attack(name, clf, progress=False, seed=5, **ATTACK_SETTINGS[name])
+    settings = dict(ATTACK_SETTINGS[name])
+    if name == "region-misleading-patch":  # targeted only: a class none of the images has
+        settings["target"] = next(c for c in range(clf.num_classes) if c not in set(y.tolist()))
+    if cls.requires:
+        with pytest.raises(ParameterError, match="needs detector="):
+            make_attack(name, clf, **settings)
+        settings["detector"] = fitted(EVADED[name])
+
+    def build() -> Attack:
+        attack = make_attack(name, clf, progress=False, seed=5, **settings)
+        if cls.needs_fit:
+            assert attack.fit(x, y) is attack  # fit returns self
+        return attack
+
+    attack = build()
     targets = shifted_targets(y, clf.num_classes) if cls.targets_required else None
     if cls.targets_required:
         with pytest.raises(InputError, match="targeted attack: pass targets="):
@@ -226,9 +248,24 @@ def test_attack_contract(name, attack_data):
     assert r1.x_adv.shape == x.shape and r1.x_adv.dtype == torch.float32
     assert float(r1.x_adv.min()) >= 0.0 and float(r1.x_adv.max()) <= 1.0
     assert r1.success.shape == (len(x),) and r1.success.dtype == torch.bool
-    r2 = make_attack(name, clf, progress=False, seed=5, **ATTACK_SETTINGS[name])(x, y, targets=targets)
+    r2 = build()(x, y, targets=targets)
     assert torch.equal(r1.x_adv, r2.x_adv)  # deterministic given the seed
 
 
 def test_abstract_bases():
     assert "_run" in Attack.__abstractmethods__ and "features" in Detector.__abstractmethods__
+
+
+@pytest.mark.parametrize(("name", "why"), [("detector-aware-cw", "fitted detector"), ("patch", "trained with fit")])
+def test_configs_name_only_attacks_that_need_nothing_but_the_classifier(name, why, tmp_path):
+    from advguard.experiments import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'name = "x"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n[[attack]]\nname = "{name}"\nlabel = "a"\n'
+        '[[detector]]\nname = "confidence"\n'
+    )
+    with pytest.raises(ConfigError, match=rf"attack\[1\]\.name: {name} needs .*{why}"):
+        load_config(path)
+    with pytest.raises(ParameterError, match="needs detector="):
+        make_attack("taintradar-bpda", None, size=0.1)  # type: ignore[arg-type]

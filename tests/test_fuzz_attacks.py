@@ -22,7 +22,7 @@ from hypothesis import strategies as st  # noqa: E402
 from test_fuzz_classifier import images, labels, n_of  # noqa: E402
 
 from advguard import AdvguardError, load_dataset, load_model  # noqa: E402
-from advguard.attacks import ATTACKS, make_attack, shifted_targets  # noqa: E402
+from advguard.attacks import ATTACKS, bench_attacks, make_attack, shifted_targets  # noqa: E402
 
 K = 10
 SQRT_D = float(np.sqrt(3 * 32 * 32))  # the largest L2 distance between two CIFAR images
@@ -76,7 +76,7 @@ UNKNOWN = ["stpes", "epsilon", "eps_iter", "lr", "target", "norm", "max_iter", "
 
 
 def standard_attacks():
-    return sorted(n for n, a in ATTACKS.items() if not a.targets_required)
+    return sorted(n for n in bench_attacks() if not ATTACKS[n].targets_required)
 
 
 @st.composite

@@ -6,16 +6,18 @@ from typing import Any
 
 from ..classifier import Classifier
 from ..errors import unknown_name
-from ..validation import ParameterTypeError, check_keywords
+from ..validation import ParameterError, ParameterTypeError, check_keywords
 from .base import ATTACKS, Attack, AttackResult, perturbation_norms, register_attack, shifted_targets
 
-# Importing a module registers its attacks (``@register_attack``) in ATTACKS: the Foolbox ones first, then RP2.
-# The patch and the adaptive attacks need a fitted patch or detector first and are not registered by name.
+# Importing a module registers its attacks (``@register_attack``) in ATTACKS, in this order: the Foolbox ones,
+# RP2, the adversarial patches (trained with ``fit`` first: ``needs_fit``), then the adaptive attacks (given the
+# fitted detector they evade: ``requires = ("detector",)``).
 # isort: off
 from .standard import STANDARD_ATTACKS, FoolboxAttack
 from .rp2 import RP2, Sticker
 from .patch import AdversarialPatch, shape_mask
 from .region_misleading import RegionMisleadingPatch
+from .adaptive import DetectorAwareCW
 from .taintradar_bpda import TaintRadarBPDA
 # isort: on
 
@@ -25,13 +27,29 @@ def make_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
 
     Every parameter is checked here, before any image is seen: an unknown keyword (the closest valid one is
     named), a wrong type, or a value out of range (steps < 1, eps <= 0 or larger than any distance between two
-    images, batch_size < 1...) raises an :class:`~advguard.AdvguardError` naming the parameter and its range."""
+    images, batch_size < 1...) raises an :class:`~advguard.AdvguardError` naming the parameter and its range.
+    An adaptive attack is also given the fitted detector it evades (``detector=``, see ``Attack.requires``); a
+    patch (``Attack.needs_fit``) is trained with ``fit`` before it is applied."""
     if not isinstance(name, str):
         raise ParameterTypeError(f"the attack name must be a str (one of {', '.join(sorted(ATTACKS))}), got {name!r}")
     if name not in ATTACKS:
         raise unknown_name("attack", name, list(ATTACKS))
-    check_keywords(f"attack {name!r}", params, ATTACKS[name].parameters())
-    return ATTACKS[name](classifier, **params)
+    cls = ATTACKS[name]
+    missing = [r for r in cls.requires if r not in params]
+    if missing:
+        raise ParameterError(
+            f"attack {name!r} needs {', '.join(f'{r}=' for r in missing)} (the fitted detector it evades): "
+            f"make_attack({name!r}, classifier, {', '.join(f'{r}=...' for r in missing)})"
+        )
+    objects = {r: params.pop(r) for r in cls.requires}
+    check_keywords(f"attack {name!r}", params, cls.parameters())
+    return cls(classifier, **objects, **params)
+
+
+def bench_attacks() -> list[str]:
+    """The attacks an experiment config can name in ``[[attack]]``: those that need nothing but the classifier
+    (no detector to evade, no patch to train first)."""
+    return [n for n, c in ATTACKS.items() if not c.requires and not c.needs_fit]
 
 
 __all__ = [
@@ -43,8 +61,10 @@ __all__ = [
     "Sticker",
     "TaintRadarBPDA",
     "AttackResult",
+    "DetectorAwareCW",
     "FoolboxAttack",
     "STANDARD_ATTACKS",
+    "bench_attacks",
     "make_attack",
     "perturbation_norms",
     "register_attack",

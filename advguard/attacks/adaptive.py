@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
-from .base import COMMON_PARAMETERS, Attack, AttackResult
+from .base import COMMON_PARAMETERS, Attack, AttackResult, register_attack
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..detectors.base import Detector
@@ -58,11 +58,13 @@ def evades(detector: Detector, x: torch.Tensor) -> np.ndarray:
     return ~(detector.score(x.detach().cpu()) > detector.threshold_)
 
 
+@register_attack()
 class DetectorAwareCW(Attack):
     """``DetectorAwareCW(clf, detector, confidence=0, steps=100, restarts=150, check_every=1)(x, y, targets)``."""
 
     name = "detector-aware-cw"
     norm = "l2"
+    requires = ("detector",)
 
     def __init__(
         self,

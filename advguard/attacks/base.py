@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, final
+from typing import Any, ClassVar, TypeVar, final
 
 import numpy as np
 import torch
@@ -124,6 +124,11 @@ class Attack(abc.ABC):
     targets_required = False
     #: the attack works within a given epsilon (FGSM, PGD...) rather than minimising the perturbation
     fixed_budget = False
+    #: objects beyond the classifier that :func:`make_attack` must be given (``("detector",)``: the adaptive attacks
+    #: need the fitted detector they evade)
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: the attack is trained with ``fit(x_train, ...)`` before it is applied (the adversarial patches)
+    needs_fit: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..classifier import Classifier
 from ..errors import AdvguardError, unknown_name
 from ..validation import ParameterError, ParameterTypeError, as_labels, check_bool, check_number
-from .base import Attack, AttackResult
+from .base import Attack, AttackResult, register_attack
 
 SHAPES = ("square", "circle", "star", "lightning")
 POSITIONS = ("bottom-right", "bottom-left", "top-left", "top-right", "random")
@@ -149,6 +149,7 @@ def place(
     return out[:, :-1], out[:, -1:]
 
 
+@register_attack()
 class AdversarialPatch(Attack):
     """Train a patch with :meth:`fit`, then apply it with ``attack(x, y)`` (targets default to ``target``).
 
@@ -160,6 +161,7 @@ class AdversarialPatch(Attack):
 
     name = "patch"
     norm = "l0"
+    needs_fit = True
 
     def __init__(
         self,

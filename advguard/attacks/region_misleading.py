@@ -25,6 +25,7 @@ from ..classifier import Classifier, gradcam_from_gradients
 from ..detectors.taintradar import upsampled_cam
 from ..layers import LayerCapture, layer_module
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
+from .base import register_attack
 from .patch import AdversarialPatch
 
 
@@ -64,6 +65,7 @@ def softened_cam(
     return gradcam_from_gradients(g, a), z, a
 
 
+@register_attack()
 class RegionMisleadingPatch(AdversarialPatch):
     """:class:`AdversarialPatch` whose training also drives TaintRadar's critical region off the patch.
 

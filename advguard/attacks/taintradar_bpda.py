@@ -35,7 +35,7 @@ from ..detectors.taintradar import TaintRadar, upsampled_cam
 from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
 from .adaptive import AdaptiveResult, evades
-from .base import COMMON_PARAMETERS, Attack, AttackResult
+from .base import COMMON_PARAMETERS, Attack, AttackResult, register_attack
 from .patch import POSITIONS
 from .region_misleading import softened_cam
 
@@ -46,6 +46,7 @@ def soft_mask(cam: torch.Tensor, size: tuple[int, ...], t: float, threshold: flo
     return torch.sigmoid(t * (upsampled_cam(cam, size) - threshold))
 
 
+@register_attack()
 class TaintRadarBPDA(Attack):
     """``TaintRadarBPDA(clf, taintradar, size=0.07, steps=2000)(x, y, targets)`` -> :class:`AdaptiveResult`.
 
@@ -59,6 +60,7 @@ class TaintRadarBPDA(Attack):
     name = "taintradar-bpda"
     norm = "l0"
     targets_required = True
+    requires = ("detector",)
 
     def __init__(
         self,

@@ -312,8 +312,9 @@ def validate_config(doc: object) -> list[str]:
 
 
 def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> None:
-    """Each [[attack]]: targeted attacks have a target shift, params the attack accepts, unique labels."""
-    from ..attacks import ATTACKS
+    """Each [[attack]]: an attack that needs only the classifier, targeted attacks have a target shift, params the
+    attack accepts, unique labels."""
+    from ..attacks import ATTACKS, bench_attacks
 
     listed = doc.get("attack")
     attacks = listed if isinstance(listed, list) else []
@@ -321,6 +322,13 @@ def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> N
         if isinstance(a, dict):
             key = join_key("attack", i)
             name = a.get("name") if isinstance(a.get("name"), str) else None
+            if name in ATTACKS and name not in bench_attacks():
+                need = "a patch trained with fit()" if ATTACKS[name].needs_fit else "the fitted detector it evades"
+                P.add(
+                    f"{key}.name",
+                    f"{name} needs {need}: the experiments that evaluate it run it (an [[attack]] may name one of "
+                    f"{', '.join(bench_attacks())})",
+                )
             if name in ATTACKS and ATTACKS[name].targets_required and "target_shift" not in a:
                 P.add(f"{key}.target_shift", f"{a['name']} is targeted only; give target_shift")
             params = a.get("params", {})
