@@ -108,9 +108,28 @@ def _check_seed(value: Any, p: dict[str, Any], det: Detector) -> int:
     return int(check_count("seed", value, low=0))
 
 
-def _check_decision_model(value: Any, p: dict[str, Any], det: Detector) -> str | None:
+def is_estimator(value: Any) -> bool:
+    """A scikit-learn-compatible binary classifier instance: ``fit``, ``get_params`` and ``predict_proba`` or
+    ``decision_function`` (an estimator, a pipeline, an XGBoost model...)."""
+    return (
+        not isinstance(value, type)
+        and callable(getattr(value, "fit", None))
+        and callable(getattr(value, "get_params", None))
+        and (hasattr(value, "predict_proba") or hasattr(value, "decision_function"))
+    )
+
+
+def _check_decision_model(value: Any, p: dict[str, Any], det: Detector) -> str | BaseEstimator | None:
     dm = value if value is not None else det.default_decision_model
-    if dm is not None and dm not in DECISION_MODELS:
+    if dm is None or is_estimator(dm):
+        return dm
+    if not isinstance(dm, str):
+        what = f"the class {dm.__name__} (pass an instance: {dm.__name__}())" if isinstance(dm, type) else repr(dm)
+        raise ParameterTypeError(
+            f"{det.name}: decision_model must be a name ({', '.join(DECISION_MODELS)}), a scikit-learn-compatible "
+            f"classifier (fit + predict_proba or decision_function) or None, got {what}"
+        )
+    if dm not in DECISION_MODELS:
         from ..errors import unknown_name
 
         raise unknown_name("decision model", str(dm), list(DECISION_MODELS))
@@ -124,10 +143,39 @@ def _check_decision_params(value: Any, p: dict[str, Any], det: Detector) -> dict
     dm = p.get("decision_model")
     if dm is not None and out:
         try:  # unknown estimator parameters fail here, not after the features are computed
-            make_decision_model(dm, seed=0, **out)
-        except TypeError as e:
-            raise ParameterError(f"decision_params for {dm!r}: {e}") from e
+            decision_estimator(dm, 0, out)
+        except (TypeError, ValueError) as e:
+            raise ParameterError(f"decision_params for {_dm_label(dm)}: {e}") from e
     return out
+
+
+def _is_label_vector(v: Any) -> bool:
+    """``fit(X, y)``'s ``y``: a 1-D array (or list) of labels rather than a batch of images."""
+    if isinstance(v, torch.Tensor):
+        return v.ndim == 1
+    if isinstance(v, (list, tuple)):
+        return all(isinstance(e, (int, np.integer, bool, np.bool_)) for e in v)
+    return isinstance(v, np.ndarray) and v.ndim == 1
+
+
+def _type_name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _dm_label(dm: str | BaseEstimator) -> str:
+    return repr(dm) if isinstance(dm, str) else type(dm).__name__
+
+
+def decision_estimator(dm: str | BaseEstimator, seed: int, params: dict[str, Any]) -> BaseEstimator:
+    """A fresh, unfitted decision model: the named one with the papers' defaults (:func:`make_decision_model`),
+    or an unfitted copy (``sklearn.base.clone``) of the user's estimator with ``params`` set on it (its own
+    ``random_state`` is kept: ``seed`` applies to named models only)."""
+    if isinstance(dm, str):
+        return make_decision_model(dm, seed=seed, **params)
+    from sklearn.base import clone
+
+    est = clone(dm)
+    return est.set_params(**params) if params else est
 
 
 #: The parameters every detector takes (``Detector.__init__``); the others are the subclass's own (``params``).
@@ -181,7 +229,7 @@ class Detector(abc.ABC):
         classifier: Classifier,
         *,
         fpr: float = 0.05,
-        decision_model: str | None = None,
+        decision_model: str | BaseEstimator | None = None,
         decision_params: dict[str, Any] | None = None,
         seed: int = 0,
         **unknown: Any,
@@ -304,8 +352,15 @@ class Detector(abc.ABC):
         }
 
     def _saved_params(self) -> dict[str, Any]:
-        """The parameters written to a detector file (JSON-able; what ``Detector.load`` rebuilds it from)."""
-        return {k: v for k, v in self.get_params(deep=False).items() if k not in self._unsaved_params}
+        """The parameters written to a detector file (JSON-able; what ``Detector.load`` rebuilds it from). A
+        decision model given as an estimator is written as ``{"estimator": "<module.Class>"}``: the fitted
+        estimator itself is saved beside (its types checked against the allow-list), and ``load`` rebuilds the
+        parameter as an unfitted copy of it."""
+        out = {k: v for k, v in self.get_params(deep=False).items() if k not in self._unsaved_params}
+        dm = out.get("decision_model")
+        if dm is not None and not isinstance(dm, str):
+            out["decision_model"] = {"estimator": _type_name(dm)}
+        return out
 
     @property
     def supervised(self) -> bool:
@@ -365,10 +420,60 @@ class Detector(abc.ABC):
     ) -> Self:
         """Fit on clean images (unsupervised; ``x_adv`` must be None) or clean + adversarial images (supervised),
         calibrating the threshold at :attr:`fpr`; returns ``self``. The parameters are checked first.
-        ``fit_params`` go to detectors that take more (the CNN detector's ``dev=``)."""
+        ``fit_params`` go to detectors that take more (the CNN detector's ``dev=``).
+
+        scikit-learn's form ``fit(X, y)`` works too (``GridSearchCV``, ``cross_val_score``): ``y`` a 1-D array of
+        0 (clean) / 1 (adversarial), one per image of ``X``; an unsupervised detector fits on the clean ones only.
+        Score with ``scoring=lambda det, X, y: roc_auc_score(y, det.decision_function(X))``: a detector's
+        :meth:`score` is its per-image score (this library's protocol), not scikit-learn's ``score(X, y)``."""
         self.__dict__.pop("_param_cache", None)
         self._checked_params()
+        if x_adv is not None and _is_label_vector(x_adv):
+            x_clean, x_adv = self._split_by_labels(x_clean, x_adv)
         return self._fit_images(x_clean, x_adv, **fit_params)
+
+    def _split_by_labels(
+        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | list[Any]
+    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]:
+        """``fit(X, y)``: the clean (y == 0) and adversarial (y == 1) images of ``X``."""
+        labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+        n = len(x) if hasattr(x, "__len__") else -1
+        if labels.shape != (n,):
+            raise InputError(
+                f"{self.name}.fit(X, y): y must hold one 0/1 label per image of X ({n}), got shape {labels.shape}"
+            )
+        if not np.isin(labels, (0, 1)).all():
+            raise InputError(
+                f"{self.name}.fit(X, y): y must be 0 (clean) or 1 (adversarial), got values "
+                f"{sorted(set(labels.tolist()))[:5]}"
+            )
+        adv = labels.astype(bool)
+        if not (~adv).any():
+            raise InputError(
+                f"{self.name}.fit(X, y): y marks no clean image (0); the threshold is calibrated on clean images"
+            )
+        mask_clean = torch.from_numpy(~adv) if isinstance(x, torch.Tensor) else ~adv
+        mask_adv = torch.from_numpy(adv) if isinstance(x, torch.Tensor) else adv
+        x_clean = x[mask_clean]
+        if not self.supervised or not adv.any():
+            return x_clean, None if not self.supervised else x[mask_adv]
+        return x_clean, x[mask_adv]
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's estimator tags (needed by ``GridSearchCV`` and friends): scikit-learn's defaults, with
+        labels optional (an unsupervised detector fits on clean images alone) and images rather than a 2-D table
+        as input."""
+        from sklearn.base import BaseEstimator
+
+        tags = BaseEstimator.__sklearn_tags__(self)
+        tags.target_tags.required = False
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = False
+        return tags
+
+    def decision_function(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """scikit-learn's name for :meth:`score`: one float per image, higher = more adversarial."""
+        return self.score(x)
 
     def _fit_images(
         self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
@@ -401,7 +506,7 @@ class Detector(abc.ABC):
 
         f = np.concatenate([f_clean, np.asarray(f_adv, dtype=np.float64)])
         y = np.r_[np.zeros(len(f_clean)), np.ones(len(f_adv))].astype(int)
-        est = make_decision_model(p["decision_model"], seed=p["seed"], **p["decision_params"])
+        est = decision_estimator(p["decision_model"], p["seed"], p["decision_params"])
         oof = np.empty(len(f_clean))
         k = min(5, int(min(len(f_clean), len(f_adv))))
         if k >= 2:
@@ -571,8 +676,19 @@ class Detector(abc.ABC):
             if check_classifier:
                 raise DetectorFileError(msg + ". Pass check_classifier=False to load it anyway.")
             warnings.warn(msg, stacklevel=2)
+        params = dict(meta["params"])
+        dm = params.get("decision_model")
+        if isinstance(dm, dict):  # a user's estimator: the parameter is an unfitted copy of the saved one
+            if set(dm) != {"estimator"} or est is None or dm["estimator"] != _type_name(est):
+                raise DetectorFileError(
+                    f"{path}: the decision model parameter {dm!r} does not match the saved estimator "
+                    f"({'none' if est is None else _type_name(est)})"
+                )
+            from sklearn.base import clone
+
+            params["decision_model"] = clone(est)
         try:
-            det = make_detector(meta["detector"], classifier, **meta["params"])
+            det = make_detector(meta["detector"], classifier, **params)
         except (AdvguardError, TypeError, ValueError, AttributeError, KeyError) as e:
             raise DetectorFileError(f"{path}: invalid detector parameters: {type(e).__name__}: {e}") from e
         if det.supervised != (est is not None):

@@ -86,7 +86,9 @@ def _check_feature(feature: Any, p: dict[str, Any], det: Detector) -> str:
 
 def _check_paper_decision_params(value: Any, p: dict[str, Any], det: Detector) -> dict[str, Any]:
     """None: the paper's settings for its decision model (the random forest's 100 trees of depth 2)."""
-    return _check_decision_params(PAPER_DECISION_PARAMS.get(p["decision_model"]) if value is None else value, p, det)
+    dm = p["decision_model"]
+    paper = PAPER_DECISION_PARAMS.get(dm) if isinstance(dm, str) else None  # a user's estimator keeps its own
+    return _check_decision_params(paper if value is None else value, p, det)
 
 
 @register_detector()
