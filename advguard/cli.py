@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = sub.add_parser(cmd, help=text)
         s.add_argument("config", nargs="?", help="the experiment's TOML file (see configs/)")
-        s.add_argument("--out", help="output folder (default: the config's `out`, else runs/bench/NAME)")
+        s.add_argument("--out", help="output folder (default: runs/NAME under the working directory)")
+        s.add_argument(
+            "--publish",
+            action="store_true",
+            help="write into the config's own `out` (the shipped configs' committed pages under docs/results/)",
+        )
         s.add_argument("--n-images", type=int, help="override the number of clean images")
         s.add_argument(
             "--cache-dir", help="where adversarial sets and features are cached (default: DATA_DIR/bench-cache)"
@@ -239,6 +244,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from .experiments import ConfigError, experiments, get_experiment, load_config, run
+    from .experiments.common import bench_paths
     from .report import markdown_table
 
     if args.list:
@@ -253,9 +259,13 @@ def _reproduce(args: argparse.Namespace) -> int:
         if args.n_images < 1:
             raise ConfigError(f"--n-images must be at least 1, got {args.n_images}")
         cfg.n_images = args.n_images
-    doc = run(cfg, out=args.out, cache_dir=args.cache_dir)
+    if args.out and args.publish:
+        raise ConfigError("--out and --publish exclude each other: --publish writes into the config's own `out`")
+    out, _ = bench_paths(cfg, args.out, args.cache_dir, publish=args.publish)
+    if args.out is None and not args.publish and cfg.out:
+        print(f"writing to {out} (--publish writes into the config's out, {cfg.out})", file=sys.stderr)
+    doc = run(cfg, out=out, cache_dir=args.cache_dir)
     exp = get_experiment(cfg.experiment)
-    out = args.out or cfg.out or f"runs/bench/{cfg.name}"
     print(markdown_table(*exp.summary(doc)))
     print(f"\nartefacts in {out}: {exp.artefacts}")
     return 0

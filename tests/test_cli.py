@@ -65,3 +65,23 @@ def test_predict_names_lisa_cnn_classes(capsys):
     victim = sorted((data_dir() / "rp2-lisa" / "lisa-victim-32").glob("*.png"))[0]
     assert main(["predict", str(victim), "-m", "lisa-cnn", "-k", "1"]) == 0
     assert "stop" in capsys.readouterr().out
+
+
+def test_a_shipped_config_writes_into_runs_unless_published(tmp_path, monkeypatch):
+    """The shipped configs name their committed page (docs/results/...) as `out`: a plain run must not overwrite it
+    (issue #24); only --publish writes there, and --out / --publish together are refused."""
+    from pathlib import Path
+
+    from advguard.experiments import load_config
+    from advguard.experiments.common import bench_paths
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "themis-cifar10-gap.toml")
+    assert cfg.out == "docs/results/themis/cifar10-gap"
+    assert bench_paths(cfg, None, tmp_path)[0] == Path("runs") / cfg.name
+    assert bench_paths(cfg, None, tmp_path, publish=True)[0] == Path(cfg.out)
+    assert bench_paths(cfg, tmp_path / "x", tmp_path, publish=True)[0] == tmp_path / "x"
+    monkeypatch.chdir(tmp_path)
+    config = str(root / "configs" / "smoke.toml")
+    assert main(["reproduce", config, "--out", "o", "--publish"]) == 2
+    assert not (tmp_path / "o").exists()

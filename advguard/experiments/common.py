@@ -94,12 +94,20 @@ def features(det: Detector, x: np.ndarray, path: Path, desc: str) -> tuple[np.nd
     return cached_chunks(path, "features", det.classifier, x, det.extract, np.zeros((0, 0)), desc=desc)
 
 
-def bench_paths(cfg: ExperimentConfig, out: str | Path | None, cache_dir: str | Path | None) -> tuple[Path, Path]:
-    """The output folder (``out``, else the config's, else runs/bench/<name>) and the cache folder."""
-    return (
-        Path(out or cfg.out or Path("runs") / "bench" / cfg.name),
-        Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache",
-    )
+def bench_paths(
+    cfg: ExperimentConfig, out: str | Path | None, cache_dir: str | Path | None, *, publish: bool = False
+) -> tuple[Path, Path]:
+    """The output folder and the cache folder. Output: ``out`` when given; else ``runs/<name>`` under the working
+    directory, or the config's own ``out`` (the shipped configs name their committed page under
+    ``docs/results/``) only with ``publish`` (``advguard reproduce CONFIG --publish``), so that running a shipped
+    config never overwrites a committed results page by accident."""
+    if out is not None:
+        folder = Path(out)
+    elif publish and cfg.out:
+        folder = Path(cfg.out)
+    else:
+        folder = Path("runs") / cfg.name
+    return folder, Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
 
 
 def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict[str, Any]:

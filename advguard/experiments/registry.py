@@ -83,12 +83,14 @@ class Experiment(ABC):
         out: str | Path | None = None,
         cache_dir: str | Path | None = None,
         progress: bool = True,
+        publish: bool = False,
     ) -> dict[str, Any]:
-        """Run ``cfg`` (its output folder: ``out``, else the config's, else runs/bench/<name>; created only when
-        the run writes its results, so a run refused before any work leaves nothing on disk)."""
+        """Run ``cfg`` (its output folder: ``out``, else runs/<name>, or the config's ``out`` with ``publish``: see
+        :func:`~advguard.experiments.common.bench_paths`; created only when the run writes its results, so a run
+        refused before any work leaves nothing on disk)."""
         from .common import bench_paths
 
-        out_dir, cache = bench_paths(cfg, out, cache_dir)
+        out_dir, cache = bench_paths(cfg, out, cache_dir, publish=publish)
         return self.run(cfg, out_dir, cache, progress)
 
 
