@@ -111,28 +111,89 @@ def detection_report(
 
 
 def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """Resident set size of this process now (Linux: /proc; elsewhere psutil)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+def _hwm_bytes() -> int:
+    """The kernel's resident high-water mark (VmHWM) since it was last reset."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _reset_hwm() -> None:
+    """Reset VmHWM to the current RSS (writing 5 to /proc/self/clear_refs, Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def memory_method() -> str:
+    """How :class:`PeakMemory` measures here: ``"rss-hwm"`` (Linux: the kernel's exact resident high-water mark,
+    reset at the start), ``"rss-sampled"`` (psutil, sampled every ``interval_s``) or ``"none"``."""
+    global _METHOD
+    if _METHOD is None:
+        try:
+            _hwm_bytes()
+            _reset_hwm()
+            _METHOD = "rss-hwm"
+        except OSError:
+            try:
+                import psutil  # noqa: F401
+
+                _rss_bytes()
+                _METHOD = "rss-sampled"
+            except (ImportError, OSError):
+                _METHOD = "none"
+    return _METHOD
+
+
+_METHOD: str | None = None
+_LOCK = threading.Lock()
+#: the PeakMemory blocks open now (``rss-hwm``: an inner block's reset must not lose an outer block's peak)
+_OPEN: list[PeakMemory] = []
 
 
 @dataclass
 class PeakMemory:
-    """Context manager sampling resident memory in a thread; ``.peak_mb`` is the peak rise over the start.
+    """Context manager: ``.peak_mb`` is the peak rise of this process's resident memory over its value at the
+    start, i.e. the extra RAM the block needed (``.method`` says how it was measured).
 
-    Linux only (reads /proc/self/statm); elsewhere it reports NaN. With CUDA it also reports
-    the peak allocated GPU memory in ``.peak_gpu_mb``.
+    On Linux the kernel's resident high-water mark is reset at the start and read at the end (``"rss-hwm"``):
+    exact, no sampling thread; nested blocks each get their own peak. Elsewhere psutil samples RSS every
+    ``interval_s`` (``"rss-sampled"``; a shorter peak can be missed); without either it is NaN (``"none"``).
+    A rise of 0 MB is a true statement, not a failure: the block fitted in memory the process already held
+    (freed memory is reused by the allocators before the RSS grows). The measure is process-wide: another thread's
+    allocations in the same interval count too. With CUDA, ``.peak_gpu_mb`` is the peak allocated GPU memory
+    (torch's allocator statistics) over the start.
     """
 
-    interval_s: float = 0.002
+    interval_s: float = 0.005
     peak_mb: float = float("nan")
     peak_gpu_mb: float = float("nan")
+    method: str = "none"
 
     def __enter__(self) -> PeakMemory:
-        self._ok = os.path.exists("/proc/self/statm")
-        self._stop = threading.Event()
-        self._start = _rss_bytes() if self._ok else 0
-        self._peak = self._start
-        if self._ok:
+        self.method = memory_method()
+        if self.method == "rss-hwm":
+            with _LOCK:
+                hw = _hwm_bytes()
+                for outer in _OPEN:  # keep the outer blocks' peak before resetting the mark
+                    outer._peak = max(outer._peak, hw)
+                _reset_hwm()
+                self._start = self._peak = _rss_bytes()
+                _OPEN.append(self)
+        elif self.method == "rss-sampled":
+            self._stop = threading.Event()
+            self._start = self._peak = _rss_bytes()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         try:
@@ -150,12 +211,21 @@ class PeakMemory:
             self._peak = max(self._peak, _rss_bytes())
             time.sleep(self.interval_s)
 
-    def __exit__(self, *exc) -> None:
-        if self._ok:
+    def __exit__(self, *exc: object) -> None:
+        if self.method == "rss-hwm":
+            with _LOCK:
+                hw = _hwm_bytes()
+                self._peak = max(self._peak, hw)
+                if self in _OPEN:
+                    _OPEN.remove(self)
+                for outer in _OPEN:
+                    outer._peak = max(outer._peak, hw)
+            self.peak_mb = max(0.0, (self._peak - self._start) / 2**20)
+        elif self.method == "rss-sampled":
             self._stop.set()
             self._thread.join()
             self._peak = max(self._peak, _rss_bytes())
-            self.peak_mb = (self._peak - self._start) / 2**20
+            self.peak_mb = max(0.0, (self._peak - self._start) / 2**20)
         if hasattr(self, "_gpu0"):
             import torch
 

@@ -74,3 +74,28 @@ def test_peak_memory_sees_an_allocation():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 40 < float(out) < 200
+
+
+def test_peak_memory_is_exact_per_block_and_nested_blocks_keep_their_own_peaks():
+    """The kernel's high-water mark (Linux): a 96 MB temporary is measured inside the block that made it, an inner
+    block's reset does not hide the outer block's earlier peak, and the method is stated."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\nfrom advguard.metrics import PeakMemory\n"
+        "with PeakMemory() as outer:\n"
+        "    a = np.ones(96 * 2**20 // 8); a += 1; del a\n"
+        "    with PeakMemory() as inner:\n"
+        "        b = np.ones(16 * 2**20 // 8); b += 1; del b\n"
+        "with PeakMemory() as idle:\n    pass\n"
+        "print(outer.method, outer.peak_mb, inner.peak_mb, idle.peak_mb)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    method, outer, inner, idle = out[0], *map(float, out[1:])
+    if method == "none":
+        pytest.skip("no memory measurement on this platform")
+    assert method in ("rss-hwm", "rss-sampled")
+    assert 90 <= outer <= 140, outer
+    assert 14 <= inner <= 40, inner
+    assert 0 <= idle < 8, idle
