@@ -43,12 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="top-k labels for image files with a zoo model")
     s.add_argument("images", nargs="+")
-    s.add_argument("--model", "-m", default="cifar10-cnn")
+    s.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        help="the zoo model (`advguard models`); each image is brought to its input size, and the resize is stated",
+    )
     s.add_argument("-k", type=int, default=3)
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     s.set_defaults(func=_predict)
 
     s = sub.add_parser("evaluate", help="measure a zoo model's top-1 accuracy on its test data")
     s.add_argument("name")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     s.add_argument("--limit", type=int, help="a stratified subset of this many images")
     s.add_argument(
         "--write-card",
@@ -178,15 +185,23 @@ def _predict(args: argparse.Namespace) -> int:
         raise InputError(f"-k must be at least 1, got {args.k}")
     spec = get_spec(args.model)
     imgs = []  # every file is read (and a bad one reported, naming it) before the model loads
+    h, w = spec.size
     for path in args.images:
         a = read_image(path, "RGB" if spec.channels == 3 else "L")
-        if spec.size[0] >= 128:
-            a = resize_center_crop(a, round(spec.size[0] * 256 / 224), spec.size[0])
+        size = f"{a.shape[1]}x{a.shape[0]}"
+        if h >= 128:  # ImageNet-style: shorter side to 256/224 of the input, then the central crop
+            a = resize_center_crop(a, round(h * 256 / 224), h)
+            how = f"shorter side resized to {round(h * 256 / 224)} px, centre {w}x{h} crop"
         elif a.shape[:2] != spec.size:
             a = resize_exact(a, spec.size)
+            how = f"resized to {w}x{h} (aspect ratio not kept)"
+        else:
+            how = ""
+        if how and size != f"{w}x{h}":
+            print(f"advguard predict: {path}: {size} image {how} for {args.model}", file=sys.stderr)
         imgs.append(a.transpose(2, 0, 1))
     x = np.stack(imgs).astype(np.float32) / 255
-    clf = load_model(args.model)
+    clf = load_model(args.model, device=args.device)
     classes = _class_names(spec.dataset)
     probs, labels = clf.top_k(x, k=min(args.k, clf.num_classes))
     for path, p, lab in zip(args.images, probs.tolist(), labels.tolist(), strict=True):
@@ -237,7 +252,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         card = write_external_card(args.name)
         print(f"{args.name}: top-1 {100 * card['test_accuracy']:.2f}% on {card['eval_split']}; card written")
         return 0
-    r = evaluate(args.name, limit=args.limit)
+    r = evaluate(args.name, limit=args.limit, device=args.device)
     print(f"{args.name}: top-1 {100 * r['accuracy']:.2f}% on {r['n']} images ({r['source']}), {r['seconds']:.1f} s")
     return 0
 

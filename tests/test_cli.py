@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from advguard.cli import main
 from advguard.data import data_dir
 
@@ -45,8 +47,19 @@ def test_predict_cifar_test_jpegs(capsys):
 def test_predict_bad_file_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "x.png"
     bad.write_bytes(b"not a png")
-    assert main(["predict", str(bad)]) == 2
+    assert main(["predict", str(bad), "-m", "cifar10-cnn"]) == 2
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_predict_needs_a_model_and_states_each_resize(capsys):
+    """No silent default model, and a photo squashed to a CIFAR-10 input says so (issue #24)."""
+    photo = data_dir() / "imagenet-samples" / "images" / "n01440764.jpg"
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(photo)])
+    assert e.value.code == 2 and "--model" in capsys.readouterr().err
+    assert main(["predict", str(photo), "-m", "cifar10-cnn", "-k", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "n01440764.jpg" in err and "resized to 32x32 (aspect ratio not kept) for cifar10-cnn" in err
 
 
 def test_unknown_model_is_a_clear_error(capsys):

@@ -29,11 +29,14 @@ def eval_kwargs(name: str) -> dict:
     return {**spec.dataset_kwargs, **spec.eval_kwargs}
 
 
-def evaluate(name: str, limit: int | None = None, seed: int = 0, batch_size: int | None = None) -> dict:
-    """Top-1 accuracy of zoo model ``name`` on its dataset's evaluation split (float32 inference)."""
+def evaluate(
+    name: str, limit: int | None = None, seed: int = 0, batch_size: int | None = None, device: str | None = None
+) -> dict:
+    """Top-1 accuracy of zoo model ``name`` on its dataset's evaluation split (float32 inference) on ``device``
+    (default: CUDA when available)."""
     spec = get_spec(name)
     ds = load_dataset(spec.dataset, eval_split(name), limit=limit, seed=seed, **eval_kwargs(name))
-    clf = load_model(name, batch_size=batch_size, inference="float32")
+    clf = load_model(name, batch_size=batch_size, inference="float32", device=device)
     t = time.perf_counter()
     acc = clf.accuracy(ds.x, ds.y)
     return {"accuracy": acc, "n": len(ds), "source": ds.source, "seconds": time.perf_counter() - t}
