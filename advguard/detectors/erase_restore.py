@@ -47,8 +47,10 @@ import numpy as np
 import torch
 
 from .._parallel import thread_map
+from .._progress import progress_bar
 from ..classifier import Classifier
 from ..errors import unknown_name
+from ..validation import check_bool
 from ._seeding import image_seeds
 from .base import Detector, check_count, check_rate, register_detector
 
@@ -164,7 +166,11 @@ class EraseRestore(Detector):
         "fixed_masks": lambda v, p, det: bool(v),
         # None: class-aligned features, see the module docstring (was: only with PCA)
         "align": lambda v, p, det: True if v is None else bool(v),
+        "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
+    _unsaved_params = ("progress",)
+    #: images per step of :meth:`features` (each image's masks come from its own seed: chunks change nothing)
+    chunk = 256
 
     def __init__(
         self,
@@ -180,10 +186,11 @@ class EraseRestore(Detector):
         fixed_masks: bool = False,
         align: bool | None = None,
         decision_model: str | None = "svc",
+        progress: bool = True,
         **kw: Any,
     ):
         self.n, self.erase, self.mask, self.blob, self.restore, self.radius = n, erase, mask, blob, restore, radius
-        self.pca_dim, self.fixed_masks, self.align = pca_dim, fixed_masks, align
+        self.pca_dim, self.fixed_masks, self.align, self.progress = pca_dim, fixed_masks, align, progress
         super().__init__(classifier, decision_model=decision_model, **kw)
         self.pca_: tuple[np.ndarray, np.ndarray] | None = None  # (mean, components)
 
@@ -225,8 +232,18 @@ class EraseRestore(Detector):
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         """Raw feature: the (1 + n) softmax vectors concatenated, (N, (1 + n) * C); PCA comes in the decision."""
-        p = self.probs(x)
+        p = self.chunked_probs(x)
         return p.reshape(len(p), -1)
+
+    def chunked_probs(self, x: torch.Tensor) -> np.ndarray:
+        """:meth:`probs` :attr:`chunk` images at a time (bounded memory; a bar after a few seconds,
+        ``progress=False`` silences it)."""
+        steps = range(0, x.shape[0], self.chunk)
+        parts = [
+            self.probs(x[i : i + self.chunk])
+            for i in progress_bar(steps, desc=self.name, enabled=self._checked_params()["progress"])
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 1 + self.params["n"], self.classifier.num_classes))
 
     # ------------------------------------------------------------------ PCA per vector, fitted once
     def _aligned(self, f: np.ndarray) -> np.ndarray:
@@ -303,7 +320,7 @@ class EraseRestoreDistance(EraseRestore):
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         """(N, 2): mean KL divergence and mean Wasserstein distance between f(x) and its restored versions."""
-        return mean_kl_wd(self.probs(x))
+        return mean_kl_wd(self.chunked_probs(x))
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
         return features[:, DISTANCES.index(self.params["statistic"])]

@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._progress import progress_bar
 from ..classifier import Classifier
 from ..transforms import ImageOp, apply_ops, parse_ops
+from ..validation import check_bool
 from .base import Detector, _check_decision_params, check_count, register_detector
 
 FEATURES = ("count", "diff")
@@ -60,11 +62,12 @@ def differences_feature(labels: np.ndarray) -> np.ndarray:
 
 
 def label_matrix(
-    classifier: Classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, chunk: int = 256
+    classifier: Classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, chunk: int = 256, progress: bool = False
 ) -> np.ndarray:
-    """(N, 1 + len(ops), k) top-k labels of each image and of each of its transformed variants."""
+    """(N, 1 + len(ops), k) top-k labels of each image and of each of its transformed variants (a progress bar
+    after a few seconds with ``progress``)."""
     out = np.empty((x.shape[0], 1 + len(ops), k), dtype=np.int64)
-    for i in range(0, x.shape[0], chunk):
+    for i in progress_bar(range(0, x.shape[0], chunk), desc="image-ops", enabled=progress):
         xb = x[i : i + chunk]
         variants = apply_ops(xb, ops)  # (n_ops, b, C, H, W)
         allx = torch.cat([xb.unsqueeze(0).float(), variants]).flatten(0, 1)
@@ -106,8 +109,10 @@ class ImageOps(Detector):
         "ops": _check_ops,
         "feature": _check_feature,
         "k": lambda k, p, det: check_count("k", k, low=1, high=det.classifier.num_classes, optional=True),
+        "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
     _param_attributes = {"ops": "ops_param", "k": "k_param"}
+    _unsaved_params = ("progress",)
 
     def __init__(
         self,
@@ -118,9 +123,10 @@ class ImageOps(Detector):
         k: int | None = None,
         decision_model: str | None = "svc",
         decision_params: dict[str, Any] | None = None,
+        progress: bool = True,
         **kw: Any,
     ):
-        self.ops_param, self.feature, self.k_param = ops, feature, k
+        self.ops_param, self.feature, self.k_param, self.progress = ops, feature, k, progress
         super().__init__(classifier, decision_model=decision_model, decision_params=decision_params, **kw)
 
     @property
@@ -133,13 +139,16 @@ class ImageOps(Detector):
 
     def labels(self, x: torch.Tensor) -> np.ndarray:
         """(N, 1 + n, k) label matrix (validated input)."""
-        return label_matrix(self.classifier, self.classifier.validate(x), self.ops, self.k)
+        return label_matrix(
+            self.classifier, self.classifier.validate(x), self.ops, self.k, progress=self._checked_params()["progress"]
+        )
 
     def features_from_labels(self, labels: np.ndarray) -> np.ndarray:
         return counting_feature(labels) if self.params["feature"] == "count" else differences_feature(labels)
 
     def features(self, x: torch.Tensor) -> np.ndarray:
-        return self.features_from_labels(label_matrix(self.classifier, x, self.ops, self.k))
+        progress = self._checked_params()["progress"]
+        return self.features_from_labels(label_matrix(self.classifier, x, self.ops, self.k, progress=progress))
 
     def feature_names(self, d: int) -> list[str]:
         if self.params["feature"] == "count":

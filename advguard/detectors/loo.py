@@ -47,8 +47,10 @@ import torch
 from torch import nn
 
 from .._parallel import thread_map
+from .._progress import progress_bar
 from ..classifier import Classifier
 from ..errors import ParameterError, ParameterTypeError, unknown_name
+from ..validation import check_bool
 from .base import Detector, check_count, check_rate, register_detector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -254,7 +256,9 @@ class LeaveOneOut(Detector):
         "unit_params": lambda v, p, det: check_unit_params(p["unit"], {} if v is None else v),
         "baseline_value": _check_baseline_value,
         "patch": lambda v, p, det: bool(v),
+        "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
+    _unsaved_params = ("progress",)
 
     def __init__(
         self,
@@ -273,8 +277,10 @@ class LeaveOneOut(Detector):
         patch: bool = True,
         workers: int | None = None,
         decision_model: str | None = "xgb",
+        progress: bool = True,
         **kw: Any,
     ):
+        self.progress = progress
         self.unit, self.unit_params, self.baseline, self.baseline_value = unit, unit_params, baseline, baseline_value
         self.blur_sigma, self.feature, self.statistic_param, self.layers = blur_sigma, feature, statistic, layers
         self.units_per_layer, self.batch_size, self.patch, self.workers = units_per_layer, batch_size, patch, workers
@@ -407,7 +413,7 @@ class LeaveOneOut(Detector):
         rows: list[np.ndarray] = []
         try:
             with torch.inference_mode():
-                for i in range(x.shape[0]):
+                for i in progress_bar(range(x.shape[0]), desc=self.name, enabled=self._checked_params()["progress"]):
                     if pixel_nodes is not None:
                         assert self._patcher_ is not None  # pixel_nodes comes with the patcher
                         self._patcher_.prepare(x[i : i + 1])

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .._progress import progress_bar
 from ..classifier import Classifier
 from ..errors import ParameterError
+from ..validation import check_bool
 from .base import Detector, register_detector
 
 
@@ -101,26 +103,40 @@ def _check_squeezers(squeezers: Any, p: dict[str, Any], det: Detector) -> list[s
 @register_detector()
 class FeatureSqueezing(Detector):
     name = "feature-squeezing"
-    _parameter_constraints = {**Detector._parameter_constraints, "squeezers": _check_squeezers}
+    _parameter_constraints = {
+        **Detector._parameter_constraints,
+        "squeezers": _check_squeezers,
+        "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
+    }
+    _unsaved_params = ("progress",)
+    #: images per step of :meth:`features` (each image's features do not depend on the others)
+    chunk = 512
 
     def __init__(
         self,
         classifier: Classifier,
         *,
         squeezers: tuple[str, ...] | list[str] = ("bits:5", "median:2", "nlm:13-3-2"),
+        progress: bool = True,
         **kw: Any,
     ):
-        self.squeezers = squeezers
+        self.squeezers, self.progress = squeezers, progress
         super().__init__(classifier, **kw)
 
     def features(self, x: torch.Tensor) -> np.ndarray:
-        clf = self.classifier
-        p0 = clf.probs(x)
-        cols = []
-        for s in self.params["squeezers"]:
-            ps = clf.probs(apply_squeezer(s, x).clamp(0, 1))
-            cols.append((p0 - ps).abs().sum(1).numpy())
-        return np.stack(cols, 1)
+        """(N, n_squeezers) L1 distances between the softmax of each image and of its squeezed versions (a bar
+        after a few seconds, ``progress=False`` silences it)."""
+        clf, out = self.classifier, []
+        steps = range(0, x.shape[0], self.chunk)
+        for i in progress_bar(steps, desc=self.name, enabled=self._checked_params()["progress"]):
+            xb = x[i : i + self.chunk]
+            p0 = clf.probs(xb)
+            cols = [
+                (p0 - clf.probs(apply_squeezer(s, xb).clamp(0, 1))).abs().sum(1).numpy()
+                for s in self.params["squeezers"]
+            ]
+            out.append(np.stack(cols, 1))
+        return np.concatenate(out) if out else np.zeros((0, len(self.params["squeezers"])))
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
         out: np.ndarray = features.max(1)
