@@ -11,6 +11,7 @@ from .errors import (
     ParameterTypeError,
     UnknownNameError,
 )
+from .guard import Guard, GuardResult
 from .models import load_model
 
 __version__ = "0.2.0"
@@ -19,6 +20,8 @@ __all__ = [
     "Classifier",
     "DatasetNotFoundError",
     "DetectorFileError",
+    "Guard",
+    "GuardResult",
     "InputError",
     "ParameterError",
     "ParameterTypeError",

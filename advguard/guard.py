@@ -1,0 +1,497 @@
+"""A guard in front of a model: several detectors, one decision at one clean false-positive rate (issue #25).
+
+``Guard(clf, detectors=[...], combine="any" | "stacked", fpr=0.05, correct=None)``:
+
+- ``combine="any"`` flags an image when any detector does, with the detectors' thresholds chosen *jointly* so
+  that the OR rule flags a share ``fpr`` of clean images (not each detector at ``fpr``, which would add their
+  false positives up). Each detector's score is mapped to its rank among the clean calibration images (its
+  empirical CDF); the combined score is the largest rank; one threshold on it is one threshold per detector.
+- ``combine="stacked"`` learns how to weigh the detectors: a scikit-learn meta-model (default: scaled logistic
+  regression) trained on the detectors' out-of-fold scores of clean and adversarial images (stacking: each
+  score comes from detectors that did not see that image), thresholded at ``fpr`` on the clean images'
+  out-of-fold meta scores. This is the hybrid detector of Zuo & Zeng (THEMIS), Table 7, with a learned
+  combination instead of their fixed rule.
+- ``correct=LabelCorrection(clf)`` answers a corrected label for flagged images (Nguyen et al.) instead of a
+  refusal.
+
+Calling the guard on a batch returns one :class:`GuardResult` per image: the classifier's label and
+probability, the verdict (``"clean"``, ``"adversarial"`` or ``"corrected"``), each detector's score and
+threshold, and explanations where a detector has one (TaintRadar's region, Erase-and-Restore's label flips).
+``save`` / ``load`` use one zip file holding JSON, arrays and the detectors' own safe files: nothing in it can
+run code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from ._atomic import atomic_path
+from .classifier import Classifier
+from .errors import DetectorFileError, InputError, ParameterError
+from .metrics import threshold_at_fpr
+from .validation import ParameterTypeError, check_number
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sklearn.base import BaseEstimator
+
+    from .defenses.correction import LabelCorrection
+    from .detectors.base import Detector
+
+COMBINES = ("any", "stacked")
+GUARD_FORMAT = 1
+#: what a guard file may unpack to (bytes) unless load(max_bytes=) says otherwise
+MAX_GUARD_BYTES = 2 * 2**30
+
+
+@dataclass
+class GuardResult:
+    """The guard's answer for one image."""
+
+    label: int
+    probability: float
+    verdict: Literal["clean", "adversarial", "corrected"]
+    #: the guard's combined score (``any``: the largest clean rank; ``stacked``: the meta-model's score)
+    score: float
+    threshold: float
+    #: per detector: its score, its threshold in the guard's decision, and whether it flags the image
+    detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the corrected label (``verdict == "corrected"``), else None
+    corrected_label: int | None = None
+    #: per detector that has one: what made it decide (JSON-able; masks as bounding boxes and shares)
+    explanations: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Guard:
+    """Detectors in front of ``classifier`` with one decision at clean false-positive rate ``fpr``.
+
+    ``detectors``: fitted or unfitted :class:`~advguard.detectors.Detector` objects for the same classifier.
+    ``calibration``: the share of ``fit``'s clean images held out from fitting the detectors to calibrate the
+    joint threshold (``any``; all of them when every detector is already fitted). ``meta_model``: a decision
+    model name or a scikit-learn estimator (``stacked``). ``folds``: the out-of-fold splits of ``stacked``.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        detectors: Sequence[Detector],
+        *,
+        combine: str = "any",
+        fpr: float = 0.05,
+        correct: LabelCorrection | None = None,
+        calibration: float = 0.3,
+        meta_model: str | BaseEstimator = "logreg",
+        folds: int = 5,
+        explain: bool = True,
+        seed: int = 0,
+    ):
+        from .detectors.base import Detector, is_estimator
+
+        if not isinstance(classifier, Classifier):
+            raise ParameterTypeError(
+                f"Guard: classifier must be an advguard.Classifier, got {type(classifier).__name__}"
+            )
+        dets = list(detectors) if isinstance(detectors, (list, tuple)) else None
+        if not dets or not all(isinstance(d, Detector) for d in dets):
+            raise ParameterTypeError("Guard: detectors must be a non-empty list of advguard detectors")
+        for d in dets:
+            if d.classifier is not classifier:
+                raise ParameterError(f"Guard: detector {d.name} wraps another classifier than the guard's")
+        names = [d.name for d in dets]
+        if combine not in COMBINES:
+            raise ParameterError(f"Guard: combine must be one of {COMBINES}, got {combine!r}")
+        if correct is not None:
+            from .defenses.correction import LabelCorrection
+
+            if not isinstance(correct, LabelCorrection) or correct.classifier is not classifier:
+                raise ParameterTypeError("Guard: correct must be a LabelCorrection for the guard's classifier")
+        if not (isinstance(meta_model, str) or is_estimator(meta_model)):
+            raise ParameterTypeError("Guard: meta_model must be a decision model name or a scikit-learn estimator")
+        self.classifier = classifier
+        self.detectors = dets
+        #: the detectors' names in results (a repeated name gets "#2", "#3"...)
+        self.names = [n if names.count(n) == 1 else f"{n}#{names[:i].count(n) + 1}" for i, n in enumerate(names)]
+        self.combine = combine
+        self.fpr = check_number("fpr", fpr, lo=0, hi=1, hi_open=True, where="Guard")
+        self.correct = correct
+        self.calibration = check_number(
+            "calibration", calibration, lo=0, hi=1, lo_open=True, hi_open=True, where="Guard"
+        )
+        self.meta_model = meta_model
+        self.folds = int(check_number("folds", folds, lo=2, hi=100, integer=True, where="Guard"))
+        self.explain = bool(explain)
+        self.seed = int(check_number("seed", seed, lo=0, hi=2**32 - 1, integer=True, where="Guard"))
+        #: fitted state: per detector the sorted clean calibration scores (``any``), the meta-model (``stacked``)
+        self.clean_scores_: list[np.ndarray] | None = None
+        self.meta_: BaseEstimator | None = None
+        self.threshold_: float | None = None
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None) -> Guard:
+        """Fit the detectors that are not fitted yet and calibrate the joint decision on clean images only (the
+        adversarial images train supervised detectors and the stacked meta-model, never the threshold)."""
+        xc = self.classifier.validate(x_clean, "x_clean")
+        xa = None if x_adv is None else self.classifier.validate(x_adv, "x_adv")
+        need_adv = self.combine == "stacked" or any(d.supervised and d.threshold_ is None for d in self.detectors)
+        if need_adv and (xa is None or len(xa) == 0):
+            what = "the stacked meta-model" if self.combine == "stacked" else "a supervised detector"
+            raise InputError(f"Guard.fit: {what} needs adversarial images: fit(x_clean, x_adv)")
+        if self.combine == "any":
+            self._fit_any(xc, xa)
+        else:
+            assert xa is not None
+            self._fit_stacked(xc, xa)
+        return self
+
+    def _split(self, n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+        perm = np.random.default_rng(self.seed).permutation(n)
+        k = int(round(share * n))
+        return np.sort(perm[k:]), np.sort(perm[:k])
+
+    def _fit_any(self, xc: torch.Tensor, xa: torch.Tensor | None) -> None:
+        unfitted = [d for d in self.detectors if d.threshold_ is None]
+        if unfitted:
+            fit_idx, cal_idx = self._split(len(xc), self.calibration)
+            if len(cal_idx) < 2 or len(fit_idx) < 2:
+                raise InputError(f"Guard.fit: {len(xc)} clean images are too few to fit and calibrate")
+            for d in unfitted:
+                d.fit(xc[fit_idx], xa if d.supervised else None)
+            x_cal = xc[cal_idx]
+        else:
+            x_cal = xc
+        scores = self._detector_scores(x_cal)
+        self.clean_scores_ = [np.sort(scores[:, j]) for j in range(scores.shape[1])]
+        self.threshold_ = float(threshold_at_fpr(self._combined(scores), self.fpr))
+
+    def _fit_stacked(self, xc: torch.Tensor, xa: torch.Tensor) -> None:
+        from sklearn.base import clone
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        from .detectors.decision import make_decision_model
+
+        x = torch.cat([xc, xa])
+        y = np.r_[np.zeros(len(xc)), np.ones(len(xa))].astype(int)
+        oof = np.empty((len(x), len(self.detectors)))
+        k = min(self.folds, len(xc), len(xa))
+        if k < 2:
+            raise InputError("Guard.fit (stacked): needs at least 2 clean and 2 adversarial images")
+        for tr, te in StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y):
+            tr_c, tr_a = tr[y[tr] == 0], tr[y[tr] == 1]
+            for j, d in enumerate(self.detectors):
+                m = clone(d)
+                m.fit(x[tr_c], x[tr_a] if m.supervised else None)
+                oof[te, j] = m.score(x[te])
+        for d in self.detectors:  # the detectors that answer later are fitted on everything
+            d.fit(xc, xa if d.supervised else None)
+        meta = (
+            make_decision_model(self.meta_model, seed=self.seed)
+            if isinstance(self.meta_model, str)
+            else clone(self.meta_model)
+        )
+        cv = StratifiedKFold(k, shuffle=True, random_state=self.seed + 1)
+        method = "decision_function" if hasattr(meta, "decision_function") else "predict_proba"
+        meta_oof = cross_val_predict(meta, oof, y, cv=cv, method=method)
+        meta_oof = meta_oof[:, 1] if meta_oof.ndim == 2 else meta_oof
+        self.meta_ = meta.fit(oof, y)
+        self.threshold_ = float(threshold_at_fpr(meta_oof[y == 0], self.fpr))
+
+    # ------------------------------------------------------------------ scoring
+    def _detector_scores(self, x: torch.Tensor) -> np.ndarray:
+        return np.stack([d.score(x) for d in self.detectors], 1)
+
+    def _ranks(self, scores: np.ndarray) -> np.ndarray:
+        """Per detector: the share of clean calibration scores strictly below each score (its empirical CDF)."""
+        assert self.clean_scores_ is not None
+        return np.stack(
+            [np.searchsorted(c, scores[:, j], side="left") / len(c) for j, c in enumerate(self.clean_scores_)], 1
+        )
+
+    def _combined(self, scores: np.ndarray) -> np.ndarray:
+        if self.combine == "any":
+            out: np.ndarray = self._ranks(scores).max(1)
+            return out
+        from .detectors.decision import decision_scores
+
+        assert self.meta_ is not None
+        return decision_scores(self.meta_, scores)
+
+    def _check_fitted(self) -> None:
+        if self.threshold_ is None:
+            from .detectors.base import NotFittedError
+
+            raise NotFittedError("the guard is not fitted: call fit(x_clean[, x_adv]) or Guard.load(...)")
+
+    def detector_thresholds(self) -> list[float]:
+        """``any``: each detector's threshold in the joint OR rule (an image is flagged when some detector's score
+        exceeds its threshold); ``stacked``: the detectors' own thresholds (informative only: the meta-model
+        decides)."""
+        self._check_fitted()
+        if self.combine != "any":
+            return [float(d.threshold_) if d.threshold_ is not None else math.nan for d in self.detectors]
+        assert self.clean_scores_ is not None and self.threshold_ is not None
+        out = []
+        for c in self.clean_scores_:
+            m = int(math.floor(self.threshold_ * len(c) + 1e-9))  # flagged iff #(clean < s) > t n iff s > c[m]
+            out.append(float(c[m]) if m < len(c) else math.inf)
+        return out
+
+    def score(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The combined score per image (higher = more adversarial; flagged above :attr:`threshold_`)."""
+        self._check_fitted()
+        return self._combined(self._detector_scores(self.classifier.validate(x)))
+
+    def decision_function(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self.score(x)
+
+    def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """True where the guard flags the image as adversarial."""
+        s = self.score(x)
+        assert self.threshold_ is not None
+        return np.asarray(s > self.threshold_, dtype=bool)
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> list[GuardResult]:
+        """One :class:`GuardResult` per image of ``x``."""
+        self._check_fitted()
+        assert self.threshold_ is not None
+        t = self.classifier.validate(x)
+        probs = self.classifier.probs(t)
+        conf, labels = probs.max(1)
+        scores = self._detector_scores(t)
+        combined = self._combined(scores)
+        flagged = combined > self.threshold_
+        thresholds = self.detector_thresholds()
+        corrected = None
+        if self.correct is not None and flagged.any():
+            corrected = np.full(len(t), -1)
+            corrected[flagged] = self.correct.predict(t[torch.from_numpy(flagged)])
+        explanations = self._explanations(t, flagged) if self.explain else [{} for _ in range(len(t))]
+        out = []
+        for i in range(len(t)):
+            per = {
+                name: {
+                    "score": float(scores[i, j]),
+                    "threshold": thresholds[j],
+                    "flags": bool(scores[i, j] > thresholds[j]) if self.combine == "any" else None,
+                }
+                for j, name in enumerate(self.names)
+            }
+            verdict: Literal["clean", "adversarial", "corrected"] = "clean"
+            if flagged[i]:
+                verdict = "corrected" if corrected is not None else "adversarial"
+            out.append(
+                GuardResult(
+                    label=int(labels[i]),
+                    probability=float(conf[i]),
+                    verdict=verdict,
+                    score=float(combined[i]),
+                    threshold=float(self.threshold_),
+                    detectors=per,
+                    corrected_label=None if corrected is None or not flagged[i] else int(corrected[i]),
+                    explanations=explanations[i],
+                )
+            )
+        return out
+
+    def _explanations(self, x: torch.Tensor, flagged: np.ndarray) -> list[dict[str, Any]]:
+        """Per flagged image, what the detectors that can say why found (TaintRadar's region, Erase-and-Restore's
+        label flips); JSON-able."""
+        from .detectors.erase_restore import EraseRestore
+        from .detectors.taintradar import TaintRadar
+
+        out: list[dict[str, Any]] = [{} for _ in range(len(x))]
+        idx = np.nonzero(flagged)[0]
+        if len(idx) == 0:
+            return out
+        xf = x[torch.from_numpy(idx)]
+        for name, d in zip(self.names, self.detectors, strict=True):
+            if isinstance(d, TaintRadar):
+                for i, e in zip(idx, d.explain(xf), strict=True):
+                    out[i][name] = {"region": _bbox(e["final_mask"]), "region_share": e["final_region_share"]}
+            elif isinstance(d, EraseRestore):
+                p = d.chunked_probs(xf)  # (n, 1 + draws, C)
+                lab = p.argmax(2)
+                for i, row in zip(idx, lab, strict=True):
+                    flips = row[1:] != row[0]
+                    out[i][name] = {
+                        "label_flips": int(flips.sum()),
+                        "draws": int(len(flips)),
+                        "flipped_to": sorted(set(row[1:][flips].tolist())),
+                    }
+        return out
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted guard to one file (atomically): guard.json, arrays.npz, the meta-model (skops, through
+        the detectors' allow-list) and each detector's own safe file."""
+        from .detectors.serialization import _dump_estimator
+
+        self._check_fitted()
+        path = Path(path)
+        meta: dict[str, Any] = {
+            "format": GUARD_FORMAT,
+            "classifier": self.classifier.name,
+            "combine": self.combine,
+            "fpr": self.fpr,
+            "calibration": self.calibration,
+            "folds": self.folds,
+            "explain": self.explain,
+            "seed": self.seed,
+            "threshold": self.threshold_,
+            "detectors": self.names,
+            "correct": None,
+            "meta_model": self.meta_model
+            if isinstance(self.meta_model, str)
+            else {"estimator": type(self.meta_model).__name__},
+        }
+        if self.correct is not None:
+            meta["correct"] = {
+                "ops": [o.name for o in self.correct.ops],
+                "k": self.correct.k,
+                "vote_k": self.correct.vote_k,
+            }
+        arrays = {f"clean_scores_{j}": c for j, c in enumerate(self.clean_scores_ or [])}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        members: dict[str, bytes] = {"arrays.npz": buf.getvalue()}
+        if self.meta_ is not None:
+            kind, blob = _dump_estimator(self.meta_)
+            meta["meta_format"] = kind
+            members["meta.bin"] = blob
+        with tempfile.TemporaryDirectory() as d:
+            for j, det in enumerate(self.detectors):
+                members[f"detector-{j}.advguard"] = det.save(Path(d) / f"{j}.advguard").read_bytes()
+        members["guard.json"] = json.dumps(meta, indent=1, allow_nan=False).encode()
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+        return path
+
+    @staticmethod
+    def load(path: str | Path, classifier: Classifier, *, max_bytes: int = MAX_GUARD_BYTES) -> Guard:
+        """Rebuild a saved guard around ``classifier`` (each detector file's checks apply, the classifier's
+        fingerprint included)."""
+        from .detectors.base import Detector
+        from .detectors.serialization import _load_estimator, _read_member, _read_npz
+
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise DetectorFileError(f"guard file not found: {where}")
+        try:
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
+                total = sum(i.file_size for i in infos)
+                if total > max_bytes:
+                    raise DetectorFileError(f"{where} unpacks to {total:,} bytes, over the limit of {max_bytes:,}")
+                names = [i.filename for i in infos]
+                if "guard.json" not in names or "arrays.npz" not in names:
+                    raise DetectorFileError(f"{where} is not an advguard guard file")
+                meta = json.loads(_read_member(z, "guard.json", 16 * 2**20, where))
+                members = {n: _read_member(z, n, max_bytes, where) for n in names if n != "guard.json"}
+        except DetectorFileError:
+            raise
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise DetectorFileError(f"{where} is not a readable guard file ({type(e).__name__}: {e})") from e
+        _check_guard_meta(meta, names, where)
+        dets = []
+        with tempfile.TemporaryDirectory() as d:
+            for j in range(len(meta["detectors"])):
+                p = Path(d) / f"{j}.advguard"
+                p.write_bytes(members[f"detector-{j}.advguard"])
+                dets.append(Detector.load(p, classifier))
+        correct = None
+        if meta["correct"] is not None:
+            from .defenses.correction import LabelCorrection
+
+            c = meta["correct"]
+            correct = LabelCorrection(classifier, ops=c["ops"], k=c["k"], vote_k=c["vote_k"])
+        meta_model = meta["meta_model"] if isinstance(meta["meta_model"], str) else "logreg"
+        g = Guard(
+            classifier,
+            dets,
+            combine=meta["combine"],
+            fpr=meta["fpr"],
+            correct=correct,
+            calibration=meta["calibration"],
+            meta_model=meta_model,
+            folds=meta["folds"],
+            explain=meta["explain"],
+            seed=meta["seed"],
+        )
+        arrays = _read_npz(members["arrays.npz"], where)
+        if g.combine == "any":
+            g.clean_scores_ = [np.asarray(arrays[f"clean_scores_{j}"], dtype=np.float64) for j in range(len(dets))]
+            if any(len(c) == 0 or not np.isfinite(c).all() or (np.diff(c) < 0).any() for c in g.clean_scores_):
+                raise DetectorFileError(f"{where}: the clean calibration scores are not sorted finite numbers")
+        else:
+            g.meta_ = _load_estimator(meta["meta_format"], members["meta.bin"], where)
+            if not isinstance(meta["meta_model"], str):
+                from sklearn.base import clone
+
+                g.meta_model = clone(g.meta_)
+        g.threshold_ = float(meta["threshold"])
+        return g
+
+
+def _check_guard_meta(meta: Any, names: list[str], where: str) -> None:
+    """The structure of guard.json, every key named when wrong."""
+    want: dict[str, type | tuple[type, ...]] = {
+        "format": int,
+        "classifier": (str, type(None)),
+        "combine": str,
+        "fpr": (int, float),
+        "calibration": (int, float),
+        "folds": int,
+        "explain": bool,
+        "seed": int,
+        "threshold": (int, float),
+        "detectors": list,
+        "correct": (dict, type(None)),
+        "meta_model": (str, dict),
+    }
+    if not isinstance(meta, dict):
+        raise DetectorFileError(f"{where}: guard.json must hold an object")
+    problems = [f"missing key {k!r}" for k in want if k not in meta]
+    problems += [
+        f"{k!r} has type {type(meta[k]).__name__}" for k, t in want.items() if k in meta and not isinstance(meta[k], t)
+    ]
+    unknown = sorted(set(meta) - set(want) - {"meta_format"})
+    if unknown:
+        problems.append(f"unknown key(s) {unknown}")
+    if problems:
+        raise DetectorFileError(f"{where}: invalid guard.json: {'; '.join(problems)}")
+    if meta["format"] != GUARD_FORMAT:
+        raise DetectorFileError(f"{where}: guard format {meta['format']}; this advguard reads {GUARD_FORMAT}")
+    if meta["combine"] not in COMBINES or not math.isfinite(meta["threshold"]):
+        raise DetectorFileError(f"{where}: invalid combine {meta['combine']!r} or threshold {meta['threshold']!r}")
+    expected = {"guard.json", "arrays.npz"} | {f"detector-{j}.advguard" for j in range(len(meta["detectors"]))}
+    if meta["combine"] == "stacked":
+        expected.add("meta.bin")
+    if set(names) != expected or len(names) != len(set(names)):
+        raise DetectorFileError(
+            f"{where}: members {sorted(names)} do not match guard.json (expected {sorted(expected)})"
+        )
+
+
+def _bbox(mask: np.ndarray) -> list[int] | None:
+    """[top, left, bottom, right] (exclusive) of a binary mask's pixels, None when empty."""
+    rows, cols = np.nonzero(np.asarray(mask))
+    if len(rows) == 0:
+        return None
+    return [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1]
+
+
+__all__ = ["COMBINES", "Guard", "GuardResult"]

@@ -1,0 +1,108 @@
+"""advguard.Guard (issue #25): detectors combined at one clean FPR, per-image answers, correction, safe files."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from advguard import DetectorFileError, Guard, InputError, ParameterError
+from advguard.attacks import make_attack
+from advguard.defenses import LabelCorrection
+from advguard.detectors import ConfidenceDetector, EraseRestoreDistance, FeatureSqueezing, NotFittedError
+
+
+@pytest.fixture(scope="module")
+def data(correct_images):
+    clf, x, y = correct_images(96, 31)
+    adv = make_attack("fgsm", clf, eps=4 / 255, progress=False)(x, y)
+    ok = adv.success.numpy()
+    return clf, x.numpy(), adv.x_adv.numpy()[ok], y.numpy()
+
+
+def _dets(clf):
+    return [
+        FeatureSqueezing(clf, squeezers=("bits:4", "median:2"), progress=False),
+        ConfidenceDetector(clf),
+        EraseRestoreDistance(clf, n=3, progress=False),
+    ]
+
+
+def test_any_rule_meets_the_joint_fpr_and_each_threshold_explains_it(data):
+    clf, x, x_adv, _ = data
+    guard = Guard(clf, _dets(clf), combine="any", fpr=0.1, calibration=0.5).fit(x[:64])
+    assert guard.threshold_ is not None and all(d.threshold_ is not None for d in guard.detectors)
+    cal = np.sort(np.random.default_rng(0).permutation(64)[:32])  # the guard's held-out calibration images
+    s = np.stack([d.score(x[cal]) for d in guard.detectors], 1)
+    thr = guard.detector_thresholds()
+    any_flag = (s > np.asarray(thr)).any(1)
+    assert any_flag.mean() <= 0.1  # the OR rule's joint clean FPR on its calibration images
+    assert np.array_equal(any_flag, guard.predict(x[cal]))  # one threshold per detector = the combined rule
+    results = guard(x_adv[:8])
+    assert len(results) == 8 and {r.verdict for r in results} <= {"clean", "adversarial"}
+    r = results[0]
+    assert set(r.detectors) == {"feature-squeezing", "confidence", "erase-restore-distance"}
+    assert r.label == int(clf.predict(x_adv[:1])[0]) and 0 < r.probability <= 1
+    flagged = [r for r in results if r.verdict == "adversarial"]
+    assert flagged, "FGSM at 4/255 should trip at least one of eight"
+    assert all("erase-restore-distance" in r.explanations for r in flagged)
+    e = flagged[0].explanations["erase-restore-distance"]
+    assert e["draws"] == 3 and 0 <= e["label_flips"] <= 3
+    assert guard.predict(x_adv).mean() > guard.predict(x[64:]).mean()
+
+
+def test_stacked_learns_from_out_of_fold_scores_and_corrects_labels(data, tmp_path):
+    clf, x, x_adv, y = data
+    dets = _dets(clf)[:2]
+    with pytest.raises(InputError, match="needs adversarial images"):
+        Guard(clf, dets, combine="stacked").fit(x[:48])
+    guard = Guard(clf, dets, combine="stacked", fpr=0.1, correct=LabelCorrection(clf)).fit(x[:48], x_adv[:32])
+    assert guard.meta_ is not None and guard.predict(x_adv[32:]).mean() > guard.predict(x[48:]).mean()
+    out = guard(np.concatenate([x[48:52], x_adv[32:36]]))
+    fixed = [r for r in out if r.verdict == "corrected"]
+    assert fixed and all(r.corrected_label is not None for r in fixed)
+    assert all(r.corrected_label is None for r in out if r.verdict == "clean")
+    back = Guard.load(guard.save(tmp_path / "g.guard"), clf)
+    np.testing.assert_allclose(back.score(x_adv[32:]), guard.score(x_adv[32:]))
+    assert back.correct is not None and [o.name for o in back.correct.ops] == [o.name for o in guard.correct.ops]
+
+
+def test_any_guard_round_trips_and_refuses_bad_files(data, tmp_path):
+    clf, x, x_adv, _ = data
+    guard = Guard(clf, _dets(clf)[:2], fpr=0.1).fit(x[:40])
+    path = guard.save(tmp_path / "g.guard")
+    back = Guard.load(path, clf)
+    np.testing.assert_array_equal(back.score(x_adv[:6]), guard.score(x_adv[:6]))
+    assert back.detector_thresholds() == guard.detector_thresholds()
+    bad = tmp_path / "bad.guard"
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(bad, "w") as out:
+        for info in z.infolist():
+            data_ = z.read(info)
+            if info.filename == "guard.json":
+                data_ = data_.replace(b'"combine": "any"', b'"combine": "any", "exec": "os.system"')
+            out.writestr(info, data_)
+    with pytest.raises(DetectorFileError, match="unknown key"):
+        Guard.load(bad, clf)
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(bad, "w") as out:
+        for info in z.infolist():
+            if info.filename != "detector-1.advguard":
+                out.writestr(info, z.read(info))
+    with pytest.raises(DetectorFileError, match="do not match"):
+        Guard.load(bad, clf)
+    (tmp_path / "junk.guard").write_bytes(b"not a zip")
+    with pytest.raises(DetectorFileError, match="not a readable guard file"):
+        Guard.load(tmp_path / "junk.guard", clf)
+
+
+def test_bad_guard_parameters_are_named(data):
+    clf = data[0]
+    with pytest.raises(ParameterError, match="combine"):
+        Guard(clf, _dets(clf)[:1], combine="all")
+    with pytest.raises(ParameterError, match="detectors"):
+        Guard(clf, [])
+    with pytest.raises(ParameterError, match="fpr"):
+        Guard(clf, _dets(clf)[:1], fpr=1.5)
+    with pytest.raises(NotFittedError):
+        Guard(clf, _dets(clf)[:1]).predict(torch.zeros(1, 3, 32, 32))
