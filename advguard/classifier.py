@@ -11,19 +11,36 @@ run under ``torch.inference_mode()`` in batches of ``batch_size``, in one of the
 ``"channels-last+bf16"``); gradient calls (``forward``, ``input_gradient``,
 ``layer_gradient``) are always float32. ``benchmarks/throughput.py`` measures which variant is
 fastest per model and whether it changes predictions.
+
+**Devices**: a Classifier runs on the device its model is on (``device=`` moves it; an absent device raises
+:class:`~advguard.errors.DeviceError`). :meth:`Classifier.forward` returns its logits on that device; the
+inference and gradient calls return CPU tensors.
+
+**Inputs** of every call: a float NCHW numpy array or torch tensor in [0, 1], or (through
+:func:`advguard.images.load_images`) a path to an image file or folder, a PIL image, or a list of them, read at the
+model's input size: an image of another size is refused unless the Classifier has a ``resize`` policy.
+
+**Model outputs**: a model whose forward returns something other than the logits tensor (Hugging Face's
+``ImageClassifierOutput``, a dict, a tuple) is wrapped with ``output=``: an attribute / key name (``"logits"``),
+a tuple index, or a function ``output -> logits``; it applies everywhere the model's output is used (logits,
+gradients, attacks, Grad-CAM).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
+from .devices import module_device, resolve_device
 from .errors import unknown_name
 from .layers import LayerCapture
 from .validation import ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size, check_number
@@ -46,17 +63,78 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class NormalizedModel(nn.Module):
-    """``model(normalize(x))``; children are named ``normalize`` and ``model``."""
+#: How the logits are read from a model's output: None (the output is the logits tensor), an attribute or key name,
+#: a tuple / list index, or a function.
+OutputAccessor = str | int | Callable[[Any], torch.Tensor] | None
+#: What every image-taking call accepts (see :meth:`Classifier.validate`).
+ImageInput = np.ndarray | torch.Tensor | str | os.PathLike[str] | Image.Image | Sequence[Any]
 
-    def __init__(self, model: nn.Module, normalize: nn.Module):
+
+def _describe_output(out: Any) -> str:
+    """A short description of a model output that is not a tensor, naming what could hold the logits."""
+    kind = f"an object of type {type(out).__name__}"
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return f"{kind} with fields {[f.name for f in dataclasses.fields(out)]}"
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        try:
+            return f"{kind} with keys {list(out.keys())}"
+        except Exception:  # noqa: BLE001 - only a description
+            pass
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of {len(out)} items ({', '.join(type(v).__name__ for v in out[:4])})"
+    return kind
+
+
+def read_logits(out: Any, output: OutputAccessor) -> torch.Tensor:
+    """The logits tensor from a model's raw output, by ``output`` (see :data:`OutputAccessor`); a clear
+    :class:`ParameterError` when the output is not a tensor and ``output`` does not lead to one."""
+    if output is None:
+        value = out
+    elif callable(output):
+        value = output(out)
+    elif isinstance(output, str):
+        if isinstance(out, dict):
+            if output not in out:
+                raise ParameterError(f"output={output!r}: the model returned {_describe_output(out)}")
+            value = out[output]
+        elif hasattr(out, output):
+            value = getattr(out, output)
+        elif hasattr(out, "keys") and hasattr(out, "__getitem__") and output in out.keys():
+            value = out[output]
+        else:
+            raise ParameterError(f"output={output!r}: the model returned {_describe_output(out)}")
+    else:  # an index
+        try:
+            value = out[output]
+        except (TypeError, IndexError, KeyError) as e:
+            raise ParameterError(f"output={output!r}: the model returned {_describe_output(out)} ({e})") from None
+    if not isinstance(value, torch.Tensor):
+        if output is None:
+            raise ParameterError(
+                f"the model returned {_describe_output(out)}, not a logits tensor: pass output= to the Classifier "
+                "to say where the logits are (output='logits' for Hugging Face models, output=0 for a tuple, or a "
+                "function output -> logits)"
+            )
+        raise ParameterError(f"output={output!r} gave a {type(value).__name__}, not a logits tensor")
+    return value
+
+
+class NormalizedModel(nn.Module):
+    """``read(model(normalize(x)))``: the normalised model whose output is the logits tensor; children are named
+    ``normalize`` and ``model``. ``output`` reads the logits from a model that returns something else
+    (see :data:`OutputAccessor`)."""
+
+    def __init__(self, model: nn.Module, normalize: nn.Module, output: OutputAccessor = None):
         super().__init__()
         self.normalize = normalize
         self.model = model
+        self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(self.normalize(x))
-        return out
+        out = self.model(self.normalize(x))
+        if self.output is None and isinstance(out, torch.Tensor):
+            return out
+        return read_logits(out, self.output)
 
 
 def gradcam_from_gradients(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -71,12 +149,23 @@ class Classifier:
 
     Parameters
     ----------
-    model: the network; any ``nn.Module`` whose forward maps (N, C, H, W) to logits (N, K).
+    model: the network; any ``nn.Module`` whose forward maps (N, C, H, W) to logits (N, K), or to an output the
+        logits are read from with ``output``.
     channels, size: expected input channels and (H, W); inputs are checked against them.
     mean, std: per-channel normalisation applied inside, on [0, 1] images (defaults: none).
     num_classes: inferred with one dummy forward pass when not given.
     gradcam_layer: name of the layer Grad-CAM uses; default the last ``nn.Conv2d``.
     inference: memory layout / precision of inference-only calls, one of :data:`INFERENCE_VARIANTS`.
+    device: where the model runs. Default: the device the model is on (its parameters'; CPU for a model without
+        any); a device given here moves the model there. A device this machine does not have raises
+        :class:`~advguard.errors.DeviceError` naming it and the available ones.
+    output: where the logits are in the model's output, for models that do not return a tensor: an attribute or
+        key name (``"logits"`` for Hugging Face's ``ImageClassifierOutput`` or a dict), an index (``0`` for a
+        tuple), or a function ``output -> logits``. Applied to every use of the model (logits, gradients,
+        attacks, Grad-CAM).
+    resize: how image files and PIL images (not arrays) of another size than ``size`` are brought to it:
+        ``None`` refuses them, ``"resize"`` stretches, ``"center-crop"`` keeps the aspect ratio
+        (see :func:`advguard.images.load_images`; each resize is reported with an ``ImageResizedWarning``).
     """
 
     def __init__(
@@ -94,13 +183,25 @@ class Classifier:
         batch_size: int = 256,
         inference: str = "float32",
         name: str | None = None,
+        output: OutputAccessor = None,
+        resize: str | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise ParameterTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        try:
-            self.device = torch.device(device) if device is not None else torch.device("cpu")
-        except (RuntimeError, TypeError) as e:
-            raise ParameterError(f"device={device!r} is not a torch device ({e})") from None
+        self.device = resolve_device(device) if device is not None else module_device(model)
+        if (
+            output is not None
+            and not callable(output)
+            and (isinstance(output, bool) or not isinstance(output, (str, int)))
+        ):
+            raise ParameterTypeError(
+                f"Classifier: output must be an attribute / key name, an index or a function output -> logits, "
+                f"got {output!r}"
+            )
+        self.output = output
+        from .images import _check_policy
+
+        self.resize = _check_policy(resize)
         self.channels = int(check_number("channels", channels, lo=1, integer=True, where="Classifier"))
         if size is not None:
             if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
@@ -134,7 +235,7 @@ class Classifier:
         self.model: nn.Module = model.eval().to(self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.module = NormalizedModel(self.model, Normalize(mean, std)).eval().to(self.device)
+        self.module = NormalizedModel(self.model, Normalize(mean, std), output).eval().to(self.device)
         self.num_passes = 0
         self._layers: dict[str, nn.Module] = dict(self.model.named_modules())
         self.gradcam_layer = gradcam_layer or self._last_conv()
@@ -189,9 +290,17 @@ class Classifier:
     def _temperature(temperature: float) -> float:
         return float(check_number("temperature", temperature, lo=0, lo_open=True))
 
-    def validate(self, x: np.ndarray | torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Check shape, dtype, range and finiteness; return a float32 tensor."""
-        return as_image_batch(x, channels=self.channels, size=self.size, bounds=self.bounds, name=name)
+    def validate(self, x: ImageInput, name: str = "x") -> torch.Tensor:
+        """Check shape, dtype, range and finiteness; return a float32 tensor (CPU for a numpy array, the input's
+        device for a tensor). Image files, folders and PIL images (or lists of them) are read with
+        :func:`advguard.images.load_images` at :attr:`size`, resized only by the :attr:`resize` policy."""
+        from .images import is_image_source, load_images
+
+        if is_image_source(x):
+            x = load_images(cast(Any, x), size=self.size, resize=self.resize, channels=self.channels)
+        return as_image_batch(
+            cast("np.ndarray | torch.Tensor", x), channels=self.channels, size=self.size, bounds=self.bounds, name=name
+        )
 
     def _batches(self, x: torch.Tensor, batch_size: int | None) -> Iterator[torch.Tensor]:
         bs = self._batch_size(batch_size)
@@ -228,21 +337,20 @@ class Classifier:
         return n
 
     # ---------------------------------------------------------------- inference
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable float32 logits of one batch (no validation, no batching); counts passes."""
+    def forward(self, x: ImageInput) -> torch.Tensor:
+        """Differentiable float32 logits (N, K) of one batch on :attr:`device` (no batching); counts passes.
+
+        A tensor is used as it is (not validated: the gradient flows back to it); anything else (a numpy array,
+        image files, PIL images) is validated first (:meth:`validate`)."""
         if not isinstance(x, torch.Tensor):
-            raise ParameterTypeError(
-                f"forward takes a torch tensor (N, C, H, W), got {type(x).__name__}; use logits() for numpy arrays"
-            )
+            x = self.validate(x)
         self.num_passes += int(x.shape[0])
         out: torch.Tensor = self.module(x.to(self.device))
         return out
 
     __call__ = forward
 
-    def logits(
-        self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, validate: bool = True
-    ) -> torch.Tensor:
+    def logits(self, x: ImageInput, batch_size: int | None = None, validate: bool = True) -> torch.Tensor:
         """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
         bs = self._batch_size(batch_size)
         t = self.validate(x) if validate else cast(torch.Tensor, x)  # validate=False: the caller's own tensor
@@ -253,27 +361,21 @@ class Classifier:
                 outs.append(self.module(self._prep(xb)).float().cpu())
         return torch.cat(outs)
 
-    def probs(
-        self, x: np.ndarray | torch.Tensor, batch_size: int | None = None, temperature: float = 1.0
-    ) -> torch.Tensor:
+    def probs(self, x: ImageInput, batch_size: int | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Softmax probabilities (N, K) of ``logits / temperature`` (temperature > 0)."""
         temperature = self._temperature(temperature)
         return F.softmax(self.logits(x, batch_size) / temperature, dim=1)
 
-    def predict(self, x: np.ndarray | torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    def predict(self, x: ImageInput, batch_size: int | None = None) -> torch.Tensor:
         """Top-1 labels (N,) int64."""
         return self.logits(x, batch_size).argmax(1)
 
-    def top_k(
-        self, x: np.ndarray | torch.Tensor, k: int = 5, batch_size: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def top_k(self, x: ImageInput, k: int = 5, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, labels)`` of the k most likely classes, each (N, k), most likely first."""
         k = int(check_number("k", k, lo=1, hi=self.num_classes, integer=True, where="top_k"))
         return self.probs(x, batch_size).topk(k, dim=1)
 
-    def accuracy(
-        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, batch_size: int | None = None
-    ) -> float:
+    def accuracy(self, x: ImageInput, y: np.ndarray | torch.Tensor, batch_size: int | None = None) -> float:
         """Top-1 accuracy on labelled images."""
         t = self.validate(x)
         yt = self._labels(y, t.shape[0])
@@ -281,7 +383,7 @@ class Classifier:
 
     def activations(
         self,
-        x: np.ndarray | torch.Tensor,
+        x: ImageInput,
         layer_names: Sequence[str],
         batch_size: int | None = None,
         reduce: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
@@ -324,7 +426,7 @@ class Classifier:
     # ---------------------------------------------------------------- gradients
     def input_gradient(
         self,
-        x: np.ndarray | torch.Tensor,
+        x: ImageInput,
         y: np.ndarray | torch.Tensor | Sequence[int],
         loss: str = "ce",
         batch_size: int | None = None,
@@ -351,7 +453,7 @@ class Classifier:
 
     def layer_gradient(
         self,
-        x: np.ndarray | torch.Tensor,
+        x: ImageInput,
         layer_name: str,
         y: np.ndarray | torch.Tensor | Sequence[int],
         score: str = "logit",
@@ -388,7 +490,7 @@ class Classifier:
 
     def gradcam(
         self,
-        x: np.ndarray | torch.Tensor,
+        x: ImageInput,
         y: np.ndarray | torch.Tensor | Sequence[int],
         score: str = "logit",
         temperature: float = 1.0,

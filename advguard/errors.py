@@ -39,5 +39,10 @@ class ParameterTypeError(ParameterError, TypeError):
     """A parameter has the wrong type, or a keyword is not a parameter at all (also a TypeError)."""
 
 
+class DeviceError(ParameterError):
+    """A torch device that this machine does not have (``device="cuda"`` without a GPU...); the message names the
+    device and the devices that are available."""
+
+
 class DetectorFileError(AdvguardError, ValueError):
     """A detector file is unreadable, corrupt, unsafe, or was made for another classifier."""

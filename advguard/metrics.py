@@ -1,5 +1,8 @@
 """Detection metrics (the common protocol, docs/methods/README.md) and cost measurement.
 
+Every metric takes scores / labels as numpy arrays, torch tensors (any device) or sequences, and returns Python
+floats (a dict for :func:`detection_report`).
+
 ROC AUC with a bootstrap 95 % interval, TPR at a given FPR interpolated on the ROC curve
 (not the nearest point), detection rate and FPR at a threshold calibrated on clean data
 only, accuracy, equal error rate; and a peak-memory sampler for cost figures.
@@ -13,12 +16,20 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 
+def _numpy(a: object, dtype: type | None = np.float64) -> np.ndarray:
+    """A numpy array of ``a``: a numpy array, a torch tensor (on any device, detached) or a sequence."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=dtype) if dtype is not None else np.asarray(a)
+
+
 def _check(scores_clean: np.ndarray, scores_adv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c = np.asarray(scores_clean, dtype=np.float64).ravel()
-    a = np.asarray(scores_adv, dtype=np.float64).ravel()
+    c = _numpy(scores_clean).ravel()
+    a = _numpy(scores_adv).ravel()
     if len(c) == 0 or len(a) == 0:
         raise ValueError("need at least one clean and one adversarial score")
     if not (np.isfinite(c).all() and np.isfinite(a).all()):
@@ -60,7 +71,7 @@ def tpr_at_fpr(scores_clean: np.ndarray, scores_adv: np.ndarray, fpr: float) -> 
 
 def threshold_at_fpr(scores_clean: np.ndarray, fpr: float) -> float:
     """Smallest threshold whose FPR on these clean scores (``score > threshold``) is at most ``fpr``."""
-    c = np.sort(np.asarray(scores_clean, dtype=np.float64).ravel())
+    c = np.sort(_numpy(scores_clean).ravel())
     if not 0 <= fpr < 1:
         raise ValueError(f"fpr must be in [0, 1), got {fpr}")
     k = int(np.floor(fpr * len(c)))  # number of clean images allowed above the threshold
@@ -87,7 +98,7 @@ def equal_error_rate(scores_clean: np.ndarray, scores_adv: np.ndarray) -> float:
 
 
 def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
-    return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
+    return float(np.mean(_numpy(labels, None) == _numpy(predictions, None)))
 
 
 def detection_report(
@@ -98,8 +109,8 @@ def detection_report(
     rep = {
         "auc": auc,
         "auc_ci95": [lo, hi],
-        "n_clean": int(np.size(scores_clean)),
-        "n_adv": int(np.size(scores_adv)),
+        "n_clean": int(_numpy(scores_clean).size),
+        "n_adv": int(_numpy(scores_adv).size),
         "eer": equal_error_rate(scores_clean, scores_adv),
     }
     for f in (0.01, 0.05, 0.10):

@@ -1,5 +1,8 @@
 """Nguyen et al.'s 38 image-processing operations as named, batched, reusable transforms.
 
+Every function here takes float NCHW images in [0, 1] as a numpy array or a torch tensor and returns a float32
+torch tensor on the input's device (the CPU for a numpy array).
+
 Paper, Section 3.1 (Pillow 6.1.0): JPEG compression with quality 100..25 (step 5, 16 ops),
 Gaussian blur with "kernel size" 2..5 (4 ops), clockwise rotation by 1..8 degrees (8 ops) and
 scaling by 0.75..1.25 (10 ops), the rotation and scaling *not* undone. Each op here follows
@@ -124,13 +127,15 @@ class ImageOp:
         canvas.paste(small, ((w - nw) // 2, (h - nh) // 2))
         return canvas
 
-    def __call__(self, x: torch.Tensor, workers: int | None = None) -> torch.Tensor:
-        """Apply to a float NCHW batch in [0, 1] (exact Pillow semantics, parallel across cores)."""
+    def __call__(self, x: np.ndarray | torch.Tensor, workers: int | None = None) -> torch.Tensor:
+        """Apply to a float NCHW batch in [0, 1], a numpy array or a tensor (exact Pillow semantics, parallel across
+        cores): a float32 tensor on ``x``'s device (the CPU for numpy)."""
         return apply_ops(x, [self], workers=workers)[0]
 
     # ------------------------------------------------------------------ differentiable
-    def approx(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable approximation of the op (for BPDA); identity for JPEG."""
+    def approx(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Differentiable approximation of the op (for BPDA); identity for JPEG. A tensor on ``x``'s device."""
+        x = _tensor(x)
         f, v = self.family, float(self.value)
         if f == "jpeg":
             return x
@@ -140,10 +145,12 @@ class ImageOp:
             return rotate(x, v)
         return scale_on_canvas(x, v)
 
-    def bpda(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward: the exact op; backward: the gradient of :meth:`approx` (straight-through for JPEG)."""
+    def bpda(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Forward: the exact op; backward: the gradient of :meth:`approx` (straight-through for JPEG). A tensor on
+        ``x``'s device."""
+        x = _tensor(x)
         with torch.no_grad():
-            exact = self(x.detach().cpu()).to(x.device, x.dtype)
+            exact = self(x.detach()).to(x.device, x.dtype)
         a = self.approx(x)
         return a + (exact - a).detach()
 
@@ -216,12 +223,14 @@ def _apply_chunk(arr: np.ndarray, ops: Sequence[ImageOp]) -> np.ndarray:
     return out
 
 
-def apply_ops(x: torch.Tensor, ops: Sequence[ImageOp], workers: int | None = None) -> torch.Tensor:
-    """All ``ops`` on all images: float32 tensor (len(ops), N, C, H, W) in [0, 1].
+def apply_ops(x: np.ndarray | torch.Tensor, ops: Sequence[ImageOp], workers: int | None = None) -> torch.Tensor:
+    """All ``ops`` on all images ``x`` (float NCHW in [0, 1], a numpy array or a tensor): a float32 tensor
+    (len(ops), N, C, H, W) in [0, 1] on ``x``'s device (the CPU for numpy).
 
     Images are quantised to uint8 once, split into chunks and processed on ``workers`` threads
     (default: all cores).
     """
+    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
     x = as_image_batch(x)  # float NCHW in [0, 1], finite (numpy arrays too); NaN or 0..255 input is refused
     if x.shape[1] not in (1, 3):
         raise InputError(f"image operations need NCHW images with 1 or 3 channels, got shape {tuple(x.shape)}")
@@ -231,12 +240,19 @@ def apply_ops(x: torch.Tensor, ops: Sequence[ImageOp], workers: int | None = Non
     bounds = np.linspace(0, n, workers * 2 + 1).round().astype(int)  # two chunks a thread evens out the load
     chunks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a] or [arr]
     out = np.concatenate(thread_map(lambda c: _apply_chunk(c, ops), chunks, workers), axis=1)
-    return torch.from_numpy(out.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)
+    return torch.from_numpy(out.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0).to(device)
 
 
 # ---------------------------------------------------------------------------- torch approximations
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with edge replication (Pillow extends the border the same way)."""
+def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A tensor as it is (differentiable); a numpy image batch validated into a float32 CPU tensor."""
+    return x if isinstance(x, torch.Tensor) else as_image_batch(x)
+
+
+def gaussian_blur(x: np.ndarray | torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with edge replication (Pillow extends the border the same way). Differentiable;
+    on ``x``'s device (a numpy batch gives a CPU tensor), like :func:`rotate` and :func:`scale_on_canvas`."""
+    x = _tensor(x)
     r = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -248,8 +264,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def rotate(x: torch.Tensor, degrees_clockwise: float) -> torch.Tensor:
+def rotate(x: np.ndarray | torch.Tensor, degrees_clockwise: float) -> torch.Tensor:
     """Rotation about the centre, same canvas, black outside (bilinear, differentiable)."""
+    x = _tensor(x)
     a = math.radians(degrees_clockwise)
     n, _, h, w = x.shape
     # output (u, v) samples input at R(-a) (u, v) in pixel units; clockwise on screen (y down)
@@ -262,8 +279,9 @@ def rotate(x: torch.Tensor, degrees_clockwise: float) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def scale_on_canvas(x: torch.Tensor, s: float) -> torch.Tensor:
+def scale_on_canvas(x: np.ndarray | torch.Tensor, s: float) -> torch.Tensor:
     """Bicubic resize by ``s`` then centre crop / centre on a black canvas of the input size."""
+    x = _tensor(x)
     _, _, h, w = x.shape
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     y = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=s < 1).clamp(0, 1)

@@ -211,7 +211,10 @@ def as_image_batch(
         if not t.is_floating_point():
             raise InputError(f"{name} has dtype {t.dtype}; expected a floating dtype (float32) in [0, 1].")
     else:
-        raise InputError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}.")
+        raise InputError(
+            f"{name} must be a numpy array or torch tensor, got {type(x).__name__}. Image files, folders and PIL "
+            "images are read by advguard.load_images(...) (and by a Classifier's or a detector's calls)."
+        )
 
     if t.ndim == 3:
         raise InputError(
@@ -230,7 +233,7 @@ def as_image_batch(
     if size is not None and tuple(t.shape[2:]) != tuple(size):
         raise InputError(
             f"{name} has spatial size {tuple(t.shape[2:])}; the model expects {tuple(size)}. "
-            "Resize the images first (advguard.data.resize_images)."
+            'Resize them first (advguard.images.resize_images(x, size, resize="resize" or "center-crop")).'
         )
     if t.shape[0] == 0:
         raise InputError(f"{name} is an empty batch (N = 0).")

@@ -60,6 +60,8 @@ def test_predict_needs_a_model_and_states_each_resize(capsys):
     assert main(["predict", str(photo), "-m", "cifar10-cnn", "-k", "1"]) == 0
     err = capsys.readouterr().err
     assert "n01440764.jpg" in err and "resized to 32x32 (aspect ratio not kept) for cifar10-cnn" in err
+    assert main(["predict", str(photo), "-m", "cifar10-cnn", "--device", "cuda:7", "-k", "1"]) == 2
+    assert "cuda:7" in capsys.readouterr().err  # a clear DeviceError, not torch's driver error
 
 
 def test_unknown_model_is_a_clear_error(capsys):

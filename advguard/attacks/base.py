@@ -42,7 +42,10 @@ COMMON_PARAMETERS = ("batch_size", "seed", "progress", "top_k")
 
 @dataclass
 class AttackResult:
-    """Adversarial images and per-image outcomes of one attack run (CPU tensors)."""
+    """Adversarial images and per-image outcomes of one attack run, as CPU torch tensors (whatever the classifier's
+    device and whether the attack was given numpy arrays or tensors): ``x_adv`` float32 (N, C, H, W) in [0, 1],
+    ``success`` bool (N,), ``y`` / ``targets`` / ``pred_adv`` int64 (N,), ``norms`` float32 (N,) each.
+    :meth:`numpy` gives the same as numpy arrays (for detectors and scikit-learn)."""
 
     x_adv: torch.Tensor
     success: torch.Tensor  # bool: untargeted -> label changed; targeted -> target reached
@@ -55,6 +58,18 @@ class AttackResult:
 
     def __len__(self) -> int:
         return int(self.x_adv.shape[0])
+
+    def numpy(self) -> dict[str, Any]:
+        """The per-image fields as numpy arrays: ``x_adv``, ``success``, ``y``, ``targets`` (or None), ``pred_adv``
+        and ``norms`` (a dict of arrays)."""
+        return {
+            "x_adv": self.x_adv.numpy(),
+            "success": self.success.numpy(),
+            "y": self.y.numpy(),
+            "targets": None if self.targets is None else self.targets.numpy(),
+            "pred_adv": self.pred_adv.numpy(),
+            "norms": {k: v.numpy() for k, v in self.norms.items()},
+        }
 
     @property
     def success_rate(self) -> float:
@@ -102,9 +117,11 @@ def register_attack(name: str | None = None) -> Callable[[A], A]:
     return deco
 
 
-def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    """L0 (pixel positions where any channel changed by more than 1e-6), L2 and L-inf of ``x_adv - x``."""
-    d = (x_adv - x).flatten(2)  # N, C, HW
+def perturbation_norms(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+    """L0 (pixel positions where any channel changed by more than 1e-6), L2 and L-inf of ``x_adv - x``: float32
+    tensors (N,) (on the inputs' device; the CPU for numpy arrays)."""
+    xt, at = torch.as_tensor(x), torch.as_tensor(x_adv)
+    d = (at.to(xt.device, torch.float32) - xt.float()).flatten(2)  # N, C, HW
     l0 = (d.abs() > 1e-6).any(1).sum(1).float()
     flat = d.flatten(1)
     return {"l0": l0, "l2": flat.norm(p=2, dim=1), "linf": flat.abs().amax(1)}

@@ -322,9 +322,10 @@ class AdversarialPatch(Attack):
 
     # ------------------------------------------------------------------ application
     def apply(
-        self, x: torch.Tensor, position: str | None = None, generator: torch.Generator | None = None
+        self, x: np.ndarray | torch.Tensor, position: str | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Paste the trained patch on validated images ``x``; returns (patched images, binary masks (N, H, W))."""
+        """Paste the trained patch on images ``x`` (float NCHW in [0, 1], a numpy array or a tensor); returns
+        (patched images, float32, and binary masks (N, H, W), bool), both on ``x``'s device (the CPU for numpy)."""
         if self.patch_ is None:
             raise NotTrainedError("the patch is not trained: call fit(x_train) first")
         position = position or self.position
@@ -339,13 +340,14 @@ class AdversarialPatch(Attack):
         g = generator or torch.Generator().manual_seed(self.seed + 1)
         spots = ["bottom-left", "bottom-right"] if self.n_patches == 2 else [position]
         out = x.clone()
-        masks = torch.zeros(n, *hw, dtype=torch.bool)
+        masks = torch.zeros(n, *hw, dtype=torch.bool, device=x.device)
         # exact placement: the patch resized to s x s once, a binary mask, integer offsets
         mask = shape_mask(self.shape, self.patch_.shape[-1])
         pimg = F.interpolate(self.patch_[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[
             0
         ].clamp(0, 1)
         pm = F.interpolate(mask[None, None], size=(s, s), mode="bilinear", align_corners=False)[0, 0] > 0.5
+        pimg, pm = pimg.to(x.device), pm.to(x.device)
         for spot in spots:
             if spot == "random":
                 _, centers, _ = self._random_placements(n, hw, g, training=False)

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import unknown_name
-from ..validation import ParameterError, ParameterTypeError, as_labels, check_number
+from ..validation import ParameterError, ParameterTypeError, as_image_batch, as_labels, check_number
 from .base import Attack, register_attack
 
 MASKS = ("rp2-rectangles", "bars", "sign", "l1")
@@ -203,8 +203,11 @@ class Sticker:
     def masked(self) -> torch.Tensor:
         return self.delta * self.mask
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + self.masked.to(x.device)).clamp(0, 1)
+    def apply(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Paste the sticker on images ``x`` (float NCHW in [0, 1], a numpy array or a tensor, the sticker's size):
+        float32 tensor on ``x``'s device (the CPU for numpy), clipped to [0, 1]."""
+        t = as_image_batch(x, channels=int(self.delta.shape[0]), size=tuple(self.delta.shape[1:]), name="x")
+        return (t + self.masked.to(t.device, t.dtype)).clamp(0, 1)
 
 
 @register_attack()

@@ -6,11 +6,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 
 @dataclass
-class ImageDataset:
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     """Images as NCHW arrays (uint8 0..255 or float32 in [0, 1]) with int64 labels.
+
+    It is also a ``torch.utils.data.Dataset`` (map-style): ``ds[i]`` is ``(image, label)``, the image a float32
+    (C, H, W) tensor in [0, 1] and the label an ``int``, so ``DataLoader(ds, batch_size=64)`` yields float32
+    (B, C, H, W) batches and int64 labels. ``ds.x`` / ``ds.y`` stay numpy arrays (the whole set at once), and
+    :meth:`tensors` gives both as tensors.
 
     ``source`` records where the pixels came from (e.g. ``"cifar10-jpeg"`` for the
     public JPEG copy), so reports can say exactly what was evaluated.
@@ -30,6 +36,22 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """``(image, label)`` of position ``i`` (negative counts from the end): a float32 (C, H, W) tensor in
+        [0, 1] and an ``int``. Use :meth:`take` for a subset."""
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(
+                f"an ImageDataset is indexed by one integer position, got {type(i).__name__}; use ds.take(indices) "
+                "for a subset, or ds.x / ds.y for the arrays"
+            )
+        n = len(self)
+        if not -n <= int(i) < n:
+            raise IndexError(f"index {int(i)} is out of range for a dataset of {n} images")
+        img = self.x[int(i)]
+        t = torch.from_numpy(np.ascontiguousarray(img))
+        t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.to(torch.float32)
+        return t, int(self.y[int(i)])
 
     @property
     def num_classes(self) -> int:

@@ -139,11 +139,13 @@ def linf_penalty(module: nn.Module) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
-def total_variation(maps: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+def total_variation(maps: np.ndarray | torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """Eq. 4 per map: sum_ij |x[i+1,j] - x[i,j]| + |x[i,j+1] - x[i,j]| for maps (N, K, H, W) -> (N, K).
 
     ``eps`` > 0 uses the differentiable sqrt(d^2 + eps^2) in place of |d| (Charbonnier); None is exact.
+    ``maps``: a tensor (differentiable; the result is on its device) or a numpy array (a CPU tensor back).
     """
+    maps = torch.as_tensor(maps)
     dh = maps[..., 1:, :] - maps[..., :-1, :]
     dw = maps[..., :, 1:] - maps[..., :, :-1]
     if eps:
@@ -219,7 +221,7 @@ def log_spectrum(maps: np.ndarray | torch.Tensor) -> np.ndarray:
     a = torch.as_tensor(maps).float()
     s = torch.log1p(torch.fft.fftshift(torch.fft.fft2(a).abs(), dim=(-2, -1)))
     lo, hi = s.amin((-2, -1), keepdim=True), s.amax((-2, -1), keepdim=True)
-    return ((s - lo) / (hi - lo).clamp_min(1e-12)).numpy()
+    return ((s - lo) / (hi - lo).clamp_min(1e-12)).cpu().numpy()
 
 
 @torch.no_grad()
@@ -257,8 +259,8 @@ def high_frequency_share(maps: torch.Tensor, radius: float = 0.25) -> torch.Tens
     (0.5 = Nyquist) -> (..., ) ; a number for the figure's caption, not a paper metric."""
     a = torch.as_tensor(maps).float()
     p = torch.fft.fft2(a).abs() ** 2
-    fy = torch.fft.fftfreq(a.shape[-2])[:, None]
-    fx = torch.fft.fftfreq(a.shape[-1])[None, :]
+    fy = torch.fft.fftfreq(a.shape[-2], device=a.device)[:, None]
+    fx = torch.fft.fftfreq(a.shape[-1], device=a.device)[None, :]
     high = (torch.sqrt(fy**2 + fx**2) > radius).to(p.dtype)
     return (p * high).sum((-2, -1)) / p.sum((-2, -1)).clamp_min(1e-20)
 

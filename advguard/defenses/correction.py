@@ -28,8 +28,9 @@ from ..validation import as_labels
 
 
 def vote(labels: np.ndarray, num_classes: int, k: int) -> np.ndarray:
-    """(N, n, k_in) labels of n variants -> (N, k) corrected labels, most voted first."""
-    labels = np.asarray(labels)
+    """(N, n, k_in) labels of n variants (a numpy array or a tensor) -> (N, k) corrected labels (int64 numpy),
+    most voted first."""
+    labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     n_img, n_var, k_in = labels.shape
     counts = np.zeros((n_img, num_classes))
     rank_sum = np.zeros((n_img, num_classes))
@@ -44,7 +45,10 @@ def vote(labels: np.ndarray, num_classes: int, k: int) -> np.ndarray:
 
 
 class LabelCorrection:
-    """``LabelCorrection(clf).top_k(x)`` -> corrected (N, k) labels; ``.evaluate(x, y)`` -> accuracies."""
+    """``LabelCorrection(clf).top_k(x)`` -> corrected (N, k) labels; ``.evaluate(x, y)`` -> accuracies.
+
+    ``x``: float NCHW images in [0, 1] (numpy array or tensor) or what :meth:`Classifier.validate` reads (image
+    files, PIL images); labels come back as int64 numpy arrays (like detectors' outputs)."""
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ scikit-learn, ``__init__`` only stores parameters and ``fit`` returns ``self``.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, final, overlo
 import numpy as np
 import torch
 
-from ..classifier import Classifier
+from ..classifier import Classifier, ImageInput
 from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
 from ..metrics import CostReport, PeakMemory, threshold_at_fpr
 from ..validation import ParameterTypeError, check_keywords, check_number, init_keywords
@@ -178,6 +179,19 @@ def decision_estimator(dm: str | BaseEstimator, seed: int, params: dict[str, Any
     return est.set_params(**params) if params else est
 
 
+def _validating_features(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Wrap a detector's ``features(x, ...)`` so that a non-tensor ``x`` is validated by its classifier first."""
+
+    @functools.wraps(fn)
+    def features(self: Detector, x: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        if not isinstance(x, torch.Tensor):
+            x = self.classifier.validate(x)
+        return fn(self, x, *args, **kwargs)
+
+    features._accepts_any_input = True  # type: ignore[attr-defined]
+    return features
+
+
 #: The parameters every detector takes (``Detector.__init__``); the others are the subclass's own (``params``).
 BASE_PARAMETERS = ("fpr", "seed", "decision_model", "decision_params")
 
@@ -209,6 +223,15 @@ class Detector(abc.ABC):
 
     name = "detector"
     default_decision_model: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's :meth:`features` also takes what :meth:`extract` takes (numpy arrays, image files, PIL
+        images): anything but a tensor is validated by the classifier first (tensors are passed as they are)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("features")
+        if own is not None and not getattr(own, "_accepts_any_input", False):
+            cls.features = _validating_features(own)  # type: ignore[method-assign]
+
     #: name -> check(value, checked parameters so far, detector) -> the normalised value, in checking order
     _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict[str, Any], Detector], Any]]] = {
         "fpr": _check_fpr,
@@ -369,7 +392,8 @@ class Detector(abc.ABC):
     # ---------------------------------------------------------------- to override
     @abc.abstractmethod
     def features(self, x: torch.Tensor) -> np.ndarray:
-        """(N, d) float features of validated images ``x``."""
+        """(N, d) float features (a numpy array) of images ``x``: a validated tensor, or anything :meth:`extract`
+        takes (numpy arrays, image files, PIL images), validated first. :meth:`extract` also records the cost."""
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
         """Unsupervised detectors: one score per image from its features (higher = more adversarial)."""
@@ -396,8 +420,10 @@ class Detector(abc.ABC):
             shown = self._raw_params()
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
-    def extract(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Validate ``x`` and compute its features, recording the cost in :attr:`last_cost_`."""
+    def extract(self, x: ImageInput) -> np.ndarray:
+        """Validate ``x`` and compute its features (float64 (N, d) numpy array), recording the cost in
+        :attr:`last_cost_`. ``x``: float NCHW images in [0, 1] as a numpy array or a tensor, or image files, a folder
+        or PIL images (read at the classifier's input size, see :meth:`Classifier.validate`)."""
         t = self.classifier.validate(x)
         passes0 = self.classifier.num_passes
         start = time.perf_counter()
@@ -415,9 +441,7 @@ class Detector(abc.ABC):
         return f
 
     @final
-    def fit(
-        self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
-    ) -> Self:
+    def fit(self, x_clean: ImageInput, x_adv: ImageInput | None = None, **fit_params: Any) -> Self:
         """Fit on clean images (unsupervised; ``x_adv`` must be None) or clean + adversarial images (supervised),
         calibrating the threshold at :attr:`fpr`; returns ``self``. The parameters are checked first.
         ``fit_params`` go to detectors that take more (the CNN detector's ``dev=``).
@@ -433,10 +457,12 @@ class Detector(abc.ABC):
         return self._fit_images(x_clean, x_adv, **fit_params)
 
     def _split_by_labels(
-        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | list[Any]
+        self, x: ImageInput, y: ImageInput
     ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]:
         """``fit(X, y)``: the clean (y == 0) and adversarial (y == 1) images of ``X``."""
-        labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+        if not isinstance(x, (np.ndarray, torch.Tensor)):  # paths, PIL images, lists: read them once
+            x = self.classifier.validate(x)
+        labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)  # a label vector (_is_label_vector)
         n = len(x) if hasattr(x, "__len__") else -1
         if labels.shape != (n,):
             raise InputError(
@@ -471,13 +497,11 @@ class Detector(abc.ABC):
         tags.non_deterministic = False
         return tags
 
-    def decision_function(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    def decision_function(self, x: ImageInput) -> np.ndarray:
         """scikit-learn's name for :meth:`score`: one float per image, higher = more adversarial."""
         return self.score(x)
 
-    def _fit_images(
-        self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
-    ) -> Self:
+    def _fit_images(self, x_clean: ImageInput, x_adv: ImageInput | None = None, **fit_params: Any) -> Self:
         """The fitting behind :meth:`fit` (parameters already checked): features, then :meth:`fit_features`."""
         if fit_params:
             raise ParameterTypeError(f"{self.name}.fit takes no keyword {', '.join(map(repr, fit_params))}")
@@ -562,32 +586,24 @@ class Detector(abc.ABC):
             raise NotFittedError(f"{self.name} is not fitted: call fit(...) or calibrate(x_clean) first")
 
     @overload
-    def score(self, x: np.ndarray | torch.Tensor, return_report: Literal[False] = False) -> np.ndarray: ...
+    def score(self, x: ImageInput, return_report: Literal[False] = False) -> np.ndarray: ...
     @overload
-    def score(
-        self, x: np.ndarray | torch.Tensor, return_report: Literal[True]
-    ) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def score(self, x: ImageInput, return_report: Literal[True]) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
     @overload
-    def score(
-        self, x: np.ndarray | torch.Tensor, return_report: bool
-    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def score(self, x: ImageInput, return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
     @final
-    def score(
-        self, x: np.ndarray | torch.Tensor, return_report: bool = False
-    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
+    def score(self, x: ImageInput, return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report`` also a list
         of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`."""
         self._check_fitted()
         return self._score(x, return_report)
 
     @overload
-    def _score(self, x: np.ndarray | torch.Tensor, return_report: Literal[False] = False) -> np.ndarray: ...
+    def _score(self, x: ImageInput, return_report: Literal[False] = False) -> np.ndarray: ...
     @overload
+    def _score(self, x: ImageInput, return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
     def _score(
-        self, x: np.ndarray | torch.Tensor, return_report: bool
-    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
-    def _score(
-        self, x: np.ndarray | torch.Tensor, return_report: bool = False
+        self, x: ImageInput, return_report: bool = False
     ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
         f = self.extract(x)
         s = self.score_features(f)
@@ -607,7 +623,7 @@ class Detector(abc.ABC):
         return s, reports
 
     @final
-    def calibrate(self, x_clean: np.ndarray | torch.Tensor, fpr: float | None = None) -> Self:
+    def calibrate(self, x_clean: ImageInput, fpr: float | None = None) -> Self:
         """Set the threshold so that a share ``fpr`` of these clean images is flagged (``fpr`` also becomes the
         detector's parameter); returns ``self``."""
         if fpr is not None:
@@ -618,7 +634,7 @@ class Detector(abc.ABC):
         return self
 
     @final
-    def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    def predict(self, x: ImageInput) -> np.ndarray:
         """True where the image is judged adversarial (score above the calibrated threshold): a bool array (N,)."""
         if self.threshold_ is None:
             raise NotFittedError(f"{self.name} has no threshold: call fit(...) or calibrate(x_clean) first")

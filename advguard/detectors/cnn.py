@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..classifier import Classifier
+from ..classifier import Classifier, ImageInput
 from ..errors import InputError, ParameterError
 from .base import Detector, check_count, check_rate, register_detector
 
@@ -151,8 +151,8 @@ class CNNDetector(Detector):
     # ------------------------------------------------------------------ protocol
     def _fit_images(  # type: ignore[override]  # takes dev= (fit(..., dev=...)) instead of any **fit_params
         self,
-        x_clean: np.ndarray | torch.Tensor,
-        x_adv: np.ndarray | torch.Tensor | None = None,
+        x_clean: ImageInput,
+        x_adv: ImageInput | None = None,
         dev: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None,
     ) -> Self:
         """Train on clean (label 0) + adversarial (label 1) images; ``dev = (x_clean_dev, x_adv_dev)``."""

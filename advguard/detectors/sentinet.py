@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..classifier import Classifier
+from ..classifier import Classifier, ImageInput
 from ..errors import InputError
 from ._seeding import image_seeds
 from .base import Detector, check_count, check_rate, register_detector
@@ -92,7 +92,7 @@ class SentiNet(Detector):
         cam = clf.gradcam(x, pred, batch_size=self.params["batch_size"])
         return pred, binarize_cam(cam, tuple(x.shape[-2:]), self.params["mask_threshold"])
 
-    def points(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    def points(self, x: ImageInput) -> np.ndarray:
         """(N, 2): inert-pattern confidence and fooled rate of each image against the test set."""
         if self.test_images_ is None:
             raise InputError("sentinet has no test images: call fit(x_clean) first")
@@ -139,9 +139,7 @@ class SentiNet(Detector):
         f = np.asarray(features, dtype=np.float64)
         return f[:, 1] - np.polyval(self.curve_, f[:, 0])
 
-    def _fit_images(
-        self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
-    ) -> Self:
+    def _fit_images(self, x_clean: ImageInput, x_adv: ImageInput | None = None, **fit_params: Any) -> Self:
         """The first ``n_test`` clean images become the overlay test set; the rest fit the boundary."""
         if fit_params:
             from ..errors import ParameterTypeError

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..classifier import Classifier, gradcam_from_gradients
+from ..classifier import Classifier, ImageInput, gradcam_from_gradients
 from ..errors import InputError, ParameterError, ParameterTypeError, unknown_name
 from ..layers import LayerCapture, layer_module
 from ..transforms import gaussian_blur
@@ -285,7 +285,7 @@ class TaintRadar(Detector):
         )
 
     def analyse(
-        self, x: np.ndarray | torch.Tensor, ks: list[int] | None = None, keep: bool = False, stream: int | None = None
+        self, x: ImageInput, ks: list[int] | None = None, keep: bool = False, stream: int | None = None
     ) -> RegionAnalysis:
         """Run TaintRadar on images ``x`` for each K in ``ks`` (default: the fitted K).
 
@@ -320,7 +320,7 @@ class TaintRadar(Detector):
         }
         return RegionAnalysis(ks=ks, **cat)
 
-    def rank_changes(self, x: np.ndarray | torch.Tensor, stream: int | None = None) -> np.ndarray:
+    def rank_changes(self, x: ImageInput, stream: int | None = None) -> np.ndarray:
         """(N, k_max): the original label's rank change for every K = 1..k_max (calibration features)."""
         return self.analyse(x, list(range(1, self.params["k_max"] + 1)), stream=stream).rank_change.numpy()
 
@@ -334,9 +334,7 @@ class TaintRadar(Detector):
     def feature_names(self, d: int) -> list[str]:
         return ["rank_change"]
 
-    def _fit_images(
-        self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None, **fit_params: Any
-    ) -> Self:
+    def _fit_images(self, x_clean: ImageInput, x_adv: ImageInput | None = None, **fit_params: Any) -> Self:
         """Choose K and Delta_R on clean images only for the target FPR (Section VI-B). ``fit(x, fpr=...)`` is
         deprecated: give ``fpr`` to the constructor (or ``set_params(fpr=...)``) like every other detector."""
         fpr = fit_params.pop("fpr", None)
@@ -383,7 +381,7 @@ class TaintRadar(Detector):
         self.calibration_ = {"n": int(len(r)), "min": 0.0, "max": float(n_dr - 1)}  # the rank-change domain
         return self
 
-    def explain(self, x: np.ndarray | torch.Tensor) -> list[dict[str, Any]]:
+    def explain(self, x: ImageInput) -> list[dict[str, Any]]:
         """Per image: prediction, rank change, verdict, the labels used, and the estimated / final masks."""
         r = self.analyse(x, keep=False)
         out = []

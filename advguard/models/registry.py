@@ -557,11 +557,16 @@ def load_model(
 
     ``inference`` defaults to the model's measured fastest variant that keeps predictions
     (:attr:`ModelSpec.inference`); pass ``"float32"`` for the reference path. ``batch_size`` defaults
-    to the model's measured fastest (EfficientNet-Lite0 on CPU is fastest one image at a time).
+    to the model's measured fastest (EfficientNet-Lite0 on CPU is fastest one image at a time). ``device``
+    defaults to the CPU; a device this machine does not have raises :class:`~advguard.errors.DeviceError`
+    (naming it and the available ones) before the weights are read.
     """
     from ..classifier import Classifier
+    from ..devices import resolve_device
 
     spec = get_spec(name)
+    if device is not None:
+        device = resolve_device(device, where="load_model")
     return Classifier(
         build_module(name, pretrained),
         channels=spec.channels,
