@@ -105,17 +105,22 @@ class TinyNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def namespace(correct_images) -> dict:
+def namespace(correct_images, tmp_path_factory) -> dict:
     """The names README snippets use without defining them, for ``cifar10-cnn`` on real CIFAR-10 test images:
     ``ds`` holds 4 test images (so ``ds.x[:32]`` is 4), ``x_clean`` 24 correctly classified ones (enough for the
     detectors' FPR calibration), ``x_adv`` FGSM (eps 8/255) on others, successful only, ``x`` / ``y`` /
     ``targets`` 4 more with next-class targets, ``x_train`` 16 training images, ``det`` a fitted feature-squeezing
-    detector, ``my_model`` an untrained :class:`TinyNet`."""
+    detector, ``my_model`` an untrained :class:`TinyNet`, ``my_photos`` a folder of 6 PNG files."""
     import advguard
     from advguard.attacks import make_attack, shifted_targets
     from advguard.detectors import make_detector
 
     clf, xc, yc = correct_images(64, 0)  # correctly classified test images (tensors)
+    from PIL import Image
+
+    photos = tmp_path_factory.mktemp("photos")  # ``my_photos``: a folder of 6 CIFAR-10 test images as PNG files
+    for i, img in enumerate(advguard.load_dataset("cifar10", "test", limit=6, seed=2).x):
+        Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(photos / f"{i}.png")
     x_clean = xc[:24]
     fgsm = make_attack("fgsm", clf, eps=8 / 255, progress=False)(xc[24:-4], yc[24:-4])
     x_adv = fgsm.x_adv[torch.as_tensor(np.asarray(fgsm.success))][:12]
@@ -134,6 +139,7 @@ def namespace(correct_images) -> dict:
         # the adaptive attack's victim detector: a cheap unsupervised one, fitted on clean images
         "det": make_detector("feature-squeezing", clf, fpr=0.05).fit(x_clean),
         "my_model": TinyNet().eval(),
+        "my_photos": str(photos),
     }
 
 
