@@ -119,6 +119,8 @@ class TaintRadarOptions:
         return [model_entry(m, self.layer) for m in self.models or []]
 
 
+#: what a [[taintradar.variants]] table does not give (the paper's Section VII-A: universal patches, batch 16)
+VARIANT_DEFAULTS: Variant = {"batch": 16, "size": 0.3}
 #: [taintradar] options and their defaults (the paper's ImageNet protocol), as a dict
 TAINTRADAR_DEFAULTS = asdict(TaintRadarOptions())
 #: [taintradar.misleading]'s defaults as a dict (:class:`MisleadingOptions`)
@@ -246,5 +248,6 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         for i, m in enumerate(o["models"]):
             ctx.compatible(m if isinstance(m, str) else m["model"], f"taintradar.models[{i + 1}]")
     for i, v in enumerate(o["variants"]):
-        if n % v.get("batch", 16):
-            P.add(f"taintradar.variants[{i + 1}].batch", f"batch must divide n_victims = {n}, got {v.get('batch', 16)}")
+        batch = v.get("batch", VARIANT_DEFAULTS["batch"])
+        if n % batch:
+            P.add(f"taintradar.variants[{i + 1}].batch", f"batch must divide n_victims = {n}, got {batch}")

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..common import build_sets, cache_key
-from .options import TaintRadarOptions
+from .options import VARIANT_DEFAULTS, TaintRadarOptions
 from .protocol import (
     BPDA_ROWS,
     Array,
@@ -59,7 +59,7 @@ def settings(o: TaintRadarOptions) -> list[Setting]:
         for s in o.sizes
     ]
     return grid + [
-        cast(Setting, {"batch": 16, "size": 0.3, **v, "label": v.get("label", f"variant-{i}"), "variant": True})
+        cast(Setting, {**VARIANT_DEFAULTS, **v, "label": v.get("label", f"variant-{i}"), "variant": True})
         for i, v in enumerate(o.variants)
     ]
 
