@@ -1,7 +1,7 @@
 """BlurNet (Raju & Lipasti) against RP2 stickers: Tables 1 and 2, Figures 1, 2 and 4 (``experiment = "blurnet"``).
 
-The protocol is described in :mod:`advguard.experiments.blurnet.run`; the paper's figures are in
-:mod:`advguard.experiments.blurnet.paper`.
+The protocol is described in :mod:`advguard.experiments.blurnet.run` (its steps in ``protocol``, the tables in
+``tables``, the page in ``report``); the paper's figures are in :mod:`advguard.experiments.blurnet.paper`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,6 @@ class BlurNetExperiment(Experiment):
         return run_blurnet(cfg, out=out, cache_dir=cache, progress=progress)
 
     def summary(self, doc: dict[str, Any]) -> Summary:
-        from .run import summary_table
+        from .report import summary_table
 
         return summary_table(doc)

@@ -1,8 +1,8 @@
 """Nguyen et al.'s image-processing detector, label correction and softmax-free CNN detector: Tables 1 and 3-6
 (``experiment = "nguyen"``; ``"imageops"`` is its earlier name).
 
-The protocol is described in :mod:`advguard.experiments.nguyen.run`; the paper's figures are in
-:mod:`advguard.experiments.nguyen.paper`.
+The protocol is described in :mod:`advguard.experiments.nguyen.run` (its steps in ``protocol``, the tables in
+``tables``, the page in ``report``); the paper's figures are in :mod:`advguard.experiments.nguyen.paper`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class NguyenExperiment(Experiment):
         return options.schema()
 
     def options(self, cfg: ExperimentConfig) -> NguyenOptions:
-        return NguyenOptions(imageops=dict(cfg.section("imageops")), cnn=[dict(c) for c in cfg.sections.get("cnn", [])])
+        return NguyenOptions.from_sections(cfg.section("imageops"), cfg.section("cnn") or [])
 
     def run(self, cfg: ExperimentConfig, out: Path, cache: Path, progress: bool) -> dict[str, Any]:
         from .run import run_imageops
@@ -42,6 +42,6 @@ class NguyenExperiment(Experiment):
         return run_imageops(cfg, out=out, cache_dir=cache, progress=progress)
 
     def summary(self, doc: dict[str, Any]) -> Summary:
-        from .run import summary_table
+        from .report import summary_table
 
         return summary_table(doc)

@@ -1,8 +1,8 @@
 """ML-LOO (Yang et al.) / Segmentation Fault (Al Bared & Nassar): occlusion units x feature flavours
 x decision models, Tables 2, 6, 7 and Figure 3 (``experiment = "segfault"``).
 
-The protocol is described in :mod:`advguard.experiments.segfault.run`; the paper's figures are in
-:mod:`advguard.experiments.segfault.paper`.
+The protocol is described in :mod:`advguard.experiments.segfault.run` (its steps in ``protocol``, the tables in
+``tables``, the page in ``report``); the paper's figures are in :mod:`advguard.experiments.segfault.paper`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,6 @@ class SegfaultExperiment(Experiment):
         return run_segfault(cfg, out=out, cache_dir=cache, progress=progress)
 
     def summary(self, doc: dict[str, Any]) -> Summary:
-        from .run import summary_table
+        from .report import summary_table
 
         return summary_table(doc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..schema import POS_INT, POS_NUM, TABLES_HINT, List, Problems, Spec, Str, Table, did_you_mean
 
@@ -11,10 +11,43 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import Context
 
 
+class _UnitRequired(TypedDict):
+    unit: str
+
+
+class UnitTable(_UnitRequired, total=False):
+    """One [[segfault.unit]] table as written (a dict: the timing cache keys are made of it)."""
+
+    label: str
+    #: the occlusion unit's parameters (LeaveOneOut unit_params; value_range included)
+    params: dict[str, Any]
+    #: the paper's row it reproduces
+    paper: str
+
+
+def unit_label(unit: UnitTable) -> str:
+    """A ``[[segfault.unit]]``'s label (its ``label``, else its unit name)."""
+    return unit.get("label", unit["unit"])
+
+
+def paper_label(unit: UnitTable) -> str:
+    """The paper's row a ``[[segfault.unit]]`` reproduces (its ``paper``, else its label)."""
+    return unit.get("paper", unit_label(unit))
+
+
+@dataclass
+class SegmentCountsOptions:
+    """[segfault.segment_counts]: segments per clean image of the paper's grid at several value ranges."""
+
+    images: int = 500
+    #: as written (an int and a float give different cache keys)
+    value_ranges: list[float] = field(default_factory=lambda: [1, 255])
+
+
 @dataclass
 class SegfaultOptions:
     #: the occlusion units ([[segfault.unit]] tables: label, unit, params, paper)
-    unit: list[dict[str, Any]] = field(default_factory=list)
+    unit: list[UnitTable] = field(default_factory=list)
     classifiers: list[str] = field(default_factory=lambda: ["xgb"])
     pixel_classifiers: list[str] = field(default_factory=lambda: ["xgb", "rf", "svc"])
     baseline: str = "zero"
@@ -22,12 +55,18 @@ class SegfaultOptions:
     batch_images: int = 128
     #: images timed per unit (None = batch_images)
     timing_images: int | None = None
-    #: {images, value_ranges}: segment counts of the segmentation units at several pixel scales
-    segment_counts: dict[str, Any] | None = None
+    #: segment counts of the segmentation units at several pixel scales (None: not counted; an empty table
+    #: counts nothing either)
+    segment_counts: SegmentCountsOptions | None = None
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> SegfaultOptions:
-        return cls(**section)
+        sc = section.get("segment_counts")
+        return cls(**{**section, "segment_counts": SegmentCountsOptions(**sc) if sc else None})
+
+    def models(self, unit: UnitTable) -> list[str]:
+        """The decision models trained on ``unit``'s features (Table 2's for the pixel unit, else Table 6's)."""
+        return list(self.pixel_classifiers if unit["unit"] == "pixel" else self.classifiers)
 
 
 def schema() -> dict[str, Spec]:

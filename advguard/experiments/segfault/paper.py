@@ -56,7 +56,7 @@ TABLE6 = {
 }
 
 
-def _t7(t1: str, t10: str, t4k: str, m1: str, m10: str, m4k: str) -> dict:
+def _t7(t1: str, t10: str, t4k: str, m1: str, m10: str, m4k: str) -> dict[str, dict[str, str]]:
     return {"time": {"1d": t1, "10d": t10, "multilayer": t4k}, "memory": {"1d": m1, "10d": m10, "multilayer": m4k}}
 
 

@@ -1,8 +1,8 @@
 """TaintRadar (Li et al.) against adversarial patches, with SentiNet beside it: Table II, Figures 3a, 4 and 6,
 Section VII-B's adaptive attacks and issue #22's model ablation (``experiment = "taintradar"``).
 
-The protocol is described in :mod:`advguard.experiments.taintradar.run`; the paper's figures are in
-:mod:`advguard.experiments.taintradar.paper`.
+The protocol is described in :mod:`advguard.experiments.taintradar.protocol` (entry points in ``run``, tables in
+``tables``, pages in ``report``); the paper's figures are in :mod:`advguard.experiments.taintradar.paper`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,6 @@ class TaintRadarExperiment(Experiment):
         return run_taintradar(cfg, out=out, cache_dir=cache, progress=progress)
 
     def summary(self, doc: dict[str, Any]) -> Summary:
-        from .run import summary_table
+        from .report import summary_table
 
         return summary_table(doc)

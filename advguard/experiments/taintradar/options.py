@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from ..schema import (
     NONNEG_INT,
@@ -25,6 +25,55 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import Context
 
 
+class Variant(TypedDict, total=False):
+    """A ``[[taintradar.variants]]`` table (Section VII-A): a patch setting beside the grid (batch 16, size 0.3 unless
+    given)."""
+
+    label: str
+    batch: int
+    size: float
+    shape: str
+    n_patches: int
+    position: str
+    multi_size: bool
+
+
+class ModelEntry(TypedDict):
+    """An entry of [taintradar] ``models`` with its defaults filled in (:func:`model_entry`)."""
+
+    model: str
+    layer: str | None
+    label: str
+    note: str
+
+
+@dataclass
+class MisleadingOptions:
+    """[taintradar.misleading]: Section VII-B's region-misleading patches (Figure 6), one row per lambda; ``steps``
+    None = the grid's."""
+
+    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 0.9])
+    batch: int = 16
+    size: float = 0.3
+    position: str = "bottom-right"
+    steps: int | None = None
+
+
+@dataclass
+class BpdaOptions:
+    """[taintradar.bpda]: Section VII-B's end-to-end attack on the first ``n`` victims (the paper: 200 images, 7 %
+    of the image, 2000 Adam steps, t + 1 every 100)."""
+
+    n: int = 200
+    size: float = 0.07
+    position: str = "random"
+    steps: int = 2000
+    lr: float = 0.1
+    t_every: int = 100
+    check_every: int = 50
+    recheck: int = 5
+
+
 @dataclass
 class TaintRadarOptions:
     n_victims: int = 400
@@ -42,12 +91,12 @@ class TaintRadarOptions:
     layer: str | None = None
     k_max: int | None = None
     sentinet_n_test: int = 100
-    variants: list[dict[str, Any]] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
     size_range: list[float] = field(default_factory=lambda: [0.1, 0.5])
     detector_batch: int | None = None
-    #: [taintradar.misleading] (MISLEADING_DEFAULTS), None = not run
+    #: [taintradar.misleading] as written (:class:`MisleadingOptions` fills it in), None = not run
     misleading: dict[str, Any] | None = None
-    #: [taintradar.bpda] (BPDA_DEFAULTS), None = not run
+    #: [taintradar.bpda] as written (:class:`BpdaOptions` fills it in), None = not run
     bpda: dict[str, Any] | None = None
     #: issue #22's ablation: zoo names or tables {model, layer, label, note}; None = the usual grid
     models: list[str | dict[str, Any]] | None = None
@@ -57,33 +106,30 @@ class TaintRadarOptions:
     def from_section(cls, section: dict[str, Any]) -> TaintRadarOptions:
         return cls(**section)
 
+    def misleading_options(self) -> MisleadingOptions | None:
+        """[taintradar.misleading] with its defaults, None when not run."""
+        return None if self.misleading is None else MisleadingOptions(**self.misleading)
 
+    def bpda_options(self) -> BpdaOptions | None:
+        """[taintradar.bpda] with its defaults, None when not run."""
+        return None if self.bpda is None else BpdaOptions(**self.bpda)
+
+    def model_entries(self) -> list[ModelEntry]:
+        """The ablation's ``models`` as :class:`ModelEntry` (none when this is not an ablation)."""
+        return [model_entry(m, self.layer) for m in self.models or []]
+
+
+#: what a [[taintradar.variants]] table does not give (the paper's Section VII-A: universal patches, batch 16)
+VARIANT_DEFAULTS: Variant = {"batch": 16, "size": 0.3}
 #: [taintradar] options and their defaults (the paper's ImageNet protocol), as a dict
 TAINTRADAR_DEFAULTS = asdict(TaintRadarOptions())
-#: [taintradar.misleading]: Section VII-B's region-misleading patches (Figure 6), one row per lambda; ``steps``
-#: None = the grid's
-MISLEADING_DEFAULTS = {
-    "lambdas": [0.0, 0.2, 0.4, 0.6, 0.8, 0.9],
-    "batch": 16,
-    "size": 0.3,
-    "position": "bottom-right",
-    "steps": None,
-}
-#: [taintradar.bpda]: Section VII-B's end-to-end attack on the first ``n`` victims (the paper: 200 images, 7 %
-#: of the image, 2000 Adam steps, t + 1 every 100)
-BPDA_DEFAULTS = {
-    "n": 200,
-    "size": 0.07,
-    "position": "random",
-    "steps": 2000,
-    "lr": 0.1,
-    "t_every": 100,
-    "check_every": 50,
-    "recheck": 5,
-}
+#: [taintradar.misleading]'s defaults as a dict (:class:`MisleadingOptions`)
+MISLEADING_DEFAULTS = asdict(MisleadingOptions())
+#: [taintradar.bpda]'s defaults as a dict (:class:`BpdaOptions`)
+BPDA_DEFAULTS = asdict(BpdaOptions())
 
 
-def model_entry(entry: str | dict[str, Any], layer: str | None = None) -> dict[str, Any]:
+def model_entry(entry: str | dict[str, Any], layer: str | None = None) -> ModelEntry:
     """An entry of [taintradar] ``models`` as a dict {model, layer, label, note}: the layer defaults to ``layer``
     (the section's; None = the model's Grad-CAM layer), the label to the model's name, with " @ layer" when a layer
     is given."""
@@ -91,7 +137,7 @@ def model_entry(entry: str | dict[str, Any], layer: str | None = None) -> dict[s
     e.setdefault("layer", layer)
     e.setdefault("label", e["model"] + (f" @ {e['layer']}" if e["layer"] else ""))
     e.setdefault("note", "")
-    return e
+    return cast(ModelEntry, e)  # the keys in the order written: the results' runs keep it
 
 
 def schema() -> dict[str, Spec]:
@@ -202,5 +248,6 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         for i, m in enumerate(o["models"]):
             ctx.compatible(m if isinstance(m, str) else m["model"], f"taintradar.models[{i + 1}]")
     for i, v in enumerate(o["variants"]):
-        if n % v.get("batch", 16):
-            P.add(f"taintradar.variants[{i + 1}].batch", f"batch must divide n_victims = {n}, got {v.get('batch', 16)}")
+        batch = v.get("batch", VARIANT_DEFAULTS["batch"])
+        if n % batch:
+            P.add(f"taintradar.variants[{i + 1}].batch", f"batch must divide n_victims = {n}, got {batch}")

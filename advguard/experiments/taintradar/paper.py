@@ -7,7 +7,24 @@
 
 from __future__ import annotations
 
-_ROWS = {
+from typing import TypedDict
+
+
+class _Params(TypedDict):
+    k: int
+    delta_r: int
+    fpr: float
+    heldout_fpr: float
+
+
+class _Bpda(TypedDict):
+    n: int
+    region_share: float
+    success_with_taintradar: float
+    misclassified_without: int
+
+
+_ROWS: dict[tuple[str, float], list[float]] = {
     ("bottom-right", 0.2): [
         37.75,
         50.33,
@@ -132,7 +149,8 @@ _ROWS = {
 _COLS = [(s, b) for s in ("single", "multiple") for b in (1, 4, 16)]
 
 TABLE2: dict[tuple[str, float], dict[tuple[str, int], tuple[float, float, float]]] = {
-    key: {col: tuple(vals[3 * i : 3 * i + 3]) for i, col in enumerate(_COLS)} for key, vals in _ROWS.items()
+    key: {col: (vals[3 * i], vals[3 * i + 1], vals[3 * i + 2]) for i, col in enumerate(_COLS)}
+    for key, vals in _ROWS.items()
 }
 
 #: Section VI-C: Table II is printed at FPR 6 % only; "when the FPR changes from 6 % to 3 %, the drops of
@@ -142,11 +160,11 @@ FPR3_TPR_DROP = (0.0, 4.0)
 MULTIPLE_PATCHES_TPR = 91.5
 SHAPES_TPR = {"star": 92.31, "lightning": 90.5}
 #: Section VI-C: K = 9, Delta_R = 2 at FPR 6 % (held-out FPR 6.25 %); Section VI-E: 79 ms / image, SentiNet 7.73 s.
-PARAMS = {"k": 9, "delta_r": 2, "fpr": 0.06, "heldout_fpr": 0.0625}
+PARAMS: _Params = {"k": 9, "delta_r": 2, "fpr": 0.06, "heldout_fpr": 0.0625}
 #: Section VII-B, Figure 6 (25 patches x 16 images per lambda): IoU and SR without TaintRadar both fall as lambda
 #: grows; SR with TaintRadar stays below 10 % for every lambda (the figure's values are not printed).
 MISLEADING_SR_WITH_MAX = 10.0
 #: Section VII-B, end-to-end BPDA attack: 200 images, 7 % of the image perturbed, 2000 Adam steps, targeted at
 #: "toaster": 25 % success with TaintRadar (robustness 75 %); "without TaintRadar" 79 of 200 misclassified, none
 #: into the target.
-BPDA = {"n": 200, "region_share": 0.07, "success_with_taintradar": 25.0, "misclassified_without": 79}
+BPDA: _Bpda = {"n": 200, "region_share": 0.07, "success_with_taintradar": 25.0, "misclassified_without": 79}

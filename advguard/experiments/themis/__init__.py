@@ -1,8 +1,8 @@
 """Erase-and-Restore / THEMIS (Zuo & Zeng): erase, inpaint and watch the label, Tables 1-6 and Figure 5
 (``experiment = "themis"``).
 
-The protocol is described in :mod:`advguard.experiments.themis.run`; the paper's figures are in
-:mod:`advguard.experiments.themis.paper`.
+The protocol is described in :mod:`advguard.experiments.themis.run` (its steps in ``protocol``, the tables in
+``tables``, the page in ``report``); the paper's figures are in :mod:`advguard.experiments.themis.paper`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,6 @@ class ThemisExperiment(Experiment):
         return run_themis(cfg, out=out, cache_dir=cache, progress=progress)
 
     def summary(self, doc: dict[str, Any]) -> Summary:
-        from .run import summary_table
+        from .report import summary_table
 
         return summary_table(doc)

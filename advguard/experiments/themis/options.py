@@ -4,12 +4,76 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..schema import POS_INT, POS_NUM, Bool, List, Num, OneOf, Problems, Spec, Str, Table, kind_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Context
+
+#: a ``[themis] classifiers`` entry as written: a decision model's name or a table
+ClassifierEntry = str | dict[str, Any]
+
+
+class ClassifierSpec(TypedDict):
+    """A ``classifiers`` entry with its defaults (:func:`classifier_specs`); stored as is in results.json."""
+
+    label: str
+    model: str
+    params: dict[str, Any]
+    grid: dict[str, Any]
+    align: bool | None
+    extra_clean: bool
+    all_tables: bool
+
+
+@dataclass
+class LearningCurveOptions:
+    """``[themis.learning_curve]``: AUC vs the number of training pairs per attack family."""
+
+    sizes: list[int] = field(default_factory=lambda: [25, 50, 110, 220, 440])
+    repeats: int = 3
+    classifiers: list[ClassifierEntry] = field(default_factory=lambda: ["svc", "adaboost"])
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> LearningCurveOptions:
+        lc = cls(**table)
+        lc.sizes, lc.repeats = [int(v) for v in lc.sizes], int(lc.repeats)
+        return lc
+
+
+@dataclass
+class AdaptiveOptions:
+    """One ``[[themis.adaptive]]`` run: :class:`~advguard.attacks.adaptive.DetectorAwareCW` against the Table 1 SVM."""
+
+    label: str = "adaptive CW-L2"
+    n_images: int = 50
+    restarts: int = 150
+    steps: int = 100
+    check_every: int = 1
+    confidence: float = 0.0
+    stepsize: float = 0.01
+    const: float = 1.0
+    #: None = the attack's default start (±8/255), left out of the attack's params (and so of its cache keys)
+    init_noise: float | None = None
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> AdaptiveOptions:
+        return cls(**table)
+
+    def attack_params(self) -> dict[str, Any]:
+        """The attack's keyword arguments, in the order (and with the types) of its cache keys."""
+        params: dict[str, Any] = {
+            "confidence": float(self.confidence),
+            "steps": int(self.steps),
+            "restarts": int(self.restarts),
+            "check_every": int(self.check_every),
+            "const": float(self.const),
+            "stepsize": float(self.stepsize),
+        }
+        if self.init_noise is not None:  # only when set, so caches of runs with the default start stay valid
+            params["init_noise"] = float(self.init_noise)
+        return params
 
 
 @dataclass
@@ -17,7 +81,7 @@ class ThemisOptions:
     #: target models (None = the config's model)
     models: list[str] | None = None
     #: decision models: names or tables {label, model, params, grid, align, extra_clean, all_tables}
-    classifiers: list[str | dict[str, Any]] = field(default_factory=lambda: ["svc", "adaboost"])
+    classifiers: list[ClassifierEntry] = field(default_factory=lambda: ["svc", "adaboost"])
     n: int = 11
     #: the numbers of draws of Table 4 (n is always included)
     ns: list[int] | None = None
@@ -28,21 +92,30 @@ class ThemisOptions:
     table1_train_on: list[str] | None = None
     extra_clean_train: int = 0
     compare: list[str] = field(default_factory=list)
-    learning_curve: dict[str, Any] | None = None
-    adaptive: dict[str, Any] | list[dict[str, Any]] | None = None
+    #: None when absent or an empty table
+    learning_curve: LearningCurveOptions | None = None
+    #: the adaptive runs (a table or an array of tables; none when absent or empty)
+    adaptive: list[AdaptiveOptions] = field(default_factory=list)
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> ThemisOptions:
-        return cls(**section)
+        kw = dict(section)
+        lc, ad = kw.pop("learning_curve", None), kw.pop("adaptive", None)
+        opts = cls(**kw)
+        opts.n, opts.extra_clean_train, opts.balanced = int(opts.n), int(opts.extra_clean_train), bool(opts.balanced)
+        opts.learning_curve = LearningCurveOptions.from_table(lc) if lc else None
+        if ad:
+            opts.adaptive = [AdaptiveOptions.from_table(a) for a in (ad if isinstance(ad, list) else [ad])]
+        return opts
 
 
-def classifier_specs(entries: Iterable[str | dict[str, Any]]) -> list[dict[str, Any]]:
+def classifier_specs(entries: Iterable[ClassifierEntry]) -> list[ClassifierSpec]:
     """``[themis] classifiers`` entries as dicts: a name is ``{"label": name, "model": name}`` (used in every
     table); a table names its decision ``model``, ``params``, a ``grid`` to cross-validate, ``align``,
     ``extra_clean`` (add the train-split clean images) and ``all_tables`` (default: Table 1 only). ``align``
     unset = the detector's default (aligned; before issue #22 only on the PCA path), so configs whose pages
     were rendered with raw CIFAR-10 features say ``align = false``."""
-    out = []
+    out: list[ClassifierSpec] = []
     for e in entries:
         if isinstance(e, str):
             e = {"model": e, "all_tables": True}
@@ -124,7 +197,7 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         ctx.compatible(m, f"themis.models[{i + 1}]")
     check_classifiers(opts.get("classifiers", []), "themis.classifiers", P)
     check_classifiers((opts.get("learning_curve") or {}).get("classifiers", []), "themis.learning_curve.classifiers", P)
-    ns, n = opts.get("ns", []), opts.get("n", 11)
+    ns, n = opts.get("ns", []), opts.get("n", ThemisOptions.n)
     if any(v > n for v in ns):
         P.add("themis.ns", f"every n must be in 1..n (= {n}), got {ns}")
     if ctx.attacks is not None:
@@ -154,11 +227,11 @@ def check_classifiers(entries: list[Any], where: str, P: Problems) -> None:
         )
         if not well_typed:
             continue  # the type check reported it
-        e = classifier_specs([e])[0]
-        if e["label"] in seen:
-            P.add(key, f"label {e['label']!r} is used twice (give each decision model a distinct label)")
-        seen.add(e["label"])
-        grid = e["grid"]
+        spec = classifier_specs([e])[0]
+        if spec["label"] in seen:
+            P.add(key, f"label {spec['label']!r} is used twice (give each decision model a distinct label)")
+        seen.add(spec["label"])
+        grid = spec["grid"]
         bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
         for k in bad:
             P.add(f"{key}.grid.{k}", f"must be a non-empty array of values, got {kind_of(grid[k])} {grid[k]!r}")
@@ -166,6 +239,8 @@ def check_classifiers(entries: list[Any], where: str, P: Problems) -> None:
             continue
         try:
             for j in range(max([1] + [len(v) for v in grid.values()])):
-                make_decision_model(e["model"], **e["params"], **{k: v[min(j, len(v) - 1)] for k, v in grid.items()})
+                make_decision_model(
+                    spec["model"], **spec["params"], **{k: v[min(j, len(v) - 1)] for k, v in grid.items()}
+                )
         except Exception as err:  # noqa: BLE001  (any refusal of the estimator is a config problem)
-            P.add(key, f"decision model {e['model']!r} refuses these params / grid values: {err}")
+            P.add(key, f"decision model {spec['model']!r} refuses these params / grid values: {err}")
