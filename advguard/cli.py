@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         s.add_argument("--n-images", type=int, help="override the number of clean images")
         s.add_argument(
+            "--device", help="cpu, cuda, cuda:1 ... (default: the config's `device`, else cuda if available)"
+        )
+        s.add_argument(
             "--cache-dir", help="where adversarial sets and features are cached (default: DATA_DIR/bench-cache)"
         )
         s.add_argument("--list", action="store_true", help="list the registered experiments and exit")
@@ -274,6 +277,11 @@ def _reproduce(args: argparse.Namespace) -> int:
         if args.n_images < 1:
             raise ConfigError(f"--n-images must be at least 1, got {args.n_images}")
         cfg.n_images = args.n_images
+    if args.device is not None:
+        from .devices import resolve_device
+
+        resolve_device(args.device, where="--device")  # a clear DeviceError before any work
+        cfg.device = args.device
     if args.out and args.publish:
         raise ConfigError("--out and --publish exclude each other: --publish writes into the config's own `out`")
     out, _ = bench_paths(cfg, args.out, args.cache_dir, publish=args.publish)

@@ -100,3 +100,23 @@ def test_a_shipped_config_writes_into_runs_unless_published(tmp_path, monkeypatc
     config = str(root / "configs" / "smoke.toml")
     assert main(["reproduce", config, "--out", "o", "--publish"]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_reproduce_names_an_absent_device_before_any_work(tmp_path, capsys):
+    """`device` in a config and `--device` reach the experiments; an absent one is a clear error, nothing written."""
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: cuda:7 may exist")
+    root = Path(__file__).resolve().parents[1]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('device = "cuda:7"\n' + (root / "configs" / "smoke.toml").read_text())
+    assert main(["reproduce", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "device" in capsys.readouterr().err
+    assert (
+        main(["reproduce", str(root / "configs" / "smoke.toml"), "--device", "cuda:7", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "cuda:7" in capsys.readouterr().err and not (tmp_path / "o").exists()

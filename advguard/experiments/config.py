@@ -62,6 +62,7 @@ COMMON_KEYS = (
     "chunk_size",
     "bootstrap",
     "experiment",
+    "device",
 )
 
 
@@ -110,6 +111,8 @@ class ExperimentConfig:
     chunk_size: int = 256
     bootstrap: int = 1000
     experiment: str = "grid"
+    #: where the models run ("cpu", "cuda", "cuda:1"...; None: CUDA when available, else the CPU)
+    device: str | None = None
     sections: dict[str, Any] = field(default_factory=dict)
     options: Any = None
     source_text: str = ""
@@ -137,6 +140,7 @@ class ExperimentConfig:
             "dataset_kwargs": self.dataset_kwargs,
             "chunk_size": self.chunk_size,
             "bootstrap": self.bootstrap,
+            **({"device": self.device} if self.device is not None else {}),  # absent by default: older pages match
             "attacks": [vars(a) for a in self.attacks],
             "detectors": [vars(d) for d in self.detectors],
             **self.sections,
@@ -183,6 +187,7 @@ def _common_schema() -> dict[str, Spec]:
             Bool(),
             what=f"one of {', '.join(repr(r) for r in ROUNDTRIPS if r)} (or false)",
         ),
+        "device": Str(nonempty=True),
         "out": Str(nonempty=True),
         "attack": List(
             Table(
@@ -267,6 +272,13 @@ def validate_config(doc: object) -> list[str]:
         and doc["split"] not in info.splits
     ):
         P.add("split", f"dataset {dataset!r} has no split {doc['split']!r}; splits: {', '.join(info.splits)}")
+    if ok("device") and "device" in doc:
+        from ..devices import resolve_device
+
+        try:
+            resolve_device(doc["device"], where="device")
+        except AdvguardError as e:
+            P.add("device", str(e))
     if info is not None and ok("dataset_kwargs"):
         assert isinstance(dataset, str)  # info is None otherwise
         _check_dataset_kwargs(doc.get("dataset_kwargs", {}), dataset, info, P)
@@ -466,6 +478,7 @@ def parse_config(doc: dict[str, Any], where: str = "config", source_text: str = 
         dataset_kwargs=dict(doc.get("dataset_kwargs", {})),
         chunk_size=int(doc.get("chunk_size", 256)),
         bootstrap=int(doc.get("bootstrap", 1000)),
+        device=doc.get("device"),
         experiment=canonical_name(doc.get("experiment", "grid")),
         sections={s: copy.deepcopy(doc[s]) for s in exp.sections if s in doc},
         source_text=source_text,

@@ -47,7 +47,7 @@ def table2(
     for name in tqdm(
         list(dict.fromkeys([cfg.model] + list(opts.whitebox))), desc="white-box models", disable=not progress
     ):
-        clf = wb.clfs[name] = load_model(name)
+        clf = wb.clfs[name] = load_model(name, device=cfg.device)
         key = cache_key(weights_hash(clf.model), cfg.dataset, idx.tolist(), _settings_key(settings), cfg.seed)
         folder = cache / "blurnet" / name / key
         st = wb.stickers[name] = stickers(
@@ -111,7 +111,7 @@ def table1(cfg: ExperimentConfig, opts: BlurNetOptions, signs: Signs, wb: WhiteB
         if name == cfg.model:
             ev, acc = wb.evals[name], wb.rows[name]["acc_signs"]
         else:
-            clf = load_model(name)
+            clf = load_model(name, device=cfg.device)
             ev = evaluate(clf, signs.x, src, int(opts.eval_views), cfg.seed)
             with clf.exact():
                 acc = float(clf.accuracy(signs.x, signs.ds.y[signs.idx]))

@@ -30,7 +30,7 @@ def run_grid(
 
     out, cache = bench_paths(cfg, out, cache_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clf = load_model(cfg.model)
+    clf = load_model(cfg.model, device=cfg.device)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
 
     sets = build_sets(cfg, clf, ds_kwargs, cache, progress)

@@ -38,7 +38,7 @@ def run_imageops(
 ) -> dict[str, Any]:
     out, cache = bench_paths(cfg, out, cache_dir)
     opts: NguyenOptions = cfg.options or NguyenOptions.from_sections(cfg.section("imageops"), cfg.section("cnn") or [])
-    clf = load_model(cfg.model)
+    clf = load_model(cfg.model, device=cfg.device)
     t_start = time.perf_counter()
     db = build_database(cfg, opts.imageops, clf, cache, progress)
     first = db.first

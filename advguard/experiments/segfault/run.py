@@ -67,7 +67,7 @@ def run_segfault(
     opts: SegfaultOptions = cfg.options or SegfaultOptions.from_section(section)
     out, cache = bench_paths(cfg, out, cache_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clf = load_model(cfg.model)
+    clf = load_model(cfg.model, device=cfg.device)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
     # segment counts of the paper's grid first (cheap, and useful on their own)
     sc = opts.segment_counts

@@ -229,7 +229,7 @@ def sentinet_points(sn: SentiNet, folder: Path, name: str, x: Array) -> Array:
 def prepare(cfg: ExperimentConfig, o: TaintRadarOptions, cache: Path, progress: bool) -> Bench:
     """Load the model, build (or read) the clean sets, set up TaintRadar and SentiNet and choose their operating
     points on the calibration images."""
-    clf: Classifier = load_model(cfg.model)
+    clf: Classifier = load_model(cfg.model, device=cfg.device)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
     opts = {k: getattr(o, k) for k in SET_KEYS}
     key = cache_key(cfg.model, clf.name, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, opts)

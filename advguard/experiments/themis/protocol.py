@@ -172,7 +172,7 @@ class ModelData:
 
     def __init__(self, cfg: ExperimentConfig, opts: ThemisOptions, model: str, cache: Path, progress: bool):
         self.name = model
-        self.clf = clf = load_model(model)
+        self.clf = clf = load_model(model, device=cfg.device)
         ds_kwargs = dataset_kwargs(cfg, model)
         self.sets: dict[str, AdvSet] = build_sets(
             cfg, clf, ds_kwargs, cache, progress, model=model, balanced=opts.balanced
