@@ -285,7 +285,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.out and args.publish:
         raise ConfigError("--out and --publish exclude each other: --publish writes into the config's own `out`")
     out, _ = bench_paths(cfg, args.out, args.cache_dir, publish=args.publish)
-    if args.out is None and not args.publish and cfg.out:
+    if args.out is None and not args.publish and cfg.out and str(out) != cfg.out:
         print(f"writing to {out} (--publish writes into the config's out, {cfg.out})", file=sys.stderr)
     doc = run(cfg, out=out, cache_dir=args.cache_dir)
     exp = get_experiment(cfg.experiment)

@@ -96,6 +96,8 @@ def test_a_shipped_config_writes_into_runs_unless_published(tmp_path, monkeypatc
     assert bench_paths(cfg, None, tmp_path)[0] == Path("runs") / cfg.name
     assert bench_paths(cfg, None, tmp_path, publish=True)[0] == Path(cfg.out)
     assert bench_paths(cfg, tmp_path / "x", tmp_path, publish=True)[0] == tmp_path / "x"
+    cfg.out = "my-results/gap"  # a user's own out is used as written
+    assert bench_paths(cfg, None, tmp_path)[0] == Path("my-results/gap")
     monkeypatch.chdir(tmp_path)
     config = str(root / "configs" / "smoke.toml")
     assert main(["reproduce", config, "--out", "o", "--publish"]) == 2

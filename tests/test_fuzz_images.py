@@ -306,7 +306,7 @@ def test_corrupt_jpeg_scan_data_is_refused(tmp_path, real_images, capsys):
     p.write_bytes(bad)
     with pytest.raises(InputError, match=f"{p}.*corrupt JPEG data"):
         read_image(p)
-    assert main(["predict", str(p)]) == 2
+    assert main(["predict", str(p), "-m", "cifar10-cnn"]) == 2
     assert "corrupt JPEG data" in capsys.readouterr().err
     q = tmp_path / "good.jpg"
     q.write_bytes(jpg)
@@ -336,7 +336,7 @@ def test_directory_special_file_and_missing_file(tmp_path, capsys):
         read_image(fifo)  # would block forever if opened
     with pytest.raises(InputError, match="image file not found"):
         read_image(tmp_path / "nope.png")
-    assert main(["predict", str(tmp_path)]) == 2
+    assert main(["predict", str(tmp_path), "-m", "cifar10-cnn"]) == 2
     assert "is a directory, not an image file" in capsys.readouterr().err
 
 
@@ -371,7 +371,7 @@ def test_predict_reads_a_16_bit_png(tmp_path, foolbox_images, capsys):
     img = foolbox_images["cifar10"][0][0].astype(np.uint16) * 257  # the same picture in 16 bits per channel
     grey = img.mean(2).astype(np.uint16)
     p = _save(tmp_path, "grey16.png", Image.fromarray(grey))
-    assert main(["predict", str(p), "-k", "1"]) == 0
+    assert main(["predict", str(p), "-m", "cifar10-cnn", "-k", "1"]) == 0
     assert "%" in capsys.readouterr().out
-    assert main(["predict", str(p), "-k", "0"]) == 2
+    assert main(["predict", str(p), "-m", "cifar10-cnn", "-k", "0"]) == 2
     assert "-k" in capsys.readouterr().err

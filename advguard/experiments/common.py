@@ -97,17 +97,24 @@ def features(det: Detector, x: np.ndarray, path: Path, desc: str) -> tuple[np.nd
 def bench_paths(
     cfg: ExperimentConfig, out: str | Path | None, cache_dir: str | Path | None, *, publish: bool = False
 ) -> tuple[Path, Path]:
-    """The output folder and the cache folder. Output: ``out`` when given; else ``runs/<name>`` under the working
-    directory, or the config's own ``out`` (the shipped configs name their committed page under
-    ``docs/results/``) only with ``publish`` (``advguard reproduce CONFIG --publish``), so that running a shipped
-    config never overwrites a committed results page by accident."""
+    """The output folder and the cache folder. Output: ``out`` when given; else the config's own ``out``, except
+    that an ``out`` under ``docs/results/`` (where the shipped configs keep their committed pages) is used only with
+    ``publish`` (``advguard reproduce CONFIG --publish``): without it such a run goes to ``runs/<name>`` under the
+    working directory, so that running a shipped config never overwrites a committed page by accident. No ``out``
+    at all: ``runs/<name>``."""
     if out is not None:
         folder = Path(out)
-    elif publish and cfg.out:
+    elif cfg.out and (publish or not is_committed_page(cfg.out)):
         folder = Path(cfg.out)
     else:
         folder = Path("runs") / cfg.name
     return folder, Path(cache_dir) if cache_dir is not None else data_dir() / "bench-cache"
+
+
+def is_committed_page(out: str | Path) -> bool:
+    """``out`` lies under a ``docs/results`` folder (the committed results pages)."""
+    parts = Path(out).parts
+    return any(parts[i : i + 2] == ("docs", "results") for i in range(len(parts) - 1))
 
 
 def dataset_kwargs(cfg: ExperimentConfig, model: str) -> dict[str, Any]:
