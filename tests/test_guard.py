@@ -106,3 +106,18 @@ def test_bad_guard_parameters_are_named(data):
         Guard(clf, _dets(clf)[:1], fpr=1.5)
     with pytest.raises(NotFittedError):
         Guard(clf, _dets(clf)[:1]).predict(torch.zeros(1, 3, 32, 32))
+
+
+def test_taintradar_explains_its_flags_with_a_region(data):
+    """A flagged image's explanation names TaintRadar's final region (bounding box and share). fpr 0.5 flags half
+    of the clean images, enough to exercise the path without training a patch."""
+    from advguard.detectors import TaintRadar
+
+    clf, x, _, _ = data
+    guard = Guard(clf, [TaintRadar(clf, k_max=3, progress=False)], fpr=0.5, calibration=0.5).fit(x[:24])
+    out = guard(x[24:36])
+    flagged = [r for r in out if r.verdict == "adversarial"]
+    assert flagged and all(r.explanations == {} for r in out if r.verdict == "clean")
+    e = flagged[0].explanations["taintradar"]
+    assert 0 <= e["region_share"] <= 1
+    assert e["region"] is None or (len(e["region"]) == 4 and e["region"][2] <= 32 and e["region"][3] <= 32)
