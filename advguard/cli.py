@@ -53,6 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     s.set_defaults(func=_predict)
 
+    s = sub.add_parser(
+        "detect",
+        help="check image files / folders with a saved Guard: one JSON line per image, exit 1 if any is flagged",
+    )
+    s.add_argument("images", nargs="+", help="image files or folders (their image files, sorted)")
+    s.add_argument("--guard", required=True, help="a file written by advguard.Guard.save")
+    s.add_argument("--model", "-m", help="the zoo model the guard protects (default: the one recorded in the file)")
+    s.add_argument(
+        "--resize",
+        choices=("resize", "center-crop"),
+        help="bring images of another size to the model's input (default: refuse them, naming the file)",
+    )
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    s.set_defaults(func=_detect)
+
     s = sub.add_parser("evaluate", help="measure a zoo model's top-1 accuracy on its test data")
     s.add_argument("name")
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
@@ -213,6 +229,71 @@ def _predict(args: argparse.Namespace) -> int:
             name = classes[li] if li < len(classes) else str(li)
             print(f"  {rank}. {name:24} {100 * pi:6.2f}%")
     return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    """``advguard detect``: every image through the guard. stdout: one JSON object per image (path, label,
+    verdict, scores; or path and error for a file that cannot be read, without stopping the run); stderr: a
+    progress bar on many images and a summary. Exit status 1 when any image is flagged, else 2 when any file
+    could not be read, else 0."""
+    import json
+    import warnings
+    import zipfile
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .errors import AdvguardError, DetectorFileError, InputError
+    from .guard import Guard
+    from .images import _expand, load_images
+    from .models import ZOO, load_model
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    model = args.model
+    if model is None:
+        try:
+            with zipfile.ZipFile(args.guard) as z:
+                model = json.loads(z.read("guard.json")).get("classifier")
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise DetectorFileError(f"{args.guard} is not a readable guard file ({type(e).__name__}: {e})") from e
+        if model not in ZOO:
+            raise InputError(f"{args.guard} was fitted for {model!r}, not a zoo model: name the model with -m")
+    clf = load_model(model, device=args.device)
+    guard = Guard.load(args.guard, clf)
+    files = _expand(list(args.images))  # a missing path fails below, per file; an empty folder fails here
+    counts = {"images": 0, "clean": 0, "adversarial": 0, "corrected": 0, "errors": 0}
+    steps = range(0, len(files), args.batch_size)
+    for i in tqdm(steps, desc="detect", unit="batch", disable=len(files) <= args.batch_size, file=sys.stderr):
+        batch = files[i : i + args.batch_size]
+        lines: list[dict[str, object]] = [{"path": str(p)} for p in batch]  # answers in the input order
+        good, arrays = [], []
+        for j, path in enumerate(batch):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # resizes are reported per image below
+                    x, info = load_images(path, size=clf.size, resize=args.resize, return_info=True)
+            except AdvguardError as e:
+                counts["errors"] += 1
+                lines[j]["error"] = str(e)
+                continue
+            good.append((j, info[0]))
+            arrays.append(x)
+        results = guard(np.concatenate(arrays)) if arrays else []
+        for (j, info), r in zip(good, results, strict=True):
+            counts["images"] += 1
+            counts[r.verdict] += 1
+            lines[j].update(r.to_dict(), resized_from=list(info.original_size) if info.resized else None)
+        for line in lines:
+            print(json.dumps(line, allow_nan=False), flush=True)
+    flagged = counts["adversarial"] + counts["corrected"]
+    print(
+        f"advguard detect: {counts['images']} images, {flagged} flagged ({counts['adversarial']} adversarial, "
+        f"{counts['corrected']} corrected), {counts['errors']} unreadable; guard {guard.combine} at FPR "
+        f"{guard.fpr:g} on {model}",
+        file=sys.stderr,
+    )
+    return 1 if flagged else 2 if counts["errors"] else 0
 
 
 def _class_names(dataset: str) -> list[str]:

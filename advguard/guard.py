@@ -72,7 +72,18 @@ class GuardResult:
     explanations: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-able (strict JSON: an infinite threshold, i.e. a detector that flags nothing alone, is None)."""
+        return _finite(asdict(self))  # type: ignore[no-any-return]
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 class Guard:

@@ -121,3 +121,34 @@ def test_taintradar_explains_its_flags_with_a_region(data):
     e = flagged[0].explanations["taintradar"]
     assert 0 <= e["region_share"] <= 1
     assert e["region"] is None or (len(e["region"]) == 4 and e["region"][2] <= 32 and e["region"][3] <= 32)
+
+
+def test_advguard_detect_answers_per_file_and_sets_the_exit_status(data, tmp_path, capsys):
+    """`advguard detect` with a saved guard: one strict-JSON line per image (clean PNGs and FGSM PNGs in a folder),
+    an error line for an unreadable file without stopping, exit 1 when any image is flagged (else 2: a file was
+    unreadable), a summary on stderr."""
+    import json
+
+    from PIL import Image
+
+    from advguard.cli import main
+
+    clf, x, x_adv, _ = data
+    guard = Guard(clf, _dets(clf)[:2], fpr=0.1).fit(x[:40])
+    path = guard.save(tmp_path / "g.guard")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(np.concatenate([x[40:44], x_adv[:4]])):
+        Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    (folder / "z-broken.png").write_bytes(b"not a png")
+    code = main(["detect", str(folder), "--guard", str(path), "--batch-size", "3"])
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]  # strict JSON (no Infinity / NaN)
+    assert len(lines) == 9 and lines[-1]["path"].endswith("z-broken.png") and "error" in lines[-1]
+    answered = lines[:8]
+    assert all(r["verdict"] in ("clean", "adversarial") and 0 <= r["label"] < 10 for r in answered)
+    assert set(answered[0]["detectors"]) == {"feature-squeezing", "confidence"}
+    flagged = sum(r["verdict"] != "clean" for r in answered)
+    assert code == (1 if flagged else 2)
+    assert "8 images" in err and f"{flagged} flagged" in err and "1 unreadable" in err
+    assert main(["detect", str(folder / "0.png"), "--guard", str(tmp_path / "missing.guard")]) == 2
