@@ -191,6 +191,18 @@ def build_sets(
     return sets
 
 
+def data_summary(cfg: ExperimentConfig, first: AdvSet) -> dict[str, Any]:
+    """The ``"data"`` entry of a results document: dataset, split, pixel source and image counts of the clean set
+    the attacks of ``cfg`` start from (``first``: any of its adversarial sets)."""
+    return {
+        "dataset": cfg.dataset,
+        "split": cfg.split,
+        "source": first.config.get("source"),
+        "n_images": first.counts["n_images"],
+        "n_correct": first.counts["n_correct"],
+    }
+
+
 def versions() -> dict[str, Any]:
     import importlib.metadata as md
 

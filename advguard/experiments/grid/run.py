@@ -18,7 +18,16 @@ from ...advsets import AdvSet
 from ...detectors import make_detector
 from ...metrics import detection_report
 from ...models import load_model
-from ..common import bench_paths, build_sets, dataset_kwargs, feature_key, features, forward_cost, results_header
+from ..common import (
+    bench_paths,
+    build_sets,
+    data_summary,
+    dataset_kwargs,
+    feature_key,
+    features,
+    forward_cost,
+    results_header,
+)
 from ..config import AttackSpec, DetectorSpec, ExperimentConfig
 
 
@@ -75,13 +84,7 @@ def run_grid(
             rep = detection_report(sc, sa, threshold=det.threshold_, n_boot=cfg.bootstrap)
             cells.append(
                 {
-                    "attack": a.label,
-                    "attack_name": a.name,
-                    "attack_params": a.params,
-                    "detector": d.label,
-                    "detector_name": d.name,
-                    "detector_params": d.params,
-                    "decision_model": dm,
+                    **_cell_id(a, d, dm),
                     "n_fit_clean": int((c_fold == 0).sum()),
                     "n_fit_adv": int((a_fold == 0).sum()),
                     **rep,
@@ -91,13 +94,7 @@ def run_grid(
             )
     doc = {
         **results_header(cfg),
-        "data": {
-            "dataset": cfg.dataset,
-            "split": cfg.split,
-            "source": first.config.get("source"),
-            "n_images": first.counts["n_images"],
-            "n_correct": first.counts["n_correct"],
-        },
+        "data": data_summary(cfg, first),
         "forward_floor": floor,
         "advsets": {k: v.summary() for k, v in sets.items()},
         "cells": cells,
@@ -106,7 +103,8 @@ def run_grid(
     return doc
 
 
-def _empty_cell(a: AttackSpec, d: DetectorSpec, dm: str | None, s: AdvSet, why: str) -> dict[str, Any]:
+def _cell_id(a: AttackSpec, d: DetectorSpec, dm: str | None) -> dict[str, Any]:
+    """What a grid cell is: its attack, detector and decision model (the first keys of every cell)."""
     return {
         "attack": a.label,
         "attack_name": a.name,
@@ -115,9 +113,11 @@ def _empty_cell(a: AttackSpec, d: DetectorSpec, dm: str | None, s: AdvSet, why: 
         "detector_name": d.name,
         "detector_params": d.params,
         "decision_model": dm,
-        "skipped": why,
-        "n_adv": int(len(s.x_adv)),
     }
+
+
+def _empty_cell(a: AttackSpec, d: DetectorSpec, dm: str | None, s: AdvSet, why: str) -> dict[str, Any]:
+    return {**_cell_id(a, d, dm), "skipped": why, "n_adv": int(len(s.x_adv))}
 
 
 def _roc_points(sc: np.ndarray, sa: np.ndarray, n: int = 101) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ...models import load_model
-from ..common import bench_paths, results_header, write_results
+from ..common import bench_paths, data_summary, results_header, write_results
 from ..config import ExperimentConfig
 from . import tables
 from .options import NguyenOptions
@@ -55,13 +55,7 @@ def run_imageops(
         "ks": db.ks,
         "criterion": db.criterion,
         "ops": [o.name for o in db.ops],
-        "data": {
-            "dataset": cfg.dataset,
-            "split": cfg.split,
-            "source": first.config.get("source"),
-            "n_images": first.counts["n_images"],
-            "n_correct": first.counts["n_correct"],
-        },
+        "data": data_summary(cfg, first),
         "label_cost": db.label_cost,
         "table1": tables.table1(cfg, db),
         "database": tables.database_sizes(db),
