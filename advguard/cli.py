@@ -238,12 +238,11 @@ def _detect(args: argparse.Namespace) -> int:
     could not be read, else 0."""
     import json
     import warnings
-    import zipfile
 
     import numpy as np
     from tqdm.auto import tqdm
 
-    from .errors import AdvguardError, DetectorFileError, InputError
+    from .errors import AdvguardError, InputError
     from .guard import Guard
     from .images import _expand, load_images
     from .models import ZOO, load_model
@@ -252,11 +251,7 @@ def _detect(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     model = args.model
     if model is None:
-        try:
-            with zipfile.ZipFile(args.guard) as z:
-                model = json.loads(z.read("guard.json")).get("classifier")
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-            raise DetectorFileError(f"{args.guard} is not a readable guard file ({type(e).__name__}: {e})") from e
+        model = Guard.saved_classifier(args.guard)
         if model not in ZOO:
             raise InputError(f"{args.guard} was fitted for {model!r}, not a zoo model: name the model with -m")
     clf = load_model(model, device=args.device)

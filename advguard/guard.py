@@ -52,6 +52,8 @@ COMBINES = ("any", "stacked")
 GUARD_FORMAT = 1
 #: what a guard file may unpack to (bytes) unless load(max_bytes=) says otherwise
 MAX_GUARD_BYTES = 2 * 2**30
+#: the largest guard.json read (bytes)
+_MAX_GUARD_JSON = 16 * 2**20
 
 
 @dataclass
@@ -391,6 +393,22 @@ class Guard:
         return path
 
     @staticmethod
+    def saved_classifier(path: str | Path) -> str | None:
+        """The name of the classifier a guard file was fitted for (a zoo name, when it is one), read without
+        loading the rest (``advguard detect`` loads that model before :meth:`load`)."""
+        from .detectors.serialization import _read_member
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                meta = json.loads(_read_member(z, "guard.json", _MAX_GUARD_JSON, str(path)))
+        except DetectorFileError:
+            raise
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as e:
+            raise DetectorFileError(f"{path} is not a readable guard file ({type(e).__name__}: {e})") from e
+        name = meta.get("classifier") if isinstance(meta, dict) else None
+        return name if isinstance(name, str) else None
+
+    @staticmethod
     def load(path: str | Path, classifier: Classifier, *, max_bytes: int = MAX_GUARD_BYTES) -> Guard:
         """Rebuild a saved guard around ``classifier`` (each detector file's checks apply, the classifier's
         fingerprint included)."""
@@ -410,7 +428,7 @@ class Guard:
                 names = [i.filename for i in infos]
                 if "guard.json" not in names or "arrays.npz" not in names:
                     raise DetectorFileError(f"{where} is not an advguard guard file")
-                meta = json.loads(_read_member(z, "guard.json", 16 * 2**20, where))
+                meta = json.loads(_read_member(z, "guard.json", _MAX_GUARD_JSON, where))
                 members = {n: _read_member(z, n, max_bytes, where) for n in names if n != "guard.json"}
         except DetectorFileError:
             raise

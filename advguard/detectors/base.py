@@ -478,12 +478,9 @@ class Detector(abc.ABC):
             raise InputError(
                 f"{self.name}.fit(X, y): y marks no clean image (0); the threshold is calibrated on clean images"
             )
-        mask_clean = torch.from_numpy(~adv) if isinstance(x, torch.Tensor) else ~adv
-        mask_adv = torch.from_numpy(adv) if isinstance(x, torch.Tensor) else adv
-        x_clean = x[mask_clean]
-        if not self.supervised or not adv.any():
-            return x_clean, None if not self.supervised else x[mask_adv]
-        return x_clean, x[mask_adv]
+        if isinstance(x, torch.Tensor):
+            return x[torch.from_numpy(~adv)], x[torch.from_numpy(adv)] if self.supervised else None
+        return x[~adv], x[adv] if self.supervised else None
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn's estimator tags (needed by ``GridSearchCV`` and friends): scikit-learn's defaults, with
