@@ -278,7 +278,7 @@ def _detect(args: argparse.Namespace) -> int:
         for (j, info), r in zip(good, results, strict=True):
             counts["images"] += 1
             counts[r.verdict] += 1
-            lines[j].update(r.to_dict(), resized_from=list(info.original_size) if info.resized else None)
+            lines[j] = r.to_record(str(batch[j]), info.original_size if info.resized else None)
         for line in lines:
             print(json.dumps(line, allow_nan=False), flush=True)
     flagged = counts["adversarial"] + counts["corrected"]

@@ -11,6 +11,11 @@ class InputError(AdvguardError, ValueError):
     """An image batch or image file is not what the API expects (shape, dtype, range, NaN...)."""
 
 
+class ImageTooLargeError(InputError):
+    """An image is larger than the limits allow (pixels, decoded bytes, file bytes): a decompression bomb, or just too
+    big; refused before decoding where its header says so."""
+
+
 class DatasetNotFoundError(AdvguardError, FileNotFoundError):
     """A dataset's files are missing or corrupt; the message says what to run."""
 

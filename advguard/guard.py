@@ -77,6 +77,12 @@ class GuardResult:
         """JSON-able (strict JSON: an infinite threshold, i.e. a detector that flags nothing alone, is None)."""
         return _finite(asdict(self))  # type: ignore[no-any-return]
 
+    def to_record(self, path: str, resized_from: tuple[int, int] | None = None) -> dict[str, Any]:
+        """One image's answer as ``advguard detect`` prints it and ``advguard serve`` returns it: ``path`` (the
+        file, or the upload's name), the keys of :meth:`to_dict`, and ``resized_from``: the image's (H, W) before a
+        resize policy brought it to the model's size, else None."""
+        return {"path": path, **self.to_dict(), "resized_from": None if resized_from is None else list(resized_from)}
+
 
 def _finite(o: Any) -> Any:
     if isinstance(o, float) and not math.isfinite(o):

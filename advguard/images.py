@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import InputError, ParameterError, ParameterTypeError
+from .errors import ImageTooLargeError, InputError, ParameterError, ParameterTypeError
 from .validation import as_image_batch
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "RESIZE_POLICIES",
     "ImageInfo",
     "ImageResizedWarning",
+    "decode_image",
     "is_image_source",
     "load_images",
     "resize_images",
@@ -144,7 +145,7 @@ def _pil_to_array(im: Image.Image, mode: str, label: str, max_pixels: int) -> np
 
     w, h = im.size
     if w * h > max_pixels:
-        raise InputError(
+        raise ImageTooLargeError(
             f"image is too large ({w}x{h} = {w * h / 1e6:.0f} Mpixel > {max_pixels / 1e6:.0f} Mpixel): {label}"
         )
     if w == 0 or h == 0:
@@ -168,6 +169,62 @@ def _resized(a: np.ndarray, size: tuple[int, int], policy: str) -> np.ndarray:
     b = resize_exact(a, (nh, nw)) if (nh, nw) != (h, w) else a
     top, left = (nh - size[0]) // 2, (nw - size[1]) // 2
     return np.ascontiguousarray(b[top : top + size[0], left : left + size[1]])
+
+
+def _to_size(
+    a: np.ndarray, label: str, size: tuple[int, int] | None, policy: str | None
+) -> tuple[np.ndarray, ImageInfo]:
+    """An HWC image brought to ``size`` by ``policy`` (refused, naming it, when it has another size and no policy)."""
+    h, w = a.shape[:2]
+    done = False
+    if size is not None and (h, w) != size:
+        if policy is None:
+            raise InputError(
+                f"{label} is {h}x{w} (HxW); the model expects {size[0]}x{size[1]}. Pass resize='resize' "
+                "(stretch) or resize='center-crop' (keep the aspect ratio) to resize it explicitly "
+                "(Classifier(..., resize=...) or advguard.images.load_images(..., resize=...))."
+            )
+        a, done = _resized(a, size, policy), True
+    return a, ImageInfo(label, (h, w), done)
+
+
+def decode_image(
+    data: bytes,
+    label: str,
+    size: tuple[int, int] | None = None,
+    resize: str | None = None,
+    *,
+    channels: int = 3,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+    formats: tuple[str, ...] | None = None,
+) -> tuple[np.ndarray, ImageInfo]:
+    """One image held in memory (an upload's bytes) as a float32 CHW array in [0, 1] and its :class:`ImageInfo`,
+    read and sized exactly as :func:`load_images` reads and sizes a file (the same decoder checks, the same
+    ``size`` / ``resize`` policy, bit-identical pixels). ``label`` names the image in errors and in the info;
+    ``formats`` narrows the Pillow formats opened (default: :data:`advguard.data.imageio.FORMATS`).
+
+    Raises :class:`~advguard.errors.ImageTooLargeError` for too many pixels or decoded bytes (checked from the
+    header, before decoding), :class:`~advguard.errors.InputError` for anything else it cannot read correctly or
+    of the wrong size without a policy."""
+    from .data.imageio import FORMATS, MAX_PIXELS, decode_image_bytes
+
+    size = _check_size(size)
+    policy = _check_policy(resize)
+    if policy is not None and size is None:
+        raise ParameterError(f"resize={policy!r} needs size=(H, W): the size to resize the images to")
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ParameterError(f"channels must be 1 (greyscale) or 3 (RGB) to read image files, got {channels!r}")
+    a = decode_image_bytes(
+        data,
+        label,
+        "RGB" if channels == 3 else "L",
+        max_pixels=MAX_PIXELS if max_pixels is None else int(max_pixels),
+        max_bytes=max_bytes,
+        formats=FORMATS if formats is None else tuple(formats),
+    )
+    a, info = _to_size(a, label, size, policy)
+    return a.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0), info
 
 
 @overload
@@ -247,18 +304,9 @@ def load_images(
         else:
             label = str(it)
             a = read_image(it, mode, max_pixels=limit, max_bytes=max_bytes)
-        h, w = a.shape[:2]
-        done = False
-        if size is not None and (h, w) != size:
-            if policy is None:
-                raise InputError(
-                    f"{label} is {h}x{w} (HxW); the model expects {size[0]}x{size[1]}. Pass resize='resize' "
-                    "(stretch) or resize='center-crop' (keep the aspect ratio) to resize it explicitly "
-                    "(Classifier(..., resize=...) or advguard.images.load_images(..., resize=...))."
-                )
-            a, done = _resized(a, size, policy), True
+        a, info = _to_size(a, label, size, policy)
         arrays.append(a)
-        infos.append(ImageInfo(label, (h, w), done))
+        infos.append(info)
     shapes = sorted({a.shape[:2] for a in arrays})
     if len(shapes) > 1:
         first = {s: next(i.source for i, a in zip(infos, arrays, strict=True) if a.shape[:2] == s) for s in shapes}

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import InputError
+from ..errors import ImageTooLargeError, InputError
 
 #: Refuse files larger than this many pixels (decompression bombs) unless raised explicitly.
 MAX_PIXELS = 64_000_000
@@ -136,7 +136,7 @@ def _jpeg_warnings(data: bytes) -> list[str]:
     return found
 
 
-def _to_uint8(im: Image.Image, mode: str, p: Path) -> np.ndarray:
+def _to_uint8(im: Image.Image, mode: str, p: str | Path) -> np.ndarray:
     """Convert a decoded image to an HxWxC uint8 array in ``mode`` ("RGB" or "L")."""
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
         a = np.asarray(im)
@@ -200,12 +200,39 @@ def read_image(
     if st.st_size == 0:
         raise InputError(f"image file is empty: {p}")
     if st.st_size > MAX_FILE_BYTES:
-        raise InputError(f"image file is too large ({st.st_size / 2**20:.0f} MiB > {MAX_FILE_BYTES // 2**20} MiB): {p}")
+        raise ImageTooLargeError(
+            f"image file is too large ({st.st_size / 2**20:.0f} MiB > {MAX_FILE_BYTES // 2**20} MiB): {p}"
+        )
     try:
         with open(p, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise InputError(f"cannot read image {p}: {e.strerror or e}") from e
+    return decode_image_bytes(data, str(p), mode, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def decode_image_bytes(
+    data: bytes,
+    label: str,
+    mode: str = "RGB",
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int | None = None,
+    formats: tuple[str, ...] = FORMATS,
+) -> np.ndarray:
+    """Decode an image held in memory (an upload) exactly as :func:`read_image` decodes a file: the same checks,
+    the same conversions, an HWC uint8 array in ``mode``. ``label`` names the image in error messages;
+    ``formats`` (a subset of :data:`FORMATS`) narrows the formats opened. Too many pixels, or a decode needing
+    more than ``max_bytes``, raise :class:`~advguard.errors.ImageTooLargeError` (an :class:`InputError`) before
+    anything is decoded."""
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats!r}")
+    p = label
+    if len(data) == 0:
+        raise InputError(f"image is empty: {p}")
     limit = max_decoded_bytes() if max_bytes is None else int(max_bytes)
 
     with _DECODE_LOCK:
@@ -214,7 +241,7 @@ def read_image(
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                arr, fmt = _decode(data, p, mode, max_pixels, limit)
+                arr, fmt = _decode(data, p, mode, max_pixels, limit, formats)
             pil_warnings = [w for w in caught if _from_pillow(w)]
             for w in caught:  # somebody else's warnings (another thread) go on as usual
                 if w not in pil_warnings:
@@ -222,7 +249,7 @@ def read_image(
             if pil_warnings:
                 w = pil_warnings[0]
                 if issubclass(w.category, Image.DecompressionBombWarning):
-                    raise InputError(f"image is too large: {p} ({w.message})")
+                    raise ImageTooLargeError(f"image is too large: {p} ({w.message})")
                 raise InputError(f"cannot read image {p}: decoder warning: {w.message}")
             if fmt in ("JPEG", "MPO"):
                 bad = _jpeg_warnings(data)
@@ -238,20 +265,22 @@ def _from_pillow(w: warnings.WarningMessage) -> bool:
     return "/PIL/" in fn or issubclass(w.category, Image.DecompressionBombWarning)
 
 
-def _decode(data: bytes, p: Path, mode: str, max_pixels: int, limit: int) -> tuple[np.ndarray, str]:
+def _decode(
+    data: bytes, p: str, mode: str, max_pixels: int, limit: int, formats: tuple[str, ...] = FORMATS
+) -> tuple[np.ndarray, str]:
     if not all(f in Image.OPEN for f in FORMATS):  # noqa: SIM102
         Image.init()  # register every plugin (MPO, WEBP, TIFF... are not pre-loaded)
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+        with Image.open(io.BytesIO(data), formats=formats) as im:
             fmt = im.format or ""
             w, h = im.size
             if w * h > max_pixels:
-                raise InputError(
+                raise ImageTooLargeError(
                     f"image is too large ({w}x{h} = {w * h / 1e6:.0f} Mpixel > {max_pixels / 1e6:.0f} Mpixel): {p}"
                 )
             need = _decoded_bytes_estimate(im, mode)
             if need > limit:
-                raise InputError(
+                raise ImageTooLargeError(
                     f"image is too large to decode: {p} is {w}x{h} {im.mode} ({len(data) / 2**10:.0f} KiB on "
                     f"disk) and needs ~{need / 2**20:.0f} MiB decoded > the limit of {limit / 2**20:.0f} MiB "
                     "(raise it with max_bytes= or $ADVGUARD_MAX_IMAGE_MB)"
@@ -263,10 +292,11 @@ def _decode(data: bytes, p: Path, mode: str, max_pixels: int, limit: int) -> tup
         raise
     except UnidentifiedImageError:
         raise InputError(
-            f"cannot read image {p}: not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} file (or a damaged one)"
+            f"cannot read image {p}: not a {', '.join(formats[:-1])}{' or ' if len(formats) > 1 else ''}"
+            f"{formats[-1]} file (or a damaged one)"
         ) from None
     except Image.DecompressionBombError as e:
-        raise InputError(f"image is too large: {p} ({e})") from e
+        raise ImageTooLargeError(f"image is too large: {p} ({e})") from e
     except MemoryError as e:
         raise InputError(f"cannot read image {p}: out of memory while decoding") from e
     except (
