@@ -1,4 +1,4 @@
-"""Command line: ``advguard datasets | models | train | predict | setup``."""
+"""Command line: ``advguard datasets | models | train | predict | detect | serve | setup | ...``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     s.set_defaults(func=_detect)
 
+    _add_serve(sub)
+
     s = sub.add_parser("evaluate", help="measure a zoo model's top-1 accuracy on its test data")
     s.add_argument("name")
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
@@ -122,6 +124,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_train)
     return p
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .service.settings import ServiceSettings
+
+    d = ServiceSettings()
+    s = sub.add_parser(
+        "serve",
+        help="an HTTP service in front of a saved Guard (FastAPI + uvicorn: pip install 'advguard[serve]')",
+        description="POST /v1/classify (multipart or one raw PNG/JPEG/WebP image) answers as `advguard detect` does; "
+        "GET / is a web page; /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI).",
+    )
+    s.add_argument("--guard", required=True, help="a file written by advguard.Guard.save")
+    s.add_argument("--model", "-m", help="the zoo model the guard protects (default: the one recorded in the file)")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="default 8000")
+    s.add_argument(
+        "--token-file",
+        help="a file holding a bearer token that /v1/* and /metrics then require (Authorization: Bearer TOKEN)",
+    )
+    s.add_argument("--max-batch", type=int, default=d.max_batch, help=f"images per Guard call (default {d.max_batch})")
+    s.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=d.max_wait_ms,
+        help=f"how long an image waits for others to fill a batch (default {d.max_wait_ms:g})",
+    )
+    s.add_argument("--no-batching", action="store_true", help="one request per Guard call (never mix requests)")
+    s.add_argument(
+        "--pad-batches",
+        action="store_true",
+        help="pad every Guard call to --max-batch images: answers bit-for-bit independent of their batch-mates",
+    )
+    s.add_argument(
+        "--max-queue", type=int, default=d.max_queue, help=f"images waiting before 503 (default {d.max_queue})"
+    )
+    s.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=d.max_body_bytes / 2**20,
+        help=f"request body limit in MiB (default {d.max_body_bytes / 2**20:g})",
+    )
+    s.add_argument("--max-images", type=int, default=d.max_images, help=f"images per request (default {d.max_images})")
+    s.add_argument(
+        "--max-pixels",
+        type=int,
+        default=d.max_pixels,
+        help=f"pixels per image, from its header before decoding (default {d.max_pixels:,})",
+    )
+    s.add_argument(
+        "--read-timeout",
+        type=float,
+        default=d.read_timeout,
+        help=f"seconds to receive a body before 408 (default {d.read_timeout:g})",
+    )
+    s.add_argument(
+        "--timeout", type=float, default=d.timeout, help=f"seconds per request before 504 (default {d.timeout:g})"
+    )
+    s.add_argument(
+        "--resize",
+        choices=("resize", "center-crop"),
+        help="bring images of another size to the model's input (default: refuse them, 422)",
+    )
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    s.set_defaults(func=_serve)
 
 
 def _setup(args: argparse.Namespace) -> int:
@@ -289,6 +357,73 @@ def _detect(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if flagged else 2 if counts["errors"] else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """``advguard serve``: the guard behind FastAPI + uvicorn until interrupted."""
+    import os
+    import stat
+    from pathlib import Path
+
+    from .errors import InputError
+
+    try:
+        from .service import MissingExtraError, require_extra
+
+        require_extra()
+    except MissingExtraError as e:
+        print(f"advguard: error: {e}", file=sys.stderr)
+        return 2
+    from .guard import Guard
+    from .models import ZOO, get_spec, load_model
+    from .service.server import serve
+    from .service.settings import ServiceSettings
+
+    token = None
+    if args.token_file:
+        path = Path(args.token_file)
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--token-file {path}: cannot read it ({e})") from e
+        if not token:
+            raise InputError(f"--token-file {path} is empty")
+        if os.name == "posix" and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+            print(f"advguard serve: warning: {path} is readable by other users (chmod 600 it)", file=sys.stderr)
+    settings = ServiceSettings(
+        token=token,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        batching=not args.no_batching,
+        pad_batches=args.pad_batches,
+        max_queue=args.max_queue,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+        read_timeout=args.read_timeout,
+        timeout=args.timeout,
+        resize=args.resize,
+    )
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be 0..65535, got {args.port}")
+    model = args.model
+    if model is None:
+        model = Guard.saved_classifier(args.guard)
+        if model not in ZOO:
+            raise InputError(f"{args.guard} was fitted for {model!r}, not a zoo model: name the model with -m")
+    clf = load_model(model, device=args.device)
+    guard = Guard.load(args.guard, clf)
+    classes = _class_names(get_spec(model).dataset) if model in ZOO else None
+    serve(
+        guard,
+        settings,
+        host=args.host,
+        port=args.port,
+        model=model,
+        class_names=classes,
+        log_level=args.log_level,
+    )
+    return 0
 
 
 def _class_names(dataset: str) -> list[str]:
