@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything advguard needs on a fresh Debian/Ubuntu machine:
-#   1. system packages (Debian's Fashion-MNIST package) via apt, when apt is available;
+#   1. system packages via apt, when apt is available (Debian's Fashion-MNIST package; chromium, the headless browser
+#      that tests/test_service.py drives through playwright: skipped when /usr/bin/chromium exists);
 #   2. the Python package with its test extras (an already-installed torch is kept);
 #   3. the offline dataset mirror (../shared/data or $ADVGUARD_MIRROR), when present.
 set -euo pipefail
@@ -13,13 +14,26 @@ if command -v apt-get >/dev/null 2>&1; then
     if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=""; fi
   fi
   if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+    updated=""
+    apt_update() {
+      if [ -z "$updated" ]; then
+        $SUDO apt-get update -qq || echo "install.sh: apt-get update failed; continuing" >&2
+        updated=1
+      fi
+    }
     if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
-      $SUDO apt-get update -qq || echo "install.sh: apt-get update failed; continuing" >&2
+      apt_update
       $SUDO apt-get install -y -qq dataset-fashion-mnist \
         || echo "install.sh: could not install dataset-fashion-mnist; Fashion-MNIST will download on first use" >&2
     fi
+    if [ ! -x /usr/bin/chromium ]; then
+      apt_update
+      $SUDO apt-get install -y -qq chromium \
+        || echo "install.sh: could not install chromium; the web page's browser test will be skipped" >&2
+    fi
   else
-    echo "install.sh: not root and no sudo: skipping apt packages (Fashion-MNIST will download on first use)" >&2
+    echo "install.sh: not root and no sudo: skipping apt packages (Fashion-MNIST will download on first use;" \
+      "the web page's browser test is skipped without chromium)" >&2
   fi
 fi
 
