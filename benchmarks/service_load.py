@@ -315,7 +315,9 @@ def render(doc: dict) -> str:
         "## Direct baseline\n",
         f"The Guard called in Python on the same {base['images']} images as float arrays (no PNG decoding, no "
         f"HTTP), in batches of {base['batch']}: **{base['images_per_s']:.1f} images/s** ({base['ms_per_image']:.1f} "
-        f"ms per image; best of {base['passes']} passes).\n",
+        f"ms per image), the faster of two measurements, one before the load runs and one after them "
+        f"({' and '.join(f'{v:.1f}' for v in base['images_per_s_runs'])} images/s, each the best of repeated "
+        "passes over the images; two figures far apart mean the machine was not quiet).\n",
         "## Throughput and latency\n",
         "Latency is per request (one image), measured by the client; `vs direct` divides by the baseline's "
         "images/s; `mean batch` is images per Guard call in the server (its /metrics); VmRSS is the server "
@@ -419,6 +421,14 @@ def main() -> int:
             flat = asyncio.run(load(url, bodies, expected, a.flat_requests, c_flat, pid=pid, sample_s=1.0))
         flat["flatness"] = flatness(flat["rss_samples"], a.flat_requests)
         flat["rss_table"] = _thin(flat["rss_samples"])
+        # the baseline again at the end: a machine that was not quiet shows as two different figures
+        print("direct baseline again ...", file=sys.stderr, flush=True)
+        again = direct_baseline(guard_path, x, a.max_batch, a.baseline_seconds)
+    if again.pop("answers") != expected:
+        raise RuntimeError("the direct Guard answered differently in its second run")
+    base["images_per_s_runs"] = [base["images_per_s"], again["images_per_s"]]
+    base["images_per_s"] = max(base["images_per_s_runs"])  # the faster run: the conservative reference
+    base["ms_per_image"] = 1000 / base["images_per_s"]
     top = next(c for c in cells if c["batching"] and c["concurrency"] == c_flat)
     ratio = top["images_per_s"] / base["images_per_s"]
     doc = {
