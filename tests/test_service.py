@@ -278,6 +278,8 @@ def _bad_cases(fitted):
     gif = io.BytesIO()
     Image.fromarray(fitted["clean"][0]).save(gif, "GIF")
     big = encode(np.zeros((64, 64, 3), np.uint8))
+    photo = encode(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8), "JPEG")
+    assert 64 * 1024 < len(photo) < 256 * 1024  # over the inline-decoding size: decoded in a worker thread
     mp = "multipart/form-data; boundary=advguard-test-boundary"
     return {
         "text/plain body": (b"hello", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
@@ -298,6 +300,7 @@ def _bad_cases(fitted):
         "truncated PNG": (png[: len(png) // 2], {"Content-Type": "image/png"}, 422, "unreadable_image"),
         "truncated JPEG": (jpeg[: len(jpeg) // 2], {"Content-Type": "image/jpeg"}, 422, "unreadable_image"),
         "wrong size": (big, {"Content-Type": "image/png"}, 422, "unreadable_image"),
+        "a large photo of another size": (photo, {"Content-Type": "image/jpeg"}, 422, "unreadable_image"),
         "empty body": (b"", {"Content-Type": "image/png"}, 400, "bad_request"),
         "multipart without file": (multipart([("note", None, None, b"hi")]), {"Content-Type": mp}, 400, "bad_request"),
         "multipart without boundary": (

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..data.imageio import _DECODE_LOCK
 from ..guard import Guard, GuardResult
 from ..images import ImageInfo
 from . import limits
@@ -316,10 +317,15 @@ def create_app(
         def decode() -> list[tuple[np.ndarray, ImageInfo]]:
             return [limits.decode_upload(u, i, clf.size, clf.channels, settings) for i, u in enumerate(ups)]
 
-        # small uploads (a CIFAR-sized PNG decodes in ~0.1 ms) are decoded on the event loop; larger ones in a thread,
-        # so that a big photo does not hold the loop
-        small = sum(len(u.data) for u in ups) <= INLINE_DECODE_BYTES
-        decoded = decode() if small else await run_in_threadpool(decode)
+        # small uploads (a CIFAR-sized PNG decodes in ~0.1 ms) are decoded on the event loop when no other decode holds
+        # the decoder's lock (the loop never waits for it); larger ones in a thread, so a big photo never holds the loop
+        if sum(len(u.data) for u in ups) <= INLINE_DECODE_BYTES and _DECODE_LOCK.acquire(blocking=False):
+            try:
+                decoded = decode()
+            finally:
+                _DECODE_LOCK.release()
+        else:
+            decoded = await run_in_threadpool(decode)
         x = np.stack([a for a, _ in decoded])
         try:
             results = await asyncio.wait_for(batcher.submit(x), max(0.0, deadline - loop.time()))
