@@ -221,6 +221,8 @@ def _build(
         sl = slice(c * chunk_size, (c + 1) * chunk_size)
         xb, yb = x_clean[sl], y_clean[sl]
         tb = shifted_targets(yb, classifier.num_classes, cfg.target_shift).numpy() if cfg.target_shift else None
+        if attack.needs_fit:  # a patch: one trained on each chunk it then attacks (TaintRadar's protocol)
+            attack.fit(xb, yb)
         r = attack(xb, yb, targets=tb)
         x_adv, ok = r.x_adv, r.success.numpy()
         n_success = int(ok.sum())
