@@ -279,14 +279,24 @@ class Guard:
         k = min(self.folds, len(xc), len(xa))
         if k < 2:
             raise InputError("Guard.fit (stacked): needs at least 2 clean and 2 adversarial images")
+        # features once per detector that fits on them (k refits then cost no model pass); the others refit on images
+        feats = {j: d.extract(x) for j, d in enumerate(self.detectors) if d.fits_on_features}
         for tr, te in StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y):
             tr_c, tr_a = tr[y[tr] == 0], tr[y[tr] == 1]
             for j, d in enumerate(self.detectors):
                 m = clone(d)
-                m.fit(x[tr_c], x[tr_a] if m.supervised else None)
-                oof[te, j] = m.score(x[te])
-        for d in self.detectors:  # the detectors that answer later are fitted on everything
-            d.fit(xc, xa if d.supervised else None)
+                if j in feats:
+                    m.fit_features(feats[j][tr_c], feats[j][tr_a] if m.supervised else None)
+                    oof[te, j] = m.score_features(feats[j][te])
+                else:
+                    m.fit(x[tr_c], x[tr_a] if m.supervised else None)
+                    oof[te, j] = m.score(x[te])
+        nc = len(xc)
+        for j, d in enumerate(self.detectors):  # the detectors that answer later are fitted on everything
+            if j in feats:
+                d.fit_features(feats[j][:nc], feats[j][nc:] if d.supervised else None)
+            else:
+                d.fit(xc, xa if d.supervised else None)
         self.meta_, self.threshold_ = fit_meta_model(oof, y, self.meta_model, fpr=self.fpr, folds=k, seed=self.seed)
 
     # ------------------------------------------------------------------ scoring

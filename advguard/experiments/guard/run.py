@@ -37,7 +37,6 @@ from ...advsets import AdvSet
 from ...classifier import Classifier
 from ...data.cache import cache_lock, load_entry
 from ...detectors import make_detector
-from ...detectors.base import Detector
 from ...detectors.decision import decision_scores
 from ...guard import any_threshold, clean_ranks, fit_meta_model
 from ...metrics import detection_report, threshold_at_fpr
@@ -62,12 +61,6 @@ from .options import Combination, GuardOptions
 FIT, COMBINE, TEST = 0, 1, 2
 #: the pooled row's family name
 POOLED = "all families"
-
-
-def fits_on_features(det: Detector) -> bool:
-    """True when the detector's fit is its features' fit (so cached features can fit it); False for detectors
-    that fit on images (the CNN detector trains a network, TaintRadar chooses K, SentiNet keeps test images)."""
-    return type(det)._fit_images is Detector._fit_images
 
 
 def run_guard(
@@ -157,7 +150,7 @@ def detector_scores(
     all clean images (``"clean"``) and of each family's adversarial images (by attack label); with its cost."""
     det = make_detector(d.name, clf, fpr=cfg.fpr, seed=cfg.seed, **d.params)
     first = next(iter(sets.values()))
-    if fits_on_features(det):
+    if det.fits_on_features:
         feat_dir = cache / "features"
         f_clean, cost = features(det, first.x_clean, feat_dir / f"{feature_key(d, clean_key, 'clean')}.npz", d.label)
         f_adv = {
