@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_write_text
-from .attacks import make_attack, shifted_targets
+from .attacks import AdversarialPatch, make_attack, shifted_targets
 from .attacks.base import success_of
 from .classifier import Classifier
 from .data import data_dir, load_dataset
@@ -221,6 +221,8 @@ def _build(
         sl = slice(c * chunk_size, (c + 1) * chunk_size)
         xb, yb = x_clean[sl], y_clean[sl]
         tb = shifted_targets(yb, classifier.num_classes, cfg.target_shift).numpy() if cfg.target_shift else None
+        if isinstance(attack, AdversarialPatch):  # needs_fit: one patch trained on each chunk it then attacks
+            attack.fit(xb, yb)
         r = attack(xb, yb, targets=tb)
         x_adv, ok = r.x_adv, r.success.numpy()
         n_success = int(ok.sum())

@@ -69,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     s.set_defaults(func=_detect)
 
+    s = sub.add_parser("guard", help="build a Guard file from a config (advguard guard fit GUARD.toml -o guard.zip)")
+    gsub = s.add_subparsers(dest="guard_command", required=True)
+    g = gsub.add_parser(
+        "fit",
+        help="fit the detectors and calibrate the guard a TOML config names (model, detectors, data, FPR), "
+        "save it to one file for `advguard detect` / `advguard serve`",
+    )
+    g.add_argument("config", help="the guard's TOML file (see advguard/guard_config.py and the README)")
+    g.add_argument("--output", "-o", required=True, help="the guard file to write")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's, else cuda if available)")
+    g.set_defaults(func=_guard_fit)
+
     _add_serve(sub)
 
     s = sub.add_parser("evaluate", help="measure a zoo model's top-1 accuracy on its test data")
@@ -357,6 +369,25 @@ def _detect(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if flagged else 2 if counts["errors"] else 0
+
+
+def _guard_fit(args: argparse.Namespace) -> int:
+    """``advguard guard fit CONFIG -o FILE``: the config checked first (every problem at once), then the detectors
+    fitted, the decision calibrated and the guard written atomically; a summary on stderr."""
+    from .guard_config import build_guard, load_guard_config
+
+    cfg = load_guard_config(args.config)
+    if args.device:
+        cfg.device = args.device
+    guard = build_guard(cfg)
+    path = guard.save(args.output)
+    thr = ", ".join(f"{n} {t:.4g}" for n, t in zip(guard.names, guard.detector_thresholds(), strict=True))
+    print(
+        f"advguard guard fit: {path} ({guard.combine} of {len(guard.detectors)} detectors on {cfg.model}, "
+        f"clean FPR {guard.fpr:g}; per-detector thresholds: {thr})",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -102,7 +102,7 @@ def fitted(real_data):
             det = make_detector(name, clf, **DETECTOR_SETTINGS[name])
             with warnings.catch_warnings():  # 20 clean images cannot resolve FPR 0.05: expected here
                 warnings.simplefilter("ignore", UserWarning)
-                needs_adv = det.supervised or name == "cnn"  # the CNN detector trains its own network
+                needs_adv = det.supervised  # the CNN detector (its own network) says so too
                 out = det.fit(x_fit, x_adv if needs_adv else None)
             assert out is det  # fit returns self
             cache[name] = det

@@ -116,7 +116,7 @@ def test_the_fake_device_catches_a_cpu_tensor_mixed_with_the_models():
 def test_detectors_build_their_tensors_on_the_classifiers_device(name, fake_data):
     clf, x, _, adv = fake_data
     det = make_detector(name, clf, **DETECTOR_SETTINGS[name])
-    needs_adv = det.supervised or name == "cnn"
+    needs_adv = det.supervised
     with _on_fake(clf) as fd, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # 16 clean images cannot resolve FPR 0.05
         det.fit(x[:16], adv if needs_adv else None)

@@ -69,7 +69,7 @@ def fitted(world):
 
 
 def _trained_on_adversarial(det) -> bool:
-    return det.supervised or det.name == "cnn"  # the CNN detector trains a network, not a decision model
+    return det.supervised  # the CNN detector (a network, not a decision model) is supervised too
 
 
 @pytest.fixture(scope="module")

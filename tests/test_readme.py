@@ -220,3 +220,21 @@ def test_block_extraction_and_the_name_error_hint():
         run_block(*blocks[0], {})
     except NameError as e:  # the traceback points at README.md's line 6
         assert e.__cause__.__traceback__.tb_next.tb_lineno == 6
+
+
+def test_readme_guard_configs_are_valid():
+    """Every ```toml block of README.md that names a model and detectors is a valid `advguard guard fit` config."""
+    from advguard.guard_config import parse_guard_config
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    guards = [b for b in blocks if "[[detector]]" in b and "model =" in b and "[data]" in b]
+    assert guards, "README.md: the advguard guard fit config example is gone"
+    for b in guards:
+        cfg = parse_guard_config(tomllib.loads(b), where="README.md")
+        assert cfg.detectors and cfg.model

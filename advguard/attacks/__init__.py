@@ -47,9 +47,17 @@ def make_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
 
 
 def bench_attacks() -> list[str]:
-    """The attacks an experiment config can name in ``[[attack]]``: those that need nothing but the classifier
-    (no detector to evade, no patch to train first)."""
+    """The attacks that need nothing but the classifier (no detector to evade, no patch to train first): called
+    on images right away. An experiment config may also name a patch attack (:func:`config_attacks`)."""
     return [n for n, c in ATTACKS.items() if not c.requires and not c.needs_fit]
+
+
+def config_attacks() -> list[str]:
+    """The attacks an experiment config can name in ``[[attack]]``: :func:`bench_attacks` and the patch attacks
+    (``needs_fit``), which :func:`advguard.advsets.build_advset` trains on each chunk of clean images it then
+    attacks (one universal patch per chunk of ``chunk_size`` images, TaintRadar's protocol); not the adaptive
+    attacks, which need the fitted detector they evade."""
+    return [n for n, c in ATTACKS.items() if not c.requires]
 
 
 __all__ = [
@@ -65,6 +73,7 @@ __all__ = [
     "FoolboxAttack",
     "STANDARD_ATTACKS",
     "bench_attacks",
+    "config_attacks",
     "make_attack",
     "perturbation_norms",
     "register_attack",

@@ -389,6 +389,13 @@ class Detector(abc.ABC):
     def supervised(self) -> bool:
         return self._checked_params()["decision_model"] is not None
 
+    @property
+    def fits_on_features(self) -> bool:
+        """True when ``fit`` on images is :meth:`extract` then :meth:`fit_features`, so features computed once
+        can fit it again (the Guard's folds, the experiments' caches); False for detectors that fit on images
+        (the CNN detector trains a network, TaintRadar chooses K from rank changes, SentiNet keeps test images)."""
+        return type(self)._fit_images is Detector._fit_images
+
     # ---------------------------------------------------------------- to override
     @abc.abstractmethod
     def features(self, x: torch.Tensor) -> np.ndarray:

@@ -116,6 +116,11 @@ class CNNDetector(Detector):
         self.net_: nn.Module | None = None
         self.history_: list[dict[str, Any]] = []
 
+    @property
+    def supervised(self) -> bool:
+        """Always: the detector network learns from clean and adversarial images (no decision model to name)."""
+        return True
+
     # ------------------------------------------------------------------ network
     def _build(self) -> nn.Module:
         clf = self.classifier
@@ -220,6 +225,10 @@ class CNNDetector(Detector):
         """Logit difference adversarial - normal (monotone in the softmax probability of 'adversarial')."""
         diff: np.ndarray = features[:, 1] - features[:, 0]
         return diff
+
+    def score_features(self, f: np.ndarray) -> np.ndarray:
+        """The logit difference of the trained network (no decision model: the network is the decision)."""
+        return np.asarray(self.statistic(np.asarray(f, dtype=np.float64)), dtype=np.float64)
 
     def feature_names(self, d: int) -> list[str]:
         return ["logit_normal", "logit_adversarial"]

@@ -326,7 +326,7 @@ def validate_config(doc: object) -> list[str]:
 def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> None:
     """Each [[attack]]: an attack that needs only the classifier, targeted attacks have a target shift, params the
     attack accepts, unique labels."""
-    from ..attacks import ATTACKS, bench_attacks
+    from ..attacks import ATTACKS, config_attacks
 
     listed = doc.get("attack")
     attacks = listed if isinstance(listed, list) else []
@@ -334,12 +334,11 @@ def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> N
         if isinstance(a, dict):
             key = join_key("attack", i)
             name = a.get("name") if isinstance(a.get("name"), str) else None
-            if name in ATTACKS and name not in bench_attacks():
-                need = "a patch trained with fit()" if ATTACKS[name].needs_fit else "the fitted detector it evades"
+            if name in ATTACKS and ATTACKS[name].requires:
                 P.add(
                     f"{key}.name",
-                    f"{name} needs {need}: the experiments that evaluate it run it (an [[attack]] may name one of "
-                    f"{', '.join(bench_attacks())})",
+                    f"{name} needs the fitted detector it evades: the experiments that evaluate it run it (an "
+                    f"[[attack]] may name one of {', '.join(config_attacks())})",
                 )
             if name in ATTACKS and ATTACKS[name].targets_required and "target_shift" not in a:
                 P.add(f"{key}.target_shift", f"{a['name']} is targeted only; give target_shift")
