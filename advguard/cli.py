@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve(sub)
 
+    s = sub.add_parser(
+        "quickstart",
+        help="the main job on its embedded default: a guard in front of cifar10-cnn checks sample clean and "
+        "adversarial images; report in runs/quickstart/ (report.md, report.html, detect.jsonl)",
+    )
+    s.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    s.add_argument("--n-images", type=int, default=12, help="clean sample images (each also attacked three ways)")
+    s.set_defaults(func=_quickstart)
+
     s = sub.add_parser("evaluate", help="measure a zoo model's top-1 accuracy on its test data")
     s.add_argument("name")
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
@@ -369,6 +378,20 @@ def _detect(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if flagged else 2 if counts["errors"] else 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    """``advguard quickstart``: fit the embedded guard, check sample images, print where the report is."""
+    from .errors import InputError
+    from .quickstart import run_quickstart
+
+    if not 1 <= args.n_images <= 1000:
+        raise InputError(f"--n-images must be in 1..1000, got {args.n_images}")
+    summary = run_quickstart(args.out, n_images=args.n_images)
+    for src, s in summary["per_source"].items():
+        print(f"{src:>12}: {s['flagged']:3d} of {s['images']:3d} flagged")
+    print(f"report: {args.out}/report.html (also report.md, detect.jsonl, guard.advguard)")
+    return 0
 
 
 def _guard_fit(args: argparse.Namespace) -> int:

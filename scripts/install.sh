@@ -58,9 +58,10 @@ elif [ -d ../shared/data ]; then
 fi
 "$PY" -m advguard.cli setup --optional "${mirror_args[@]}"
 
-# the main job on its embedded default: the smoke experiment (a detector grid on 200 CIFAR-10 test images, ~20 s on
-# 2 cores), its page in runs/smoke/ (results.md, report.html). ADVGUARD_SKIP_SMOKE=1 skips it.
-if [ -z "${ADVGUARD_SKIP_SMOKE:-}" ]; then
-  "$PY" -m advguard.cli reproduce configs/smoke.toml --out runs/smoke
+# the main job on its embedded default: `advguard quickstart` (a guard of three detectors in front of cifar10-cnn,
+# calibrated on CIFAR-10 test images, checks sample clean / FGSM / PGD / CW-L2 PNGs; ~1 min on 2 cores), its report
+# in runs/quickstart/ (report.html, report.md, detect.jsonl). ADVGUARD_SKIP_MAIN=1 (or ADVGUARD_SKIP_SMOKE=1) skips it.
+if [ -z "${ADVGUARD_SKIP_MAIN:-}${ADVGUARD_SKIP_SMOKE:-}" ]; then
+  "$PY" -m advguard.cli quickstart --out runs/quickstart
 fi
 echo "install.sh: done"
