@@ -310,10 +310,29 @@ def _worker_classifier(spec: list[Any]) -> Classifier:
     return clf
 
 
-def _ray_chunk(payload: bytes, model: list[Any], task: ChunkTask[Any], desc: str) -> tuple[Arrays, ChunkRecord]:
-    """A Ray task: resolve the classifier (cached per worker), rebuild the chunk function, compute the chunk."""
+def _writable(obj: Any) -> Any:
+    """``obj`` with its read-only numpy arrays (Ray's zero-copy arguments) copied; tuples, lists and dicts walked."""
+    if isinstance(obj, np.ndarray):
+        return obj if obj.flags.writeable else obj.copy()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_writable(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _writable(v) for k, v in obj.items()}
+    return obj
+
+
+def _ray_chunk(
+    payload: bytes, model: list[Any], task: ChunkTask[Any], desc: str, threads: int
+) -> tuple[Arrays, ChunkRecord]:
+    """A Ray task: resolve the classifier (cached per worker), rebuild the chunk function, compute the chunk (on
+    writable copies of its inputs, as in a local run) with ``threads`` torch threads (the task's CPUs)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     clf = _worker_classifier(model[0]) if model else None
-    return compute_chunk(loads_chunk_fn(payload, clf), task, desc)
+    item = ChunkTask(task.index, task.path, _writable(task.item))
+    return compute_chunk(loads_chunk_fn(payload, clf), item, desc)
 
 
 class RayExecutor:
@@ -339,8 +358,8 @@ class RayExecutor:
         self.max_retries = int(max_retries)
         self._models: dict[int, tuple[Classifier, str, Any]] = {}
         self._owns = False
+        check_address(address)  # even with a session open here: a wrong address is named, never ignored
         if not self.ray.is_initialized():
-            check_address(address)
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
             if address is None:
                 kwargs["num_cpus"] = int(num_cpus or os.cpu_count() or 1)
@@ -380,6 +399,16 @@ class RayExecutor:
         state = {k: getattr(clf, k) for k in _STATE}
         return [known[1], [known[2]], state, clf.device.type]
 
+    def task_options(self, classifier: Classifier | None) -> dict[str, Any]:
+        """The Ray options of each chunk task: CPUs, one GPU when ``classifier`` is on CUDA, retries."""
+        on_cuda = classifier is not None and classifier.device.type == "cuda"
+        return {
+            "num_cpus": self.cpus_per_task,
+            "num_gpus": 1 if on_cuda else 0,
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,  # an error in the chunk function is not retried; a dead worker is
+        }
+
     def map_chunks(
         self,
         fn: Callable[[T], Arrays],
@@ -394,16 +423,12 @@ class RayExecutor:
         ray = self.ray
         payload = ray.put(dumps_chunk_fn(fn, classifier))
         model = [self._model_spec(classifier)] if classifier is not None else []
-        gpus = 1 if classifier is not None and classifier.device.type == "cuda" else 0
-        opts = {
-            "num_cpus": self.cpus_per_task,
-            "num_gpus": gpus,
-            "max_retries": self.max_retries,
-            "retry_exceptions": False,  # an error in the chunk function is not retried; a dead worker is
-        }
+        opts = self.task_options(classifier)
         label = desc or "chunk"
         pending = {  # the task's name is its worker's process title while it runs: ray::advguard-chunk:DESC:INDEX
-            self._remote.options(**opts, name=f"advguard-chunk:{label}:{t.index}").remote(payload, model, t, desc): i
+            self._remote.options(**opts, name=f"advguard-chunk:{label}:{t.index}").remote(
+                payload, model, t, desc, self.cpus_per_task
+            ): i
             for i, t in enumerate(tasks)
         }
         out: list[Arrays | None] = [None] * len(tasks)
