@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.cache import load_entry, save_entry
+from .data.cache import cache_lock, load_entry, save_entry
 from .errors import ExecutorError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,10 +119,15 @@ class ChunkExecutor(Protocol):
 
 def compute_chunk(fn: Callable[[T], Arrays], task: ChunkTask[T], desc: str = "") -> tuple[Arrays, ChunkRecord]:
     """``fn(task.item)`` written atomically with its checksum to ``task.path``, returned as read back (exactly what
-    a resumed run would load), with the record of who computed it."""
+    a resumed run would load), with the record of who computed it. Under the chunk's lock, and only if the chunk
+    is not there yet: two runs on one cache (or a retried task whose first attempt got as far as writing) compute
+    it once."""
     t0 = time.perf_counter()
-    save_entry(task.path, fn(task.item))
-    back = load_entry(task.path)
+    with cache_lock(task.path):
+        back = load_entry(task.path)
+        if back is None:
+            save_entry(task.path, fn(task.item))
+            back = load_entry(task.path)
     if back is None:  # pragma: no cover - the file just written and verified vanished or changed
         raise OSError(f"chunk {task.path} could not be read back after writing it")
     return back, ChunkRecord(desc, task.index, os.getpid(), socket.gethostname(), time.perf_counter() - t0)
