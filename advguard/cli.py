@@ -415,6 +415,9 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(f"writing to {out} (--publish writes into the config's out, {cfg.out})", file=sys.stderr)
     executor = make_executor(args.executor, args.address)  # Ray missing / no cluster there: refused before any work
     try:
+        describe = getattr(executor, "describe", None)
+        if describe is not None:
+            print(describe(), file=sys.stderr)
         doc = run(cfg, out=out, cache_dir=args.cache_dir, executor=executor)
     finally:
         executor.close()

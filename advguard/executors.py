@@ -375,6 +375,12 @@ class RayExecutor:
             self._owns = True  # shut down (a local cluster) or disconnected (a remote one) by close()
         self._remote = self.ray.remote(_ray_chunk)
 
+    def describe(self) -> str:
+        """One line: the cluster's nodes, CPUs and GPUs (what the CLI prints before a run)."""
+        res = self.ray.cluster_resources()
+        nodes = sum(1 for n in self.ray.nodes() if n.get("Alive"))
+        return f"Ray cluster: {nodes} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+
     def __enter__(self) -> RayExecutor:
         return self
 
@@ -426,9 +432,14 @@ class RayExecutor:
         if not tasks:
             return []
         ray = self.ray
+        opts = self.task_options(classifier)
+        if opts["num_gpus"] and self.ray.cluster_resources().get("GPU", 0) < opts["num_gpus"]:
+            raise ExecutorError(
+                "the classifier runs on CUDA but the Ray cluster has no GPU (its tasks would wait forever): start "
+                "GPU workers with `ray start --num-gpus=1 ...`, or run with device = cpu"
+            )
         payload = ray.put(dumps_chunk_fn(fn, classifier))
         model = [self._model_spec(classifier)] if classifier is not None else []
-        opts = self.task_options(classifier)
         label = desc or "chunk"
         pending = {  # the task's name is its worker's process title while it runs: ray::advguard-chunk:DESC:INDEX
             self._remote.options(**opts, name=f"advguard-chunk:{label}:{t.index}").remote(

@@ -20,7 +20,7 @@ import pytest
 
 from advguard.cli import main
 from advguard.errors import ExecutorError
-from advguard.executors import LocalExecutor, cached_map, make_executor
+from advguard.executors import ChunkTask, LocalExecutor, cached_map, make_executor
 from advguard.experiments import load_config, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,6 +220,10 @@ def test_tasks_request_a_gpu_for_a_cuda_classifier(cluster):
     assert ex.task_options(OnDevice("cuda:0"))["num_gpus"] == 1  # type: ignore[arg-type]
     assert ex.task_options(OnDevice("cpu"))["num_gpus"] == 0  # type: ignore[arg-type]
     assert ex.task_options(None) == {"num_cpus": 1, "num_gpus": 0, "max_retries": 3, "retry_exceptions": False}
+    # this cluster has no GPU: a CUDA classifier's chunks are refused instead of waiting forever
+    task = ChunkTask(0, Path("/nonexistent/never-written.npz"), 0)
+    with pytest.raises(ExecutorError, match="has no GPU"):
+        ex.map_chunks(lambda i: {"i": np.asarray(i)}, [task], classifier=OnDevice("cuda"))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------ bad input
