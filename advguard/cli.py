@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(
             "--address",
             help="with --executor ray: the cluster to use, auto (the running one) or HOST:PORT (its head node); "
-            "default: a local cluster with this machine's CPUs",
+            "default: $RAY_ADDRESS, else a local cluster with this machine's CPUs",
         )
         s.add_argument("--list", action="store_true", help="list the registered experiments and exit")
         s.set_defaults(func=_reproduce)

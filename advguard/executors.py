@@ -342,10 +342,11 @@ def _ray_chunk(
 
 class RayExecutor:
     """One Ray task per chunk, on a Ray cluster: the one at ``address`` (``"auto"``: the running one this machine
-    knows, ``"HOST:PORT"``: a head node's GCS address), or a local cluster with ``num_cpus`` CPUs (default: all of
-    this machine's) started here and shut down by :meth:`close`. A Ray session already open in this process is
-    used as it is. Each task takes ``cpus_per_task`` CPUs (torch in it uses as many threads), one GPU when the
-    classifier is on CUDA; a task whose worker dies is retried up to ``max_retries`` times."""
+    knows, ``"HOST:PORT"``: a head node's GCS address; default ``$RAY_ADDRESS``), or a local cluster with
+    ``num_cpus`` CPUs (default: all of this machine's) started here and shut down by :meth:`close`. A Ray session
+    already open in this process is used as it is. Each task takes ``cpus_per_task`` CPUs (torch in it uses as
+    many threads), one GPU when the classifier is on CUDA; a task whose worker dies is retried up to
+    ``max_retries`` times."""
 
     name = "ray"
 
@@ -363,6 +364,8 @@ class RayExecutor:
         self.max_retries = int(max_retries)
         self._models: dict[int, tuple[Classifier, str, Any]] = {}
         self._owns = False
+        # Ray's own convention: $RAY_ADDRESS names the cluster when no address is given
+        address = address or os.environ.get("RAY_ADDRESS") or None
         check_address(address)  # even with a session open here: a wrong address is named, never ignored
         if not self.ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
