@@ -228,8 +228,8 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
             pass
     except OSError as e:
         raise ExecutorError(
-            f"no Ray cluster answers at {address} ({e}); start one with `ray start --head` there, or omit --address "
-            "to start a local cluster"
+            f"no Ray cluster answers at {address} ({e}); start one with `ray start --head` there, or give no address "
+            "(neither --address nor $RAY_ADDRESS) to start a local cluster"
         ) from None
 
 
