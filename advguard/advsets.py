@@ -22,21 +22,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ._atomic import atomic_write_text
 from .attacks import AdversarialPatch, make_attack, shifted_targets
 from .attacks.base import success_of
 from .classifier import Classifier
 from .data import data_dir, load_dataset
-from .data.cache import cache_lock, load_entry, save_entry
+from .data.cache import cache_lock, load_entry, remove_partial, save_entry
+from .executors import cached_map
 from .fingerprint import weights_hash  # noqa: F401  (re-exported: the bench imports it from here)
 
 ROUNDTRIPS = (None, "png", "jpeg", "png+jpeg")
@@ -210,16 +209,10 @@ def _build(
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_text(parts / "config.json", json.dumps({**asdict(cfg), "weights": mhash}, indent=2, default=str))
     n_chunks = (len(y_clean) + chunk_size - 1) // chunk_size
-    bar = tqdm(range(n_chunks), desc=f"advset {cfg.attack}", disable=not progress)
-    chunks = []
-    for c in bar:
-        path = _chunk_path(parts, c)
-        done = load_entry(path)  # a finished chunk of an interrupted build (None if absent or corrupt)
-        if done is not None:
-            chunks.append(done)
-            continue
-        sl = slice(c * chunk_size, (c + 1) * chunk_size)
-        xb, yb = x_clean[sl], y_clean[sl]
+
+    def attack_chunk(item: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        """One chunk attacked (a pure function of its images: the attack re-seeds at every call)."""
+        xb, yb = item
         tb = shifted_targets(yb, classifier.num_classes, cfg.target_shift).numpy() if cfg.target_shift else None
         if isinstance(attack, AdversarialPatch):  # needs_fit: one patch trained on each chunk it then attacks
             attack.fit(xb, yb)
@@ -231,16 +224,29 @@ def _build(
             with classifier.exact():
                 p2 = classifier.predict(x_adv).numpy()
                 ok = ok & success_of(classifier, x_adv, yb, tb, attack.top_k, pred=torch.from_numpy(p2)).numpy()
-        chunk = dict(
+        return dict(
             x_adv=x_adv.numpy()[ok],
             ok=ok,
-            n_success=n_success,
+            n_success=np.asarray(n_success),
             pred=r.pred_adv.numpy()[ok] if not cfg.roundtrip else p2[ok],
             targets=tb[ok] if tb is not None else np.zeros(0, int),
             **{f"norm_{k}": v.numpy()[ok] for k, v in r.norms.items()},
         )
-        save_entry(path, chunk)
-        chunks.append(load_entry(path))  # exactly what a resumed build would read
+
+    def chunk_images(c: int) -> tuple[np.ndarray, np.ndarray]:
+        sl = slice(c * chunk_size, (c + 1) * chunk_size)
+        return x_clean[sl], y_clean[sl]
+
+    # finished chunks of an interrupted build are read, the others computed (in this process, or as Ray tasks
+    # under `advguard reproduce --executor ray`), each written atomically and returned as read back
+    chunks = cached_map(
+        attack_chunk,
+        [_chunk_path(parts, c) for c in range(n_chunks)],
+        chunk_images,
+        classifier=classifier,
+        desc=f"advset {cfg.attack}",
+        progress=progress,
+    )
     ok = np.concatenate([c["ok"] for c in chunks]) if chunks else np.zeros(0, bool)
     counts = {
         "n_images": len(ds),
@@ -262,28 +268,11 @@ def _build(
     }
     meta = {"config": {**asdict(cfg), "weights": mhash, "source": ds.source}, "counts": counts, "key": key}
     save_entry(final, {"meta": np.asarray(json.dumps(meta, default=str)), **arrays})
-    _remove_partial(parts)
+    remove_partial(parts)
     out = load_entry(final)
     if out is None:  # pragma: no cover - the file we just wrote and verified vanished or changed
         raise OSError(f"adversarial set {final} could not be read back after writing it")
     return out
-
-
-def _remove_partial(parts: Path) -> None:
-    """Delete a finished build's chunk folder; tolerant of files another process already removed."""
-    for p in sorted(parts.glob("*")):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-        except IsADirectoryError:  # pragma: no cover - nothing makes sub-folders here
-            shutil.rmtree(p, ignore_errors=True)
-    try:
-        parts.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError:  # not empty (a file appeared meanwhile): leave it, it is harmless
-        pass
 
 
 def _from_arrays(arrays: dict[str, np.ndarray]) -> AdvSet:

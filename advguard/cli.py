@@ -125,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(
             "--cache-dir", help="where adversarial sets and features are cached (default: DATA_DIR/bench-cache)"
         )
+        s.add_argument(
+            "--executor",
+            default="local",
+            metavar="{local,ray}",
+            help="where the chunked work runs: local (this process, the default) or ray (one task per chunk on a "
+            "Ray cluster; pip install advguard[ray])",
+        )
+        s.add_argument(
+            "--address",
+            help="with --executor ray: the cluster to use, auto (the running one) or HOST:PORT (its head node); "
+            "default: $RAY_ADDRESS, else a local cluster with this machine's CPUs",
+        )
         s.add_argument("--list", action="store_true", help="list the registered experiments and exit")
         s.set_defaults(func=_reproduce)
 
@@ -549,10 +561,24 @@ def _reproduce(args: argparse.Namespace) -> int:
         cfg.device = args.device
     if args.out and args.publish:
         raise ConfigError("--out and --publish exclude each other: --publish writes into the config's own `out`")
+    from .errors import ExecutorError
+    from .executors import EXECUTORS, make_executor
+
+    if args.executor not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {args.executor!r} (--executor): use one of {', '.join(EXECUTORS)}")
+    if args.address is not None and args.executor != "ray":
+        raise ExecutorError("--address is for --executor ray (the local executor runs in this process)")
     out, _ = bench_paths(cfg, args.out, args.cache_dir, publish=args.publish)
     if args.out is None and not args.publish and cfg.out and str(out) != cfg.out:
         print(f"writing to {out} (--publish writes into the config's out, {cfg.out})", file=sys.stderr)
-    doc = run(cfg, out=out, cache_dir=args.cache_dir)
+    executor = make_executor(args.executor, args.address)  # Ray missing / no cluster there: refused before any work
+    try:
+        describe = getattr(executor, "describe", None)
+        if describe is not None:
+            print(describe(), file=sys.stderr)
+        doc = run(cfg, out=out, cache_dir=args.cache_dir, executor=executor)
+    finally:
+        executor.close()
     exp = get_experiment(cfg.experiment)
     print(markdown_table(*exp.summary(doc)))
     print(f"\nartefacts in {out}: {exp.artefacts}")

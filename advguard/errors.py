@@ -51,3 +51,8 @@ class DeviceError(ParameterError):
 
 class DetectorFileError(AdvguardError, ValueError):
     """A detector file is unreadable, corrupt, unsafe, or was made for another classifier."""
+
+
+class ExecutorError(AdvguardError, RuntimeError):
+    """The executor of an experiment's chunked work cannot run: an unknown executor, Ray not installed, no Ray
+    cluster at the given address; the message says what to do."""

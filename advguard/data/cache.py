@@ -25,6 +25,7 @@ moment on one cache compute each entry once and never see each other's half-fini
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import warnings
 import zipfile
@@ -221,3 +222,20 @@ def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dic
             arrays = build()
             save_entry(path, arrays)
     return arrays
+
+
+def remove_partial(parts: Path) -> None:
+    """Delete the chunk folder of a finished entry; tolerant of files another process already removed."""
+    for p in sorted(parts.glob("*")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:  # pragma: no cover - nothing makes sub-folders here
+            shutil.rmtree(p, ignore_errors=True)
+    try:
+        parts.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:  # not empty (a file appeared meanwhile): leave it, it is harmless
+        pass

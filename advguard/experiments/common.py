@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..advsets import AdvSet, AdvSetConfig, build_advset
 from ..data import data_dir
-from ..data.cache import cache_lock, load_entry, save_entry
+from ..data.cache import cache_lock, load_entry, remove_partial, save_entry
+from ..executors import cached_map
 from ..metrics import CostReport, PeakMemory
 from ..models import get_spec
 from .config import DetectorSpec, ExperimentConfig
@@ -55,10 +56,15 @@ def cached_chunks(
     desc: str = "",
     progress: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """``fn`` applied to ``x`` in chunks (progress bar) and concatenated, with its cost (time, ``clf``'s model
-    passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically with a
-    checksum (:mod:`advguard.data.cache`). A corrupt cache file is named in a warning, moved aside and recomputed;
-    the entry's lock makes concurrent runs compute it once."""
+    """``fn`` applied to ``x`` in chunks of ``chunk`` images and concatenated, with its cost (compute time, ``clf``'s
+    model passes, peak memory); loaded from ``path`` (array ``name``) when cached there, else written atomically
+    with a checksum (:mod:`advguard.data.cache`). A corrupt cache file is named in a warning, moved aside and
+    recomputed; the entry's lock makes concurrent runs compute it once.
+
+    The chunks are independent tasks (:func:`advguard.executors.cached_map`: in this process, or as Ray tasks under
+    ``advguard reproduce --executor ray``), each cached in ``<path stem>.partial/`` until the whole entry is written,
+    so an interrupted computation resumes from its finished chunks. ``fn`` must give each image a result that does
+    not depend on the other images of its chunk (every detector's features do)."""
     with cache_lock(path):
         hit = load_entry(path)  # verified; a corrupt file is named, moved aside and recomputed
         if hit is not None and name in hit and "cost" in hit:
@@ -77,15 +83,34 @@ def _compute_chunks(
     desc: str,
     progress: bool,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    parts: list[np.ndarray] = []
-    passes0, t0 = clf.num_passes, time.perf_counter()
-    with PeakMemory() as mem:
-        for i in tqdm(range(0, len(x), chunk), desc=desc, leave=False, disable=not progress):
-            parts.append(fn(x[i : i + chunk]))
-    secs = time.perf_counter() - t0
-    arr = np.concatenate(parts) if parts else empty
-    cost = {**CostReport(len(x), secs, clf.num_passes - passes0, mem.peak_mb).as_dict(), "seconds": secs}
+    if int(chunk) < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk!r}")
+
+    def one(xb: np.ndarray) -> dict[str, np.ndarray]:
+        """One chunk's result and its cost: [seconds, model passes, peak MB] (on whichever process computes it)."""
+        passes0, t0 = clf.num_passes, time.perf_counter()
+        with PeakMemory() as mem:
+            out = fn(xb)
+        return {name: out, "cost": np.asarray([time.perf_counter() - t0, clf.num_passes - passes0, mem.peak_mb])}
+
+    parts = path.with_suffix(".partial")
+    n_chunks = (len(x) + chunk - 1) // chunk
+    done = cached_map(
+        one,
+        [parts / f"chunk-{i:05d}.npz" for i in range(n_chunks)],
+        lambda i: x[i * chunk : (i + 1) * chunk],
+        classifier=clf,
+        desc=desc,
+        progress=progress,
+    )
+    arr = np.concatenate([d[name] for d in done]) if done else empty
+    costs = np.asarray([d["cost"] for d in done]).reshape(-1, 3)
+    # compute time summed over the chunks (on one process this is the wall time; on a cluster, the work done)
+    secs = float(costs[:, 0].sum())
+    peak = float(np.nanmax(costs[:, 2])) if len(costs) and not np.isnan(costs[:, 2]).all() else float("nan")
+    cost = {**CostReport(len(x), secs, int(costs[:, 1].sum()), peak).as_dict(), "seconds": secs}
     save_entry(path, {name: arr, "cost": np.asarray(json.dumps(cost))})
+    remove_partial(parts)
     return arr, cost
 
 

@@ -12,13 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from tqdm.auto import tqdm
 
 from ...attacks.rp2 import AUTHORS, LEGACY, OURS, RP2, Sticker, l2_dissimilarity, random_warps
 from ...classifier import Classifier
 from ...data import load_dataset
-from ...data.cache import cached_arrays
 from ...data.dataset import ImageDataset
+from ...executors import cached_map
 from ...models import get_spec
 from ..common import cache_key
 from ..config import ConfigError, ExperimentConfig
@@ -129,22 +128,28 @@ def stickers(
     settings: dict[str, Any],
 ) -> Stickers:
     """RP2 stickers of every target for ``clf``, fitted in cached chunks of ``chunk`` targets."""
-    parts = []
     chunks = [targets[i : i + chunk] for i in range(0, len(targets), chunk)]
-    for j, ch in enumerate(tqdm(chunks, desc=f"RP2 on {clf.name}", leave=False, disable=not progress)):
 
-        def fit(ch: list[int] = ch) -> dict[str, Array]:
-            attack = RP2(clf, **{**_rp2_kwargs(settings), "mask": mask}, seed=seed, progress=False)
-            t0 = time.perf_counter()
-            sts = attack.fit_many(signs, ch)
-            return {
-                "delta": torch.stack([s.delta for s in sts]).numpy(),
-                "mask": torch.stack([s.mask for s in sts]).numpy(),
-                "targets": np.asarray(ch),
-                "seconds": np.asarray(time.perf_counter() - t0),
-            }
+    def fit(ch: list[int]) -> dict[str, Array]:
+        attack = RP2(clf, **{**_rp2_kwargs(settings), "mask": mask}, seed=seed, progress=False)
+        t0 = time.perf_counter()
+        sts = attack.fit_many(signs, ch)
+        return {
+            "delta": torch.stack([s.delta for s in sts]).numpy(),
+            "mask": torch.stack([s.mask for s in sts]).numpy(),
+            "targets": np.asarray(ch),
+            "seconds": np.asarray(time.perf_counter() - t0),
+        }
 
-        parts.append(cached_arrays(folder / f"chunk-{j:03d}-{cache_key(ch)}.npz", fit))
+    # each chunk of targets an independent task (in this process, or a Ray task under --executor ray)
+    parts = cached_map(
+        fit,
+        [folder / f"chunk-{j:03d}-{cache_key(ch)}.npz" for j, ch in enumerate(chunks)],
+        lambda j: chunks[j],
+        classifier=clf,
+        desc=f"RP2 on {clf.name}",
+        progress=progress,
+    )
     return {
         "delta": np.concatenate([p["delta"] for p in parts]),
         "mask": np.concatenate([p["mask"] for p in parts]),

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from tqdm.auto import tqdm
 
 from ...advsets import AdvSet, fold_of
 from ...classifier import Classifier
-from ...data.cache import cache_lock, cached_arrays, load_json, save_json
+from ...data.cache import cache_lock, load_json, save_json
 from ...detectors import LeaveOneOut
 from ...detectors.decision import decision_scores, make_decision_model
+from ...executors import cached_map
 from ...metrics import PeakMemory, roc_auc
 from ..common import build_sets, cache_key, clean_set_key
 from ..config import ExperimentConfig
@@ -149,29 +149,35 @@ def unit_features(
     units per image, and per batch ``seconds`` and ``peak_mb``."""
     folder.mkdir(parents=True, exist_ok=True)
     clf = det.classifier
-    parts = []
-    for i in tqdm(range(0, len(x), batch), desc=desc, leave=False, disable=not progress):
-        path = folder / f"{i // batch:05d}.npz"
 
-        def build(i: int = i) -> dict[str, Array]:
-            xb = clf.validate(x[i : i + batch])
-            det.units_per_image_ = []
-            t0 = time.perf_counter()
-            with PeakMemory() as mem:
-                f = det.features(xb)
-            secs = time.perf_counter() - t0
-            with torch.inference_mode():
-                pred = clf.logits(xb, validate=False).argmax(1).numpy()  # the detector's own forward pass
-            return dict(
-                features=f,
-                pred=pred,
-                units=np.asarray(det.units_per_image_),
-                seconds=np.asarray(secs),
-                peak_mb=np.asarray(mem.peak_mb),
-            )
+    def build(xn: Array) -> dict[str, Array]:
+        xb = clf.validate(xn)
+        det.units_per_image_ = []
+        t0 = time.perf_counter()
+        with PeakMemory() as mem:
+            f = det.features(xb)
+        secs = time.perf_counter() - t0
+        with torch.inference_mode():
+            pred = clf.logits(xb, validate=False).argmax(1).numpy()  # the detector's own forward pass
+        return dict(
+            features=f,
+            pred=pred,
+            units=np.asarray(det.units_per_image_),
+            seconds=np.asarray(secs),
+            peak_mb=np.asarray(mem.peak_mb),
+        )
 
-        # verified and locked: a corrupt batch file is named in a warning, moved aside and recomputed
-        parts.append(cached_arrays(path, build))
+    # each batch an independent chunk (in this process, or a Ray task under --executor ray), verified and locked:
+    # a corrupt batch file is named in a warning, moved aside and recomputed
+    starts = range(0, len(x), batch)
+    parts = cached_map(
+        build,
+        [folder / f"{i // batch:05d}.npz" for i in starts],
+        lambda j: x[starts[j] : starts[j] + batch],
+        classifier=clf,
+        desc=desc,
+        progress=progress,
+    )
     cat = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "pred", "units")}
     cat["seconds"] = np.array([float(p["seconds"]) for p in parts])
     cat["peak_mb"] = np.array([float(p["peak_mb"]) for p in parts])

@@ -41,15 +41,15 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from tqdm.auto import tqdm
 
 from ...attacks import AdversarialPatch, RegionMisleadingPatch
 from ...attacks.adaptive import AdaptiveResult
 from ...attacks.taintradar_bpda import TaintRadarBPDA
 from ...classifier import Classifier
 from ...data import load_dataset
-from ...data.cache import cache_lock, cached_arrays, load_npy, save_npy
+from ...data.cache import cache_lock, cached_arrays, load_npy, save_entry
 from ...detectors import SentiNet, TaintRadar
+from ...executors import cached_map
 from ...metrics import roc_auc, threshold_at_fpr
 from ...models import load_model
 from ..common import cache_key, dataset_kwargs
@@ -296,30 +296,49 @@ def patch_cell(
 ) -> dict[str, Array]:
     """Train the setting's patches (cached one by one) and apply each at every position (``first_patch``: the
     first patch); ``attack`` and ``extra`` (keyword arguments) choose the patch attack (the region-misleading one
-    takes ``lam``, ...)."""
-    o, bs = b.o, int(setting["batch"])
-    xv, yv = torch.from_numpy(b.sets.victims), torch.from_numpy(b.sets.victims_y)
+    takes ``lam``, ...). Patch j is trained on victim batch j with seed j: the patches are independent tasks (in
+    this process, or Ray tasks under ``--executor ray``); applying them is cheap and stays here."""
+    o, bs, clf = b.o, int(setting["batch"]), b.clf
+    victims = b.sets.victims
+    xv, yv = torch.from_numpy(victims), torch.from_numpy(b.sets.victims_y)
     where = positions(o, setting)
+    kwargs: dict[str, Any] = dict(
+        target=o.target,
+        size=float(setting["size"]),
+        shape=setting.get("shape", "square"),
+        multi_size=bool(setting.get("multi_size", False)),
+        size_range=(o.size_range[0], o.size_range[1]),
+        steps=int(setting.get("steps") or o.steps),
+        lr=float(o.lr),
+        n_patches=int(setting.get("n_patches", 1)),
+        progress=False,
+        **extra,
+    )
+
+    def train(item: tuple[int, Array]) -> dict[str, Array]:
+        j, xb = item
+        ap = attack(clf, seed=j, **kwargs)
+        ap.fit(xb)
+        assert ap.patch_ is not None
+        return {"patch": ap.patch_.numpy()}
+
+    n = len(victims) // bs
+    paths = [_patch_file(folder, j) for j in range(n)]
+    trained = cached_map(
+        train,
+        paths,
+        lambda j: (j, victims[j * bs : (j + 1) * bs]),
+        classifier=clf,
+        desc=f"patches {setting['label']}",
+        progress=progress,
+    )
     out: dict[str, list[Array]] = {f"{p}/{k}": [] for p in where for k in ("x_adv", "success", "mask")}
     patches = []
-    for j in tqdm(range(len(xv) // bs), desc=f"patches {setting['label']}", leave=False, disable=not progress):
-        ap = attack(
-            b.clf,
-            target=o.target,
-            size=float(setting["size"]),
-            shape=setting.get("shape", "square"),
-            multi_size=bool(setting.get("multi_size", False)),
-            size_range=(o.size_range[0], o.size_range[1]),
-            steps=int(setting.get("steps") or o.steps),
-            lr=float(o.lr),
-            n_patches=int(setting.get("n_patches", 1)),
-            seed=j,
-            progress=False,
-            **extra,
-        )
-        sl = slice(j * bs, (j + 1) * bs)
-        _fit_or_load(ap, folder / f"patch-{j:04d}.npy", xv[sl])
+    for j, t in enumerate(trained):
+        ap = attack(clf, seed=j, **kwargs)
+        ap.patch_ = torch.from_numpy(t["patch"])
         patches.append(ap)
+        sl = slice(j * bs, (j + 1) * bs)
         for p in where:
             ap.position = p
             res = ap(xv[sl], yv[sl])
@@ -336,16 +355,17 @@ def patch_cell(
     return res_
 
 
-def _fit_or_load(ap: AdversarialPatch, pfile: Path, x: torch.Tensor) -> None:
-    """The patch cached at ``pfile``, else trained on ``x`` and cached."""
-    with cache_lock(pfile):  # verified: a corrupt patch file is named, moved aside and refitted
-        saved = load_npy(pfile)
-        if saved is not None:
-            ap.patch_ = torch.from_numpy(saved)
-        else:
-            ap.fit(x)
-            assert ap.patch_ is not None
-            save_npy(pfile, ap.patch_.numpy())
+def _patch_file(folder: Path, j: int) -> Path:
+    """Patch j's cache entry, ``patch-<j>.npz``; a patch cached by earlier versions as ``patch-<j>.npy`` is adopted
+    into it (verified first; the old file is left in place)."""
+    path = folder / f"patch-{j:04d}.npz"
+    legacy = path.with_suffix(".npy")
+    if legacy.exists() and not path.exists():
+        with cache_lock(path):
+            arr = load_npy(legacy)  # None when corrupt (moved aside): the patch is trained again
+            if arr is not None and not path.exists():
+                save_entry(path, {"patch": arr})
+    return path
 
 
 def diagnostic_arrays(b: Bench, name: str, x: Array, patch: Array | None = None) -> dict[str, Array]:

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from tqdm.auto import tqdm
 
 from ...advsets import AdvSet, fold_of
-from ...data.cache import cached_arrays, load_entry
 from ...detectors import EraseRestore, make_detector
+from ...executors import cached_map
 from ...models import load_model
 from ..common import (
     build_sets,
@@ -360,32 +359,39 @@ def adaptive_run(
     # the plain detector on these clean images (its false alarms are not bypasses to be won)
     clean_flag = det.score_features(md.raw("clean", det.params["n"], rows=test)) > det.threshold_
     chunk = 10
-    parts = []
-    t0 = time.perf_counter()
-    for i in tqdm(range(0, len(x), chunk), desc="adaptive attack chunks", disable=not progress):
+    starts = list(range(0, len(x), chunk))
+    clf = md.clf  # what the chunk function closes over is shipped with it: the classifier, never all of ``md``
+
+    def build(i: int) -> dict[str, NDArray[Any]]:
+        """The chunk of images starting at ``i`` (its attack seeded by ``i``: any worker computes the same)."""
+        t0 = time.perf_counter()
+        atk = DetectorAwareCW(clf, det, seed=cfg.seed + i, progress=progress, **params)
+        r = atk(x[i : i + chunk], y[i : i + chunk], t[i : i + chunk])
+        assert isinstance(r, AdaptiveResult)
+        return dict(
+            restart=_np(r.restart),
+            step=_np(r.step),
+            evaded=_np(r.evaded),
+            recheck=_np(r.recheck_evasion),
+            l2=r.norms["l2"].numpy(),
+            success=r.success.numpy(),
+            seconds=np.asarray(time.perf_counter() - t0),
+        )
+
+    def path(i: int) -> Path:
         key = cache_key(md.first.config["weights"], md.first.key, params, test[i : i + chunk].tolist(), cfg.seed)
-        path = cache / "themis-adaptive" / f"{key}.npz"
+        return cache / "themis-adaptive" / f"{key}.npz"
 
-        def build(i: int = i, t0: float = t0) -> dict[str, NDArray[Any]]:
-            atk = DetectorAwareCW(md.clf, det, seed=cfg.seed + i, progress=progress, **params)
-            r = atk(x[i : i + chunk], y[i : i + chunk], t[i : i + chunk])
-            assert isinstance(r, AdaptiveResult)
-            return dict(
-                restart=_np(r.restart),
-                step=_np(r.step),
-                evaded=_np(r.evaded),
-                recheck=_np(r.recheck_evasion),
-                l2=r.norms["l2"].numpy(),
-                success=r.success.numpy(),
-                seconds=np.asarray(time.perf_counter() - t0),
-            )
-
-        # verified and locked (advguard.data.cache): a corrupt chunk is named, moved aside and recomputed
-        hit = load_entry(path)
-        if hit is None:
-            hit = cached_arrays(path, build)
-            t0 = time.perf_counter()
-        parts.append(hit)
+    # each chunk an independent task (in this process, or a Ray task under --executor ray), verified and locked
+    # (advguard.data.cache): a corrupt chunk is named, moved aside and recomputed
+    parts = cached_map(
+        build,
+        [path(i) for i in starts],
+        lambda j: starts[j],
+        classifier=clf,
+        desc="adaptive attack chunks",
+        progress=progress,
+    )
     return AdaptiveRun(
         n_images=int(len(x)),
         clean_flag=clean_flag,
