@@ -711,10 +711,11 @@ class Detector(abc.ABC):
             det = make_detector(meta["detector"], classifier, **params)
         except (AdvguardError, TypeError, ValueError, AttributeError, KeyError) as e:
             raise DetectorFileError(f"{path}: invalid detector parameters: {type(e).__name__}: {e}") from e
-        if det.supervised != (est is not None):
+        has_model = det._checked_params()["decision_model"] is not None  # the CNN detector: supervised, no model
+        if has_model != (est is not None):
             raise DetectorFileError(
-                f"{path}: a {'supervised' if det.supervised else 'unsupervised'} detector "
-                f"{'without' if det.supervised else 'with'} a decision model"
+                f"{path}: a detector {'with' if has_model else 'without'} a decision model parameter "
+                f"{'without' if has_model else 'with'} a saved decision model"
             )
         det.threshold_ = None if meta["threshold"] is None else float(meta["threshold"])
         det.calibration_ = meta.get("calibration")
