@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from .errors import InputError
+
 
 def _numpy(a: object, dtype: type | None = np.float64) -> np.ndarray:
     """A numpy array of ``a``: a numpy array, a torch tensor (on any device, detached) or a sequence."""
@@ -97,8 +99,26 @@ def equal_error_rate(scores_clean: np.ndarray, scores_adv: np.ndarray) -> float:
     return float(f[i] - w * (f[i] - f[i - 1]))
 
 
+def _label_vector(a: object, name: str) -> np.ndarray:
+    """``a`` as a 1-D array of labels: an (N, 1) column (a model's ``argmax(1, keepdim=True)``) is flattened."""
+    v = _numpy(a, None)
+    if v.ndim == 2 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.ndim != 1:
+        raise InputError(f"{name} must be a 1-D array of class labels (N,) or a column (N, 1), got shape {v.shape}")
+    return v
+
+
 def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
-    return float(np.mean(_numpy(labels, None) == _numpy(predictions, None)))
+    """Share of ``predictions`` equal to ``labels``: two 1-D label vectors of the same length N >= 1 (an (N, 1)
+    column is flattened); anything else raises an :class:`~advguard.errors.InputError` (never a broadcast)."""
+    y = _label_vector(labels, "labels")
+    p = _label_vector(predictions, "predictions")
+    if len(y) != len(p):
+        raise InputError(f"labels and predictions must have the same length, got {len(y)} and {len(p)}")
+    if len(y) == 0:
+        raise InputError("accuracy of no predictions: labels and predictions are empty")
+    return float(np.mean(y == p))
 
 
 def detection_report(

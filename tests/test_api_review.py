@@ -64,3 +64,35 @@ def test_take_never_truncates_floats(values):
     )
     with pytest.raises(InputError):
         ds.take(np.array(values, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------------- 2. metrics.accuracy
+def test_accuracy_flattens_a_column_and_refuses_broadcasts(clf, cifar):
+    from advguard import metrics
+
+    logits = clf.logits(cifar.x[:16])
+    pred = logits.argmax(1)
+    want = float((pred.numpy() == cifar.y[:16]).mean())
+    assert metrics.accuracy(cifar.y[:16], pred) == want
+    assert metrics.accuracy(cifar.y[:16], logits.argmax(1, keepdim=True)) == want  # (N, 1) was 0.25-ish
+    y = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    assert metrics.accuracy(y, y[:, None]) == 1.0
+    assert metrics.accuracy(torch.from_numpy(y), torch.from_numpy(y)[:, None]) == 1.0
+    assert metrics.accuracy(list(y), tuple(y)) == 1.0
+    for short in (y[:1], y[:4]):
+        with pytest.raises(InputError, match="same length"):
+            metrics.accuracy(y, short)
+    with pytest.raises(InputError, match="shape"):
+        metrics.accuracy(y, np.zeros((8, 2)))
+    with pytest.raises(InputError, match="empty"):
+        metrics.accuracy([], [])
+
+
+@given(st.integers(0, 6), st.integers(0, 6))
+def test_accuracy_length_mismatch_always_raises(n, m):
+    from advguard import metrics
+
+    if n == m:
+        return
+    with pytest.raises(InputError):
+        metrics.accuracy(np.zeros(n, int), np.zeros(m, int))
