@@ -96,3 +96,65 @@ def test_accuracy_length_mismatch_always_raises(n, m):
         return
     with pytest.raises(InputError):
         metrics.accuracy(np.zeros(n, int), np.zeros(m, int))
+
+
+# ----------------------------------------------------------------- 3. Detector.score(X, y): scikit-learn's score
+@pytest.fixture(scope="module")
+def fgsm_images(correct_images):
+    """(clf, clean, adversarial): 24 + 24 CIFAR-10 test images cifar10-cnn gets right, and their FGSM (4/255)."""
+    from advguard.attacks import make_attack
+
+    clf, x, y = correct_images(48, 21)
+    x, y = x[:24], y[:24]
+    adv = make_attack("fgsm", clf, eps=4 / 255, progress=False)(x, y).x_adv.numpy()
+    return clf, x.numpy(), adv
+
+
+def test_score_with_labels_is_the_roc_auc_and_return_report_is_keyword_only(fgsm_images):
+    from sklearn.metrics import roc_auc_score
+
+    from advguard.detectors import ConfidenceDetector
+
+    clf, x, adv = fgsm_images
+    det = ConfidenceDetector(clf, fpr=0.1).fit(x)
+    X = np.concatenate([x, adv])
+    y = np.r_[np.zeros(len(x)), np.ones(len(adv))].astype(int)
+    auc = det.score(X, y)
+    assert isinstance(auc, float) and auc == roc_auc_score(y, det.score(X)) and auc > 0.6
+    assert det.score(torch.from_numpy(X), torch.from_numpy(y)) == auc
+    assert det.score(X, list(y)) == auc
+    w = np.linspace(0.5, 1.5, len(y))
+    assert det.score(X, y, sample_weight=w) == roc_auc_score(y, det.score(X), sample_weight=w)
+    s, reports = det.score(x[:3], return_report=True)
+    assert s.shape == (3,) and len(reports) == 3
+    with pytest.raises(InputError):  # scikit-learn's old confusion: a second positional argument is y, not the flag
+        det.score(x[:3], True)
+    with pytest.raises(InputError, match="0 \\(clean\\) or 1"):
+        det.score(x[:3], np.array(["yes"] * 3))
+    with pytest.raises(InputError, match="needs clean \\(0\\) and adversarial"):
+        det.score(x, np.zeros(len(x), int))
+    with pytest.raises(advguard.ParameterTypeError, match="return_report"):
+        det.score(X, y, return_report=True)
+
+
+def test_grid_search_without_scoring_picks_by_auc(fgsm_images):
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from advguard.detectors import ConfidenceDetector
+
+    clf, x, adv = fgsm_images
+    X = np.concatenate([x, adv])
+    y = np.r_[np.zeros(len(x)), np.ones(len(adv))].astype(int)
+    cv = StratifiedKFold(2, shuffle=True, random_state=0)
+    grid = {"statistic": ["max_prob", "entropy"]}
+    search = GridSearchCV(ConfidenceDetector(clf, fpr=0.1), grid, cv=cv, error_score="raise").fit(X, y)
+    want = []
+    for statistic in grid["statistic"]:
+        aucs = []
+        for tr, te in cv.split(X, y):
+            det = ConfidenceDetector(clf, fpr=0.1, statistic=statistic).fit(X[tr], y[tr])
+            aucs.append(roc_auc_score(y[te], det.decision_function(X[te])))
+        want.append(np.mean(aucs))
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"], want)  # no NaN: score(X, y) is the AUC
+    assert search.best_params_ == {"statistic": grid["statistic"][int(np.argmax(want))]}

@@ -455,8 +455,9 @@ class Detector(abc.ABC):
 
         scikit-learn's form ``fit(X, y)`` works too (``GridSearchCV``, ``cross_val_score``): ``y`` a 1-D array of
         0 (clean) / 1 (adversarial), one per image of ``X``; an unsupervised detector fits on the clean ones only.
-        Score with ``scoring=lambda det, X, y: roc_auc_score(y, det.decision_function(X))``: a detector's
-        :meth:`score` is its per-image score (this library's protocol), not scikit-learn's ``score(X, y)``."""
+        ``score(X, y)`` is then scikit-learn's score, the ROC AUC of the detector's scores against ``y`` (what
+        ``GridSearchCV`` uses without a ``scoring=``); ``score(x)`` alone is the per-image score of this library's
+        protocol."""
         self.__dict__.pop("_param_cache", None)
         self._checked_params()
         if x_adv is not None and _is_label_vector(x_adv):
@@ -469,25 +470,34 @@ class Detector(abc.ABC):
         """``fit(X, y)``: the clean (y == 0) and adversarial (y == 1) images of ``X``."""
         if not isinstance(x, (np.ndarray, torch.Tensor)):  # paths, PIL images, lists: read them once
             x = self.classifier.validate(x)
-        labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)  # a label vector (_is_label_vector)
-        n = len(x) if hasattr(x, "__len__") else -1
-        if labels.shape != (n,):
-            raise InputError(
-                f"{self.name}.fit(X, y): y must hold one 0/1 label per image of X ({n}), got shape {labels.shape}"
-            )
-        if not np.isin(labels, (0, 1)).all():
-            raise InputError(
-                f"{self.name}.fit(X, y): y must be 0 (clean) or 1 (adversarial), got values "
-                f"{sorted(set(labels.tolist()))[:5]}"
-            )
-        adv = labels.astype(bool)
+        adv = self._binary_labels(x, y, "fit").astype(bool)
         if not (~adv).any():
             raise InputError(
-                f"{self.name}.fit(X, y): y marks no clean image (0); the threshold is calibrated on clean images"
+                f"{self.name}.fit(X, y): y marks no clean image (0); the threshold is calibrated on clean images "
+                "(in scikit-learn's tools, split with cv=StratifiedKFold(k, shuffle=True): a plain cv=k keeps "
+                "sorted labels together)"
             )
         if isinstance(x, torch.Tensor):
             return x[torch.from_numpy(~adv)], x[torch.from_numpy(adv)] if self.supervised else None
         return x[~adv], x[adv] if self.supervised else None
+
+    def _binary_labels(self, x: np.ndarray | torch.Tensor, y: Any, where: str) -> np.ndarray:
+        """``y`` of ``fit(X, y)`` / ``score(X, y)`` checked: a 0 (clean) / 1 (adversarial) label per image of ``x``."""
+        try:
+            labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+        except (TypeError, ValueError) as e:  # ragged lists
+            raise InputError(f"{self.name}.{where}(X, y): y must be a 1-D array of 0/1 labels ({e})") from None
+        n = len(x)
+        if labels.shape != (n,):
+            raise InputError(
+                f"{self.name}.{where}(X, y): y must hold one 0/1 label per image of X ({n}), got shape {labels.shape}"
+            )
+        if labels.dtype.kind not in "biuf" or not np.isin(labels, (0, 1)).all():
+            raise InputError(
+                f"{self.name}.{where}(X, y): y must be 0 (clean) or 1 (adversarial), got values "
+                f"{sorted(set(labels.tolist()), key=repr)[:5]}"
+            )
+        return labels.astype(np.int64)
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn's estimator tags (needed by ``GridSearchCV`` and friends): scikit-learn's defaults, with
@@ -590,17 +600,53 @@ class Detector(abc.ABC):
             raise NotFittedError(f"{self.name} is not fitted: call fit(...) or calibrate(x_clean) first")
 
     @overload
-    def score(self, x: ImageInput, return_report: Literal[False] = False) -> np.ndarray: ...
+    def score(
+        self, x: ImageInput, y: None = None, *, return_report: Literal[False] = False, sample_weight: None = None
+    ) -> np.ndarray: ...
     @overload
-    def score(self, x: ImageInput, return_report: Literal[True]) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def score(
+        self, x: ImageInput, y: None = None, *, return_report: Literal[True], sample_weight: None = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
     @overload
-    def score(self, x: ImageInput, return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def score(
+        self, x: ImageInput, y: None = None, *, return_report: bool, sample_weight: None = None
+    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    @overload
+    def score(
+        self, x: ImageInput, y: Any, *, return_report: Literal[False] = False, sample_weight: Any = None
+    ) -> float: ...
     @final
-    def score(self, x: ImageInput, return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
-        """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report`` also a list
-        of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`."""
+    def score(
+        self, x: ImageInput, y: Any = None, *, return_report: bool = False, sample_weight: Any = None
+    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]] | float:
+        """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report=True``
+        (keyword-only) also a list of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`.
+
+        scikit-learn's form ``score(X, y)`` (what ``GridSearchCV`` / ``cross_val_score`` call without a
+        ``scoring=``): with ``y`` a 0 (clean) / 1 (adversarial) label per image of ``X``, it returns one float,
+        the ROC AUC of the detector's scores against ``y`` (higher is better, scikit-learn's convention;
+        ``sample_weight`` weighs the images)."""
         self._check_fitted()
-        return self._score(x, return_report)
+        if y is None:
+            if sample_weight is not None:
+                raise ParameterTypeError(f"{self.name}.score: sample_weight needs labels: score(X, y, sample_weight)")
+            return self._score(x, return_report)
+        if return_report:
+            raise ParameterTypeError(
+                f"{self.name}.score(X, y) returns the ROC AUC of the scores against y; return_report=True is for "
+                "score(x) alone"
+            )
+        from sklearn.metrics import roc_auc_score
+
+        if not isinstance(x, (np.ndarray, torch.Tensor)):  # paths, PIL images, lists: read them once
+            x = self.classifier.validate(x)
+        labels = self._binary_labels(x, y, "score")
+        if len(np.unique(labels)) < 2:
+            raise InputError(
+                f"{self.name}.score(X, y): the ROC AUC needs clean (0) and adversarial (1) images, y has only "
+                f"{int(labels[0])}"
+            )
+        return float(roc_auc_score(labels, self._score(x), sample_weight=sample_weight))
 
     @overload
     def _score(self, x: ImageInput, return_report: Literal[False] = False) -> np.ndarray: ...
