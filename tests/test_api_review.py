@@ -158,3 +158,26 @@ def test_grid_search_without_scoring_picks_by_auc(fgsm_images):
         want.append(np.mean(aucs))
     np.testing.assert_allclose(search.cv_results_["mean_test_score"], want)  # no NaN: score(X, y) is the AUC
     assert search.best_params_ == {"statistic": grid["statistic"][int(np.argmax(want))]}
+
+
+# ------------------------------------------------------------ 4. check_is_fitted and scikit-learn's NotFittedError
+def test_check_is_fitted_and_scikit_learns_not_fitted_error(fgsm_images):
+    import sklearn.exceptions
+    from sklearn.utils.validation import check_is_fitted
+
+    from advguard.detectors import ConfidenceDetector, FeatureSqueezing, NotFittedError
+
+    clf, x, adv = fgsm_images
+    assert issubclass(NotFittedError, sklearn.exceptions.NotFittedError)
+    assert issubclass(NotFittedError, advguard.AdvguardError)
+    for det in (ConfidenceDetector(clf), FeatureSqueezing(clf, decision_model="logreg")):
+        with pytest.raises(sklearn.exceptions.NotFittedError):
+            check_is_fitted(det)  # passed before: the fitted attributes exist (None) from __init__ on
+        with pytest.raises(sklearn.exceptions.NotFittedError, match="not fitted"):
+            det.score(x)
+        with pytest.raises(NotFittedError):
+            det.predict(x)
+        det.fit(x, adv) if det.supervised else det.fit(x)
+        check_is_fitted(det)
+    calibrated = ConfidenceDetector(clf).calibrate(x)
+    check_is_fitted(calibrated)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, final, overlo
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from ..classifier import Classifier, ImageInput
 from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
@@ -66,8 +67,9 @@ def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None,
     return int(check_number(name, value, lo=low, hi=high, integer=True))
 
 
-class NotFittedError(AdvguardError):
-    """The detector must be fitted/calibrated before this call."""
+class NotFittedError(AdvguardError, SklearnNotFittedError):  # type: ignore[misc]  # sklearn is untyped
+    """The detector must be fitted/calibrated before this call. Also scikit-learn's ``NotFittedError`` (hence a
+    ``ValueError`` and an ``AttributeError``), so code written for scikit-learn estimators catches it."""
 
 
 #: Every registered detector class by name (filled by :func:`register_detector`; ``make_detector`` reads it).
@@ -498,6 +500,11 @@ class Detector(abc.ABC):
                 f"{sorted(set(labels.tolist()), key=repr)[:5]}"
             )
         return labels.astype(np.int64)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """``sklearn.utils.validation.check_is_fitted(det)``: True once :meth:`fit` or :meth:`calibrate` set the
+        threshold (the fitted attributes exist, as ``None``, from the constructor on)."""
+        return self.threshold_ is not None
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn's estimator tags (needed by ``GridSearchCV`` and friends): scikit-learn's defaults, with
