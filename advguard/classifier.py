@@ -43,7 +43,15 @@ from torch import nn
 from .devices import module_device, resolve_device
 from .errors import unknown_name
 from .layers import LayerCapture
-from .validation import ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size, check_number
+from .validation import (
+    ParameterError,
+    ParameterTypeError,
+    as_image_batch,
+    as_labels,
+    check_batch_size,
+    check_image_tensor,
+    check_number,
+)
 
 INFERENCE_VARIANTS = ("float32", "channels-last", "bf16", "channels-last+bf16")
 
@@ -337,18 +345,30 @@ class Classifier:
         return n
 
     # ---------------------------------------------------------------- inference
-    def forward(self, x: ImageInput) -> torch.Tensor:
+    def forward(self, x: ImageInput, *, validate: bool = True) -> torch.Tensor:
         """Differentiable float32 logits (N, K) of one batch on :attr:`device` (no batching); counts passes.
 
-        A tensor is used as it is (not validated: the gradient flows back to it); anything else (a numpy array,
-        image files, PIL images) is validated first (:meth:`validate`)."""
+        A tensor is used as it is (not copied or detached: the gradient flows back to it) after cheap checks
+        (:func:`~advguard.validation.check_image_tensor`: a floating (N, C, H, W) tensor with the model's channels
+        and size, finite values within :attr:`bounds`, by one min/max reduction); a float16 / float64 one is cast
+        to float32. ``validate=False`` skips the checks (the caller vouches for the tensor). Anything else (a numpy
+        array, image files, PIL images) is validated first (:meth:`validate`)."""
         if not isinstance(x, torch.Tensor):
             x = self.validate(x)
+        elif validate:
+            check_image_tensor(x, channels=self.channels, size=self.size, bounds=self.bounds)
+            if x.dtype != torch.float32:
+                x = x.float()
+        return self._forward(x)
+
+    __call__ = forward
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without the checks, for advguard's own calls on tensors it built (attacks' iterates,
+        detectors' masked images), which are checked once where they enter."""
         self.num_passes += int(x.shape[0])
         out: torch.Tensor = self.module(x.to(self.device))
         return out
-
-    __call__ = forward
 
     def logits(self, x: ImageInput, batch_size: int | None = None, validate: bool = True) -> torch.Tensor:
         """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
@@ -442,7 +462,7 @@ class Classifier:
             yb = yt[i * bs : i * bs + xb.shape[0]].to(self.device)
             xb = xb.clone().requires_grad_(True)
             with torch.enable_grad():
-                out = self.forward(xb)
+                out = self._forward(xb)
                 if loss == "ce":
                     obj = F.cross_entropy(out, yb, reduction="sum")
                 else:  # "logit" (checked above)
@@ -477,7 +497,7 @@ class Classifier:
             for i, xb in enumerate(self._batches(t, bs)):
                 yb = yt[i * bs : i * bs + xb.shape[0]].to(self.device)
                 with torch.enable_grad():
-                    out = self.forward(xb.detach().requires_grad_(True))
+                    out = self._forward(xb.detach().requires_grad_(True))
                     a = cap.pop(layer_name)
                     if score == "logit":
                         obj = out.gather(1, yb[:, None]).sum()

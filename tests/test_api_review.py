@@ -181,3 +181,85 @@ def test_check_is_fitted_and_scikit_learns_not_fitted_error(fgsm_images):
         check_is_fitted(det)
     calibrated = ConfidenceDetector(clf).calibrate(x)
     check_is_fitted(calibrated)
+
+
+# -------------------------------------------------------------- 5. tensors given straight to clf(t) / det.features(t)
+def _bad_tensors(x: torch.Tensor) -> dict[str, tuple[torch.Tensor, str]]:
+    nan = x.clone()
+    nan[1, 0, 0, 0] = float("nan")
+    return {
+        "uint8": ((x * 255).to(torch.uint8), "uint8"),
+        "0..255": (x * 255, "divide by 255"),
+        "CHW": (x[0], "single image"),
+        "NHWC": (x.permute(0, 2, 3, 1), "NHWC"),
+        "int64": (x.long(), "floating dtype"),
+        "NaN": (nan, "NaN or Inf values in 1 of"),
+        "size": (x[:, :, :16, :16], "spatial size"),
+    }
+
+
+def test_classifier_call_checks_tensors_and_keeps_the_gradient(clf, cifar):
+    x = torch.from_numpy(cifar.x[:4])
+    for bad, match in _bad_tensors(x).values():
+        with pytest.raises(InputError, match=match):
+            clf(bad)
+        with pytest.raises(InputError, match=match):
+            clf.forward(bad)
+    xr = x.clone().requires_grad_(True)
+    out = clf(xr)
+    (g,) = torch.autograd.grad(out[:, 0].sum(), xr)  # not detached: the gradient reaches the caller's tensor
+    assert g.shape == x.shape and bool(g.abs().sum() > 0)
+    assert torch.equal(out.detach(), clf.forward(x, validate=False).detach())
+    assert torch.equal(clf(x.double()).detach(), out.detach())  # float64 is cast (it failed in the conv before)
+    assert clf(x * 255, validate=False).shape == (4, 10)  # the caller vouches for it
+
+
+def test_detector_features_check_tensors_and_extract_checks_once(clf, cifar, monkeypatch):
+    from advguard.detectors import ConfidenceDetector, FeatureSqueezing, base
+
+    x = torch.from_numpy(cifar.x[:4])
+    fs = FeatureSqueezing(clf, squeezers=("bits:5", "median:2"), progress=False)
+    for det in (ConfidenceDetector(clf), fs):
+        for bad, match in _bad_tensors(x).values():
+            with pytest.raises(InputError, match=match):
+                det.features(bad)
+        np.testing.assert_array_equal(det.features(x), det.extract(x))
+    calls = {"n": 0}
+    real = base.check_image_tensor
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(base, "check_image_tensor", counting)
+    fs.extract(x)  # validated once by the classifier, then the features' own function unchecked
+    assert calls["n"] == 0
+    fs.features(x)
+    assert calls["n"] == 1
+
+
+def test_internal_forward_calls_skip_the_checks(clf, cifar, monkeypatch):
+    import advguard.classifier as classifier_module
+
+    def refuse(*a, **k):
+        raise AssertionError("an internal call was checked again")
+
+    monkeypatch.setattr(classifier_module, "check_image_tensor", refuse)
+    x, y = cifar.x[:4], cifar.y[:4]
+    assert clf.input_gradient(x, y).shape == x.shape
+    assert clf.gradcam(x, y).shape[0] == 4
+
+
+@given(
+    st.lists(st.sampled_from([0, 1, 2, 3, 16, 32]), min_size=0, max_size=5),
+    st.sampled_from([torch.uint8, torch.int64, torch.bool, torch.float16, torch.float32, torch.float64]),
+    st.sampled_from([1.0, 255.0, -1.0, float("inf")]),
+)
+def test_classifier_call_refuses_bad_tensors_with_an_input_error(shape, dtype, scale):
+    clf = advguard.load_model("cifar10-cnn")
+    t = (torch.rand(shape) * scale).to(dtype) if shape else torch.tensor(scale).to(dtype)
+    try:
+        out = clf(t)
+    except InputError:
+        return
+    assert out.shape == (shape[0], 10) and t.dtype.is_floating_point and 0 <= float(t.min()) <= float(t.max()) <= 1

@@ -300,7 +300,7 @@ class AdversarialPatch(Attack):
     def _loss(self, adv: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The training loss summed over a batch of patched images (``masks``: where the patch is, (b, 1, H, W)):
         cross-entropy to the target, or minus the cross-entropy of the true label when untargeted."""
-        ce = F.cross_entropy(self.classifier.forward(adv), labels, reduction="sum")
+        ce = F.cross_entropy(self.classifier._forward(adv), labels, reduction="sum")
         return ce if self.target is not None else -ce
 
     def _random_placements(

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast, final, overload
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from ..classifier import Classifier, ImageInput
 from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
 from ..metrics import CostReport, PeakMemory, threshold_at_fpr
-from ..validation import ParameterTypeError, check_keywords, check_number, init_keywords
+from ..validation import ParameterTypeError, check_image_tensor, check_keywords, check_number, init_keywords
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
 
@@ -182,15 +182,22 @@ def decision_estimator(dm: str | BaseEstimator, seed: int, params: dict[str, Any
 
 
 def _validating_features(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """Wrap a detector's ``features(x, ...)`` so that a non-tensor ``x`` is validated by its classifier first."""
+    """Wrap a detector's ``features(x, ...)`` so that a non-tensor ``x`` is validated by its classifier first and a
+    tensor gets the cheap checks of :func:`~advguard.validation.check_image_tensor` (dtype, shape, channels, size,
+    range). The unwrapped function stays as ``_unchecked``: :meth:`Detector.extract` calls it on the tensor it has
+    validated already."""
 
     @functools.wraps(fn)
     def features(self: Detector, x: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-        if not isinstance(x, torch.Tensor):
-            x = self.classifier.validate(x)
+        clf = self.classifier
+        if isinstance(x, torch.Tensor):
+            check_image_tensor(x, channels=clf.channels, size=clf.size, bounds=clf.bounds)
+        else:
+            x = clf.validate(x)
         return fn(self, x, *args, **kwargs)
 
     features._accepts_any_input = True  # type: ignore[attr-defined]
+    features._unchecked = fn  # type: ignore[attr-defined]
     return features
 
 
@@ -429,6 +436,13 @@ class Detector(abc.ABC):
             shown = self._raw_params()
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
+    def _unchecked_features(self, t: torch.Tensor) -> np.ndarray:
+        """:meth:`features` of a tensor validated already (by :meth:`extract`): the subclass's own function, without
+        the input checks :meth:`features` adds."""
+        fn = type(self).features
+        raw = getattr(fn, "_unchecked", fn)
+        return cast(np.ndarray, raw(self, t))
+
     def extract(self, x: ImageInput) -> np.ndarray:
         """Validate ``x`` and compute its features (float64 (N, d) numpy array), recording the cost in
         :attr:`last_cost_`. ``x``: float NCHW images in [0, 1] as a numpy array or a tensor, or image files, a folder
@@ -437,7 +451,7 @@ class Detector(abc.ABC):
         passes0 = self.classifier.num_passes
         start = time.perf_counter()
         with PeakMemory() as mem:
-            f = np.asarray(self.features(t), dtype=np.float64)
+            f = np.asarray(self._unchecked_features(t), dtype=np.float64)
         cost = CostReport(
             n=t.shape[0],
             seconds=time.perf_counter() - start,

@@ -229,7 +229,7 @@ class TaintRadar(Detector):
         clf = self.classifier
         name = self.params["layer"]
         with LayerCapture(clf, [name], leaf=True) as cap, torch.enable_grad():
-            z = clf.forward(clf._prep(x))  # the inference memory layout (float32; no autocast here)
+            z = clf._forward(clf._prep(x))  # the inference memory layout (float32; no autocast here)
         a = cap[name]
 
         def vjp(v: torch.Tensor) -> torch.Tensor:
