@@ -5,6 +5,8 @@ bad input where natural."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -263,3 +265,54 @@ def test_classifier_call_refuses_bad_tensors_with_an_input_error(shape, dtype, s
     except InputError:
         return
     assert out.shape == (shape[0], 10) and t.dtype.is_floating_point and 0 <= float(t.min()) <= float(t.max()) <= 1
+
+
+# ---------------------------------------------------------- 6. attacks leave the caller's random generators alone
+def _seed_user(seed: int) -> None:
+    """The user's own seeding of the global generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def _user_stream(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the user's next draws are after ``_seed_user(seed)``."""
+    _seed_user(seed)
+    return torch.rand(4).numpy(), np.random.rand(4)
+
+
+def test_attacks_and_the_cnn_detector_leave_the_global_generators_alone(correct_images):
+    from advguard.attacks import make_attack
+    from advguard.detectors import CNNDetector
+
+    clf, x, y = correct_images(30, 12)
+    x, y = x[:4], y[:4]
+    want_t, want_n = _user_stream(99)
+    runs = []
+    for user_seed in (99, 1234):  # PGD's random start draws from torch's global generator, seeded by the attack
+        _seed_user(user_seed)
+        runs.append(make_attack("pgd", clf, eps=8 / 255, steps=2, seed=5, progress=False)(x, y).x_adv)
+        if user_seed == 99:
+            np.testing.assert_array_equal(torch.rand(4).numpy(), want_t)  # the stream goes on where the user left it
+            np.testing.assert_array_equal(np.random.rand(4), want_n)
+    assert torch.equal(runs[0], runs[1])  # the result depends on the attack's seed only
+    other = make_attack("pgd", clf, eps=8 / 255, steps=2, seed=6, progress=False)(x, y).x_adv
+    assert not torch.equal(other, runs[0])
+
+    clean = torch.from_numpy(advguard.load_dataset("cifar10", "test", limit=24, seed=3).x)
+    adv = make_attack("fgsm", clf, eps=8 / 255, progress=False)(x, y).x_adv
+    _seed_user(99)
+    det = CNNDetector(clf, epochs=1, widths=((4,),), batch_size=8, progress=False, fpr=0.25)
+    with warnings.catch_warnings():  # a handful of dev images may not resolve the FPR
+        warnings.simplefilter("ignore", UserWarning)
+        det.fit(clean[:8], adv)
+    np.testing.assert_array_equal(torch.rand(4).numpy(), want_t)
+
+
+def test_rp2_fit_leaves_the_global_generators_alone(correct_images):
+    from advguard.attacks import make_attack
+
+    clf, x, y = correct_images(30, 12)
+    want_t, _ = _user_stream(7)
+    _seed_user(7)
+    make_attack("rp2", clf, steps=2, progress=False).fit(x[:2], target=int((y[0] + 1) % 10))
+    np.testing.assert_array_equal(torch.rand(4).numpy(), want_t)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._seeding import seeded_global_rngs
 from ..classifier import Classifier, ImageInput
 from ..errors import InputError, ParameterError
 from .base import Detector, check_count, check_rate, register_detector
@@ -180,30 +181,31 @@ class CNNDetector(Detector):
         xd = torch.cat([dc, da])
         yd = np.r_[np.zeros(len(dc)), np.ones(len(da))]
 
-        torch.manual_seed(self._checked_params()["seed"])
-        self.net_ = self._build()
-        opt = torch.optim.Adam(self.net_.parameters(), lr=self.params["lr"])
-        bs, dev_ = self.params["batch_size"], clf.device
-        best, best_state, self.history_ = -math.inf, None, []
-        bar = tqdm(range(self.params["epochs"]), desc=f"train {self.name} detector", disable=not self.progress)
-        for epoch in bar:
-            self.net_.train()
-            perm = torch.randperm(len(x), generator=gen)
-            tot = 0.0
-            for i in range(0, len(perm), bs):
-                idx = perm[i : i + bs]
-                z = self.net_(x[idx].to(dev_))
-                loss = self._loss(z, y[idx].to(dev_))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot += float(loss.detach()) * len(idx)
-            zd = self._logits(xd)
-            acc = float(((zd[:, 1] > zd[:, 0]).numpy() == yd).mean())
-            self.history_.append({"epoch": epoch + 1, "train_loss": tot / len(x), "dev_accuracy": acc})
-            bar.set_postfix(loss=f"{tot / len(x):.3f}", dev_acc=f"{acc:.3f}")
-            if acc > best:
-                best, best_state = acc, copy.deepcopy(self.net_.state_dict())
+        # weights initialised (and any dropout drawn) from the seeded global generators; the caller's are restored
+        with seeded_global_rngs(self._checked_params()["seed"], clf.device):
+            self.net_ = self._build()
+            opt = torch.optim.Adam(self.net_.parameters(), lr=self.params["lr"])
+            bs, dev_ = self.params["batch_size"], clf.device
+            best, best_state, self.history_ = -math.inf, None, []
+            bar = tqdm(range(self.params["epochs"]), desc=f"train {self.name} detector", disable=not self.progress)
+            for epoch in bar:
+                self.net_.train()
+                perm = torch.randperm(len(x), generator=gen)
+                tot = 0.0
+                for i in range(0, len(perm), bs):
+                    idx = perm[i : i + bs]
+                    z = self.net_(x[idx].to(dev_))
+                    loss = self._loss(z, y[idx].to(dev_))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    tot += float(loss.detach()) * len(idx)
+                zd = self._logits(xd)
+                acc = float(((zd[:, 1] > zd[:, 0]).numpy() == yd).mean())
+                self.history_.append({"epoch": epoch + 1, "train_loss": tot / len(x), "dev_accuracy": acc})
+                bar.set_postfix(loss=f"{tot / len(x):.3f}", dev_acc=f"{acc:.3f}")
+                if acc > best:
+                    best, best_state = acc, copy.deepcopy(self.net_.state_dict())
         assert best_state is not None  # every epoch beats -inf
         self.net_.load_state_dict(best_state)
         self.net_.eval()
