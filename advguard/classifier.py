@@ -174,6 +174,12 @@ class Classifier:
     resize: how image files and PIL images (not arrays) of another size than ``size`` are brought to it:
         ``None`` refuses them, ``"resize"`` stretches, ``"center-crop"`` keeps the aspect ratio
         (see :func:`advguard.images.load_images`; each resize is reported with an ``ImageResizedWarning``).
+
+    The Classifier is a wrapper for inference: it puts ``model`` in eval mode (``model.eval()``, on the model
+    itself, not a copy; attacks do it again before they run), so call ``model.train()`` before training it again.
+    It does not touch the parameters' ``requires_grad``: a model being fine-tuned keeps training. Advguard's own
+    gradient computations (attacks, input / layer gradients, Grad-CAM, detectors) run inside :meth:`frozen`,
+    so they never compute or accumulate gradients into the parameters (``p.grad`` is left as it was).
     """
 
     def __init__(
@@ -241,8 +247,6 @@ class Classifier:
         if gradcam_layer is not None and not isinstance(gradcam_layer, str):
             raise ParameterTypeError(f"Classifier: gradcam_layer must be a layer name (str), got {gradcam_layer!r}")
         self.model: nn.Module = model.eval().to(self.device)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
         self.module = NormalizedModel(self.model, Normalize(mean, std), output).eval().to(self.device)
         self.num_passes = 0
         self._layers: dict[str, nn.Module] = dict(self.model.named_modules())
@@ -338,6 +342,21 @@ class Classifier:
             yield self
         finally:
             self.inference = saved
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[Classifier]:
+        """Inside this block the model's parameters do not require grad (the ones that did are switched back on
+        exit): gradients with respect to the input then skip the parameters' (faster, and nothing accumulates in
+        ``p.grad``, even where a library calls ``backward()``, like Foolbox). Not thread-safe: a training step on
+        the same model in another thread would see its parameters frozen."""
+        thawed = [p for p in self.module.parameters() if p.requires_grad]
+        for p in thawed:
+            p.requires_grad_(False)
+        try:
+            yield self
+        finally:
+            for p in thawed:
+                p.requires_grad_(True)
 
     def reset_passes(self) -> int:
         """Zero the pass counter and return its previous value."""
@@ -461,7 +480,7 @@ class Classifier:
         for i, xb in enumerate(self._batches(t, bs)):
             yb = yt[i * bs : i * bs + xb.shape[0]].to(self.device)
             xb = xb.clone().requires_grad_(True)
-            with torch.enable_grad():
+            with torch.enable_grad(), self.frozen():
                 out = self._forward(xb)
                 if loss == "ce":
                     obj = F.cross_entropy(out, yb, reduction="sum")
@@ -496,7 +515,7 @@ class Classifier:
         with cap:
             for i, xb in enumerate(self._batches(t, bs)):
                 yb = yt[i * bs : i * bs + xb.shape[0]].to(self.device)
-                with torch.enable_grad():
+                with torch.enable_grad(), self.frozen():
                     out = self._forward(xb.detach().requires_grad_(True))
                     a = cap.pop(layer_name)
                     if score == "logit":

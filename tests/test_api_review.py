@@ -316,3 +316,51 @@ def test_rp2_fit_leaves_the_global_generators_alone(correct_images):
     _seed_user(7)
     make_attack("rp2", clf, steps=2, progress=False).fit(x[:2], target=int((y[0] + 1) % 10))
     np.testing.assert_array_equal(torch.rand(4).numpy(), want_t)
+
+
+# ------------------------------------------------------------ 7. the user's model keeps training after being wrapped
+def test_wrapping_a_users_model_leaves_its_parameters_trainable(cifar):
+    from advguard.attacks import make_attack
+    from advguard.models.registry import build_module, get_spec
+
+    spec = get_spec("cifar10-cnn")
+    user = build_module("cifar10-cnn").train()  # a trained network its owner is fine-tuning
+    for p in user.parameters():
+        p.requires_grad_(True)
+    clf = advguard.Classifier(user, channels=3, size=(32, 32), mean=spec.mean, std=spec.std)
+    assert all(p.requires_grad for p in user.parameters())
+    assert not user.training  # documented: a wrapper for inference puts the model in eval mode
+    x, y = cifar.x[:8], cifar.y[:8]
+    pgd = make_attack("pgd", clf, eps=8 / 255, steps=3, progress=False)(x, y).x_adv  # Foolbox calls backward()
+    make_attack("patch", clf, size=0.1, steps=2, batch_size=8, progress=False).fit(x, y)
+    clf.input_gradient(x, y)
+    clf.gradcam(x, y)
+    assert all(p.requires_grad and p.grad is None for p in user.parameters())  # nothing accumulated
+    # the same adversarial images as with frozen parameters (what Classifier used to impose)
+    frozen = build_module("cifar10-cnn")
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    clf2 = advguard.Classifier(frozen, channels=3, size=(32, 32), mean=spec.mean, std=spec.std)
+    assert torch.equal(make_attack("pgd", clf2, eps=8 / 255, steps=3, progress=False)(x, y).x_adv, pgd)
+    # fine-tuning goes on
+    user.train()
+    opt = torch.optim.SGD(user.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in user.parameters()]
+    loss = torch.nn.functional.cross_entropy(clf(torch.from_numpy(x)), torch.from_numpy(y))
+    loss.backward()
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, user.parameters(), strict=True))
+
+
+def test_frozen_restores_only_the_flags_that_were_on(clf):
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    m(torch.zeros(1, 3, 8, 8))
+    c = advguard.Classifier(m, channels=3, size=(8, 8))
+    m[0].bias.requires_grad_(False)
+    with c.frozen():
+        assert not any(p.requires_grad for p in m.parameters())
+    assert [p.requires_grad for p in m.parameters()] == [True, False, True, True]
+    with pytest.raises(RuntimeError), c.frozen():
+        raise RuntimeError("an attack failed")
+    assert [p.requires_grad for p in m.parameters()] == [True, False, True, True]
+    assert not any(p.requires_grad for p in clf.model.parameters())  # a zoo model is frozen by load_model

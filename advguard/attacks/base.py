@@ -245,7 +245,8 @@ class Attack(abc.ABC):
         extras: dict[str, list[np.ndarray]] = {}
         bar = tqdm(self._batch_slices(xt.shape[0]), desc=f"attack {self.name}", leave=False, disable=not self.progress)
         # torch's (and numpy's) global generators seeded for the run, the caller's states restored after it
-        with seeded_global_rngs(self.seed, clf.device, numpy=True):
+        # ... and the model's parameters frozen (no gradient is computed for or accumulated in them)
+        with seeded_global_rngs(self.seed, clf.device, numpy=True), clf.frozen():
             for b, sl in enumerate(bar):
                 self.batch_index_ = b
                 xb = xt[sl].to(clf.device)

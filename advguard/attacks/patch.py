@@ -281,7 +281,7 @@ class AdversarialPatch(Attack):
             opt.zero_grad()
             for i in range(0, reps.shape[0], self.batch_size):
                 sl = slice(i, i + self.batch_size)
-                with torch.enable_grad():
+                with torch.enable_grad(), clf.frozen():  # no gradient for (or into) the model's parameters
                     canvas, m = place(
                         patch, mask, hw, sides[sl].to(clf.device), centers[sl].to(clf.device), angles[sl].to(clf.device)
                     )

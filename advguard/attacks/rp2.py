@@ -422,7 +422,7 @@ class RP2(Attack):
             return []
         h, w = xt.shape[-2:]
         clf.module.eval()
-        with seeded_global_rngs(self.seed, clf.device):  # the caller's generators are left as they were
+        with seeded_global_rngs(self.seed, clf.device), clf.frozen():  # the caller's generators left as they were
             masks = self.base_mask(h, w)[None, None].expand(len(targets), 1, h, w).clone()
             history: list[list[float]] = [[] for _ in targets]
             if isinstance(self.mask, str) and self.mask == "l1":  # RP2's first stage: where does L1 put it?

@@ -228,7 +228,7 @@ class TaintRadar(Detector):
         ``vjp(V)`` gives dZ/dA^T V for a stack of output cotangents V (m, N, classes) in one batched backward."""
         clf = self.classifier
         name = self.params["layer"]
-        with LayerCapture(clf, [name], leaf=True) as cap, torch.enable_grad():
+        with LayerCapture(clf, [name], leaf=True) as cap, torch.enable_grad(), clf.frozen():
             z = clf._forward(clf._prep(x))  # the inference memory layout (float32; no autocast here)
         a = cap[name]
 
