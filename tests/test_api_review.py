@@ -364,3 +364,40 @@ def test_frozen_restores_only_the_flags_that_were_on(clf):
         raise RuntimeError("an attack failed")
     assert [p.requires_grad for p in m.parameters()] == [True, False, True, True]
     assert not any(p.requires_grad for p in clf.model.parameters())  # a zoo model is frozen by load_model
+
+
+# ---------------------------------------------------------------------- 8-9. apply_ops' op names, ImageOp's value type
+def test_apply_ops_takes_op_names(cifar):
+    from advguard.transforms import ImageOp, apply_ops
+
+    x = cifar.x[:3]
+    jpeg, blur = ImageOp("jpeg", 75), ImageOp("blur", 2)
+    want = apply_ops(x, [jpeg, blur])
+    assert torch.equal(apply_ops(x, "jpeg:75"), want[:1])  # an AttributeError in a worker thread before
+    assert torch.equal(apply_ops(x, ["jpeg:75", "blur:2"]), want)
+    assert torch.equal(apply_ops(x, ["jpeg:75", blur]), want)
+    assert torch.equal(apply_ops(x, jpeg), want[:1])
+    assert apply_ops(x, "jpeg").shape[0] == 16  # a family: the paper's 16 qualities
+    assert apply_ops(x, [jpeg, jpeg]).shape[0] == 2  # repeats kept, one output each (as before)
+    for bad in ([75], [None], 3):
+        with pytest.raises(advguard.ParameterTypeError, match="ops must be image operations"):
+            apply_ops(x, bad)
+    with pytest.raises(advguard.ParameterError, match="not a number"):
+        apply_ops(x, "jpeg:high")
+
+
+@given(st.one_of(st.text(max_size=4), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)))
+def test_image_op_refuses_a_value_that_is_not_a_number(value):
+    from advguard.transforms import ImageOp
+
+    with pytest.raises(advguard.ParameterTypeError, match="a number"):
+        ImageOp("jpeg", value)
+
+
+def test_image_op_string_value_is_refused_at_construction():
+    from advguard.transforms import ImageOp
+
+    with pytest.raises(advguard.ParameterTypeError, match="got '75' \\(str\\); parse_op reads names like 'jpeg:100'"):
+        ImageOp("jpeg", "75")  # passed, then crashed in repr / name
+    assert ImageOp("jpeg", np.int64(75)).name == "jpeg:75"
+    assert ImageOp("scale", np.float32(0.9)).name == "scale:0.9"
