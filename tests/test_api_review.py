@@ -401,3 +401,27 @@ def test_image_op_string_value_is_refused_at_construction():
         ImageOp("jpeg", "75")  # passed, then crashed in repr / name
     assert ImageOp("jpeg", np.int64(75)).name == "jpeg:75"
     assert ImageOp("scale", np.float32(0.9)).name == "scale:0.9"
+
+
+# ------------------------------------------------------------------------------- 10. parameters that had no effect
+def test_parameters_without_effect_are_refused_naming_why(clf, tmp_path):
+    from advguard.detectors import CNNDetector, Detector, EraseRestoreDistance
+
+    for kw in ({"pca_dim": 5}, {"align": True}, {"pca_dim": 1}):
+        with pytest.raises(advguard.ParameterError, match=f"{next(iter(kw))}=.* has no effect.*EraseRestore"):
+            EraseRestoreDistance(clf, **kw)
+    with pytest.raises(advguard.ParameterTypeError, match="align must be True or False"):
+        EraseRestoreDistance(clf, align="yes")
+    # the values older files record (and the defaults) still load
+    for kw in ({}, {"pca_dim": 0, "align": False}, {"pca_dim": None, "align": None}):
+        det = EraseRestoreDistance(clf, n=2, progress=False, **kw)
+        assert det.get_params()["pca_dim"] == 0 and det.get_params()["align"] is False
+    with pytest.raises(advguard.ParameterError, match="decision_model='svc' has no effect: the detector network"):
+        CNNDetector(clf, decision_model="svc")
+    with pytest.raises(advguard.ParameterError, match="has no effect"):
+        CNNDetector(clf).set_params(decision_model="logreg")
+    assert "decision_model" not in CNNDetector(clf).get_params()
+    x = advguard.load_dataset("cifar10", "test", limit=12, seed=5).x
+    det = EraseRestoreDistance(clf, n=2, progress=False).fit(x)
+    back = Detector.load(det.save(tmp_path / "erd.advguard"), clf)
+    np.testing.assert_array_equal(back.score(x[:3]), det.score(x[:3]))

@@ -68,6 +68,15 @@ def _check_backbone(backbone: Any, p: dict[str, Any], det: Detector) -> str:
     return backbone
 
 
+def _no_decision_model(value: Any, p: dict[str, Any], det: Detector) -> None:
+    """The detector network decides (its logit difference is the score): a decision model would be ignored."""
+    if value is not None:
+        raise ParameterError(
+            f"{det.name}: decision_model={value!r} has no effect: the detector network itself decides (the score is "
+            "its logit difference, the threshold calibrated on its dev set). Leave decision_model out"
+        )
+
+
 def _check_widths(widths: Any, p: dict[str, Any], det: Detector) -> list[list[int]]:
     try:
         widths = [[check_count("widths", c, low=1) for c in stage] for stage in widths]
@@ -85,7 +94,7 @@ class CNNDetector(Detector):
     name = "cnn"
     _parameter_constraints = {
         **Detector._parameter_constraints,
-        "decision_model": lambda v, p, det: None,  # accepted and ignored: the detector network decides
+        "decision_model": _no_decision_model,
         "backbone": _check_backbone,
         "softmax_in_training": lambda v, p, det: bool(v),
         "epochs": lambda v, p, det: int(check_count("epochs", v, low=1)),
