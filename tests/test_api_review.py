@@ -425,3 +425,33 @@ def test_parameters_without_effect_are_refused_naming_why(clf, tmp_path):
     det = EraseRestoreDistance(clf, n=2, progress=False).fit(x)
     back = Detector.load(det.save(tmp_path / "erd.advguard"), clf)
     np.testing.assert_array_equal(back.score(x[:3]), det.score(x[:3]))
+
+
+# ------------------------------------------------------------------------------------ 11. LabelCorrection's checks
+def test_label_correction_checks_its_parameters(clf, cifar):
+    from advguard.defenses import LabelCorrection
+
+    assert (LabelCorrection(clf).k, LabelCorrection(clf).vote_k) == (3, 1)  # the documented defaults, 10 classes
+    assert LabelCorrection(clf, k=4, vote_k=2.0).vote_k == 2
+    with pytest.raises(advguard.ParameterError, match="k=0 is outside the allowed range \\[1, 10\\]"):
+        LabelCorrection(clf, k=0)  # silently 3 before
+    with pytest.raises(advguard.ParameterTypeError, match="k must be an integer"):
+        LabelCorrection(clf, k=2.7)  # silently 2 before
+    with pytest.raises(advguard.ParameterError, match="vote_k=11"):
+        LabelCorrection(clf, vote_k=11)
+    with pytest.raises(advguard.ParameterTypeError, match="classifier must be an advguard.Classifier, got VGGLike"):
+        LabelCorrection(clf.model)  # an AttributeError before
+    lc = LabelCorrection(clf, ops="jpeg", k=2)
+    assert lc.top_k(cifar.x[:2]).shape == (2, 2)
+
+
+@given(st.one_of(st.integers(-3, 14), st.floats(allow_nan=True), st.text(max_size=2), st.booleans()))
+def test_label_correction_k_is_an_integer_in_range_or_refused(k):
+    from advguard.defenses import LabelCorrection
+
+    clf = advguard.load_model("cifar10-cnn")
+    try:
+        lc = LabelCorrection(clf, k=k)
+    except advguard.ParameterError:
+        return
+    assert isinstance(lc.k, int) and 1 <= lc.k <= 10 and lc.k == k
