@@ -162,8 +162,16 @@ class Classifier:
     channels, size: expected input channels and (H, W); inputs are checked against them.
     mean, std: per-channel normalisation applied inside, on [0, 1] images (defaults: none).
     num_classes: inferred with one dummy forward pass when not given.
+    bounds: ``(low, high)``, the range of the pixel values the model takes (default ``(0, 1)``); every array or
+        tensor given to the Classifier, its detectors and attacks is checked against it, and attacks' epsilons
+        are in its units. Image files and PIL images (read in [0, 1]) are mapped linearly onto it
+        (``low + (high - low) * x``: pixel value 255 becomes ``high``), so a ``(0, 255)`` model gets 0..255.
     gradcam_layer: name of the layer Grad-CAM uses; default the last ``nn.Conv2d``.
+    batch_size: images per forward pass in the batched calls (``logits``, ``predict``, gradients...), default 256;
+        each call's ``batch_size=`` overrides it.
     inference: memory layout / precision of inference-only calls, one of :data:`INFERENCE_VARIANTS`.
+    name: shown in reprs, reports and detector files (default: the model's class name); detector files record
+        it with the classifier's fingerprint.
     device: where the model runs. Default: the device the model is on (its parameters'; CPU for a model without
         any); a device given here moves the model there. A device this machine does not have raises
         :class:`~advguard.errors.DeviceError` naming it and the available ones.
@@ -305,11 +313,15 @@ class Classifier:
     def validate(self, x: ImageInput, name: str = "x") -> torch.Tensor:
         """Check shape, dtype, range and finiteness; return a float32 tensor (CPU for a numpy array, the input's
         device for a tensor). Image files, folders and PIL images (or lists of them) are read with
-        :func:`advguard.images.load_images` at :attr:`size`, resized only by the :attr:`resize` policy."""
+        :func:`advguard.images.load_images` at :attr:`size`, resized only by the :attr:`resize` policy, and mapped
+        from [0, 1] onto :attr:`bounds`."""
         from .images import is_image_source, load_images
 
         if is_image_source(x):
             x = load_images(cast(Any, x), size=self.size, resize=self.resize, channels=self.channels)
+            lo, hi = self.bounds
+            if (lo, hi) != (0.0, 1.0):  # files and PIL images are read in [0, 1]: onto the model's bounds
+                x = (lo + (hi - lo) * x.astype(np.float64)).astype(np.float32)
         return as_image_batch(
             cast("np.ndarray | torch.Tensor", x), channels=self.channels, size=self.size, bounds=self.bounds, name=name
         )

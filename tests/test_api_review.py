@@ -455,3 +455,39 @@ def test_label_correction_k_is_an_integer_in_range_or_refused(k):
     except advguard.ParameterError:
         return
     assert isinstance(lc.k, int) and 1 <= lc.k <= 10 and lc.k == k
+
+
+# ----------------------------------------------------------------------- 12. bounds=(0, 255): files read onto bounds
+def test_files_and_pil_images_are_mapped_onto_the_classifiers_bounds(cifar, tmp_path):
+    from PIL import Image
+
+    from advguard.models.registry import build_module, get_spec
+
+    spec = get_spec("cifar10-cnn")
+    # the zoo network behind a 0..255 interface: normalisation with mean and std scaled by 255
+    c255 = advguard.Classifier(
+        build_module("cifar10-cnn"),
+        channels=3,
+        size=(32, 32),
+        mean=[255 * m for m in spec.mean],
+        std=[255 * s for s in spec.std],
+        bounds=(0, 255),
+    )
+    c01 = advguard.load_model("cifar10-cnn", inference="float32")
+    u8 = (cifar.x[:4] * 255).round().astype(np.uint8)
+    paths = []
+    for i, img in enumerate(u8):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(img.transpose(1, 2, 0)).save(paths[-1])
+    pils = [Image.open(p) for p in paths]
+    x255 = c255.validate(paths)
+    assert float(x255.max()) > 2 and float(x255.max()) <= 255  # 0..255, not [0, 1]
+    np.testing.assert_allclose(x255.numpy(), u8.astype(np.float32), atol=1e-4)
+    np.testing.assert_array_equal(c255.validate(pils).numpy(), x255.numpy())
+    assert torch.equal(c255.predict(paths), c01.predict(paths))  # the same decisions through either interface
+    np.testing.assert_allclose(c255.logits(pils).numpy(), c01.logits(pils).numpy(), rtol=1e-4, atol=1e-4)
+    # (-1, 1): pixel value 0 -> -1, 255 -> 1
+    cm1 = advguard.Classifier(build_module("cifar10-cnn"), channels=3, size=(32, 32), bounds=(-1, 1))
+    np.testing.assert_allclose(cm1.validate(paths).numpy(), u8 / 127.5 - 1, atol=1e-6)
+    for doc in ("bounds:", "batch_size:", "name:"):
+        assert doc in advguard.Classifier.__doc__
