@@ -491,3 +491,46 @@ def test_files_and_pil_images_are_mapped_onto_the_classifiers_bounds(cifar, tmp_
     np.testing.assert_allclose(cm1.validate(paths).numpy(), u8 / 127.5 - 1, atol=1e-6)
     for doc in ("bounds:", "batch_size:", "name:"):
         assert doc in advguard.Classifier.__doc__
+
+
+# ------------------------------------------------------------------------------------------- 13. metrics' bad input
+def test_metrics_refuse_bad_rates_scores_and_resample_counts(fgsm_images):
+    from advguard import metrics
+    from advguard.detectors import ConfidenceDetector
+
+    clf, x, adv = fgsm_images
+    det = ConfidenceDetector(clf, fpr=0.1).fit(x)
+    c, a = det.score(x), det.score(adv)
+    assert 0 <= metrics.tpr_at_fpr(c, a, 0.05) <= 1
+    assert metrics.threshold_at_fpr(c, 0.1) == det.threshold_
+    for bad in (5, 1.0, -0.1, float("nan")):
+        with pytest.raises(advguard.ParameterError, match="fpr"):
+            metrics.tpr_at_fpr(c, a, bad)  # fpr=5 gave 1.0
+        with pytest.raises(advguard.ParameterError, match="fpr"):
+            metrics.threshold_at_fpr(c, bad)
+    with pytest.raises(InputError, match="NaN or Inf"):
+        metrics.threshold_at_fpr(np.r_[c, np.nan], 0.05)  # gave a threshold (or NaN)
+    with pytest.raises(InputError, match="at least one clean score"):
+        metrics.threshold_at_fpr([], 0.05)  # IndexError
+    with pytest.raises(InputError, match="must be numbers"):
+        metrics.threshold_at_fpr(["high"], 0.05)
+    with pytest.raises(advguard.ParameterError, match="n_boot=0"):
+        metrics.roc_auc_ci(c, a, n_boot=0)  # IndexError
+    with pytest.raises(advguard.ParameterError, match="level=95"):
+        metrics.roc_auc_ci(c, a, n_boot=10, level=95)
+    with pytest.raises(advguard.ParameterError, match="n_boot"):
+        metrics.detection_report(c, a, n_boot=0)
+    auc, lo, hi = metrics.roc_auc_ci(c, a, n_boot=1)
+    assert lo <= hi and auc == metrics.roc_auc(c, a)
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=6), st.floats(-2, 2))
+def test_threshold_at_fpr_is_a_clean_score_or_refused(scores, fpr):
+    from advguard import metrics
+
+    try:
+        t = metrics.threshold_at_fpr(scores, fpr)
+    except (InputError, advguard.ParameterError):
+        assert not scores or not np.isfinite(scores).all() or not 0 <= fpr < 1
+        return
+    assert t in scores and np.mean(np.asarray(scores) > t) <= fpr
