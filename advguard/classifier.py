@@ -41,7 +41,7 @@ from PIL import Image
 from torch import nn
 
 from .devices import module_device, resolve_device
-from .errors import unknown_name
+from .errors import AdvguardError, unknown_name
 from .layers import LayerCapture
 from .validation import (
     ParameterError,
@@ -280,8 +280,19 @@ class Classifier:
 
     def _infer_num_classes(self) -> int:
         h, w = self.size or (32, 32)
-        with torch.inference_mode():
-            out = self.module(torch.zeros(1, self.channels, h, w, device=self.device))
+        probe = (1, self.channels, h, w)
+        try:
+            with torch.inference_mode():
+                out = self.module(torch.zeros(*probe, device=self.device))
+        except AdvguardError:  # output= problems name themselves
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:  # torch's shape errors, a model's own checks
+            size = f"size={self.size}" if self.size is not None else "size=None (probed at 32x32: pass size=(H, W))"
+            raise ParameterError(
+                f"Classifier: the model fails on an input of shape {probe} (channels={self.channels}, {size}): "
+                f"check channels= and size= against what the model takes. The model said: {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            ) from e
         if out.ndim != 2 or out.shape[1] < 2:
             raise ParameterError(
                 f"model output has shape {tuple(out.shape)}; expected (N, num_classes) logits, num_classes >= 2"

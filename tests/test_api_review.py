@@ -534,3 +534,26 @@ def test_threshold_at_fpr_is_a_clean_score_or_refused(scores, fpr):
         assert not scores or not np.isfinite(scores).all() or not 0 <= fpr < 1
         return
     assert t in scores and np.mean(np.asarray(scores) > t) <= fpr
+
+
+# ------------------------------------------------------------------------------- 14. wrong channels= / size= named
+def test_a_wrong_channels_or_size_is_named_with_the_probe_shape():
+    from advguard.models.registry import build_module
+
+    with pytest.raises(
+        advguard.ParameterError, match=r"input of shape \(1, 1, 32, 32\) \(channels=1, size=\(32, 32\)\)"
+    ):
+        advguard.Classifier(build_module("cifar10-cnn"), channels=1, size=(32, 32))  # torch's RuntimeError before
+    small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
+    with pytest.raises(advguard.ParameterError, match=r"size=\(32, 32\).*mat1 and mat2"):
+        advguard.Classifier(small, channels=3, size=(32, 32))
+    with pytest.raises(advguard.ParameterError, match="probed at 32x32: pass size"):
+        advguard.Classifier(small, channels=3)
+    assert advguard.Classifier(small, channels=3, size=(8, 8)).num_classes == 10
+
+    class Dict(torch.nn.Module):
+        def forward(self, x):
+            return {"logits": small(x)}
+
+    with pytest.raises(advguard.ParameterError, match="pass output= to the Classifier"):  # named as before
+        advguard.Classifier(Dict(), channels=3, size=(8, 8))
