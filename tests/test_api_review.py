@@ -557,3 +557,43 @@ def test_a_wrong_channels_or_size_is_named_with_the_probe_shape():
 
     with pytest.raises(advguard.ParameterError, match="pass output= to the Classifier"):  # named as before
         advguard.Classifier(Dict(), channels=3, size=(8, 8))
+
+
+# ------------------------------------------------------------------------- 15. bad choices are ParameterErrors
+@pytest.mark.parametrize(
+    ("name", "kw", "close"),
+    [
+        ("confidence", {"statistic": "maxprob"}, "max_prob"),  # a bare ValueError before
+        ("image-ops", {"feature": "counts"}, "count"),  # a bare ValueError before
+        ("image-ops", {"ops": "jpg"}, "jpeg"),  # UnknownNameError: a KeyError only before
+        ("erase-restore", {"restore": "teela"}, "telea"),
+        ("loo", {"unit": "pixels"}, "pixel"),
+        ("taintradar", {"layer": "blok3"}, "block3"),
+        ("confidence", {"decision_model": "svm"}, "svc"),
+    ],
+)
+def test_bad_choices_raise_parameter_errors_with_a_suggestion(clf, name, kw, close):
+    from advguard.detectors import make_detector
+
+    with pytest.raises(advguard.ParameterError, match=f"Did you mean '{close}'") as e:
+        make_detector(name, clf, **kw)
+    assert isinstance(e.value, ValueError)
+
+
+def test_unknown_name_error_is_a_parameter_error_and_still_a_key_error(clf):
+    from advguard.attacks import make_attack
+    from advguard.defenses import LabelCorrection
+    from advguard.errors import UnknownNameError
+
+    assert issubclass(UnknownNameError, advguard.ParameterError) and issubclass(UnknownNameError, KeyError)
+    for call in (
+        lambda: advguard.load_model("cifar10-cnnn"),
+        lambda: advguard.load_dataset("cifar100"),
+        lambda: make_attack("pgdd", clf),
+        lambda: LabelCorrection(clf, ops="jpg"),
+        lambda: clf.layer("fcc"),
+    ):
+        with pytest.raises(KeyError) as e:  # callers catching KeyError still do
+            call()
+        assert isinstance(e.value, advguard.ParameterError) and "Did you mean" in str(e.value)
+        assert not str(e.value).startswith('"')  # readable, not KeyError's quoted repr

@@ -300,7 +300,7 @@ class TaintRadar(Detector):
             ks = [self.k_]
         ks = sorted({int(k) for k in ks})
         if not 1 <= ks[0] <= ks[-1] <= self.params["k_max"]:
-            raise ValueError(f"K values must be in 1..{self.params['k_max']}, got {ks}")
+            raise ParameterError(f"{self.name}.analyse: K values must be in 1..{self.params['k_max']}, got {ks}")
         stream = 0 if stream is None else int(stream)
         bs = self.params["batch_size"] or clf.batch_size
         clf.module.eval()
