@@ -41,7 +41,7 @@ from ._atomic import atomic_path
 from .classifier import Classifier
 from .errors import DetectorFileError, InputError, ParameterError
 from .metrics import threshold_at_fpr
-from .validation import ParameterTypeError, check_number
+from .validation import ParameterTypeError, check_bool, check_choice, check_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from sklearn.base import BaseEstimator
@@ -204,8 +204,7 @@ class Guard:
             if d.classifier is not classifier:
                 raise ParameterError(f"Guard: detector {d.name} wraps another classifier than the guard's")
         names = [d.name for d in dets]
-        if combine not in COMBINES:
-            raise ParameterError(f"Guard: combine must be one of {COMBINES}, got {combine!r}")
+        check_choice("combine", combine, COMBINES, where="Guard")
         if correct is not None:
             from .defenses.correction import LabelCorrection
 
@@ -218,14 +217,14 @@ class Guard:
         #: the detectors' names in results (a repeated name gets "#2", "#3"...)
         self.names = [n if names.count(n) == 1 else f"{n}#{names[:i].count(n) + 1}" for i, n in enumerate(names)]
         self.combine = combine
-        self.fpr = check_number("fpr", fpr, lo=0, hi=1, hi_open=True, where="Guard")
+        self.fpr = check_number("fpr", fpr, lo=0, hi=1, lo_open=True, hi_open=True, where="Guard")  # as detectors
         self.correct = correct
         self.calibration = check_number(
             "calibration", calibration, lo=0, hi=1, lo_open=True, hi_open=True, where="Guard"
         )
         self.meta_model = meta_model
         self.folds = int(check_number("folds", folds, lo=2, hi=100, integer=True, where="Guard"))
-        self.explain = bool(explain)
+        self.explain = check_bool("explain", explain, where="Guard")
         self.seed = int(check_number("seed", seed, lo=0, hi=2**32 - 1, integer=True, where="Guard"))
         #: fitted state: per detector the sorted clean calibration scores (``any``), the meta-model (``stacked``)
         self.clean_scores_: list[np.ndarray] | None = None

@@ -597,3 +597,49 @@ def test_unknown_name_error_is_a_parameter_error_and_still_a_key_error(clf):
             call()
         assert isinstance(e.value, advguard.ParameterError) and "Did you mean" in str(e.value)
         assert not str(e.value).startswith('"')  # readable, not KeyError's quoted repr
+
+
+# ------------------------------------------------------------- 16. booleans are booleans, the Guard's fpr as detectors'
+@pytest.mark.parametrize(
+    ("name", "param"),
+    [
+        ("taintradar", "progress"),  # "no" was accepted (and shown a progress bar)
+        ("sentinet", "progress"),
+        ("erase-restore", "fixed_masks"),  # bool("no") is True
+        ("erase-restore", "align"),
+        ("cnn", "softmax_in_training"),
+        ("loo", "patch"),
+    ],
+)
+def test_boolean_parameters_refuse_strings_and_numbers(clf, name, param):
+    from advguard.detectors import make_detector
+
+    for bad in ("no", 1, None if param != "align" else "yes"):
+        with pytest.raises(advguard.ParameterTypeError, match=f"{param} must be True or False"):
+            make_detector(name, clf, **{param: bad})
+    assert make_detector(name, clf, **{param: np.False_}).get_params()[param] is False
+
+
+def test_guard_checks_explain_fpr_and_combine_like_the_detectors(clf):
+    from advguard import Guard
+    from advguard.detectors import ConfidenceDetector
+
+    dets = [ConfidenceDetector(clf)]
+    with pytest.raises(advguard.ParameterTypeError, match="explain must be True or False"):
+        Guard(clf, dets, explain="no")  # bool("no") is True
+    for bad in (0, 0.0, 1.0):  # fpr=0 was accepted by the Guard, refused by its detectors
+        with pytest.raises(advguard.ParameterError, match="fpr"):
+            Guard(clf, dets, fpr=bad)
+        with pytest.raises(advguard.ParameterError, match="fpr"):
+            ConfidenceDetector(clf, fpr=bad)
+    with pytest.raises(advguard.ParameterError, match="Did you mean 'stacked'"):
+        Guard(clf, dets, combine="stack")
+    assert Guard(clf, dets, fpr=0.01, explain=False).fpr == 0.01
+
+
+@given(st.one_of(st.text(max_size=3), st.integers(), st.floats(), st.none()))
+def test_check_bool_accepts_only_booleans(value):
+    from advguard.validation import check_bool
+
+    with pytest.raises(advguard.ParameterTypeError):
+        check_bool("flag", value)

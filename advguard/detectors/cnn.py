@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .._seeding import seeded_global_rngs
 from ..classifier import Classifier, ImageInput
 from ..errors import InputError, ParameterError
+from ..validation import check_bool
 from .base import Detector, check_count, check_rate, register_detector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,7 +97,7 @@ class CNNDetector(Detector):
         **Detector._parameter_constraints,
         "decision_model": _no_decision_model,
         "backbone": _check_backbone,
-        "softmax_in_training": lambda v, p, det: bool(v),
+        "softmax_in_training": lambda v, p, det: check_bool("softmax_in_training", v, where=det.name),
         "epochs": lambda v, p, det: int(check_count("epochs", v, low=1)),
         "lr": lambda v, p, det: float(check_rate("lr", v, low=0.0, high=float("inf"))),
         "batch_size": lambda v, p, det: int(check_count("batch_size", v, low=1)),

@@ -180,9 +180,9 @@ class EraseRestore(Detector):
         "pca_dim": lambda v, p, det: int(
             check_count("pca_dim", v, low=0) if v is not None else (10 if det.classifier.num_classes > 50 else 0)
         ),
-        "fixed_masks": lambda v, p, det: bool(v),
+        "fixed_masks": lambda v, p, det: check_bool("fixed_masks", v, where=det.name),
         # None: class-aligned features, see the module docstring (was: only with PCA)
-        "align": lambda v, p, det: True if v is None else bool(v),
+        "align": lambda v, p, det: True if v is None else check_bool("align", v, where=det.name),
         "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
     _unsaved_params = ("progress",)

@@ -43,6 +43,7 @@ from ..classifier import Classifier, ImageInput, gradcam_from_gradients
 from ..errors import InputError, ParameterError, ParameterTypeError, unknown_name
 from ..layers import LayerCapture, layer_module
 from ..transforms import gaussian_blur
+from ..validation import check_bool
 from ._seeding import per_image_rand
 from .base import Detector, NotFittedError, check_count, check_rate, register_detector
 
@@ -152,7 +153,7 @@ class TaintRadar(Detector):
                 torch.as_tensor(np.asarray(v))[None] if np.ndim(v) == 3 else v, name="fill_image"
             )[0]
         ),
-        "progress": lambda v, p, det: v,
+        "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
     #: the fill image is saved as an array; fpr goes in the file too
     _unsaved_params = ("fill_image",)
