@@ -643,3 +643,14 @@ def test_check_bool_accepts_only_booleans(value):
 
     with pytest.raises(advguard.ParameterTypeError):
         check_bool("flag", value)
+
+
+# ------------------------------------------------------------------------- 17. FeatureSqueezing.features is float64
+def test_feature_squeezing_features_are_float64_and_equal_extract(clf, cifar):
+    from advguard.detectors import FeatureSqueezing
+
+    fs = FeatureSqueezing(clf, squeezers=("bits:5", "median:2"), progress=False)
+    f = fs.features(cifar.x[:6])
+    assert f.dtype == np.float64 and f.shape == (6, 2)  # float32 before, though documented float64
+    np.testing.assert_array_equal(f, fs.extract(cifar.x[:6]))
+    assert np.array_equal(f, f.astype(np.float32).astype(np.float64))  # the float32 values, exactly
