@@ -654,3 +654,17 @@ def test_feature_squeezing_features_are_float64_and_equal_extract(clf, cifar):
     assert f.dtype == np.float64 and f.shape == (6, 2)  # float32 before, though documented float64
     np.testing.assert_array_equal(f, fs.extract(cifar.x[:6]))
     assert np.array_equal(f, f.astype(np.float32).astype(np.float64))  # the float32 values, exactly
+
+
+# --------------------------------------------------------------------------- 18. bench_attacks' docstring on targets
+def test_bench_attacks_docstring_names_the_attacks_that_need_targets(correct_images):
+    from advguard.attacks import ATTACKS, bench_attacks, make_attack, shifted_targets
+
+    need = [n for n in bench_attacks() if ATTACKS[n].targets_required]
+    assert "rp2" in need
+    assert "targets=" in bench_attacks.__doc__ and "targets_required" in bench_attacks.__doc__
+    clf, x, y = correct_images(30, 12)
+    with pytest.raises(advguard.ParameterError, match="pass targets="):
+        make_attack("rp2", clf, steps=1, progress=False)(x[:1], y[:1])
+    r = make_attack("rp2", clf, steps=1, progress=False)(x[:1], y[:1], targets=shifted_targets(y[:1], 10))
+    assert r.x_adv.shape == x[:1].shape
