@@ -231,6 +231,22 @@ class Guard:
         self.meta_: BaseEstimator | None = None
         self.threshold_: float | None = None
 
+    def __repr__(self) -> str:
+        """``Guard(classifier, combine, detectors (their names), fpr, ..., fitted or not)``: what decides, at which
+        rate, and whether it can be called yet."""
+        extra = []
+        if self.combine == "stacked":
+            meta = self.meta_model if isinstance(self.meta_model, str) else type(self.meta_model).__name__
+            extra.append(f"meta_model={meta!r}")
+        if self.correct is not None:
+            extra.append(f"correct={self.correct!r}")
+        state = f"fitted, threshold={self.threshold_:.4g}" if self.threshold_ is not None else "not fitted"
+        return (
+            f"Guard({self.classifier.name}, combine={self.combine!r}, detectors={self.names}, fpr={self.fpr:g}, "
+            + "".join(f"{e}, " for e in extra)
+            + f"{state})"
+        )
+
     # ------------------------------------------------------------------ fitting
     def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None) -> Guard:
         """Fit the detectors that are not fitted yet and calibrate the joint decision on clean images only (the

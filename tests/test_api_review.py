@@ -668,3 +668,27 @@ def test_bench_attacks_docstring_names_the_attacks_that_need_targets(correct_ima
         make_attack("rp2", clf, steps=1, progress=False)(x[:1], y[:1])
     r = make_attack("rp2", clf, steps=1, progress=False)(x[:1], y[:1], targets=shifted_targets(y[:1], 10))
     assert r.x_adv.shape == x[:1].shape
+
+
+# ------------------------------------------------------------------------------------------------ 19. Guard's repr
+def test_guard_repr_says_what_decides_and_whether_it_is_fitted(fgsm_images):
+    from advguard import Guard
+    from advguard.detectors import ConfidenceDetector, FeatureSqueezing
+
+    clf, x, adv = fgsm_images
+    dets = [
+        ConfidenceDetector(clf),
+        ConfidenceDetector(clf, statistic="entropy"),
+        FeatureSqueezing(clf, progress=False),
+    ]
+    g = Guard(clf, dets, fpr=0.1)
+    assert repr(g) == (
+        "Guard(cifar10-cnn, combine='any', detectors=['confidence#1', 'confidence#2', 'feature-squeezing'], "
+        "fpr=0.1, not fitted)"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        g.fit(x)
+    assert repr(g).endswith(f"fpr=0.1, fitted, threshold={g.threshold_:.4g})")
+    s = Guard(clf, dets[:2], combine="stacked", fpr=0.05)
+    assert "combine='stacked'" in repr(s) and "meta_model=" in repr(s) and repr(s).endswith("not fitted)")
