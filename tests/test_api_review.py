@@ -692,3 +692,30 @@ def test_guard_repr_says_what_decides_and_whether_it_is_fitted(fgsm_images):
     assert repr(g).endswith(f"fpr=0.1, fitted, threshold={g.threshold_:.4g})")
     s = Guard(clf, dets[:2], combine="stacked", fpr=0.05)
     assert "combine='stacked'" in repr(s) and "meta_model=" in repr(s) and repr(s).endswith("not fitted)")
+
+
+# -------------------------------------------------------------------------------------------------- 20. stale docs
+def test_docs_match_erase_restore_masks_patch_apply_and_foolbox_docstrings(clf, cifar, correct_images):
+    from pathlib import Path
+
+    from advguard.attacks import ATTACKS, make_attack
+    from advguard.detectors import EraseRestoreDistance
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "fresh per image, draw and call" not in readme
+    assert "seeded by the detector's seed and the image's bytes" in readme
+    # what the README now says: masks depend on the image (not the batch or the call); fixed_masks: one set for all
+    det = EraseRestoreDistance(clf, n=3, progress=False)
+    x = torch.from_numpy(cifar.x[:4])
+    m = det.masks_for(x)
+    np.testing.assert_array_equal(det.masks_for(x[2:3])[0], m[2])
+    assert not np.array_equal(m[0], m[1])
+    fixed = EraseRestoreDistance(clf, n=3, fixed_masks=True, progress=False).masks_for(x)
+    assert all(np.array_equal(fixed[0], f) for f in fixed)
+    # AdversarialPatch.apply returns a tuple, as the package docstring now says
+    assert "``AdversarialPatch.apply``: a tuple" in advguard.__doc__
+    c, xs, ys = correct_images(30, 12)
+    patch = make_attack("patch", c, size=0.1, steps=1, batch_size=4, progress=False).fit(xs[:4], ys[:4])
+    out = patch.apply(xs[:2].numpy())
+    assert isinstance(out, tuple) and out[0].dtype == torch.float32 and out[1].dtype == torch.bool
+    assert all("Foolboxs" not in (cls.__doc__ or "") for cls in ATTACKS.values())
