@@ -486,6 +486,7 @@ class Guard:
 
         try:
             with zipfile.ZipFile(path) as z:
+                _check_guard_members(z.namelist(), str(path))
                 meta = json.loads(_read_member(z, "guard.json", _MAX_GUARD_JSON, str(path)))
         except DetectorFileError:
             raise
@@ -512,8 +513,7 @@ class Guard:
                 if total > max_bytes:
                     raise DetectorFileError(f"{where} unpacks to {total:,} bytes, over the limit of {max_bytes:,}")
                 names = [i.filename for i in infos]
-                if "guard.json" not in names or "arrays.npz" not in names:
-                    raise DetectorFileError(f"{where} is not an advguard guard file")
+                _check_guard_members(names, where)
                 meta = json.loads(_read_member(z, "guard.json", _MAX_GUARD_JSON, where))
                 members = {n: _read_member(z, n, max_bytes, where) for n in names if n != "guard.json"}
         except DetectorFileError:
@@ -559,6 +559,19 @@ class Guard:
                 g.meta_model = clone(g.meta_)
         g.threshold_ = float(meta["threshold"])
         return g
+
+
+def _check_guard_members(names: list[str], where: str) -> None:
+    """A guard file holds guard.json and arrays.npz; a detector file (detector.json) is named as such."""
+    if "guard.json" in names and "arrays.npz" in names:
+        return
+    if "detector.json" in names:
+        raise DetectorFileError(
+            f"{where} is a detector file (it holds detector.json), not a Guard file: load it with "
+            "advguard.detectors.Detector.load(path, classifier), or put the detector in a guard: "
+            "Guard(classifier, [detector]).fit(x_clean).save(path)"
+        )
+    raise DetectorFileError(f"{where} is not an advguard guard file (no guard.json and arrays.npz)")
 
 
 def _check_guard_meta(meta: Any, names: list[str], where: str) -> None:

@@ -719,3 +719,33 @@ def test_docs_match_erase_restore_masks_patch_apply_and_foolbox_docstrings(clf, 
     out = patch.apply(xs[:2].numpy())
     assert isinstance(out, tuple) and out[0].dtype == torch.float32 and out[1].dtype == torch.bool
     assert all("Foolboxs" not in (cls.__doc__ or "") for cls in ATTACKS.values())
+
+
+# ------------------------------------------------------------------------------- 21. the wrong kind of file, named
+def test_a_guard_file_and_a_detector_file_are_told_apart(fgsm_images, tmp_path, capsys):
+    from advguard import Guard
+    from advguard.cli import main
+    from advguard.detectors import ConfidenceDetector, Detector
+    from advguard.errors import DetectorFileError
+
+    clf, x, adv = fgsm_images
+    det = ConfidenceDetector(clf, fpr=0.1).fit(x)
+    det_file = det.save(tmp_path / "conf.advguard")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        guard_file = Guard(clf, [ConfidenceDetector(clf)], fpr=0.1).fit(x).save(tmp_path / "g.advguard")
+    with pytest.raises(DetectorFileError, match="is a Guard file .*Guard.load"):
+        Detector.load(guard_file, clf)  # "unexpected or repeated members ..." before
+    with pytest.raises(DetectorFileError, match="is a detector file .*Detector.load"):
+        Guard.load(det_file, clf)
+    with pytest.raises(DetectorFileError, match="is a detector file"):
+        Guard.saved_classifier(det_file)
+    png = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray((x[0].transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(png)
+    assert main(["detect", str(png), "--guard", str(det_file)]) == 2  # KeyError 'guard.json' before
+    assert "is a detector file (it holds detector.json), not a Guard file" in capsys.readouterr().err
+    assert main(["detect", str(png), "--guard", str(det_file), "-m", "cifar10-cnn"]) == 2
+    assert "is a detector file" in capsys.readouterr().err
+    assert main(["detect", str(png), "--guard", str(guard_file)]) in (0, 1)  # 1: flagged; never an error (2)
