@@ -749,3 +749,17 @@ def test_a_guard_file_and_a_detector_file_are_told_apart(fgsm_images, tmp_path, 
     assert main(["detect", str(png), "--guard", str(det_file), "-m", "cifar10-cnn"]) == 2
     assert "is a detector file" in capsys.readouterr().err
     assert main(["detect", str(png), "--guard", str(guard_file)]) in (0, 1)  # 1: flagged; never an error (2)
+
+
+# ---------------------------------------------------------------------------------- 22. perturbation_norms' shapes
+def test_perturbation_norms_names_mismatched_shapes(cifar):
+    from advguard.attacks import perturbation_norms
+
+    x = cifar.x[:8]
+    adv = np.clip(x + 2 / 255, 0, 1).astype(np.float32)
+    n = perturbation_norms(x, adv)
+    assert float(n["linf"].max()) == pytest.approx(2 / 255, abs=1e-6)
+    with pytest.raises(InputError, match=r"same shape, got \(8, 3, 32, 32\) and \(4, 3, 32, 32\)"):
+        perturbation_norms(x, adv[:4])  # torch's RuntimeError before
+    with pytest.raises(InputError, match="same shape"):
+        perturbation_norms(x[0], adv[0])

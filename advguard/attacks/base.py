@@ -121,8 +121,14 @@ def register_attack(name: str | None = None) -> Callable[[A], A]:
 
 def perturbation_norms(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
     """L0 (pixel positions where any channel changed by more than 1e-6), L2 and L-inf of ``x_adv - x``: float32
-    tensors (N,) (on the inputs' device; the CPU for numpy arrays)."""
+    tensors (N,) (on the inputs' device; the CPU for numpy arrays). ``x`` and ``x_adv`` must be image batches
+    (N, C, H, W) of the same shape (an :class:`InputError` otherwise)."""
     xt, at = torch.as_tensor(x), torch.as_tensor(x_adv)
+    if xt.shape != at.shape or xt.ndim != 4:
+        raise InputError(
+            f"perturbation_norms: x and x_adv must be image batches (N, C, H, W) of the same shape, got "
+            f"{tuple(xt.shape)} and {tuple(at.shape)}"
+        )
     d = (at.to(xt.device, torch.float32) - xt.float()).flatten(2)  # N, C, HW
     l0 = (d.abs() > 1e-6).any(1).sum(1).float()
     flat = d.flatten(1)
