@@ -137,11 +137,14 @@ def check_choice(name: str, value: Any, choices: Iterable[str], where: str = "")
 
 
 def check_keywords(where: str, given: Iterable[str], allowed: Iterable[str]) -> None:
-    """Refuse keywords not in ``allowed`` with the closest valid parameter named (difflib)."""
+    """Refuse keywords not in ``allowed`` with the closest valid parameter named (difflib); where nothing is allowed,
+    say that ``where`` takes no parameters."""
     allowed = sorted(set(allowed))
     bad = [k for k in given if k not in allowed]
     if not bad:
         return
+    if not allowed:  # "Valid parameters: ." says nothing
+        raise ParameterTypeError(f"{where} takes no parameters, got {', '.join(map(repr, bad))}.")
     parts = []
     for k in bad:
         close = difflib.get_close_matches(str(k), allowed, n=1)

@@ -763,3 +763,15 @@ def test_perturbation_norms_names_mismatched_shapes(cifar):
         perturbation_norms(x, adv[:4])  # torch's RuntimeError before
     with pytest.raises(InputError, match="same shape"):
         perturbation_norms(x[0], adv[0])
+
+
+# ------------------------------------------------------------------------ 23. a LOO unit that takes no parameters
+def test_a_unit_without_parameters_says_so(clf):
+    from advguard.detectors import LeaveOneOut
+
+    for unit in ("pixel", "channel-pixel"):
+        with pytest.raises(advguard.ParameterTypeError, match=f"occlusion unit '{unit}' takes no parameters, got"):
+            LeaveOneOut(clf, unit=unit, unit_params={"n_segment": 3})  # "Valid parameters: ." before
+    with pytest.raises(advguard.ParameterTypeError, match="did you mean 'n_segments'"):
+        LeaveOneOut(clf, unit="slic", unit_params={"n_segment": 3})
+    assert LeaveOneOut(clf, unit="pixel", unit_params={}).params["unit_params"] == {}
