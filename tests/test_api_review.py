@@ -775,3 +775,22 @@ def test_a_unit_without_parameters_says_so(clf):
     with pytest.raises(advguard.ParameterTypeError, match="did you mean 'n_segments'"):
         LeaveOneOut(clf, unit="slic", unit_params={"n_segment": 3})
     assert LeaveOneOut(clf, unit="pixel", unit_params={}).params["unit_params"] == {}
+
+
+# ---------------------------------------------------------------------- 24. NotTrainedError is a NotFittedError
+def test_an_untrained_patch_raises_an_exported_not_fitted_error(correct_images, tmp_path):
+    import sklearn.exceptions
+
+    from advguard.attacks import NotTrainedError, make_attack
+    from advguard.detectors import NotFittedError
+
+    assert issubclass(NotTrainedError, NotFittedError) and issubclass(NotTrainedError, RuntimeError)
+    clf, x, y = correct_images(30, 12)
+    patch = make_attack("patch", clf, size=0.1, steps=1, batch_size=4, progress=False)
+    for call in (lambda: patch(x[:2], y[:2]), lambda: patch.apply(x[:2]), lambda: patch.save_png(tmp_path / "p.png")):
+        with pytest.raises(NotFittedError, match="not trained: call fit"):
+            call()
+        with pytest.raises(sklearn.exceptions.NotFittedError):
+            call()
+    patch.fit(x[:4], y[:4])
+    assert patch(x[:2], y[:2]).x_adv.shape == x[:2].shape

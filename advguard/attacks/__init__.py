@@ -15,7 +15,7 @@ from .base import ATTACKS, Attack, AttackResult, perturbation_norms, register_at
 # isort: off
 from .standard import STANDARD_ATTACKS, FoolboxAttack
 from .rp2 import RP2, Sticker
-from .patch import AdversarialPatch, shape_mask
+from .patch import AdversarialPatch, NotTrainedError, shape_mask
 from .region_misleading import RegionMisleadingPatch
 from .adaptive import DetectorAwareCW
 from .taintradar_bpda import TaintRadarBPDA
@@ -74,6 +74,7 @@ __all__ = [
     "AttackResult",
     "DetectorAwareCW",
     "FoolboxAttack",
+    "NotTrainedError",
     "STANDARD_ATTACKS",
     "bench_attacks",
     "config_attacks",

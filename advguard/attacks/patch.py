@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..classifier import Classifier
-from ..errors import AdvguardError, unknown_name
+from ..detectors.base import NotFittedError
+from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, as_labels, check_bool, check_number
 from .base import Attack, AttackResult, register_attack
 
@@ -38,8 +39,9 @@ SHAPES = ("square", "circle", "star", "lightning")
 POSITIONS = ("bottom-right", "bottom-left", "top-left", "top-right", "random")
 
 
-class NotTrainedError(AdvguardError, RuntimeError):
-    """The patch (or sticker) must be trained with ``fit`` before it is applied or saved."""
+class NotTrainedError(NotFittedError, RuntimeError):
+    """The patch (or sticker) must be trained with ``fit`` before it is applied or saved. A
+    :class:`~advguard.detectors.NotFittedError` (hence also scikit-learn's), and a ``RuntimeError`` as before."""
 
 
 def check_patch_params(
