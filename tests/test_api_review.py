@@ -794,3 +794,46 @@ def test_an_untrained_patch_raises_an_exported_not_fitted_error(correct_images, 
             call()
     patch.fit(x[:4], y[:4])
     assert patch(x[:2], y[:2]).x_adv.shape == x[:2].shape
+
+
+# --------------------------------------------------------------- 25. load_dataset(data_dir=), unknown keywords
+def test_load_dataset_takes_data_dir_and_names_unknown_keywords(tmp_path):
+    from advguard.data import data_dir
+    from advguard.errors import DatasetNotFoundError
+
+    ds = advguard.load_dataset("cifar10", "test", limit=6, data_dir=data_dir())
+    np.testing.assert_array_equal(ds.x, advguard.load_dataset("cifar10", "test", limit=6).x)
+    with pytest.warns(DeprecationWarning, match="data_dir_=.*deprecated: use data_dir="):
+        old = advguard.load_dataset("cifar10", "test", limit=6, data_dir_=data_dir())
+    np.testing.assert_array_equal(old.x, ds.x)
+    with pytest.raises(advguard.ParameterTypeError, match="data_dir= only"):
+        advguard.load_dataset("cifar10", "test", data_dir=tmp_path, data_dir_=tmp_path)
+    with pytest.raises(DatasetNotFoundError):  # the empty folder is really used
+        advguard.load_dataset("rp2-lisa-victims", data_dir=tmp_path)
+    with pytest.raises(advguard.ParameterTypeError, match="unknown parameter 'sorce' \\(did you mean 'source'\\?\\)"):
+        advguard.load_dataset("cifar10", "test", limit=4, sorce="jpeg")  # a TypeError deep in the loader before
+    with pytest.raises(advguard.ParameterTypeError, match="did you mean 'limit'"):
+        advguard.load_dataset("cifar10", "test", limt=4)
+    with pytest.raises(advguard.ParameterError, match="Did you mean 'test'"):
+        advguard.load_dataset("cifar10", "tset")
+    assert advguard.load_dataset("cifar10", "test", limit=4, source="lossless").source == "cifar10-lossless"
+
+
+@given(st.text(min_size=1, max_size=8).filter(str.isidentifier))
+def test_load_dataset_refuses_any_keyword_it_does_not_take(key):
+    from advguard.data.registry import DATASETS, _loader_keywords
+
+    valid = {
+        "split",
+        "limit",
+        "seed",
+        "stratified",
+        "dtype",
+        "data_dir",
+        "data_dir_",
+        *_loader_keywords(DATASETS["cifar10"]),
+    }
+    if key in valid:
+        return
+    with pytest.raises(advguard.ParameterTypeError, match="unknown parameter"):
+        advguard.load_dataset("cifar10", "test", limit=2, **{key: 1})
