@@ -17,8 +17,9 @@ an image of another size is refused unless a resize policy is given (``Classifie
 - ``Classifier.logits`` / ``probs`` / ``predict`` / ``top_k`` / ``activations`` / ``input_gradient`` /
   ``layer_gradient`` / ``gradcam``: **CPU torch tensors** (float32; labels int64); ``accuracy``: a float.
 - Attacks: an :class:`~advguard.attacks.AttackResult` of **CPU torch tensors** (``result.numpy()`` for numpy);
-  ``Sticker.apply``, ``AdversarialPatch.apply`` and the transforms (``ImageOp(...)(x)``, ``apply_ops``...): a float32
-  tensor on the input's device (the CPU for a numpy array).
+  ``Sticker.apply`` and the transforms (``ImageOp(...)(x)``, ``apply_ops``...): a float32 tensor on the input's
+  device (the CPU for a numpy array); ``AdversarialPatch.apply``: a tuple ``(patched images, masks)``, a float32
+  (N, C, H, W) and a bool (N, H, W) tensor, both on the input's device.
 - Detectors: ``score`` float64, ``predict`` bool and ``features`` / ``extract`` float64 (N, d) **numpy arrays**;
   ``LabelCorrection.top_k`` / ``predict``: int64 numpy arrays. Metrics (:mod:`advguard.metrics`) take numpy arrays,
   tensors or lists and return Python floats.

@@ -41,9 +41,17 @@ from PIL import Image
 from torch import nn
 
 from .devices import module_device, resolve_device
-from .errors import unknown_name
+from .errors import AdvguardError, unknown_name
 from .layers import LayerCapture
-from .validation import ParameterError, ParameterTypeError, as_image_batch, as_labels, check_batch_size, check_number
+from .validation import (
+    ParameterError,
+    ParameterTypeError,
+    as_image_batch,
+    as_labels,
+    check_batch_size,
+    check_image_tensor,
+    check_number,
+)
 
 INFERENCE_VARIANTS = ("float32", "channels-last", "bf16", "channels-last+bf16")
 
@@ -154,8 +162,16 @@ class Classifier:
     channels, size: expected input channels and (H, W); inputs are checked against them.
     mean, std: per-channel normalisation applied inside, on [0, 1] images (defaults: none).
     num_classes: inferred with one dummy forward pass when not given.
+    bounds: ``(low, high)``, the range of the pixel values the model takes (default ``(0, 1)``); every array or
+        tensor given to the Classifier, its detectors and attacks is checked against it, and attacks' epsilons
+        are in its units. Image files and PIL images (read in [0, 1]) are mapped linearly onto it
+        (``low + (high - low) * x``: pixel value 255 becomes ``high``), so a ``(0, 255)`` model gets 0..255.
     gradcam_layer: name of the layer Grad-CAM uses; default the last ``nn.Conv2d``.
+    batch_size: images per forward pass in the batched calls (``logits``, ``predict``, gradients...), default 256;
+        each call's ``batch_size=`` overrides it.
     inference: memory layout / precision of inference-only calls, one of :data:`INFERENCE_VARIANTS`.
+    name: shown in reprs, reports and detector files (default: the model's class name); detector files record
+        it with the classifier's fingerprint.
     device: where the model runs. Default: the device the model is on (its parameters'; CPU for a model without
         any); a device given here moves the model there. A device this machine does not have raises
         :class:`~advguard.errors.DeviceError` naming it and the available ones.
@@ -166,6 +182,12 @@ class Classifier:
     resize: how image files and PIL images (not arrays) of another size than ``size`` are brought to it:
         ``None`` refuses them, ``"resize"`` stretches, ``"center-crop"`` keeps the aspect ratio
         (see :func:`advguard.images.load_images`; each resize is reported with an ``ImageResizedWarning``).
+
+    The Classifier is a wrapper for inference: it puts ``model`` in eval mode (``model.eval()``, on the model
+    itself, not a copy; attacks do it again before they run), so call ``model.train()`` before training it again.
+    It does not touch the parameters' ``requires_grad``: a model being fine-tuned keeps training. Advguard's own
+    gradient computations (attacks, input / layer gradients, Grad-CAM, detectors) run inside :meth:`frozen`,
+    so they never compute or accumulate gradients into the parameters (``p.grad`` is left as it was).
     """
 
     def __init__(
@@ -233,8 +255,6 @@ class Classifier:
         if gradcam_layer is not None and not isinstance(gradcam_layer, str):
             raise ParameterTypeError(f"Classifier: gradcam_layer must be a layer name (str), got {gradcam_layer!r}")
         self.model: nn.Module = model.eval().to(self.device)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
         self.module = NormalizedModel(self.model, Normalize(mean, std), output).eval().to(self.device)
         self.num_passes = 0
         self._layers: dict[str, nn.Module] = dict(self.model.named_modules())
@@ -260,8 +280,19 @@ class Classifier:
 
     def _infer_num_classes(self) -> int:
         h, w = self.size or (32, 32)
-        with torch.inference_mode():
-            out = self.module(torch.zeros(1, self.channels, h, w, device=self.device))
+        probe = (1, self.channels, h, w)
+        try:
+            with torch.inference_mode():
+                out = self.module(torch.zeros(*probe, device=self.device))
+        except AdvguardError:  # output= problems name themselves
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:  # torch's shape errors, a model's own checks
+            size = f"size={self.size}" if self.size is not None else "size=None (probed at 32x32: pass size=(H, W))"
+            raise ParameterError(
+                f"Classifier: the model fails on an input of shape {probe} (channels={self.channels}, {size}): "
+                f"check channels= and size= against what the model takes. The model said: {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            ) from e
         if out.ndim != 2 or out.shape[1] < 2:
             raise ParameterError(
                 f"model output has shape {tuple(out.shape)}; expected (N, num_classes) logits, num_classes >= 2"
@@ -293,11 +324,15 @@ class Classifier:
     def validate(self, x: ImageInput, name: str = "x") -> torch.Tensor:
         """Check shape, dtype, range and finiteness; return a float32 tensor (CPU for a numpy array, the input's
         device for a tensor). Image files, folders and PIL images (or lists of them) are read with
-        :func:`advguard.images.load_images` at :attr:`size`, resized only by the :attr:`resize` policy."""
+        :func:`advguard.images.load_images` at :attr:`size`, resized only by the :attr:`resize` policy, and mapped
+        from [0, 1] onto :attr:`bounds`."""
         from .images import is_image_source, load_images
 
         if is_image_source(x):
             x = load_images(cast(Any, x), size=self.size, resize=self.resize, channels=self.channels)
+            lo, hi = self.bounds
+            if (lo, hi) != (0.0, 1.0):  # files and PIL images are read in [0, 1]: onto the model's bounds
+                x = (lo + (hi - lo) * x.astype(np.float64)).astype(np.float32)
         return as_image_batch(
             cast("np.ndarray | torch.Tensor", x), channels=self.channels, size=self.size, bounds=self.bounds, name=name
         )
@@ -331,24 +366,51 @@ class Classifier:
         finally:
             self.inference = saved
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[Classifier]:
+        """Inside this block the model's parameters do not require grad (the ones that did are switched back on
+        exit): gradients with respect to the input then skip the parameters' (faster, and nothing accumulates in
+        ``p.grad``, even where a library calls ``backward()``, like Foolbox). Not thread-safe: a training step on
+        the same model in another thread would see its parameters frozen."""
+        thawed = [p for p in self.module.parameters() if p.requires_grad]
+        for p in thawed:
+            p.requires_grad_(False)
+        try:
+            yield self
+        finally:
+            for p in thawed:
+                p.requires_grad_(True)
+
     def reset_passes(self) -> int:
         """Zero the pass counter and return its previous value."""
         n, self.num_passes = self.num_passes, 0
         return n
 
     # ---------------------------------------------------------------- inference
-    def forward(self, x: ImageInput) -> torch.Tensor:
+    def forward(self, x: ImageInput, *, validate: bool = True) -> torch.Tensor:
         """Differentiable float32 logits (N, K) of one batch on :attr:`device` (no batching); counts passes.
 
-        A tensor is used as it is (not validated: the gradient flows back to it); anything else (a numpy array,
-        image files, PIL images) is validated first (:meth:`validate`)."""
+        A tensor is used as it is (not copied or detached: the gradient flows back to it) after cheap checks
+        (:func:`~advguard.validation.check_image_tensor`: a floating (N, C, H, W) tensor with the model's channels
+        and size, finite values within :attr:`bounds`, by one min/max reduction); a float16 / float64 one is cast
+        to float32. ``validate=False`` skips the checks (the caller vouches for the tensor). Anything else (a numpy
+        array, image files, PIL images) is validated first (:meth:`validate`)."""
         if not isinstance(x, torch.Tensor):
             x = self.validate(x)
+        elif validate:
+            check_image_tensor(x, channels=self.channels, size=self.size, bounds=self.bounds)
+            if x.dtype != torch.float32:
+                x = x.float()
+        return self._forward(x)
+
+    __call__ = forward
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without the checks, for advguard's own calls on tensors it built (attacks' iterates,
+        detectors' masked images), which are checked once where they enter."""
         self.num_passes += int(x.shape[0])
         out: torch.Tensor = self.module(x.to(self.device))
         return out
-
-    __call__ = forward
 
     def logits(self, x: ImageInput, batch_size: int | None = None, validate: bool = True) -> torch.Tensor:
         """Logits (N, K) as a float32 CPU tensor, computed in batches under inference mode."""
@@ -441,8 +503,8 @@ class Classifier:
         for i, xb in enumerate(self._batches(t, bs)):
             yb = yt[i * bs : i * bs + xb.shape[0]].to(self.device)
             xb = xb.clone().requires_grad_(True)
-            with torch.enable_grad():
-                out = self.forward(xb)
+            with torch.enable_grad(), self.frozen():
+                out = self._forward(xb)
                 if loss == "ce":
                     obj = F.cross_entropy(out, yb, reduction="sum")
                 else:  # "logit" (checked above)
@@ -476,8 +538,8 @@ class Classifier:
         with cap:
             for i, xb in enumerate(self._batches(t, bs)):
                 yb = yt[i * bs : i * bs + xb.shape[0]].to(self.device)
-                with torch.enable_grad():
-                    out = self.forward(xb.detach().requires_grad_(True))
+                with torch.enable_grad(), self.frozen():
+                    out = self._forward(xb.detach().requires_grad_(True))
                     a = cap.pop(layer_name)
                     if score == "logit":
                         obj = out.gather(1, yb[:, None]).sum()

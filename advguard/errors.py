@@ -20,13 +20,6 @@ class DatasetNotFoundError(AdvguardError, FileNotFoundError):
     """A dataset's files are missing or corrupt; the message says what to run."""
 
 
-class UnknownNameError(AdvguardError, KeyError):
-    """A registry (datasets, models, attacks, detectors) got a name it does not know."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0]) if self.args else ""
-
-
 def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> UnknownNameError:
     """Build the standard 'unknown X' error listing the valid names."""
     import difflib
@@ -42,6 +35,14 @@ class ParameterError(InputError):
 
 class ParameterTypeError(ParameterError, TypeError):
     """A parameter has the wrong type, or a keyword is not a parameter at all (also a TypeError)."""
+
+
+class UnknownNameError(ParameterError, KeyError):
+    """A registry (datasets, models, attacks, detectors) or a choice (a restoration method, a layer...) got a name it
+    does not know. A :class:`ParameterError` (hence a ``ValueError``), and still a ``KeyError`` as it was."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
 
 
 class DeviceError(ParameterError):

@@ -41,7 +41,7 @@ from ._atomic import atomic_path
 from .classifier import Classifier
 from .errors import DetectorFileError, InputError, ParameterError
 from .metrics import threshold_at_fpr
-from .validation import ParameterTypeError, check_number
+from .validation import ParameterTypeError, check_bool, check_choice, check_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from sklearn.base import BaseEstimator
@@ -210,8 +210,7 @@ class Guard:
             if d.classifier is not classifier:
                 raise ParameterError(f"Guard: detector {d.name} wraps another classifier than the guard's")
         names = [d.name for d in dets]
-        if combine not in COMBINES:
-            raise ParameterError(f"Guard: combine must be one of {COMBINES}, got {combine!r}")
+        check_choice("combine", combine, COMBINES, where="Guard")
         if correct is not None:
             from .defenses.correction import LabelCorrection
 
@@ -224,19 +223,35 @@ class Guard:
         #: the detectors' names in results (a repeated name gets "#2", "#3"...)
         self.names = [n if names.count(n) == 1 else f"{n}#{names[:i].count(n) + 1}" for i, n in enumerate(names)]
         self.combine = combine
-        self.fpr = check_number("fpr", fpr, lo=0, hi=1, hi_open=True, where="Guard")
+        self.fpr = check_number("fpr", fpr, lo=0, hi=1, lo_open=True, hi_open=True, where="Guard")  # as detectors
         self.correct = correct
         self.calibration = check_number(
             "calibration", calibration, lo=0, hi=1, lo_open=True, hi_open=True, where="Guard"
         )
         self.meta_model = meta_model
         self.folds = int(check_number("folds", folds, lo=2, hi=100, integer=True, where="Guard"))
-        self.explain = bool(explain)
+        self.explain = check_bool("explain", explain, where="Guard")
         self.seed = int(check_number("seed", seed, lo=0, hi=2**32 - 1, integer=True, where="Guard"))
         #: fitted state: per detector the sorted clean calibration scores (``any``), the meta-model (``stacked``)
         self.clean_scores_: list[np.ndarray] | None = None
         self.meta_: BaseEstimator | None = None
         self.threshold_: float | None = None
+
+    def __repr__(self) -> str:
+        """``Guard(classifier, combine, detectors (their names), fpr, ..., fitted or not)``: what decides, at which
+        rate, and whether it can be called yet."""
+        extra = []
+        if self.combine == "stacked":
+            meta = self.meta_model if isinstance(self.meta_model, str) else type(self.meta_model).__name__
+            extra.append(f"meta_model={meta!r}")
+        if self.correct is not None:
+            extra.append(f"correct={self.correct!r}")
+        state = f"fitted, threshold={self.threshold_:.4g}" if self.threshold_ is not None else "not fitted"
+        return (
+            f"Guard({self.classifier.name}, combine={self.combine!r}, detectors={self.names}, fpr={self.fpr:g}, "
+            + "".join(f"{e}, " for e in extra)
+            + f"{state})"
+        )
 
     # ------------------------------------------------------------------ fitting
     def fit(self, x_clean: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor | None = None) -> Guard:
@@ -477,6 +492,7 @@ class Guard:
 
         try:
             with zipfile.ZipFile(path) as z:
+                _check_guard_members(z.namelist(), str(path))
                 meta = json.loads(_read_member(z, "guard.json", _MAX_GUARD_JSON, str(path)))
         except DetectorFileError:
             raise
@@ -503,8 +519,7 @@ class Guard:
                 if total > max_bytes:
                     raise DetectorFileError(f"{where} unpacks to {total:,} bytes, over the limit of {max_bytes:,}")
                 names = [i.filename for i in infos]
-                if "guard.json" not in names or "arrays.npz" not in names:
-                    raise DetectorFileError(f"{where} is not an advguard guard file")
+                _check_guard_members(names, where)
                 meta = json.loads(_read_member(z, "guard.json", _MAX_GUARD_JSON, where))
                 members = {n: _read_member(z, n, max_bytes, where) for n in names if n != "guard.json"}
         except DetectorFileError:
@@ -550,6 +565,19 @@ class Guard:
                 g.meta_model = clone(g.meta_)
         g.threshold_ = float(meta["threshold"])
         return g
+
+
+def _check_guard_members(names: list[str], where: str) -> None:
+    """A guard file holds guard.json and arrays.npz; a detector file (detector.json) is named as such."""
+    if "guard.json" in names and "arrays.npz" in names:
+        return
+    if "detector.json" in names:
+        raise DetectorFileError(
+            f"{where} is a detector file (it holds detector.json), not a Guard file: load it with "
+            "advguard.detectors.Detector.load(path, classifier), or put the detector in a guard: "
+            "Guard(classifier, [detector]).fit(x_clean).save(path)"
+        )
+    raise DetectorFileError(f"{where} is not an advguard guard file (no guard.json and arrays.npz)")
 
 
 def _check_guard_meta(meta: Any, names: list[str], where: str) -> None:

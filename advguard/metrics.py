@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from .errors import InputError
+from .validation import check_number
+
 
 def _numpy(a: object, dtype: type | None = np.float64) -> np.ndarray:
     """A numpy array of ``a``: a numpy array, a torch tensor (on any device, detached) or a sequence."""
@@ -27,14 +30,27 @@ def _numpy(a: object, dtype: type | None = np.float64) -> np.ndarray:
     return np.asarray(a, dtype=dtype) if dtype is not None else np.asarray(a)
 
 
+def _scores(a: object, name: str) -> np.ndarray:
+    """``a`` as a flat float64 array of scores: numeric (a string, a ragged list... is an InputError)."""
+    try:
+        return _numpy(a).ravel()
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name} must be numbers (an array, a tensor or a list of floats): {e}") from None
+
+
 def _check(scores_clean: np.ndarray, scores_adv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c = _numpy(scores_clean).ravel()
-    a = _numpy(scores_adv).ravel()
+    c = _scores(scores_clean, "scores_clean")
+    a = _scores(scores_adv, "scores_adv")
     if len(c) == 0 or len(a) == 0:
-        raise ValueError("need at least one clean and one adversarial score")
+        raise InputError("need at least one clean and one adversarial score")
     if not (np.isfinite(c).all() and np.isfinite(a).all()):
-        raise ValueError("scores contain NaN or Inf")
+        raise InputError("scores contain NaN or Inf")
     return c, a
+
+
+def _check_fpr(fpr: object) -> float:
+    """A target false-positive rate: a number in [0, 1) (a share, not a percentage)."""
+    return float(check_number("fpr", fpr, lo=0.0, hi=1.0, hi_open=True))
 
 
 def roc_auc(scores_clean: np.ndarray, scores_adv: np.ndarray) -> float:
@@ -46,8 +62,11 @@ def roc_auc(scores_clean: np.ndarray, scores_adv: np.ndarray) -> float:
 def roc_auc_ci(
     scores_clean: np.ndarray, scores_adv: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:
-    """AUC and a percentile-bootstrap interval (clean and adversarial resampled separately)."""
+    """AUC and a percentile-bootstrap interval (clean and adversarial resampled separately): ``n_boot`` >= 1
+    resamples, ``level`` in (0, 1) (0.95, not 95)."""
     c, a = _check(scores_clean, scores_adv)
+    n_boot = int(check_number("n_boot", n_boot, lo=1, integer=True, where="roc_auc_ci"))
+    level = float(check_number("level", level, lo=0.0, hi=1.0, lo_open=True, hi_open=True, where="roc_auc_ci"))
     auc = roc_auc(c, a)
     rng = np.random.default_rng(seed)
     # Rank-based AUC for speed: P(score_adv > score_clean) + 0.5 P(tie), via sorted searches.
@@ -63,17 +82,22 @@ def roc_auc_ci(
 
 
 def tpr_at_fpr(scores_clean: np.ndarray, scores_adv: np.ndarray, fpr: float) -> float:
-    """TPR at the given FPR, linearly interpolated on the ROC curve."""
+    """TPR at the given FPR (in [0, 1)), linearly interpolated on the ROC curve."""
     c, a = _check(scores_clean, scores_adv)
+    fpr = _check_fpr(fpr)
     f, t, _ = roc_curve(np.r_[np.zeros(len(c)), np.ones(len(a))], np.r_[c, a], drop_intermediate=False)
     return float(np.interp(fpr, f, t))
 
 
 def threshold_at_fpr(scores_clean: np.ndarray, fpr: float) -> float:
-    """Smallest threshold whose FPR on these clean scores (``score > threshold``) is at most ``fpr``."""
-    c = np.sort(_numpy(scores_clean).ravel())
-    if not 0 <= fpr < 1:
-        raise ValueError(f"fpr must be in [0, 1), got {fpr}")
+    """Smallest threshold whose FPR on these clean scores (``score > threshold``) is at most ``fpr`` (in [0, 1)).
+    The scores must be finite and at least one (an :class:`~advguard.errors.InputError` otherwise)."""
+    c = np.sort(_scores(scores_clean, "scores_clean"))
+    fpr = _check_fpr(fpr)
+    if len(c) == 0:
+        raise InputError("threshold_at_fpr needs at least one clean score")
+    if not np.isfinite(c).all():
+        raise InputError(f"threshold_at_fpr: {int((~np.isfinite(c)).sum())} of {len(c)} clean scores are NaN or Inf")
     k = int(np.floor(fpr * len(c)))  # number of clean images allowed above the threshold
     return float(c[len(c) - k - 1])
 
@@ -97,14 +121,32 @@ def equal_error_rate(scores_clean: np.ndarray, scores_adv: np.ndarray) -> float:
     return float(f[i] - w * (f[i] - f[i - 1]))
 
 
+def _label_vector(a: object, name: str) -> np.ndarray:
+    """``a`` as a 1-D array of labels: an (N, 1) column (a model's ``argmax(1, keepdim=True)``) is flattened."""
+    v = _numpy(a, None)
+    if v.ndim == 2 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.ndim != 1:
+        raise InputError(f"{name} must be a 1-D array of class labels (N,) or a column (N, 1), got shape {v.shape}")
+    return v
+
+
 def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
-    return float(np.mean(_numpy(labels, None) == _numpy(predictions, None)))
+    """Share of ``predictions`` equal to ``labels``: two 1-D label vectors of the same length N >= 1 (an (N, 1)
+    column is flattened); anything else raises an :class:`~advguard.errors.InputError` (never a broadcast)."""
+    y = _label_vector(labels, "labels")
+    p = _label_vector(predictions, "predictions")
+    if len(y) != len(p):
+        raise InputError(f"labels and predictions must have the same length, got {len(y)} and {len(p)}")
+    if len(y) == 0:
+        raise InputError("accuracy of no predictions: labels and predictions are empty")
+    return float(np.mean(y == p))
 
 
 def detection_report(
     scores_clean: np.ndarray, scores_adv: np.ndarray, threshold: float | None = None, n_boot: int = 1000
 ) -> dict:
-    """All the protocol's numbers for one (detector, attack) cell."""
+    """All the protocol's numbers for one (detector, attack) cell (``n_boot`` >= 1 bootstrap resamples)."""
     auc, lo, hi = roc_auc_ci(scores_clean, scores_adv, n_boot=n_boot)
     rep = {
         "auc": auc,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from ._parallel import thread_map
-from .errors import InputError, ParameterError, unknown_name
+from .errors import InputError, ParameterError, ParameterTypeError, unknown_name
 from .validation import as_image_batch
 
 #: The paper's parameters per family (Section 3.1), in its order.
@@ -73,7 +74,9 @@ class ImageOp:
     family: str
     value: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        if not isinstance(self.family, str):
+            raise ParameterTypeError(f"image operation family must be a name (str), got {self.family!r}")
         if self.family not in FAMILIES:
             raise unknown_name("image operation family", self.family, list(FAMILIES))
         allowed = {
@@ -82,10 +85,12 @@ class ImageOp:
             "rotate": "a finite angle in degrees",
             "scale": "a factor in [0.05, 20]",
         }[self.family]
-        try:
-            v = float(self.value)
-        except (TypeError, ValueError):
-            raise ParameterError(f"image operation {self.family!r} needs {allowed}, got {self.value!r}") from None
+        if isinstance(self.value, (bool, np.bool_)) or not isinstance(self.value, numbers.Real):
+            raise ParameterTypeError(
+                f"image operation {self.family!r} needs {allowed} (a number), got {self.value!r} "
+                f"({type(self.value).__name__}); parse_op reads names like '{self.family}:{FAMILIES[self.family][0]:g}'"
+            )
+        v = float(self.value)
         ok = (
             math.isfinite(v)
             and {"jpeg": 1 <= v <= 100 and v == int(v), "blur": v > 0, "rotate": True, "scale": 0.05 <= v <= 20}[
@@ -182,17 +187,19 @@ def parse_op(spec: str | ImageOp) -> ImageOp:
     """``"jpeg:80"``, ``"blur:2"``, ``"rotate:5"``, ``"scale:0.9"`` -> :class:`ImageOp`."""
     if isinstance(spec, ImageOp):
         return spec
-    fam, sep, val = str(spec).partition(":")
+    if not isinstance(spec, str):
+        raise ParameterTypeError(f"an image operation is an ImageOp or a name like 'jpeg:80', got {spec!r}")
+    fam, sep, val = spec.partition(":")
     if not sep:
-        raise ValueError(f"image operation {spec!r} must look like 'family:value', e.g. 'jpeg:80'")
+        raise ParameterError(f"image operation {spec!r} must look like 'family:value', e.g. 'jpeg:80'")
     try:
         value = float(val)
     except ValueError:
-        raise ValueError(f"image operation {spec!r}: {val!r} is not a number") from None
+        raise ParameterError(f"image operation {spec!r}: {val!r} is not a number") from None
     return ImageOp(fam, int(value) if value == int(value) else value)
 
 
-def parse_ops(spec: str | Sequence[str | ImageOp]) -> list[ImageOp]:
+def parse_ops(spec: str | ImageOp | Sequence[str | ImageOp]) -> list[ImageOp]:
     """Family names / sets (``"all"``, ``"jpeg+scale"``) or explicit op names, in order, without repeats."""
     items = [spec] if isinstance(spec, (str, ImageOp)) else list(spec)
     ops: list[ImageOp] = []
@@ -202,7 +209,7 @@ def parse_ops(spec: str | Sequence[str | ImageOp]) -> list[ImageOp]:
         else:
             ops.append(parse_op(it))
     if not ops:
-        raise ValueError("no image operations selected")
+        raise ParameterError("no image operations selected")
     return list(dict.fromkeys(ops))
 
 
@@ -223,13 +230,38 @@ def _apply_chunk(arr: np.ndarray, ops: Sequence[ImageOp]) -> np.ndarray:
     return out
 
 
-def apply_ops(x: np.ndarray | torch.Tensor, ops: Sequence[ImageOp], workers: int | None = None) -> torch.Tensor:
+def _op_list(ops: str | ImageOp | Sequence[str | ImageOp]) -> list[ImageOp]:
+    """``apply_ops``' ``ops`` as a list of :class:`ImageOp` in the order given (repeats kept: one output each):
+    an op, an op name (``"jpeg:75"``), a family or family set (``"jpeg"``, ``"all"``), or a list of them."""
+    if isinstance(ops, (str, ImageOp)):
+        return parse_ops(ops)
+    if not isinstance(ops, Iterable):
+        raise ParameterTypeError(f"ops must be image operations or their names (e.g. 'jpeg:75'), got {ops!r}")
+    out: list[ImageOp] = []
+    for op in ops:
+        if isinstance(op, ImageOp):
+            out.append(op)
+        elif isinstance(op, str):
+            out.extend(parse_ops(op))
+        else:
+            raise ParameterTypeError(
+                f"ops must be image operations or their names (e.g. 'jpeg:75'), got {op!r} ({type(op).__name__})"
+            )
+    return out
+
+
+def apply_ops(
+    x: np.ndarray | torch.Tensor, ops: str | ImageOp | Sequence[str | ImageOp], workers: int | None = None
+) -> torch.Tensor:
     """All ``ops`` on all images ``x`` (float NCHW in [0, 1], a numpy array or a tensor): a float32 tensor
-    (len(ops), N, C, H, W) in [0, 1] on ``x``'s device (the CPU for numpy).
+    (len(ops), N, C, H, W) in [0, 1] on ``x``'s device (the CPU for numpy). ``ops``: :class:`ImageOp` objects or
+    names as :func:`parse_ops` reads them (``"jpeg:75"``, ``["jpeg:75", "blur:2"]``, a family ``"jpeg"``), in
+    order.
 
     Images are quantised to uint8 once, split into chunks and processed on ``workers`` threads
     (default: all cores).
     """
+    ops = _op_list(ops)  # names parsed here, not as an AttributeError in a worker thread
     device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
     x = as_image_batch(x)  # float NCHW in [0, 1], finite (numpy arrays too); NaN or 0..255 input is refused
     if x.shape[1] not in (1, 3):

@@ -24,6 +24,7 @@ __all__ = [
     "check_batch_size",
     "check_bool",
     "check_choice",
+    "check_image_tensor",
     "check_keywords",
     "check_number",
     "init_keywords",
@@ -136,11 +137,14 @@ def check_choice(name: str, value: Any, choices: Iterable[str], where: str = "")
 
 
 def check_keywords(where: str, given: Iterable[str], allowed: Iterable[str]) -> None:
-    """Refuse keywords not in ``allowed`` with the closest valid parameter named (difflib)."""
+    """Refuse keywords not in ``allowed`` with the closest valid parameter named (difflib); where nothing is allowed,
+    say that ``where`` takes no parameters."""
     allowed = sorted(set(allowed))
     bad = [k for k in given if k not in allowed]
     if not bad:
         return
+    if not allowed:  # "Valid parameters: ." says nothing
+        raise ParameterTypeError(f"{where} takes no parameters, got {', '.join(map(repr, bad))}.")
     parts = []
     for k in bad:
         close = difflib.get_close_matches(str(k), allowed, n=1)
@@ -172,6 +176,75 @@ def check_batch_size(value: Any, where: str = "", name: str = "batch_size") -> i
     return int(check_number(name, value, lo=1, integer=True, where=where))
 
 
+def _check_tensor_dtype(t: torch.Tensor, name: str) -> None:
+    if t.layout != torch.strided:
+        raise InputError(f"{name} is a {t.layout} tensor; expected a dense (strided) tensor.")
+    if t.dtype == torch.uint8:
+        raise InputError(
+            f"{name} has dtype torch.uint8; advguard expects float32 images in [0, 1]. Convert with x.float() / 255."
+        )
+    if not t.is_floating_point():
+        raise InputError(f"{name} has dtype {t.dtype}; expected a floating dtype (float32) in [0, 1].")
+
+
+def _check_batch_shape(t: torch.Tensor, channels: int | None, size: Sequence[int] | None, name: str) -> None:
+    """(N, C, H, W) with N >= 1, ``channels`` channels and spatial ``size`` (each when given)."""
+    if t.ndim == 3:
+        raise InputError(
+            f"{name} has shape {tuple(t.shape)}: a single image. advguard expects a batch (N, C, H, W); "
+            "use x[None] to add the batch dimension."
+        )
+    if t.ndim != 4:
+        raise InputError(f"{name} has shape {tuple(t.shape)}; expected 4 dimensions (N, C, H, W).")
+    if channels is not None and t.shape[1] != channels:
+        hint = ""
+        if t.shape[-1] == channels:
+            hint = " It looks like NHWC; use x.permute(0, 3, 1, 2) (torch) or x.transpose(0, 3, 1, 2) (numpy)."
+        raise InputError(
+            f"{name} has {t.shape[1]} channels (shape {tuple(t.shape)}); the model expects {channels}.{hint}"
+        )
+    if size is not None and tuple(t.shape[2:]) != tuple(size):
+        raise InputError(
+            f"{name} has spatial size {tuple(t.shape[2:])}; the model expects {tuple(size)}. "
+            'Resize them first (advguard.images.resize_images(x, size, resize="resize" or "center-crop")).'
+        )
+    if t.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch (N = 0).")
+    if 0 in t.shape[1:]:
+        raise InputError(f"{name} has shape {tuple(t.shape)}: an image with no channels or no pixels.")
+
+
+def check_image_tensor(
+    t: torch.Tensor,
+    *,
+    channels: int | None = None,
+    size: Sequence[int] | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    name: str = "x",
+    atol: float = 1e-5,
+) -> None:
+    """The cheap checks of a tensor given straight to a model (``Classifier.forward``, ``Detector.features``),
+    without copying, casting or detaching it (a gradient may flow back to it): a dense floating tensor of shape
+    (N, C, H, W) with ``channels`` and ``size``, its values finite and within ``bounds`` (one ``aminmax``
+    reduction; skipped on the data-less ``meta`` device). Raises an :class:`InputError` naming the problem,
+    with the messages of :func:`as_image_batch`."""
+    if not isinstance(t, torch.Tensor):
+        raise InputError(f"{name} must be a torch tensor here, got {type(t).__name__}")
+    _check_tensor_dtype(t, name)
+    _check_batch_shape(t, channels, size, name)
+    if t.device.type == "meta":
+        return
+    with torch.no_grad():
+        lo_t, hi_t = torch.aminmax(t.detach())
+    lo, hi = float(lo_t), float(hi_t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        n_bad = int((~torch.isfinite(t.detach())).flatten(1).any(1).sum())
+        raise InputError(f"{name} contains NaN or Inf values in {n_bad} of {t.shape[0]} images.")
+    if lo < bounds[0] - atol or hi > bounds[1] + atol:
+        hint = " It looks like 0..255 pixel values; divide by 255." if hi > 2.0 and bounds[1] <= 1.0 else ""
+        raise InputError(f"{name} has values in [{lo:.4g}, {hi:.4g}], outside the bounds {bounds}.{hint}")
+
+
 def as_image_batch(
     x: np.ndarray | torch.Tensor,
     *,
@@ -201,44 +274,14 @@ def as_image_batch(
         t = torch.from_numpy(np.ascontiguousarray(x))
     elif isinstance(x, torch.Tensor):
         t = x.detach()  # an input that requires grad would otherwise break Foolbox / inference mode
-        if t.layout != torch.strided:
-            raise InputError(f"{name} is a {t.layout} tensor; expected a dense (strided) tensor.")
-        if t.dtype == torch.uint8:
-            raise InputError(
-                f"{name} has dtype torch.uint8; advguard expects float32 images in [0, 1]. "
-                "Convert with x.float() / 255."
-            )
-        if not t.is_floating_point():
-            raise InputError(f"{name} has dtype {t.dtype}; expected a floating dtype (float32) in [0, 1].")
+        _check_tensor_dtype(t, name)
     else:
         raise InputError(
             f"{name} must be a numpy array or torch tensor, got {type(x).__name__}. Image files, folders and PIL "
             "images are read by advguard.load_images(...) (and by a Classifier's or a detector's calls)."
         )
 
-    if t.ndim == 3:
-        raise InputError(
-            f"{name} has shape {tuple(t.shape)}: a single image. advguard expects a batch (N, C, H, W); "
-            "use x[None] to add the batch dimension."
-        )
-    if t.ndim != 4:
-        raise InputError(f"{name} has shape {tuple(t.shape)}; expected 4 dimensions (N, C, H, W).")
-    if channels is not None and t.shape[1] != channels:
-        hint = ""
-        if t.shape[-1] == channels:
-            hint = " It looks like NHWC; use x.permute(0, 3, 1, 2) (torch) or x.transpose(0, 3, 1, 2) (numpy)."
-        raise InputError(
-            f"{name} has {t.shape[1]} channels (shape {tuple(t.shape)}); the model expects {channels}.{hint}"
-        )
-    if size is not None and tuple(t.shape[2:]) != tuple(size):
-        raise InputError(
-            f"{name} has spatial size {tuple(t.shape[2:])}; the model expects {tuple(size)}. "
-            'Resize them first (advguard.images.resize_images(x, size, resize="resize" or "center-crop")).'
-        )
-    if t.shape[0] == 0:
-        raise InputError(f"{name} is an empty batch (N = 0).")
-    if 0 in t.shape[1:]:
-        raise InputError(f"{name} has shape {tuple(t.shape)}: an image with no channels or no pixels.")
+    _check_batch_shape(t, channels, size, name)
     if not bool(torch.isfinite(t).all()):
         n_bad = int((~torch.isfinite(t)).flatten(1).any(1).sum())
         raise InputError(f"{name} contains NaN or Inf values in {n_bad} of {t.shape[0]} images.")

@@ -186,7 +186,7 @@ def test_rp2_dir_holds_weights_classes_and_licence(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="advguard setup"):
         rp2.rp2_dir(tmp_path)
     with pytest.raises(DatasetNotFoundError, match="advguard setup"):
-        load_dataset("rp2-lisa-victims", data_dir_=tmp_path)
+        load_dataset("rp2-lisa-victims", data_dir=tmp_path)
 
 
 def test_unpacked_cifar10_resnets_folder(tmp_path):
@@ -216,8 +216,8 @@ def test_new_mirror_archives_unpack_verified_and_skip_when_complete(tmp_path):
     assert all("already complete" in line for line in lines[3:]), lines
     assert rp2.rp2_dir(tmp_path, full=True) == tmp_path / "rp2-lisa"
     assert (tmp_path / "rp2-lisa" / "LICENSE").is_file() and (tmp_path / "cifar10-resnets" / "LICENSE").is_file()
-    assert load_dataset("rp2-lisa-victims", data_dir_=tmp_path).x.shape == (40, 3, 32, 32)
-    assert load_dataset("cifar10", "test", data_dir_=tmp_path, limit=10).source == "cifar10-lossless"
+    assert load_dataset("rp2-lisa-victims", data_dir=tmp_path).x.shape == (40, 3, 32, 32)
+    assert load_dataset("cifar10", "test", data_dir=tmp_path, limit=10).source == "cifar10-lossless"
 
 
 def test_datasets_command_lists_the_new_datasets(capsys):

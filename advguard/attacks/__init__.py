@@ -15,7 +15,7 @@ from .base import ATTACKS, Attack, AttackResult, perturbation_norms, register_at
 # isort: off
 from .standard import STANDARD_ATTACKS, FoolboxAttack
 from .rp2 import RP2, Sticker
-from .patch import AdversarialPatch, shape_mask
+from .patch import AdversarialPatch, NotTrainedError, shape_mask
 from .region_misleading import RegionMisleadingPatch
 from .adaptive import DetectorAwareCW
 from .taintradar_bpda import TaintRadarBPDA
@@ -47,8 +47,11 @@ def make_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
 
 
 def bench_attacks() -> list[str]:
-    """The attacks that need nothing but the classifier (no detector to evade, no patch to train first): called
-    on images right away. An experiment config may also name a patch attack (:func:`config_attacks`)."""
+    """The attacks that need no detector (to evade) and no training (``fit``, as the patches do): called on images
+    right away, ``make_attack(name, clf)(x, y)``. Some of them need ``targets=`` as well (one target class per
+    image; :attr:`Attack.targets_required`, e.g. ``rp2``): ``[n for n in bench_attacks() if
+    ATTACKS[n].targets_required]`` lists them. An experiment config may also name a patch attack
+    (:func:`config_attacks`)."""
     return [n for n, c in ATTACKS.items() if not c.requires and not c.needs_fit]
 
 
@@ -71,6 +74,7 @@ __all__ = [
     "AttackResult",
     "DetectorAwareCW",
     "FoolboxAttack",
+    "NotTrainedError",
     "STANDARD_ATTACKS",
     "bench_attacks",
     "config_attacks",

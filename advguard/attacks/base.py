@@ -3,7 +3,8 @@
 Modelled on torchattacks' base class (and Foolbox 3's final ``__call__``): a subclass implements one
 abstract method, :meth:`Attack._run`, which attacks one batch; the final template ``__call__`` validates
 inputs and targets (``targets_required`` is enforced there), puts the model in eval mode, batches with a
-progress bar, seeds the random generators, re-checks success with the classifier itself and computes the
+progress bar, seeds torch's and numpy's global random generators for the run (restoring the caller's states
+afterwards: ``advguard._seeding``), re-checks success with the classifier itself and computes the
 perturbation norms. Epsilons are always in [0, 1] pixel units.
 
 Hooks a subclass may override (never ``__call__``): :meth:`Attack._default_targets` (targets when none
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._seeding import seeded_global_rngs
 from ..classifier import Classifier
 from ..errors import InputError
 from ..validation import (
@@ -119,8 +121,14 @@ def register_attack(name: str | None = None) -> Callable[[A], A]:
 
 def perturbation_norms(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
     """L0 (pixel positions where any channel changed by more than 1e-6), L2 and L-inf of ``x_adv - x``: float32
-    tensors (N,) (on the inputs' device; the CPU for numpy arrays)."""
+    tensors (N,) (on the inputs' device; the CPU for numpy arrays). ``x`` and ``x_adv`` must be image batches
+    (N, C, H, W) of the same shape (an :class:`InputError` otherwise)."""
     xt, at = torch.as_tensor(x), torch.as_tensor(x_adv)
+    if xt.shape != at.shape or xt.ndim != 4:
+        raise InputError(
+            f"perturbation_norms: x and x_adv must be image batches (N, C, H, W) of the same shape, got "
+            f"{tuple(xt.shape)} and {tuple(at.shape)}"
+        )
     d = (at.to(xt.device, torch.float32) - xt.float()).flatten(2)  # N, C, HW
     l0 = (d.abs() > 1e-6).any(1).sum(1).float()
     flat = d.flatten(1)
@@ -239,19 +247,20 @@ class Attack(abc.ABC):
         self._check_inputs(xt)
         self._start(xt, yt, tt)
         clf.module.eval()
-        torch.manual_seed(self.seed)
-        np.random.seed(self.seed % 2**32)
         outs: list[torch.Tensor] = []
         extras: dict[str, list[np.ndarray]] = {}
         bar = tqdm(self._batch_slices(xt.shape[0]), desc=f"attack {self.name}", leave=False, disable=not self.progress)
-        for b, sl in enumerate(bar):
-            self.batch_index_ = b
-            xb = xt[sl].to(clf.device)
-            out = self._run(xb, yt[sl].to(clf.device), None if tt is None else tt[sl].to(clf.device))
-            adv, more = out if isinstance(out, tuple) else (out, {})
-            outs.append(adv.detach().clamp(*clf.bounds).cpu())
-            for k, v in more.items():
-                extras.setdefault(k, []).append(np.asarray(v))
+        # torch's (and numpy's) global generators seeded for the run, the caller's states restored after it
+        # ... and the model's parameters frozen (no gradient is computed for or accumulated in them)
+        with seeded_global_rngs(self.seed, clf.device, numpy=True), clf.frozen():
+            for b, sl in enumerate(bar):
+                self.batch_index_ = b
+                xb = xt[sl].to(clf.device)
+                out = self._run(xb, yt[sl].to(clf.device), None if tt is None else tt[sl].to(clf.device))
+                adv, more = out if isinstance(out, tuple) else (out, {})
+                outs.append(adv.detach().clamp(*clf.bounds).cpu())
+                for k, v in more.items():
+                    extras.setdefault(k, []).append(np.asarray(v))
         x_adv = torch.cat(outs) if outs else xt.clone()
         return self._finish(self._result(xt, x_adv, yt, tt), {k: np.concatenate(v) for k, v in extras.items()})
 

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..classifier import Classifier
-from ..errors import AdvguardError, unknown_name
+from ..detectors.base import NotFittedError
+from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, as_labels, check_bool, check_number
 from .base import Attack, AttackResult, register_attack
 
@@ -38,8 +39,9 @@ SHAPES = ("square", "circle", "star", "lightning")
 POSITIONS = ("bottom-right", "bottom-left", "top-left", "top-right", "random")
 
 
-class NotTrainedError(AdvguardError, RuntimeError):
-    """The patch (or sticker) must be trained with ``fit`` before it is applied or saved."""
+class NotTrainedError(NotFittedError, RuntimeError):
+    """The patch (or sticker) must be trained with ``fit`` before it is applied or saved. A
+    :class:`~advguard.detectors.NotFittedError` (hence also scikit-learn's), and a ``RuntimeError`` as before."""
 
 
 def check_patch_params(
@@ -281,7 +283,7 @@ class AdversarialPatch(Attack):
             opt.zero_grad()
             for i in range(0, reps.shape[0], self.batch_size):
                 sl = slice(i, i + self.batch_size)
-                with torch.enable_grad():
+                with torch.enable_grad(), clf.frozen():  # no gradient for (or into) the model's parameters
                     canvas, m = place(
                         patch, mask, hw, sides[sl].to(clf.device), centers[sl].to(clf.device), angles[sl].to(clf.device)
                     )
@@ -300,7 +302,7 @@ class AdversarialPatch(Attack):
     def _loss(self, adv: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The training loss summed over a batch of patched images (``masks``: where the patch is, (b, 1, H, W)):
         cross-entropy to the target, or minus the cross-entropy of the true label when untargeted."""
-        ce = F.cross_entropy(self.classifier.forward(adv), labels, reduction="sum")
+        ce = F.cross_entropy(self.classifier._forward(adv), labels, reduction="sum")
         return ce if self.target is not None else -ce
 
     def _random_placements(

@@ -33,7 +33,7 @@ def forward_with_activation(classifier: Classifier, x: torch.Tensor, layer: str)
     """Logits and the activation of ``layer`` (``"name"`` = the module's output, ``"name:input"`` = its input),
     both inside the autograd graph of ``x``."""
     with LayerCapture(classifier, [layer]) as cap, torch.enable_grad():
-        z = classifier.forward(x)
+        z = classifier._forward(x)
     return z, cap[layer]
 
 

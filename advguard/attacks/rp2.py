@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .._seeding import seeded_global_rngs
 from ..classifier import Classifier
 from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, as_image_batch, as_labels, check_number
@@ -421,13 +422,13 @@ class RP2(Attack):
             return []
         h, w = xt.shape[-2:]
         clf.module.eval()
-        torch.manual_seed(self.seed)
-        masks = self.base_mask(h, w)[None, None].expand(len(targets), 1, h, w).clone()
-        history: list[list[float]] = [[] for _ in targets]
-        if isinstance(self.mask, str) and self.mask == "l1":  # RP2's first stage: where does L1 put it?
-            d1, history = self._stage(xt, targets, masks, 1, self.l1_steps, "RP2 L1 stage")
-            masks = torch.stack([mask_from_perturbation(d.cpu(), masks[0, 0], self.l1_share) for d in d1])[:, None]
-        delta, h2 = self._stage(xt, targets, masks, self.norm_p, self.steps, f"RP2 L{self.norm_p} stage")
+        with seeded_global_rngs(self.seed, clf.device), clf.frozen():  # the caller's generators left as they were
+            masks = self.base_mask(h, w)[None, None].expand(len(targets), 1, h, w).clone()
+            history: list[list[float]] = [[] for _ in targets]
+            if isinstance(self.mask, str) and self.mask == "l1":  # RP2's first stage: where does L1 put it?
+                d1, history = self._stage(xt, targets, masks, 1, self.l1_steps, "RP2 L1 stage")
+                masks = torch.stack([mask_from_perturbation(d.cpu(), masks[0, 0], self.l1_share) for d in d1])[:, None]
+            delta, h2 = self._stage(xt, targets, masks, self.norm_p, self.steps, f"RP2 L{self.norm_p} stage")
         out = []
         for i, t in enumerate(targets):
             st = Sticker(delta[i].cpu(), masks[i, 0].cpu(), t, history[i] + h2[i])

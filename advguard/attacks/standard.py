@@ -190,7 +190,8 @@ def _make(
                 "fixed_budget": fixed,
                 "targeted_ok": targeted_ok,
                 "defaults": defaults,
-                "__doc__": f"Foolbox {fb_class} ({norm}); defaults {defaults or 'Foolboxs'}.",
+                "__doc__": f"Foolbox {fb_class} ({norm}); "
+                + (f"defaults {defaults}." if defaults else "Foolbox's defaults."),
             },
         ),
     )  # type() builds a FoolboxAttack subclass

@@ -137,7 +137,7 @@ class TaintRadarBPDA(Attack):
         cam, z, a = softened_cam(self.classifier, x, p["layer"], p["temperature"], labels=target)
         with torch.enable_grad():
             est = soft_mask(cam, size, t, p["threshold"])[:, None]
-            z_est = self.classifier.forward(x * (1 - est) + pattern * est)
+            z_est = self.classifier._forward(x * (1 - est) + pattern * est)
             rise = (z_est - z).detach().scatter(1, target[:, None], -torch.inf)
             labels = rise.topk(k_max, dim=1).indices
             inter = torch.ones_like(est[:, 0])
@@ -145,7 +145,7 @@ class TaintRadarBPDA(Attack):
                 (gk,) = torch.autograd.grad(z.gather(1, labels[:, k : k + 1]).sum(), a, create_graph=True)
                 inter = inter * soft_mask(gradcam_from_gradients(-gk, a), size, t, p["threshold"])
             fin = inter[:, None]
-            z_f = self.classifier.forward(x * (1 - fin) + pattern * fin)
+            z_f = self.classifier._forward(x * (1 - fin) + pattern * fin)
         return z, z_f
 
     def _loss(self, z: torch.Tensor, z_f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -197,7 +197,7 @@ class TaintRadarBPDA(Attack):
                 continue
             with torch.no_grad():
                 xa = image()
-                hit = (clf.forward(xa).argmax(1) == targets) & ~done
+                hit = (clf._forward(xa).argmax(1) == targets) & ~done
             cand = torch.nonzero(hit).flatten()
             if len(cand):
                 ev = (

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ..errors import InputError
 
 
 @dataclass
@@ -57,9 +60,11 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def take(self, idx: np.ndarray) -> ImageDataset:
-        """A new dataset holding the rows ``idx`` (positions in this dataset)."""
-        idx = np.asarray(idx, dtype=np.int64)
+    def take(self, idx: np.ndarray | torch.Tensor | Sequence[int] | Sequence[bool]) -> ImageDataset:
+        """A new dataset holding the rows ``idx``: integer positions in this dataset (negative count from the end),
+        or a boolean mask of one value per image (``ds.take(ds.y == 3)``). Other dtypes (floats, strings) and
+        positions out of range raise an :class:`~advguard.errors.InputError`."""
+        idx = _positions(idx, len(self))
         return replace(
             self,
             x=self.x[idx],
@@ -83,6 +88,36 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
             f"ImageDataset(name={self.name!r}, split={self.split!r}, source={self.source!r}, "
             f"n={len(self)}, shape={tuple(self.x.shape[1:])}, dtype={self.x.dtype}, classes={self.num_classes})"
         )
+
+
+def _positions(idx: object, n: int) -> np.ndarray:
+    """``idx`` (integer positions or a boolean mask of length ``n``) as int64 positions, checked."""
+    if isinstance(idx, torch.Tensor):
+        idx = idx.detach().cpu().numpy()
+    try:
+        a = np.asarray(idx)
+    except (ValueError, TypeError) as e:  # ragged lists
+        raise InputError(
+            f"take: indices must be a flat sequence of integer positions or a boolean mask ({e})"
+        ) from None
+    if a.ndim != 1 and not (a.ndim == 0 and a.dtype.kind in "iu"):
+        raise InputError(f"take: indices must be one-dimensional, got shape {a.shape}")
+    if a.dtype.kind == "b":
+        if a.shape != (n,):
+            raise InputError(f"take: a boolean mask needs one value per image ({n}), got {a.shape[0]}")
+        return np.flatnonzero(a)
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if a.dtype.kind not in "iu":
+        raise InputError(
+            f"take: indices must be integer positions or a boolean mask, got dtype {a.dtype} "
+            "(floats are not truncated: convert them explicitly)"
+        )
+    a = a.astype(np.int64).reshape(-1)
+    bad = a[(a < -n) | (a >= n)]
+    if bad.size:
+        raise InputError(f"take: positions {bad[:5].tolist()} are out of range for a dataset of {n} images")
+    return a
 
 
 def subset_indices(y: np.ndarray, limit: int | None, seed: int = 0, stratified: bool = True) -> np.ndarray:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import unknown_name
+from ..errors import ParameterError, ParameterTypeError, unknown_name
+from ..validation import check_choice, check_keywords, check_number
 from . import cifar10, fashion_mnist, gtsrb, image_folder, imagenet_samples, imagenet_val, rp2
 from .dataset import ImageDataset, subset_indices
-from .paths import data_dir
+from .paths import data_dir as _data_dir
 
 
 @dataclass(frozen=True)
@@ -103,29 +106,46 @@ def load_dataset(
     seed: int = 0,
     stratified: bool = True,
     dtype: str = "float32",
-    data_dir_: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
     **kwargs,
 ) -> ImageDataset:
     """Load a dataset split as NCHW images in [0, 1] (``dtype="float32"``) or 0..255 (``"uint8"``).
 
-    ``limit`` takes a deterministic (``seed``), by default class-stratified subset.
+    ``limit`` takes a deterministic (``seed``), by default class-stratified subset. ``data_dir``: the data
+    directory to read from (default: :func:`advguard.data.data_dir`; ``data_dir_`` is its deprecated old name).
     Extra keyword arguments go to the dataset's loader (e.g. ``source="lossless"`` / ``"jpeg"`` /
-    ``"pickle"`` for CIFAR-10, ``path=...`` for ``image-folder``, ``size=32`` for ``rp2-gtsrb-victims``).
+    ``"pickle"`` for CIFAR-10, ``path=...`` for ``image-folder``, ``size=32`` for ``rp2-gtsrb-victims``); a keyword
+    neither this function nor the loader takes raises a :class:`~advguard.ParameterTypeError` naming the closest
+    valid one (``sorce=``: did you mean ``source``?).
     """
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, list(DATASETS))
+    if not isinstance(name, str) or name not in DATASETS:
+        raise unknown_name("dataset", str(name), list(DATASETS))
     info = DATASETS[name]
+    if "data_dir_" in kwargs:  # the old name (``data_dir`` was taken by the function)
+        if data_dir is not None:
+            raise ParameterTypeError("load_dataset: pass data_dir= only (data_dir_ is its deprecated old name)")
+        warnings.warn("load_dataset(data_dir_=...) is deprecated: use data_dir=", DeprecationWarning, stacklevel=2)
+        data_dir = kwargs.pop("data_dir_")
+    own = ("split", "limit", "seed", "stratified", "dtype", "data_dir")
+    check_keywords(f"load_dataset({name!r})", kwargs, [*own, *_loader_keywords(info)])
+    check_choice("dtype", dtype, ("float32", "uint8"), where="load_dataset")
+    if limit is not None:
+        limit = check_number("limit", limit, lo=1, integer=True, where="load_dataset")
     if name == "image-folder":
         if "path" not in kwargs:
-            raise ValueError("image-folder needs path=<folder with one sub-folder per class>")
+            raise ParameterError("image-folder needs path=<folder with one sub-folder per class>")
         split = "all"
         raw = info.loader(kwargs.pop("path"), **kwargs)
     else:
-        if split not in info.splits:
-            raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(info.splits)}")
-        raw = info.loader(data_dir(data_dir_), split, **kwargs)
-    if dtype not in ("float32", "uint8"):
-        raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
+        if not isinstance(split, str) or split not in info.splits:
+            import difflib
+
+            close = difflib.get_close_matches(str(split), info.splits, n=1)
+            raise ParameterError(
+                f"dataset {name!r} has no split {split!r}; splits: {', '.join(info.splits)}."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+            )
+        raw = info.loader(_data_dir(data_dir), split, **kwargs)
     positions = raw.get("positions", np.arange(len(raw["y"])))
     ds = ImageDataset(
         x=raw["x"],
@@ -141,3 +161,11 @@ def load_dataset(
     if limit is not None:
         ds = ds.take(subset_indices(ds.y, limit, seed=seed, stratified=stratified))
     return ds.as_float() if dtype == "float32" else ds
+
+
+def _loader_keywords(info: DatasetInfo) -> list[str]:
+    """The keyword arguments ``info``'s loader takes beyond the data directory and the split (``path`` too for
+    ``image-folder``)."""
+    params = list(inspect.signature(info.loader).parameters.values())
+    skip = {"root", "split"}
+    return [p.name for p in params if p.name not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]

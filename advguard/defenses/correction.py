@@ -24,7 +24,7 @@ import torch
 from ..classifier import Classifier
 from ..detectors.imageops import label_matrix
 from ..transforms import parse_ops
-from ..validation import as_labels
+from ..validation import ParameterTypeError, as_labels, check_number
 
 
 def vote(labels: np.ndarray, num_classes: int, k: int) -> np.ndarray:
@@ -48,7 +48,11 @@ class LabelCorrection:
     """``LabelCorrection(clf).top_k(x)`` -> corrected (N, k) labels; ``.evaluate(x, y)`` -> accuracies.
 
     ``x``: float NCHW images in [0, 1] (numpy array or tensor) or what :meth:`Classifier.validate` reads (image
-    files, PIL images); labels come back as int64 numpy arrays (like detectors' outputs)."""
+    files, PIL images); labels come back as int64 numpy arrays (like detectors' outputs).
+
+    ``classifier`` must be an :class:`advguard.Classifier`; ``k`` and ``vote_k`` integers in 1..num_classes
+    (None: the defaults above); ``ops`` names as :func:`advguard.transforms.parse_ops` reads them. A bad value
+    raises a :class:`~advguard.ParameterError` naming it."""
 
     def __init__(
         self,
@@ -58,14 +62,26 @@ class LabelCorrection:
         k: int | None = None,
         vote_k: int | None = None,
     ):
+        if not isinstance(classifier, Classifier):
+            raise ParameterTypeError(
+                f"LabelCorrection: classifier must be an advguard.Classifier, got {type(classifier).__name__} "
+                "(wrap a model with advguard.Classifier(...))"
+            )
         self.classifier = classifier
         self.ops = parse_ops(ops)
         c = classifier.num_classes
-        self.k = int(k or (min(5, c) if c >= 15 else min(3, c)))
-        self.vote_k = int(vote_k or (self.k if c >= 15 else 1))
-        for name, v in (("k", self.k), ("vote_k", self.vote_k)):
-            if not 1 <= v <= c:
-                raise ValueError(f"{name} must be in 1..{c}, got {v}")
+        where = "LabelCorrection"
+        # None: the defaults of the module docstring; 0 is refused (it meant the default before, silently)
+        self.k = (
+            check_number("k", k, lo=1, hi=c, integer=True, where=where)
+            if k is not None
+            else min(5 if c >= 15 else 3, c)
+        )
+        self.vote_k = (
+            check_number("vote_k", vote_k, lo=1, hi=c, integer=True, where=where)
+            if vote_k is not None
+            else (self.k if c >= 15 else 1)
+        )
 
     def __repr__(self) -> str:
         return f"LabelCorrection(ops={len(self.ops)} ops, k={self.k}, vote_k={self.vote_k})"

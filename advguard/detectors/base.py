@@ -23,15 +23,16 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast, final, overload
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from ..classifier import Classifier, ImageInput
 from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
 from ..metrics import CostReport, PeakMemory, threshold_at_fpr
-from ..validation import ParameterTypeError, check_keywords, check_number, init_keywords
+from ..validation import ParameterTypeError, check_image_tensor, check_keywords, check_number, init_keywords
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
 
@@ -66,8 +67,9 @@ def check_count(name: str, value: Any, *, low: int = 1, high: int | None = None,
     return int(check_number(name, value, lo=low, hi=high, integer=True))
 
 
-class NotFittedError(AdvguardError):
-    """The detector must be fitted/calibrated before this call."""
+class NotFittedError(AdvguardError, SklearnNotFittedError):  # type: ignore[misc]  # sklearn is untyped
+    """The detector must be fitted/calibrated before this call. Also scikit-learn's ``NotFittedError`` (hence a
+    ``ValueError`` and an ``AttributeError``), so code written for scikit-learn estimators catches it."""
 
 
 #: Every registered detector class by name (filled by :func:`register_detector`; ``make_detector`` reads it).
@@ -180,15 +182,22 @@ def decision_estimator(dm: str | BaseEstimator, seed: int, params: dict[str, Any
 
 
 def _validating_features(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """Wrap a detector's ``features(x, ...)`` so that a non-tensor ``x`` is validated by its classifier first."""
+    """Wrap a detector's ``features(x, ...)`` so that a non-tensor ``x`` is validated by its classifier first and a
+    tensor gets the cheap checks of :func:`~advguard.validation.check_image_tensor` (dtype, shape, channels, size,
+    range). The unwrapped function stays as ``_unchecked``: :meth:`Detector.extract` calls it on the tensor it has
+    validated already."""
 
     @functools.wraps(fn)
     def features(self: Detector, x: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-        if not isinstance(x, torch.Tensor):
-            x = self.classifier.validate(x)
+        clf = self.classifier
+        if isinstance(x, torch.Tensor):
+            check_image_tensor(x, channels=clf.channels, size=clf.size, bounds=clf.bounds)
+        else:
+            x = clf.validate(x)
         return fn(self, x, *args, **kwargs)
 
     features._accepts_any_input = True  # type: ignore[attr-defined]
+    features._unchecked = fn  # type: ignore[attr-defined]
     return features
 
 
@@ -427,6 +436,13 @@ class Detector(abc.ABC):
             shown = self._raw_params()
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
+    def _unchecked_features(self, t: torch.Tensor) -> np.ndarray:
+        """:meth:`features` of a tensor validated already (by :meth:`extract`): the subclass's own function, without
+        the input checks :meth:`features` adds."""
+        fn = type(self).features
+        raw = getattr(fn, "_unchecked", fn)
+        return cast(np.ndarray, raw(self, t))
+
     def extract(self, x: ImageInput) -> np.ndarray:
         """Validate ``x`` and compute its features (float64 (N, d) numpy array), recording the cost in
         :attr:`last_cost_`. ``x``: float NCHW images in [0, 1] as a numpy array or a tensor, or image files, a folder
@@ -435,7 +451,7 @@ class Detector(abc.ABC):
         passes0 = self.classifier.num_passes
         start = time.perf_counter()
         with PeakMemory() as mem:
-            f = np.asarray(self.features(t), dtype=np.float64)
+            f = np.asarray(self._unchecked_features(t), dtype=np.float64)
         cost = CostReport(
             n=t.shape[0],
             seconds=time.perf_counter() - start,
@@ -455,8 +471,9 @@ class Detector(abc.ABC):
 
         scikit-learn's form ``fit(X, y)`` works too (``GridSearchCV``, ``cross_val_score``): ``y`` a 1-D array of
         0 (clean) / 1 (adversarial), one per image of ``X``; an unsupervised detector fits on the clean ones only.
-        Score with ``scoring=lambda det, X, y: roc_auc_score(y, det.decision_function(X))``: a detector's
-        :meth:`score` is its per-image score (this library's protocol), not scikit-learn's ``score(X, y)``."""
+        ``score(X, y)`` is then scikit-learn's score, the ROC AUC of the detector's scores against ``y`` (what
+        ``GridSearchCV`` uses without a ``scoring=``); ``score(x)`` alone is the per-image score of this library's
+        protocol."""
         self.__dict__.pop("_param_cache", None)
         self._checked_params()
         if x_adv is not None and _is_label_vector(x_adv):
@@ -469,25 +486,39 @@ class Detector(abc.ABC):
         """``fit(X, y)``: the clean (y == 0) and adversarial (y == 1) images of ``X``."""
         if not isinstance(x, (np.ndarray, torch.Tensor)):  # paths, PIL images, lists: read them once
             x = self.classifier.validate(x)
-        labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)  # a label vector (_is_label_vector)
-        n = len(x) if hasattr(x, "__len__") else -1
-        if labels.shape != (n,):
-            raise InputError(
-                f"{self.name}.fit(X, y): y must hold one 0/1 label per image of X ({n}), got shape {labels.shape}"
-            )
-        if not np.isin(labels, (0, 1)).all():
-            raise InputError(
-                f"{self.name}.fit(X, y): y must be 0 (clean) or 1 (adversarial), got values "
-                f"{sorted(set(labels.tolist()))[:5]}"
-            )
-        adv = labels.astype(bool)
+        adv = self._binary_labels(x, y, "fit").astype(bool)
         if not (~adv).any():
             raise InputError(
-                f"{self.name}.fit(X, y): y marks no clean image (0); the threshold is calibrated on clean images"
+                f"{self.name}.fit(X, y): y marks no clean image (0); the threshold is calibrated on clean images "
+                "(in scikit-learn's tools, split with cv=StratifiedKFold(k, shuffle=True): a plain cv=k keeps "
+                "sorted labels together)"
             )
         if isinstance(x, torch.Tensor):
             return x[torch.from_numpy(~adv)], x[torch.from_numpy(adv)] if self.supervised else None
         return x[~adv], x[adv] if self.supervised else None
+
+    def _binary_labels(self, x: np.ndarray | torch.Tensor, y: Any, where: str) -> np.ndarray:
+        """``y`` of ``fit(X, y)`` / ``score(X, y)`` checked: a 0 (clean) / 1 (adversarial) label per image of ``x``."""
+        try:
+            labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+        except (TypeError, ValueError) as e:  # ragged lists
+            raise InputError(f"{self.name}.{where}(X, y): y must be a 1-D array of 0/1 labels ({e})") from None
+        n = len(x)
+        if labels.shape != (n,):
+            raise InputError(
+                f"{self.name}.{where}(X, y): y must hold one 0/1 label per image of X ({n}), got shape {labels.shape}"
+            )
+        if labels.dtype.kind not in "biuf" or not np.isin(labels, (0, 1)).all():
+            raise InputError(
+                f"{self.name}.{where}(X, y): y must be 0 (clean) or 1 (adversarial), got values "
+                f"{sorted(set(labels.tolist()), key=repr)[:5]}"
+            )
+        return labels.astype(np.int64)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """``sklearn.utils.validation.check_is_fitted(det)``: True once :meth:`fit` or :meth:`calibrate` set the
+        threshold (the fitted attributes exist, as ``None``, from the constructor on)."""
+        return self.threshold_ is not None
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn's estimator tags (needed by ``GridSearchCV`` and friends): scikit-learn's defaults, with
@@ -590,17 +621,53 @@ class Detector(abc.ABC):
             raise NotFittedError(f"{self.name} is not fitted: call fit(...) or calibrate(x_clean) first")
 
     @overload
-    def score(self, x: ImageInput, return_report: Literal[False] = False) -> np.ndarray: ...
+    def score(
+        self, x: ImageInput, y: None = None, *, return_report: Literal[False] = False, sample_weight: None = None
+    ) -> np.ndarray: ...
     @overload
-    def score(self, x: ImageInput, return_report: Literal[True]) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def score(
+        self, x: ImageInput, y: None = None, *, return_report: Literal[True], sample_weight: None = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]: ...
     @overload
-    def score(self, x: ImageInput, return_report: bool) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    def score(
+        self, x: ImageInput, y: None = None, *, return_report: bool, sample_weight: None = None
+    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]: ...
+    @overload
+    def score(
+        self, x: ImageInput, y: Any, *, return_report: Literal[False] = False, sample_weight: Any = None
+    ) -> float: ...
     @final
-    def score(self, x: ImageInput, return_report: bool = False) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]:
-        """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report`` also a list
-        of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`."""
+    def score(
+        self, x: ImageInput, y: Any = None, *, return_report: bool = False, sample_weight: Any = None
+    ) -> np.ndarray | tuple[np.ndarray, list[dict[str, Any]]] | float:
+        """One score per image (higher = more adversarial), a float64 array (N,); with ``return_report=True``
+        (keyword-only) also a list of dicts. Raises :class:`NotFittedError` before :meth:`fit` or :meth:`calibrate`.
+
+        scikit-learn's form ``score(X, y)`` (what ``GridSearchCV`` / ``cross_val_score`` call without a
+        ``scoring=``): with ``y`` a 0 (clean) / 1 (adversarial) label per image of ``X``, it returns one float,
+        the ROC AUC of the detector's scores against ``y`` (higher is better, scikit-learn's convention;
+        ``sample_weight`` weighs the images)."""
         self._check_fitted()
-        return self._score(x, return_report)
+        if y is None:
+            if sample_weight is not None:
+                raise ParameterTypeError(f"{self.name}.score: sample_weight needs labels: score(X, y, sample_weight)")
+            return self._score(x, return_report)
+        if return_report:
+            raise ParameterTypeError(
+                f"{self.name}.score(X, y) returns the ROC AUC of the scores against y; return_report=True is for "
+                "score(x) alone"
+            )
+        from sklearn.metrics import roc_auc_score
+
+        if not isinstance(x, (np.ndarray, torch.Tensor)):  # paths, PIL images, lists: read them once
+            x = self.classifier.validate(x)
+        labels = self._binary_labels(x, y, "score")
+        if len(np.unique(labels)) < 2:
+            raise InputError(
+                f"{self.name}.score(X, y): the ROC AUC needs clean (0) and adversarial (1) images, y has only "
+                f"{int(labels[0])}"
+            )
+        return float(roc_auc_score(labels, self._score(x), sample_weight=sample_weight))
 
     @overload
     def _score(self, x: ImageInput, return_report: Literal[False] = False) -> np.ndarray: ...
@@ -711,10 +778,11 @@ class Detector(abc.ABC):
             det = make_detector(meta["detector"], classifier, **params)
         except (AdvguardError, TypeError, ValueError, AttributeError, KeyError) as e:
             raise DetectorFileError(f"{path}: invalid detector parameters: {type(e).__name__}: {e}") from e
-        if det.supervised != (est is not None):
+        has_model = det._checked_params()["decision_model"] is not None  # the CNN detector: supervised, no model
+        if has_model != (est is not None):
             raise DetectorFileError(
-                f"{path}: a {'supervised' if det.supervised else 'unsupervised'} detector "
-                f"{'without' if det.supervised else 'with'} a decision model"
+                f"{path}: a detector {'with' if has_model else 'without'} a decision model parameter "
+                f"{'without' if has_model else 'with'} a saved decision model"
             )
         det.threshold_ = None if meta["threshold"] is None else float(meta["threshold"])
         det.calibration_ = meta.get("calibration")

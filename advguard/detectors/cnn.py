@@ -33,8 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._seeding import seeded_global_rngs
 from ..classifier import Classifier, ImageInput
 from ..errors import InputError, ParameterError
+from ..validation import check_bool
 from .base import Detector, check_count, check_rate, register_detector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +69,15 @@ def _check_backbone(backbone: Any, p: dict[str, Any], det: Detector) -> str:
     return backbone
 
 
+def _no_decision_model(value: Any, p: dict[str, Any], det: Detector) -> None:
+    """The detector network decides (its logit difference is the score): a decision model would be ignored."""
+    if value is not None:
+        raise ParameterError(
+            f"{det.name}: decision_model={value!r} has no effect: the detector network itself decides (the score is "
+            "its logit difference, the threshold calibrated on its dev set). Leave decision_model out"
+        )
+
+
 def _check_widths(widths: Any, p: dict[str, Any], det: Detector) -> list[list[int]]:
     try:
         widths = [[check_count("widths", c, low=1) for c in stage] for stage in widths]
@@ -84,9 +95,9 @@ class CNNDetector(Detector):
     name = "cnn"
     _parameter_constraints = {
         **Detector._parameter_constraints,
-        "decision_model": lambda v, p, det: None,  # accepted and ignored: the detector network decides
+        "decision_model": _no_decision_model,
         "backbone": _check_backbone,
-        "softmax_in_training": lambda v, p, det: bool(v),
+        "softmax_in_training": lambda v, p, det: check_bool("softmax_in_training", v, where=det.name),
         "epochs": lambda v, p, det: int(check_count("epochs", v, low=1)),
         "lr": lambda v, p, det: float(check_rate("lr", v, low=0.0, high=float("inf"))),
         "batch_size": lambda v, p, det: int(check_count("batch_size", v, low=1)),
@@ -180,30 +191,31 @@ class CNNDetector(Detector):
         xd = torch.cat([dc, da])
         yd = np.r_[np.zeros(len(dc)), np.ones(len(da))]
 
-        torch.manual_seed(self._checked_params()["seed"])
-        self.net_ = self._build()
-        opt = torch.optim.Adam(self.net_.parameters(), lr=self.params["lr"])
-        bs, dev_ = self.params["batch_size"], clf.device
-        best, best_state, self.history_ = -math.inf, None, []
-        bar = tqdm(range(self.params["epochs"]), desc=f"train {self.name} detector", disable=not self.progress)
-        for epoch in bar:
-            self.net_.train()
-            perm = torch.randperm(len(x), generator=gen)
-            tot = 0.0
-            for i in range(0, len(perm), bs):
-                idx = perm[i : i + bs]
-                z = self.net_(x[idx].to(dev_))
-                loss = self._loss(z, y[idx].to(dev_))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot += float(loss.detach()) * len(idx)
-            zd = self._logits(xd)
-            acc = float(((zd[:, 1] > zd[:, 0]).numpy() == yd).mean())
-            self.history_.append({"epoch": epoch + 1, "train_loss": tot / len(x), "dev_accuracy": acc})
-            bar.set_postfix(loss=f"{tot / len(x):.3f}", dev_acc=f"{acc:.3f}")
-            if acc > best:
-                best, best_state = acc, copy.deepcopy(self.net_.state_dict())
+        # weights initialised (and any dropout drawn) from the seeded global generators; the caller's are restored
+        with seeded_global_rngs(self._checked_params()["seed"], clf.device):
+            self.net_ = self._build()
+            opt = torch.optim.Adam(self.net_.parameters(), lr=self.params["lr"])
+            bs, dev_ = self.params["batch_size"], clf.device
+            best, best_state, self.history_ = -math.inf, None, []
+            bar = tqdm(range(self.params["epochs"]), desc=f"train {self.name} detector", disable=not self.progress)
+            for epoch in bar:
+                self.net_.train()
+                perm = torch.randperm(len(x), generator=gen)
+                tot = 0.0
+                for i in range(0, len(perm), bs):
+                    idx = perm[i : i + bs]
+                    z = self.net_(x[idx].to(dev_))
+                    loss = self._loss(z, y[idx].to(dev_))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    tot += float(loss.detach()) * len(idx)
+                zd = self._logits(xd)
+                acc = float(((zd[:, 1] > zd[:, 0]).numpy() == yd).mean())
+                self.history_.append({"epoch": epoch + 1, "train_loss": tot / len(x), "dev_accuracy": acc})
+                bar.set_postfix(loss=f"{tot / len(x):.3f}", dev_acc=f"{acc:.3f}")
+                if acc > best:
+                    best, best_state = acc, copy.deepcopy(self.net_.state_dict())
         assert best_state is not None  # every epoch beats -inf
         self.net_.load_state_dict(best_state)
         self.net_.eval()

@@ -12,15 +12,14 @@ import numpy as np
 import torch
 
 from ..classifier import Classifier
+from ..validation import check_choice
 from .base import Detector, register_detector
 
 STATISTICS = ("max_prob", "entropy")
 
 
 def _check_statistic(statistic: Any, p: dict[str, Any], det: Detector) -> str:
-    if not isinstance(statistic, str) or statistic not in STATISTICS:
-        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-    return statistic
+    return check_choice("statistic", statistic, STATISTICS, where=det.name)
 
 
 @register_detector()

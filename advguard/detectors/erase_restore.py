@@ -49,7 +49,7 @@ import torch
 from .._parallel import thread_map
 from .._progress import progress_bar
 from ..classifier import Classifier
-from ..errors import unknown_name
+from ..errors import ParameterError, unknown_name
 from ..validation import check_bool
 from ._seeding import image_seeds
 from .base import Detector, check_count, check_rate, register_detector
@@ -139,6 +139,23 @@ def restore(
     return out
 
 
+def _unused(det: Detector, name: str, value: Any, what: str) -> int | bool:
+    """An :class:`EraseRestore` parameter the distance detector has no use for (``pca_dim``, ``align``): None or
+    the value older versions' files record (0 / False) pass, as that value; anything else is refused, naming why."""
+    if value is None:
+        ok = True
+    elif name == "align":
+        ok = not check_bool(name, value, where=det.name)
+    else:
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value == 0
+    if not ok:
+        raise ParameterError(
+            f"{det.name}: {name}={value!r} has no effect: {name} {what} of EraseRestore (supervised), while the "
+            "distances compare the softmax vectors as they are. Leave it out, or use EraseRestore"
+        )
+    return False if name == "align" else 0
+
+
 def _check_choice(value: Any, allowed: Sequence[str], kind: str) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise unknown_name(kind, value, list(allowed))
@@ -163,9 +180,9 @@ class EraseRestore(Detector):
         "pca_dim": lambda v, p, det: int(
             check_count("pca_dim", v, low=0) if v is not None else (10 if det.classifier.num_classes > 50 else 0)
         ),
-        "fixed_masks": lambda v, p, det: bool(v),
+        "fixed_masks": lambda v, p, det: check_bool("fixed_masks", v, where=det.name),
         # None: class-aligned features, see the module docstring (was: only with PCA)
-        "align": lambda v, p, det: True if v is None else bool(v),
+        "align": lambda v, p, det: True if v is None else check_bool("align", v, where=det.name),
         "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
     _unsaved_params = ("progress",)
@@ -306,15 +323,17 @@ class EraseRestoreDistance(EraseRestore):
     default_decision_model = None
     _parameter_constraints = {
         **EraseRestore._parameter_constraints,
-        "pca_dim": lambda v, p, det: 0,  # accepted (files of older versions record them) and ignored
-        "align": lambda v, p, det: False,
+        # the distances use neither: only the values older versions' files record (0 / False) or None pass
+        "pca_dim": lambda v, p, det: _unused(det, "pca_dim", v, "reduces the feature vectors"),
+        "align": lambda v, p, det: _unused(det, "align", v, "reorders the classes in the feature vectors"),
         "statistic": lambda v, p, det: _check_choice(v, DISTANCES, "distance"),
     }
     _param_attributes = {"statistic": "statistic_param"}
 
     def __init__(self, classifier: Classifier, *, statistic: str = "kl", decision_model: str | None = None, **kw: Any):
-        """``statistic`` is stored as ``statistic_param`` (:meth:`statistic` is the scoring method); ``pca_dim``
-        and ``align`` are accepted and ignored (the distances use neither)."""
+        """``statistic`` is stored as ``statistic_param`` (:meth:`statistic` is the scoring method). ``pca_dim``
+        and ``align`` are :class:`EraseRestore`'s: the distances use neither, so a value (other than the
+        ``0`` / ``False`` older files record) raises a :class:`~advguard.ParameterError`."""
         self.statistic_param = statistic
         super().__init__(classifier, decision_model=decision_model, **kw)
 

@@ -34,7 +34,7 @@ import torch
 from .._progress import progress_bar
 from ..classifier import Classifier
 from ..transforms import ImageOp, apply_ops, parse_ops
-from ..validation import check_bool
+from ..validation import check_bool, check_choice
 from .base import Detector, _check_decision_params, check_count, register_detector
 
 FEATURES = ("count", "diff")
@@ -82,9 +82,7 @@ def _check_ops(ops: Any, p: dict[str, Any], det: Detector) -> str | list[str]:
 
 
 def _check_feature(feature: Any, p: dict[str, Any], det: Detector) -> str:
-    if not isinstance(feature, str) or feature not in FEATURES:
-        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-    return feature
+    return check_choice("feature", feature, FEATURES, where=det.name)
 
 
 def _check_paper_decision_params(value: Any, p: dict[str, Any], det: Detector) -> dict[str, Any]:

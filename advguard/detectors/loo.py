@@ -255,7 +255,7 @@ class LeaveOneOut(Detector):
         "blur_sigma": lambda v, p, det: float(check_rate("blur_sigma", v, low=0.0, high=float("inf"))),
         "unit_params": lambda v, p, det: check_unit_params(p["unit"], {} if v is None else v),
         "baseline_value": _check_baseline_value,
-        "patch": lambda v, p, det: bool(v),
+        "patch": lambda v, p, det: check_bool("patch", v, where=det.name),
         "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
     _unsaved_params = ("progress",)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier, ImageInput
 from ..errors import InputError
+from ..validation import check_bool
 from ._seeding import image_seeds
 from .base import Detector, check_count, check_rate, register_detector
 from .taintradar import binarize_cam
@@ -62,7 +63,7 @@ class SentiNet(Detector):
         "noise_std": lambda v, p, det: float(check_rate("noise_std", v, low=0.0, high=float("inf"), closed=True)),
         "n_bins": lambda v, p, det: int(check_count("n_bins", v, low=1)),
         "batch_size": lambda v, p, det: check_count("batch_size", v, low=1, optional=True),
-        "progress": lambda v, p, det: v,
+        "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
 
     def __init__(

@@ -367,6 +367,11 @@ def load_detector_file(
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             names = [i.filename for i in infos]
+            if "guard.json" in names and "detector.json" not in names:
+                raise DetectorFileError(
+                    f"{where} is a Guard file (it holds guard.json), not a detector file: load it with "
+                    "advguard.Guard.load(path, classifier), or use it with advguard detect --guard"
+                )
             unknown = sorted(set(names) - set(MEMBERS))
             if unknown or len(names) != len(set(names)):
                 raise DetectorFileError(

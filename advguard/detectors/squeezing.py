@@ -124,8 +124,9 @@ class FeatureSqueezing(Detector):
         super().__init__(classifier, **kw)
 
     def features(self, x: torch.Tensor) -> np.ndarray:
-        """(N, n_squeezers) L1 distances between the softmax of each image and of its squeezed versions (a bar
-        after a few seconds, ``progress=False`` silences it)."""
+        """(N, n_squeezers) L1 distances between the softmax of each image and of its squeezed versions, a float64
+        array (computed in float32, as :meth:`extract` always returned them; a bar after a few seconds,
+        ``progress=False`` silences it)."""
         clf, out = self.classifier, []
         steps = range(0, x.shape[0], self.chunk)
         for i in progress_bar(steps, desc=self.name, enabled=self._checked_params()["progress"]):
@@ -136,7 +137,7 @@ class FeatureSqueezing(Detector):
                 for s in self.params["squeezers"]
             ]
             out.append(np.stack(cols, 1))
-        return np.concatenate(out) if out else np.zeros((0, len(self.params["squeezers"])))
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.params["squeezers"])))
 
     def statistic(self, features: np.ndarray) -> np.ndarray:
         out: np.ndarray = features.max(1)

@@ -43,6 +43,7 @@ from ..classifier import Classifier, ImageInput, gradcam_from_gradients
 from ..errors import InputError, ParameterError, ParameterTypeError, unknown_name
 from ..layers import LayerCapture, layer_module
 from ..transforms import gaussian_blur
+from ..validation import check_bool
 from ._seeding import per_image_rand
 from .base import Detector, NotFittedError, check_count, check_rate, register_detector
 
@@ -152,7 +153,7 @@ class TaintRadar(Detector):
                 torch.as_tensor(np.asarray(v))[None] if np.ndim(v) == 3 else v, name="fill_image"
             )[0]
         ),
-        "progress": lambda v, p, det: v,
+        "progress": lambda v, p, det: check_bool("progress", v, where=det.name),
     }
     #: the fill image is saved as an array; fpr goes in the file too
     _unsaved_params = ("fill_image",)
@@ -228,8 +229,8 @@ class TaintRadar(Detector):
         ``vjp(V)`` gives dZ/dA^T V for a stack of output cotangents V (m, N, classes) in one batched backward."""
         clf = self.classifier
         name = self.params["layer"]
-        with LayerCapture(clf, [name], leaf=True) as cap, torch.enable_grad():
-            z = clf.forward(clf._prep(x))  # the inference memory layout (float32; no autocast here)
+        with LayerCapture(clf, [name], leaf=True) as cap, torch.enable_grad(), clf.frozen():
+            z = clf._forward(clf._prep(x))  # the inference memory layout (float32; no autocast here)
         a = cap[name]
 
         def vjp(v: torch.Tensor) -> torch.Tensor:
@@ -300,7 +301,7 @@ class TaintRadar(Detector):
             ks = [self.k_]
         ks = sorted({int(k) for k in ks})
         if not 1 <= ks[0] <= ks[-1] <= self.params["k_max"]:
-            raise ValueError(f"K values must be in 1..{self.params['k_max']}, got {ks}")
+            raise ParameterError(f"{self.name}.analyse: K values must be in 1..{self.params['k_max']}, got {ks}")
         stream = 0 if stream is None else int(stream)
         bs = self.params["batch_size"] or clf.batch_size
         clf.module.eval()

@@ -553,7 +553,8 @@ def load_model(
     inference: str | None = None,
     **kwargs,
 ):
-    """A zoo model wrapped as a :class:`~advguard.Classifier` (normalisation inside, eval mode).
+    """A zoo model wrapped as a :class:`~advguard.Classifier` (normalisation inside, eval mode, parameters frozen:
+    ``requires_grad=False``; switch them on to fine-tune ``clf.model``).
 
     ``inference`` defaults to the model's measured fastest variant that keeps predictions
     (:attr:`ModelSpec.inference`); pass ``"float32"`` for the reference path. ``batch_size`` defaults
@@ -567,8 +568,11 @@ def load_model(
     spec = get_spec(name)
     if device is not None:
         device = resolve_device(device, where="load_model")
+    module = build_module(name, pretrained)
+    for p in module.parameters():  # a zoo model is for inference (the Classifier leaves a user's model alone)
+        p.requires_grad_(False)
     return Classifier(
-        build_module(name, pretrained),
+        module,
         channels=spec.channels,
         size=spec.size,
         mean=spec.mean,
