@@ -256,8 +256,11 @@ def test_abstract_bases():
     assert "_run" in Attack.__abstractmethods__ and "features" in Detector.__abstractmethods__
 
 
-@pytest.mark.parametrize(("name", "why"), [("detector-aware-cw", "fitted detector"), ("patch", "trained with fit")])
-def test_configs_name_only_attacks_that_need_nothing_but_the_classifier(name, why, tmp_path):
+@pytest.mark.parametrize("name", ["detector-aware-cw", "taintradar-bpda"])
+def test_configs_name_only_attacks_that_need_no_detector(name, tmp_path):
+    """An [[attack]] may name any attack but the adaptive ones, which need the fitted detector they evade; a patch
+    attack (needs_fit) is allowed: build_advset trains it on each chunk it attacks."""
+    from advguard.attacks import config_attacks
     from advguard.experiments import ConfigError, load_config
 
     path = tmp_path / "c.toml"
@@ -265,7 +268,10 @@ def test_configs_name_only_attacks_that_need_nothing_but_the_classifier(name, wh
         f'name = "x"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n[[attack]]\nname = "{name}"\nlabel = "a"\n'
         '[[detector]]\nname = "confidence"\n'
     )
-    with pytest.raises(ConfigError, match=rf"attack\[1\]\.name: {name} needs .*{why}"):
+    with pytest.raises(ConfigError, match=rf"attack\[1\]\.name: {name} needs the fitted detector it evades"):
         load_config(path)
+    assert {"patch", "region-misleading-patch"} <= set(config_attacks()) and name not in config_attacks()
+    path.write_text(path.read_text().replace(name, "patch"))
+    assert load_config(path).attacks[0].name == "patch"
     with pytest.raises(ParameterError, match="needs detector="):
         make_attack("taintradar-bpda", None, size=0.1)  # type: ignore[arg-type]
