@@ -93,3 +93,14 @@ def test_top_k_criterion(setup, name):
     assert r.params["top_k"] == 3
     with pytest.raises(ValueError, match="top_k"):
         make_attack(name, clf, top_k=10, **params)
+
+
+def test_a_failed_foolbox_minimisation_is_a_failure_not_a_black_image(setup):
+    """Foolbox's CW-L2 and EAD return their zero-initialised best where they found no adversarial example; an
+    all-black image is not an adversarial example of the input (the classifier may misclassify it): the attack
+    gives the input back and reports a failure."""
+    clf, x, y = setup
+    for name in ("cw-l2", "ead"):
+        r = make_attack(name, clf, progress=False, steps=1, binary_search_steps=1)(x, y)
+        assert not bool((r.x_adv.flatten(1).amax(1) == 0).any()), name
+        assert torch.equal(r.success, clf.predict(r.x_adv) != y), name
