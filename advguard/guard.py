@@ -88,17 +88,20 @@ class GuardResult:
 
 def clean_ranks(clean_sorted: Sequence[np.ndarray], scores: np.ndarray) -> np.ndarray:
     """Per detector ``j``: where each score ``scores[:, j]`` falls among its sorted clean calibration scores
-    ``clean_sorted[j]``, as a continuous empirical CDF: linear between the clean scores (the inverse of
-    ``np.quantile``'s default interpolation, so that ``rank > 1 - a`` iff ``score > np.quantile(clean, 1 - a)``),
-    and continued linearly past the lowest and highest clean score (in units of their range), so that scores above
-    every clean one stay ordered (rank > 1). The ``any`` rule's combined score is the row maximum."""
+    ``clean_sorted[j]``, as a continuous empirical CDF: at a clean value its mid-rank (the share of clean scores
+    below it plus half the share equal to it, so that a value many clean images share, such as TaintRadar's rank
+    change 0, sits in the middle of its block rather than at its top), linear between distinct clean values, and
+    continued linearly past the lowest and highest (in units of their range), so that scores above every clean one
+    stay ordered. The ``any`` rule's combined score is the row maximum."""
     out = []
     for j, c in enumerate(clean_sorted):
         s, n = scores[:, j], len(c)
+        u, first, counts = np.unique(c, return_index=True, return_counts=True)
+        mid = (first + counts / 2.0) / n  # (#below + #equal / 2) / n
         span = max(float(c[-1] - c[0]), 1e-12)
-        r = np.interp(s, c, np.linspace(0.0, 1.0, n)) if n > 1 else np.full(len(s), 0.5)
-        r = np.where(s > c[-1], 1.0 + (s - c[-1]) / span, r)
-        out.append(np.where(s < c[0], (s - c[0]) / span, r))
+        r = np.interp(s, u, mid)
+        r = np.where(s > u[-1], mid[-1] + (s - u[-1]) / span, r)
+        out.append(np.where(s < u[0], mid[0] + (s - u[0]) / span, r))
     return np.stack(out, 1)
 
 
@@ -130,13 +133,18 @@ def any_threshold(
 
 
 def _rank_inverse(c: np.ndarray, t: float) -> float:
-    """The score whose :func:`clean_ranks` rank among sorted clean scores ``c`` is ``t``."""
+    """The largest score whose :func:`clean_ranks` rank among sorted clean scores ``c`` is at most ``t`` (a score
+    flags under the ``any`` rule iff it exceeds this)."""
+    n = len(c)
+    u, first, counts = np.unique(c, return_index=True, return_counts=True)
+    mid = (first + counts / 2.0) / n
     span = max(float(c[-1] - c[0]), 1e-12)
-    if t > 1.0:
-        return float(c[-1] + (t - 1.0) * span)
-    if t < 0.0:
-        return float(c[0] + t * span)
-    return float(np.quantile(c, t)) if len(c) > 1 else float(c[0])
+    if t >= mid[-1]:
+        return float(u[-1] + (t - mid[-1]) * span)
+    if t < mid[0]:
+        return float(u[0] + (t - mid[0]) * span)
+    k = int(np.searchsorted(mid, t, side="right")) - 1  # mid[k] <= t < mid[k + 1]
+    return float(u[k] + (t - mid[k]) / (mid[k + 1] - mid[k]) * (u[k + 1] - u[k]))
 
 
 def fit_meta_model(
