@@ -21,7 +21,15 @@ def test_registries_keep_their_names():
         "taintradar",
         "sentinet",
     ]
-    adaptive = ["patch", "region-misleading-patch", "detector-aware-cw", "taintradar-bpda"]
+    adaptive = [
+        "patch",
+        "region-misleading-patch",
+        "detector-aware-cw",
+        "taintradar-bpda",
+        "adaptive-squeezing",
+        "adaptive-confidence",
+        "adaptive-cnn",
+    ]
     assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2", *adaptive]
     assert bench_attacks() == [*STANDARD_ATTACKS, "rp2"]  # what a config's [[attack]] may name
     assert all(DETECTORS[n].name == n for n in DETECTORS) and all(ATTACKS[n].name == n for n in ATTACKS)
@@ -203,9 +211,18 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "region-misleading-patch": {"size": 0.1, "steps": 2, "batch_size": 4},
     "detector-aware-cw": {"steps": 2, "restarts": 1},
     "taintradar-bpda": {"steps": 2, "check_every": 1, "recheck": 1},
+    "adaptive-squeezing": {"eps": 8 / 255, "steps": 2},
+    "adaptive-confidence": {"eps": 8 / 255, "steps": 2},
+    "adaptive-cnn": {"eps": 8 / 255, "steps": 2},
 }
 #: the fitted detector an adaptive attack evades (``Attack.requires``), from the detectors' fixture above
-EVADED = {"detector-aware-cw": "confidence", "taintradar-bpda": "taintradar"}
+EVADED = {
+    "detector-aware-cw": "confidence",
+    "taintradar-bpda": "taintradar",
+    "adaptive-squeezing": "feature-squeezing",
+    "adaptive-confidence": "confidence",
+    "adaptive-cnn": "cnn",
+}
 
 
 def test_every_attack_has_test_settings():

@@ -133,13 +133,13 @@ def test_attacks_build_their_tensors_on_the_classifiers_device(name, fake_data):
     x, y = x[:4], y[:4]
     if name == "region-misleading-patch":
         settings["target"] = next(c for c in range(clf.num_classes) if c not in set(y.tolist()))
-    if cls.requires:
-        det = make_detector(EVADED[name], clf, **DETECTOR_SETTINGS[EVADED[name]])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            settings["detector"] = det.fit(fake_data[1][20:36])
     targets = shifted_targets(y, clf.num_classes) if cls.targets_required else None
     with _on_fake(clf) as fd:
+        if cls.requires:  # fitted on the device too: a detector network (the CNN detector's) lives there
+            det = make_detector(EVADED[name], clf, **DETECTOR_SETTINGS[EVADED[name]])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                settings["detector"] = det.fit(fake_data[1][20:36], fake_data[3] if det.supervised else None)
         attack = make_attack(name, clf, progress=False, **settings)
         if cls.needs_fit:
             attack.fit(x, y)

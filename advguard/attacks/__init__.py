@@ -19,6 +19,10 @@ from .patch import AdversarialPatch, shape_mask
 from .region_misleading import RegionMisleadingPatch
 from .adaptive import DetectorAwareCW
 from .taintradar_bpda import TaintRadarBPDA
+from .adaptive_pgd import AdaptivePGD, BypassResult, DetectorTerm
+from .adaptive_squeezing import AdaptiveSqueezing
+from .adaptive_confidence import AdaptiveConfidence
+from .adaptive_cnn import AdaptiveCNN
 # isort: on
 
 
@@ -62,6 +66,12 @@ def config_attacks() -> list[str]:
 
 __all__ = [
     "ATTACKS",
+    "AdaptiveCNN",
+    "AdaptiveConfidence",
+    "AdaptivePGD",
+    "AdaptiveSqueezing",
+    "BypassResult",
+    "DetectorTerm",
     "AdversarialPatch",
     "Attack",
     "RP2",
