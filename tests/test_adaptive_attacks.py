@@ -96,6 +96,51 @@ def test_adaptive_cnn_detector_beats_pgd(data, pgd_fit):
     assert grid[-1].success_rate > plain, (grid[-1].success_rate, plain)
 
 
+def test_adaptive_image_ops_makes_the_wrong_label_stable_under_the_operations(data, pgd_fit):
+    """EOT over the detector's operations (BPDA through them; here the JPEG and scaling families, the 26 operations
+    label correction votes over): the detector passes the images and label correction votes for the wrong label
+    more often than on plain PGD's."""
+    from advguard.defenses.correction import LabelCorrection
+
+    clf, x_fit, _, x, y = data
+    eps = 4 / 255
+    det = make_detector("image-ops", clf, ops="jpeg+scale", progress=False).fit(x_fit[:30], pgd_fit[:30])
+    x, y = x[:12], y[:12]
+    plain = make_attack("pgd", clf, eps=eps, steps=10, progress=False)(x, y)
+    grid = steps_grid(
+        "adaptive-image-ops", clf, det, x, y, (5, 10), eps=eps, eot_samples=8, rel_stepsize=0.25, check_every=5
+    )
+    assert grid[-1].success_rate > bypass_rate(det, plain) + 0.2, (grid[-1].success_rate, bypass_rate(det, plain))
+    r = grid[-1]
+    corr = LabelCorrection(clf)
+    wrong_adaptive = float((corr.predict(r.x_adv) != y.numpy()).mean())
+    wrong_plain = float((corr.predict(plain.x_adv) != y.numpy()).mean())
+    assert wrong_adaptive > wrong_plain, (wrong_adaptive, wrong_plain)
+
+
+def test_adaptive_loo_pulls_the_attribution_dispersion_back(data):
+    """Segmentation Fault's superpixel leave-one-out IQR, differentiated with the segments held fixed."""
+    clf, x_fit, y_fit, x, y = data
+    eps = 0.25  # L2
+    adv = make_attack("pgd-l2", clf, eps=eps, steps=10, progress=False)(x_fit[80:], y_fit[80:])
+    det = make_detector("loo", clf, unit="slic", unit_params={"n_segments": 12}, decision_model="logreg",
+                        progress=False).fit(x_fit[:40], adv.x_adv[adv.success])  # fmt: skip
+    x, y = x[:10], y[:10]
+    plain = bypass_rate(det, make_attack("pgd-l2", clf, eps=eps, steps=10, progress=False)(x, y))
+    grid = steps_grid("adaptive-loo", clf, det, x, y, (4, 8), eps=eps, norm="l2", rel_stepsize=0.25, check_every=4)
+    assert grid[-1].success_rate > plain, (grid[-1].success_rate, plain)
+
+
+def test_adaptive_erase_restore_beats_pgd_through_inpainting(data):
+    clf, x_fit, _, x, y = data
+    det = make_detector("erase-restore-distance", clf, n=5, progress=False).fit(x_fit)
+    x, y = x[:16], y[:16]
+    eps = 2 / 255
+    plain = bypass_rate(det, make_attack("pgd", clf, eps=eps, steps=10, progress=False)(x, y))
+    grid = steps_grid("adaptive-erase-restore", clf, det, x, y, (5, 10), eps=eps, rel_stepsize=0.25, check_every=5)
+    assert grid[-1].success_rate > plain + 0.1, (grid[-1].success_rate, plain)
+
+
 def test_targeted_calls_reach_the_target_unflagged(data):
     clf, x_fit, _, x, y = data
     det = make_detector("confidence", clf).fit(x_fit)
@@ -137,3 +182,10 @@ def test_bad_parameters_are_refused_by_name(data):
         make_attack("adaptive-confidence", clf, detector=conf, stpes=3)
     with pytest.raises(TypeError, match="unknown parameter 'top_k'"):
         make_attack("adaptive-confidence", clf, detector=conf, top_k=2)  # the bypass is top-1
+    with pytest.raises(ParameterError, match="eot_samples"):
+        make_attack("adaptive-image-ops", clf, detector=conf, eot_samples=0)
+    loo = make_detector("loo", clf, unit="slic", unit_params={"n_segments": 4}, feature="multilayer", layers=1,
+                        units_per_layer=2, decision_model="logreg", progress=False)  # fmt: skip
+    loo.threshold_ = 0.5  # as if fitted: the attack refuses the feature before anything else
+    with pytest.raises(ParameterError, match="multilayer"):
+        make_attack("adaptive-loo", clf, detector=loo)

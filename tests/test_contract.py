@@ -29,6 +29,9 @@ def test_registries_keep_their_names():
         "adaptive-squeezing",
         "adaptive-confidence",
         "adaptive-cnn",
+        "adaptive-image-ops",
+        "adaptive-loo",
+        "adaptive-erase-restore",
     ]
     assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2", *adaptive]
     assert bench_attacks() == [*STANDARD_ATTACKS, "rp2"]  # what a config's [[attack]] may name
@@ -214,6 +217,9 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "adaptive-squeezing": {"eps": 8 / 255, "steps": 2},
     "adaptive-confidence": {"eps": 8 / 255, "steps": 2},
     "adaptive-cnn": {"eps": 8 / 255, "steps": 2},
+    "adaptive-image-ops": {"eps": 8 / 255, "steps": 2, "eot_samples": 3},
+    "adaptive-loo": {"eps": 8 / 255, "steps": 2},
+    "adaptive-erase-restore": {"eps": 8 / 255, "steps": 2},
 }
 #: the fitted detector an adaptive attack evades (``Attack.requires``), from the detectors' fixture above
 EVADED = {
@@ -222,6 +228,9 @@ EVADED = {
     "adaptive-squeezing": "feature-squeezing",
     "adaptive-confidence": "confidence",
     "adaptive-cnn": "cnn",
+    "adaptive-image-ops": "image-ops",
+    "adaptive-loo": "loo",
+    "adaptive-erase-restore": "erase-restore",
 }
 
 

@@ -23,6 +23,9 @@ from .adaptive_pgd import AdaptivePGD, BypassResult, DetectorTerm
 from .adaptive_squeezing import AdaptiveSqueezing
 from .adaptive_confidence import AdaptiveConfidence
 from .adaptive_cnn import AdaptiveCNN
+from .adaptive_imageops import AdaptiveImageOps
+from .adaptive_loo import AdaptiveLOO
+from .adaptive_erase_restore import AdaptiveEraseRestore
 # isort: on
 
 
@@ -68,6 +71,9 @@ __all__ = [
     "ATTACKS",
     "AdaptiveCNN",
     "AdaptiveConfidence",
+    "AdaptiveEraseRestore",
+    "AdaptiveImageOps",
+    "AdaptiveLOO",
     "AdaptivePGD",
     "AdaptiveSqueezing",
     "BypassResult",
