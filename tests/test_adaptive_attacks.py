@@ -189,3 +189,30 @@ def test_bad_parameters_are_refused_by_name(data):
     loo.threshold_ = 0.5  # as if fitted: the attack refuses the feature before anything else
     with pytest.raises(ParameterError, match="multilayer"):
         make_attack("adaptive-loo", clf, detector=loo)
+
+
+def test_adaptive_guard_sums_the_detector_terms(data):
+    """The quickstart's guard (Feature Squeezing, confidence, THEMIS distance; any rule at 5 % FPR): the sum of the
+    three terms at the guard's joint thresholds beats PGD, and beats the squeezing term alone."""
+    from advguard import Guard
+
+    clf, x_fit, _, x, y = data
+    dets = [
+        make_detector("feature-squeezing", clf, squeezers=("bits:5", "median:2"), progress=False),
+        make_detector("confidence", clf),
+        make_detector("erase-restore-distance", clf, n=5, progress=False),
+    ]
+    guard = Guard(clf, dets).fit(x_fit)
+    x, y = x[:16], y[:16]
+    eps = 2 / 255
+    plain = bypass_rate(guard, make_attack("pgd", clf, eps=eps, steps=10, progress=False)(x, y))
+    params = dict(eps=eps, rel_stepsize=0.25, check_every=5)
+    grid = steps_grid("adaptive-guard", clf, guard, x, y, (5, 10), **params)
+    one = make_attack("adaptive-squeezing", clf, detector=guard.detectors[0], steps=10, progress=False, **params)(x, y)
+    assert grid[-1].success_rate > plain, (grid[-1].success_rate, plain)
+    assert grid[-1].success_rate > bypass_rate(guard, one), (grid[-1].success_rate, bypass_rate(guard, one))
+    with pytest.raises(TypeError, match="must be a fitted advguard Guard"):
+        make_attack("adaptive-guard", clf, detector=dets[1])
+    with pytest.raises(ValueError, match="no detector term for taintradar"):
+        tr = make_detector("taintradar", clf, k_max=2, progress=False).fit(x_fit[:20])
+        make_attack("adaptive-guard", clf, detector=Guard(clf, [dets[1], tr]).fit(x_fit[:40]))

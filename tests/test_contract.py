@@ -32,6 +32,7 @@ def test_registries_keep_their_names():
         "adaptive-image-ops",
         "adaptive-loo",
         "adaptive-erase-restore",
+        "adaptive-guard",
     ]
     assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2", *adaptive]
     assert bench_attacks() == [*STANDARD_ATTACKS, "rp2"]  # what a config's [[attack]] may name
@@ -109,6 +110,10 @@ def fitted(real_data):
     cache: dict[str, Detector] = {}
 
     def get(name: str) -> Detector:
+        if name == "guard":  # adaptive-guard's victim: a guard of fitted detectors, calibrated on the clean images
+            from advguard import Guard
+
+            return Guard(clf, [get(n) for n in GUARD_DETECTORS]).fit(x_fit)
         if name not in cache:
             det = make_detector(name, clf, **DETECTOR_SETTINGS[name])
             with warnings.catch_warnings():  # 20 clean images cannot resolve FPR 0.05: expected here
@@ -220,6 +225,7 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "adaptive-image-ops": {"eps": 8 / 255, "steps": 2, "eot_samples": 3},
     "adaptive-loo": {"eps": 8 / 255, "steps": 2},
     "adaptive-erase-restore": {"eps": 8 / 255, "steps": 2},
+    "adaptive-guard": {"eps": 8 / 255, "steps": 2},
 }
 #: the fitted detector an adaptive attack evades (``Attack.requires``), from the detectors' fixture above
 EVADED = {
@@ -231,7 +237,10 @@ EVADED = {
     "adaptive-image-ops": "image-ops",
     "adaptive-loo": "loo",
     "adaptive-erase-restore": "erase-restore",
+    "adaptive-guard": "guard",  # a Guard of GUARD_DETECTORS (the fixtures build it)
 }
+#: the detectors of the guard ``adaptive-guard`` evades in the contract tests
+GUARD_DETECTORS = ("feature-squeezing", "confidence")
 
 
 def test_every_attack_has_test_settings():

@@ -26,6 +26,7 @@ from .adaptive_cnn import AdaptiveCNN
 from .adaptive_imageops import AdaptiveImageOps
 from .adaptive_loo import AdaptiveLOO
 from .adaptive_erase_restore import AdaptiveEraseRestore
+from .adaptive_guard import AdaptiveGuard
 # isort: on
 
 
@@ -72,6 +73,7 @@ __all__ = [
     "AdaptiveCNN",
     "AdaptiveConfidence",
     "AdaptiveEraseRestore",
+    "AdaptiveGuard",
     "AdaptiveImageOps",
     "AdaptiveLOO",
     "AdaptivePGD",
