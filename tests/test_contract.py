@@ -33,6 +33,7 @@ def test_registries_keep_their_names():
         "adaptive-loo",
         "adaptive-erase-restore",
         "adaptive-guard",
+        "sentinet-patch",
     ]
     assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2", *adaptive]
     assert bench_attacks() == [*STANDARD_ATTACKS, "rp2"]  # what a config's [[attack]] may name
@@ -226,6 +227,7 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "adaptive-loo": {"eps": 8 / 255, "steps": 2},
     "adaptive-erase-restore": {"eps": 8 / 255, "steps": 2},
     "adaptive-guard": {"eps": 8 / 255, "steps": 2},
+    "sentinet-patch": {"size": 0.1, "steps": 2, "batch_size": 4, "n_paste": 2},
 }
 #: the fitted detector an adaptive attack evades (``Attack.requires``), from the detectors' fixture above
 EVADED = {
@@ -238,6 +240,7 @@ EVADED = {
     "adaptive-loo": "loo",
     "adaptive-erase-restore": "erase-restore",
     "adaptive-guard": "guard",  # a Guard of GUARD_DETECTORS (the fixtures build it)
+    "sentinet-patch": "sentinet",
 }
 #: the detectors of the guard ``adaptive-guard`` evades in the contract tests
 GUARD_DETECTORS = ("feature-squeezing", "confidence")
@@ -261,7 +264,7 @@ def test_attack_contract(name, attack_data, fitted):
     cls = ATTACKS[name]
     assert "__call__" not in vars(cls) and issubclass(cls, Attack)
     settings = dict(ATTACK_SETTINGS[name])
-    if name == "region-misleading-patch":  # targeted only: a class none of the images has
+    if name in ("region-misleading-patch", "sentinet-patch"):  # targeted only: a class none of the images has
         settings["target"] = next(c for c in range(clf.num_classes) if c not in set(y.tolist()))
     if cls.requires:
         with pytest.raises(ParameterError, match="needs detector="):

@@ -131,7 +131,7 @@ def test_attacks_build_their_tensors_on_the_classifiers_device(name, fake_data):
     cls = ATTACKS[name]
     settings = dict(ATTACK_SETTINGS[name])
     x, y = x[:4], y[:4]
-    if name == "region-misleading-patch":
+    if name in ("region-misleading-patch", "sentinet-patch"):
         settings["target"] = next(c for c in range(clf.num_classes) if c not in set(y.tolist()))
     targets = shifted_targets(y, clf.num_classes) if cls.targets_required else None
     with _on_fake(clf) as fd:

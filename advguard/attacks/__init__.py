@@ -27,6 +27,7 @@ from .adaptive_imageops import AdaptiveImageOps
 from .adaptive_loo import AdaptiveLOO
 from .adaptive_erase_restore import AdaptiveEraseRestore
 from .adaptive_guard import AdaptiveGuard
+from .sentinet_patch import SentiNetPatch
 # isort: on
 
 
@@ -84,6 +85,7 @@ __all__ = [
     "Attack",
     "RP2",
     "RegionMisleadingPatch",
+    "SentiNetPatch",
     "Sticker",
     "TaintRadarBPDA",
     "AttackResult",
