@@ -142,7 +142,8 @@ def test_attacks_build_their_tensors_on_the_classifiers_device(name, fake_data):
                 warnings.simplefilter("ignore", UserWarning)
                 for det in dets:
                     det.fit(fake_data[1][20:36], fake_data[3] if det.supervised else None)
-            settings["detector"] = Guard(clf, dets).fit(fake_data[1][20:36]) if EVADED[name] == "guard" else dets[0]
+                guard = Guard(clf, dets).fit(fake_data[1][20:36]) if EVADED[name] == "guard" else None
+            settings["detector"] = guard if guard is not None else dets[0]
         attack = make_attack(name, clf, progress=False, **settings)
         if cls.needs_fit:
             attack.fit(x, y)

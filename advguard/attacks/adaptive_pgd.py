@@ -22,7 +22,10 @@ threshold; it is kept and frozen from then on.
 The result's ``success`` is the bypass itself (misclassified, or the target reached, *and* not flagged), re-checked
 on the returned images with the classifier (float32) and the detector. The step size is an absolute share of
 ``eps`` (``rel_stepsize``), not tied to ``steps``, so a run with more steps (or restarts) extends a shorter one and
-never bypasses fewer images (the sanity check Carlini et al. 2019 ask for).
+never bypasses fewer images (the sanity check Carlini et al. 2019 ask for): exactly so, image by image, when both
+step counts are multiples of ``check_every`` and the detector's score of an image is deterministic (every detector
+here: THEMIS seeds its masks by the image's bytes). With few steps, raise ``rel_stepsize`` (Madry et al.'s rule is
+2.5 / steps).
 """
 
 from __future__ import annotations
