@@ -21,7 +21,20 @@ def test_registries_keep_their_names():
         "taintradar",
         "sentinet",
     ]
-    adaptive = ["patch", "region-misleading-patch", "detector-aware-cw", "taintradar-bpda"]
+    adaptive = [
+        "patch",
+        "region-misleading-patch",
+        "detector-aware-cw",
+        "taintradar-bpda",
+        "adaptive-squeezing",
+        "adaptive-confidence",
+        "adaptive-cnn",
+        "adaptive-image-ops",
+        "adaptive-loo",
+        "adaptive-erase-restore",
+        "adaptive-guard",
+        "sentinet-patch",
+    ]
     assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2", *adaptive]
     assert bench_attacks() == [*STANDARD_ATTACKS, "rp2"]  # what a config's [[attack]] may name
     assert all(DETECTORS[n].name == n for n in DETECTORS) and all(ATTACKS[n].name == n for n in ATTACKS)
@@ -98,6 +111,10 @@ def fitted(real_data):
     cache: dict[str, Detector] = {}
 
     def get(name: str) -> Detector:
+        if name == "guard":  # adaptive-guard's victim: a guard of fitted detectors, calibrated on the clean images
+            from advguard import Guard
+
+            return Guard(clf, [get(n) for n in GUARD_DETECTORS]).fit(x_fit)
         if name not in cache:
             det = make_detector(name, clf, **DETECTOR_SETTINGS[name])
             with warnings.catch_warnings():  # 20 clean images cannot resolve FPR 0.05: expected here
@@ -203,9 +220,30 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "region-misleading-patch": {"size": 0.1, "steps": 2, "batch_size": 4},
     "detector-aware-cw": {"steps": 2, "restarts": 1},
     "taintradar-bpda": {"steps": 2, "check_every": 1, "recheck": 1},
+    "adaptive-squeezing": {"eps": 8 / 255, "steps": 2},
+    "adaptive-confidence": {"eps": 8 / 255, "steps": 2},
+    "adaptive-cnn": {"eps": 8 / 255, "steps": 2},
+    "adaptive-image-ops": {"eps": 8 / 255, "steps": 2, "eot_samples": 3},
+    "adaptive-loo": {"eps": 8 / 255, "steps": 2},
+    "adaptive-erase-restore": {"eps": 8 / 255, "steps": 2},
+    "adaptive-guard": {"eps": 8 / 255, "steps": 2},
+    "sentinet-patch": {"size": 0.1, "steps": 2, "batch_size": 4, "n_paste": 2},
 }
 #: the fitted detector an adaptive attack evades (``Attack.requires``), from the detectors' fixture above
-EVADED = {"detector-aware-cw": "confidence", "taintradar-bpda": "taintradar"}
+EVADED = {
+    "detector-aware-cw": "confidence",
+    "taintradar-bpda": "taintradar",
+    "adaptive-squeezing": "feature-squeezing",
+    "adaptive-confidence": "confidence",
+    "adaptive-cnn": "cnn",
+    "adaptive-image-ops": "image-ops",
+    "adaptive-loo": "loo",
+    "adaptive-erase-restore": "erase-restore",
+    "adaptive-guard": "guard",  # a Guard of GUARD_DETECTORS (the fixtures build it)
+    "sentinet-patch": "sentinet",
+}
+#: the detectors of the guard ``adaptive-guard`` evades in the contract tests
+GUARD_DETECTORS = ("feature-squeezing", "confidence")
 
 
 def test_every_attack_has_test_settings():
@@ -226,7 +264,7 @@ def test_attack_contract(name, attack_data, fitted):
     cls = ATTACKS[name]
     assert "__call__" not in vars(cls) and issubclass(cls, Attack)
     settings = dict(ATTACK_SETTINGS[name])
-    if name == "region-misleading-patch":  # targeted only: a class none of the images has
+    if name in ("region-misleading-patch", "sentinet-patch"):  # targeted only: a class none of the images has
         settings["target"] = next(c for c in range(clf.num_classes) if c not in set(y.tolist()))
     if cls.requires:
         with pytest.raises(ParameterError, match="needs detector="):

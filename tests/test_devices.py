@@ -14,11 +14,11 @@ import warnings
 import pytest
 import torch
 from _fake_device import FAKE, DeviceMix, FakeDevice
-from test_contract import ATTACK_SETTINGS, DETECTOR_SETTINGS, EVADED
+from test_contract import ATTACK_SETTINGS, DETECTOR_SETTINGS, EVADED, GUARD_DETECTORS
 from torch import nn
 
 import advguard
-from advguard import Classifier, DeviceError, ParameterError
+from advguard import Classifier, DeviceError, Guard, ParameterError
 from advguard.attacks import ATTACKS, make_attack, shifted_targets
 from advguard.detectors import DETECTORS, make_detector
 from advguard.devices import available_devices, module_device, resolve_device
@@ -131,15 +131,19 @@ def test_attacks_build_their_tensors_on_the_classifiers_device(name, fake_data):
     cls = ATTACKS[name]
     settings = dict(ATTACK_SETTINGS[name])
     x, y = x[:4], y[:4]
-    if name == "region-misleading-patch":
+    if name in ("region-misleading-patch", "sentinet-patch"):
         settings["target"] = next(c for c in range(clf.num_classes) if c not in set(y.tolist()))
-    if cls.requires:
-        det = make_detector(EVADED[name], clf, **DETECTOR_SETTINGS[EVADED[name]])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            settings["detector"] = det.fit(fake_data[1][20:36])
     targets = shifted_targets(y, clf.num_classes) if cls.targets_required else None
     with _on_fake(clf) as fd:
+        if cls.requires:  # fitted on the device too: a detector network (the CNN detector's) lives there
+            names = GUARD_DETECTORS if EVADED[name] == "guard" else (EVADED[name],)
+            dets = [make_detector(n, clf, **DETECTOR_SETTINGS[n]) for n in names]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                for det in dets:
+                    det.fit(fake_data[1][20:36], fake_data[3] if det.supervised else None)
+                guard = Guard(clf, dets).fit(fake_data[1][20:36]) if EVADED[name] == "guard" else None
+            settings["detector"] = guard if guard is not None else dets[0]
         attack = make_attack(name, clf, progress=False, **settings)
         if cls.needs_fit:
             attack.fit(x, y)

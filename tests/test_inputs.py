@@ -127,6 +127,9 @@ CASES = {
     "attack pgd targeted": lambda c, x, y, d, a: make_attack("pgd", c, eps=4 / 255, steps=2, progress=False)(
         a(x), a(y), targets=a(shifted_targets(y, 10).numpy())
     ),
+    "attack adaptive-squeezing": lambda c, x, y, d, a: make_attack(
+        "adaptive-squeezing", c, detector=d["feature-squeezing"], eps=4 / 255, steps=2, progress=False
+    )(a(x), a(y)),
     "perturbation_norms": lambda c, x, y, d, a: perturbation_norms(a(x), a(np.clip(x + 0.01, 0, 1))),
     "shifted_targets": lambda c, x, y, d, a: shifted_targets(a(y), 10, shift=3),
     "Detector.score": lambda c, x, y, d, a: d["confidence"].score(a(x)),

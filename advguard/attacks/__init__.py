@@ -19,6 +19,15 @@ from .patch import AdversarialPatch, NotTrainedError, shape_mask
 from .region_misleading import RegionMisleadingPatch
 from .adaptive import DetectorAwareCW
 from .taintradar_bpda import TaintRadarBPDA
+from .adaptive_pgd import AdaptivePGD, BypassResult, DetectorTerm
+from .adaptive_squeezing import AdaptiveSqueezing
+from .adaptive_confidence import AdaptiveConfidence
+from .adaptive_cnn import AdaptiveCNN
+from .adaptive_imageops import AdaptiveImageOps
+from .adaptive_loo import AdaptiveLOO
+from .adaptive_erase_restore import AdaptiveEraseRestore
+from .adaptive_guard import AdaptiveGuard
+from .sentinet_patch import SentiNetPatch
 # isort: on
 
 
@@ -65,10 +74,21 @@ def config_attacks() -> list[str]:
 
 __all__ = [
     "ATTACKS",
+    "AdaptiveCNN",
+    "AdaptiveConfidence",
+    "AdaptiveEraseRestore",
+    "AdaptiveGuard",
+    "AdaptiveImageOps",
+    "AdaptiveLOO",
+    "AdaptivePGD",
+    "AdaptiveSqueezing",
+    "BypassResult",
+    "DetectorTerm",
     "AdversarialPatch",
     "Attack",
     "RP2",
     "RegionMisleadingPatch",
+    "SentiNetPatch",
     "Sticker",
     "TaintRadarBPDA",
     "AttackResult",
