@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .guard import Guard
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,19 +348,11 @@ def _detect(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .errors import AdvguardError, InputError
-    from .guard import Guard
     from .images import _expand, load_images
-    from .models import ZOO, load_model
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    model = args.model
-    if model is None:
-        model = Guard.saved_classifier(args.guard)
-        if model not in ZOO:
-            raise InputError(f"{args.guard} was fitted for {model!r}, not a zoo model: name the model with -m")
-    clf = load_model(model, device=args.device)
-    guard = Guard.load(args.guard, clf)
+    model, guard = _load_guard(args)
     files = _expand(list(args.images))  # a missing path fails below, per file; an empty folder fails here
     counts = {"images": 0, "clean": 0, "adversarial": 0, "corrected": 0, "errors": 0}
     steps = range(0, len(files), args.batch_size)
@@ -368,7 +364,7 @@ def _detect(args: argparse.Namespace) -> int:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # resizes are reported per image below
-                    x, info = load_images(path, size=clf.size, resize=args.resize, return_info=True)
+                    x, info = load_images(path, size=guard.classifier.size, resize=args.resize, return_info=True)
             except AdvguardError as e:
                 counts["errors"] += 1
                 lines[j]["error"] = str(e)
@@ -406,6 +402,20 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_guard(args: argparse.Namespace) -> tuple[str, Guard]:
+    """The saved guard of ``--guard`` on its model: ``-m`` or the zoo model recorded in the file."""
+    from .errors import InputError
+    from .guard import Guard
+    from .models import ZOO, load_model
+
+    model = args.model
+    if model is None:
+        model = Guard.saved_classifier(args.guard)
+        if model not in ZOO:
+            raise InputError(f"{args.guard} was fitted for {model!r}, not a zoo model: name the model with -m")
+    return model, Guard.load(args.guard, load_model(model, device=args.device))
+
+
 def _guard_fit(args: argparse.Namespace) -> int:
     """``advguard guard fit CONFIG -o FILE``: the config checked first (every problem at once), then the detectors
     fitted, the decision calibrated and the guard written atomically; a summary on stderr."""
@@ -440,8 +450,7 @@ def _serve(args: argparse.Namespace) -> int:
     except MissingExtraError as e:
         print(f"advguard: error: {e}", file=sys.stderr)
         return 2
-    from .guard import Guard
-    from .models import ZOO, get_spec, load_model
+    from .models import ZOO, get_spec
     from .service.server import serve
     from .service.settings import ServiceSettings
 
@@ -472,13 +481,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be 0..65535, got {args.port}")
-    model = args.model
-    if model is None:
-        model = Guard.saved_classifier(args.guard)
-        if model not in ZOO:
-            raise InputError(f"{args.guard} was fitted for {model!r}, not a zoo model: name the model with -m")
-    clf = load_model(model, device=args.device)
-    guard = Guard.load(args.guard, clf)
+    model, guard = _load_guard(args)
     classes = _class_names(get_spec(model).dataset) if model in ZOO else None
     serve(
         guard,
