@@ -86,6 +86,18 @@ def is_image_source(x: Any) -> bool:
     return False
 
 
+def _check_read_args(size: Any, resize: Any, channels: Any) -> tuple[tuple[int, int] | None, str | None]:
+    """The checked (size, resize policy) of a read, and its channels (1 or 3): what decode_image and load_images
+    both take."""
+    size = _check_size(size)
+    policy = _check_policy(resize)
+    if policy is not None and size is None:
+        raise ParameterError(f"resize={policy!r} needs size=(H, W): the size to resize the images to")
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ParameterError(f"channels must be 1 (greyscale) or 3 (RGB) to read image files, got {channels!r}")
+    return size, policy
+
+
 def _check_size(size: Any) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -209,12 +221,7 @@ def decode_image(
     of the wrong size without a policy."""
     from .data.imageio import FORMATS, MAX_PIXELS, decode_image_bytes
 
-    size = _check_size(size)
-    policy = _check_policy(resize)
-    if policy is not None and size is None:
-        raise ParameterError(f"resize={policy!r} needs size=(H, W): the size to resize the images to")
-    if isinstance(channels, bool) or channels not in (1, 3):
-        raise ParameterError(f"channels must be 1 (greyscale) or 3 (RGB) to read image files, got {channels!r}")
+    size, policy = _check_read_args(size, resize, channels)
     a = decode_image_bytes(
         data,
         label,
@@ -285,12 +292,7 @@ def load_images(
     """
     from .data.imageio import MAX_PIXELS, read_image
 
-    size = _check_size(size)
-    policy = _check_policy(resize)
-    if policy is not None and size is None:
-        raise ParameterError(f"resize={policy!r} needs size=(H, W): the size to resize the images to")
-    if isinstance(channels, bool) or channels not in (1, 3):
-        raise ParameterError(f"channels must be 1 (greyscale) or 3 (RGB) to read image files, got {channels!r}")
+    size, policy = _check_read_args(size, resize, channels)
     mode = "RGB" if channels == 3 else "L"
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     arrays: list[np.ndarray] = []
