@@ -71,6 +71,10 @@ class GuardTerm(DetectorTerm):
         for t in self.terms:
             t.prepare(x, y)
 
+    def restrict(self, rows: torch.Tensor) -> None:
+        for t in self.terms:
+            t.restrict(rows)
+
     def loss(self, x: torch.Tensor, z: torch.Tensor, label: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         out = torch.zeros(x.shape[0], device=x.device)
         for t in self.terms:

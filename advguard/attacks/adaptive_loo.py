@@ -72,6 +72,7 @@ class LOOTerm(DetectorTerm):
             raise ParameterError("adaptive-loo needs units that cover all channels (pixel or a segmentation)")
         self.max_units = int(max_units)
         self.target: torch.Tensor | None = None
+        self._target_all: torch.Tensor | None = None
         self.scale: torch.Tensor | None = None
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -86,8 +87,14 @@ class LOOTerm(DetectorTerm):
             good = f[ok]
             for i in np.flatnonzero(~ok):
                 target[i] = good[np.abs((good - f[i]) / scale).sum(1).argmin()]
-        self.target = torch.from_numpy(target).float().to(x.device)
+        self._target_all = torch.from_numpy(target).float().to(x.device)
+        self.target = self._target_all
         self.scale = torch.from_numpy(scale).float().to(x.device)
+
+    def restrict(self, rows: torch.Tensor) -> None:
+        """The clean feature targets of the rows still attacked."""
+        assert self._target_all is not None  # prepare() ran for this batch
+        self.target = self._target_all[rows]
 
     def features(self, x: torch.Tensor, z: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """(N, D) the detector's features of ``x``, differentiable (segments held fixed; units subsampled above

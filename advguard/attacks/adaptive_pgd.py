@@ -105,6 +105,10 @@ class DetectorTerm(abc.ABC):
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook: per-batch set-up from the clean images ``x`` (labels ``y``)."""
 
+    def restrict(self, rows: torch.Tensor) -> None:  # noqa: B027 - optional hook, empty by default
+        """Hook: the following :meth:`loss` calls see only these ``rows`` of the batch given to :meth:`prepare` (the
+        driver stops computing on images that bypass already); a term with per-image state selects it here."""
+
     @abc.abstractmethod
     def loss(self, x: torch.Tensor, z: torch.Tensor, label: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """(N,) differentiable surrogate loss of images ``x`` (logits ``z`` = classifier(x), in the graph), given
@@ -288,6 +292,13 @@ class AdaptivePGD(Attack):
         return loss, z
 
     @staticmethod
+    def _spread(hit: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+        """(n,) bool: ``hit`` of the computed ``rows``, False elsewhere."""
+        out = torch.zeros(n, dtype=torch.bool, device=hit.device)
+        out[rows] = hit
+        return out
+
+    @staticmethod
     def _hit(z: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """Per image: misclassified (untargeted) or classified as the target, from logits ``z``."""
         return (z.argmax(1) == targets) if targets is not None else (z.argmax(1) != y)
@@ -315,20 +326,26 @@ class AdaptivePGD(Attack):
             self._kappa = kappas[r % len(kappas)]
             cand = _Candidates(x)
             for s in range(1, p["steps"] + 1):
-                xa = (x + delta).detach().requires_grad_(True)
+                # only the images not bypassing yet are computed (a frozen image's iterate does not move)
+                act = torch.nonzero(~done).flatten()
+                if len(act) == 0:
+                    break
+                self.term.restrict(act)
+                xs, ys, ts = x[act], y[act], None if targets is None else targets[act]
+                xa = (xs + delta[act]).detach().requires_grad_(True)
                 with torch.enable_grad():
-                    loss, z = self.total_loss(xa, y, targets, g)
+                    loss, z = self.total_loss(xa, ys, ts, g)
                     (grad,) = torch.autograd.grad(loss.sum(), xa)
-                cand.note(xa, self._hit(z.detach(), y, targets) & ~done, s - 1)  # iterate s - 1, logits for free
-                live = (~done).view(-1, *[1] * (x.ndim - 1)).to(grad.dtype)
-                used += (~done).cpu().numpy()
-                delta = self._project(delta - step_size * self._direction(grad) * live)
-                delta = ((x + delta).clamp(lo, hi) - x).detach()
+                cand.note(x + delta, self._spread(self._hit(z.detach(), ys, ts), act, n), s - 1)  # iterate s - 1
+                used[act.cpu().numpy()] += 1
+                step = self._project(delta[act] - step_size * self._direction(grad))
+                delta[act] = ((xs + step).clamp(lo, hi) - xs).detach()
                 bar.update(1)
                 if s % p["check_every"] and s != p["steps"]:
                     continue
                 with torch.no_grad():  # iterate s, so that a check at step s sees iterates 0..s whatever steps is
-                    cand.note(x + delta, self._hit(clf.forward(x + delta), y, targets) & ~done, s)
+                    hit = self._spread(self._hit(clf.forward(xs + delta[act]), ys, ts), act, n)
+                    cand.note(x + delta, hit, s)
                 idx = torch.nonzero(cand.pending & ~done).flatten()
                 if len(idx):
                     ev = torch.from_numpy(evades(self.detector, cand.x[idx])).to(x.device)

@@ -1,0 +1,190 @@
+"""The ``[security]`` table: budgets, attack strength, the Guard row, sanity checks (defaults, schema, checks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..schema import NONNEG_INT, POS_INT, POS_NUM, AnyValue, List, Num, OneOf, Problems, Spec, Str, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Context
+
+#: the norms a budget may have
+NORMS = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One column group of the table: a perturbation budget ``eps`` (in [0, 1] pixel units) in ``norm``."""
+
+    norm: str
+    eps: float
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """``label``, else e.g. ``L-inf 8/255`` or ``L2 0.5``."""
+        if self.label:
+            return self.label
+        if self.norm == "linf":
+            k = self.eps * 255
+            return f"L-inf {k:g}/255" if abs(k - round(k)) < 1e-6 else f"L-inf {self.eps:g}"
+        return f"L2 {self.eps:g}"
+
+
+def default_budgets() -> list[Budget]:
+    """Carlini et al. 2019's usual CIFAR-10 grid: L-inf 2, 4, 8, 16 / 255 and L2 0.5."""
+    return [Budget("linf", k / 255) for k in (2, 4, 8, 16)] + [Budget("l2", 0.5)]
+
+
+@dataclass
+class Extra:
+    """One ``[[security.extra]]``: a further detector-aware attack (e.g. the black-box ``square-bypass``, or THEMIS's
+    own ``detector-aware-cw``) run against some detectors at some budgets, on the first ``n_images`` attack images."""
+
+    label: str
+    attack: str
+    #: detector labels (empty: every detector, and the Guard when ``guard`` is true)
+    detectors: list[str] = field(default_factory=list)
+    #: budget names (empty: the sanity budget); the attack gets ``eps`` / ``norm`` of each unless ``budget_free``
+    budgets: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    n_images: int | None = None
+    guard: bool = True
+    #: the attack takes no eps / norm (e.g. an unbounded CW): it runs once, its distortion reported
+    budget_free: bool = False
+
+
+@dataclass
+class SecurityOptions:
+    budgets: list[Budget] = field(default_factory=default_budgets)
+    #: correctly classified clean images of the attack fold attacked in every cell
+    n_attack: int = 200
+    steps: int = 50
+    restarts: int = 1
+    rel_stepsize: float = 0.1
+    kappa: float | list[float] = 0.0
+    check_every: int = 5
+    batch_size: int = 50
+    #: adaptive-attack parameters per detector label (e.g. ``{ "Nguyen image-ops" = { eot_samples = 8 } }``)
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the detectors (labels) the Guard row holds; empty: every detector the adaptive Guard attack can model
+    guard: list[str] = field(default_factory=list)
+    guard_row: bool = True
+    #: the sanity checks run at this budget (name; default: the middle L-inf budget) on the first sanity_images
+    sanity_budget: str = ""
+    sanity_images: int = 50
+    #: the adaptive attack again with steps x steps_factor (0: skipped)
+    steps_factor: int = 2
+    #: the adaptive attack with an unbounded L-inf budget (eps = 1): it must reach 100 %
+    unbounded: bool = True
+    extra: list[Extra] = field(default_factory=list)
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> SecurityOptions:
+        s = dict(section)
+        budgets = [Budget(**b) for b in s.pop("budgets", [])] or default_budgets()
+        extra = [Extra(**e) for e in s.pop("extra", [])]
+        return cls(budgets=budgets, extra=extra, **s)
+
+    def sanity(self) -> Budget:
+        """The budget the sanity checks run at."""
+        if self.sanity_budget:
+            return next(b for b in self.budgets if b.name == self.sanity_budget)
+        linf = [b for b in self.budgets if b.norm == "linf"] or self.budgets
+        return sorted(linf, key=lambda b: b.eps)[len(linf) // 2]
+
+
+def schema() -> dict[str, Spec]:
+    from ...attacks import ATTACKS
+
+    budget = Table({"norm": Str(NORMS, "norm"), "eps": POS_NUM, "label": Str(nonempty=True)}, required=("norm", "eps"))
+    extra = Table(
+        {
+            "label": Str(nonempty=True),
+            "attack": Str(sorted(ATTACKS), "attack"),
+            "detectors": List(Str(nonempty=True)),
+            "budgets": List(Str(nonempty=True)),
+            "params": Table(None),
+            "n_images": POS_INT,
+            "guard": AnyValue(),
+            "budget_free": AnyValue(),
+        },
+        required=("label", "attack"),
+    )
+    kappa = OneOf(Num(0), List(Num(0), min_len=1), what="a number >= 0 or a list of them")
+    return {
+        "security": Table(
+            {
+                "budgets": List(budget, min_len=1),
+                "n_attack": POS_INT,
+                "steps": POS_INT,
+                "restarts": POS_INT,
+                "rel_stepsize": POS_NUM,
+                "kappa": kappa,
+                "check_every": POS_INT,
+                "batch_size": POS_INT,
+                "attack_params": Table(None),
+                "guard": List(Str(nonempty=True)),
+                "guard_row": AnyValue(),
+                "sanity_budget": Str(nonempty=True),
+                "sanity_images": POS_INT,
+                "steps_factor": NONNEG_INT,
+                "unbounded": AnyValue(),
+                "extra": List(extra),
+            }
+        )
+    }
+
+
+def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
+    """Labels named in the table exist; budgets are unique and inside their norm's range."""
+    from ...attacks import ATTACKS
+
+    sec = doc.get("security") or {}
+    labels = [d.get("label", d.get("name")) for d in doc.get("detector", []) if isinstance(d, dict)]
+    names: list[str] = []
+    for i, b in enumerate(sec.get("budgets", [])):
+        if not isinstance(b, dict) or b.get("norm") not in NORMS or not isinstance(b.get("eps"), (int, float)):
+            continue
+        if b["norm"] == "linf" and b["eps"] > 1:
+            P.add(f"security.budgets[{i + 1}].eps", f"an L-inf budget is in (0, 1] pixel units, got {b['eps']}")
+        name = Budget(b["norm"], float(b["eps"]), str(b.get("label", ""))).name
+        if name in names:
+            P.add(f"security.budgets[{i + 1}]", f"repeated budget {name!r}")
+        names.append(name)
+    names = names or [b.name for b in default_budgets()]
+    for key, value in (sec.get("attack_params") or {}).items():
+        if key not in labels:
+            P.add(f"security.attack_params.{key}", f"{key!r} is not the label of a [[detector]] (have: {labels})")
+        elif not isinstance(value, dict):
+            P.add(f"security.attack_params.{key}", "must be a table of the adaptive attack's parameters")
+    for j, name in enumerate(sec.get("guard", [])):
+        if name not in labels:
+            P.add(f"security.guard[{j + 1}]", f"{name!r} is not the label of a [[detector]] (have: {labels})")
+    if "sanity_budget" in sec and sec["sanity_budget"] not in names:
+        P.add("security.sanity_budget", f"{sec['sanity_budget']!r} is not a budget's name (have: {names})")
+    for flag in ("guard_row", "unbounded"):
+        if flag in sec and not isinstance(sec[flag], bool):
+            P.add(f"security.{flag}", f"must be true or false, got {sec[flag]!r}")
+    seen: set[str] = set()
+    for i, e in enumerate(sec.get("extra", [])):
+        if not isinstance(e, dict):
+            continue
+        key = f"security.extra[{i + 1}]"
+        if e.get("label") in seen:
+            P.add(f"{key}.label", f"repeated label {e.get('label')!r}")
+        seen.add(str(e.get("label")))
+        attack = ATTACKS.get(str(e.get("attack")))
+        if attack is not None and "detector" not in getattr(attack, "requires", ()):
+            P.add(f"{key}.attack", f"{e['attack']!r} does not take a detector: an extra attack must know the detector")
+        for j, name in enumerate(e.get("detectors", [])):
+            if name not in labels:
+                P.add(f"{key}.detectors[{j + 1}]", f"{name!r} is not the label of a [[detector]] (have: {labels})")
+        for j, name in enumerate(e.get("budgets", [])):
+            if name not in names:
+                P.add(f"{key}.budgets[{j + 1}]", f"{name!r} is not a budget's name (have: {names})")
+        for flag in ("guard", "budget_free"):
+            if flag in e and not isinstance(e[flag], bool):
+                P.add(f"{key}.{flag}", f"must be true or false, got {e[flag]!r}")

@@ -1,0 +1,163 @@
+"""The security page: the bypass table (plain -> adaptive per budget), the sanity checks, the extra attacks, each
+paper's claim beside our figure, and the bypass-vs-budget plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..common import write_results
+from ..page import Page, fig_png, pct, pyplot
+from ..registry import Summary
+
+
+def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*doc["rows"], *([doc["guard"]] if doc.get("guard") else [])]
+
+
+def bypass_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Per detector: held-out FPR and, per budget, 'plain -> adaptive' bypass rates (%)."""
+    names = [b["name"] for b in doc["budgets"]]
+    header = ["detector", "held-out FPR %", "adaptive attack", *names]
+    rows = []
+    for r in _rows(doc):
+        cells = []
+        for n in names:
+            c = r["cells"][n]
+            ad = c.get("adaptive")
+            cells.append(f"{pct(c['plain']['bypass'])} -> {pct(ad['bypass']) if ad else '-'}")
+        rows.append([r["label"], pct(r["heldout_fpr"]), f"`{r['adaptive_attack']}`" if r["adaptive_attack"] else
+                     "none", *cells])  # fmt: skip
+    return header, rows
+
+
+def detail_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Per detector and budget: misclassification and flag rates of the plain attack, the adaptive attack's
+    misclassification, median distortion of its bypasses, mean gradient steps per image and its wall time."""
+    header = ["detector", "budget", "plain: misclassified / flagged %", "adaptive: bypass %", "misclassified %",
+              "median L2 / L-inf of bypasses", "mean steps per image", "seconds"]  # fmt: skip
+    rows = []
+    for r in _rows(doc):
+        for n, c in r["cells"].items():
+            p, a = c["plain"], c.get("adaptive")
+            if a is None:
+                rows.append(
+                    [r["label"], n, f"{pct(p['misclassified'])} / {pct(p['flagged'])}", "-", "-", "-", "-", "-"]
+                )
+                continue
+            rows.append([
+                r["label"], n, f"{pct(p['misclassified'])} / {pct(p['flagged'])}", pct(a["bypass"]),
+                pct(a["misclassified"]), f"{a['median_l2']:.3f} / {a['median_linf']:.4f}", f"{a['mean_steps']:.1f}",
+                f"{a['seconds']:.0f}",
+            ])  # fmt: skip
+    return header, rows
+
+
+def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The sanity checks: more steps, unbounded budget, and the extra attacks (black-box) at the sanity budget."""
+    extras = sorted({k for r in _rows(doc) for k in r.get("extra", {})})
+    header = ["detector", "images", "adaptive bypass %", "x steps: bypass % (images lost)", "unbounded L-inf: bypass %",
+              *[f"{e}: bypass %" for e in extras]]  # fmt: skip
+    rows = []
+    for r in _rows(doc):
+        s = r.get("sanity")
+        if s is None:
+            continue
+        ms, unb = s.get("more_steps"), s.get("unbounded")
+        cells = []
+        for e in extras:
+            per = r.get("extra", {}).get(e, {}).get("budgets", {})
+            cells.append("; ".join(f"{pct(v['bypass'])} ({k})" for k, v in per.items()) or "-")
+        rows.append([
+            r["label"], s["n"], pct(s["bypass"]),
+            f"{ms['factor']}x: {pct(ms['bypass'])} ({ms['lost']})" if ms else "-",
+            pct(unb["bypass"]) if unb else "-", *cells,
+        ])  # fmt: skip
+    return header, rows
+
+
+def paper_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Each paper's adaptive-attack claim beside our adaptive bypass rate at the sanity budget."""
+    sb = doc["sanity_budget"]
+    rows = []
+    for r in _rows(doc):
+        a = r["cells"].get(sb, {}).get("adaptive")
+        rows.append([r["label"], r.get("paper") or "-", pct(a["bypass"]) if a else "-"])
+    return ["detector", "the paper's claim", f"ours: adaptive bypass % at {sb}"], rows
+
+
+def summary_table(doc: dict[str, Any]) -> Summary:
+    """The closing lines of a run: per detector, 'plain -> adaptive' at every budget."""
+    h, r = bypass_table(doc)
+    return h, r
+
+
+def plot_bypass(doc: dict[str, Any]) -> bytes:
+    """Bypass rate vs budget, one colour per detector: adaptive solid, plain dashed."""
+    plt = pyplot()
+    names = [b["name"] for b in doc["budgets"]]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    for i, r in enumerate(_rows(doc)):
+        col = f"C{i % 10}"
+        plain = [100 * r["cells"][n]["plain"]["bypass"] for n in names]
+        ax.plot(names, plain, "--", color=col, lw=1, alpha=0.7)
+        ad = [100 * r["cells"][n]["adaptive"]["bypass"] if "adaptive" in r["cells"][n] else float("nan") for n in names]
+        ax.plot(names, ad, "o-", color=col, label=r["label"], lw=1.6 if r["label"] != "Guard" else 2.6)
+    ax.set(ylabel="bypass rate % (misclassified and not flagged)", xlabel="budget", ylim=(-2, 102))
+    ax.set_title("adaptive attack (solid) vs plain PGD (dashed)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig_png(fig)
+
+
+def build_page(doc: dict[str, Any]) -> Page:
+    p, d, cfg, fo = doc["provenance"], doc["data"], doc["config"], doc["folds"]
+    page = Page(cfg.get("title") or cfg["name"])
+    page.text(
+        "\n".join(
+            [
+                f"- Data: {d['dataset']} {d['split']} split ({d['source']}); {d['n_images']} images drawn, "
+                f"{d['n_correct']} correctly classified by `{cfg['model']}`.",
+                f"- Folds by clean-image id: {fo['fit']} fit the detectors (supervised ones also on the plain "
+                f"adversarial sets of these images: {', '.join(doc['advsets'])}), {fo['calibrate']} calibrate every "
+                f"threshold at {100 * cfg['fpr']:.0f} % clean FPR, {fo['attack']} are the attack fold: the first "
+                f"{doc['n_attack']} are attacked in every cell, all of them give the held-out FPR.",
+                "- Bypass = misclassified *and* not flagged at the calibrated threshold, checked on the returned "
+                "images. Plain: PGD at the budget, not knowing the detector. Adaptive: the detector's own white-box "
+                "attack (PGD on margin + detector term; BPDA / EOT where the detector is not differentiable).",
+                f"- Machine: {p['machine']}. Commit `{p['commit']}`, {p['date']}. Wall time {doc['wall_s'] / 60:.1f} "
+                "min (cached parts are read, not recomputed).",
+                f"- Command: `{p['command']}`",
+            ]
+        )
+    )
+    page.h2("Bypass rate %: plain PGD -> adaptive attack")
+    h, r = bypass_table(doc)
+    page.table(h, r, caption="Share of the attacked images misclassified and not flagged (%)")
+    page.figure("bypass-vs-budget.png", plot_bypass(doc), "Bypass rate vs budget per detector")
+    page.h2(f"Sanity checks at {doc['sanity_budget']}")
+    h, r = sanity_table(doc)
+    page.table(
+        h,
+        r,
+        caption="More steps must not lose bypasses (images lost in parentheses must be 0); an unbounded budget should "
+        "reach 100 %; a black-box attack far above the white-box one would point to masked gradients.",
+    )
+    page.h2("The papers' claims")
+    h, r = paper_table(doc)
+    page.table(h, r)
+    page.h2("Details")
+    h, r = detail_table(doc)
+    page.table(h, r)
+    page.h2("Configuration")
+    page.code(doc.get("config_toml") or json.dumps(cfg, indent=2, default=str))
+    page.text("Software: " + ", ".join(f"{k} {v}" for k, v in doc["software"].items()))
+    return page
+
+
+def write_artefacts(doc: dict[str, Any], out: Path) -> dict[str, Path]:
+    """results.json, results.md, report.html and the figure, each written atomically."""
+    paths = {"json": write_results(doc, out)}
+    paths.update(build_page(doc).write(out))
+    return paths

@@ -1,0 +1,97 @@
+"""`experiment = "security"` (issue #26): bypass rates of plain vs adaptive attacks per detector and budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from advguard.cli import main
+from advguard.experiments import ConfigError, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path):
+    """Three detectors and a Guard of them at three budgets: every cell has a plain and an adaptive bypass rate,
+    the held-out FPR is near the target, the sanity checks hold (more steps lose no bypass; an unbounded budget
+    bypasses the single detectors on every image), the page and its plot are written, and a re-run reads every
+    cell from the cache and gives the same figures."""
+    args = ["reproduce", str(ROOT / "configs" / "security-smoke.toml"), "--out", str(tmp_path / "out")]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    out = tmp_path / "out"
+    doc = json.loads((out / "results.json").read_text())
+    budgets = [b["name"] for b in doc["budgets"]]
+    assert budgets == ["L-inf 4/255", "L-inf 8/255", "L2 0.5"] and doc["sanity_budget"] == "L-inf 8/255"
+    rows = [*doc["rows"], doc["guard"]]
+    assert [r["label"] for r in rows] == ["Confidence", "Feature Squeezing", "CNN detector", "Guard"]
+    assert doc["guard"]["params"]["detectors"] == ["Confidence", "Feature Squeezing", "CNN detector"]
+    assert sum(doc["folds"].values()) == doc["data"]["n_correct"] and doc["n_attack"] == 20
+    for r in rows:
+        assert r["n_heldout"] == doc["folds"]["attack"] and r["heldout_fpr"] <= 0.15
+        for b in budgets:
+            c = r["cells"][b]
+            assert c["adaptive"]["n"] == 20 and 0 <= c["plain"]["bypass"] <= c["plain"]["misclassified"] <= 1
+            assert 0 <= c["adaptive"]["bypass"] <= c["adaptive"]["misclassified"] <= 1
+        s = r["sanity"]
+        assert s["n"] == 10 and s["more_steps"]["lost"] == 0 and s["more_steps"]["bypass"] >= s["bypass"]
+    # the adaptive attacks do their job: at least as many bypasses as plain PGD summed over the budgets, and more
+    # against Feature Squeezing (which flags most of plain PGD's images at the small budgets)
+    for r in rows:
+        assert sum(r["cells"][b]["adaptive"]["bypass"] for b in budgets) >= sum(
+            r["cells"][b]["plain"]["bypass"] for b in budgets
+        )
+    fs = doc["rows"][1]["cells"]
+    assert fs["L-inf 4/255"]["adaptive"]["bypass"] > fs["L-inf 4/255"]["plain"]["bypass"]
+    for r in doc["rows"]:
+        assert r["sanity"]["unbounded"]["bypass"] == 1.0
+    assert (out / "bypass-vs-budget.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "results.md").read_text()
+    assert "Bypass rate %: plain PGD -> adaptive attack" in md and "The papers' claims" in md
+    assert "| Guard |" in md and "3.4 %" not in md  # THEMIS's claim only where THEMIS is a row
+    assert main(args) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["rows"] == doc["rows"] and again["guard"] == doc["guard"]
+
+
+def _doc(**security):
+    return {
+        "experiment": "security",
+        "name": "s",
+        "dataset": "cifar10",
+        "model": "cifar10-cnn",
+        "attack": [{"name": "fgsm", "params": {"eps": 0.03}}],
+        "detector": [{"name": "confidence", "label": "C"}, {"name": "feature-squeezing", "label": "FS"}],
+        "security": security,
+    }
+
+
+@pytest.mark.parametrize(
+    "security, message",
+    [
+        ({"budgets": [{"norm": "linf", "eps": 8}]}, "security.budgets[1].eps: an L-inf budget is in (0, 1]"),
+        ({"budgets": [{"norm": "l1", "eps": 0.1}]}, "security.budgets[1].norm"),
+        ({"budgets": [{"norm": "linf", "eps": 0.1}, {"norm": "linf", "eps": 0.1}]}, "repeated budget 'L-inf 0.1'"),
+        ({"attack_params": {"F S": {"steps": 3}}}, "security.attack_params.F S: 'F S' is not the label"),
+        ({"guard": ["C", "X"]}, "security.guard[2]: 'X' is not the label of a [[detector]]"),
+        ({"sanity_budget": "L-inf 3/255"}, "security.sanity_budget: 'L-inf 3/255' is not a budget's name"),
+        ({"stepz": 3}, "security.stepz"),
+        ({"extra": [{"label": "bb", "attack": "squaer"}]}, "security.extra[1].attack"),
+        ({"extra": [{"label": "bb", "attack": "pgd", "budgets": ["L2 9"]}]}, "'L2 9' is not a budget's name"),
+        ({"extra": [{"label": "bb", "attack": "pgd"}]}, "security.extra[1].attack: 'pgd' does not take a detector"),
+        ({"unbounded": "yes"}, "security.unbounded: must be true or false"),
+    ],
+)
+def test_security_config_errors_name_the_key(security, message):
+    with pytest.raises(ConfigError, match=None) as e:
+        parse_config(_doc(**security))
+    assert message in str(e.value)
+
+
+def test_security_config_fractions_need_three_shares():
+    doc = {**_doc(), "fractions": [0.5, 0.5]}
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc)
+    assert "fractions" in str(e.value)
