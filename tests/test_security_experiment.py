@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path):
-    """Three detectors and a Guard of them at three budgets: every cell has a plain and an adaptive bypass rate,
-    the held-out FPR is near the target, the sanity checks hold (more steps lose no bypass; an unbounded budget
-    bypasses the single detectors on every image), the page and its plot are written, and a re-run reads every
-    cell from the cache and gives the same figures."""
+    """Three detectors and a Guard of them at three budgets, TaintRadar at one patch size: every cell has a plain
+    and an adaptive bypass rate, the held-out FPR is near the target, the sanity checks hold (more steps lose no
+    bypass; an unbounded budget bypasses the single detectors on every image), the page and its plot are written,
+    and a re-run reads every cell from the cache and gives the same figures."""
     args = ["reproduce", str(ROOT / "configs" / "security-smoke.toml"), "--out", str(tmp_path / "out")]
     args += ["--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
@@ -47,13 +47,21 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
     assert fs["L-inf 4/255"]["adaptive"]["bypass"] > fs["L-inf 4/255"]["plain"]["bypass"]
     for r in doc["rows"]:
         assert r["sanity"]["unbounded"]["bypass"] == 1.0
+    # the patch detector gets its own row per patch size: a universal patch per batch vs the region-misleading patch
+    (pr,) = doc["patch_rows"]
+    assert pr["label"] == "TaintRadar" and pr["adaptive_attack"] == "region-misleading-patch"
+    assert doc["n_patch_images"] == 20 and list(pr["cells"]) == ["patch 0.3"]
+    for kind in ("plain", "adaptive"):
+        c = pr["cells"]["patch 0.3"][kind]
+        assert 0 <= c["bypass"] <= c["misclassified"] <= 1
     assert (out / "bypass-vs-budget.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "results.md").read_text()
     assert "Bypass rate %: plain PGD -> adaptive attack" in md and "The papers' claims" in md
+    assert "Patch detectors: bypass rate %, universal patch -> adaptive patch" in md
     assert "| Guard |" in md and "3.4 %" not in md  # THEMIS's claim only where THEMIS is a row
     assert main(args) == 0
     again = json.loads((out / "results.json").read_text())
-    assert again["rows"] == doc["rows"] and again["guard"] == doc["guard"]
+    assert again["rows"] == doc["rows"] and again["guard"] == doc["guard"] and again["patch_rows"] == doc["patch_rows"]
 
 
 def _doc(**security):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..schema import NONNEG_INT, POS_INT, POS_NUM, AnyValue, List, Num, OneOf, Problems, Spec, Str, Table
+from ..schema import NONNEG_INT, POS_INT, POS_NUM, SHARE, AnyValue, List, Num, OneOf, Problems, Spec, Str, Table
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Context
@@ -80,6 +80,15 @@ class SecurityOptions:
     #: the adaptive attack with an unbounded L-inf budget (eps = 1): it must reach 100 %
     unbounded: bool = True
     extra: list[Extra] = field(default_factory=list)
+    #: patch detectors (TaintRadar, SentiNet): their rows are patch sizes (shares of the image area), each a
+    #: universal patch trained on a batch of ``patch_batch`` attack images and pasted on them (TaintRadar Table II)
+    patch_sizes: list[float] = field(default_factory=lambda: [0.2, 0.3])
+    patch_target: int = 3
+    patch_steps: int = 200
+    patch_batch: int = 16
+    patch_position: str = "random"
+    #: the adaptive patch attacks' weight of the detector term (``lam``)
+    patch_lam: float = 0.5
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> SecurityOptions:
@@ -98,6 +107,7 @@ class SecurityOptions:
 
 def schema() -> dict[str, Spec]:
     from ...attacks import ATTACKS
+    from ...attacks.patch import POSITIONS
 
     budget = Table({"norm": Str(NORMS, "norm"), "eps": POS_NUM, "label": Str(nonempty=True)}, required=("norm", "eps"))
     extra = Table(
@@ -133,6 +143,12 @@ def schema() -> dict[str, Spec]:
                 "steps_factor": NONNEG_INT,
                 "unbounded": AnyValue(),
                 "extra": List(extra),
+                "patch_sizes": List(SHARE, min_len=1),
+                "patch_target": NONNEG_INT,
+                "patch_steps": POS_INT,
+                "patch_batch": POS_INT,
+                "patch_position": Str(POSITIONS, "patch position"),
+                "patch_lam": Num(0, 1),
             }
         )
     }

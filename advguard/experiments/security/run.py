@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...advsets import AdvSet
-from ...attacks import make_attack
+from ...attacks import AdversarialPatch, make_attack
 from ...attacks.adaptive import evades
 from ...classifier import Classifier
 from ...data.cache import cache_lock
@@ -71,6 +71,8 @@ ADAPTIVE = {
     "erase-restore": "adaptive-erase-restore",
     "erase-restore-distance": "adaptive-erase-restore",
 }
+#: the adaptive patch attack of each patch detector (by detector name): its rows are patch sizes
+PATCH_ADAPTIVE = {"taintradar": "region-misleading-patch", "sentinet": "sentinet-patch"}
 #: the plain attack of each norm
 PLAIN = {"linf": "pgd", "l2": "pgd-l2"}
 #: columns of a cell's per-image record
@@ -116,9 +118,18 @@ def run_security(
     for b in tqdm(o.budgets, desc="plain attacks", disable=not progress):
         plain[b.name] = cell.plain(b)
 
-    rows = []
+    rows, patch_rows = [], []
+    patches = None
     for d in cfg.detectors:
         det = dets[d.label]
+        if d.name in PATCH_ADAPTIVE:
+            if patches is None:  # the attack fold's images not of the target class, whole patch batches
+                keep = pool[first.y_clean[pool] != o.patch_target][: o.n_attack]
+                keep = keep[: len(keep) // o.patch_batch * o.patch_batch]
+                xk, yk = first.x_clean[keep], first.y_clean[keep]
+                patches = _PatchRunner(clf, xk, yk, folder / "patches", att_key, o, progress)
+            patch_rows.append(patch_row(d, det, patches, x_held, o, folder, base_key))
+            continue
         rows.append(detector_row(d.label, d.name, d.params, det, cell, plain, x_held, o, cfg, folder, base_key))
     guard_row = None
     if o.guard_row:
@@ -139,6 +150,8 @@ def run_security(
         "plain": {k: {m: v[m] for m in v if m != "x_adv"} for k, v in plain.items()},
         "rows": rows,
         "guard": guard_row,
+        "patch_rows": patch_rows,
+        "n_patch_images": 0 if patches is None else len(patches.x),
         "wall_s": time.perf_counter() - t_start,
     }
     write_artefacts(doc, out)
@@ -242,6 +255,110 @@ class _CellRunner:
             desc=desc or attack, progress=self.progress,
         )  # fmt: skip
         return {**summarise(rec), "records": rec, "seconds": float(cost.get("seconds", time.perf_counter() - t0))}
+
+
+class _PatchRunner:
+    """Universal patches (Brown et al. 2017; TaintRadar Table II's setting): one patch trained on each batch of
+    ``patch_batch`` attack images and pasted on them, targeted at ``patch_target``; cached per batch."""
+
+    def __init__(
+        self, clf: Classifier, x: np.ndarray, y: np.ndarray, folder: Path, key: str, o: SecurityOptions, progress: bool
+    ):
+        self.clf, self.x, self.y, self.folder, self.key, self.o, self.progress = clf, x, y, folder, key, o, progress
+
+    def _kw(self, size: float) -> dict[str, Any]:
+        o = self.o
+        return {"target": o.patch_target, "size": size, "steps": o.patch_steps, "position": o.patch_position}
+
+    def plain(self, size: float) -> np.ndarray:
+        """The patched images (each batch's own universal patch), for every patch detector to score."""
+        kw = self._kw(size)
+        path = self.folder / f"plain-{cache_key(self.key, kw, self.o.patch_batch, len(self.x))}.npz"
+
+        def fn(i: np.ndarray) -> np.ndarray:
+            a = make_attack("patch", self.clf, **kw, seed=int(i[0]), progress=False)
+            assert isinstance(a, AdversarialPatch)
+            a.fit(self.x[i])
+            return a(self.x[i], self.y[i], np.full(len(i), self.o.patch_target)).x_adv.numpy()
+
+        x_adv, _ = cached_chunks(
+            path, "x_adv", self.clf, np.arange(len(self.x)), fn, np.zeros((0, *self.x.shape[1:]), np.float32),
+            chunk=self.o.patch_batch, desc=f"patch {size:g}", progress=self.progress,
+        )  # fmt: skip
+        return x_adv
+
+    def adaptive(self, attack: str, det: Detector, det_key: str, size: float, label: str) -> dict[str, Any]:
+        """The adaptive patch ``attack`` against ``det``: per-image records (bypass = target reached and not
+        flagged, target reached, training steps, L2, L-inf) and their summary."""
+        from ...attacks import ATTACKS
+
+        kw = {**self._kw(size), "lam": self.o.patch_lam}
+        path = self.folder / f"{attack}-{cache_key(self.key, det_key, kw, self.o.patch_batch, len(self.x))}.npz"
+        needs = "detector" in getattr(ATTACKS[attack], "requires", ())
+        t0 = time.perf_counter()
+
+        def fn(i: np.ndarray) -> np.ndarray:
+            a = make_attack(attack, self.clf, **({"detector": det} if needs else {}), **kw, seed=int(i[0]),
+                            progress=False)  # fmt: skip
+            assert isinstance(a, AdversarialPatch)  # the region-misleading and SentiNet patches are patches too
+            a.fit(self.x[i])
+            r = a(self.x[i], self.y[i], np.full(len(i), self.o.patch_target))
+            reached = r.pred_adv.numpy() == self.o.patch_target
+            ok: np.ndarray = evades(det, r.x_adv)
+            d = (r.x_adv.numpy() - self.x[i]).reshape(len(i), -1)
+            steps = np.full(len(i), float(self.o.patch_steps))
+            return np.stack([reached & ok, reached, steps, np.linalg.norm(d, axis=1), np.abs(d).max(1)], 1)
+
+        rec, cost = cached_chunks(
+            path, "records", self.clf, np.arange(len(self.x)), fn, np.zeros((0, len(RECORD))),
+            chunk=self.o.patch_batch, desc=f"{label}: {attack} {size:g}", progress=self.progress,
+        )  # fmt: skip
+        return {**summarise(rec), "seconds": float(cost.get("seconds", time.perf_counter() - t0))}
+
+
+def patch_row(
+    d: DetectorSpec,
+    det: Detector,
+    patches: _PatchRunner,
+    x_held: np.ndarray,
+    o: SecurityOptions,
+    folder: Path,
+    base_key: str,
+) -> dict[str, Any]:
+    """A patch detector's row: held-out FPR and, per patch size, the plain universal patch's bypass rate (target
+    reached and not flagged) beside the adaptive patch's."""
+    det_key = cache_key(d.label, d.name, d.params, base_key)
+    score = _cached_scorer(det, folder / "scores", det_key, patches.clf)
+    held = score(x_held, "held-out clean")
+    thr = float(det.threshold_)  # type: ignore[arg-type]  # fitted above
+    attack = PATCH_ADAPTIVE[d.name]
+    cells: dict[str, Any] = {}
+    for size in o.patch_sizes:
+        x_adv = patches.plain(size)
+        reached = patches.clf.predict(x_adv).numpy() == o.patch_target
+        flagged = score(x_adv, f"patch {size:g}") > thr
+        a = patches.adaptive(attack, det, det_key, size, d.label)
+        cells[f"patch {size:g}"] = {
+            "plain": {
+                "bypass": float((reached & ~flagged).mean()),
+                "misclassified": float(reached.mean()),
+                "flagged": float(flagged.mean()),
+                "steps": o.patch_steps,
+            },  # fmt: skip
+            "adaptive": a,
+        }
+    return {
+        "label": d.label,
+        "detector": d.name,
+        "params": d.params,
+        "threshold": thr,
+        "heldout_fpr": float((held > thr).mean()),
+        "n_heldout": int(len(held)),
+        "adaptive_attack": attack,
+        "adaptive_params": {"lam": o.patch_lam, "steps": o.patch_steps, "position": o.patch_position},
+        "cells": cells,
+        "paper": PAPER_CLAIMS.get(d.name),
+    }
 
 
 def _norm_summary(x: np.ndarray, x_adv: np.ndarray) -> dict[str, float]:
