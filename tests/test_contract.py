@@ -256,6 +256,21 @@ def attack_data(correct_images):
     return clf, x[:4], y[:4]
 
 
+def check_success_is_the_bypass(r, det) -> None:
+    """Issue #26: an adaptive attack's ``success`` is its goal, the bypass (misclassified, or the target reached,
+    *and* not flagged by ``det``); ``misclassified`` is the first half alone (so it holds wherever ``success`` does)
+    and ``evaded`` an alias of ``success``. Checked on the classifier and on the detector (every detector's score is
+    deterministic: its random draws are seeded per image)."""
+    from advguard.attacks.adaptive import AdaptiveResult
+
+    assert isinstance(r, AdaptiveResult) and r.misclassified is not None, type(r)
+    assert torch.equal(r.success, r.evaded)
+    assert (r.misclassified | ~r.success).all()  # misclassified >= success
+    reached = (r.pred_adv == r.targets) if r.targets is not None else (r.pred_adv != r.y)
+    assert torch.equal(r.misclassified, reached)
+    assert not (det.score(r.x_adv)[r.success.numpy()] > det.threshold_).any()
+
+
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_attack_contract(name, attack_data, fitted):
     from advguard import InputError
@@ -288,6 +303,8 @@ def test_attack_contract(name, attack_data, fitted):
     assert r1.success.shape == (len(x),) and r1.success.dtype == torch.bool
     r2 = build()(x, y, targets=targets)
     assert torch.equal(r1.x_adv, r2.x_adv)  # deterministic given the seed
+    if cls.requires == ("detector",):  # every adaptive attack (issue #26): success means the bypass
+        check_success_is_the_bypass(r1, settings["detector"])
 
 
 def test_abstract_bases():

@@ -143,14 +143,13 @@ class _Candidates:
 
 @dataclass
 class BypassResult(AdaptiveResult):
-    """:class:`~advguard.attacks.adaptive.AdaptiveResult` of a white-box adaptive attack. Here ``success`` is the
-    **bypass**: misclassified (untargeted) or classified as the target, *and* judged clean by the detector at its
-    calibrated threshold, both checked on the returned images; ``evaded`` is the same. ``misclassified`` is the
-    first half alone; ``restart`` / ``step`` where the bypass was found (-1: none); ``steps_used`` the gradient steps
-    spent on each image (restarts included; each step is one forward and one backward pass of the classifier plus
-    the detector term's)."""
+    """:class:`~advguard.attacks.adaptive.AdaptiveResult` of a white-box adaptive attack. As in every adaptive result
+    ``success`` is the **bypass**: misclassified (untargeted) or classified as the target, *and* judged clean by the
+    detector at its calibrated threshold, both checked on the returned images (``evaded`` is an alias of it);
+    ``misclassified`` is the first half alone; ``restart`` / ``step`` where the bypass was found (-1: none);
+    ``steps_used`` the gradient steps spent on each image (restarts included; each step is one forward and one
+    backward pass of the classifier plus the detector term's)."""
 
-    misclassified: torch.Tensor | None = None
     steps_used: torch.Tensor | None = None
 
 
@@ -356,7 +355,6 @@ class AdaptivePGD(Attack):
         fields = {**r.__dict__, "success": bypass}
         return BypassResult(
             **fields,
-            evaded=bypass,
             restart=restart,
             step=torch.from_numpy(extras.get("step", np.zeros(0, np.int64))),
             recheck_evasion=recheck,
