@@ -162,6 +162,14 @@ def test_targeted_calls_reach_the_target_unflagged(data):
     assert not det.predict(r.x_adv[r.success]).any() and float(r.norms["linf"].max()) <= 8 / 255 + 1e-6
 
 
+def test_the_largest_seed_runs(data):
+    """Any seed the attacks accept (0 .. 2**63 - 1) runs: each restart's generator is seeded modulo 2**63."""
+    clf, x_fit, _, x, y = data
+    conf = make_detector("confidence", clf).fit(x_fit[:40])
+    r = make_attack("adaptive-confidence", clf, detector=conf, steps=1, seed=2**63 - 1, progress=False)(x[:2], y[:2])
+    assert len(r) == 2 and r.params["restarts"] == 1
+
+
 def test_bad_parameters_are_refused_by_name(data):
     from advguard import ParameterError, UnknownNameError
 
