@@ -34,6 +34,7 @@ def test_registries_keep_their_names():
         "adaptive-erase-restore",
         "adaptive-guard",
         "sentinet-patch",
+        "square-bypass",
     ]
     assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2", *adaptive]
     assert bench_attacks() == [*STANDARD_ATTACKS, "rp2"]  # what a config's [[attack]] may name
@@ -228,6 +229,7 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "adaptive-erase-restore": {"eps": 8 / 255, "steps": 2},
     "adaptive-guard": {"eps": 8 / 255, "steps": 2},
     "sentinet-patch": {"size": 0.1, "steps": 2, "batch_size": 4, "n_paste": 2},
+    "square-bypass": {"eps": 8 / 255, "queries": 3},
 }
 #: the fitted detector an adaptive attack evades (``Attack.requires``), from the detectors' fixture above
 EVADED = {
@@ -241,6 +243,7 @@ EVADED = {
     "adaptive-erase-restore": "erase-restore",
     "adaptive-guard": "guard",  # a Guard of GUARD_DETECTORS (the fixtures build it)
     "sentinet-patch": "sentinet",
+    "square-bypass": "feature-squeezing",
 }
 #: the detectors of the guard ``adaptive-guard`` evades in the contract tests
 GUARD_DETECTORS = ("feature-squeezing", "confidence")

@@ -191,12 +191,14 @@ class _Candidates:
 
 @dataclass
 class BypassResult(AdaptiveResult):
-    """:class:`~advguard.attacks.adaptive.AdaptiveResult` of a white-box adaptive attack. As in every adaptive result
-    ``success`` is the **bypass**: misclassified (untargeted) or classified as the target, *and* judged clean by the
-    detector at its calibrated threshold, both checked on the returned images (``evaded`` is an alias of it);
-    ``misclassified`` is the first half alone; ``restart`` / ``step`` where the bypass was found (-1: none);
-    ``steps_used`` the gradient steps spent on each image (restarts included; each step is one forward and one
-    backward pass of the classifier plus the detector term's)."""
+    """:class:`~advguard.attacks.adaptive.AdaptiveResult` of an adaptive attack that counts its work per image. As in
+    every adaptive result ``success`` is the **bypass**: misclassified (untargeted) or classified as the target,
+    *and* judged clean by the detector at its calibrated threshold, both checked on the returned images (``evaded``
+    is an alias of it); ``misclassified`` is the first half alone; ``restart`` / ``step`` where the bypass was found
+    (-1: none). ``steps_used``: the work spent on each image, restarts included. For the gradient attacks
+    (:class:`AdaptivePGD`) gradient steps, each one forward and one backward pass of the classifier plus the detector
+    term's; for the score-based :class:`~advguard.attacks.square_bypass.SquareBypass` queries, each one classifier
+    and one detector evaluation of one image."""
 
     steps_used: torch.Tensor | None = None
 
