@@ -61,12 +61,13 @@ def check_bypasses(det, r: BypassResult, y: torch.Tensor) -> float:
     return float(s.mean())
 
 
-def steps_grid(name, clf, det, x, y, steps, **params) -> list[BypassResult]:
-    """Per step count, the result of attack ``name`` (same seed, so a longer run extends a shorter one); asserts that
-    more steps never lose a bypass (per image) and returns the results."""
+def steps_grid(name, clf, det, x, y, steps, budget="steps", **params) -> list[BypassResult]:
+    """Per step count (the parameter ``budget``: ``queries`` for the score-based attack), the result of attack
+    ``name`` (same seed, so a longer run extends a shorter one); asserts that more steps never lose a bypass (per
+    image) and returns the results."""
     out = []
     for s in steps:
-        r = make_attack(name, clf, detector=det, steps=s, progress=False, **params)(x, y)
+        r = make_attack(name, clf, detector=det, progress=False, **{budget: s}, **params)(x, y)
         check_bypasses(det, r, y)
         out.append(r)
     for short, long in zip(out, out[1:], strict=False):
@@ -162,37 +163,56 @@ def test_targeted_calls_reach_the_target_unflagged(data):
     assert not det.predict(r.x_adv[r.success]).any() and float(r.norms["linf"].max()) <= 8 / 255 + 1e-6
 
 
-def test_bad_parameters_are_refused_by_name(data):
+def test_the_largest_seed_runs(data):
+    """Any seed the attacks accept (0 .. 2**63 - 1) runs: each restart's generator is seeded modulo 2**63."""
+    clf, x_fit, _, x, y = data
+    conf = make_detector("confidence", clf).fit(x_fit[:40])
+    for name, budget in (("adaptive-confidence", {"steps": 1}), ("square-bypass", {"queries": 2})):
+        r = make_attack(name, clf, detector=conf, seed=2**63 - 1, progress=False, **budget)(x[:2], y[:2])
+        assert len(r) == 2 and r.params["restarts"] == 1
+
+
+#: bad values every adaptive search refuses by name: its budget, restarts and C&W's kappa
+BAD_SEARCH = [
+    ({"eps": 8}, "eps"),  # 0..255 units
+    ({"eps": 0}, "eps"),
+    ({"eps": 100.0, "norm": "l2"}, "eps"),  # further than any two 32x32 images
+    ({"kappa": -1}, "kappa"),
+    ({"kappa": []}, "kappa"),
+    ({"restarts": 1.5}, "restarts"),
+]
+
+
+def check_refused(name, clf, det, bad, typo) -> None:
+    """``make_attack(name, clf, ...)`` refuses a call without ``detector=``, each ``(params, word)`` of
+    :data:`BAD_SEARCH` and ``bad`` with a ParameterError naming the word, an unknown norm, the misspelt parameter
+    ``typo[0]`` (naming ``typo[1]``) and ``top_k`` (the margin and the bypass are top-1)."""
     from advguard import ParameterError, UnknownNameError
+
+    with pytest.raises(ParameterError, match="needs detector="):
+        make_attack(name, clf, eps=0.1)
+    for params, what in [*BAD_SEARCH, *bad]:
+        with pytest.raises(ParameterError, match=what):
+            make_attack(name, clf, detector=det, **params)
+    with pytest.raises(UnknownNameError, match="norm"):
+        make_attack(name, clf, detector=det, norm="l3")
+    with pytest.raises(TypeError, match=f"did you mean '{typo[1]}'"):
+        make_attack(name, clf, detector=det, **{typo[0]: 3})
+    with pytest.raises(TypeError, match="unknown parameter 'top_k'"):
+        make_attack(name, clf, detector=det, top_k=2)
+
+
+def test_bad_parameters_are_refused_by_name(data):
+    from advguard import ParameterError
 
     clf, x_fit, _, _, _ = data
     conf = make_detector("confidence", clf).fit(x_fit[:40])
-    with pytest.raises(ParameterError, match="needs detector="):
-        make_attack("adaptive-confidence", clf, eps=0.1)
     with pytest.raises(TypeError, match="attacks the feature-squeezing detector, got 'confidence'"):
         make_attack("adaptive-squeezing", clf, detector=conf)
     with pytest.raises(ParameterError, match="no threshold"):
         make_attack("adaptive-confidence", clf, detector=make_detector("confidence", clf))
-    bad = [
-        ({"eps": 8}, "eps"),  # 0..255 units
-        ({"eps": 0}, "eps"),
-        ({"eps": 100.0, "norm": "l2"}, "eps"),  # further than any two 32x32 images
-        ({"steps": 0}, "steps"),
-        ({"rel_stepsize": -1}, "rel_stepsize"),
-        ({"kappa": -1}, "kappa"),
-        ({"kappa": []}, "kappa"),
-        ({"restarts": 1.5}, "restarts"),
-        ({"random_start": "yes"}, "random_start"),
-    ]
-    for params, what in bad:
-        with pytest.raises(ParameterError, match=what):
-            make_attack("adaptive-confidence", clf, detector=conf, **params)
-    with pytest.raises(UnknownNameError, match="norm"):
-        make_attack("adaptive-confidence", clf, detector=conf, norm="l3")
-    with pytest.raises(TypeError, match="did you mean 'steps'"):
-        make_attack("adaptive-confidence", clf, detector=conf, stpes=3)
-    with pytest.raises(TypeError, match="unknown parameter 'top_k'"):
-        make_attack("adaptive-confidence", clf, detector=conf, top_k=2)  # the bypass is top-1
+    bad = [({"steps": 0}, "steps"), ({"rel_stepsize": -1}, "rel_stepsize"), ({"random_start": "yes"}, "random_start")]
+    check_refused("adaptive-confidence", clf, conf, bad, ("stpes", "steps"))
     with pytest.raises(ParameterError, match="eot_samples"):
         make_attack("adaptive-image-ops", clf, detector=conf, eot_samples=0)
     loo = make_detector("loo", clf, unit="slic", unit_params={"n_segments": 4}, feature="multilayer", layers=1,
@@ -250,3 +270,71 @@ def test_sentinet_patch_keeps_its_salient_region_inert(data):
     assert r.success_rate > bypass_rate(sn, plain) + 0.15, (r.success_rate, bypass_rate(sn, plain))
     with pytest.raises(TypeError, match="attacks the sentinet detector"):
         SentiNetPatch(clf, make_detector("confidence", clf).fit(x_fit[:30]), target=target)
+
+
+# ---------------------------------------------------------------------------------------------- square-bypass
+def test_square_bypass_beats_pgd_by_queries_alone(data):
+    """Gradient-free Square Attack on the classifier's logits and the detector's score (only queried): against
+    Feature Squeezing with a 3x3 median (it flags 6 of plain PGD's 16 examples at 8/255) it bypasses more often than
+    PGD at the same L-inf budget; 250 queries extend 50 (same seed), every query is counted."""
+    clf, x_fit, _, x, y = data
+    det = make_detector("feature-squeezing", clf, squeezers=("bits:5", "median:3"), progress=False).fit(x_fit)
+    x, y = x[:16], y[:16]
+    eps = 8 / 255
+    plain = bypass_rate(det, make_attack("pgd", clf, eps=eps, steps=10, progress=False)(x, y))
+    short, long = steps_grid("square-bypass", clf, det, x, y, (50, 250), budget="queries", eps=eps)
+    assert long.success_rate > plain + 0.15, (long.success_rate, plain)
+    assert float(long.norms["linf"].max()) <= eps + 1e-6
+    for r, q in ((short, 50), (long, 250)):  # one query per evaluated image, frozen at its first bypass
+        used, s = r.steps_used.numpy(), r.success.numpy()
+        assert (used >= 1).all() and (used <= q).all() and (used[~s] == q).all(), used
+        assert (used[s] == r.step.numpy()[s]).all() and (r.restart.numpy()[s] == 0).all()
+    # the longer run extends the shorter one query by query: its bypasses are the same images
+    was = short.success
+    assert torch.equal(long.x_adv[was], short.x_adv[was]) and torch.equal(long.steps_used[was], short.steps_used[was])
+
+
+def test_square_bypass_l2_against_a_guard(data):
+    """The same search in an L2 ball against a fitted Guard (any rule over two detectors): its bypasses are
+    misclassified and not flagged by the guard, within eps."""
+    from advguard import Guard
+
+    clf, x_fit, _, x, y = data
+    dets = [
+        make_detector("feature-squeezing", clf, squeezers=("bits:5", "median:2"), progress=False),
+        make_detector("confidence", clf),
+    ]
+    guard = Guard(clf, dets).fit(x_fit)
+    x, y = x[:10], y[:10]
+    eps, q = 1.5, 150
+    r = make_attack("square-bypass", clf, detector=guard, eps=eps, norm="l2", queries=q, progress=False)(x, y)
+    assert check_bypasses(guard, r, y) >= 0.3, r.success.tolist()
+    assert torch.equal(r.misclassified, r.pred_adv != y)
+    assert float(r.norms["l2"].max()) <= eps * (1 + 1e-5)
+    assert (r.steps_used <= q).all() and (r.steps_used[~r.success] == q).all()
+
+
+def test_square_bypass_refuses_bad_parameters_by_name(data):
+    from advguard import Guard, ParameterError
+
+    clf, x_fit, _, _, _ = data
+    conf = make_detector("confidence", clf).fit(x_fit[:40])
+    with pytest.raises(TypeError, match="must be a fitted advguard Detector or Guard, got ndarray"):
+        make_attack("square-bypass", clf, detector=x_fit.numpy())
+    with pytest.raises(ParameterError, match="confidence detector has no threshold"):
+        make_attack("square-bypass", clf, detector=make_detector("confidence", clf))
+    with pytest.raises(ParameterError, match="guard has no threshold"):
+        make_attack("square-bypass", clf, detector=Guard(clf, [make_detector("confidence", clf)]))
+    bad = [
+        ({"queries": 0}, "queries"),
+        ({"queries": 2.5}, "queries"),
+        ({"p_init": 0}, "p_init"),
+        ({"p_init": 1.5}, "p_init"),
+        ({"restarts": 0}, "restarts"),
+        ({"weight": -1}, "weight"),
+        ({"seed": -1}, "seed"),
+        ({"batch_size": 0}, "batch_size"),
+    ]
+    check_refused("square-bypass", clf, conf, bad, ("querys", "queries"))
+    with pytest.raises(TypeError, match="unknown parameter 'steps'"):
+        make_attack("square-bypass", clf, detector=conf, steps=3)  # a query budget, not gradient steps

@@ -34,6 +34,7 @@ def test_registries_keep_their_names():
         "adaptive-erase-restore",
         "adaptive-guard",
         "sentinet-patch",
+        "square-bypass",
     ]
     assert list(ATTACKS) == [*STANDARD_ATTACKS, "rp2", *adaptive]
     assert bench_attacks() == [*STANDARD_ATTACKS, "rp2"]  # what a config's [[attack]] may name
@@ -228,6 +229,7 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "adaptive-erase-restore": {"eps": 8 / 255, "steps": 2},
     "adaptive-guard": {"eps": 8 / 255, "steps": 2},
     "sentinet-patch": {"size": 0.1, "steps": 2, "batch_size": 4, "n_paste": 2},
+    "square-bypass": {"eps": 8 / 255, "queries": 3},
 }
 #: the fitted detector an adaptive attack evades (``Attack.requires``), from the detectors' fixture above
 EVADED = {
@@ -241,6 +243,7 @@ EVADED = {
     "adaptive-erase-restore": "erase-restore",
     "adaptive-guard": "guard",  # a Guard of GUARD_DETECTORS (the fixtures build it)
     "sentinet-patch": "sentinet",
+    "square-bypass": "feature-squeezing",
 }
 #: the detectors of the guard ``adaptive-guard`` evades in the contract tests
 GUARD_DETECTORS = ("feature-squeezing", "confidence")
@@ -254,6 +257,21 @@ def test_every_attack_has_test_settings():
 def attack_data(correct_images):
     clf, x, y = correct_images(30, 12)
     return clf, x[:4], y[:4]
+
+
+def check_success_is_the_bypass(r, det) -> None:
+    """Issue #26: an adaptive attack's ``success`` is its goal, the bypass (misclassified, or the target reached,
+    *and* not flagged by ``det``); ``misclassified`` is the first half alone (so it holds wherever ``success`` does)
+    and ``evaded`` an alias of ``success``. Checked on the classifier and on the detector (every detector's score is
+    deterministic: its random draws are seeded per image)."""
+    from advguard.attacks.adaptive import AdaptiveResult
+
+    assert isinstance(r, AdaptiveResult) and r.misclassified is not None, type(r)
+    assert torch.equal(r.success, r.evaded)
+    assert (r.misclassified | ~r.success).all()  # misclassified >= success
+    reached = (r.pred_adv == r.targets) if r.targets is not None else (r.pred_adv != r.y)
+    assert torch.equal(r.misclassified, reached)
+    assert not (det.score(r.x_adv)[r.success.numpy()] > det.threshold_).any()
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -288,6 +306,8 @@ def test_attack_contract(name, attack_data, fitted):
     assert r1.success.shape == (len(x),) and r1.success.dtype == torch.bool
     r2 = build()(x, y, targets=targets)
     assert torch.equal(r1.x_adv, r2.x_adv)  # deterministic given the seed
+    if cls.requires == ("detector",):  # every adaptive attack (issue #26): success means the bypass
+        check_success_is_the_bypass(r1, settings["detector"])
 
 
 def test_abstract_bases():

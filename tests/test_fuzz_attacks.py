@@ -230,3 +230,98 @@ def test_fuzz_attack_inputs(real, data):
     res = atk(x, y, targets=t)
     check_result(clf, name, params, x, y, t, res)
     event("outcome: correct result")
+
+
+# ------------------------------------------------------------------------------------- square-bypass (issue #26)
+#: square-bypass's own parameters: cheap good values and bad ones (eps and norm are drawn together below)
+SQUARE_PARAMS = {
+    "queries": ([1, 2, 3], COUNT_BAD),
+    "p_init": ([None, 0.05, 0.5, 1.0], [0.0, -0.1, 1.5, NAN, INF, "0.1", True]),
+    "restarts": ([1, 2], COUNT_BAD),
+    "kappa": ([0.0, 5.0, (0.0, 10.0)], [-1.0, NAN, INF, "0", [], [1.0, -1.0]]),
+    "weight": ([0.0, 1.0, 10.0], [-1.0, NAN, INF, "1", None]),
+    **{k: PARAMS[k] for k in ("batch_size", "seed", "progress")},
+}
+
+
+@pytest.fixture(scope="module")
+def squeezing(real):
+    """Feature Squeezing fitted on the 16 real images (the properties do not depend on detection quality)."""
+    import warnings
+
+    from advguard.detectors import make_detector
+
+    clf, x, _ = real
+    with warnings.catch_warnings():  # 16 clean images cannot resolve FPR 0.05: expected here
+        warnings.simplefilter("ignore", UserWarning)
+        return make_detector("feature-squeezing", clf, squeezers=("bits:4", "median:2"), progress=False).fit(x)
+
+
+@st.composite
+def square_params(draw):
+    params, problems = {"progress": False, "queries": 2}, []
+    for p in draw(st.lists(st.sampled_from(sorted(SQUARE_PARAMS)), max_size=4, unique=True)):
+        good, bad = SQUARE_PARAMS[p]
+        if draw(st.integers(0, 3)) == 0:
+            params[p] = draw(st.sampled_from(bad))
+            problems.append((p,))
+            event(f"bad value of {p}")
+        else:
+            params[p] = draw(st.sampled_from(good))
+    norm = draw(st.sampled_from(["linf", "l2"]))
+    if draw(st.integers(0, 7)) == 0:
+        params["norm"] = draw(st.sampled_from(["l1", "L2", 2, None]))
+        problems.append(("norm",))
+        event("bad norm")
+    elif norm == "l2" or draw(st.booleans()):
+        params["norm"] = norm
+    good_eps, bad_eps = EPS[norm]
+    if draw(st.integers(0, 3)) == 0:
+        params["eps"] = draw(st.sampled_from(bad_eps))
+        problems.append(("eps",))
+        event("bad eps")
+    elif draw(st.integers(0, 3)):
+        params["eps"] = draw(st.sampled_from(good_eps))
+    if draw(st.integers(0, 5)) == 0:
+        key = draw(st.sampled_from(["steps", "top_k", "max_queries", "n_queries", "p", "epsilon"]))
+        params[key] = 1
+        problems.append((repr(key),))
+        event("unknown keyword")
+    return params, problems
+
+
+@given(data=st.data())
+def test_fuzz_square_bypass_parameters(real, squeezing, data):
+    """Any parameter dict: a clear error naming a bad parameter at make_attack, or a correct BypassResult (within
+    eps, success = misclassified or target reached *and* not flagged, re-checked here; queries counted)."""
+    from advguard.attacks import BypassResult
+    from advguard.attacks.adaptive import evades
+
+    clf, x_real, y_real = real
+    params, problems = data.draw(square_params(), label="params")
+    note(f"make_attack('square-bypass', detector=fs, **{params}); expected problems {problems}")
+    if problems:
+        with pytest.raises(AdvguardError) as e:
+            make_attack("square-bypass", clf, detector=squeezing, **params)
+        msg = str(e.value)
+        assert any(w in msg for p in problems for w in p), (msg, problems)
+        event("outcome: clear error")
+        return
+    atk = make_attack("square-bypass", clf, detector=squeezing, **params)
+    n = data.draw(st.integers(1, 3), label="n")
+    x, y = x_real[:n], y_real[:n]
+    targets = None
+    if data.draw(st.booleans(), label="targeted"):
+        targets = shifted_targets(y, K, data.draw(st.integers(1, K - 1), label="shift")).numpy()
+    res = atk(x, y, targets=targets)
+    assert isinstance(res, BypassResult) and torch.equal(res.success, res.evaded)
+    check_result(
+        clf, "square-bypass", {}, x, y, targets, BypassResult(**{**res.__dict__, "success": res.misclassified})
+    )
+    eps, norm = atk.eps, atk.norm
+    d = (res.x_adv - torch.from_numpy(np.asarray(x))).flatten(1)
+    assert float((d.abs().amax(1) if norm == "linf" else d.norm(dim=1)).max()) <= eps * (1 + 1e-5) + 1e-6
+    assert torch.equal(res.success, res.misclassified & torch.from_numpy(evades(squeezing, res.x_adv)))
+    budget = atk.params["restarts"] * atk.params["queries"]
+    assert ((res.steps_used >= 1) & (res.steps_used <= budget)).all()
+    event("outcome: correct result")

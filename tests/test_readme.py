@@ -70,7 +70,10 @@ CHEAPER: dict[str, list[tuple[str, str]]] = {
         ("softmax_in_training=False)", "softmax_in_training=False, epochs=2)"),  # the default is 15 epochs
     ],
     "from advguard.detectors import LeaveOneOut": [('{"n_segments": 64}', '{"n_segments": 16}')],
-    "from advguard.attacks import AdaptiveSqueezing, make_attack": [("steps=50", "steps=3")],  # both calls
+    "from advguard.attacks import AdaptiveSqueezing, make_attack": [
+        ("steps=50", "steps=3"),
+        ("queries=1000", "queries=3"),
+    ],
     "from advguard.attacks.adaptive import DetectorAwareCW": [
         ("steps=100", "steps=5"),
         ("restarts=150", "restarts=1"),

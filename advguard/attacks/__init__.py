@@ -28,6 +28,7 @@ from .adaptive_loo import AdaptiveLOO
 from .adaptive_erase_restore import AdaptiveEraseRestore
 from .adaptive_guard import AdaptiveGuard
 from .sentinet_patch import SentiNetPatch
+from .square_bypass import SquareBypass
 # isort: on
 
 
@@ -89,6 +90,7 @@ __all__ = [
     "RP2",
     "RegionMisleadingPatch",
     "SentiNetPatch",
+    "SquareBypass",
     "Sticker",
     "TaintRadarBPDA",
     "AttackResult",

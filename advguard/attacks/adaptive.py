@@ -36,21 +36,34 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class AdaptiveResult(AttackResult):
-    """:class:`AttackResult` plus, per image: ``evaded`` (misclassified and judged clean when found),
-    ``restart`` (0-based index of the optimisation path that first bypassed, -1 if none), ``step`` (the
-    step it was found at, -1 if none) and ``recheck_evasion`` (share of fresh detector draws the bypassing
-    image also evades; NaN where there was no bypass)."""
+    """:class:`AttackResult` of an adaptive attack (one that knows the detector; ``Attack.requires ==
+    ("detector",)``). In every adaptive result ``success`` is the attack's goal, the **bypass**: misclassified
+    (untargeted) or classified as the target, *and* judged clean by the detector at its threshold when found (a
+    bypass found on an image the classifier, re-checked in float32, no longer misclassifies is no success).
 
-    evaded: torch.Tensor | None = None
+    Per image besides: ``misclassified`` (the first half alone: misclassified, or the target reached, whether or
+    not the detector flags the image), ``restart`` (0-based index of the optimisation path that first bypassed, -1
+    if none), ``step`` (the step it was found at, -1 if none) and ``recheck_evasion`` (share of fresh detector draws
+    the bypassing image also evades; NaN where there was no bypass). ``evaded`` is an alias of ``success``, kept
+    for compatibility (before issue #26 ``detector-aware-cw`` and ``taintradar-bpda`` reported the
+    misclassification in ``success`` and the bypass in ``evaded``)."""
+
     restart: torch.Tensor | None = None
     step: torch.Tensor | None = None
     recheck_evasion: torch.Tensor | None = None
+    misclassified: torch.Tensor | None = None
+
+    @property
+    def evaded(self) -> torch.Tensor:
+        """The bypass per image: an alias of ``success``."""
+        return self.success
 
     def bypass_curve(self, restarts: int) -> np.ndarray:
-        """Cumulative bypass rate after 1..``restarts`` optimisation paths (the paper's Figure 6)."""
+        """Cumulative bypass rate after 1..``restarts`` optimisation paths (the paper's Figure 6): the share of
+        images that bypass (``success``) and were found by one of the first ``t`` paths, for t = 1..``restarts``."""
         assert self.restart is not None  # set by the attack that returns this result
-        r = self.restart.numpy()
-        return np.array([float(((r >= 0) & (r < t)).mean()) for t in range(1, restarts + 1)])
+        r, s = self.restart.numpy(), self.success.numpy()
+        return np.array([float(((r >= 0) & (r < t) & s).mean()) for t in range(1, restarts + 1)])
 
 
 def evades(detector: Detector, x: torch.Tensor) -> np.ndarray:
@@ -60,7 +73,9 @@ def evades(detector: Detector, x: torch.Tensor) -> np.ndarray:
 
 @register_attack()
 class DetectorAwareCW(Attack):
-    """``DetectorAwareCW(clf, detector, confidence=0, steps=100, restarts=150, check_every=1)(x, y, targets)``."""
+    """``DetectorAwareCW(clf, detector, confidence=0, steps=100, restarts=150, check_every=1)(x, y, targets)`` ->
+    :class:`AdaptiveResult`: ``success`` is the bypass, ``misclassified`` the target reached (untargeted: the label
+    changed) alone."""
 
     name = "detector-aware-cw"
     norm = "l2"
@@ -177,13 +192,15 @@ class DetectorAwareCW(Attack):
         return best, {"restart": restart_of, "step": step_of, "recheck": recheck}
 
     def _finish(self, r: AttackResult, extras: dict[str, np.ndarray]) -> AdaptiveResult:
-        """The :class:`AdaptiveResult`: ``attack(x, y, targets)`` returns it."""
+        """The :class:`AdaptiveResult`: ``success`` = the bypass (found by a path *and* still misclassified, or
+        classified as the target, in the float32 re-check), ``misclassified`` = the re-check alone."""
         restart, step, recheck = extras["restart"], extras["step"], extras["recheck"]
-        evaded = torch.from_numpy(restart >= 0) & r.success
+        misclassified = r.success.clone()
+        bypass = torch.from_numpy(restart >= 0) & misclassified
         return AdaptiveResult(
-            **r.__dict__,
-            evaded=evaded,
+            **{**r.__dict__, "success": bypass},
             restart=torch.from_numpy(restart),
             step=torch.from_numpy(step),
             recheck_evasion=torch.from_numpy(recheck),
+            misclassified=misclassified,
         )

@@ -61,6 +61,11 @@ def logit_margin(z: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch.
     return (zo - zl) if targeted else (zl - zo)
 
 
+def label_reached(z: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    """Per image, from logits ``z``: misclassified (untargeted: top-1 is not ``y``) or classified as the target."""
+    return (z.argmax(1) == targets) if targets is not None else (z.argmax(1) != y)
+
+
 def best_other(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per image, the most likely class other than ``y`` (the label an untargeted attack is heading for)."""
     return z.detach().scatter(1, y[:, None], -torch.inf).argmax(1)
@@ -70,6 +75,12 @@ def straight_through(x: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
     """BPDA with the identity (Athalye et al. 2018, Section 4.1): the value of ``exact`` (computed from ``x`` without
     a gradient, e.g. a squeezer, JPEG or inpainting), the gradient of the identity."""
     return x + (exact.to(x.device, x.dtype) - x).detach()
+
+
+def restart_generator(seed: int, batch: int, restart: int) -> torch.Generator:
+    """The CPU generator of one restart of one batch of an attack seeded with ``seed`` (any seed the attacks accept,
+    0 .. 2**63 - 1: the mix is taken modulo 2**63, which torch's generators take)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + batch * 1_009 + restart) % 2**63)
 
 
 def check_kappa(kappa: Any, where: str) -> float | tuple[float, ...]:
@@ -116,6 +127,43 @@ class DetectorTerm(abc.ABC):
         any randomness (EOT draws)."""
 
 
+def check_search(restarts: Any, kappa: Any, weight: Any, where: str) -> dict[str, Any]:
+    """The parameters every adaptive search shares, checked: ``restarts`` (a count), ``kappa`` (:func:`check_kappa`)
+    and ``weight`` (of the detector term, >= 0)."""
+    return {
+        "restarts": int(check_number("restarts", restarts, lo=1, hi=1_000_000, integer=True, where=where)),
+        "kappa": check_kappa(kappa, where),
+        "weight": float(check_number("weight", weight, lo=0, where=where)),
+    }
+
+
+def check_budget(classifier: Classifier, eps: Any, norm: Any, where: str) -> tuple[float, str]:
+    """``(eps, norm)`` of an attack in an L-inf or L2 ball, checked: ``norm`` one of :data:`NORMS`, ``eps`` in (0,
+    the largest ``norm`` distance between two of the classifier's images] (pixel units; where the classifier's input
+    size is unknown, an L2 ``eps`` is checked against the images in :func:`check_budget_fits`)."""
+    if not isinstance(norm, str):
+        raise ParameterTypeError(f"{where}: norm must be one of {list(NORMS)}, got {norm!r}")
+    if norm not in NORMS:
+        raise unknown_name("norm", norm, list(NORMS))
+    width = classifier.bounds[1] - classifier.bounds[0] if isinstance(classifier, Classifier) else 1.0
+    if norm == "linf":
+        top: float | None = width
+    elif isinstance(classifier, Classifier) and classifier.size is not None:
+        top = max_distance("l2", (classifier.channels, *classifier.size), classifier.bounds)
+    else:
+        top = None
+    checked = check_number("eps (in [0, 1] pixel units, e.g. 8/255)", eps, lo=0, hi=top, lo_open=True, where=where)
+    return float(checked), norm
+
+
+def check_budget_fits(where: str, eps: float, norm: str, x: torch.Tensor, bounds: tuple[float, float]) -> None:
+    """Refuse an L2 ``eps`` beyond the largest distance between two images of the shape of ``x`` (N, C, H, W)."""
+    if norm == "l2":
+        top = max_distance("l2", tuple(x.shape[1:]), bounds)
+        if eps > top:
+            raise ParameterError(f"{where}: eps={eps:g} is outside (0, {top:.4g}] for these images")
+
+
 def check_detector(detector: Any, names: tuple[str, ...], where: str) -> None:
     """Refuse anything but a fitted detector whose ``name`` is one of ``names``, naming what was given."""
     if not hasattr(detector, "score") or not hasattr(detector, "threshold_"):
@@ -147,15 +195,37 @@ class _Candidates:
 
 @dataclass
 class BypassResult(AdaptiveResult):
-    """:class:`~advguard.attacks.adaptive.AdaptiveResult` of a white-box adaptive attack. Here ``success`` is the
-    **bypass**: misclassified (untargeted) or classified as the target, *and* judged clean by the detector at its
-    calibrated threshold, both checked on the returned images; ``evaded`` is the same. ``misclassified`` is the
-    first half alone; ``restart`` / ``step`` where the bypass was found (-1: none); ``steps_used`` the gradient steps
-    spent on each image (restarts included; each step is one forward and one backward pass of the classifier plus
-    the detector term's)."""
+    """:class:`~advguard.attacks.adaptive.AdaptiveResult` of an adaptive attack that counts its work per image. As in
+    every adaptive result ``success`` is the **bypass**: misclassified (untargeted) or classified as the target,
+    *and* judged clean by the detector at its calibrated threshold, both checked on the returned images (``evaded``
+    is an alias of it); ``misclassified`` is the first half alone; ``restart`` / ``step`` where the bypass was found
+    (-1: none). ``steps_used``: the work spent on each image, restarts included. For the gradient attacks
+    (:class:`AdaptivePGD`) gradient steps, each one forward and one backward pass of the classifier plus the detector
+    term's; for the score-based :class:`~advguard.attacks.square_bypass.SquareBypass` queries, each one classifier
+    and one detector evaluation of one image."""
 
-    misclassified: torch.Tensor | None = None
     steps_used: torch.Tensor | None = None
+
+
+def bypass_result(detector: Any, r: AttackResult, extras: dict[str, np.ndarray]) -> BypassResult:
+    """The :class:`BypassResult` of an attack on ``detector`` (a fitted Detector or Guard) from the base result
+    ``r``: ``success`` re-checked on the returned images with the classifier (``r.success``, decided in float32)
+    and the detector; ``extras`` per image: ``restart`` and ``step`` where the bypass was found (-1: none),
+    ``used`` the work spent (:attr:`BypassResult.steps_used`)."""
+    misclassified = r.success.clone()
+    ok = torch.from_numpy(evades(detector, r.x_adv)) if len(r) else torch.zeros(0, dtype=torch.bool)
+    bypass = misclassified & ok
+    restart = torch.from_numpy(extras.get("restart", np.zeros(0, np.int64)))
+    found = restart >= 0
+    recheck = torch.where(found, bypass.double(), torch.tensor(float("nan"), dtype=torch.float64))
+    return BypassResult(
+        **{**r.__dict__, "success": bypass},
+        restart=restart,
+        step=torch.from_numpy(extras.get("step", np.zeros(0, np.int64))),
+        recheck_evasion=recheck,
+        misclassified=misclassified,
+        steps_used=torch.from_numpy(extras.get("used", np.zeros(0, np.int64))),
+    )
 
 
 class AdaptivePGD(Attack):
@@ -197,20 +267,7 @@ class AdaptivePGD(Attack):
         check_keywords(where, kw, ADAPTIVE_COMMON)
         self.term_params = getattr(self, "term_params", {})
         check_detector(detector, self.detector_names, where)
-        if not isinstance(norm, str):
-            raise ParameterTypeError(f"{where}: norm must be one of {list(NORMS)}, got {norm!r}")
-        if norm not in NORMS:
-            raise unknown_name("norm", norm, list(NORMS))
-        width = classifier.bounds[1] - classifier.bounds[0] if isinstance(classifier, Classifier) else 1.0
-        if norm == "linf":
-            top = width
-        elif isinstance(classifier, Classifier) and classifier.size is not None:
-            top = max_distance("l2", (classifier.channels, *classifier.size), classifier.bounds)
-        else:
-            top = None
-        eps = float(
-            check_number("eps (in [0, 1] pixel units, e.g. 8/255)", eps, lo=0, hi=top, lo_open=True, where=where)
-        )
+        eps, norm = check_budget(classifier, eps, norm, where)
         count: dict[str, Any] = dict(lo=1, hi=1_000_000, integer=True, where=where)
         super().__init__(
             classifier,
@@ -218,9 +275,7 @@ class AdaptivePGD(Attack):
             norm=norm,
             steps=int(check_number("steps", steps, **count)),
             rel_stepsize=float(check_number("rel_stepsize", rel_stepsize, lo=0, hi=10, lo_open=True, where=where)),
-            restarts=int(check_number("restarts", restarts, **count)),
-            kappa=check_kappa(kappa, where),
-            weight=float(check_number("weight", weight, lo=0, where=where)),
+            **check_search(restarts, kappa, weight, where),
             check_every=int(check_number("check_every", check_every, **count)),
             random_start=check_bool("random_start", random_start, where=where),
             **self.term_params,
@@ -244,10 +299,7 @@ class AdaptivePGD(Attack):
 
     # ------------------------------------------------------------------ the attack
     def _check_inputs(self, x: torch.Tensor) -> None:
-        if self.norm == "l2":
-            top = max_distance("l2", tuple(x.shape[1:]), self.classifier.bounds)
-            if self.eps > top:
-                raise ParameterError(f"{self.name}: eps={self.eps:g} is outside (0, {top:.4g}] for these images")
+        check_budget_fits(self.name, self.eps, self.norm, x, self.classifier.bounds)
 
     def _random_delta(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         eps = self.eps
@@ -298,10 +350,7 @@ class AdaptivePGD(Attack):
         out[rows] = hit
         return out
 
-    @staticmethod
-    def _hit(z: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-        """Per image: misclassified (untargeted) or classified as the target, from logits ``z``."""
-        return (z.argmax(1) == targets) if targets is not None else (z.argmax(1) != y)
+    _hit = staticmethod(label_reached)
 
     def _run(
         self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None
@@ -320,7 +369,7 @@ class AdaptivePGD(Attack):
         for r in range(p["restarts"]):
             if bool(done.all()):
                 break
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.batch_index_ * 1_009 + r)
+            g = restart_generator(self.seed, self.batch_index_, r)
             delta = self._random_delta(x, g)
             kappas = p["kappa"] if isinstance(p["kappa"], tuple) else (p["kappa"],)
             self._kappa = kappas[r % len(kappas)]
@@ -364,19 +413,4 @@ class AdaptivePGD(Attack):
 
     def _finish(self, r: AttackResult, extras: dict[str, np.ndarray]) -> BypassResult:
         """The :class:`BypassResult`: ``success`` re-checked on the returned images (classifier and detector)."""
-        misclassified = r.success.clone()
-        ok = torch.from_numpy(evades(self.detector, r.x_adv)) if len(r) else torch.zeros(0, dtype=torch.bool)
-        bypass = misclassified & ok
-        restart = torch.from_numpy(extras.get("restart", np.zeros(0, np.int64)))
-        found = restart >= 0
-        recheck = torch.where(found, bypass.double(), torch.tensor(float("nan"), dtype=torch.float64))
-        fields = {**r.__dict__, "success": bypass}
-        return BypassResult(
-            **fields,
-            evaded=bypass,
-            restart=restart,
-            step=torch.from_numpy(extras.get("step", np.zeros(0, np.int64))),
-            recheck_evasion=recheck,
-            misclassified=misclassified,
-            steps_used=torch.from_numpy(extras.get("used", np.zeros(0, np.int64))),
-        )
+        return bypass_result(self.detector, r, extras)

@@ -128,7 +128,6 @@ class SentiNetPatch(AdversarialPatch):
         n = len(result)
         return BypassResult(
             **{**result.__dict__, "success": bypass},
-            evaded=bypass,
             restart=torch.where(bypass, 0, -1),
             step=torch.full((n,), -1),
             recheck_evasion=torch.full((n,), float("nan"), dtype=torch.float64),

@@ -50,11 +50,12 @@ def soft_mask(cam: torch.Tensor, size: tuple[int, ...], t: float, threshold: flo
 class TaintRadarBPDA(Attack):
     """``TaintRadarBPDA(clf, taintradar, size=0.07, steps=2000)(x, y, targets)`` -> :class:`AdaptiveResult`.
 
-    ``taintradar`` must be fitted (K and Delta_R chosen). ``evaded`` marks the images classified as their target
-    and judged clean by the real detector; ``recheck_evasion`` the share of ``recheck`` fresh detector runs (new
-    noise) that bypassing image also evades. ``evasion_weight`` 0 drops the detector term: a plain localized
-    targeted attack on the same region that stops once the target is reached, never querying the detector (the
-    "without TaintRadar" baseline; ``evaded`` then comes from one detector run on the result).
+    ``taintradar`` must be fitted (K and Delta_R chosen). ``success`` (and its alias ``evaded``) marks the bypasses:
+    the images classified as their target *and* judged clean by the real detector; ``misclassified`` the target
+    reached alone; ``recheck_evasion`` the share of ``recheck`` fresh detector runs (new noise) that bypassing image
+    also evades. ``evasion_weight`` 0 drops the detector term: a plain localized targeted attack on the same region
+    that stops once the target is reached, never querying the detector (the "without TaintRadar" baseline; the
+    bypass then comes from one detector run on the result).
     """
 
     name = "taintradar-bpda"
@@ -221,15 +222,17 @@ class TaintRadarBPDA(Attack):
         return best, {"step": step_of, "recheck": recheck, "done": done.cpu().numpy()}
 
     def _finish(self, r: AttackResult, extras: dict[str, np.ndarray]) -> AdaptiveResult:
-        """The :class:`AdaptiveResult`: ``attack(x, y, targets)`` returns it (targets are required)."""
+        """The :class:`AdaptiveResult` (targets are required): ``success`` = the bypass (judged clean when found
+        *and* classified as the target in the float32 re-check), ``misclassified`` = the target reached alone."""
         step, recheck = extras["step"], extras["recheck"]
         done = torch.from_numpy(extras["done"])
         if not self.params["evasion_weight"]:
             done = done & torch.from_numpy(self._evades(r.x_adv))
+        reached = r.success.clone()
         return AdaptiveResult(
-            **r.__dict__,
-            evaded=done & r.success,
+            **{**r.__dict__, "success": done & reached},
             restart=torch.where(done, 0, -1),
             step=torch.from_numpy(step),
             recheck_evasion=torch.from_numpy(recheck),
+            misclassified=reached,
         )

@@ -450,10 +450,10 @@ def bpda_arrays(b: Bench, bp: BpdaOptions, weight: float, progress: bool) -> dic
         t0 = time.perf_counter()
         r = atk(x, y, np.full(n, b.o.target))
         assert isinstance(r, AdaptiveResult)
-        assert r.evaded is not None and r.recheck_evasion is not None and r.step is not None
-        return {
-            "success": r.success.numpy(),
-            "evaded": r.evaded.numpy(),
+        assert r.misclassified is not None and r.recheck_evasion is not None and r.step is not None
+        return {  # cached arrays, names unchanged: "success" the target reached (r.misclassified since issue #26)
+            "success": r.misclassified.numpy(),
+            "evaded": r.evaded.numpy(),  # the bypass: target reached and undetected (= r.success)
             "pred": r.pred_adv.numpy(),
             "recheck": r.recheck_evasion.numpy(),
             "step": r.step.numpy(),

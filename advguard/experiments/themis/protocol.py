@@ -371,10 +371,10 @@ def adaptive_run(
         return dict(
             restart=_np(r.restart),
             step=_np(r.step),
-            evaded=_np(r.evaded),
+            evaded=_np(r.evaded),  # the bypass (= r.success since issue #26)
             recheck=_np(r.recheck_evasion),
             l2=r.norms["l2"].numpy(),
-            success=r.success.numpy(),
+            success=_np(r.misclassified),  # the cached array keeps its name: the target reached, detector or not
             seconds=np.asarray(time.perf_counter() - t0),
         )
 
