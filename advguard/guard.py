@@ -40,7 +40,7 @@ import torch
 from ._atomic import atomic_path
 from .classifier import Classifier
 from .errors import DetectorFileError, InputError, ParameterError
-from .metrics import threshold_at_fpr
+from .metrics import threshold_at_fpr, warn_unresolved_fpr
 from .validation import ParameterTypeError, check_bool, check_choice, check_number
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -177,16 +177,7 @@ def any_threshold(clean_scores: np.ndarray, fpr: float) -> tuple[list[np.ndarray
         raise InputError(f"the any rule needs at least 2 clean calibration images, got {n}")
     if not np.isfinite(x).all():
         raise InputError(f"any_threshold: {int((~np.isfinite(x)).sum())} clean calibration scores are NaN or Inf")
-    need = math.ceil(1.0 / fpr - 1e-9)
-    if n < need:
-        import warnings
-
-        warnings.warn(
-            f"the any rule: {n} clean calibration images cannot resolve FPR {fpr:g} (needs at least {need}); "
-            "the threshold is the largest calibration rank",
-            UserWarning,
-            stacklevel=2,
-        )
+    warn_unresolved_fpr("the any rule", n, fpr, what="calibration rank", stacklevel=2)
     clean_sorted = [np.sort(x[:, j]) for j in range(x.shape[1])]
     return clean_sorted, float(threshold_at_fpr(leave_one_out_ranks(x).max(1), fpr))
 

@@ -247,7 +247,9 @@ def test_any_rule_names_too_few_calibration_images():
     """Under 1 / fpr clean images cannot resolve fpr: a warning says so and the threshold is the largest calibration
     rank; non-finite scores and a wrong shape are named."""
     x = np.random.default_rng(4).normal(size=(10, 3))
-    with pytest.warns(UserWarning, match="10 clean calibration images cannot resolve FPR 0.05 \\(needs at least 20\\)"):
+    with pytest.warns(
+        UserWarning, match="the any rule: 10 clean images cannot resolve FPR 0.05 \\(needs at least 20\\)"
+    ):
         _, thr = any_threshold(x, 0.05)
     assert thr == leave_one_out_ranks(x).max(1).max()
     x[3, 1] = np.nan
