@@ -10,6 +10,7 @@ only, accuracy, equal error rate; and a peak-memory sampler for cost figures.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -100,6 +101,22 @@ def threshold_at_fpr(scores_clean: np.ndarray, fpr: float) -> float:
         raise InputError(f"threshold_at_fpr: {int((~np.isfinite(c)).sum())} of {len(c)} clean scores are NaN or Inf")
     k = int(np.floor(fpr * len(c)))  # number of clean images allowed above the threshold
     return float(c[len(c) - k - 1])
+
+
+def warn_unresolved_fpr(who: str, n: int, fpr: float, what: str = "score", stacklevel: int = 3) -> None:
+    """Warn (a ``UserWarning`` from ``who``) when ``n`` clean images are too few to resolve ``fpr``: one image is a
+    share above it, so :func:`threshold_at_fpr` sits at the largest clean ``what``. ``stacklevel`` as if the caller
+    warned itself."""
+    need = math.ceil(1.0 / fpr - 1e-9)
+    if n < need:
+        import warnings
+
+        warnings.warn(
+            f"{who}: {n} clean images cannot resolve FPR {fpr:g} (needs at least {need}); "
+            f"the threshold is the largest clean {what}",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def rates_at_threshold(scores_clean: np.ndarray, scores_adv: np.ndarray, threshold: float) -> tuple[float, float]:

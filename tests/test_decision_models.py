@@ -41,6 +41,8 @@ def test_every_decision_model_builds_with_its_defaults():
         ("svc", {"gamma": "bad"}, "'gamma' parameter of SVC"),
         ("adaboost", {"n_estimators": 0}, "'n_estimators' parameter"),
         ("rf", {"n_estimator": 10}, "unexpected keyword"),
+        ("xgb", {"class_weight": "balanced"}, "no class_weight .* scale_pos_weight"),  # XGBoost would ignore it
+        ("lda", {"class_weight": "balanced"}, "unexpected keyword"),
     ],
 )
 def test_bad_params_are_refused_at_construction(name, params, match):

@@ -14,6 +14,7 @@ from advguard.attacks import make_attack
 from advguard.defenses import LabelCorrection, vote
 from advguard.detectors import CNNDetector, Detector, ImageOps, make_detector
 from advguard.detectors.imageops import counting_feature, default_k, differences_feature, label_matrix
+from advguard.errors import ParameterError
 from advguard.metrics import roc_auc
 from advguard.transforms import FAMILIES, ImageOp, apply_ops, paper_ops, parse_ops
 
@@ -157,6 +158,49 @@ def test_cnn_detector_learns_and_roundtrips(cifar_attacked, tmp_path):
     back = Detector.load(det.save(tmp_path / "cnn.zip"), clf)
     np.testing.assert_allclose(back.score(x[te][:10]), s_clean[:10], rtol=1e-5, atol=1e-5)
     assert len(back.history_) == 8
+
+
+def test_cnn_detector_balanced_fit_does_not_collapse_to_the_majority_class(cifar_attacked):
+    """The guard's imbalance (one clean image per five adversarial ones, pooled over families most of which the
+    network cannot see): real CIFAR-10 images, a fifth of the "adversarial" class carrying a visible square (the
+    patch family), the rest plain images (CW / DeepFool, invisible to this network). The paper's fit (plain loss,
+    epoch selected on dev accuracy) never beats the majority share and keeps a network that calls almost every
+    clean image adversarial; class_weight="balanced" learns the square and answers "clean" for clean images."""
+    clf = cifar_attacked[0]
+    ds = load_dataset("cifar10", "test", limit=800, seed=11)
+    x = torch.from_numpy(ds.x)[torch.from_numpy(np.random.default_rng(0).permutation(800))]  # drawn sorted by class
+
+    def square(im: torch.Tensor) -> torch.Tensor:
+        out = im.clone()
+        out[:, :, 4:14, 4:14] = 1.0
+        return out
+
+    x_adv = torch.cat([square(x[100:300]), x[300:600]])  # 100 clean : 500 adversarial
+    test_clean, test_adv = x[600:], square(x[600:])
+    plain = CNNDetector(clf, epochs=8, progress=False).fit(x[:100], x_adv)
+    assert all(h["dev_accuracy"] <= 500 / 600 + 0.02 for h in plain.history_)  # never above the majority share
+    assert (plain.score(test_clean) > 0).mean() >= 0.85  # collapsed: clean images called adversarial
+    bal = CNNDetector(clf, epochs=8, progress=False, class_weight="balanced").fit(x[:100], x_adv)
+    assert max(h["dev_balanced_accuracy"] for h in bal.history_) > 0.6
+    s_clean, s_adv = bal.score(test_clean), bal.score(test_adv)
+    assert roc_auc(s_clean, s_adv) > 0.9
+    assert (s_clean <= 0).mean() >= 0.4 and (s_adv > 0).mean() >= 0.9
+
+
+def test_cnn_detector_balanced_fit_is_the_plain_fit_on_balanced_data(cifar_attacked):
+    """With as many clean as adversarial images class_weight="balanced" changes nothing (no weights, the epoch
+    selected on plain accuracy): the same network, score for score."""
+    clf = cifar_attacked[0]
+    ds = load_dataset("cifar10", "test", limit=60, seed=5)
+    x = torch.from_numpy(ds.x)
+    x_adv = make_attack("fgsm", clf, eps=8 / 255, progress=False)(x, torch.from_numpy(ds.y)).x_adv
+    kw = dict(epochs=2, widths=((8,), (8,)), batch_size=16, progress=False)
+    a = CNNDetector(clf, **kw).fit(x[:40], x_adv[:40])
+    b = CNNDetector(clf, class_weight="balanced", **kw).fit(x[:40], x_adv[:40])
+    np.testing.assert_array_equal(a.score(x[40:]), b.score(x[40:]))
+    assert a.history_ == b.history_ and a.threshold_ == b.threshold_
+    with pytest.raises(ParameterError, match="class_weight must be None .* or 'balanced'"):
+        CNNDetector(clf, class_weight="auto")
 
 
 def test_image_operations_refuse_bad_parameters_and_images():

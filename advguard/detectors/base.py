@@ -587,17 +587,9 @@ class Detector(abc.ABC):
         share above ``fpr`` (the target FPR cannot be resolved: the threshold sits at the largest clean score)."""
         if n < self.min_fit_images:
             raise InputError(f"{self.name}: fitting needs at least {self.min_fit_images} clean images, got {n}")
-        fpr = self._checked_params()["fpr"]
-        need = math.ceil(1.0 / fpr - 1e-9)
-        if n < need:
-            import warnings
+        from ..metrics import warn_unresolved_fpr
 
-            warnings.warn(
-                f"{self.name}: {n} clean images cannot resolve FPR {fpr:g} (needs at least {need}); "
-                "the threshold is the largest clean score",
-                UserWarning,
-                stacklevel=3,
-            )
+        warn_unresolved_fpr(self.name, n, self._checked_params()["fpr"], stacklevel=3)
 
     def _set_threshold(self, clean_scores: np.ndarray) -> None:
         """Threshold at :attr:`fpr` of these clean scores; their range is recorded (a saved threshold outside

@@ -9,7 +9,10 @@ it on every family of the harness):
    the detectors, **M** fits the combination (the ``any`` rule's clean ranks, the ``stacked`` meta-model) and
    calibrates every threshold, **T** is the test fold. An adversarial image goes to its source image's fold.
 3. Each detector is fitted once on D (clean, plus the adversarial images of *every* family pooled when it is
-   supervised): one fitted detector facing all families, as in deployment. Features are cached (the grid's cache
+   supervised): one fitted detector facing all families, as in deployment. Pooling makes the adversarial class
+   several times the clean one; the shipped config fits the supervised detectors class-balanced
+   (``class_weight="balanced"``, a deviation from the papers, see :mod:`advguard.detectors.decision` and
+   :mod:`advguard.detectors.cnn`). Features are cached (the grid's cache
    keys); detectors that fit on images (CNN detector, TaintRadar, SentiNet) are fitted on images and their scores
    cached.
 4. Every decision, single or combined, is thresholded on M's clean images for the target FPR (the same clean
