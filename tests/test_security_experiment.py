@@ -37,6 +37,12 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
             assert 0 <= c["adaptive"]["bypass"] <= c["adaptive"]["misclassified"] <= 1
         s = r["sanity"]
         assert s["n"] == 10 and s["more_steps"]["lost"] == 0 and s["more_steps"]["bypass"] >= s["bypass"]
+    # the black-box extra ran against every L-p row at the sanity budget (it queries the detector, never its gradient)
+    for r in rows:
+        sq = r["extra"]["Square (black-box)"]
+        assert sq["attack"] == "square-bypass" and list(sq["budgets"]) == ["L-inf 8/255"]
+        c = sq["budgets"]["L-inf 8/255"]
+        assert c["n"] == 10 and 0 <= c["bypass"] <= c["misclassified"] <= 1 and c["mean_steps"] <= 50
     # the adaptive attacks do their job: at least as many bypasses as plain PGD summed over the budgets, and more
     # against Feature Squeezing (which flags most of plain PGD's images at the small budgets)
     for r in rows:
@@ -58,6 +64,7 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
     md = (out / "results.md").read_text()
     assert "Bypass rate %: plain PGD -> adaptive attack" in md and "The papers' claims" in md
     assert "Patch detectors: bypass rate %, universal patch -> adaptive patch" in md
+    assert "Square (black-box): bypass %" in md
     assert "| Guard |" in md and "3.4 %" not in md  # THEMIS's claim only where THEMIS is a row
     assert main(args) == 0
     again = json.loads((out / "results.json").read_text())
