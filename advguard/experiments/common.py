@@ -30,6 +30,7 @@ from .config import DetectorSpec, ExperimentConfig
 if TYPE_CHECKING:  # pragma: no cover
     from ..classifier import Classifier
     from ..detectors.base import Detector
+    from .page import Page
 
 NON_FEATURE_PARAMS = {"fpr", "decision_model", "decision_params"}
 
@@ -291,3 +292,11 @@ def write_results(doc: dict[str, Any], out: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out / "results.json", json.dumps(jsonable(doc), indent=1, allow_nan=True) + "\n")
+
+
+def write_page(doc: dict[str, Any], out: Path, page: Page) -> dict[str, Path]:
+    """``results.json`` (:func:`write_results`) and ``page`` as results.md, report.html and its figures, each
+    written atomically; returns their paths."""
+    paths = {"json": write_results(doc, out)}
+    paths.update(page.write(out))
+    return paths

@@ -98,6 +98,17 @@ class Page:
         self.blocks.append(("code", text))
         return self
 
+    def configuration(self, doc: dict[str, Any]) -> Page:
+        """The closing section of every results page: the configuration as run (its TOML, else the parsed
+        configuration) and the software versions."""
+        import json
+
+        self.h2("Configuration")
+        self.code(doc.get("config_toml") or json.dumps(doc["config"], indent=2, default=str))
+        if doc.get("software"):
+            self.text("Software: " + ", ".join(f"{k} {v}" for k, v in doc["software"].items()))
+        return self
+
     # ------------------------------------------------------------------ rendering
     def markdown(self) -> str:
         out = [f"# {self.title}\n"]

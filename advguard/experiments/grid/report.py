@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -172,9 +171,7 @@ def build_page(doc: dict[str, Any], pngs: dict[str, bytes]) -> Page:
         page.h2("ROC curves")
         for attack, png in pngs.items():
             page.figure(f"roc-{_slug(attack)}.png", png, f"ROC {attack}")
-    page.h2("Configuration")
-    page.code(doc.get("config_toml") or json.dumps(cfg, indent=2, default=str))
-    page.text("Software: " + ", ".join(f"{k} {v}" for k, v in doc["software"].items()))
+    page.configuration(doc)
     return page
 
 

@@ -3,11 +3,10 @@ TPR-at-5 %-FPR bar chart per family."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..common import write_results
+from ..common import write_page
 from ..page import Page, fig_png, pct, pyplot
 from ..registry import Summary
 
@@ -142,14 +141,10 @@ def build_page(doc: dict[str, Any]) -> Page:
     for f in doc["families"]:
         h, r = family_table(doc, f)
         page.table(h, r, caption=f)
-    page.h2("Configuration")
-    page.code(doc.get("config_toml") or json.dumps(cfg, indent=2, default=str))
-    page.text("Software: " + ", ".join(f"{k} {v}" for k, v in doc["software"].items()))
+    page.configuration(doc)
     return page
 
 
 def write_artefacts(doc: dict[str, Any], out: Path) -> dict[str, Path]:
     """results.json, results.md, report.html and the figure, each written atomically."""
-    paths = {"json": write_results(doc, out)}
-    paths.update(build_page(doc).write(out))
-    return paths
+    return write_page(doc, out, build_page(doc))

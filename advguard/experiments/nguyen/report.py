@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,7 @@ def page(doc: Doc, cfg: ExperimentConfig, scatter: Scatter) -> Page:
     _family_cost(pg, doc)
     _table5(pg, doc)
     _table6(pg, doc, scatter)
-    pg.h2("Configuration")
-    pg.code(doc.get("config_toml") or json.dumps(doc["config"], indent=2, default=str))
+    pg.configuration(doc)
     return pg
 
 

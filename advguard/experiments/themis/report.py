@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +75,7 @@ def page(doc: Doc, cfg: ExperimentConfig, balanced: bool, roc: RocData, scatter:
     ]
     for section in sections:
         section(pg, v)
-    pg.h2("Configuration")
-    pg.code(doc.get("config_toml") or json.dumps(doc["config"], indent=2, default=str))
+    pg.configuration(doc)
     return pg
 
 
