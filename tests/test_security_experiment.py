@@ -60,15 +60,22 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
     for kind in ("plain", "adaptive"):
         c = pr["cells"]["patch 0.3"][kind]
         assert 0 <= c["bypass"] <= c["misclassified"] <= 1
+    # a model row: PGD crafted on cifar10-cnn transferred vs PGD through the model itself (white-box is stronger)
+    (mr,) = doc["model_rows"]
+    assert mr["model"] == "cifar10-resnet20-pretrained" and 0 < mr["n"] <= 20 and mr["clean_accuracy"] > 0.5
+    for b in budgets:
+        assert mr["cells"][b]["adaptive"]["bypass"] >= mr["cells"][b]["plain"]["bypass"]
     assert (out / "bypass-vs-budget.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "results.md").read_text()
     assert "Bypass rate %: plain PGD -> adaptive attack" in md and "The papers' claims" in md
     assert "Patch detectors: bypass rate %, universal patch -> adaptive patch" in md
     assert "Square (black-box): bypass %" in md
+    assert "Defended models (no detector): misclassified %, transfer -> white-box" in md
     assert "| Guard |" in md and "3.4 %" not in md  # THEMIS's claim only where THEMIS is a row
     assert main(args) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == doc["rows"] and again["guard"] == doc["guard"] and again["patch_rows"] == doc["patch_rows"]
+    assert again["model_rows"] == doc["model_rows"]
 
 
 def _doc(**security):
@@ -97,6 +104,8 @@ def _doc(**security):
         ({"extra": [{"label": "bb", "attack": "pgd", "budgets": ["L2 9"]}]}, "'L2 9' is not a budget's name"),
         ({"extra": [{"label": "bb", "attack": "pgd"}]}, "security.extra[1].attack: 'pgd' does not take a detector"),
         ({"unbounded": "yes"}, "security.unbounded: must be true or false"),
+        ({"model": [{"label": "m", "model": "gtsrb-cnn-dw5"}]}, "'gtsrb-cnn-dw5' classifies 'gtsrb', not the config's"),
+        ({"model": [{"label": "m", "model": "gtsrb-cnn-dw55"}]}, "security.model[1].model"),
     ],
 )
 def test_security_config_errors_name_the_key(security, message):

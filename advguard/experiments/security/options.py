@@ -57,6 +57,17 @@ class Extra:
 
 
 @dataclass
+class ModelRow:
+    """One ``[[security.model]]``: a defended classifier (no detector, e.g. a BlurNet model), attacked at every
+    budget by PGD crafted on the config's model (transfer, BlurNet's black-box setting) and by PGD through the
+    defended model itself (white-box; the blur is a differentiable convolution, so no BPDA is needed)."""
+
+    label: str
+    model: str
+    note: str = ""
+
+
+@dataclass
 class SecurityOptions:
     budgets: list[Budget] = field(default_factory=default_budgets)
     #: correctly classified clean images of the attack fold attacked in every cell
@@ -80,6 +91,8 @@ class SecurityOptions:
     #: the adaptive attack with an unbounded L-inf budget (eps = 1): it must reach 100 %
     unbounded: bool = True
     extra: list[Extra] = field(default_factory=list)
+    #: defended models (rows without a detector: bypass = misclassified by the defended model)
+    model: list[ModelRow] = field(default_factory=list)
     #: patch detectors (TaintRadar, SentiNet): their rows are patch sizes (shares of the image area), each a
     #: universal patch trained on a batch of ``patch_batch`` attack images and pasted on them (TaintRadar Table II)
     patch_sizes: list[float] = field(default_factory=lambda: [0.2, 0.3])
@@ -95,7 +108,8 @@ class SecurityOptions:
         s = dict(section)
         budgets = [Budget(**b) for b in s.pop("budgets", [])] or default_budgets()
         extra = [Extra(**e) for e in s.pop("extra", [])]
-        return cls(budgets=budgets, extra=extra, **s)
+        models = [ModelRow(**m) for m in s.pop("model", [])]
+        return cls(budgets=budgets, extra=extra, model=models, **s)
 
     def sanity(self) -> Budget:
         """The budget the sanity checks run at."""
@@ -108,6 +122,7 @@ class SecurityOptions:
 def schema() -> dict[str, Spec]:
     from ...attacks import ATTACKS
     from ...attacks.patch import POSITIONS
+    from ...models import ZOO
 
     budget = Table({"norm": Str(NORMS, "norm"), "eps": POS_NUM, "label": Str(nonempty=True)}, required=("norm", "eps"))
     extra = Table(
@@ -123,6 +138,7 @@ def schema() -> dict[str, Spec]:
         },
         required=("label", "attack"),
     )
+    model = Table({"label": Str(nonempty=True), "model": Str(ZOO, "model"), "note": Str()}, required=("label", "model"))
     kappa = OneOf(Num(0), List(Num(0), min_len=1), what="a number >= 0 or a list of them")
     return {
         "security": Table(
@@ -143,6 +159,7 @@ def schema() -> dict[str, Spec]:
                 "steps_factor": NONNEG_INT,
                 "unbounded": AnyValue(),
                 "extra": List(extra),
+                "model": List(model),
                 "patch_sizes": List(SHARE, min_len=1),
                 "patch_target": NONNEG_INT,
                 "patch_steps": POS_INT,
@@ -184,6 +201,7 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     for flag in ("guard_row", "unbounded"):
         if flag in sec and not isinstance(sec[flag], bool):
             P.add(f"security.{flag}", f"must be true or false, got {sec[flag]!r}")
+    _check_model_rows(sec, ctx, P)
     seen: set[str] = set()
     for i, e in enumerate(sec.get("extra", [])):
         if not isinstance(e, dict):
@@ -204,3 +222,22 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         for flag in ("guard", "budget_free"):
             if flag in e and not isinstance(e[flag], bool):
                 P.add(f"{key}.{flag}", f"must be true or false, got {e[flag]!r}")
+
+
+def _check_model_rows(sec: dict[str, Any], ctx: Context, P: Problems) -> None:
+    """A defended model must classify the config's dataset (same dataset and classes); labels are unique."""
+    from ...models import ZOO, get_spec
+
+    labels: set[str] = set()
+    for i, m in enumerate(sec.get("model", [])):
+        if not isinstance(m, dict):
+            continue
+        key = f"security.model[{i + 1}]"
+        if m.get("label") in labels:
+            P.add(f"{key}.label", f"repeated label {m.get('label')!r}")
+        labels.add(str(m.get("label")))
+        name = m.get("model")
+        if name in ZOO and ctx.dataset is not None and get_spec(str(name)).dataset != ctx.dataset:
+            P.add(
+                f"{key}.model", f"{name!r} classifies {get_spec(str(name)).dataset!r}, not the config's {ctx.dataset!r}"
+            )

@@ -25,6 +25,11 @@ PAPER_CLAIMS: dict[str, str] = {
         "binarisation about 25 %."
     ),
     "sentinet": "SentiNet (Chou et al. 2018): no adaptive attack evaluated by the TaintRadar authors' baseline.",
+    "blurnet": (
+        "BlurNet (Raju & Lipasti): white-box RP2 on the regularised LISA-CNN falls from 90 % to 17.5 % success "
+        "(abstract, Table 2); blurs cut the transfer (black-box) success (Table 1). RP2 is on docs/results/blurnet/; "
+        "here L-inf / L2 PGD through the defended model."
+    ),
     "guard": (
         "THEMIS Table 7's hybrid is not attacked adaptively in the paper; Carlini & Wagner 2017 (Section 5) show "
         "that combining detectors is no defence on its own."

@@ -50,6 +50,19 @@ def patch_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, out
 
 
+def model_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Per defended model: its accuracy on the attack images and, per budget, 'transfer -> white-box'
+    misclassification (%) among the images it classifies correctly."""
+    names = [b["name"] for b in doc["budgets"]]
+    rows = []
+    for r in doc.get("model_rows") or []:
+        cells = [
+            f"{pct(r['cells'][n]['plain']['bypass'])} -> {pct(r['cells'][n]['adaptive']['bypass'])}" for n in names
+        ]
+        rows.append([f"{r['label']} (`{r['model']}`)", f"{pct(r['clean_accuracy'])} ({r['n']})", *cells])
+    return ["defended model", "clean accuracy % (images)", *names], rows
+
+
 def detail_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """Per detector and budget: misclassification and flag rates of the plain attack, the adaptive attack's
     misclassification, median distortion of its bypasses, mean gradient steps per image and its wall time."""
@@ -102,10 +115,14 @@ def paper_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     for r in _rows(doc):
         a = r["cells"].get(sb, {}).get("adaptive")
         rows.append([r["label"], r.get("paper") or "-", f"{pct(a['bypass'])} ({sb})" if a else "-"])
-    for r in doc.get("patch_rows") or []:
-        figs = [f"{pct(c['adaptive']['bypass'])} ({s})" for s, c in r["cells"].items()]
+    for r in [*(doc.get("patch_rows") or []), *(doc.get("model_rows") or [])]:
+        figs = [f"{pct(c['adaptive']['bypass'])} ({s})" for s, c in r["cells"].items() if s in (sb, *_patch(r))]
         rows.append([r["label"], r.get("paper") or "-", "; ".join(figs)])
     return ["detector", "the paper's claim", "ours: adaptive bypass %"], rows
+
+
+def _patch(r: dict[str, Any]) -> list[str]:
+    return [k for k in r["cells"] if k.startswith("patch ")]
 
 
 def summary_table(doc: dict[str, Any]) -> Summary:
@@ -119,7 +136,7 @@ def plot_bypass(doc: dict[str, Any]) -> bytes:
     plt = pyplot()
     names = [b["name"] for b in doc["budgets"]]
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
-    for i, r in enumerate(_rows(doc)):
+    for i, r in enumerate([*_rows(doc), *(doc.get("model_rows") or [])]):
         col = f"C{i % 10}"
         plain = [100 * r["cells"][n]["plain"]["bypass"] for n in names]
         ax.plot(names, plain, "--", color=col, lw=1, alpha=0.7)
@@ -157,6 +174,16 @@ def build_page(doc: dict[str, Any]) -> Page:
     h, r = bypass_table(doc)
     page.table(h, r, caption="Share of the attacked images misclassified and not flagged (%)")
     page.figure("bypass-vs-budget.png", plot_bypass(doc), "Bypass rate vs budget per detector")
+    if doc.get("model_rows"):
+        page.h2("Defended models (no detector): misclassified %, transfer -> white-box")
+        h, r = model_table(doc)
+        page.table(
+            h,
+            r,
+            caption=f"Transfer: PGD crafted on `{cfg['model']}` (the undefended model), BlurNet's black-box setting; "
+            "white-box: the same PGD through the defended model (its blur is a differentiable convolution). Among the "
+            "attack images the defended model classifies correctly.",
+        )
     if doc.get("patch_rows"):
         page.h2("Patch detectors: bypass rate %, universal patch -> adaptive patch")
         h, r = patch_table(doc)
