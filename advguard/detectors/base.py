@@ -215,7 +215,8 @@ class Detector(abc.ABC):
     **Parameters** follow scikit-learn's estimator contract: ``__init__`` stores every keyword parameter, as
     given, in an attribute of its own name (where a method or property already has that name, under the name
     :attr:`_param_attributes` gives: ``statistic`` is stored as ``statistic_param``, ImageOps' ``k`` / ``ops`` as
-    ``k_param`` / ``ops_param``); :meth:`get_params` / :meth:`set_params` read and write them and
+    ``k_param`` / ``ops_param``); :meth:`get_params` / :meth:`set_params` read and write them as given (a ``None``
+    stays ``None``; what it resolves to is in :attr:`params`) and
     ``sklearn.base.clone`` makes an unfitted copy around the *same* classifier (the classifier is the network
     the detector protects, not a hyperparameter: it is passed through, never copied). Every value is checked
     against :attr:`_parameter_constraints` (scikit-learn's ``_parameter_constraints``, written as functions
@@ -318,19 +319,31 @@ class Detector(abc.ABC):
         return checked
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The detector's parameters by name (scikit-learn), as checked: every constructor keyword except the
-        classifier (passed through by :meth:`set_params` / ``clone``, not a hyperparameter), the ignored ones,
-        and ``decision_params`` when it is empty (as before advguard 0.2, so cache keys built on it are stable).
-        With ``deep``, parameters that are estimators add their own as ``name__key``."""
-        checked = self._checked_params()
+        """The detector's parameters by name, **as given** to the constructor or :meth:`set_params`
+        (scikit-learn's contract): every constructor keyword except the classifier (passed through by
+        :meth:`set_params` / ``clone``, not a hyperparameter) and the ignored ones. A ``None`` stays ``None``: the
+        value it resolves to (TaintRadar's ``layer``, a default decision model) is in :attr:`params` and the fitted
+        attributes, so that ``clone(det)`` builds an equal unfitted detector and ``set_params(**get_params())``
+        changes nothing. With ``deep``, parameters that are estimators add their own as ``name__key``."""
         out = {}
-        for k, v in checked.items():
-            if k in self._ignored_params or (k == "decision_params" and not v):
+        for k, v in self._raw_params().items():
+            if k in self._ignored_params:
                 continue
             out[k] = v
             if deep and hasattr(v, "get_params") and not isinstance(v, type):
                 out.update({f"{k}__{kk}": vv for kk, vv in v.get_params().items()})
         return out
+
+    def _resolved_params(self) -> dict[str, Any]:
+        """The parameters as checked and resolved (``None`` defaults replaced by what they resolve to), less the
+        ignored ones and an empty ``decision_params``: what a saved file records and what experiment cache keys
+        are built on (what :meth:`get_params` returned before it followed scikit-learn's contract, so those keys stay
+        stable)."""
+        return {
+            k: v
+            for k, v in self._checked_params().items()
+            if k not in self._ignored_params and not (k == "decision_params" and not v)
+        }
 
     def set_params(self, **params: Any) -> Self:
         """Set parameters by name (``classifier`` too; ``name__key`` for a parameter's own); they are checked at
@@ -388,7 +401,7 @@ class Detector(abc.ABC):
         decision model given as an estimator is written as ``{"estimator": "<module.Class>"}``: the fitted
         estimator itself is saved beside (its types checked against the allow-list), and ``load`` rebuilds the
         parameter as an unfitted copy of it."""
-        out = {k: v for k, v in self.get_params(deep=False).items() if k not in self._unsaved_params}
+        out = {k: v for k, v in self._resolved_params().items() if k not in self._unsaved_params}
         dm = out.get("decision_model")
         if dm is not None and not isinstance(dm, str):
             out["decision_model"] = {"estimator": _type_name(dm)}
