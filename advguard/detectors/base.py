@@ -201,6 +201,18 @@ def _validating_features(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndar
     return features
 
 
+def _accepting_renamed(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a detector's ``__init__`` so that a keyword listed in :attr:`Detector._renamed_params` is accepted under
+    its old name, with a ``DeprecationWarning`` (``inspect.signature`` still shows the new names only)."""
+
+    @functools.wraps(init)
+    def __init__(self: Detector, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **self._renamed(kwargs, f"{type(self).__name__}()"))
+
+    __init__._accepts_renamed = True  # type: ignore[attr-defined]
+    return __init__
+
+
 #: The parameters every detector takes (``Detector.__init__``); the others are the subclass's own (``params``).
 BASE_PARAMETERS = ("fpr", "seed", "decision_model", "decision_params")
 
@@ -241,6 +253,9 @@ class Detector(abc.ABC):
         own = cls.__dict__.get("features")
         if own is not None and not getattr(own, "_accepts_any_input", False):
             cls.features = _validating_features(own)  # type: ignore[method-assign]
+        init = cls.__dict__.get("__init__")
+        if cls._renamed_params and init is not None and not getattr(init, "_accepts_renamed", False):
+            cls.__init__ = _accepting_renamed(init)  # type: ignore[method-assign]
 
     #: name -> check(value, checked parameters so far, detector) -> the normalised value, in checking order
     _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict[str, Any], Detector], Any]]] = {
@@ -256,6 +271,33 @@ class Detector(abc.ABC):
     _unsaved_params: ClassVar[tuple[str, ...]] = ()
     #: constructor parameters the detector accepts but ignores (left out of :meth:`get_params`)
     _ignored_params: ClassVar[tuple[str, ...]] = ()
+    #: old parameter name -> new name: the old one is still accepted by the constructor and :meth:`set_params` (with
+    #: a ``DeprecationWarning``) and read silently from files saved before the rename
+    _renamed_params: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _renamed(cls, params: dict[str, Any], where: str, *, warn: bool = True) -> dict[str, Any]:
+        """``params`` with the old names of :attr:`_renamed_params` replaced by the new ones (a warning each unless
+        ``warn`` is False); both names at once are refused."""
+        if not cls._renamed_params or not any(k in cls._renamed_params for k in params):
+            return params
+        out = dict(params)
+        for old, new in cls._renamed_params.items():
+            if old not in out:
+                continue
+            if new in out:
+                raise ParameterTypeError(f"{where}: give {new}= only ({old}= is its deprecated name), not both")
+            if warn:
+                import warnings
+
+                warnings.warn(
+                    f"{cls.name}: the parameter {old}= is deprecated, use {new}= (the same value; {old} will be "
+                    "removed in a later version)",
+                    DeprecationWarning,
+                    stacklevel=3,  # the caller of the constructor or of set_params
+                )
+            out[new] = out.pop(old)
+        return out
 
     def __init__(
         self,
@@ -349,6 +391,7 @@ class Detector(abc.ABC):
         """Set parameters by name (``classifier`` too; ``name__key`` for a parameter's own); they are checked at
         once (an invalid value raises and leaves the detector unchanged). Returns ``self``. Fitted state is not
         cleared: refit after changing a parameter."""
+        params = self._renamed(params, f"{self.name}.set_params")
         valid = set(self._get_param_names()) | {"classifier"}
         nested: dict[str, dict[str, Any]] = {}
         for k in params:
@@ -776,7 +819,7 @@ class Detector(abc.ABC):
             if check_classifier:
                 raise DetectorFileError(msg + ". Pass check_classifier=False to load it anyway.")
             warnings.warn(msg, stacklevel=2)
-        params = dict(meta["params"])
+        params = DETECTORS[meta["detector"]]._renamed(dict(meta["params"]), str(path), warn=False)  # older files
         dm = params.get("decision_model")
         if isinstance(dm, dict):  # a user's estimator: the parameter is an unfitted copy of the saved one
             if set(dm) != {"estimator"} or est is None or dm["estimator"] != _type_name(est):
