@@ -202,6 +202,7 @@ def memory_method() -> str:
 
 _METHOD: str | None = None
 
+
 def peak_memory_note(method: str | None) -> str:
     """The sentence a results page that reports "peak MB" states, for the :func:`memory_method` recorded with its
     results (``None``: results from before advguard recorded it)."""
@@ -210,7 +211,9 @@ def peak_memory_note(method: str | None) -> str:
         return f"{what} (the measuring method was not recorded with these results)."
     if method == "none":
         return f"{what}: not measurable on that machine (NaN)."
-    how = "sampled every 5 ms" + (", exact when the call set a new process peak (Linux's VmHWM)" if "hwm" in method else "")
+    how = "sampled every 5 ms" + (
+        ", exact when the call set a new process peak (Linux's VmHWM)" if "hwm" in method else ""
+    )
     return (
         f"{what} (advguard.metrics.PeakMemory, method `{method}`: RSS {how}); 0 means the call fitted in memory the "
         "process already held (freed memory is reused before the RSS grows)."

@@ -63,9 +63,8 @@ def main() -> int:
 
     from advguard import load_dataset, load_model
     from advguard.detectors import LeaveOneOut
-    from advguard.metrics import PeakMemory
+    from advguard.metrics import PeakMemory, peak_memory_note
     from advguard.metrics import memory_method as metrics_memory_method
-    from advguard.metrics import peak_memory_note
     from advguard.report import markdown_table, provenance, write_result
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

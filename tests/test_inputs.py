@@ -99,6 +99,7 @@ STICKER = Sticker(
     target=3,
 )
 
+
 def _patch(clf, x: np.ndarray) -> AdversarialPatch:
     """A patch trained (two Adam steps, seeded: the same patch every call) on the first four images."""
     return AdversarialPatch(clf, target=3, size=0.2, steps=2, progress=False).fit(x[:4])

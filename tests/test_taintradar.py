@@ -113,7 +113,9 @@ def test_taintradar_threshold_is_the_deprecated_name_of_mask_threshold(gapnet):
     clf, _, x, _ = gapnet
     with pytest.warns(DeprecationWarning, match="threshold= is deprecated, use mask_threshold="):
         old = TaintRadar(clf, k_max=2, threshold=0.4, progress=False)
-    assert old.mask_threshold == 0.4 and old.get_params()["mask_threshold"] == 0.4 and "threshold" not in old.get_params()
+    assert (
+        old.mask_threshold == 0.4 and old.get_params()["mask_threshold"] == 0.4 and "threshold" not in old.get_params()
+    )
     new = TaintRadar(clf, k_max=2, mask_threshold=0.4, progress=False)
     assert torch.equal(old.analyse(x, [1, 2]).final_masks, new.analyse(x, [1, 2]).final_masks)
     with pytest.warns(DeprecationWarning, match="mask_threshold"):
@@ -312,8 +314,8 @@ def test_bpda_relaxation_reproduces_taintradar_and_the_attack_bypasses_it(cifar_
 
 
 def test_configs_accept_the_old_name_and_name_unknown_ones():
-    """A guard config (the experiment configs share the rule) written with ``threshold`` still parses; the detector warns when
-    it is built. A misspelt parameter is still refused, listing the current names only."""
+    """A guard config (the experiment configs share the rule) written with ``threshold`` still parses; the detector
+    warns when it is built. A misspelt parameter is still refused, listing the current names only."""
     from advguard.guard_config import GuardConfigError, parse_guard_config
 
     def doc(params):
