@@ -415,6 +415,9 @@ def test_segfault_experiment_smoke(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 1 and "Table 7" in html and "(0.810)" in html
     assert "(0.834)" in html and "implied by Table 7" in html  # Felzenszwalb scale=100's FGSM multi-layer AUC
+    from advguard.metrics import memory_method
+
+    assert f"method `{memory_method()}`" in (out / "results.md").read_text()  # Table 7 says how peak MB is measured
     assert main(args) == 0  # features cached per batch: identical numbers
     assert json.loads((out / "results.json").read_text())["auc"] == doc["auc"]
 
