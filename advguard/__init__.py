@@ -30,8 +30,11 @@ an image of another size is refused unless a resize policy is given (``Classifie
 Devices
 -------
 A :class:`Classifier` runs where its model is (``device=`` moves it); attacks and detectors compute on the
-classifier's device. A device the machine lacks (``device="cuda"`` without a GPU) raises :class:`DeviceError`
-naming it and the available ones (:func:`~advguard.devices.available_devices`).
+classifier's device. A model advguard builds itself (:func:`load_model`, the command line's ``--device``, an
+experiment config's ``device`` key, ``advguard train``) goes, when no device is given, to CUDA when PyTorch finds a
+GPU, else the CPU (:func:`~advguard.devices.default_device`): one rule for the Python API and the command line.
+A device the machine lacks (``device="cuda"`` without a GPU) raises :class:`DeviceError` naming it and the
+available ones (:func:`~advguard.devices.available_devices`).
 
 Models that do not return a logits tensor (Hugging Face's ``ImageClassifierOutput``, a dict, a tuple) are wrapped
 with ``Classifier(model, ..., output="logits")`` (a name, an index or a function ``output -> logits``).

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("config", help="the guard's TOML file (see advguard/guard_config.py and the README)")
     g.add_argument("--output", "-o", required=True, help="the guard file to write")
-    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's, else cuda if available)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's, else cuda if available, else cpu)")
     g.set_defaults(func=_guard_fit)
 
     _add_serve(sub)
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         s.add_argument("--n-images", type=int, help="override the number of clean images")
         s.add_argument(
-            "--device", help="cpu, cuda, cuda:1 ... (default: the config's `device`, else cuda if available)"
+            "--device", help="cpu, cuda, cuda:1 ... (default: the config's `device`, else cuda if available, else cpu)"
         )
         s.add_argument(
             "--cache-dir", help="where adversarial sets and features are cached (default: DATA_DIR/bench-cache)"
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--epochs", type=int)
     s.add_argument("--out", help="output folder (default runs/NAME)")
-    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     s.add_argument("--limit", type=int, help="train on a stratified subset of this many images")
     s.add_argument("--no-resume", action="store_true")
     s.add_argument("--install", action="store_true", help="also write the weights and card into the package zoo")

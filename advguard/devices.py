@@ -1,6 +1,9 @@
 """Torch devices: which ones this machine has, the device a model is on, and a clear error for an absent one.
 
-``Classifier(model)`` runs on the device ``model`` is on (:func:`module_device`); ``device=`` moves it. A device
+**The rule for ``device=None``.** A model you wrap yourself stays where it is: ``Classifier(model)`` runs on the
+device ``model`` is on (:func:`module_device`); ``device=`` moves it. A model advguard builds (``load_model``, the
+command line's ``--device``, an experiment config's ``device`` key, ``advguard train``) goes to
+:func:`default_device`: CUDA when PyTorch finds a GPU, else the CPU. A device
 the machine does not have (``"cuda"`` on a CPU-only machine or PyTorch build, ``"cuda:3"`` with one GPU,
 ``"mps"`` off Apple silicon) is refused by :func:`resolve_device` with a :class:`~advguard.errors.DeviceError`
 naming it and listing :func:`available_devices`, before any weight is moved (rather than torch's driver error
@@ -17,7 +20,7 @@ from torch import nn
 
 from .errors import DeviceError, ParameterError
 
-__all__ = ["available_devices", "module_device", "resolve_device"]
+__all__ = ["available_devices", "default_device", "module_device", "resolve_device"]
 
 
 def available_devices() -> list[str]:
@@ -29,6 +32,12 @@ def available_devices() -> list[str]:
     if mps is not None and mps.is_available():
         out.append("mps")
     return out
+
+
+def default_device() -> torch.device:
+    """Where a model advguard builds runs when no device is given: ``cuda`` (PyTorch's current GPU) when
+    ``torch.cuda.is_available()``, else ``cpu``. Apple's MPS is never chosen by default (pass ``device="mps"``)."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _absent(d: torch.device, why: str) -> DeviceError:

@@ -137,7 +137,7 @@ def parse_guard_config(doc: dict[str, Any], where: str = "guard config", source:
         for k in sorted(d.get("params", {})):
             if k in ("fpr", "seed", "progress"):
                 P.add(f"detector[{i + 1}].params.{k}", f"{k} is set for the whole guard (top level), not per detector")
-            elif allowed is not None and k not in allowed:
+            elif allowed is not None and k not in allowed and k not in DETECTORS[d["name"]]._renamed_params:
                 P.add(
                     f"detector[{i + 1}].params.{k}",
                     f"{d['name']} has no parameter {k!r}{did_you_mean(k, allowed)}; its parameters: "

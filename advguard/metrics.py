@@ -5,7 +5,7 @@ floats (a dict for :func:`detection_report`).
 
 ROC AUC with a bootstrap 95 % interval, TPR at a given FPR interpolated on the ROC curve
 (not the nearest point), detection rate and FPR at a threshold calibrated on clean data
-only, accuracy, equal error rate; and a peak-memory sampler for cost figures.
+only, accuracy, equal error rate; and a peak-memory measure for cost figures (:class:`PeakMemory`).
 """
 
 from __future__ import annotations
@@ -191,59 +191,121 @@ def _rss_bytes() -> int:
         return int(psutil.Process().memory_info().rss)
 
 
-def _hwm_bytes() -> int:
-    """The kernel's resident high-water mark (VmHWM) since it was last reset."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("no VmHWM in /proc/self/status")
-
-
-def _reset_hwm() -> None:
-    """Reset VmHWM to the current RSS (writing 5 to /proc/self/clear_refs, Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+def _hwm_bytes() -> int | None:
+    """The kernel's resident high-water mark (VmHWM) of this process, read only; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def memory_method() -> str:
-    """How :class:`PeakMemory` measures here: ``"rss-hwm"`` (Linux: the kernel's exact resident high-water mark,
-    reset at the start), ``"rss-sampled"`` (psutil, sampled every ``interval_s``) or ``"none"``."""
+    """How :class:`PeakMemory` measures here: ``"rss-sampled+hwm"`` (Linux: resident memory sampled every
+    ``interval_s``, made exact by the kernel's high-water mark whenever the block sets a new process peak),
+    ``"rss-sampled"`` (psutil elsewhere) or ``"none"`` (NaN)."""
     global _METHOD
     if _METHOD is None:
         try:
-            _hwm_bytes()
-            _reset_hwm()
-            _METHOD = "rss-hwm"
-        except OSError:
-            try:
-                import psutil  # noqa: F401
-
-                _rss_bytes()
-                _METHOD = "rss-sampled"
-            except (ImportError, OSError):
-                _METHOD = "none"
+            _rss_bytes()
+            _METHOD = "rss-sampled+hwm" if _hwm_bytes() is not None else "rss-sampled"
+        except (ImportError, OSError):
+            _METHOD = "none"
     return _METHOD
 
 
 _METHOD: str | None = None
-_LOCK = threading.Lock()
-#: the PeakMemory blocks open now (``rss-hwm``: an inner block's reset must not lose an outer block's peak)
-_OPEN: list[PeakMemory] = []
+
+
+def peak_memory_note(method: str | None) -> str:
+    """The sentence a results page that reports "peak MB" states, for the :func:`memory_method` recorded with its
+    results (``None``: results from before advguard recorded it)."""
+    what = "Peak MB = the largest rise of the process's resident memory (RSS, CPU RAM) during the call over its start"
+    if not method:
+        return f"{what} (the measuring method was not recorded with these results)."
+    if method == "none":
+        return f"{what}: not measurable on that machine (NaN)."
+    how = "sampled every 5 ms" + (
+        ", exact when the call set a new process peak (Linux's VmHWM)" if "hwm" in method else ""
+    )
+    return (
+        f"{what} (advguard.metrics.PeakMemory, method `{method}`: RSS {how}); 0 means the call fitted in memory the "
+        "process already held (freed memory is reused before the RSS grows)."
+    )
+
+
+class _Sampler:
+    """One daemon thread for the whole process that samples the RSS (and the GPUs' allocated memory) for every open
+    :class:`PeakMemory` block, so that entering and leaving a block costs two reads rather than a thread start and
+    join. It sleeps on a condition while no block is open; a forked child starts its own."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.blocks: list[PeakMemory] = []
+        self.thread: threading.Thread | None = None
+
+    def add(self, block: PeakMemory) -> None:
+        with self.cond:
+            self.blocks.append(block)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, daemon=True, name="advguard-PeakMemory")
+                self.thread.start()
+            self.cond.notify()
+
+    def remove(self, block: PeakMemory) -> None:
+        with self.cond:
+            if block in self.blocks:
+                self.blocks.remove(block)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.blocks:
+                    self.cond.wait()
+                blocks = list(self.blocks)
+            interval = min(b.interval_s for b in blocks)
+            rss = _rss_bytes() if any(b.method != "none" for b in blocks) else 0
+            gpus = {b._gpu for b in blocks if b._gpu is not None}
+            gpu = {d: torch.cuda.memory_allocated(d) for d in gpus}
+            with self.cond:
+                for b in self.blocks:
+                    b._observe(rss, gpu)
+            time.sleep(interval)
+
+
+_SAMPLER = _Sampler()
+
+
+def _new_sampler_after_fork() -> None:
+    global _SAMPLER
+    _SAMPLER = _Sampler()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_sampler_after_fork)
 
 
 @dataclass
 class PeakMemory:
-    """Context manager: ``.peak_mb`` is the peak rise of this process's resident memory over its value at the
-    start, i.e. the extra RAM the block needed (``.method`` says how it was measured).
+    """Context manager: ``.peak_mb`` is the peak rise of this process's resident memory (RSS) over its value at the
+    start, i.e. the extra RAM the block needed (``.method`` says how it was measured: :func:`memory_method`).
 
-    On Linux the kernel's resident high-water mark is reset at the start and read at the end (``"rss-hwm"``):
-    exact, no sampling thread; nested blocks each get their own peak. Elsewhere psutil samples RSS every
-    ``interval_s`` (``"rss-sampled"``; a shorter peak can be missed); without either it is NaN (``"none"``).
-    A rise of 0 MB is a true statement, not a failure: the block fitted in memory the process already held
-    (freed memory is reused by the allocators before the RSS grows). The measure is process-wide: another thread's
-    allocations in the same interval count too. With CUDA, ``.peak_gpu_mb`` is the peak allocated GPU memory
-    (torch's allocator statistics) over the start.
+    The RSS is read at the start and the end and sampled every ``interval_s`` in between by one shared background
+    thread (``/proc/self/statm`` on Linux, psutil elsewhere); at the end the kernel's resident high-water mark is
+    read (Linux): when the block raised it, that mark is the block's exact peak; otherwise a peak shorter than
+    ``interval_s`` can be missed. Off Linux without psutil it is NaN. A rise of 0 MB is a true statement, not a
+    failure: the block fitted in memory the process already held (freed memory is reused by the allocators before
+    the RSS grows). The measure is process-wide: another thread's allocations in the same interval count too. With
+    CUDA in use, ``.peak_gpu_mb`` is the same for the memory torch's allocator has allocated on the current GPU
+    (``torch.cuda.memory_allocated`` sampled, exact through ``max_memory_allocated`` when the block raised it).
+
+    Nothing process-wide is changed: the kernel's mark is not reset through ``/proc/self/clear_refs`` (that would
+    also lower the ``ru_maxrss`` that ``getrusage``, ``/usr/bin/time`` and batch schedulers report for the whole
+    process) and torch's peak statistics are not reset (``torch.cuda.reset_peak_memory_stats`` would clear the
+    caller's own measurement).
     """
 
     interval_s: float = 0.005
@@ -253,53 +315,42 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         self.method = memory_method()
-        if self.method == "rss-hwm":
-            with _LOCK:
-                hw = _hwm_bytes()
-                for outer in _OPEN:  # keep the outer blocks' peak before resetting the mark
-                    outer._peak = max(outer._peak, hw)
-                _reset_hwm()
-                self._start = self._peak = _rss_bytes()
-                _OPEN.append(self)
-        elif self.method == "rss-sampled":
-            self._stop = threading.Event()
-            self._start = self._peak = _rss_bytes()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+        self._gpu: int | None = None
         try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-                self._gpu0 = torch.cuda.memory_allocated()
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                self._gpu = torch.cuda.current_device()
+                self._gpu_start = self._gpu_peak = torch.cuda.memory_allocated(self._gpu)
+                self._gpu_max0 = torch.cuda.max_memory_allocated(self._gpu)
         except Exception:  # noqa: BLE001 - GPU accounting is optional
-            pass
+            self._gpu = None
+        if self.method != "none":
+            self._hwm0 = _hwm_bytes()
+            self._start = self._peak = _rss_bytes()
+        if self.method != "none" or self._gpu is not None:
+            _SAMPLER.add(self)
         return self
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss_bytes())
-            time.sleep(self.interval_s)
+    def _observe(self, rss: int, gpu: dict[int, int]) -> None:
+        """A sample (the shared thread's, or the final one)."""
+        if self.method != "none":
+            self._peak = max(self._peak, rss)
+        if self._gpu is not None and self._gpu in gpu:
+            self._gpu_peak = max(self._gpu_peak, gpu[self._gpu])
 
     def __exit__(self, *exc: object) -> None:
-        if self.method == "rss-hwm":
-            with _LOCK:
-                hw = _hwm_bytes()
-                self._peak = max(self._peak, hw)
-                if self in _OPEN:
-                    _OPEN.remove(self)
-                for outer in _OPEN:
-                    outer._peak = max(outer._peak, hw)
+        _SAMPLER.remove(self)
+        if self.method != "none":
+            self._observe(_rss_bytes(), {})
+            hwm = _hwm_bytes()
+            if hwm is not None and self._hwm0 is not None and hwm > self._hwm0:  # a new process peak: exact
+                self._peak = max(self._peak, hwm)
             self.peak_mb = max(0.0, (self._peak - self._start) / 2**20)
-        elif self.method == "rss-sampled":
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, _rss_bytes())
-            self.peak_mb = max(0.0, (self._peak - self._start) / 2**20)
-        if hasattr(self, "_gpu0"):
-            import torch
-
-            self.peak_gpu_mb = (torch.cuda.max_memory_allocated() - self._gpu0) / 2**20
+        if self._gpu is not None:
+            self._observe(0, {self._gpu: torch.cuda.memory_allocated(self._gpu)})
+            top = torch.cuda.max_memory_allocated(self._gpu)
+            if top > self._gpu_max0:
+                self._gpu_peak = max(self._gpu_peak, top)
+            self.peak_gpu_mb = max(0.0, (self._gpu_peak - self._gpu_start) / 2**20)
 
 
 @dataclass

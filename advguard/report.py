@@ -13,7 +13,9 @@ from .machine import git_commit, machine_info, machine_summary
 
 
 def provenance(command: str | None = None) -> dict:
-    """Who/what/where for a result: the command, commit, machine and date."""
+    """Who/what/where for a result: the command, commit, machine, date and how peak memory is measured."""
+    from .metrics import memory_method
+
     argv = list(sys.argv)
     if argv and Path(argv[0]).name == "advguard":  # console script: show it as the user typed it
         argv = ["advguard"] + argv[1:]
@@ -25,6 +27,7 @@ def provenance(command: str | None = None) -> dict:
         "machine": machine_summary(),
         "machine_info": machine_info(),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "peak_memory": memory_method(),  # how the "peak MB" figures were measured (advguard.metrics.PeakMemory)
     }
 
 

@@ -223,7 +223,9 @@ def train(
     cfg = RECIPES[spec.train_name]
     if epochs is not None:
         cfg = replace(cfg, epochs=epochs)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from .devices import default_device, resolve_device
+
+    dev = resolve_device(device, where="train") if device else default_device()
     out = Path(out_dir or Path("runs") / (name + (f"-alpha{alpha:g}" if alpha is not None else "")))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

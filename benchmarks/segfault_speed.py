@@ -63,7 +63,7 @@ def main() -> int:
 
     from advguard import load_dataset, load_model
     from advguard.detectors import LeaveOneOut
-    from advguard.metrics import PeakMemory
+    from advguard.metrics import PeakMemory, peak_memory_note
     from advguard.metrics import memory_method as metrics_memory_method
     from advguard.report import markdown_table, provenance, write_result
 
@@ -174,9 +174,7 @@ the whole batch, all attributions of the batch held in one array, IQR at the end
 `LeaveOneOut.features` (pixel units: local patching of the first layers, `advguard.detectors.occlusion_patch`;
 "no patching": the occluded images built and classified in chunks of 1,024). **Floor**: occlusions / the plain
 model's best measured throughput ({throughput:.0f} images/s; per batch size {per_batch}).
-Peak MB: rise of resident memory during the call (`advguard.metrics.PeakMemory`, method `{memory_method}`: on Linux
-the kernel's resident high-water mark, reset at the start); 0 means the call fitted in memory the process already
-held from an earlier row (the allocators reuse freed memory). One run each.
+{peak_memory_note(memory_method)} One run each.
 Targets (issue #4): ours >= 5x faster than the reference for pixel ML-LOO, within 1.25x of the floor, multi-layer
 peak <= 200 MB per 128 images. The paper (Table 7, P100 GPU): pixel ML-LOO ~80 s (1-D), ~45 s (10-D), ~82 s and
 ~2 GB (4K-D) per 128 images; SLIC-64 5.0 / 3.3 / 5.1 s.

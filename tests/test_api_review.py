@@ -415,7 +415,8 @@ def test_parameters_without_effect_are_refused_naming_why(clf, tmp_path):
     # the values older files record (and the defaults) still load
     for kw in ({}, {"pca_dim": 0, "align": False}, {"pca_dim": None, "align": None}):
         det = EraseRestoreDistance(clf, n=2, progress=False, **kw)
-        assert det.get_params()["pca_dim"] == 0 and det.get_params()["align"] is False
+        assert det.params["pca_dim"] == 0 and det.params["align"] is False  # resolved; get_params keeps them as given
+        assert all(det.get_params()[k] is v for k, v in kw.items())
     with pytest.raises(advguard.ParameterError, match="decision_model='svc' has no effect: the detector network"):
         CNNDetector(clf, decision_model="svc")
     with pytest.raises(advguard.ParameterError, match="has no effect"):
@@ -617,7 +618,8 @@ def test_boolean_parameters_refuse_strings_and_numbers(clf, name, param):
     for bad in ("no", 1, None if param != "align" else "yes"):
         with pytest.raises(advguard.ParameterTypeError, match=f"{param} must be True or False"):
             make_detector(name, clf, **{param: bad})
-    assert make_detector(name, clf, **{param: np.False_}).get_params()[param] is False
+    det = make_detector(name, clf, **{param: np.False_})
+    assert det._resolved_params()[param] is False and det.get_params()[param] is np.False_  # checked; as given
 
 
 def test_guard_checks_explain_fpr_and_combine_like_the_detectors(clf):

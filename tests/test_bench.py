@@ -33,6 +33,12 @@ def test_smoke_config_produces_every_artefact(tmp_path, capsys):
     assert len(rows) == 4
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "Feature Squeezing" in html and "[[attack]]" in html
+    # the page says how its "peak MB" column was measured, with the method recorded in the provenance
+    from advguard.metrics import memory_method
+
+    assert doc["provenance"]["peak_memory"] == memory_method()
+    assert f"method `{memory_method()}`" in (out / "results.md").read_text()
+    assert all(c["cost"]["peak_mb"] >= 0 for c in doc["cells"])
     # Re-running reuses the cached sets and features and gives identical numbers.
     assert (
         main(["bench", str(ROOT / "configs" / "smoke.toml"), "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
@@ -409,6 +415,9 @@ def test_segfault_experiment_smoke(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 1 and "Table 7" in html and "(0.810)" in html
     assert "(0.834)" in html and "implied by Table 7" in html  # Felzenszwalb scale=100's FGSM multi-layer AUC
+    from advguard.metrics import memory_method
+
+    assert f"method `{memory_method()}`" in (out / "results.md").read_text()  # Table 7 says how peak MB is measured
     assert main(args) == 0  # features cached per batch: identical numbers
     assert json.loads((out / "results.json").read_text())["auc"] == doc["auc"]
 

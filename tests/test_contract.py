@@ -176,6 +176,64 @@ def test_detector_contract(name, real_data, fitted, tmp_path):
         det.params = {}
 
 
+def _constructor_defaults(cls: type) -> dict:
+    """Keyword -> default of ``cls(classifier, ...)``: its ``__init__``'s and, through ``**kw``, its bases' up to
+    Detector's (what scikit-learn's check_parameters_default_constructible reads from the signature)."""
+    import inspect
+
+    out: dict = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
+                out.setdefault(p.name, p.default)
+        if klass is Detector or not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return out
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_get_params_returns_the_constructor_arguments_as_given(name, real_data):
+    """scikit-learn's check_parameters_default_constructible and check_get_params_invariance, adapted to a
+    constructor that takes the classifier first: a default-built detector reports every default unchanged (a None
+    stays None, a tuple stays the same tuple), set_params(**get_params()) changes nothing, and clone copies them."""
+    from sklearn.base import clone
+    from sklearn.utils.estimator_checks import check_get_params_invariance
+
+    clf = real_data[0]
+    cls = DETECTORS[name]
+    det = cls(clf)
+    params = det.get_params(deep=False)
+    assert set(params) == set(cls._get_param_names()) - set(cls._ignored_params)
+    for k, default in _constructor_defaults(cls).items():
+        if k in cls._ignored_params:
+            assert k not in params
+        else:
+            assert params[k] is default or (type(params[k]) is type(default) and params[k] == default), k
+    check_get_params_invariance(name, det)
+    before = {k: v for k, v in det.get_params(deep=False).items()}
+    assert det.set_params(**det.get_params()) is det
+    assert all(det.get_params(deep=False)[k] is v for k, v in before.items())  # a no-op, identity included
+    c = clone(det)
+    assert c.get_params(deep=False) == params and all(type(c.get_params()[k]) is type(v) for k, v in params.items())
+
+
+def test_get_params_keeps_a_none_that_resolves_to_a_value(real_data):
+    """What a None resolves to is in params (and in the saved file), not in get_params."""
+    clf = real_data[0]
+    tr = make_detector("taintradar", clf, k_max=None, progress=False)
+    assert tr.get_params()["layer"] is None and tr.get_params()["k_max"] is None
+    assert tr.params["layer"] == clf.gradcam_layer and tr.params["k_max"] == min(20, clf.num_classes - 1)
+    fs = make_detector("feature-squeezing", clf, squeezers=("bits:4",))
+    assert fs.get_params()["squeezers"] == ("bits:4",) and fs.params["squeezers"] == ["bits:4"]
+    # a set_params(None) goes back to the default resolution, as the constructor's None does
+    tr.set_params(k_max=3)
+    assert tr.params["k_max"] == 3 and tr.set_params(k_max=None).params["k_max"] == min(20, clf.num_classes - 1)
+
+
 def test_set_params_checks_values_and_fit_revalidates(real_data):
     clf, x_fit, _, _ = real_data
     det = make_detector("confidence", clf)

@@ -77,6 +77,53 @@ def test_absent_devices_are_clear_advguard_errors(monkeypatch):
     assert isinstance(DeviceError("x"), ParameterError) and isinstance(DeviceError("x"), ValueError)
 
 
+def test_one_default_device_rule_for_the_python_api_and_the_command_line(monkeypatch, tmp_path, capsys):
+    """device=None: a model advguard builds goes to CUDA when PyTorch finds a GPU, else the CPU, whether it comes
+    from load_model, evaluate, `advguard predict` / `evaluate` / `reproduce` (a config without `device`) or
+    `advguard train`; a wrapped model stays where it is. No GPU here: torch.cuda.is_available is monkeypatched, and
+    where CUDA is "available" a spy in place of the Classifier records the device it would be moved to."""
+    from pathlib import Path
+
+    from advguard.cli import main
+    from advguard.devices import default_device
+    from advguard.models.evaluation import evaluate
+    from advguard.training import train
+
+    root = Path(__file__).resolve().parents[1]
+    photo = next((advguard.data.data_dir() / "imagenet-samples" / "images").glob("*.jpg"))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_device() == torch.device("cpu")
+    assert advguard.load_model("cifar10-cnn").device == torch.device("cpu")
+    with pytest.raises(DeviceError, match="'cuda:7' is not available"):  # train: an advguard error, nothing written
+        train("cifar10-cnn", device="cuda:7", out_dir=tmp_path / "t", progress=False)
+    assert not (tmp_path / "t").exists()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert default_device() == torch.device("cuda")
+
+    def spy(self, model, **kw):
+        raise DeviceError(f"spy: the classifier would run on {kw.get('device')}")
+
+    monkeypatch.setattr(advguard.classifier.Classifier, "__init__", spy)
+    with pytest.raises(DeviceError, match="would run on cuda$"):
+        advguard.load_model("cifar10-cnn")
+    with pytest.raises(DeviceError, match="would run on cuda$"):
+        evaluate("cifar10-cnn", limit=2)
+    with pytest.raises(DeviceError, match="would run on cpu$"):  # a named device wins
+        advguard.load_model("cifar10-cnn", device="cpu")
+    for argv in (
+        ["predict", str(photo), "-m", "cifar10-cnn"],
+        ["evaluate", "cifar10-cnn", "--limit", "2"],
+        ["reproduce", str(root / "configs" / "smoke.toml"), "--out", str(tmp_path / "o")],
+    ):
+        assert main(argv) == 2, argv
+        assert "would run on cuda" in capsys.readouterr().err, argv
+    monkeypatch.undo()
+    assert Classifier(Small(), channels=3, size=(8, 8)).device == torch.device("cpu")  # a wrapped model stays
+
+
 # ------------------------------------------------------------------------------------------------ placement
 @pytest.fixture(scope="module")
 def fake_data(correct_images):

@@ -263,7 +263,7 @@ def test_unknown_parameters_are_refused(clf, build, bad, hint):
         dict(fpr="0.1"),
         dict(temperature=0),
         dict(temperature=-1),
-        dict(threshold=1.5),
+        dict(mask_threshold=1.5),
         dict(k=0),
         dict(k_max=10),
         dict(delta_r=-1),

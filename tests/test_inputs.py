@@ -19,7 +19,7 @@ from PIL import Image
 
 import advguard
 from advguard import InputError, ParameterError, load_images
-from advguard.attacks import AttackResult, Sticker, make_attack, perturbation_norms, shifted_targets
+from advguard.attacks import AdversarialPatch, AttackResult, Sticker, make_attack, perturbation_norms, shifted_targets
 from advguard.defenses import LabelCorrection, total_variation, vote
 from advguard.detectors import make_detector
 from advguard.images import ImageInfo, ImageResizedWarning, resize_images
@@ -99,6 +99,12 @@ STICKER = Sticker(
     target=3,
 )
 
+
+def _patch(clf, x: np.ndarray) -> AdversarialPatch:
+    """A patch trained (two Adam steps, seeded: the same patch every call) on the first four images."""
+    return AdversarialPatch(clf, target=3, size=0.2, steps=2, progress=False).fit(x[:4])
+
+
 #: name -> f(clf, x, y, detectors, as_input) where as_input converts a numpy array to the input kind under test.
 #: Together: every public entry point that takes images or scores (the Classifier's calls, attacks and their
 #: results, detectors' score / predict / features / fit, transforms, defences, metrics).
@@ -123,6 +129,7 @@ CASES = {
     "scale_on_canvas": lambda c, x, y, d, a: scale_on_canvas(a(x), 0.8),
     "resize_images": lambda c, x, y, d, a: resize_images(a(x), (20, 24), resize="center-crop"),
     "Sticker.apply": lambda c, x, y, d, a: STICKER.apply(a(x)),
+    "AdversarialPatch.apply": lambda c, x, y, d, a: _patch(c, x).apply(a(x), position="random"),
     "attack fgsm": lambda c, x, y, d, a: make_attack("fgsm", c, eps=4 / 255, progress=False)(a(x), a(y)),
     "attack pgd targeted": lambda c, x, y, d, a: make_attack("pgd", c, eps=4 / 255, steps=2, progress=False)(
         a(x), a(y), targets=a(shifted_targets(y, 10).numpy())
@@ -196,6 +203,25 @@ def test_return_types_follow_the_documented_convention(cifar, fitted_detectors):
     assert LabelCorrection(clf, ops="jpeg").predict(x[:2]).dtype == np.int64
     ds = advguard.load_dataset("cifar10", "test", limit=4)
     assert isinstance(ds.x, np.ndarray) and isinstance(load_images(_pil(x[:2])), np.ndarray)
+
+
+def test_sticker_and_patch_apply_return_tensors_for_either_input_kind(cifar):
+    """Sticker.apply and AdversarialPatch.apply follow the rule of every call that makes images: a float32 tensor on
+    the input's device (the CPU for numpy), whatever the input kind; the images change only under the mask."""
+    clf, x, _ = cifar
+    patch = _patch(clf, x)
+    for inp in (x, torch.from_numpy(x)):
+        out = STICKER.apply(inp)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device.type == "cpu"
+        under = STICKER.mask.bool().expand_as(out[0])
+        np.testing.assert_array_equal(out[:, ~under].numpy(), x[:, ~under.numpy()])
+        assert not torch.equal(out[:, under], torch.from_numpy(x)[:, under])
+        xp, masks = patch.apply(inp)
+        assert isinstance(xp, torch.Tensor) and xp.dtype == torch.float32 and xp.device.type == "cpu"
+        assert isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape == (len(x), 32, 32)
+        m = masks[:, None].expand_as(xp).numpy()
+        np.testing.assert_array_equal(xp.numpy()[~m], x[~m])  # bottom-right square only
+        assert masks[:, -1, -1].all() and not masks[:, 0, 0].any()
 
 
 def test_readme_failures_of_the_issue_now_work(cifar):

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import advguard
 from advguard import Classifier
 from advguard.attacks import AdversarialPatch, shape_mask
 from advguard.detectors import Detector, SentiNet, TaintRadar
@@ -87,6 +88,72 @@ def test_taintradar_masks_match_closed_form(gapnet):
     empty = ~r.final_masks.flatten(2).any(2)
     assert (r.rank_change[empty] == 0).all()
     assert r.rank_change.min() >= 0 and r.rank_change.max() <= 5
+
+
+def test_taintradar_and_sentinet_mask_threshold_is_one_binarisation(gapnet):
+    """Both binarise a max-normalised, upsampled Grad-CAM map at ``>= mask_threshold``: one name for one idea."""
+    clf, net, x, a = gapnet
+    n = a.shape[2] * a.shape[3]
+    with torch.no_grad():
+        z = net(x)
+    pred = z.argmax(1)
+    for t in (0.0, 0.4, 1.0):
+        tr = TaintRadar(clf, k_max=2, mask_threshold=t, progress=False)
+        alpha = (F.one_hot(pred, 6).float() - F.softmax(z / 2, 1)) / 2 @ net.fc.weight / n  # softened, T = 2
+        est = binarize_cam(F.relu((alpha[:, :, None, None] * a).sum(1)), (12, 12), t)
+        assert torch.equal(tr.analyse(x, [1]).est_mask, est)
+        sn = SentiNet(clf, mask_threshold=t, progress=False)
+        cam = F.relu(((net.fc.weight[pred] / n)[:, :, None, None] * a).sum(1))  # plain Grad-CAM of the label
+        assert torch.equal(sn.masks(x)[1], binarize_cam(cam, (12, 12), t))
+        if t == 0.0:  # every pixel reaches 0 of the maximum
+            assert sn.masks(x)[1].all() and est.all()
+
+
+def test_taintradar_threshold_is_the_deprecated_name_of_mask_threshold(gapnet):
+    clf, _, x, _ = gapnet
+    with pytest.warns(DeprecationWarning, match="threshold= is deprecated, use mask_threshold="):
+        old = TaintRadar(clf, k_max=2, threshold=0.4, progress=False)
+    assert (
+        old.mask_threshold == 0.4 and old.get_params()["mask_threshold"] == 0.4 and "threshold" not in old.get_params()
+    )
+    new = TaintRadar(clf, k_max=2, mask_threshold=0.4, progress=False)
+    assert torch.equal(old.analyse(x, [1, 2]).final_masks, new.analyse(x, [1, 2]).final_masks)
+    with pytest.warns(DeprecationWarning, match="mask_threshold"):
+        assert new.set_params(threshold=0.3) is new and new.mask_threshold == 0.3
+    with pytest.raises(TypeError, match="give mask_threshold= only"):
+        TaintRadar(clf, threshold=0.4, mask_threshold=0.4)
+    with pytest.raises(advguard.ParameterError, match="mask_threshold"):
+        with pytest.warns(DeprecationWarning):
+            TaintRadar(clf, threshold=1.5)
+
+
+def test_taintradar_files_saved_with_threshold_still_load(correct_images, tmp_path):
+    """Files written before the rename record ``"threshold"`` in their parameters: they load, silently, with the
+    same scores."""
+    import json
+    import warnings
+    import zipfile
+
+    clf, x, _ = correct_images(40, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # too few images to resolve FPR 0.06: expected here
+        det = TaintRadar(clf, k_max=2, mask_threshold=0.3, progress=False).fit(x[:20])
+    path = det.save(tmp_path / "new.advguard")
+    with zipfile.ZipFile(path) as z:
+        content = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(content["detector.json"])
+    assert meta["params"]["mask_threshold"] == 0.3
+    meta["params"]["threshold"] = meta["params"].pop("mask_threshold")  # what advguard 0.1 wrote
+    content["detector.json"] = json.dumps(meta).encode()
+    old = tmp_path / "old.advguard"
+    with zipfile.ZipFile(old, "w") as z:
+        for n, b in content.items():
+            z.writestr(n, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # a user loading an old file did nothing deprecated
+        back = Detector.load(old, clf)
+    assert back.get_params()["mask_threshold"] == 0.3 and back.threshold_ == det.threshold_
+    np.testing.assert_array_equal(back.score(x[20:]), det.score(x[20:]))
 
 
 def test_patch_geometry_and_shapes(gapnet):
@@ -244,3 +311,21 @@ def test_bpda_relaxation_reproduces_taintradar_and_the_attack_bypasses_it(cifar_
     # measured: 7 / 16 reach "cat" undetected with the detector term, 3 / 16 without it (12 / 16 reach "cat")
     assert res.evaded.sum() >= max(5, plain.evaded.sum() + 2), (res.evaded.tolist(), plain.evaded.tolist())
     assert not tr.predict(res.x_adv[res.evaded]).any()  # blur filling is deterministic: the bypass holds
+
+
+def test_configs_accept_the_old_name_and_name_unknown_ones():
+    """A guard config (the experiment configs share the rule) written with ``threshold`` still parses; the detector
+    warns when it is built. A misspelt parameter is still refused, listing the current names only."""
+    from advguard.guard_config import GuardConfigError, parse_guard_config
+
+    def doc(params):
+        return {
+            "model": "cifar10-cnn",
+            "data": {"dataset": "cifar10", "split": "train", "n_images": 20},
+            "detector": [{"name": "taintradar", "params": params}],
+        }
+
+    assert parse_guard_config(doc({"threshold": 0.2})).detectors == [("taintradar", {"threshold": 0.2})]
+    with pytest.raises(GuardConfigError, match="no parameter 'treshold'") as e:
+        parse_guard_config(doc({"treshold": 0.2}))
+    assert "mask_threshold" in str(e.value) and ", threshold" not in str(e.value)

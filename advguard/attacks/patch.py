@@ -327,7 +327,9 @@ class AdversarialPatch(Attack):
         self, x: np.ndarray | torch.Tensor, position: str | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Paste the trained patch on images ``x`` (float NCHW in [0, 1], a numpy array or a tensor); returns
-        (patched images, float32, and binary masks (N, H, W), bool), both on ``x``'s device (the CPU for numpy)."""
+        (patched images, float32, and binary masks (N, H, W), bool), both tensors on ``x``'s device (the CPU for
+        numpy). Tensors for either input kind, like :meth:`Sticker.apply`, the transforms and every attack's result
+        (the table in ``advguard/__init__.py``)."""
         if self.patch_ is None:
             raise NotTrainedError("the patch is not trained: call fit(x_train) first")
         position = position or self.position

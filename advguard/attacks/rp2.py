@@ -206,7 +206,9 @@ class Sticker:
 
     def apply(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Paste the sticker on images ``x`` (float NCHW in [0, 1], a numpy array or a tensor, the sticker's size):
-        float32 tensor on ``x``'s device (the CPU for numpy), clipped to [0, 1]."""
+        float32 tensor on ``x``'s device (the CPU for numpy), clipped to [0, 1]. A tensor for either input kind, as
+        every call that makes images returns (attacks, transforms: the table in ``advguard/__init__.py``), so the
+        result goes straight to a classifier or a detector; ``.numpy()`` gives an array."""
         t = as_image_batch(x, channels=int(self.delta.shape[0]), size=tuple(self.delta.shape[1:]), name="x")
         return (t + self.masked.to(t.device, t.dtype)).clamp(0, 1)
 

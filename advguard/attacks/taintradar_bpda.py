@@ -137,14 +137,14 @@ class TaintRadarBPDA(Attack):
         size = tuple(x.shape[-2:])
         cam, z, a = softened_cam(self.classifier, x, p["layer"], p["temperature"], labels=target)
         with torch.enable_grad():
-            est = soft_mask(cam, size, t, p["threshold"])[:, None]
+            est = soft_mask(cam, size, t, p["mask_threshold"])[:, None]
             z_est = self.classifier._forward(x * (1 - est) + pattern * est)
             rise = (z_est - z).detach().scatter(1, target[:, None], -torch.inf)
             labels = rise.topk(k_max, dim=1).indices
             inter = torch.ones_like(est[:, 0])
             for k in range(k_max):
                 (gk,) = torch.autograd.grad(z.gather(1, labels[:, k : k + 1]).sum(), a, create_graph=True)
-                inter = inter * soft_mask(gradcam_from_gradients(-gk, a), size, t, p["threshold"])
+                inter = inter * soft_mask(gradcam_from_gradients(-gk, a), size, t, p["mask_threshold"])
             fin = inter[:, None]
             z_f = self.classifier._forward(x * (1 - fin) + pattern * fin)
         return z, z_f

@@ -201,6 +201,18 @@ def _validating_features(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndar
     return features
 
 
+def _accepting_renamed(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a detector's ``__init__`` so that a keyword listed in :attr:`Detector._renamed_params` is accepted under
+    its old name, with a ``DeprecationWarning`` (``inspect.signature`` still shows the new names only)."""
+
+    @functools.wraps(init)
+    def __init__(self: Detector, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **self._renamed(kwargs, f"{type(self).__name__}()"))
+
+    __init__._accepts_renamed = True  # type: ignore[attr-defined]
+    return __init__
+
+
 #: The parameters every detector takes (``Detector.__init__``); the others are the subclass's own (``params``).
 BASE_PARAMETERS = ("fpr", "seed", "decision_model", "decision_params")
 
@@ -215,7 +227,8 @@ class Detector(abc.ABC):
     **Parameters** follow scikit-learn's estimator contract: ``__init__`` stores every keyword parameter, as
     given, in an attribute of its own name (where a method or property already has that name, under the name
     :attr:`_param_attributes` gives: ``statistic`` is stored as ``statistic_param``, ImageOps' ``k`` / ``ops`` as
-    ``k_param`` / ``ops_param``); :meth:`get_params` / :meth:`set_params` read and write them and
+    ``k_param`` / ``ops_param``); :meth:`get_params` / :meth:`set_params` read and write them as given (a ``None``
+    stays ``None``; what it resolves to is in :attr:`params`) and
     ``sklearn.base.clone`` makes an unfitted copy around the *same* classifier (the classifier is the network
     the detector protects, not a hyperparameter: it is passed through, never copied). Every value is checked
     against :attr:`_parameter_constraints` (scikit-learn's ``_parameter_constraints``, written as functions
@@ -240,6 +253,9 @@ class Detector(abc.ABC):
         own = cls.__dict__.get("features")
         if own is not None and not getattr(own, "_accepts_any_input", False):
             cls.features = _validating_features(own)  # type: ignore[method-assign]
+        init = cls.__dict__.get("__init__")
+        if cls._renamed_params and init is not None and not getattr(init, "_accepts_renamed", False):
+            cls.__init__ = _accepting_renamed(init)  # type: ignore[method-assign]
 
     #: name -> check(value, checked parameters so far, detector) -> the normalised value, in checking order
     _parameter_constraints: ClassVar[dict[str, Callable[[Any, dict[str, Any], Detector], Any]]] = {
@@ -255,6 +271,33 @@ class Detector(abc.ABC):
     _unsaved_params: ClassVar[tuple[str, ...]] = ()
     #: constructor parameters the detector accepts but ignores (left out of :meth:`get_params`)
     _ignored_params: ClassVar[tuple[str, ...]] = ()
+    #: old parameter name -> new name: the old one is still accepted by the constructor and :meth:`set_params` (with
+    #: a ``DeprecationWarning``) and read silently from files saved before the rename
+    _renamed_params: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _renamed(cls, params: dict[str, Any], where: str, *, warn: bool = True) -> dict[str, Any]:
+        """``params`` with the old names of :attr:`_renamed_params` replaced by the new ones (a warning each unless
+        ``warn`` is False); both names at once are refused."""
+        if not cls._renamed_params or not any(k in cls._renamed_params for k in params):
+            return params
+        out = dict(params)
+        for old, new in cls._renamed_params.items():
+            if old not in out:
+                continue
+            if new in out:
+                raise ParameterTypeError(f"{where}: give {new}= only ({old}= is its deprecated name), not both")
+            if warn:
+                import warnings
+
+                warnings.warn(
+                    f"{cls.name}: the parameter {old}= is deprecated, use {new}= (the same value; {old} will be "
+                    "removed in a later version)",
+                    DeprecationWarning,
+                    stacklevel=3,  # the caller of the constructor or of set_params
+                )
+            out[new] = out.pop(old)
+        return out
 
     def __init__(
         self,
@@ -318,24 +361,37 @@ class Detector(abc.ABC):
         return checked
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The detector's parameters by name (scikit-learn), as checked: every constructor keyword except the
-        classifier (passed through by :meth:`set_params` / ``clone``, not a hyperparameter), the ignored ones,
-        and ``decision_params`` when it is empty (as before advguard 0.2, so cache keys built on it are stable).
-        With ``deep``, parameters that are estimators add their own as ``name__key``."""
-        checked = self._checked_params()
+        """The detector's parameters by name, **as given** to the constructor or :meth:`set_params`
+        (scikit-learn's contract): every constructor keyword except the classifier (passed through by
+        :meth:`set_params` / ``clone``, not a hyperparameter) and the ignored ones. A ``None`` stays ``None``: the
+        value it resolves to (TaintRadar's ``layer``, a default decision model) is in :attr:`params` and the fitted
+        attributes, so that ``clone(det)`` builds an equal unfitted detector and ``set_params(**get_params())``
+        changes nothing. With ``deep``, parameters that are estimators add their own as ``name__key``."""
         out = {}
-        for k, v in checked.items():
-            if k in self._ignored_params or (k == "decision_params" and not v):
+        for k, v in self._raw_params().items():
+            if k in self._ignored_params:
                 continue
             out[k] = v
             if deep and hasattr(v, "get_params") and not isinstance(v, type):
                 out.update({f"{k}__{kk}": vv for kk, vv in v.get_params().items()})
         return out
 
+    def _resolved_params(self) -> dict[str, Any]:
+        """The parameters as checked and resolved (``None`` defaults replaced by what they resolve to), less the
+        ignored ones and an empty ``decision_params``: what a saved file records and what experiment cache keys
+        are built on (what :meth:`get_params` returned before it followed scikit-learn's contract, so those keys stay
+        stable)."""
+        return {
+            k: v
+            for k, v in self._checked_params().items()
+            if k not in self._ignored_params and not (k == "decision_params" and not v)
+        }
+
     def set_params(self, **params: Any) -> Self:
         """Set parameters by name (``classifier`` too; ``name__key`` for a parameter's own); they are checked at
         once (an invalid value raises and leaves the detector unchanged). Returns ``self``. Fitted state is not
         cleared: refit after changing a parameter."""
+        params = self._renamed(params, f"{self.name}.set_params")
         valid = set(self._get_param_names()) | {"classifier"}
         nested: dict[str, dict[str, Any]] = {}
         for k in params:
@@ -388,7 +444,7 @@ class Detector(abc.ABC):
         decision model given as an estimator is written as ``{"estimator": "<module.Class>"}``: the fitted
         estimator itself is saved beside (its types checked against the allow-list), and ``load`` rebuilds the
         parameter as an unfitted copy of it."""
-        out = {k: v for k, v in self.get_params(deep=False).items() if k not in self._unsaved_params}
+        out = {k: v for k, v in self._resolved_params().items() if k not in self._unsaved_params}
         dm = out.get("decision_model")
         if dm is not None and not isinstance(dm, str):
             out["decision_model"] = {"estimator": _type_name(dm)}
@@ -755,7 +811,7 @@ class Detector(abc.ABC):
             if check_classifier:
                 raise DetectorFileError(msg + ". Pass check_classifier=False to load it anyway.")
             warnings.warn(msg, stacklevel=2)
-        params = dict(meta["params"])
+        params = DETECTORS[meta["detector"]]._renamed(dict(meta["params"]), str(path), warn=False)  # older files
         dm = params.get("decision_model")
         if isinstance(dm, dict):  # a user's estimator: the parameter is an unfitted copy of the saved one
             if set(dm) != {"estimator"} or est is None or dm["estimator"] != _type_name(est):

@@ -4,11 +4,12 @@ Section V; docs/methods/taintradar.md).
 For an image x with predicted label c, on the classifier's Grad-CAM layer A (the last conv layer):
 
 1. **Estimated critical region** (Sec. V-A, eq. 1-4): softened Grad-CAM of l = log softmax(Z / T)_c,
-   T = 2; heatmap ReLU(sum_k alpha_k A^k) / max, upsampled (bilinear) to the input and binarised at 0.15.
+   T = 2; heatmap ReLU(sum_k alpha_k A^k) / max, upsampled (bilinear) to the input and binarised at
+   ``mask_threshold`` = 0.15 (SentiNet's salient region is binarised the same way, by :func:`binarize_cam`).
 2. Fill that region with a filling pattern (random noise, the dataset mean, or a blur of the image),
    re-classify and take the K labels (other than c) whose logits rose most.
 3. For each of those labels l, the **negative** Grad-CAM ReLU(-sum_k alpha_k^l A^k) with alpha^l from
-   dZ^l / dA (eq. 5-6), normalised, upsampled and binarised at 0.15; intersect the K masks (eq. 7).
+   dZ^l / dA (eq. 5-6), normalised, upsampled and binarised at ``mask_threshold``; intersect the K masks (eq. 7).
 4. Fill the intersection, re-classify: the score is the rank of c among the new logits (its **rank
    change**, c being top-1 before); adversarial if it exceeds Delta_R.
 
@@ -123,7 +124,9 @@ class TaintRadar(Detector):
     """Unsupervised detector of localized (patch) attacks; ``fit(x_clean)`` picks K and Delta_R.
 
     Parameters: ``k`` / ``delta_r`` (fix either or both instead of choosing them), ``k_max`` (largest K
-    tried, default min(20, classes - 1)), ``temperature`` (T = 2), ``threshold`` (binarisation, 0.15),
+    tried, default min(20, classes - 1)), ``temperature`` (T = 2), ``mask_threshold`` (where the normalised Grad-CAM
+    maps are binarised, 0.15: SentiNet's parameter of the same name; ``threshold=`` is its deprecated name, renamed
+    because ``threshold_`` is every detector's calibrated decision threshold),
     ``fill`` (``"noise"``, ``"mean"`` or ``"blur"``), ``fill_image`` (a (C, H, W) [0, 1] image for the
     ``"mean"`` pattern, e.g. the dataset's mean image; default the classifier's per-channel mean),
     ``layer`` (default the classifier's Grad-CAM layer; ``"name:input"`` takes the input of module ``name``,
@@ -138,7 +141,7 @@ class TaintRadar(Detector):
         "decision_model": _unsupervised,
         "fill": lambda v, p, det: _choice(v, FILLS, "filling pattern"),
         "temperature": lambda v, p, det: float(check_rate("temperature", v, low=0.0, high=float("inf"))),
-        "threshold": lambda v, p, det: float(check_rate("threshold", v, low=0.0, high=1.0, closed=True)),
+        "mask_threshold": lambda v, p, det: float(check_rate("mask_threshold", v, low=0.0, high=1.0, closed=True)),
         "k": lambda v, p, det: check_count("k", v, low=1, optional=True),
         "delta_r": lambda v, p, det: check_count(
             "delta_r", v, low=0, high=det.classifier.num_classes - 1, optional=True
@@ -157,6 +160,8 @@ class TaintRadar(Detector):
     }
     #: the fill image is saved as an array; fpr goes in the file too
     _unsaved_params = ("fill_image",)
+    #: ``threshold`` (advguard 0.1) is now ``mask_threshold``, SentiNet's name for the same binarisation
+    _renamed_params = {"threshold": "mask_threshold"}
 
     def __init__(
         self,
@@ -166,7 +171,7 @@ class TaintRadar(Detector):
         delta_r: int | None = None,
         k_max: int | None = None,
         temperature: float = 2.0,
-        threshold: float = 0.15,
+        mask_threshold: float = 0.15,
         fill: str = "noise",
         fill_image: np.ndarray | torch.Tensor | None = None,
         layer: str | None = None,
@@ -176,7 +181,8 @@ class TaintRadar(Detector):
         decision_model: None = None,
         progress: bool = True,
     ):
-        self.k, self.delta_r, self.k_max, self.temperature, self.threshold = k, delta_r, k_max, temperature, threshold
+        self.k, self.delta_r, self.k_max, self.temperature = k, delta_r, k_max, temperature
+        self.mask_threshold = mask_threshold
         self.fill, self.fill_image, self.layer, self.batch_size, self.progress = (
             fill,
             fill_image,
@@ -254,7 +260,7 @@ class TaintRadar(Detector):
         t = p["temperature"]
         v_loss = (eye[pred] - F.softmax(z / t, dim=1)) / t
         g_loss = vjp(v_loss[None])[0]
-        est = binarize_cam(gradcam_from_gradients(g_loss, a), size, p["threshold"])
+        est = binarize_cam(gradcam_from_gradients(g_loss, a), size, p["mask_threshold"])
         pattern = self.fill_pattern(x, stream)
         x_est = self._filled(x, pattern, est)
         # 2. labels whose logits rose most when the estimated region is filled
@@ -265,7 +271,7 @@ class TaintRadar(Detector):
         # 3. negative Grad-CAM of each label: one-hot cotangents (k_max, n, classes) in one batched backward
         g_lab = vjp(eye[labels.T])  # (k_max, n, C', h, w)
         neg = gradcam_from_gradients(-g_lab, a[None])  # (k_max, n, h, w)
-        sub = binarize_cam(neg, size, p["threshold"]).transpose(0, 1)  # (n, k_max, H, W)
+        sub = binarize_cam(neg, size, p["mask_threshold"]).transpose(0, 1)  # (n, k_max, H, W)
         inter = torch.cummin(sub.to(torch.uint8), dim=1).values.bool()  # intersection of the first K
         finals = inter[:, [k - 1 for k in ks]]  # (n, len(ks), H, W)
         # 4. fill each intersection, re-classify, rank of the original label

@@ -388,7 +388,7 @@ def _check_detectors(doc: dict[str, Any], P: Problems) -> None:
                     P.add(f"{key}.params.{k}", f"set {k} at the top level of the config (it applies to every detector)")
                 elif k == "decision_model" and d.get("decision_models"):
                     P.add(f"{key}.params.{k}", "give decision_models or params.decision_model, not both")
-                elif allowed is not None and k not in allowed:
+                elif allowed is not None and k not in allowed and k not in cls._renamed_params:  # old names warn
                     P.add(
                         f"{key}.params.{k}",
                         f"{d['name']} has no parameter {k!r}"

@@ -33,7 +33,7 @@ def evaluate(
     name: str, limit: int | None = None, seed: int = 0, batch_size: int | None = None, device: str | None = None
 ) -> dict:
     """Top-1 accuracy of zoo model ``name`` on its dataset's evaluation split (float32 inference) on ``device``
-    (default: CUDA when available)."""
+    (default: CUDA when available, else the CPU: :func:`~advguard.devices.default_device`)."""
     spec = get_spec(name)
     ds = load_dataset(spec.dataset, eval_split(name), limit=limit, seed=seed, **eval_kwargs(name))
     clf = load_model(name, batch_size=batch_size, inference="float32", device=device)

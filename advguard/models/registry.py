@@ -559,15 +559,15 @@ def load_model(
     ``inference`` defaults to the model's measured fastest variant that keeps predictions
     (:attr:`ModelSpec.inference`); pass ``"float32"`` for the reference path. ``batch_size`` defaults
     to the model's measured fastest (EfficientNet-Lite0 on CPU is fastest one image at a time). ``device``
-    defaults to the CPU; a device this machine does not have raises :class:`~advguard.errors.DeviceError`
-    (naming it and the available ones) before the weights are read.
+    defaults to :func:`~advguard.devices.default_device` (CUDA when available, else the CPU: the same rule as the
+    command line's ``--device`` and the experiment configs' ``device`` key); a device this machine does not have
+    raises :class:`~advguard.errors.DeviceError` (naming it and the available ones) before the weights are read.
     """
     from ..classifier import Classifier
-    from ..devices import resolve_device
+    from ..devices import default_device, resolve_device
 
     spec = get_spec(name)
-    if device is not None:
-        device = resolve_device(device, where="load_model")
+    device = resolve_device(device, where="load_model") if device is not None else default_device()
     module = build_module(name, pretrained)
     for p in module.parameters():  # a zoo model is for inference (the Classifier leaves a user's model alone)
         p.requires_grad_(False)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._atomic import atomic_path
+from ...metrics import peak_memory_note
 from ..common import write_results
 from ..page import Page
 from ..page import pct as _pct
@@ -154,6 +155,7 @@ def build_page(doc: dict[str, Any], pngs: dict[str, bytes]) -> Page:
                 f"- Machine: {p['machine']}. Commit `{p['commit']}`, {p['date']}.",
                 f"- Command: `{p['command']}`",
                 f"- Classifier forward pass alone: {doc['forward_floor']['ms_per_image']:.3f} ms/image.",
+                f"- {peak_memory_note(p.get('peak_memory'))}",
             ]
         )
     )

@@ -201,7 +201,7 @@ def grid_features(
     for u in sorted(opts.unit, key=lambda u: UNIT_ORDER.index(u["unit"])):
         lab = unit_label(u)
         det = make_detector(clf, u, opts, "multilayer", cfg.seed)
-        params = {k: v for k, v in det.get_params().items() if k not in ("workers", "batch_size", "patch")}
+        params = {k: v for k, v in det._resolved_params().items() if k not in ("workers", "batch_size", "patch")}
         x_c = fams.first.x_clean
         feats[lab] = {
             "clean": unit_features(

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ...metrics import peak_memory_note
 from ..config import ExperimentConfig
 from ..page import Page, fig_png, pyplot
 from . import paper
@@ -159,7 +160,8 @@ def _table7(page: Page, doc: Doc, units: list[UnitTable]) -> None:
         "never holds more than one image's); mean units per image with the paper's implied count in parentheses "
         "(from the size of its multi-layer array: 128 x units x 3,810 nodes x 4 bytes). Forward floor of the plain "
         "model: "
-        f"{doc['forward_floor']['images_per_s']:.0f} images/s."
+        f"{doc['forward_floor']['images_per_s']:.0f} images/s. "
+        + peak_memory_note(doc["provenance"].get("peak_memory"))
     )
     rows = []
     for u in units:
