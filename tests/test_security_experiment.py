@@ -106,6 +106,7 @@ def _doc(**security):
         ({"unbounded": "yes"}, "security.unbounded: must be true or false"),
         ({"model": [{"label": "m", "model": "gtsrb-cnn-dw5"}]}, "'gtsrb-cnn-dw5' classifies 'gtsrb', not the config's"),
         ({"model": [{"label": "m", "model": "gtsrb-cnn-dw55"}]}, "security.model[1].model"),
+        ({"model": [{"label": "m", "model": "cifar10-cnn"}] * 2}, "security.model[2].label: repeated label 'm'"),
     ],
 )
 def test_security_config_errors_name_the_key(security, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -202,14 +203,7 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         if flag in sec and not isinstance(sec[flag], bool):
             P.add(f"security.{flag}", f"must be true or false, got {sec[flag]!r}")
     _check_model_rows(sec, ctx, P)
-    seen: set[str] = set()
-    for i, e in enumerate(sec.get("extra", [])):
-        if not isinstance(e, dict):
-            continue
-        key = f"security.extra[{i + 1}]"
-        if e.get("label") in seen:
-            P.add(f"{key}.label", f"repeated label {e.get('label')!r}")
-        seen.add(str(e.get("label")))
+    for key, e in _labelled(sec, "extra", P):
         attack = ATTACKS.get(str(e.get("attack")))
         if attack is not None and "detector" not in getattr(attack, "requires", ()):
             P.add(f"{key}.attack", f"{e['attack']!r} does not take a detector: an extra attack must know the detector")
@@ -224,18 +218,24 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
                 P.add(f"{key}.{flag}", f"must be true or false, got {e[flag]!r}")
 
 
+def _labelled(sec: dict[str, Any], table: str, P: Problems) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The entries of the list of tables ``security.<table>`` (with their key), each label used once."""
+    seen: set[str] = set()
+    for i, e in enumerate(sec.get(table, [])):
+        if not isinstance(e, dict):
+            continue
+        key = f"security.{table}[{i + 1}]"
+        if e.get("label") in seen:
+            P.add(f"{key}.label", f"repeated label {e.get('label')!r}")
+        seen.add(str(e.get("label")))
+        yield key, e
+
+
 def _check_model_rows(sec: dict[str, Any], ctx: Context, P: Problems) -> None:
     """A defended model must classify the config's dataset (same dataset and classes); labels are unique."""
     from ...models import ZOO, get_spec
 
-    labels: set[str] = set()
-    for i, m in enumerate(sec.get("model", [])):
-        if not isinstance(m, dict):
-            continue
-        key = f"security.model[{i + 1}]"
-        if m.get("label") in labels:
-            P.add(f"{key}.label", f"repeated label {m.get('label')!r}")
-        labels.add(str(m.get("label")))
+    for key, m in _labelled(sec, "model", P):
         name = m.get("model")
         if name in ZOO and ctx.dataset is not None and get_spec(str(name)).dataset != ctx.dataset:
             P.add(
