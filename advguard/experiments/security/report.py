@@ -109,15 +109,28 @@ def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 
 def paper_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Each paper's adaptive-attack claim beside our adaptive bypass rate at the sanity budget."""
+    """Each paper's adaptive-attack claim beside our adaptive bypass rate at the sanity budget (patch rows: every
+    patch size); rows sharing one claim (e.g. BlurNet's models) are listed once."""
     sb = doc["sanity_budget"]
-    rows = []
+    entries: list[tuple[str, str, str]] = []
     for r in _rows(doc):
         a = r["cells"].get(sb, {}).get("adaptive")
-        rows.append([r["label"], r.get("paper") or "-", f"{pct(a['bypass'])} ({sb})" if a else "-"])
+        entries.append((r["label"], r.get("paper") or "-", f"{pct(a['bypass'])} ({sb})" if a else "-"))
     for r in [*(doc.get("patch_rows") or []), *(doc.get("model_rows") or [])]:
         figs = [f"{pct(c['adaptive']['bypass'])} ({s})" for s, c in r["cells"].items() if s in (sb, *_patch(r))]
-        rows.append([r["label"], r.get("paper") or "-", "; ".join(figs)])
+        entries.append((r["label"], r.get("paper") or "-", "; ".join(figs)))
+    groups: list[list[tuple[str, str, str]]] = []
+    for e in entries:
+        if groups and e[1] != "-" and groups[-1][-1][1] == e[1]:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    rows = [
+        [g[0][0], g[0][1], g[0][2]]
+        if len(g) == 1
+        else ["; ".join(e[0] for e in g), g[0][1], "; ".join(f"{e[0]}: {e[2]}" for e in g)]
+        for g in groups
+    ]
     return ["detector", "the paper's claim", "ours: adaptive bypass %"], rows
 
 
