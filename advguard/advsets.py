@@ -57,8 +57,13 @@ class AdvSetConfig:
     #: hash of the clean id), so m attacks can share one clean set without sharing source images
     #: (balanced clean/adversarial sets, THEMIS's protocol). ``x_clean`` still holds all of them.
     part: tuple[int, int] | None = None
+    #: one target class for every image (e.g. RP2's stop -> speed limit 45); the images of that class are not
+    #: attacked. Exclusive with ``target_shift``.
+    target: int | None = None
 
     def __post_init__(self):
+        if self.target is not None and self.target_shift is not None:
+            raise ValueError("give target or target_shift, not both")
         if self.roundtrip not in ROUNDTRIPS:
             raise ValueError(f"roundtrip must be one of {ROUNDTRIPS}, got {self.roundtrip!r}")
         if self.part is not None:
@@ -70,8 +75,9 @@ class AdvSetConfig:
 
 def config_key(cfg: AdvSetConfig, model_hash: str) -> str:
     d = asdict(cfg)
-    if d["part"] is None:  # keys of sets built before ``part`` existed stay valid
-        del d["part"]
+    for k in ("part", "target"):  # keys of sets built before these fields existed stay valid
+        if d[k] is None:
+            del d[k]
     doc = json.dumps({**d, "weights": model_hash, "v": 1}, sort_keys=True, default=str)
     return hashlib.sha256(doc.encode()).hexdigest()[:20]
 
@@ -203,6 +209,8 @@ def _build(
         chosen = part_of(ids_all, m, cfg.seed) == i
     else:
         chosen = np.ones(len(ids_all), bool)
+    if cfg.target is not None:  # an image of the target class cannot be moved to it
+        chosen &= y_all != cfg.target
     x_clean, y_clean, ids = x_all[chosen], y_all[chosen], ids_all[chosen]
     attack = make_attack(cfg.attack, classifier, seed=cfg.seed, progress=False, **cfg.params)
     parts = root / f"{key}.partial"
@@ -214,6 +222,8 @@ def _build(
         """One chunk attacked (a pure function of its images: the attack re-seeds at every call)."""
         xb, yb = item
         tb = shifted_targets(yb, classifier.num_classes, cfg.target_shift).numpy() if cfg.target_shift else None
+        if cfg.target is not None:
+            tb = np.full(len(yb), int(cfg.target))
         if isinstance(attack, AdversarialPatch):  # needs_fit: one patch trained on each chunk it then attacks
             attack.fit(xb, yb)
         r = attack(xb, yb, targets=tb)
@@ -248,6 +258,7 @@ def _build(
         progress=progress,
     )
     ok = np.concatenate([c["ok"] for c in chunks]) if chunks else np.zeros(0, bool)
+    targeted = bool(cfg.target_shift) or cfg.target is not None
     counts = {
         "n_images": len(ds),
         "n_correct": int(correct.sum()),
@@ -263,7 +274,7 @@ def _build(
         "adv_ids": ids[ok],
         "y_adv": y_clean[ok],
         "pred_adv": np.concatenate([c["pred"] for c in chunks]) if chunks else np.zeros(0, int),
-        "targets": np.concatenate([c["targets"] for c in chunks]) if chunks and cfg.target_shift else np.zeros(0, int),
+        "targets": np.concatenate([c["targets"] for c in chunks]) if chunks and targeted else np.zeros(0, int),
         **{f"norm_{k}": np.concatenate([c[f"norm_{k}"] for c in chunks]) for k in ("l0", "l2", "linf")},
     }
     meta = {"config": {**asdict(cfg), "weights": mhash, "source": ds.source}, "counts": counts, "key": key}
@@ -278,7 +289,7 @@ def _build(
 def _from_arrays(arrays: dict[str, np.ndarray]) -> AdvSet:
     a = dict(arrays)
     meta = json.loads(str(a.pop("meta")))
-    has_targets = meta["config"].get("target_shift") is not None
+    has_targets = meta["config"].get("target_shift") is not None or meta["config"].get("target") is not None
     return AdvSet(
         x_clean=a["x_clean"],
         clean_ids=a["clean_ids"],

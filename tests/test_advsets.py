@@ -62,9 +62,38 @@ def test_cache_key_changes_with_every_parameter():
             "cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1, roundtrip="png", dataset_kwargs=JPEG
         ),
         AdvSetConfig("cifar10", "cifar10-cnn", "fgsm", {"eps": 2 / 255}, limit=60, seed=1),
+        AdvSetConfig(
+            "cifar10", "cifar10-cnn", "pgd", {"eps": 2 / 255}, limit=60, seed=1, target=3, dataset_kwargs=JPEG
+        ),
     ]
     keys = {config_key(v, "w") for v in variants} | {config_key(CFG, "other-weights")}
     assert base not in keys and len(keys) == len(variants) + 1
+
+
+def test_key_of_a_set_without_the_newer_fields_is_unchanged():
+    """``part`` and ``target`` enter the key only when set: sets cached before they existed stay valid."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    d = {k: v for k, v in asdict(CFG).items() if k not in ("part", "target")}
+    old = hashlib.sha256(json.dumps({**d, "weights": "w", "v": 1}, sort_keys=True, default=str).encode())
+    assert config_key(CFG, "w") == old.hexdigest()[:20]
+
+
+def test_a_fixed_target_attacks_every_other_image_towards_it(clf, tmp_path):
+    """``target``: one class for every image (RP2's stop -> speed limit 45); images of that class are not attacked,
+    every adversarial image is classified as it and carries it as its target."""
+    cfg = AdvSetConfig(
+        "cifar10", "cifar10-cnn", "pgd", {"eps": 8 / 255, "steps": 10}, limit=60, seed=1, target=3,
+        dataset_kwargs={"source": "jpeg"},
+    )  # fmt: skip
+    s = build_advset(cfg, clf, cache_dir=tmp_path, chunk_size=16, progress=False)
+    assert s.counts["n_attacked"] == int((s.y_clean != 3).sum()) < s.counts["n_correct"]
+    assert 0 < len(s.x_adv) and s.targets is not None and np.all(s.targets == 3)
+    assert np.all(clf.predict(s.x_adv).numpy() == 3) and np.all(s.y_adv != 3)
+    with pytest.raises(ValueError, match="not both"):
+        AdvSetConfig("cifar10", "cifar10-cnn", "pgd", target=3, target_shift=1)
 
 
 def test_folds_never_split_a_clean_image_from_its_adversarials():

@@ -219,6 +219,13 @@ GRID = 'name = "x"\ndataset = "cifar10"\nmodel = "cifar10-cnn"\n'
         ),
         (GRID + '[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\nparams = { fpr = 0.1 }\n', "fpr"),
         (GRID + '[[attack]]\nname = "fgsm"\ntarget_shift = 10\n[[detector]]\nname = "confidence"\n', "target_shift"),
+        (GRID + '[[attack]]\nname = "pgd"\ntarget = 10\n[[detector]]\nname = "confidence"\n', "attack[1].target"),
+        (GRID + '[[attack]]\nname = "pgd"\ntarget = -1\n[[detector]]\nname = "confidence"\n', "attack[1].target"),
+        (
+            GRID + '[[attack]]\nname = "pgd"\ntarget = 3\ntarget_shift = 1\n[[detector]]\nname = "confidence"\n',
+            "not both",
+        ),
+        (GRID + '[[attack]]\nname = "rp2"\n[[detector]]\nname = "confidence"\n', "give target_shift or target"),
         (GRID + 'roundtrip = "gif"\n[[attack]]\nname = "fgsm"\n[[detector]]\nname = "confidence"\n', "roundtrip"),
         (
             GRID.replace('"cifar10"', '"image-folder"')

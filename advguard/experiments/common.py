@@ -207,6 +207,7 @@ def build_sets(
             limit=cfg.n_images,
             seed=cfg.seed,
             target_shift=a.target_shift,
+            target=a.target,
             roundtrip=cfg.roundtrip,
             dataset_kwargs=ds_kwargs,
             part=part,

@@ -79,6 +79,12 @@ class AttackSpec:
     #: attacks sharing a group form one attack family (pooled; the segfault experiment splits the clean
     #: images between its members)
     group: str | None = None
+    #: one target class for every image (exclusive with target_shift)
+    target: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able fields (``target`` only when set, so that documents of configs without it are unchanged)."""
+        return {k: v for k, v in vars(self).items() if not (k == "target" and v is None)}
 
 
 @dataclass
@@ -141,7 +147,7 @@ class ExperimentConfig:
             "chunk_size": self.chunk_size,
             "bootstrap": self.bootstrap,
             **({"device": self.device} if self.device is not None else {}),  # absent by default: older pages match
-            "attacks": [vars(a) for a in self.attacks],
+            "attacks": [a.as_dict() for a in self.attacks],
             "detectors": [vars(d) for d in self.detectors],
             **self.sections,
         }
@@ -196,6 +202,7 @@ def _common_schema() -> dict[str, Spec]:
                     "label": Str(nonempty=True),
                     "params": Table(None),
                     "target_shift": Int(1),
+                    "target": Int(0),
                     "group": Str(nonempty=True),
                 },
                 required=("name",),
@@ -340,8 +347,13 @@ def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> N
                     f"{name} needs the fitted detector it evades: the experiments that evaluate it run it (an "
                     f"[[attack]] may name one of {', '.join(config_attacks())})",
                 )
-            if name in ATTACKS and ATTACKS[name].targets_required and "target_shift" not in a:
-                P.add(f"{key}.target_shift", f"{a['name']} is targeted only; give target_shift")
+            if name in ATTACKS and ATTACKS[name].targets_required and "target_shift" not in a and "target" not in a:
+                P.add(f"{key}.target_shift", f"{a['name']} is targeted only; give target_shift or target")
+            if "target_shift" in a and "target" in a:
+                P.add(f"{key}.target", "give target (one class for every image) or target_shift, not both")
+            tg = a.get("target")
+            if isinstance(tg, int) and not isinstance(tg, bool) and n_classes and tg >= n_classes:
+                P.add(f"{key}.target", f"{tg} is not a class of this dataset (0 to {n_classes - 1})")
             params = a.get("params", {})
             names = getattr(ATTACKS[name], "parameters", None) if name in ATTACKS else None
             if isinstance(params, dict) and callable(names):
@@ -450,7 +462,12 @@ def parse_config(doc: dict[str, Any], where: str = "config", source_text: str = 
     exp = get_experiment(doc.get("experiment", "grid"))
     attacks = [
         AttackSpec(
-            a["name"], a.get("label", a["name"]), dict(a.get("params", {})), a.get("target_shift"), a.get("group")
+            a["name"],
+            a.get("label", a["name"]),
+            dict(a.get("params", {})),
+            a.get("target_shift"),
+            a.get("group"),
+            a.get("target"),
         )
         for a in doc.get("attack", [])
     ]
