@@ -178,7 +178,8 @@ def build_page(doc: dict[str, Any]) -> Page:
                 "images. Plain: PGD at the budget, not knowing the detector. Adaptive: the detector's own white-box "
                 "attack (PGD on margin + detector term; BPDA / EOT where the detector is not differentiable).",
                 f"- Machine: {p['machine']}. Commit `{p['commit']}`, {p['date']}. Wall time {doc['wall_s'] / 60:.1f} "
-                "min (cached parts are read, not recomputed).",
+                "min (cached parts are read, not recomputed); the attacks' own compute, cached cells included, "
+                f"{doc.get('attack_s', float('nan')) / 60:.1f} min.",
                 f"- Command: `{p['command']}`",
             ]
         )

@@ -157,6 +157,7 @@ def run_security(
         "n_patch_images": 0 if patches is None else len(patches.x),
         "wall_s": time.perf_counter() - t_start,
     }
+    doc["attack_s"] = _seconds([doc["plain"], rows, guard_row, patch_rows, model_rows])
     write_artefacts(doc, out)
     return doc
 
@@ -408,6 +409,16 @@ def model_row(
         "cells": cells,
         "paper": PAPER_CLAIMS.get("blurnet") if "blur" in model or "-dw" in model or "-tv" in model else None,
     }
+
+
+def _seconds(o: Any) -> float:
+    """The attack compute time recorded in a results structure: every ``seconds`` entry, summed (cached cells keep
+    the time they took when computed)."""
+    if isinstance(o, dict):
+        return sum(float(v) if k == "seconds" else _seconds(v) for k, v in o.items())
+    if isinstance(o, list):
+        return sum(_seconds(v) for v in o)
+    return 0.0
 
 
 def _share(hit: np.ndarray, among: np.ndarray) -> float:
