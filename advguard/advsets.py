@@ -221,9 +221,10 @@ def _build(
     def attack_chunk(item: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
         """One chunk attacked (a pure function of its images: the attack re-seeds at every call)."""
         xb, yb = item
-        tb = shifted_targets(yb, classifier.num_classes, cfg.target_shift).numpy() if cfg.target_shift else None
         if cfg.target is not None:
-            tb = np.full(len(yb), int(cfg.target))
+            tb: np.ndarray | None = np.full(len(yb), int(cfg.target))
+        else:
+            tb = shifted_targets(yb, classifier.num_classes, cfg.target_shift).numpy() if cfg.target_shift else None
         if isinstance(attack, AdversarialPatch):  # needs_fit: one patch trained on each chunk it then attacks
             attack.fit(xb, yb)
         r = attack(xb, yb, targets=tb)

@@ -218,6 +218,20 @@ def build_sets(
     return sets
 
 
+def shared_folds(
+    cfg: ExperimentConfig, sets: dict[str, AdvSet], experiment: str
+) -> tuple[AdvSet, np.ndarray, dict[str, np.ndarray]]:
+    """For experiments whose attacks all start from the same clean images (not a balanced split): the first set,
+    the fold of each clean image and, per attack label, the fold of each adversarial image (by clean-image id, so an
+    adversarial image goes to its source image's fold)."""
+    first = next(iter(sets.values()))
+    for aset in sets.values():
+        if not np.array_equal(aset.clean_ids, first.clean_ids):
+            raise AssertionError(f"the {experiment} experiment needs every attack to start from the same clean images")
+    c_fold = first.folds(cfg.fractions, cfg.seed)[0]
+    return first, c_fold, {k: s.folds(cfg.fractions, cfg.seed)[1] for k, s in sets.items()}
+
+
 def data_summary(cfg: ExperimentConfig, first: AdvSet) -> dict[str, Any]:
     """The ``"data"`` entry of a results document: dataset, split, pixel source and image counts of the clean set
     the attacks of ``cfg`` start from (``first``: any of its adversarial sets)."""

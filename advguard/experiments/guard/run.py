@@ -56,6 +56,7 @@ from ..common import (
     features,
     forward_cost,
     results_header,
+    shared_folds,
 )
 from ..config import DetectorSpec, ExperimentConfig
 from .options import Combination, GuardOptions
@@ -77,13 +78,8 @@ def run_guard(
     clf = load_model(cfg.model, device=cfg.device)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
     sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
-    first = next(iter(sets.values()))
-    for aset in sets.values():  # every family starts from the same clean images (not a balanced split)
-        if not np.array_equal(aset.clean_ids, first.clean_ids):
-            raise AssertionError("the guard experiment needs every attack to start from the same clean images")
+    first, c_fold, a_fold = shared_folds(cfg, sets, "guard")
     clean_key = clean_set_key(cfg, first, ds_kwargs)
-    c_fold = first.folds(cfg.fractions, cfg.seed)[0]
-    a_fold = {k: s.folds(cfg.fractions, cfg.seed)[1] for k, s in sets.items()}
     floor = forward_cost(clf, first.x_clean[c_fold == TEST][:256])
 
     scores: dict[str, dict[str, np.ndarray]] = {}

@@ -140,8 +140,7 @@ def _patch(r: dict[str, Any]) -> list[str]:
 
 def summary_table(doc: dict[str, Any]) -> Summary:
     """The closing lines of a run: per detector, 'plain -> adaptive' at every budget."""
-    h, r = bypass_table(doc)
-    return h, r
+    return bypass_table(doc)
 
 
 def plot_bypass(doc: dict[str, Any]) -> bytes:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ...advsets import AdvSet
 from ...attacks import AdversarialPatch, make_attack
-from ...attacks.adaptive import evades
+from ...attacks.adaptive import AdaptiveResult, evades
 from ...classifier import Classifier
 from ...data.cache import cache_lock
 from ...detectors import make_detector
@@ -54,6 +54,7 @@ from ..common import (
     dataset_kwargs,
     forward_cost,
     results_header,
+    shared_folds,
 )
 from ..config import DetectorSpec, ExperimentConfig
 from .options import Budget, Extra, SecurityOptions
@@ -92,13 +93,8 @@ def run_security(
     clf = load_model(cfg.model, device=cfg.device)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
     sets = build_sets(cfg, clf, ds_kwargs, cache, progress)
-    first = next(iter(sets.values()))
-    for aset in sets.values():
-        if not np.array_equal(aset.clean_ids, first.clean_ids):
-            raise AssertionError("the security experiment needs every attack to start from the same clean images")
+    first, c_fold, a_fold = shared_folds(cfg, sets, "security")
     clean_key = clean_set_key(cfg, first, ds_kwargs)
-    c_fold = first.folds(cfg.fractions, cfg.seed)[0]
-    a_fold = {k: s.folds(cfg.fractions, cfg.seed)[1] for k, s in sets.items()}
     pool = np.flatnonzero(c_fold == ATTACK)
     idx = pool[: o.n_attack]
     x_att, y_att = first.x_clean[idx], first.y_clean[idx]
@@ -243,15 +239,10 @@ class _CellRunner:
         def fn(i: np.ndarray) -> np.ndarray:
             a = make_attack(attack, self.clf, detector=det, **params, progress=False)
             r = a(self.x[i], self.y[i])
-            mis = getattr(r, "misclassified", None)
-            mis = r.success if mis is None else mis
+            assert isinstance(r, AdaptiveResult) and r.misclassified is not None  # every detector-aware attack's
             steps = getattr(r, "steps_used", None)
             used = np.full(len(i), np.nan) if steps is None else steps.numpy().astype(float)
-            # the bypass is checked here on the returned images, whatever the attack reports
-            ok: np.ndarray = evades(det, r.x_adv)  # type: ignore[arg-type]  # a Guard has the detector's protocol
-            bypass = mis.numpy() & ok
-            d = (r.x_adv.numpy() - self.x[i]).reshape(len(i), -1)
-            return np.stack([bypass, mis.numpy(), used, np.linalg.norm(d, axis=1), np.abs(d).max(1)], 1)
+            return _records(det, r.misclassified.numpy(), used, self.x[i], r.x_adv)
 
         rec, cost = cached_chunks(
             path, "records", self.clf, np.arange(n), fn, np.zeros((0, len(RECORD))), chunk=self.o.batch_size,
@@ -306,10 +297,7 @@ class _PatchRunner:
             a.fit(self.x[i])
             r = a(self.x[i], self.y[i], np.full(len(i), self.o.patch_target))
             reached = r.pred_adv.numpy() == self.o.patch_target
-            ok: np.ndarray = evades(det, r.x_adv)
-            d = (r.x_adv.numpy() - self.x[i]).reshape(len(i), -1)
-            steps = np.full(len(i), float(self.o.patch_steps))
-            return np.stack([reached & ok, reached, steps, np.linalg.norm(d, axis=1), np.abs(d).max(1)], 1)
+            return _records(det, reached, np.full(len(i), float(self.o.patch_steps)), self.x[i], r.x_adv)
 
         rec, cost = cached_chunks(
             path, "records", self.clf, np.arange(len(self.x)), fn, np.zeros((0, len(RECORD))),
@@ -329,10 +317,8 @@ def patch_row(
 ) -> dict[str, Any]:
     """A patch detector's row: held-out FPR and, per patch size, the plain universal patch's bypass rate (target
     reached and not flagged) beside the adaptive patch's."""
-    det_key = cache_key(d.label, d.name, d.params, base_key)
-    score = _cached_scorer(det, folder / "scores", det_key, patches.clf)
-    held = score(x_held, "held-out clean")
-    thr = float(det.threshold_)  # type: ignore[arg-type]  # fitted above
+    det_key, score, head = _row_head(d.label, d.name, d.params, det, patches.clf, x_held, folder, base_key)
+    thr = head["threshold"]
     attack = PATCH_ADAPTIVE[d.name]
     cells: dict[str, Any] = {}
     for size in o.patch_sizes:
@@ -350,12 +336,7 @@ def patch_row(
             "adaptive": a,
         }
     return {
-        "label": d.label,
-        "detector": d.name,
-        "params": d.params,
-        "threshold": thr,
-        "heldout_fpr": float((held > thr).mean()),
-        "n_heldout": int(len(held)),
+        **head,
         "adaptive_attack": attack,
         "adaptive_params": {"lam": o.patch_lam, "steps": o.patch_steps, "position": o.patch_position},
         "cells": cells,
@@ -425,9 +406,25 @@ def _share(hit: np.ndarray, among: np.ndarray) -> float:
     return float(hit[among].mean()) if among.any() else float("nan")
 
 
+def _distances(x: np.ndarray, x_adv: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the L2 and L-inf distance of ``x_adv`` to ``x`` (pixel units)."""
+    d = (np.asarray(x_adv) - x).reshape(len(x), -1)
+    return np.linalg.norm(d, axis=1), np.abs(d).max(1)
+
+
+def _records(
+    det: Detector | Guard, hit: np.ndarray, steps: np.ndarray, x: np.ndarray, x_adv: torch.Tensor
+) -> np.ndarray:
+    """A cell's per-image records (:data:`RECORD`): the bypass (``hit``, i.e. misclassified or the target reached,
+    and not flagged, checked here on the returned images whatever the attack reports), ``hit``, the steps or
+    queries used, the L2 and L-inf distances."""
+    ok: np.ndarray = evades(det, x_adv)  # type: ignore[arg-type]  # a Guard has the detector's protocol
+    return np.stack([hit & ok, hit, steps, *_distances(x, x_adv)], 1)
+
+
 def _norm_summary(x: np.ndarray, x_adv: np.ndarray) -> dict[str, float]:
-    d = (x_adv - x).reshape(len(x), -1)
-    return {"median_l2": float(np.median(np.linalg.norm(d, axis=1))), "median_linf": float(np.median(np.abs(d).max(1)))}
+    l2, linf = _distances(x, x_adv)
+    return {"median_l2": float(np.median(l2)), "median_linf": float(np.median(linf))}
 
 
 def _median(v: np.ndarray) -> float:
@@ -448,6 +445,27 @@ def summarise(rec: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _row_head(
+    label: str,
+    name: str,
+    params: dict[str, Any],
+    det: Detector | Guard,
+    clf: Classifier,
+    x_held: np.ndarray,
+    folder: Path,
+    base_key: str,
+) -> tuple[str, Callable[[np.ndarray, str], np.ndarray], dict[str, Any]]:
+    """What every row starts with: its cache key, its cached scorer and the columns naming the decision, its
+    calibrated threshold and its FPR on the held-out clean images."""
+    det_key = cache_key(label, name, params, base_key)
+    score = _cached_scorer(det, folder / "scores", det_key, clf)
+    held = score(x_held, "held-out clean")
+    thr = float(det.threshold_)  # type: ignore[arg-type]  # fitted above
+    head = {"label": label, "detector": name, "params": params, "threshold": thr,
+            "heldout_fpr": float((held > thr).mean()), "n_heldout": int(len(held))}  # fmt: skip
+    return det_key, score, head
+
+
 def detector_row(
     label: str,
     name: str,
@@ -462,10 +480,8 @@ def detector_row(
     base_key: str,
 ) -> dict[str, Any]:
     """One row of the table: held-out FPR, and per budget the plain and the adaptive bypass rates; sanity checks."""
-    det_key = cache_key(label, name, params, base_key)
-    score = _cached_scorer(det, folder / "scores", det_key, cell.clf)
-    held = score(x_held, "held-out clean")
-    thr = float(det.threshold_)  # type: ignore[arg-type]  # fitted above
+    det_key, score, head = _row_head(label, name, params, det, cell.clf, x_held, folder, base_key)
+    thr = head["threshold"]
     attack = "adaptive-guard" if isinstance(det, Guard) else ADAPTIVE.get(name)
     extra_params = o.attack_params.get(label, {})
     base = {"steps": o.steps, "restarts": o.restarts, "rel_stepsize": o.rel_stepsize, "kappa": o.kappa,
@@ -490,12 +506,7 @@ def detector_row(
             c["adaptive"] = {k: v for k, v in r.items() if k != "records"}
         cells[b.name] = c
     row: dict[str, Any] = {
-        "label": label,
-        "detector": name,
-        "params": params,
-        "threshold": thr,
-        "heldout_fpr": float((held > thr).mean()),
-        "n_heldout": int(len(held)),
+        **head,
         "adaptive_attack": attack,
         "adaptive_params": base if attack else None,
         "cells": cells,
