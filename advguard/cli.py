@@ -429,7 +429,8 @@ def _guard_fit(args: argparse.Namespace) -> int:
     thr = ", ".join(f"{n} {t:.4g}" for n, t in zip(guard.names, guard.detector_thresholds(), strict=True))
     print(
         f"advguard guard fit: {path} ({guard.combine} of {len(guard.detectors)} detectors on {cfg.model}, "
-        f"clean FPR {guard.fpr:g}; per-detector thresholds: {thr})",
+        f"clean FPR {guard.fpr:g} ({guard.threshold_rule} threshold on {guard.n_calibration_} clean images: "
+        f"{100 * guard.expected_fpr():.2f} % expected on new clean images); per-detector thresholds: {thr})",
         file=sys.stderr,
     )
     return 0

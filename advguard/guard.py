@@ -147,7 +147,7 @@ def leave_one_out_ranks(clean_scores: np.ndarray) -> np.ndarray:
     return np.stack(out, 1)
 
 
-def any_threshold(clean_scores: np.ndarray, fpr: float) -> tuple[list[np.ndarray], float]:
+def any_threshold(clean_scores: np.ndarray, fpr: float, rule: str = "empirical") -> tuple[list[np.ndarray], float]:
     """The ``any`` rule calibrated on clean scores (N, detectors): each detector's sorted clean scores (its ranks
     are taken against them) and the one threshold on the largest rank that flags a share ``fpr`` of clean images
     (jointly, not each detector at ``fpr``).
@@ -167,6 +167,9 @@ def any_threshold(clean_scores: np.ndarray, fpr: float) -> tuple[list[np.ndarray
     rose and the rule flagged 1.4 % of the test fold's clean images; 22 % of fold draws gave under 3 %).
     Leave-one-out ranks involve no draw.
 
+    ``rule="conformal"`` leaves ``floor(fpr * (N + 1)) - 1`` images above instead (an expected FPR of at most
+    ``fpr``), as :func:`advguard.metrics.threshold_at_fpr` explains.
+
     Fewer than ``1 / fpr`` images cannot resolve ``fpr``: the threshold is then the largest leave-one-out rank,
     with a warning (as a detector's calibration warns)."""
     x = np.asarray(clean_scores, dtype=np.float64)
@@ -179,7 +182,7 @@ def any_threshold(clean_scores: np.ndarray, fpr: float) -> tuple[list[np.ndarray
         raise InputError(f"any_threshold: {int((~np.isfinite(x)).sum())} clean calibration scores are NaN or Inf")
     warn_unresolved_fpr("the any rule", n, fpr, what="calibration rank", stacklevel=2)
     clean_sorted = [np.sort(x[:, j]) for j in range(x.shape[1])]
-    return clean_sorted, float(threshold_at_fpr(leave_one_out_ranks(x).max(1), fpr))
+    return clean_sorted, float(threshold_at_fpr(leave_one_out_ranks(x).max(1), fpr, rule))
 
 
 def _rank_inverse(c: np.ndarray, t: float) -> float:
@@ -202,10 +205,12 @@ def fit_meta_model(
     fpr: float = 0.05,
     folds: int = 5,
     seed: int = 0,
+    rule: str = "empirical",
 ) -> tuple[BaseEstimator, float]:
     """The ``stacked`` rule: a meta-model (a decision model name or a scikit-learn estimator, cloned) fitted on the
     detectors' scores (N, detectors) of clean (``y == 0``) and adversarial (``y == 1``) images, and its threshold
-    at ``fpr`` of the clean images' out-of-fold meta scores (``folds`` stratified folds)."""
+    at ``fpr`` of the clean images' out-of-fold meta scores (``folds`` stratified folds; ``rule`` as
+    :func:`advguard.metrics.threshold_at_fpr`)."""
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -216,7 +221,7 @@ def fit_meta_model(
     method = "decision_function" if hasattr(meta, "decision_function") else "predict_proba"
     meta_oof = cross_val_predict(meta, scores, y, cv=cv, method=method)
     meta_oof = meta_oof[:, 1] if meta_oof.ndim == 2 else meta_oof
-    return meta.fit(scores, y), float(threshold_at_fpr(meta_oof[y == 0], fpr))
+    return meta.fit(scores, y), float(threshold_at_fpr(meta_oof[y == 0], fpr, rule))
 
 
 def _finite(o: Any) -> Any:
@@ -236,6 +241,9 @@ class Guard:
     ``calibration``: the share of ``fit``'s clean images held out from fitting the detectors to calibrate the
     joint threshold (``any``; all of them when every detector is already fitted). ``meta_model``: a decision
     model name or a scikit-learn estimator (``stacked``). ``folds``: the out-of-fold splits of ``stacked``.
+    ``threshold_rule``: ``"empirical"`` (at most a share ``fpr`` of the calibration images flagged; on new clean
+    images ``(floor(fpr N) + 1) / (N + 1)`` in expectation, e.g. 5.3 % for N = 227 at 5 %) or ``"conformal"``
+    (at most ``fpr`` in expectation on new clean images: 4.8 % for N = 227); :meth:`expected_fpr` states it.
     """
 
     def __init__(
@@ -251,8 +259,10 @@ class Guard:
         folds: int = 5,
         explain: bool = True,
         seed: int = 0,
+        threshold_rule: str = "empirical",
     ):
         from .detectors.base import Detector, is_estimator
+        from .metrics import THRESHOLD_RULES
 
         if not isinstance(classifier, Classifier):
             raise ParameterTypeError(
@@ -287,10 +297,13 @@ class Guard:
         self.folds = int(check_number("folds", folds, lo=2, hi=100, integer=True, where="Guard"))
         self.explain = check_bool("explain", explain, where="Guard")
         self.seed = int(check_number("seed", seed, lo=0, hi=2**32 - 1, integer=True, where="Guard"))
+        self.threshold_rule = check_choice("threshold_rule", threshold_rule, THRESHOLD_RULES, where="Guard")
         #: fitted state: per detector the sorted clean calibration scores (``any``), the meta-model (``stacked``)
         self.clean_scores_: list[np.ndarray] | None = None
         self.meta_: BaseEstimator | None = None
         self.threshold_: float | None = None
+        #: how many clean images set the threshold (``any``: the calibration images; ``stacked``: the clean ones)
+        self.n_calibration_: int | None = None
 
     def __repr__(self) -> str:
         """``Guard(classifier, combine, detectors (their names), fpr, ..., fitted or not)``: what decides, at which
@@ -301,6 +314,8 @@ class Guard:
             extra.append(f"meta_model={meta!r}")
         if self.correct is not None:
             extra.append(f"correct={self.correct!r}")
+        if self.threshold_rule != "empirical":
+            extra.append(f"threshold_rule={self.threshold_rule!r}")
         state = f"fitted, threshold={self.threshold_:.4g}" if self.threshold_ is not None else "not fitted"
         return (
             f"Guard({self.classifier.name}, combine={self.combine!r}, detectors={self.names}, fpr={self.fpr:g}, "
@@ -341,7 +356,8 @@ class Guard:
             x_cal = xc[cal_idx]
         else:
             x_cal = xc
-        self.clean_scores_, self.threshold_ = any_threshold(self._detector_scores(x_cal), self.fpr)
+        self.clean_scores_, self.threshold_ = any_threshold(self._detector_scores(x_cal), self.fpr, self.threshold_rule)
+        self.n_calibration_ = len(x_cal)
 
     def _fit_stacked(self, xc: torch.Tensor, xa: torch.Tensor) -> None:
         from sklearn.base import clone
@@ -371,7 +387,10 @@ class Guard:
                 d.fit_features(feats[j][:nc], feats[j][nc:] if d.supervised else None)
             else:
                 d.fit(xc, xa if d.supervised else None)
-        self.meta_, self.threshold_ = fit_meta_model(oof, y, self.meta_model, fpr=self.fpr, folds=k, seed=self.seed)
+        self.meta_, self.threshold_ = fit_meta_model(
+            oof, y, self.meta_model, fpr=self.fpr, folds=k, seed=self.seed, rule=self.threshold_rule
+        )
+        self.n_calibration_ = nc
 
     # ------------------------------------------------------------------ scoring
     def _detector_scores(self, x: torch.Tensor) -> np.ndarray:
@@ -395,6 +414,18 @@ class Guard:
             from .detectors.base import NotFittedError
 
             raise NotFittedError("the guard is not fitted: call fit(x_clean[, x_adv]) or Guard.load(...)")
+
+    def expected_fpr(self) -> float:
+        """The expected share of new clean images (exchangeable with the calibration images) this fitted guard
+        flags: ``(k + 1) / (N + 1)`` for the ``k`` of its ``N`` clean calibration images left above the threshold
+        (:func:`advguard.metrics.expected_fpr`; ties among scores can only lower it). NaN for a ``stacked`` guard
+        saved by advguard 0.2, whose file does not hold ``N``."""
+        from .metrics import expected_fpr
+
+        self._check_fitted()
+        if self.n_calibration_ is None:  # a stacked guard saved before the count was written
+            return math.nan
+        return expected_fpr(self.n_calibration_, self.fpr, self.threshold_rule)
 
     def detector_thresholds(self) -> list[float]:
         """``any``: each detector's threshold in the joint OR rule (an image is flagged when some detector's score
@@ -507,6 +538,8 @@ class Guard:
             "folds": self.folds,
             "explain": self.explain,
             "seed": self.seed,
+            "threshold_rule": self.threshold_rule,
+            "n_calibration": self.n_calibration_,
             "threshold": self.threshold_,
             "detectors": self.names,
             "correct": None,
@@ -604,6 +637,7 @@ class Guard:
             folds=meta["folds"],
             explain=meta["explain"],
             seed=meta["seed"],
+            threshold_rule=meta.get("threshold_rule", "empirical"),
         )
         arrays = _read_npz(members["arrays.npz"], where)
         if g.combine == "any":
@@ -617,6 +651,9 @@ class Guard:
 
                 g.meta_model = clone(g.meta_)
         g.threshold_ = float(meta["threshold"])
+        # files saved before n_calibration was written: the any rule's calibration images are its clean scores
+        n_cal = meta.get("n_calibration")
+        g.n_calibration_ = n_cal if n_cal is not None else (len(g.clean_scores_[0]) if g.clean_scores_ else None)
         return g
 
 
@@ -655,13 +692,29 @@ def _check_guard_meta(meta: Any, names: list[str], where: str) -> None:
     problems += [
         f"{k!r} has type {type(meta[k]).__name__}" for k, t in want.items() if k in meta and not isinstance(meta[k], t)
     ]
-    unknown = sorted(set(meta) - set(want) - {"meta_format"})
+    optional: dict[str, type | tuple[type, ...]] = {  # absent from files written before them
+        "meta_format": str,
+        "threshold_rule": str,
+        "n_calibration": (int, type(None)),
+    }
+    problems += [
+        f"{k!r} has type {type(meta[k]).__name__}"
+        for k, t in optional.items()
+        if k in meta and (not isinstance(meta[k], t) or isinstance(meta[k], bool))
+    ]
+    unknown = sorted(set(meta) - set(want) - set(optional))
     if unknown:
         problems.append(f"unknown key(s) {unknown}")
     if problems:
         raise DetectorFileError(f"{where}: invalid guard.json: {'; '.join(problems)}")
     if meta["format"] != GUARD_FORMAT:
         raise DetectorFileError(f"{where}: guard format {meta['format']}; this advguard reads {GUARD_FORMAT}")
+    from .metrics import THRESHOLD_RULES
+
+    if meta.get("threshold_rule", "empirical") not in THRESHOLD_RULES:
+        raise DetectorFileError(f"{where}: invalid threshold_rule {meta['threshold_rule']!r}")
+    if isinstance(meta.get("n_calibration"), int) and meta["n_calibration"] < 1:
+        raise DetectorFileError(f"{where}: invalid n_calibration {meta['n_calibration']!r}")
     if meta["combine"] not in COMBINES or not math.isfinite(meta["threshold"]):
         raise DetectorFileError(f"{where}: invalid combine {meta['combine']!r} or threshold {meta['threshold']!r}")
     expected = {"guard.json", "arrays.npz"} | {f"detector-{j}.advguard" for j in range(len(meta["detectors"]))}

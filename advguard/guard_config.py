@@ -63,6 +63,7 @@ class GuardConfig:
     calibration: float = 0.3
     meta_model: str = "logreg"
     folds: int = 5
+    threshold_rule: str = "empirical"
     correct: bool = False
     device: str | None = None
     adversarial: dict[str, Any] | None = None
@@ -76,6 +77,7 @@ def _schema() -> Any:
     from .detectors import DECISION_MODELS, DETECTORS
     from .experiments.schema import POS_INT, SHARE, Bool, Int, List, Num, Str, Table
     from .guard import COMBINES
+    from .metrics import THRESHOLD_RULES
     from .models import ZOO
 
     return Table(
@@ -87,6 +89,7 @@ def _schema() -> Any:
             "calibration": SHARE,
             "meta_model": Str(DECISION_MODELS, "decision model"),
             "folds": Int(2, 100),
+            "threshold_rule": Str(THRESHOLD_RULES, "threshold rule"),
             "correct": Bool(),
             "device": Str(nonempty=True),
             "data": Table(
@@ -155,6 +158,7 @@ def parse_guard_config(doc: dict[str, Any], where: str = "guard config", source:
         calibration=float(doc.get("calibration", 0.3)),
         meta_model=doc.get("meta_model", "logreg"),
         folds=int(doc.get("folds", 5)),
+        threshold_rule=doc.get("threshold_rule", "empirical"),
         correct=bool(doc.get("correct", False)),
         device=doc.get("device"),
         adversarial=dict(doc["adversarial"]) if "adversarial" in doc else None,
@@ -240,5 +244,6 @@ def build_guard(cfg: GuardConfig, progress: bool = True) -> Any:
         meta_model=cfg.meta_model,
         folds=cfg.folds,
         seed=cfg.seed,
+        threshold_rule=cfg.threshold_rule,
     )
     return guard.fit(x, x_adv)

@@ -128,6 +128,8 @@ def _summary(lines: list[dict[str, Any]], guard: Any) -> dict[str, Any]:
         "detectors": guard.names,
         "combine": guard.combine,
         "fpr": guard.fpr,
+        "threshold_rule": guard.threshold_rule,
+        "expected_fpr": guard.expected_fpr(),
         "calibration_images": len(guard.clean_scores_[0]) if guard.clean_scores_ else None,
         "per_source": per,
     }
@@ -145,7 +147,9 @@ def _page(summary: dict[str, Any], lines: list[dict[str, Any]], pixels: np.ndarr
             [
                 f"- Guard: `{summary['combine']}` rule over {', '.join(summary['detectors'])}, calibrated on "
                 f"{summary['calibration_images']} CIFAR-10 test images (not the samples) for "
-                f"{100 * summary['fpr']:.0f} % clean false positives (`guard.toml`, `guard.advguard`).",
+                f"{100 * summary['fpr']:.0f} % clean false positives ({summary['threshold_rule']} threshold: "
+                f"{100 * summary['expected_fpr']:.1f} % expected on new clean images; `guard.toml`, "
+                "`guard.advguard`).",
                 "- Sample images: other, correctly classified CIFAR-10 test images and the successful adversarial "
                 "versions of them, written as PNG files in `images/` and read back; every answer in `detect.jsonl` "
                 "(what `advguard detect images/ --guard guard.advguard` prints).",

@@ -314,3 +314,23 @@ params = {{ n = 3, decision_model = "logreg" }}
     missing_adv.write_text(cfg.read_text().split("[adversarial]")[0] + '[[detector]]\nname = "confidence"\n')
     assert main(["guard", "fit", str(missing_adv), "-o", str(tmp_path / "c.zip")]) == 2
     assert "add an [adversarial] table" in capsys.readouterr().err
+
+
+def test_a_conformal_guard_states_and_keeps_its_expected_fpr(data, tmp_path):
+    """Guard(threshold_rule="conformal") (issue #25's threshold convention): the expected clean FPR on new images
+    is stated (expected_fpr, the file, /v1/info) and at most the target; the default empirical rule states its
+    (floor(fpr N) + 1) / (N + 1); the rule and N survive save / load; a bad rule is named."""
+    clf, x, _, _ = data
+    emp = Guard(clf, _dets(clf)[:2], fpr=0.1).fit(x[:60])
+    conf = Guard(clf, _dets(clf)[:2], fpr=0.1, threshold_rule="conformal").fit(x[:60])
+    assert emp.n_calibration_ == conf.n_calibration_ == 18  # 30 % of 60 held out to calibrate (the detectors fit)
+    assert emp.expected_fpr() == pytest.approx(2 / 19) and conf.expected_fpr() == pytest.approx(1 / 19)
+    assert conf.expected_fpr() <= 0.1 < emp.expected_fpr()
+    assert conf.threshold_ >= emp.threshold_ and "threshold_rule='conformal'" in repr(conf)
+    back = Guard.load(conf.save(tmp_path / "c.guard"), clf)
+    assert back.threshold_rule == "conformal" and back.expected_fpr() == conf.expected_fpr()
+    with pytest.raises(ParameterError, match="threshold_rule"):
+        Guard(clf, _dets(clf)[:1], threshold_rule="strict")
+    det = ConfidenceDetector(clf).calibrate(x[:60], fpr=0.1, rule="conformal")
+    assert det.calibration_["rule"] == "conformal" and det.calibration_["expected_fpr"] == pytest.approx(6 / 61)
+    assert ConfidenceDetector(clf, fpr=0.1).fit(x[:60]).calibration_["expected_fpr"] == pytest.approx(7 / 61)

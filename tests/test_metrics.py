@@ -168,3 +168,27 @@ def test_peak_memory_note_states_the_recorded_method():
     assert "VmHWM" not in M.peak_memory_note("rss-sampled") and "5 ms" in M.peak_memory_note("rss-sampled")
     assert "not recorded" in M.peak_memory_note(None) and "NaN" in M.peak_memory_note("none")
     assert M.memory_method() in ("rss-sampled+hwm", "rss-sampled", "none")
+
+
+def test_the_conformal_rule_bounds_the_expected_fpr_on_new_images_and_the_empirical_rule_states_its_excess():
+    """threshold_at_fpr's two rules (issue #25): the empirical rule leaves floor(fpr N) of N calibration scores
+    above and flags (floor(fpr N) + 1) / (N + 1) of new exchangeable clean images in expectation; the conformal rule
+    leaves floor(fpr (N + 1)) - 1 above and flags at most fpr. Checked exactly (the expected share over draws is
+    the rank arithmetic) and by simulation."""
+    for n, f in [(227, 0.05), (40, 0.05), (999, 0.01), (19, 0.05), (100, 0.1)]:
+        k_emp, k_conf = M.allowed_above(n, f), M.allowed_above(n, f, "conformal")
+        assert k_emp == int(np.floor(f * n)) and k_conf == max(int(np.floor(f * (n + 1))) - 1, 0)
+        assert M.expected_fpr(n, f) == (k_emp + 1) / (n + 1) >= f - 1e-12
+        assert M.expected_fpr(n, f, "conformal") <= f + 1e-12
+    assert M.expected_fpr(227, 0.05) == pytest.approx(12 / 228)  # 5.26 %: the figure the guard pages state
+    assert M.expected_fpr(227, 0.05, "conformal") == pytest.approx(11 / 228)  # 4.82 %
+    rng = np.random.default_rng(0)
+    for rule in M.THRESHOLD_RULES:
+        seen = []
+        for _ in range(4000):
+            cal = rng.normal(size=41)
+            seen.append((rng.normal(size=50) > M.threshold_at_fpr(cal, 0.1, rule)).mean())
+        assert float(np.mean(seen)) == pytest.approx(M.expected_fpr(41, 0.1, rule), abs=0.004)
+    assert M.expected_fpr(41, 0.1, "conformal") <= 0.1 < M.expected_fpr(41, 0.1)
+    with pytest.raises(ValueError, match="threshold rule"):
+        M.threshold_at_fpr([1.0, 2.0], 0.1, rule="strict")

@@ -32,7 +32,14 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from ..classifier import Classifier, ImageInput
 from ..errors import AdvguardError, DetectorFileError, InputError, ParameterError
 from ..metrics import CostReport, PeakMemory, threshold_at_fpr
-from ..validation import ParameterTypeError, check_image_tensor, check_keywords, check_number, init_keywords
+from ..validation import (
+    ParameterTypeError,
+    check_choice,
+    check_image_tensor,
+    check_keywords,
+    check_number,
+    init_keywords,
+)
 from .decision import DECISION_MODELS, decision_scores, make_decision_model
 from .serialization import load_detector_file, save_detector
 
@@ -647,14 +654,24 @@ class Detector(abc.ABC):
 
         warn_unresolved_fpr(self.name, n, self._checked_params()["fpr"], stacklevel=3)
 
-    def _set_threshold(self, clean_scores: np.ndarray) -> None:
-        """Threshold at :attr:`fpr` of these clean scores; their range is recorded (a saved threshold outside
-        it is refused at load)."""
+    def _set_threshold(self, clean_scores: np.ndarray, rule: str = "empirical") -> None:
+        """Threshold at :attr:`fpr` of these clean scores (:func:`~advguard.metrics.threshold_at_fpr`'s ``rule``);
+        their range is recorded (a saved threshold outside it is refused at load), with the rule and the expected
+        FPR on new clean images."""
+        from ..metrics import expected_fpr
+
         s = np.asarray(clean_scores, dtype=np.float64)
         if not np.isfinite(s).all():
             raise AdvguardError(f"{self.name}: {int((~np.isfinite(s)).sum())} clean calibration scores are not finite")
-        self.threshold_ = float(threshold_at_fpr(s, self._checked_params()["fpr"]))
-        self.calibration_ = {"n": int(len(s)), "min": float(s.min()), "max": float(s.max())}
+        fpr = self._checked_params()["fpr"]
+        self.threshold_ = float(threshold_at_fpr(s, fpr, rule))
+        self.calibration_ = {
+            "n": int(len(s)),
+            "min": float(s.min()),
+            "max": float(s.max()),
+            "rule": rule,
+            "expected_fpr": expected_fpr(len(s), fpr, rule),
+        }
 
     def score_features(self, f: np.ndarray) -> np.ndarray:
         f = np.asarray(f, dtype=np.float64)
@@ -742,14 +759,19 @@ class Detector(abc.ABC):
         return s, reports
 
     @final
-    def calibrate(self, x_clean: ImageInput, fpr: float | None = None) -> Self:
+    def calibrate(self, x_clean: ImageInput, fpr: float | None = None, rule: str = "empirical") -> Self:
         """Set the threshold so that a share ``fpr`` of these clean images is flagged (``fpr`` also becomes the
-        detector's parameter); returns ``self``."""
+        detector's parameter); returns ``self``. ``rule``: ``"empirical"`` (what :meth:`fit` does: at most a share
+        ``fpr`` of *these* images above) or ``"conformal"`` (an expected FPR of at most ``fpr`` on new clean
+        images), as :func:`advguard.metrics.threshold_at_fpr`; ``calibration_["expected_fpr"]`` states it."""
+        from ..metrics import THRESHOLD_RULES
+
+        check_choice("rule", rule, THRESHOLD_RULES, where=f"{self.name}.calibrate")
         if fpr is not None:
             self.fpr = check_rate("fpr", fpr)
         scores = self._score(x_clean)
         self._check_fit_size(len(scores))
-        self._set_threshold(scores)
+        self._set_threshold(scores, rule)
         return self
 
     @final

@@ -19,6 +19,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -275,7 +276,13 @@ def create_app(
             "model": model_name,
             "input": {"channels": clf.channels, "size": list(clf.size) if clf.size else None},
             "classes": list(class_names) if class_names is not None else None,
-            "guard": {"combine": guard.combine, "fpr": guard.fpr, "detectors": guard.names},
+            "guard": {
+                "combine": guard.combine,
+                "fpr": guard.fpr,
+                "threshold_rule": guard.threshold_rule,
+                "expected_fpr": None if math.isnan(guard.expected_fpr()) else guard.expected_fpr(),
+                "detectors": guard.names,
+            },
             "accepts": [limits.MULTIPART, *MEDIA_TYPES],
             "limits": {
                 "max_body_bytes": settings.max_body_bytes,
