@@ -15,6 +15,8 @@ How it works:
   text pairs applied to the block's text: fewer images, steps, restarts; a CIFAR-10 class for an ImageNet target).
   API calls are never changed. Every substitution must match its block, and every marker in the tables must name a
   README block, so the tables cannot silently go stale (:func:`test_tables_match_the_readme`).
+- A block that needs a package CI may lack (torchvision) is listed in :data:`BLOCK_REQUIRES` and skipped, with the
+  import error, where that package does not import.
 - Tracebacks point at README.md's own lines (the block is compiled with its README line numbers).
 - Files a snippet writes (``det.save(...)``, ``patch.save_png(...)``) land in a temporary directory.
 """
@@ -168,6 +170,14 @@ BLOCK_NAMESPACE: dict[str, str] = {
 }
 
 
+# Blocks that need a package our CI may lack (marker -> module): skipped, with the import error, where it does not
+# import. torchvision: PyPI's wheels need PyPI's (CUDA) torch and fail beside a +cpu torch.
+BLOCK_REQUIRES: dict[str, str] = {
+    "import torch, torchvision  # torchvision's MobileNetV2 wrapped as any model (needs the torchvision of your "
+    "torch)": "torchvision",
+}
+
+
 def cheapened(code: str) -> str:
     for old, new in CHEAPER.get(marker(code), []):
         assert old in code, f"README block {marker(code)!r}: substitution {old!r} -> {new!r} no longer matches"
@@ -179,7 +189,7 @@ def test_tables_match_the_readme():
     markers = [marker(code) for _, code in BLOCKS]
     assert BLOCKS, "README.md has no ```python block"
     assert len(set(markers)) == len(markers), f"two README blocks share a first line: {markers}"
-    for table in (CHEAPER, BLOCK_NAMESPACE):
+    for table in (CHEAPER, BLOCK_NAMESPACE, BLOCK_REQUIRES):
         for m in table:
             assert m in markers, f"no README block starts with {m!r} any more: update the table in {__file__}"
     for _, code in BLOCKS:
@@ -206,6 +216,14 @@ def run_block(lineno: int, code: str, ns: dict) -> None:
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize(("lineno", "code"), BLOCKS, ids=[_id(i, c) for i, (_, c) in enumerate(BLOCKS)])
 def test_readme_block(lineno, code, namespace, request, tmp_path, monkeypatch):
+    needs = BLOCK_REQUIRES.get(marker(code))
+    if needs:
+        import importlib
+
+        try:
+            importlib.import_module(needs)
+        except Exception as e:  # noqa: BLE001 - ImportError, or the RuntimeError of a build for another torch
+            pytest.skip(f"{needs} is not usable here: {type(e).__name__}: {e}")
     monkeypatch.chdir(tmp_path)  # det.save(...), patch.save_png(...) write here
     ns = dict(namespace)
     extra = BLOCK_NAMESPACE.get(marker(code))
