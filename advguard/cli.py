@@ -195,6 +195,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="pad every Guard call to --max-batch images: answers bit-for-bit independent of their batch-mates",
     )
     s.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help=f"Guard calls that run at once, each on its own copy of the guard, torch's CPU threads split among "
+        f"them (default {d.workers}; 2 on a CPU keeps the cores busy while the next batch is gathered)",
+    )
+    s.add_argument(
         "--max-queue", type=int, default=d.max_queue, help=f"images waiting before 503 (default {d.max_queue})"
     )
     s.add_argument(
@@ -472,6 +479,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         batching=not args.no_batching,
         pad_batches=args.pad_batches,
+        workers=args.workers,
         max_queue=args.max_queue,
         max_body_bytes=int(args.max_body_mb * 2**20),
         max_images=args.max_images,

@@ -53,14 +53,14 @@ def rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def served(guard: Path, batching: bool, max_batch: int, max_wait_ms: float):
+def served(guard: Path, batching: bool, max_batch: int, max_wait_ms: float, workers: int = 1):
     """``advguard serve`` in a subprocess on a free loopback port; yields (url, pid) once /readyz answers."""
     import httpx
 
     port = free_port()
     cmd = [sys.executable, "-m", "advguard.cli", "serve", "--guard", str(guard), "--port", str(port)]
     cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
-    cmd += ["--max-queue", "4096"] + ([] if batching else ["--no-batching"])
+    cmd += ["--max-queue", "4096", "--workers", str(workers)] + ([] if batching else ["--no-batching"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -86,6 +86,12 @@ def served(guard: Path, batching: bool, max_batch: int, max_wait_ms: float):
             proc.kill()
             proc.wait()
         log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def batch_counts(url: str) -> tuple[float, float]:
@@ -139,13 +145,16 @@ def direct_baseline(guard_path: Path, x, batch: int, min_seconds: float) -> dict
     answers = []
     for i in range(0, len(x), batch):  # also the warm-up
         answers += [(r.label, r.verdict) for r in guard(x[i : i + batch])]
-    passes, start = [], time.perf_counter()
+    passes, start, cpu0 = [], time.perf_counter(), time.process_time()
     while len(passes) < 2 or time.perf_counter() - start < min_seconds:
         t = time.perf_counter()
         for i in range(0, len(x), batch):
             guard(x[i : i + batch])
         passes.append(time.perf_counter() - t)
+    cpu = time.process_time() - cpu0
     return {
+        "cpu_ms_per_image": 1000 * cpu / (len(passes) * len(x)),
+        "cores_busy": cpu / (time.perf_counter() - start),
         "images_per_s": len(x) / min(passes),
         "ms_per_image": 1000 * min(passes) / len(x),
         "passes": len(passes),
@@ -240,12 +249,18 @@ async def load(
 def run_cell(url: str, pid: int, bodies, expected, n: int, c: int) -> dict:
     rss_before = rss_mb(pid)
     calls0, images0 = batch_counts(url)
+    server0, client0 = cpu_seconds(pid), time.process_time()
     cell = asyncio.run(load(url, bodies, expected, n, c))
+    server_cpu, client_cpu = cpu_seconds(pid) - server0, time.process_time() - client0
     calls1, images1 = batch_counts(url)
     cell.update(
         rss_before_mb=rss_before,
         rss_after_mb=rss_mb(pid),
         mean_batch=(images1 - images0) / max(1.0, calls1 - calls0),
+        # where the machine's CPU went (the warm-up requests included: a few per cell)
+        server_cpu_ms_per_request=1000 * server_cpu / n,
+        client_cpu_ms_per_request=1000 * client_cpu / n,
+        cores_busy=(server_cpu + client_cpu) / cell["seconds"],
     )
     del cell["rss_samples"]
     return cell
@@ -278,6 +293,7 @@ def render(doc: dict) -> str:
         rows.append(
             [
                 "on" if cell["batching"] else "off",
+                cell.get("workers", 1),
                 cell["concurrency"],
                 cell["requests"],
                 f"{cell['images_per_s']:.1f}",
@@ -288,6 +304,9 @@ def render(doc: dict) -> str:
                 cell["errors"],
                 f"{cell['mean_batch']:.1f}",
                 f"{cell['rss_before_mb']:.0f} -> {cell['rss_after_mb']:.0f}",
+                _f(cell.get("server_cpu_ms_per_request")),
+                _f(cell.get("client_cpu_ms_per_request")),
+                _f(cell.get("cores_busy"), 2),
             ]
         )
     flat = doc["flat"]
@@ -300,31 +319,52 @@ def render(doc: dict) -> str:
         f"{', '.join(doc['guard']['squeezers'])}), combine `any` at a clean FPR of 0.05, fitted on "
         f"{doc['guard']['fit_images']} CIFAR-10 test images. Served: {a['images']} other CIFAR-10 test images as "
         "PNG, one per request (raw body), cycled. The server runs as its own process (`advguard serve`, "
-        f"`--max-batch {a['max_batch']} --max-wait-ms {a['max_wait_ms']:g}`, or `--no-batching`); the load "
+        f"`--max-batch {a['max_batch']} --max-wait-ms {a['max_wait_ms']:g}` with `--workers` "
+        f"{' and '.join(str(w) for w in a.get('workers', [1]))}, or `--no-batching`); the load "
         "generator (asyncio + httpx, one connection per client, a fixed number of requests after one warm-up "
         "request per connection) shares the machine with it, as does the direct baseline run before it. Every "
         "answer is checked: status 200, one result, the label and verdict of the direct call.\n",
         "## Target\n",
-        f"At concurrency {target['concurrency']} with micro-batching: **{target['ratio']:.2f}x** the direct Guard's "
+        f"At concurrency {target['concurrency']} with micro-batching"
+        + (f" and `--workers {target['workers']}`" if "workers" in target else "")
+        + f": **{target['ratio']:.2f}x** the direct Guard's "
         f"images/s ({target['images_per_s']:.1f} vs {base['images_per_s']:.1f}); target >= 0.8x: "
         f"**{'met' if target['met'] else 'not met'}**. p99 latency there: {target['p99_ms']:.0f} ms. "
         f"Memory over {flat['requests']:,} requests: **{'flat' if fl['flat'] else 'not flat'}** (VmRSS "
         f"{fl['rss_at_10pct_mb']:.0f} MiB after 10 % of them, {fl['rss_end_mb']:.0f} MiB at the end, peak "
         f"{fl['rss_peak_mb']:.0f} MiB; allowed growth {fl['allowed_mb']:.0f} MiB). Errors in all runs: "
-        f"{doc['total_errors']}.\n",
+        f"{doc['total_errors']}."
+        + (
+            " By workers: "
+            + ", ".join(f"`--workers {w}` {r:.2f}x" for w, r in target["by_workers"].items())
+            + ". One worker runs one Guard call at a time with torch's 2 threads; two run two calls at once, each "
+            "on its own copy of the guard with one thread, so the cores stay busy while the next batch is "
+            "gathered and answered."
+            if "by_workers" in target
+            else ""
+        )
+        + "\n",
         "## Direct baseline\n",
         f"The Guard called in Python on the same {base['images']} images as float arrays (no PNG decoding, no "
         f"HTTP), in batches of {base['batch']}: **{base['images_per_s']:.1f} images/s** ({base['ms_per_image']:.1f} "
         f"ms per image), the faster of two measurements, one before the load runs and one after them "
         f"({' and '.join(f'{v:.1f}' for v in base['images_per_s_runs'])} images/s, each the best of repeated "
-        "passes over the images; two figures far apart mean the machine was not quiet).\n",
+        "passes over the images; two figures far apart mean the machine was not quiet)"
+        + (
+            f"; it keeps {base['cores_busy']:.2f} cores busy, {base['cpu_ms_per_image']:.1f} CPU ms per image.\n"
+            if "cpu_ms_per_image" in base
+            else ".\n"
+        ),
         "## Throughput and latency\n",
         "Latency is per request (one image), measured by the client; `vs direct` divides by the baseline's "
         "images/s; `mean batch` is images per Guard call in the server (its /metrics); VmRSS is the server "
-        "process's, before and after the cell.\n",
+        "process's, before and after the cell. CPU: the server process's and the load generator's CPU seconds "
+        "(user + system, all threads) over the cell, per request; `cores busy` is both together per wall second "
+        "(the machine has 2).\n",
         markdown_table(
             [
                 "batching",
+                "workers",
                 "concurrency",
                 "requests",
                 "images/s",
@@ -335,12 +375,16 @@ def render(doc: dict) -> str:
                 "errors",
                 "mean batch",
                 "VmRSS MiB",
+                "server CPU ms/req",
+                "client CPU ms/req",
+                "cores busy",
             ],
             rows,
         ),
         "",
         f"## Memory over {flat['requests']:,} requests\n",
-        f"Micro-batching on, concurrency {flat['concurrency']}: {flat['images_per_s']:.1f} images/s, p99 "
+        f"Micro-batching on, `--workers {max(a.get('workers', [1]))}`, "
+        f"concurrency {flat['concurrency']}: {flat['images_per_s']:.1f} images/s, p99 "
         f"{flat['p99_ms']:.0f} ms, {flat['errors']} errors. The server's VmRSS along the way:\n",
         markdown_table(
             ["requests answered", "seconds", "VmRSS MiB"],
@@ -352,6 +396,10 @@ def render(doc: dict) -> str:
         "`advguard/service/batcher.py`).",
     ]
     return "\n".join(md)
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def _thin(samples: list[dict], k: int = 12) -> list[dict]:
@@ -368,6 +416,9 @@ def main() -> int:
     p.add_argument("--flat-requests", type=int, default=10_000, help="requests of the memory-flatness run")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="--workers of the batching servers (target: most)"
+    )
     p.add_argument("--images", type=int, default=256, help="distinct CIFAR-10 test images served (cycled)")
     p.add_argument("--fit-images", type=int, default=500)
     p.add_argument("--squeezers", nargs="+", help="feature squeezing's squeezers (default: the detector's own)")
@@ -403,12 +454,17 @@ def main() -> int:
         base = direct_baseline(guard_path, x, a.max_batch, a.baseline_seconds)
         expected = base.pop("answers")
         cells = []
-        for batching in (True, False):
-            with served(guard_path, batching, a.max_batch, a.max_wait_ms) as (url, pid):
+        for batching, workers in [(True, w) for w in a.workers] + [(False, 1)]:
+            with served(guard_path, batching, a.max_batch, a.max_wait_ms, workers) as (url, pid):
                 for c in a.concurrency:
-                    print(f"batching {'on' if batching else 'off'}, concurrency {c} ...", file=sys.stderr, flush=True)
+                    print(
+                        f"batching {'on' if batching else 'off'}, {workers} worker(s), concurrency {c} ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     cell = run_cell(url, pid, bodies, expected, a.requests, c)
                     cell["batching"] = batching
+                    cell["workers"] = workers
                     cells.append(cell)
                     print(
                         f"  {cell['images_per_s']:.1f} images/s, p99 {cell['p99_ms']:.0f} ms, {cell['errors']} errors",
@@ -417,7 +473,7 @@ def main() -> int:
                     )
         c_flat = max(a.concurrency)
         print(f"memory flatness: {a.flat_requests} requests at concurrency {c_flat} ...", file=sys.stderr, flush=True)
-        with served(guard_path, True, a.max_batch, a.max_wait_ms) as (url, pid):
+        with served(guard_path, True, a.max_batch, a.max_wait_ms, max(a.workers)) as (url, pid):
             flat = asyncio.run(load(url, bodies, expected, a.flat_requests, c_flat, pid=pid, sample_s=1.0))
         flat["flatness"] = flatness(flat["rss_samples"], a.flat_requests)
         flat["rss_table"] = _thin(flat["rss_samples"])
@@ -429,7 +485,8 @@ def main() -> int:
     base["images_per_s_runs"] = [base["images_per_s"], again["images_per_s"]]
     base["images_per_s"] = max(base["images_per_s_runs"])  # the faster run: the conservative reference
     base["ms_per_image"] = 1000 / base["images_per_s"]
-    top = next(c for c in cells if c["batching"] and c["concurrency"] == c_flat)
+    tops = {c["workers"]: c for c in cells if c["batching"] and c["concurrency"] == c_flat}
+    top = tops[max(a.workers)]
     ratio = top["images_per_s"] / base["images_per_s"]
     doc = {
         "provenance": provenance(),
@@ -439,6 +496,7 @@ def main() -> int:
             "flat_requests": a.flat_requests,
             "max_batch": a.max_batch,
             "max_wait_ms": a.max_wait_ms,
+            "workers": a.workers,
             "images": a.images,
         },
         "guard": guard_info,
@@ -446,6 +504,8 @@ def main() -> int:
         "cells": cells,
         "flat": flat,
         "target": {
+            "workers": max(a.workers),
+            "by_workers": {str(w): c["images_per_s"] / base["images_per_s"] for w, c in sorted(tops.items())},
             "concurrency": c_flat,
             "images_per_s": top["images_per_s"],
             "p99_ms": top["p99_ms"],

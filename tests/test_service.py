@@ -34,7 +34,7 @@ import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from advguard import Guard, load_model  # noqa: E402
+from advguard import Guard, ParameterError, load_model  # noqa: E402
 from advguard.attacks import make_attack  # noqa: E402
 from advguard.detectors import ConfidenceDetector, FeatureSqueezing, TaintRadar  # noqa: E402
 from advguard.service import ServiceSettings, create_app  # noqa: E402
@@ -610,6 +610,63 @@ def test_batcher_batches_splits_refuses_and_skips_abandoned_requests():
     assert max(batched) == 4 and batched[:3] == [4, 4, 4]  # 12 images of 4 requests in full batches of 4
     unbatched = asyncio.run(scenario(False))
     assert unbatched[:5] == [1, 2, 3, 4, 2]  # one request per call, the 6-image one split at max_batch
+
+
+def test_batcher_workers_run_batches_at_once_each_function_in_one_thread_at_a_time():
+    """Two workers: two batches run at the same time, each worker's function is never entered twice at once (each
+    has its own guard copy in the service), and every request still gets its own answers in order."""
+    import threading
+
+    from advguard.service.batcher import MicroBatcher
+
+    lock = threading.Lock()
+    active = {0: 0, 1: 0}
+    state = {"most_at_once": 0, "reentered": False}
+
+    def make(w):
+        def fn(x):
+            with lock:
+                active[w] += 1
+                state["reentered"] |= active[w] > 1
+                state["most_at_once"] = max(state["most_at_once"], sum(active.values()))
+            time.sleep(0.05)
+            with lock:
+                active[w] -= 1
+            return [float(v) for v in x[:, 0]]
+
+        return fn
+
+    async def scenario():
+        b = MicroBatcher([make(0), make(1)], max_batch=4, max_wait_s=0.001, max_queue=64)
+        assert b.workers == 2
+        await b.start()
+        assert await b.run_now(np.ones((2, 1), np.float32)) == [1.0, 1.0]  # the warm-up runs on every worker
+        reqs = [np.arange(k, dtype=np.float32)[:, None] + 10 * i for i, k in enumerate([3, 4, 2, 4, 1, 4, 4, 2])]
+        got = await asyncio.gather(*(b.submit(r) for r in reqs))
+        await b.close()
+        assert got == [[float(v) for v in r[:, 0]] for r in reqs]
+
+    asyncio.run(scenario())
+    assert state["most_at_once"] == 2 and not state["reentered"]
+    with pytest.raises(ValueError, match="one per worker"):
+        MicroBatcher([], max_batch=4)
+
+
+def test_two_service_workers_answer_as_the_guard_does(fitted, ref):
+    """--workers 2: the second worker runs on a deep copy of the guard; concurrent clients get the answers of
+    sequential calls (label and verdict equal, scores within float32 rounding)."""
+    settings = ServiceSettings(max_batch=MAX_BATCH, max_wait_ms=5, workers=2)
+    work = _workload(fitted, 24)
+    with _served(fitted, settings) as srv:
+        together = asyncio.run(_concurrently(srv.url, work))
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            alone = [classify(c, images, names).json()["results"] for images, names in work]
+    for (images, names), a, b in zip(work, together, alone, strict=True):
+        assert b == direct(ref, images, names)
+        for x, y in zip(a, b, strict=True):
+            assert_same_answer(x, y)
+    with pytest.raises(ParameterError, match="workers"):
+        ServiceSettings(workers=0)
 
 
 class _Flaky(Guard):

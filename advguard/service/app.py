@@ -16,6 +16,7 @@ has not answered within the request timeout). Anything unexpected is logged with
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import json
 import logging
@@ -147,11 +148,10 @@ def create_app(
     model_name = model or clf.name
     metrics = Metrics()
 
-    def run_guard(x: np.ndarray) -> list[GuardResult]:
-        return guard(x)
-
+    # one guard per worker: the first is the caller's, the others deep copies (own model, hooks and counters)
+    guards = [guard] + [copy.deepcopy(guard) for _ in range(settings.workers - 1)]
     batcher: MicroBatcher[GuardResult] = MicroBatcher(
-        run_guard,
+        [g.__call__ for g in guards],
         max_batch=settings.max_batch,
         max_wait_s=settings.max_wait_ms / 1000,
         batching=settings.batching,

@@ -1,11 +1,15 @@
-"""Micro-batching: images of concurrent requests gathered into one Guard call, run in one worker thread.
+"""Micro-batching: images of concurrent requests gathered into one Guard call, run in worker threads.
 
-Every request's images join one queue (one item per image). A collector task on the event loop takes the oldest
-waiting image, waits at most ``max_wait`` (counted from when that image arrived) for others until ``max_batch``
-images are waiting, and hands the batch to a single worker thread (torch is never called from two threads at
-once); the answers go back to each request's asyncio future in order. A request larger than ``max_batch`` is split
-over consecutive batches. ``batching=False`` never mixes requests: each call holds one request's images (at most
-``max_batch`` of them). A request whose caller gave up (timeout, disconnect) before its images ran is skipped.
+Every request's images join one queue (one item per image). A collector task on the event loop waits for a free
+worker, takes the oldest waiting image, waits at most ``max_wait`` (counted from when that image arrived) for
+others until ``max_batch`` images are waiting, and hands the batch to that worker's thread; the answers go back to
+each request's asyncio future in order. Each worker calls its own function (``fn`` or one of ``fns``): the service
+gives every worker its own copy of the guard, so no model, hook or counter is ever shared between two threads.
+One worker (the default) runs one batch at a time; two on a CPU, each with half the cores' threads, keep the cores
+busy while the other batch is being gathered and answered (``advguard serve --workers``). A request larger than
+``max_batch`` is split over consecutive batches. ``batching=False`` never mixes requests: each call holds one
+request's images (at most ``max_batch`` of them). A request whose caller gave up (timeout, disconnect) before its
+images ran is skipped.
 
 Per-image answers: the Guard scores each image on its own, but the backend's kernels (oneDNN convolutions on CPU)
 are chosen by batch size, so the same image can come out a float32 rounding apart in batches of different sizes
@@ -61,7 +65,7 @@ class MicroBatcher(Generic[R]):
 
     def __init__(
         self,
-        fn: Callable[[np.ndarray], Sequence[R]],
+        fn: Callable[[np.ndarray], Sequence[R]] | Sequence[Callable[[np.ndarray], Sequence[R]]],
         *,
         max_batch: int = 32,
         max_wait_s: float = 0.005,
@@ -72,7 +76,10 @@ class MicroBatcher(Generic[R]):
     ):
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
             raise ValueError("MicroBatcher: max_batch and max_queue must be >= 1, max_wait_s >= 0")
-        self.fn = fn
+        #: one function per worker thread (never called from two threads at once)
+        self.fns = list(fn) if isinstance(fn, Sequence) else [fn]
+        if not self.fns or not all(callable(f) for f in self.fns):
+            raise ValueError("MicroBatcher: fn must be a function or a non-empty list of functions (one per worker)")
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.batching = batching
@@ -83,7 +90,14 @@ class MicroBatcher(Generic[R]):
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._free: asyncio.Queue[int] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._closed = False
+
+    @property
+    def workers(self) -> int:
+        """How many batches can run at once (one per function)."""
+        return len(self.fns)
 
     @property
     def queued(self) -> int:
@@ -91,15 +105,23 @@ class MicroBatcher(Generic[R]):
         return len(self._items)
 
     async def start(self) -> None:
-        """Start the worker thread and the collector task (on the running loop)."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="advguard-guard")
+        """Start the worker threads and the collector task (on the running loop)."""
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="advguard-guard")
+        self._free = asyncio.Queue()
+        for w in range(self.workers):
+            self._free.put_nowait(w)
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="advguard-batcher")
 
     async def run_now(self, x: np.ndarray) -> list[R]:
-        """Run ``fn`` on ``x`` in the worker thread, outside the queue (the start-up warm-up)."""
+        """Run every worker's function on ``x`` in its thread at once, outside the queue (the start-up warm-up);
+        the first worker's answers."""
         assert self._executor is not None, "MicroBatcher.start() first"
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, x)
+        loop = asyncio.get_running_loop()
+        out = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, self._call, w, x) for w in range(self.workers))
+        )
+        return out[0]
 
     async def submit(self, x: np.ndarray) -> list[R]:
         """Queue one request's images (N, C, H, W); the answers, one per image, in order."""
@@ -120,12 +142,13 @@ class MicroBatcher(Generic[R]):
     async def close(self) -> None:
         """Stop collecting, fail the requests still waiting, and shut the worker thread down."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in [self._task, *self._running]:
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         while self._items:
             fut = self._items.popleft().request.future
             if not fut.done():
@@ -134,12 +157,12 @@ class MicroBatcher(Generic[R]):
             self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ the collector
-    def _call(self, x: np.ndarray) -> list[R]:
+    def _call(self, worker: int, x: np.ndarray) -> list[R]:
         n = len(x)
         if self.pad and n < self.max_batch:
             x = np.concatenate([x, np.repeat(x[-1:], self.max_batch - n, axis=0)])
         t = time.perf_counter()
-        out = list(self.fn(x))
+        out = list(self.fns[worker](x))
         if len(out) != len(x):
             raise RuntimeError(f"the batch function answered {len(out)} results for {len(x)} images")
         if self.on_batch is not None:
@@ -174,38 +197,52 @@ class MicroBatcher(Generic[R]):
         return batch
 
     async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
+        assert self._free is not None
         while True:
-            while not self._items:
-                await self._wait(None)
-            if self.batching:
-                deadline = self._items[0].arrived + self.max_wait_s
-                while len(self._items) < self.max_batch:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not await self._wait(left):
-                        break
-            batch = self._take()
-            if not batch:
-                continue
-            x = np.stack([it.image for it in batch])
+            worker = await self._free.get()  # a batch is gathered only once a worker can take it
             try:
-                assert self._executor is not None
-                results = await loop.run_in_executor(self._executor, self._call, x)
-            except asyncio.CancelledError:
-                for it in batch:
-                    if not it.request.future.done():
-                        it.request.future.set_exception(BatcherClosedError("the service is shutting down"))
+                while not self._items:
+                    await self._wait(None)
+                if self.batching:
+                    deadline = self._items[0].arrived + self.max_wait_s
+                    while len(self._items) < self.max_batch:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not await self._wait(left):
+                            break
+                batch = self._take()
+            except BaseException:
+                self._free.put_nowait(worker)
                 raise
-            except Exception as e:  # the batch failed: every request in it gets the error (logged by the app)
-                for it in batch:
-                    if not it.request.future.done():
-                        it.request.future.set_exception(e)
+            if not batch:
+                self._free.put_nowait(worker)
                 continue
-            for it, r in zip(batch, results, strict=True):
-                req = it.request
-                if req.future.done():
-                    continue
-                req.results[it.index] = r
-                req.remaining -= 1
-                if req.remaining == 0:
-                    req.future.set_result(req.results)
+            task = asyncio.get_running_loop().create_task(self._run(worker, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, worker: int, batch: list[_Item]) -> None:
+        """One batch in ``worker``'s thread; its answers (or its error) to each request."""
+        assert self._executor is not None and self._free is not None
+        x = np.stack([it.image for it in batch])
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, worker, x)
+        except asyncio.CancelledError:
+            for it in batch:
+                if not it.request.future.done():
+                    it.request.future.set_exception(BatcherClosedError("the service is shutting down"))
+            raise
+        except Exception as e:  # the batch failed: every request in it gets the error (logged by the app)
+            for it in batch:
+                if not it.request.future.done():
+                    it.request.future.set_exception(e)
+            return
+        finally:
+            self._free.put_nowait(worker)
+        for it, r in zip(batch, results, strict=True):
+            req = it.request
+            if req.future.done():
+                continue
+            req.results[it.index] = r
+            req.remaining -= 1
+            if req.remaining == 0:
+                req.future.set_result(req.results)

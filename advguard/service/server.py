@@ -43,6 +43,13 @@ def serve(
             "the model (give --token-file)",
             file=sys.stderr,
         )
+    if settings.workers > 1 and str(guard.classifier.device).startswith("cpu"):
+        # each worker's batch runs its own torch ops: split the intra-op threads among them (process-wide)
+        import torch
+
+        per = max(1, torch.get_num_threads() // settings.workers)
+        torch.set_num_threads(per)
+        print(f"advguard serve: {settings.workers} workers, {per} torch thread(s) each", file=sys.stderr)
     app = create_app(guard, settings, model=model, class_names=class_names)
     shown = f"[{host}]" if ":" in host else host
     print(f"advguard serve: http://{shown}:{port}/ (API description at /docs)", file=sys.stderr, flush=True)

@@ -19,7 +19,9 @@ class ServiceSettings:
     ``batching``: False runs one request per call (never mixing requests); ``pad_batches``: every Guard call gets
     exactly ``max_batch`` images (padded with copies of the last one), so the backend's batch-size dependent
     kernels see one shape and an answer is bit-for-bit independent of its batch-mates (at the cost of a full batch
-    per call at low load). ``max_queue``: images waiting for the model before requests are refused (503).
+    per call at low load). ``workers``: Guard calls that can run at once, each on its own copy of the guard (the
+    copies share nothing; :func:`~advguard.service.server.serve` splits torch's threads among them). ``max_queue``:
+    images waiting for the model before requests are refused (503).
     ``max_body_bytes``, ``max_images`` (per request), ``max_pixels`` (per image, from the header, before
     decoding): the request limits (413). ``read_timeout``: seconds to receive a request's body (408);
     ``timeout``: seconds for the whole request (504). ``resize``: the policy for images of another size than the
@@ -31,6 +33,7 @@ class ServiceSettings:
     max_wait_ms: float = 5.0
     batching: bool = True
     pad_batches: bool = False
+    workers: int = 1
     max_queue: int = 1024
     max_body_bytes: int = 16 * 2**20
     max_images: int = 32
@@ -49,6 +52,7 @@ class ServiceSettings:
             raise ParameterError(f"{w}: token must be printable characters without whitespace")
         check_number("max_batch", self.max_batch, lo=1, hi=4096, integer=True, where=w)
         check_number("max_wait_ms", self.max_wait_ms, lo=0, hi=10_000, where=w)
+        check_number("workers", self.workers, lo=1, hi=64, integer=True, where=w)
         check_number("max_queue", self.max_queue, lo=1, integer=True, where=w)
         check_number("max_body_bytes", self.max_body_bytes, lo=1, integer=True, where=w)
         check_number("max_images", self.max_images, lo=1, hi=100_000, integer=True, where=w)
