@@ -422,6 +422,9 @@ def test_parameters_without_effect_are_refused_naming_why(clf, tmp_path):
     with pytest.raises(advguard.ParameterError, match="has no effect"):
         CNNDetector(clf).set_params(decision_model="logreg")
     assert "decision_model" not in CNNDetector(clf).get_params()
+    with pytest.raises(advguard.ParameterError, match="decision_params=.* has no effect: the detector network"):
+        CNNDetector(clf, decision_params={"C": 2.0})
+    CNNDetector(clf, decision_params={})  # empty: what older files record, accepted
     x = advguard.load_dataset("cifar10", "test", limit=12, seed=5).x
     det = EraseRestoreDistance(clf, n=2, progress=False).fit(x)
     back = Detector.load(det.save(tmp_path / "erd.advguard"), clf)

@@ -90,6 +90,16 @@ def _no_decision_model(value: Any, p: dict[str, Any], det: Detector) -> None:
         )
 
 
+def _no_decision_params(value: Any, p: dict[str, Any], det: Detector) -> dict[str, Any]:
+    """No decision model, so no decision-model parameters: given ones would be silently ignored."""
+    if value:
+        raise ParameterError(
+            f"{det.name}: decision_params={value!r} has no effect: the detector network itself decides (no decision "
+            "model). Train it with epochs / lr / batch_size / widths / class_weight instead"
+        )
+    return {}
+
+
 def _check_class_weight(value: Any, p: dict[str, Any], det: Detector) -> str | None:
     if value is not None and value != "balanced":
         raise ParameterError(f"{det.name}: class_weight must be None (the paper's) or 'balanced', got {value!r}")
@@ -114,6 +124,7 @@ class CNNDetector(Detector):
     _parameter_constraints = {
         **Detector._parameter_constraints,
         "decision_model": _no_decision_model,
+        "decision_params": _no_decision_params,
         "backbone": _check_backbone,
         "softmax_in_training": lambda v, p, det: check_bool("softmax_in_training", v, where=det.name),
         "epochs": lambda v, p, det: int(check_count("epochs", v, low=1)),
