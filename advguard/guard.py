@@ -74,7 +74,9 @@ class GuardResult:
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the corrected label (``verdict == "corrected"``), else None
     corrected_label: int | None = None
-    #: per detector that has one: what made it decide (JSON-able; masks as bounding boxes and shares)
+    #: flagged images only: per detector that has one, what made it decide (JSON-able; masks as bounding boxes and
+    #: shares), and ``"grad-cam"``: the classifier's Grad-CAM map for its label (where it looked; a low-resolution
+    #: grid, 3 decimals, max 1) when the classifier has a Grad-CAM layer
     explanations: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -495,9 +497,10 @@ class Guard:
         return out
 
     def _explanations(self, x: torch.Tensor, flagged: np.ndarray) -> list[dict[str, Any]]:
-        """Per flagged image, what the detectors that can say why found (TaintRadar's region, Erase-and-Restore's
-        label flips); JSON-able."""
+        """Per flagged image, what the detectors that can say why found (TaintRadar's region, SentiNet's salient
+        region, Erase-and-Restore's label flips) and the classifier's Grad-CAM map for its label; JSON-able."""
         from .detectors.erase_restore import EraseRestore
+        from .detectors.sentinet import SentiNet
         from .detectors.taintradar import TaintRadar
 
         out: list[dict[str, Any]] = [{} for _ in range(len(x))]
@@ -509,6 +512,10 @@ class Guard:
             if isinstance(d, TaintRadar):
                 for i, e in zip(idx, d.explain(xf), strict=True):
                     out[i][name] = {"region": _bbox(e["final_mask"]), "region_share": e["final_region_share"]}
+            elif isinstance(d, SentiNet):  # its salient region: the Grad-CAM mask it pastes onto test images
+                _, masks = d.masks(xf)
+                for i, m in zip(idx, masks.cpu().numpy(), strict=True):
+                    out[i][name] = {"region": _bbox(m), "region_share": float(m.mean())}
             elif isinstance(d, EraseRestore):
                 p = d.chunked_probs(xf)  # (n, 1 + draws, C)
                 lab = p.argmax(2)
@@ -519,6 +526,16 @@ class Guard:
                         "draws": int(len(flips)),
                         "flipped_to": sorted(set(row[1:][flips].tolist())),
                     }
+        clf = self.classifier
+        if clf.gradcam_layer is not None:
+            labels = clf.predict(xf)
+            cams = clf.gradcam(xf, labels).detach().cpu().numpy()
+            for i, lab, cam in zip(idx, labels.tolist(), cams, strict=True):
+                out[i]["grad-cam"] = {
+                    "layer": clf.gradcam_layer,
+                    "label": int(lab),
+                    "map": np.round(np.nan_to_num(cam.astype(np.float64)), 3).tolist(),
+                }
         return out
 
     # ------------------------------------------------------------------ files

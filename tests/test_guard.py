@@ -97,6 +97,30 @@ def test_any_guard_round_trips_and_refuses_bad_files(data, tmp_path):
         Guard.load(tmp_path / "junk.guard", clf)
 
 
+def test_flagged_images_carry_grad_cam_and_sentinet_regions(data):
+    """Every flagged image's explanation holds the classifier's Grad-CAM map for its label (the layer, the label,
+    a grid with max 1 on cifar10-cnn's last conv map); SentiNet adds its salient region; clean images none, and
+    explain=False none at all."""
+    from advguard.detectors import SentiNet
+
+    clf, x, x_adv, _ = data
+    guard = Guard(clf, [SentiNet(clf, n_test=8, progress=False)], fpr=0.3, calibration=0.3).fit(x[:40])
+    out = guard(np.concatenate([x[40:46], x_adv[:6]]))
+    flagged = [r for r in out if r.verdict == "adversarial"]
+    assert flagged and all(r.explanations == {} for r in out if r.verdict == "clean")
+    cam_shape = tuple(clf.gradcam(x[:1], [0]).shape[1:])
+    for r in flagged:
+        g = r.explanations["grad-cam"]
+        assert g["layer"] == clf.gradcam_layer and g["label"] == r.label
+        m = np.asarray(g["map"])
+        assert m.shape == cam_shape and 0 <= m.min() and m.max() <= 1
+        s = r.explanations["sentinet"]
+        assert 0 < s["region_share"] <= 1 and s["region"] is not None and s["region"][2] <= 32
+    assert np.asarray(flagged[0].explanations["grad-cam"]["map"]).max() == pytest.approx(1.0, abs=1e-3)
+    guard.explain = False
+    assert all(r.explanations == {} for r in guard(x_adv[:6]))
+
+
 def test_bad_guard_parameters_are_named(data):
     clf = data[0]
     with pytest.raises(ParameterError, match="combine"):
@@ -119,6 +143,7 @@ def test_taintradar_explains_its_flags_with_a_region(data):
     out = guard(x[24:36])
     flagged = [r for r in out if r.verdict == "adversarial"]
     assert flagged and all(r.explanations == {} for r in out if r.verdict == "clean")
+    assert all("grad-cam" in r.explanations for r in flagged)
     e = flagged[0].explanations["taintradar"]
     assert 0 <= e["region_share"] <= 1
     assert e["region"] is None or (len(e["region"]) == 4 and e["region"][2] <= 32 and e["region"][3] <= 32)
