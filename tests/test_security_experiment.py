@@ -60,6 +60,15 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
     for kind in ("plain", "adaptive"):
         c = pr["cells"]["patch 0.3"][kind]
         assert 0 <= c["bypass"] <= c["misclassified"] <= 1
+    # TaintRadar's BPDA (a localized per-image attack) is a patch-row column, never an L-p row's extra
+    bpda = pr["cells"]["patch 0.3"]["extra"]["TaintRadar BPDA"]
+    assert bpda["n"] == 6 and 0 <= bpda["bypass"] <= bpda["misclassified"] <= 1 and bpda["mean_steps"] <= 20
+    assert all("TaintRadar BPDA" not in r["extra"] for r in rows)
+    # THEMIS's detector-aware CW, budget-free, against the one row it names
+    cw = doc["rows"][0]["extra"]["THEMIS's detector-aware CW (2 paths)"]
+    assert cw["attack"] == "detector-aware-cw" and list(cw["budgets"]) == ["-"]
+    assert cw["budgets"]["-"]["n"] == 6 and 0 <= cw["budgets"]["-"]["bypass"] <= cw["budgets"]["-"]["misclassified"]
+    assert all("THEMIS's detector-aware CW (2 paths)" not in r["extra"] for r in rows[1:])
     # a model row: PGD crafted on cifar10-cnn transferred vs PGD through the model itself (white-box is stronger)
     (mr,) = doc["model_rows"]
     assert mr["model"] == "cifar10-resnet20-pretrained" and 0 < mr["n"] <= 20 and mr["clean_accuracy"] > 0.5
@@ -69,7 +78,7 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
     md = (out / "results.md").read_text()
     assert "Bypass rate %: plain PGD -> adaptive attack" in md and "The papers' claims" in md
     assert "Patch detectors: bypass rate %, universal patch -> adaptive patch" in md
-    assert "Square (black-box): bypass %" in md
+    assert "Square (black-box): bypass %" in md and "TaintRadar BPDA patch 0.3: bypass (target reached)" in md
     assert "Defended models (no detector): misclassified %, transfer -> white-box" in md
     assert "| Guard |" in md and "3.4 %" not in md  # THEMIS's claim only where THEMIS is a row
     assert main(args) == 0

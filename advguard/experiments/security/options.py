@@ -42,7 +42,10 @@ def default_budgets() -> list[Budget]:
 @dataclass
 class Extra:
     """One ``[[security.extra]]``: a further detector-aware attack (e.g. the black-box ``square-bypass``, or THEMIS's
-    own ``detector-aware-cw``) run against some detectors at some budgets, on the first ``n_images`` attack images."""
+    own ``detector-aware-cw``) run against some detectors at some budgets, on the first ``n_images`` attack images.
+    A localized attack (``norm == "l0"``, e.g. TaintRadar's ``taintradar-bpda``) is a column of the patch rows
+    instead: per patch size, a region of that size on the first ``n_images`` patch images, aimed at the patch
+    target."""
 
     label: str
     attack: str

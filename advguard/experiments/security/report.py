@@ -36,7 +36,9 @@ def patch_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     and not flagged), with the plain patch's target rate."""
     rows = doc.get("patch_rows") or []
     sizes = list(rows[0]["cells"]) if rows else []
+    extras = list(dict.fromkeys(k for r in rows for c in r["cells"].values() for k in c.get("extra", {})))
     header = ["detector", "held-out FPR %", "adaptive attack", *[f"{s}: bypass (target reached)" for s in sizes]]
+    header += [f"{e} {s}: bypass (target reached)" for e in extras for s in sizes]
     out = []
     for r in rows:
         cells = []
@@ -46,6 +48,10 @@ def patch_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 f"{pct(c['plain']['bypass'])} ({pct(c['plain']['misclassified'])}) -> "
                 f"{pct(c['adaptive']['bypass'])} ({pct(c['adaptive']['misclassified'])})"
             )
+        for e in extras:
+            for s in sizes:
+                x = r["cells"][s].get("extra", {}).get(e)
+                cells.append(f"{pct(x['bypass'])} ({pct(x['misclassified'])}) of {x['n']}" if x else "-")
         out.append([r["label"], pct(r["heldout_fpr"]), f"`{r['adaptive_attack']}`", *cells])
     return header, out
 
@@ -118,6 +124,9 @@ def paper_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         entries.append((r["label"], r.get("paper") or "-", f"{pct(a['bypass'])} ({sb})" if a else "-"))
     for r in [*(doc.get("patch_rows") or []), *(doc.get("model_rows") or [])]:
         figs = [f"{pct(c['adaptive']['bypass'])} ({s})" for s, c in r["cells"].items() if s in (sb, *_patch(r))]
+        figs += [  # the patch rows' per-image extras (TaintRadar's BPDA), which the claim may name
+            f"{e}: {pct(x['bypass'])} ({s})" for s in _patch(r) for e, x in r["cells"][s].get("extra", {}).items()
+        ]
         entries.append((r["label"], r.get("paper") or "-", "; ".join(figs)))
     groups: list[list[tuple[str, str, str]]] = []
     for e in entries:

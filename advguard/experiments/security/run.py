@@ -305,6 +305,36 @@ class _PatchRunner:
         )  # fmt: skip
         return {**summarise(rec), "seconds": float(cost["seconds"])}
 
+    def per_image(self, e: Extra, det: Detector, det_key: str, size: float, label: str) -> dict[str, Any]:
+        """A ``[[security.extra]]`` per-image localized attack (``norm == "l0"``, e.g. TaintRadar's BPDA) on the
+        first ``e.n_images`` patch images, a region of ``size`` at the runner's position, targeted at the patch
+        target: records and their summary (steps: the step of the bypass, else the attack's budget)."""
+        n = min(len(self.x), e.n_images or self.o.sanity_images)
+        params = {"size": size, "position": self.o.patch_position, **e.params}
+        path = self.folder / f"{e.attack}-{cache_key(self.key, det_key, params, n)}.npz"
+
+        def fn(i: np.ndarray) -> np.ndarray:
+            a = make_attack(e.attack, self.clf, detector=det, **params, seed=int(i[0]), progress=False)
+            r = a(self.x[i], self.y[i], np.full(len(i), self.o.patch_target))
+            reached = r.pred_adv.numpy() == self.o.patch_target
+            step = getattr(r, "step", None)
+            budget = float(params.get("steps", np.nan))
+            steps = np.where(step.numpy() >= 0, step.numpy(), budget) if step is not None else np.full(len(i), budget)
+            return _records(det, reached, steps.astype(float), self.x[i], r.x_adv)
+
+        rec, cost = cached_chunks(
+            path, "records", self.clf, np.arange(n), fn, np.zeros((0, len(RECORD))),
+            chunk=self.o.patch_batch, desc=f"{label}: {e.label} {size:g}", progress=self.progress,
+        )  # fmt: skip
+        return {**summarise(rec), "seconds": float(cost["seconds"])}
+
+
+def _patch_extras(o: SecurityOptions, label: str, det: Detector) -> list[Extra]:
+    """The ``[[security.extra]]`` attacks that are localized (``norm == "l0"``) and apply to this patch detector."""
+    from ...attacks import ATTACKS
+
+    return [e for e in o.extra if getattr(ATTACKS[e.attack], "norm", None) == "l0" and _applies(e, label, det)]
+
 
 def patch_row(
     d: DetectorSpec,
@@ -326,6 +356,7 @@ def patch_row(
         reached = patches.clf.predict(x_adv).numpy() == o.patch_target
         flagged = score(x_adv, f"patch {size:g}") > thr
         a = patches.adaptive(attack, det, det_key, size, d.label)
+        extra = {e.label: patches.per_image(e, det, det_key, size, d.label) for e in _patch_extras(o, d.label, det)}
         cells[f"patch {size:g}"] = {
             "plain": {
                 "bypass": float((reached & ~flagged).mean()),
@@ -334,6 +365,7 @@ def patch_row(
                 "steps": o.patch_steps,
             },  # fmt: skip
             "adaptive": a,
+            **({"extra": extra} if extra else {}),
         }
     return {
         **head,
@@ -549,10 +581,12 @@ def extra_cells(
     label: str, det: Detector | Guard, det_key: str, cell: _CellRunner, o: SecurityOptions
 ) -> dict[str, dict[str, Any]]:
     """The ``[[security.extra]]`` attacks that apply to this row, per budget."""
+    from ...attacks import ATTACKS
+
     out: dict[str, dict[str, Any]] = {}
     for e in o.extra:
-        if not _applies(e, label, det):
-            continue
+        if getattr(ATTACKS[e.attack], "norm", None) == "l0" or not _applies(e, label, det):
+            continue  # localized attacks (a region, not an L-p budget) go to the patch rows
         per: dict[str, Any] = {}
         if e.budget_free:
             r = cell.adaptive(
