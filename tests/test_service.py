@@ -463,16 +463,23 @@ def test_sixteen_concurrent_clients_get_the_answers_of_sequential_and_direct_cal
             assert_same_answer(a, b)
 
 
+def _together_and_alone(fitted, settings: ServiceSettings, n: int) -> tuple[list, list, list]:
+    """``n`` requests' workload, its answers from concurrent clients and from one request at a time, on a server
+    with ``settings``."""
+    work = _workload(fitted, n)
+    with _served(fitted, settings) as srv:
+        together = asyncio.run(_concurrently(srv.url, work))
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            alone = [classify(c, images, names).json()["results"] for images, names in work]
+    return work, together, alone
+
+
 def test_padded_batches_make_answers_bit_identical_whatever_the_batch_mates(fitted, ref):
     """--pad-batches: every Guard call holds exactly max_batch images, so an image's answer does not depend on which
     requests shared its batch or where it sat in it: equal, bit for bit, to the Guard called directly on the request's
     images padded to the same size."""
     settings = ServiceSettings(max_batch=MAX_BATCH, max_wait_ms=20, pad_batches=True)
-    work = _workload(fitted, 16)
-    with _served(fitted, settings) as srv:
-        together = asyncio.run(_concurrently(srv.url, work))
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
-            alone = [classify(c, images, names).json()["results"] for images, names in work]
+    work, together, alone = _together_and_alone(fitted, settings, 16)
     for (images, names), a, b in zip(work, together, alone, strict=True):
         x = np.stack([decoded(im) for im in images])
         padded = np.concatenate([x, np.repeat(x[-1:], MAX_BATCH - len(x), axis=0)])
@@ -664,11 +671,7 @@ def test_two_service_workers_answer_as_the_guard_does(fitted, ref):
     """--workers 2: the second worker runs on a deep copy of the guard; concurrent clients get the answers of
     sequential calls (label and verdict equal, scores within float32 rounding)."""
     settings = ServiceSettings(max_batch=MAX_BATCH, max_wait_ms=5, workers=2)
-    work = _workload(fitted, 24)
-    with _served(fitted, settings) as srv:
-        together = asyncio.run(_concurrently(srv.url, work))
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
-            alone = [classify(c, images, names).json()["results"] for images, names in work]
+    work, together, alone = _together_and_alone(fitted, settings, 24)
     for (images, names), a, b in zip(work, together, alone, strict=True):
         assert b == direct(ref, images, names)
         for x, y in zip(a, b, strict=True):
