@@ -256,6 +256,8 @@ class Classifier:
             raise ParameterTypeError(f"Classifier: gradcam_layer must be a layer name (str), got {gradcam_layer!r}")
         self.model: nn.Module = model.eval().to(self.device)
         self.module = NormalizedModel(self.model, Normalize(mean, std), output).eval().to(self.device)
+        if self.device.type == "cuda" and self.device.index is None:  # name the GPU as its tensors do ("cuda:0")
+            self.device = module_device(self.module) if any(True for _ in self.module.parameters()) else self.device
         self.num_passes = 0
         self._layers: dict[str, nn.Module] = dict(self.model.named_modules())
         self.gradcam_layer = gradcam_layer or self._last_conv()

@@ -35,9 +35,9 @@ def available_devices() -> list[str]:
 
 
 def default_device() -> torch.device:
-    """Where a model advguard builds runs when no device is given: ``cuda:N`` (PyTorch's current GPU) when
+    """Where a model advguard builds runs when no device is given: ``cuda`` (PyTorch's current GPU) when
     ``torch.cuda.is_available()``, else ``cpu``. Apple's MPS is never chosen by default (pass ``device="mps"``)."""
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _absent(d: torch.device, why: str) -> DeviceError:
@@ -47,8 +47,7 @@ def _absent(d: torch.device, why: str) -> DeviceError:
 
 
 def resolve_device(device: Any, where: str = "Classifier") -> torch.device:
-    """``device`` (a ``torch.device`` or a string such as ``"cuda:0"``) as a ``torch.device`` this machine has;
-    ``"cuda"`` comes back with the current GPU's index (``cuda:0``), the device tensors put there report.
+    """``device`` (a ``torch.device`` or a string such as ``"cuda:0"``) as a ``torch.device`` this machine has.
 
     Raises :class:`~advguard.errors.ParameterError` when it is not a device at all and
     :class:`~advguard.errors.DeviceError` (a ParameterError) when this machine or PyTorch build lacks it. ``"meta"``
@@ -72,8 +71,6 @@ def resolve_device(device: Any, where: str = "Classifier") -> torch.device:
         n = torch.cuda.device_count()
         if d.index is not None and d.index >= n:
             raise _absent(d, f"this machine has {n} CUDA GPU{'s' if n != 1 else ''} (cuda:0..cuda:{n - 1})")
-        if d.index is None:  # "cuda" means the current GPU: name it, as the tensors put there name theirs ("cuda:0")
-            d = torch.device("cuda", torch.cuda.current_device())
     elif d.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():

@@ -294,6 +294,8 @@ def _move(clf: Classifier, device: str) -> Classifier:
 
     clf.device = torch.device(device)
     clf.module.to(clf.device)
+    if clf.device.type == "cuda" and clf.device.index is None:  # as the Classifier names it: "cuda:0"
+        clf.device = torch.device("cuda", torch.cuda.current_device())
     return clf
 
 

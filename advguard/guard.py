@@ -420,7 +420,9 @@ class Guard:
     def expected_fpr(self) -> float:
         """The expected share of new clean images (exchangeable with the calibration images) this fitted guard
         flags: ``(k + 1) / (N + 1)`` for the ``k`` of its ``N`` clean calibration images left above the threshold
-        (:func:`advguard.metrics.expected_fpr`; ties among scores can only lower it). NaN for a ``stacked`` guard
+        (:func:`advguard.metrics.expected_fpr`; ties among scores can only lower it). Approximate for a guard:
+        the ``any`` rule's leave-one-out ranks and the ``stacked`` rule's out-of-fold scores are nearly, not exactly,
+        exchangeable with a new image's. NaN for a ``stacked`` guard
         saved by advguard 0.2, whose file does not hold ``N``."""
         from .metrics import expected_fpr
 
@@ -468,7 +470,7 @@ class Guard:
         if self.correct is not None and flagged.any():
             corrected = np.full(len(t), -1)
             corrected[flagged] = self.correct.predict(t[torch.from_numpy(flagged)])
-        explanations = self._explanations(t, flagged) if self.explain else [{} for _ in range(len(t))]
+        explanations = self._explanations(t, flagged, labels) if self.explain else [{} for _ in range(len(t))]
         out = []
         for i in range(len(t)):
             per = {
@@ -496,7 +498,7 @@ class Guard:
             )
         return out
 
-    def _explanations(self, x: torch.Tensor, flagged: np.ndarray) -> list[dict[str, Any]]:
+    def _explanations(self, x: torch.Tensor, flagged: np.ndarray, labels: torch.Tensor) -> list[dict[str, Any]]:
         """Per flagged image, what the detectors that can say why found (TaintRadar's region, SentiNet's salient
         region, Erase-and-Restore's label flips) and the classifier's Grad-CAM map for its label; JSON-able."""
         from .detectors.erase_restore import EraseRestore
@@ -528,9 +530,9 @@ class Guard:
                     }
         clf = self.classifier
         if clf.gradcam_layer is not None:
-            labels = clf.predict(xf)
-            cams = clf.gradcam(xf, labels).detach().cpu().numpy()
-            for i, lab, cam in zip(idx, labels.tolist(), cams, strict=True):
+            lab_f = labels.cpu()[torch.from_numpy(idx)]  # the answer's own labels (no second forward pass)
+            cams = clf.gradcam(xf, lab_f).detach().cpu().numpy()
+            for i, lab, cam in zip(idx, lab_f.tolist(), cams, strict=True):
                 out[i]["grad-cam"] = {
                     "layer": clf.gradcam_layer,
                     "label": int(lab),

@@ -97,10 +97,11 @@ THRESHOLD_RULES = ("empirical", "conformal")
 def allowed_above(n: int, fpr: float, rule: str = "empirical") -> int:
     """How many of ``n`` clean calibration scores :func:`threshold_at_fpr` leaves above its threshold."""
     fpr = _check_fpr(fpr)
+    # + 1e-9: a product like 0.29 * 100 = 28.999999999999996 is 29 images
     if rule == "empirical":
-        return int(np.floor(fpr * n))
+        return int(np.floor(fpr * n + 1e-9))
     if rule == "conformal":
-        return max(int(np.floor(fpr * (n + 1))) - 1, 0)
+        return max(int(np.floor(fpr * (n + 1) + 1e-9)) - 1, 0)
     raise ParameterError(f"threshold rule must be one of {THRESHOLD_RULES}, got {rule!r}")
 
 

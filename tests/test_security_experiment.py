@@ -113,6 +113,14 @@ def _doc(**security):
         ({"extra": [{"label": "bb", "attack": "pgd", "budgets": ["L2 9"]}]}, "'L2 9' is not a budget's name"),
         ({"extra": [{"label": "bb", "attack": "pgd"}]}, "security.extra[1].attack: 'pgd' does not take a detector"),
         ({"unbounded": "yes"}, "security.unbounded: must be true or false"),
+        (  # a localized attack is a patch-row column: refused where no patch detector is, and at budgets
+            {"extra": [{"label": "b", "attack": "taintradar-bpda", "detectors": ["C"], "budgets": ["L2 0.5"]}]},
+            "security.extra[1].budgets: 'taintradar-bpda' is localized",
+        ),
+        (
+            {"extra": [{"label": "b", "attack": "taintradar-bpda", "detectors": ["C"]}]},
+            "security.extra[1].detectors: 'taintradar-bpda' is localized: it is a column of the patch detectors' rows",
+        ),
         ({"model": [{"label": "m", "model": "gtsrb-cnn-dw5"}]}, "'gtsrb-cnn-dw5' classifies 'gtsrb', not the config's"),
         ({"model": [{"label": "m", "model": "gtsrb-cnn-dw55"}]}, "security.model[1].model"),
         ({"model": [{"label": "m", "model": "cifar10-cnn"}] * 2}, "security.model[2].label: repeated label 'm'"),

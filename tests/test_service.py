@@ -647,7 +647,7 @@ def test_batcher_workers_run_batches_at_once_each_function_in_one_thread_at_a_ti
             time.sleep(0.05)
             with lock:
                 active[w] -= 1
-            return [float(v) for v in x[:, 0]]
+            return [float(v) for v in x.reshape(len(x), -1)[:, 0]]
 
         return fn
 
@@ -658,8 +658,11 @@ def test_batcher_workers_run_batches_at_once_each_function_in_one_thread_at_a_ti
         assert await b.run_now(np.ones((2, 1), np.float32)) == [1.0, 1.0]  # the warm-up runs on every worker
         reqs = [np.arange(k, dtype=np.float32)[:, None] + 10 * i for i, k in enumerate([3, 4, 2, 4, 1, 4, 4, 2])]
         got = await asyncio.gather(*(b.submit(r) for r in reqs))
-        await b.close()
         assert got == [[float(v) for v in r[:, 0]] for r in reqs]
+        # images of different sizes (a model without a fixed input size) never share a batch: both are answered
+        mixed = [np.full((1, 1, 4, 4), 1.0, np.float32), np.full((2, 1, 5, 5), 2.0, np.float32)]
+        assert await asyncio.wait_for(asyncio.gather(*(b.submit(m) for m in mixed)), 10) == [[1.0], [2.0, 2.0]]
+        await b.close()
 
     asyncio.run(scenario())
     assert state["most_at_once"] == 2 and not state["reentered"]

@@ -114,14 +114,18 @@ class MicroBatcher(Generic[R]):
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="advguard-batcher")
 
     async def run_now(self, x: np.ndarray) -> list[R]:
-        """Run every worker's function on ``x`` in its thread at once, outside the queue (the start-up warm-up);
-        the first worker's answers."""
-        assert self._executor is not None, "MicroBatcher.start() first"
+        """Run every worker's function on ``x`` in its thread at once (the start-up warm-up), each worker taken
+        from the free ones as a batch takes it (so never beside a batch of the queue); the first worker's
+        answers."""
+        assert self._executor is not None and self._free is not None, "MicroBatcher.start() first"
         loop = asyncio.get_running_loop()
-        out = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, self._call, w, x) for w in range(self.workers))
-        )
-        return out[0]
+        taken = [await self._free.get() for _ in range(self.workers)]
+        try:
+            out = await asyncio.gather(*(loop.run_in_executor(self._executor, self._call, w, x) for w in taken))
+        finally:
+            for w in taken:
+                self._free.put_nowait(w)
+        return out[taken.index(0)]
 
     async def submit(self, x: np.ndarray) -> list[R]:
         """Queue one request's images (N, C, H, W); the answers, one per image, in order."""
@@ -183,13 +187,15 @@ class MicroBatcher(Generic[R]):
             return False
 
     def _take(self) -> list[_Item]:
-        """The next batch: up to ``max_batch`` waiting images (of the first request only, without batching);
-        images of requests already answered or abandoned are dropped."""
+        """The next batch: up to ``max_batch`` waiting images of the oldest one's size (of its request only,
+        without batching); images of requests already answered or abandoned are dropped."""
         batch: list[_Item] = []
-        first = self._items[0].request
+        first = self._items[0]
         while self._items and len(batch) < self.max_batch:
             it = self._items[0]
-            if not self.batching and it.request is not first:
+            if not self.batching and it.request is not first.request:
+                break
+            if it.image.shape != first.image.shape:  # images of another size (a model without one) wait their turn
                 break
             self._items.popleft()
             if not it.request.future.done():
@@ -223,8 +229,8 @@ class MicroBatcher(Generic[R]):
     async def _run(self, worker: int, batch: list[_Item]) -> None:
         """One batch in ``worker``'s thread; its answers (or its error) to each request."""
         assert self._executor is not None and self._free is not None
-        x = np.stack([it.image for it in batch])
         try:
+            x = np.stack([it.image for it in batch])
             results = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, worker, x)
         except asyncio.CancelledError:
             for it in batch:

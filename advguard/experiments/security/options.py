@@ -219,6 +219,19 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         for flag in ("guard", "budget_free"):
             if flag in e and not isinstance(e[flag], bool):
                 P.add(f"{key}.{flag}", f"must be true or false, got {e[flag]!r}")
+        if attack is not None and getattr(attack, "norm", None) == "l0":  # a localized attack: patch rows only
+            from .run import PATCH_ADAPTIVE
+
+            patch = [d.get("label", d.get("name")) for d in doc.get("detector", []) if d.get("name") in PATCH_ADAPTIVE]
+            if e.get("budgets"):
+                P.add(f"{key}.budgets", f"{e['attack']!r} is localized: it runs at every patch size, not at budgets")
+            wrong = [n for n in e.get("detectors", []) if n in labels and n not in patch]
+            if wrong or not patch:
+                P.add(
+                    f"{key}.detectors",
+                    f"{e['attack']!r} is localized: it is a column of the patch detectors' rows "
+                    f"(have: {patch}); not of {wrong or labels}",
+                )
 
 
 def _labelled(sec: dict[str, Any], table: str, P: Problems) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -309,16 +309,19 @@ class _PatchRunner:
         """A ``[[security.extra]]`` per-image localized attack (``norm == "l0"``, e.g. TaintRadar's BPDA) on the
         first ``e.n_images`` patch images, a region of ``size`` at the runner's position, targeted at the patch
         target: records and their summary (steps: the step of the bypass, else the attack's budget)."""
-        n = min(len(self.x), e.n_images or self.o.sanity_images)
-        params = {"size": size, "position": self.o.patch_position, **e.params}
-        path = self.folder / f"{e.attack}-{cache_key(self.key, det_key, params, n)}.npz"
+        o = self.o
+        n = min(len(self.x), e.n_images or o.sanity_images)
+        params = {"size": size, "position": o.patch_position, **e.params}
+        seed = int(params.pop("seed", 0))  # offset by each chunk's first image, as the patches' seeds are
+        key = cache_key(self.key, det_key, params, seed, o.patch_target, o.patch_batch, len(self.x), n)
+        path = self.folder / f"{e.attack}-{key}.npz"
 
         def fn(i: np.ndarray) -> np.ndarray:
-            a = make_attack(e.attack, self.clf, detector=det, **params, seed=int(i[0]), progress=False)
-            r = a(self.x[i], self.y[i], np.full(len(i), self.o.patch_target))
-            reached = r.pred_adv.numpy() == self.o.patch_target
+            a = make_attack(e.attack, self.clf, detector=det, **params, seed=seed + int(i[0]), progress=False)
+            r = a(self.x[i], self.y[i], np.full(len(i), o.patch_target))
+            reached = r.pred_adv.numpy() == o.patch_target
+            budget = float(a.params["steps"]) if "steps" in a.params else np.nan
             step = getattr(r, "step", None)
-            budget = float(params.get("steps", np.nan))
             steps = np.where(step.numpy() >= 0, step.numpy(), budget) if step is not None else np.full(len(i), budget)
             return _records(det, reached, steps.astype(float), self.x[i], r.x_adv)
 
