@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -388,18 +389,22 @@ class PeakMemory:
 
 @dataclass
 class CostReport:
-    """Cost of scoring ``n`` images: wall time, model passes and peak memory."""
+    """Cost of scoring ``n`` images: wall time, model passes and peak memory: ``peak_mb`` the process's CPU RAM,
+    ``peak_gpu_mb`` torch's allocations on the current GPU (None where no GPU was in use), both as
+    :class:`PeakMemory` measures them."""
 
     n: int
     seconds: float
     passes: int
     peak_mb: float
+    peak_gpu_mb: float | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
             "ms_per_image": 1000 * self.seconds / max(self.n, 1),
             "images_per_s": self.n / self.seconds if self.seconds > 0 else float("inf"),
             "passes_per_image": self.passes / max(self.n, 1),
             "peak_mb": self.peak_mb,
+            "peak_gpu_mb": self.peak_gpu_mb,
         }

@@ -58,6 +58,8 @@ def test_report_has_continuous_scores(data):
     assert set(reps[0]["features"]) == {"l1_bits:5", "l1_median:2", "l1_nlm:13-3-2"}
     assert isinstance(reps[0]["adversarial"], bool)
     assert det.last_cost_["passes_per_image"] == 4.0
+    # CPU RAM measured; GPU memory only where a GPU was in use (None here: the model is on the CPU)
+    assert det.last_cost_["peak_mb"] >= 0 and det.last_cost_["peak_gpu_mb"] is None
 
 
 @pytest.mark.parametrize("decision_model", [None, "svc", "xgb", "rf"])

@@ -520,6 +520,7 @@ class Detector(abc.ABC):
             seconds=time.perf_counter() - start,
             passes=self.classifier.num_passes - passes0,
             peak_mb=mem.peak_mb,
+            peak_gpu_mb=None if math.isnan(mem.peak_gpu_mb) else mem.peak_gpu_mb,
         )
         self.last_cost_ = cost.as_dict()
         if f.ndim != 2 or f.shape[0] != t.shape[0]:
