@@ -16,6 +16,8 @@ TARGETS = {
     "cifar10-resnet20": 0.85,
     "gtsrb-cnn": 0.95,
     "efficientnet-lite0": 0.85,
+    "cifar10-cnn-ls0": 0.88,  # issue #21's two declared recipes
+    "cifar10-vgg16x16": 0.88,
 }
 #: BlurNet's trained defences (issue #8) may cost accuracy, as in the paper (91 % -> 82-87 %): at most
 #: ten points below gtsrb-cnn's target. The fixed-blur variants add layers to trained weights without
