@@ -112,6 +112,15 @@ def test_label_matrix_and_detector_separate_fgsm(cifar_attacked):
     lab = label_matrix(clf, x[:8], paper_ops("jpeg"), 3)
     assert lab.shape == (8, 17, 3)
     np.testing.assert_array_equal(lab[:, 0, :], clf.top_k(x[:8], 3)[1].numpy())
+    # large images are taken a few at a time (the variants of a chunk are held at once): same labels
+    import advguard.detectors.imageops as io_mod
+
+    per_image = 17 * int(np.prod(tuple(x.shape[1:]))) * 4
+    old, io_mod.VARIANTS_BYTES = io_mod.VARIANTS_BYTES, 3 * per_image  # chunks of 3 images
+    try:
+        np.testing.assert_array_equal(label_matrix(clf, x[:8], paper_ops("jpeg"), 3), lab)
+    finally:
+        io_mod.VARIANTS_BYTES = old
     n, m = len(x) // 2, len(xa) // 2
     det = make_detector("image-ops", clf, ops="jpeg+scale", feature="count", decision_model="lda")
     det.fit(x[:n], xa[:m])

@@ -61,11 +61,19 @@ def differences_feature(labels: np.ndarray) -> np.ndarray:
     return flags
 
 
+#: the most bytes of transformed variants :func:`label_matrix` holds at once (float32; their copies on top)
+VARIANTS_BYTES = 512 * 2**20
+
+
 def label_matrix(
     classifier: Classifier, x: torch.Tensor, ops: Sequence[ImageOp], k: int, chunk: int = 256, progress: bool = False
 ) -> np.ndarray:
     """(N, 1 + len(ops), k) top-k labels of each image and of each of its transformed variants (a progress bar
-    after a few seconds with ``progress``)."""
+    after a few seconds with ``progress``). At most ``chunk`` images at a time, fewer for large images: every
+    image's variants are held at once, so a chunk is capped at :data:`VARIANTS_BYTES` of them (ImageNet at 224
+    px with the paper's 30 operations: 26 images, ~0.5 GB; 256 CIFAR-10 images hold 0.1 GB)."""
+    per_image = (1 + len(ops)) * int(np.prod(tuple(x.shape[1:]))) * 4
+    chunk = max(1, min(chunk, VARIANTS_BYTES // max(per_image, 1)))
     out = np.empty((x.shape[0], 1 + len(ops), k), dtype=np.int64)
     for i in progress_bar(range(0, x.shape[0], chunk), desc="image-ops", enabled=progress):
         xb = x[i : i + chunk]
