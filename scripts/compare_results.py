@@ -34,6 +34,7 @@ VOLATILE = {
     "ms_per_image",
     "images_per_s",
     "peak_mb",
+    "peak_gpu_mb",
     "forward_floor",
     "timing",
     "timings",
