@@ -61,6 +61,11 @@ class AdvSetConfig:
     #: attacked. Exclusive with ``target_shift``.
     target: int | None = None
 
+    @property
+    def targeted(self) -> bool:
+        """Whether the attack aims at target classes (a non-zero ``target_shift``, or ``target``)."""
+        return bool(self.target_shift) or self.target is not None
+
     def __post_init__(self):
         if self.target is not None and self.target_shift is not None:
             raise ValueError("give target or target_shift, not both")
@@ -259,7 +264,6 @@ def _build(
         progress=progress,
     )
     ok = np.concatenate([c["ok"] for c in chunks]) if chunks else np.zeros(0, bool)
-    targeted = bool(cfg.target_shift) or cfg.target is not None
     counts = {
         "n_images": len(ds),
         "n_correct": int(correct.sum()),
@@ -275,7 +279,7 @@ def _build(
         "adv_ids": ids[ok],
         "y_adv": y_clean[ok],
         "pred_adv": np.concatenate([c["pred"] for c in chunks]) if chunks else np.zeros(0, int),
-        "targets": np.concatenate([c["targets"] for c in chunks]) if chunks and targeted else np.zeros(0, int),
+        "targets": np.concatenate([c["targets"] for c in chunks]) if chunks and cfg.targeted else np.zeros(0, int),
         **{f"norm_{k}": np.concatenate([c[f"norm_{k}"] for c in chunks]) for k in ("l0", "l2", "linf")},
     }
     meta = {"config": {**asdict(cfg), "weights": mhash, "source": ds.source}, "counts": counts, "key": key}

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .devices import module_device, resolve_device
+from .devices import indexed, module_device, resolve_device
 from .errors import AdvguardError, unknown_name
 from .layers import LayerCapture
 from .validation import (
@@ -256,8 +256,7 @@ class Classifier:
             raise ParameterTypeError(f"Classifier: gradcam_layer must be a layer name (str), got {gradcam_layer!r}")
         self.model: nn.Module = model.eval().to(self.device)
         self.module = NormalizedModel(self.model, Normalize(mean, std), output).eval().to(self.device)
-        if self.device.type == "cuda" and self.device.index is None:  # name the GPU as its tensors do ("cuda:0")
-            self.device = module_device(self.module) if any(True for _ in self.module.parameters()) else self.device
+        self.device = indexed(self.device)  # "cuda" -> "cuda:0", as its tensors report it
         self.num_passes = 0
         self._layers: dict[str, nn.Module] = dict(self.model.named_modules())
         self.gradcam_layer = gradcam_layer or self._last_conv()

@@ -83,6 +83,14 @@ def resolve_device(device: Any, where: str = "Classifier") -> torch.device:
     return d
 
 
+def indexed(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:N`` (PyTorch's current GPU), the device tensors put there report; any other device as
+    it is. It initialises CUDA: call it once a model is on the GPU, not to check a device name."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def module_device(model: nn.Module) -> torch.device:
     """The device ``model``'s parameters and buffers are on (CPU for a model without any). A model spread over
     several devices is refused: pass ``device=`` to the Classifier to put all of it on one."""

@@ -292,10 +292,11 @@ _WORKER_MODELS_MAX = 4
 def _move(clf: Classifier, device: str) -> Classifier:
     import torch
 
+    from .devices import indexed
+
     clf.device = torch.device(device)
     clf.module.to(clf.device)
-    if clf.device.type == "cuda" and clf.device.index is None:  # as the Classifier names it: "cuda:0"
-        clf.device = torch.device("cuda", torch.cuda.current_device())
+    clf.device = indexed(clf.device)  # as the Classifier names it: "cuda:0"
     return clf
 
 

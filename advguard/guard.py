@@ -708,9 +708,6 @@ def _check_guard_meta(meta: Any, names: list[str], where: str) -> None:
     if not isinstance(meta, dict):
         raise DetectorFileError(f"{where}: guard.json must hold an object")
     problems = [f"missing key {k!r}" for k in want if k not in meta]
-    problems += [
-        f"{k!r} has type {type(meta[k]).__name__}" for k, t in want.items() if k in meta and not isinstance(meta[k], t)
-    ]
     optional: dict[str, type | tuple[type, ...]] = {  # absent from files written before them
         "meta_format": str,
         "threshold_rule": str,
@@ -718,8 +715,8 @@ def _check_guard_meta(meta: Any, names: list[str], where: str) -> None:
     }
     problems += [
         f"{k!r} has type {type(meta[k]).__name__}"
-        for k, t in optional.items()
-        if k in meta and (not isinstance(meta[k], t) or isinstance(meta[k], bool))
+        for k, t in {**want, **optional}.items()
+        if k in meta and (not isinstance(meta[k], t) or (k in optional and isinstance(meta[k], bool)))
     ]
     unknown = sorted(set(meta) - set(want) - set(optional))
     if unknown:

@@ -82,6 +82,11 @@ class AttackSpec:
     #: one target class for every image (exclusive with target_shift)
     target: int | None = None
 
+    @property
+    def targeted(self) -> bool:
+        """Whether the attack aims at target classes (``target_shift`` or ``target``)."""
+        return self.target_shift is not None or self.target is not None
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-able fields (``target`` only when set, so that documents of configs without it are unchanged)."""
         return {k: v for k, v in vars(self).items() if not (k == "target" and v is None)}

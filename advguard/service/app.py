@@ -151,7 +151,7 @@ def create_app(
     # one guard per worker: the first is the caller's, the others deep copies (own model, hooks and counters)
     guards = [guard] + [copy.deepcopy(guard) for _ in range(settings.workers - 1)]
     batcher: MicroBatcher[GuardResult] = MicroBatcher(
-        [g.__call__ for g in guards],
+        guards,
         max_batch=settings.max_batch,
         max_wait_s=settings.max_wait_ms / 1000,
         batching=settings.batching,
@@ -280,7 +280,7 @@ def create_app(
                 "combine": guard.combine,
                 "fpr": guard.fpr,
                 "threshold_rule": guard.threshold_rule,
-                "expected_fpr": None if math.isnan(guard.expected_fpr()) else guard.expected_fpr(),
+                "expected_fpr": None if math.isnan(expected := guard.expected_fpr()) else expected,
                 "detectors": guard.names,
             },
             "accepts": [limits.MULTIPART, *MEDIA_TYPES],

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -153,10 +153,8 @@ class MicroBatcher(Generic[R]):
                     await task
                 except asyncio.CancelledError:
                     pass
-        while self._items:
-            fut = self._items.popleft().request.future
-            if not fut.done():
-                fut.set_exception(BatcherClosedError("the service is shutting down"))
+        _fail(self._items, BatcherClosedError("the service is shutting down"))
+        self._items.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -233,14 +231,10 @@ class MicroBatcher(Generic[R]):
             x = np.stack([it.image for it in batch])
             results = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, worker, x)
         except asyncio.CancelledError:
-            for it in batch:
-                if not it.request.future.done():
-                    it.request.future.set_exception(BatcherClosedError("the service is shutting down"))
+            _fail(batch, BatcherClosedError("the service is shutting down"))
             raise
         except Exception as e:  # the batch failed: every request in it gets the error (logged by the app)
-            for it in batch:
-                if not it.request.future.done():
-                    it.request.future.set_exception(e)
+            _fail(batch, e)
             return
         finally:
             self._free.put_nowait(worker)
@@ -252,3 +246,10 @@ class MicroBatcher(Generic[R]):
             req.remaining -= 1
             if req.remaining == 0:
                 req.future.set_result(req.results)
+
+
+def _fail(items: Iterable[_Item], error: BaseException) -> None:
+    """Fail the requests of ``items`` that are still waiting with ``error``."""
+    for it in items:
+        if not it.request.future.done():
+            it.request.future.set_exception(error)

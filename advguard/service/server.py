@@ -43,7 +43,7 @@ def serve(
             "the model (give --token-file)",
             file=sys.stderr,
         )
-    if settings.workers > 1 and str(guard.classifier.device).startswith("cpu"):
+    if settings.workers > 1 and guard.classifier.device.type == "cpu":
         # each worker's batch runs its own torch ops: split the intra-op threads among them (process-wide)
         import torch
 

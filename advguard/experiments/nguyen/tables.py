@@ -45,7 +45,7 @@ def table1(cfg: ExperimentConfig, db: Database) -> list[Row]:
                 "attack": a.label,
                 "name": a.name,
                 "params": a.params,
-                "targeted": a.target_shift is not None or a.target is not None,
+                "targeted": a.targeted,
                 "n_attacked": s.counts["n_attacked"],
                 "n_success": s.counts["n_success"],
                 "n_kept": s.counts["n_adv"],
@@ -75,10 +75,7 @@ def table3(cfg: ExperimentConfig, db: Database) -> dict[str, dict[str, Any]]:
     (``table3_criterion``) and image count (``table3_n``)."""
     crit_k = 1 if db.clf.num_classes < 15 else db.k
     # untargeted attacks count with their own success criterion (e.g. a top-1 DeepFool run on ImageNet)
-    attack_k = {
-        a.label: crit_k if a.target_shift is not None or a.target is not None else int(a.params.get("top_k", 1))
-        for a in cfg.attacks
-    }
+    attack_k = {a.label: crit_k if a.targeted else int(a.params.get("top_k", 1)) for a in cfg.attacks}
     y_clean = db.first.y_clean
     return {
         "table3": {

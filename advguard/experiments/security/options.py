@@ -59,6 +59,13 @@ class Extra:
     #: the attack takes no eps / norm (e.g. an unbounded CW): it runs once, its distortion reported
     budget_free: bool = False
 
+    @property
+    def localized(self) -> bool:
+        """A region attack (``norm == "l0"``): a column of the patch rows, not an L-p row's extra."""
+        from ...attacks import ATTACKS
+
+        return getattr(ATTACKS.get(self.attack), "norm", None) == "l0"
+
 
 @dataclass
 class ModelRow:

@@ -327,16 +327,14 @@ class _PatchRunner:
 
         rec, cost = cached_chunks(
             path, "records", self.clf, np.arange(n), fn, np.zeros((0, len(RECORD))),
-            chunk=self.o.patch_batch, desc=f"{label}: {e.label} {size:g}", progress=self.progress,
+            chunk=o.patch_batch, desc=f"{label}: {e.label} {size:g}", progress=self.progress,
         )  # fmt: skip
         return {**summarise(rec), "seconds": float(cost["seconds"])}
 
 
 def _patch_extras(o: SecurityOptions, label: str, det: Detector) -> list[Extra]:
     """The ``[[security.extra]]`` attacks that are localized (``norm == "l0"``) and apply to this patch detector."""
-    from ...attacks import ATTACKS
-
-    return [e for e in o.extra if getattr(ATTACKS[e.attack], "norm", None) == "l0" and _applies(e, label, det)]
+    return [e for e in o.extra if e.localized and _applies(e, label, det)]
 
 
 def patch_row(
@@ -584,11 +582,9 @@ def extra_cells(
     label: str, det: Detector | Guard, det_key: str, cell: _CellRunner, o: SecurityOptions
 ) -> dict[str, dict[str, Any]]:
     """The ``[[security.extra]]`` attacks that apply to this row, per budget."""
-    from ...attacks import ATTACKS
-
     out: dict[str, dict[str, Any]] = {}
     for e in o.extra:
-        if getattr(ATTACKS[e.attack], "norm", None) == "l0" or not _applies(e, label, det):
+        if e.localized or not _applies(e, label, det):
             continue  # localized attacks (a region, not an L-p budget) go to the patch rows
         per: dict[str, Any] = {}
         if e.budget_free:
