@@ -28,7 +28,7 @@ from ._atomic import atomic_path, atomic_write_text
 from .data import load_dataset
 from .errors import InputError
 from .machine import git_commit, machine_info, machine_summary
-from .models.registry import ZOO, get_spec
+from .models.registry import ZOO, get_spec, round_to_stored, stored_state
 
 
 @dataclass(frozen=True)
@@ -366,11 +366,13 @@ def train(
 
     if hasattr(penalty, "detach"):
         penalty.detach()
-    acc = evaluate(model, normalise, x_test, y_test, dev)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
+    round_to_stored(model, spec.weights_dtype)  # the accuracy below is the stored (e.g. float16) weights'
+    acc = evaluate(model.to(dev), normalise, x_test, y_test, dev)
+    model = model.cpu()
     from safetensors.torch import save_file
 
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = stored_state(model, spec.weights_dtype)
     weights = out / f"{name}.safetensors"
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp))
@@ -384,6 +386,7 @@ def train(
         "train_split": f"{cfg.train_split} ({len(x_train)} images)",
         "eval_split": f"{cfg.eval_split} ({len(x_test)} images)",
         "test_accuracy": round(acc, 4),
+        **({"weights_dtype": spec.weights_dtype} if spec.weights_dtype != "float32" else {}),
         "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
         "recipe": asdict(cfg),
         "command": f"advguard train {name}"

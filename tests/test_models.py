@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from advguard import UnknownNameError, load_model
-from advguard.models import ZOO, get_spec
+from advguard.errors import AdvguardError
+from advguard.models import ZOO, build_module, get_spec
 from advguard.models.evaluation import CHECK_SUBSET, evaluate
+from advguard.models.registry import MAX_COMMITTED_WEIGHTS_BYTES, round_to_stored, stored_state
 
 #: The accuracy each model must reach on its full test split (issue #2).
 TARGETS = {
@@ -93,3 +96,30 @@ def test_zoo_classifier_properties():
 def test_unknown_model_name():
     with pytest.raises(UnknownNameError, match="Did you mean 'cifar10-cnn'"):
         load_model("cifar10_cnn")
+
+
+@pytest.mark.parametrize("name", [n for n, s in ZOO.items() if s.own_weights and s.weights_path.exists()])
+def test_committed_weights_are_within_the_size_bound_and_in_their_declared_dtype(name):
+    spec = get_spec(name)
+    assert spec.weights_path.stat().st_size <= MAX_COMMITTED_WEIGHTS_BYTES, (
+        f"{name}: {spec.weights_path.stat().st_size} bytes; store float16 (ModelSpec.weights_dtype)"
+    )
+    stored = {str(v.dtype) for v in load_file(spec.weights_path).values() if v.is_floating_point()}
+    assert stored == {f"torch.{spec.weights_dtype}"}
+    assert spec.card().get("weights_dtype", "float32") == spec.weights_dtype
+    # the module computes in float32 whatever the file stores
+    assert {p.dtype for p in build_module(name).parameters()} == {torch.float32}
+
+
+def test_stored_state_rounds_floating_tensors_only_and_is_a_fixed_point():
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    state = stored_state(module, "float16")
+    assert state["0.weight"].dtype == torch.float16 and state["1.num_batches_tracked"].dtype == torch.int64
+    rounded = round_to_stored(module, "float16")
+    assert rounded is module and module[0].weight.dtype == torch.float32
+    # once rounded, storing and loading again changes nothing (the card's accuracy is the shipped model's)
+    again = stored_state(module, "float16")
+    assert all(torch.equal(state[k], again[k]) for k in state)
+    assert torch.equal(module[0].weight, state["0.weight"].float())
+    with pytest.raises(AdvguardError, match="weights_dtype must be one of"):
+        stored_state(module, "bfloat16")

@@ -26,6 +26,22 @@ def test_short_training_run_writes_card_and_resumes(tmp_path):
     assert again["wall_time_s"] == card["wall_time_s"]
 
 
+def test_a_float16_model_is_stored_in_float16_and_its_card_measures_the_stored_weights(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from advguard.models import ZOO, build_module
+
+    monkeypatch.setitem(ZOO, "fashion-mnist-cnn", replace(ZOO["fashion-mnist-cnn"], weights_dtype="float16"))
+    out = tmp_path / "run"
+    card = train("fashion-mnist-cnn", epochs=2, limit=1000, out_dir=out, progress=False)
+    assert card["weights_dtype"] == "float16"
+    state = load_file(out / "fashion-mnist-cnn.safetensors")
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    module = build_module("fashion-mnist-cnn", pretrained=False)
+    module.load_state_dict(state)  # upcast into the float32 module
+    assert {p.dtype for p in module.parameters()} == {torch.float32}
+
+
 def test_augment_keeps_shape_range_and_is_seeded():
     x = torch.rand(6, 3, 32, 32)
     cfg = TrainConfig(epochs=1, crop_padding=4, flip=True, color_jitter=0.3)
