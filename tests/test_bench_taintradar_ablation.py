@@ -129,3 +129,19 @@ def test_shipped_ablation_configs_are_valid():
         assert len({tx.model_entry(m)["label"] for m in cfg.section("taintradar")["models"]}) == len(
             cfg.section("taintradar")["models"]
         )
+
+
+def test_the_cache_folder_follows_the_weights_not_only_the_model_name():
+    import torch
+
+    from advguard import load_model
+    from advguard.experiments.taintradar.protocol import bench_key
+
+    cfg = load_config(ROOT / "configs" / "taintradar-smoke.toml")
+    clf = load_model(cfg.model, device="cpu")
+    o = tx.typed_options(cfg)
+    key = bench_key(cfg, clf, o)
+    assert bench_key(cfg, clf, o) == key  # stable
+    with torch.no_grad():  # the same name, other weights (retrained, or stored in another dtype)
+        next(clf.model.parameters()).mul_(1.001)
+    assert bench_key(cfg, clf, o) != key

@@ -50,6 +50,7 @@ from ...data import load_dataset
 from ...data.cache import cache_lock, cached_arrays, load_npy, save_entry
 from ...detectors import SentiNet, TaintRadar
 from ...executors import cached_map
+from ...fingerprint import weights_hash
 from ...metrics import roc_auc, threshold_at_fpr
 from ...models import load_model
 from ..common import cache_key, dataset_kwargs
@@ -226,14 +227,22 @@ def sentinet_points(sn: SentiNet, folder: Path, name: str, x: Array) -> Array:
     ]
 
 
+def bench_key(cfg: ExperimentConfig, clf: Classifier, o: TaintRadarOptions) -> str:
+    """The cache folder of one model's run: its data and set options, and the weights' hash, not only the model's
+    name (retrained or re-stored weights never reuse another's patches and scores)."""
+    opts = {k: getattr(o, k) for k in SET_KEYS}
+    ds_kwargs = dataset_kwargs(cfg, cfg.model)
+    return cache_key(
+        cfg.model, clf.name, weights_hash(clf.model), cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, opts
+    )
+
+
 def prepare(cfg: ExperimentConfig, o: TaintRadarOptions, cache: Path, progress: bool) -> Bench:
     """Load the model, build (or read) the clean sets, set up TaintRadar and SentiNet and choose their operating
     points on the calibration images."""
     clf: Classifier = load_model(cfg.model, device=cfg.device)
     ds_kwargs = dataset_kwargs(cfg, cfg.model)
-    opts = {k: getattr(o, k) for k in SET_KEYS}
-    key = cache_key(cfg.model, clf.name, cfg.dataset, cfg.split, cfg.n_images, cfg.seed, ds_kwargs, opts)
-    folder = cache / "taintradar" / key
+    folder = cache / "taintradar" / bench_key(cfg, clf, o)
     folder.mkdir(parents=True, exist_ok=True)
     sets = CleanSets.from_arrays(cached_arrays(folder / "clean-sets.npz", lambda: clean_sets(cfg, clf, o, ds_kwargs)))
     tr = TaintRadar(
