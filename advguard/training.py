@@ -366,9 +366,9 @@ def train(
 
     if hasattr(penalty, "detach"):
         penalty.detach()
-    model = model.to(memory_format=torch.contiguous_format).cpu().eval()
+    model = model.to(memory_format=torch.contiguous_format).eval()
     round_to_stored(model, spec.weights_dtype)  # the accuracy below is the stored (e.g. float16) weights'
-    acc = evaluate(model.to(dev), normalise, x_test, y_test, dev)
+    acc = evaluate(model, normalise, x_test, y_test, dev)
     model = model.cpu()
     from safetensors.torch import save_file
 

@@ -26,7 +26,7 @@ def test_short_training_run_writes_card_and_resumes(tmp_path):
     assert again["wall_time_s"] == card["wall_time_s"]
 
 
-def test_a_float16_model_is_stored_in_float16_and_its_card_measures_the_stored_weights(tmp_path, monkeypatch):
+def test_a_float16_model_is_stored_in_float16_and_loads_into_float32(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from advguard.models import ZOO, build_module
