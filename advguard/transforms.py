@@ -23,7 +23,8 @@ would) and returns float32 NCHW in [0, 1] **of the input's size**:
   fixed canvas keeps every op usable with fixed-input models (e.g. the GTSRB CNN) and batchable.
 
 Each op also has :meth:`ImageOp.approx`, a differentiable PyTorch approximation (identity for
-JPEG; separable Gaussian, ``grid_sample`` rotation and bicubic resizing for the others), and
+JPEG, or kornia's differentiable JPEG with ``jpeg="kornia"``; separable Gaussian, ``grid_sample`` rotation and
+bicubic resizing for the others), and
 :meth:`ImageOp.bpda`, which returns the exact Pillow output in the forward pass and takes the
 approximation's gradient in the backward pass (BPDA, Athalye et al. 2018) for adaptive attacks.
 
@@ -138,11 +139,14 @@ class ImageOp:
         return apply_ops(x, [self], workers=workers)[0]
 
     # ------------------------------------------------------------------ differentiable
-    def approx(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Differentiable approximation of the op (for BPDA); identity for JPEG. A tensor on ``x``'s device."""
+    def approx(self, x: np.ndarray | torch.Tensor, jpeg: str = "identity") -> torch.Tensor:
+        """Differentiable approximation of the op (for BPDA). A tensor on ``x``'s device. JPEG's is the identity
+        (straight-through), or with ``jpeg="kornia"`` :func:`differentiable_jpeg` at the op's quality."""
         x = _tensor(x)
         f, v = self.family, float(self.value)
         if f == "jpeg":
+            if check_jpeg_approx(jpeg) == "kornia":
+                return differentiable_jpeg(x, v)
             return x
         if f == "blur":
             return gaussian_blur(x, v)
@@ -150,14 +154,47 @@ class ImageOp:
             return rotate(x, v)
         return scale_on_canvas(x, v)
 
-    def bpda(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Forward: the exact op; backward: the gradient of :meth:`approx` (straight-through for JPEG). A tensor on
-        ``x``'s device."""
+    def bpda(self, x: np.ndarray | torch.Tensor, jpeg: str = "identity") -> torch.Tensor:
+        """Forward: the exact op; backward: the gradient of :meth:`approx` (``jpeg``: its JPEG stand-in,
+        straight-through by default). A tensor on ``x``'s device."""
         x = _tensor(x)
+        check_jpeg_approx(jpeg)
         with torch.no_grad():
             exact = self(x.detach()).to(x.device, x.dtype)
-        a = self.approx(x)
+        a = self.approx(x, jpeg)
         return a + (exact - a).detach()
+
+
+#: the differentiable stand-ins for JPEG that :meth:`ImageOp.approx` offers
+JPEG_APPROX = ("identity", "kornia")
+KORNIA_MISSING = "jpeg='kornia' needs kornia: pip install advguard[kornia] (or pip install 'kornia>=0.7.1')"
+
+
+def check_jpeg_approx(jpeg: object) -> str:
+    """``jpeg`` if it names one of :data:`JPEG_APPROX`; a :class:`ParameterError` naming them otherwise."""
+    if not isinstance(jpeg, str) or jpeg not in JPEG_APPROX:
+        raise ParameterError(f"the JPEG approximation must be one of {', '.join(JPEG_APPROX)}, got {jpeg!r}")
+    return jpeg
+
+
+def differentiable_jpeg(x: np.ndarray | torch.Tensor, quality: float) -> torch.Tensor:
+    """JPEG at ``quality`` as a differentiable function: kornia's ``jpeg_codec_differentiable`` (Reich et al.
+    2024, "Differentiable JPEG: the devil is in the details"; standard IJG tables, 4:2:0 chroma, rounding and
+    quantisation replaced by smooth surrogates). It stays within ~0.007 mean absolute error of Pillow's encoder on
+    CIFAR-10 at quality 25-100, where the identity is 0.007-0.033 away, so its gradient is the closer BPDA
+    surrogate. Grey images (C = 1) are coded as grey RGB and read back as the channel mean (Pillow codes their
+    luminance only). A tensor on ``x``'s device; kornia is optional (``pip install advguard[kornia]``)."""
+    try:
+        from kornia.enhance import jpeg_codec_differentiable
+    except ImportError as err:  # pragma: no cover - kornia is in the test extras
+        raise ImportError(KORNIA_MISSING) from err
+    x = _tensor(x)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise InputError(f"differentiable_jpeg takes NCHW images with 1 or 3 channels, got shape {tuple(x.shape)}")
+    q = torch.tensor([float(quality)], device=x.device, dtype=torch.float32)
+    if x.shape[1] == 1:
+        return jpeg_codec_differentiable(x.expand(-1, 3, -1, -1), q).mean(1, keepdim=True)
+    return jpeg_codec_differentiable(x, q)
 
 
 # ---------------------------------------------------------------------------- op lists

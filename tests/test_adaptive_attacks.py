@@ -15,6 +15,7 @@ import torch
 from advguard.attacks import BypassResult, make_attack
 from advguard.attacks.adaptive import evades
 from advguard.detectors import make_detector
+from advguard.errors import ParameterError
 
 N_FIT, N_ATTACK = 120, 20
 
@@ -128,6 +129,21 @@ def test_adaptive_image_ops_makes_the_wrong_label_stable_under_the_operations(da
     wrong_adaptive = float((corr.predict(r.x_adv) != y.numpy()).mean())
     wrong_plain = float((corr.predict(plain.x_adv) != y.numpy()).mean())
     assert wrong_adaptive > wrong_plain, (wrong_adaptive, wrong_plain)
+
+
+def test_adaptive_image_ops_through_kornia_jpeg(data, pgd_fit):
+    """The same EOT with JPEG's gradient through kornia's differentiable JPEG (jpeg_backward="kornia", the issue's
+    second JPEG backward pass) also beats plain PGD on the JPEG family; an unknown stand-in is refused."""
+    clf, x_fit, _, x, y = data
+    eps = 4 / 255
+    det = make_detector("image-ops", clf, ops="jpeg", progress=False).fit(x_fit[:30], pgd_fit[:30])
+    x, y = x[:10], y[:10]
+    plain = bypass_rate(det, make_attack("pgd", clf, eps=eps, steps=10, progress=False)(x, y))
+    grid = steps_grid("adaptive-image-ops", clf, det, x, y, (5, 10), eps=eps, eot_samples=6, rel_stepsize=0.25,
+                      check_every=5, jpeg_backward="kornia")  # fmt: skip
+    assert grid[-1].success_rate > plain, (grid[-1].success_rate, plain)
+    with pytest.raises(ParameterError, match="identity, kornia"):
+        make_attack("adaptive-image-ops", clf, detector=det, jpeg_backward="straight")
 
 
 def test_adaptive_loo_pulls_the_attribution_dispersion_back(data):
