@@ -85,6 +85,13 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == doc["rows"] and again["guard"] == doc["guard"] and again["patch_rows"] == doc["patch_rows"]
     assert again["model_rows"] == doc["model_rows"]
+    # a patch-only table (configs/security-cifar10-vgg-patches.toml: no L-p rows) has no empty L-p sections or plot
+    from advguard.experiments.security.report import build_page
+
+    patch_md = build_page({**doc, "rows": [], "guard": None, "model_rows": []}).markdown()
+    assert "Patch detectors: bypass rate %" in patch_md and "The papers' claims" in patch_md
+    for gone in ("Bypass rate %: plain PGD", "bypass-vs-budget.png", "Sanity checks at", "## Details"):
+        assert gone not in patch_md, gone
 
 
 def _doc(**security):

@@ -148,8 +148,9 @@ def _patch(r: dict[str, Any]) -> list[str]:
 
 
 def summary_table(doc: dict[str, Any]) -> Summary:
-    """The closing lines of a run: per detector, 'plain -> adaptive' at every budget."""
-    return bypass_table(doc)
+    """The closing lines of a run: per detector, 'plain -> adaptive' at every budget (a patch-only table: per patch
+    size)."""
+    return bypass_table(doc) if _rows(doc) or doc.get("model_rows") else patch_table(doc)
 
 
 def plot_bypass(doc: dict[str, Any]) -> bytes:
@@ -192,10 +193,11 @@ def build_page(doc: dict[str, Any]) -> Page:
             ]
         )
     )
-    page.h2("Bypass rate %: plain PGD -> adaptive attack")
-    h, r = bypass_table(doc)
-    page.table(h, r, caption="Share of the attacked images misclassified and not flagged (%)")
-    page.figure("bypass-vs-budget.png", plot_bypass(doc), "Bypass rate vs budget per detector")
+    if _rows(doc) or doc.get("model_rows"):  # a patch-only table (no L-p rows) has neither table nor plot
+        page.h2("Bypass rate %: plain PGD -> adaptive attack")
+        h, r = bypass_table(doc)
+        page.table(h, r, caption="Share of the attacked images misclassified and not flagged (%)")
+        page.figure("bypass-vs-budget.png", plot_bypass(doc), "Bypass rate vs budget per detector")
     if doc.get("model_rows"):
         page.h2("Defended models (no detector): misclassified %, transfer -> white-box")
         h, r = model_table(doc)
@@ -216,20 +218,22 @@ def build_page(doc: dict[str, Any]) -> Page:
             f"{cfg.get('security', {}).get('patch_batch', 16)} (TaintRadar Table II's universal patches), targeted; "
             "bypass = target reached and not flagged; in parentheses: target reached.",
         )
-    page.h2(f"Sanity checks at {doc['sanity_budget']}")
     h, r = sanity_table(doc)
-    page.table(
-        h,
-        r,
-        caption="More steps must not lose bypasses (images lost in parentheses must be 0); an unbounded budget should "
-        "reach 100 %; a black-box attack far above the white-box one would point to masked gradients.",
-    )
+    if r:
+        page.h2(f"Sanity checks at {doc['sanity_budget']}")
+        page.table(
+            h,
+            r,
+            caption="More steps must not lose bypasses (images lost in parentheses must be 0); an unbounded budget "
+            "should reach 100 %; a black-box attack far above the white-box one would point to masked gradients.",
+        )
     page.h2("The papers' claims")
     h, r = paper_table(doc)
     page.table(h, r)
-    page.h2("Details")
     h, r = detail_table(doc)
-    page.table(h, r)
+    if r:
+        page.h2("Details")
+        page.table(h, r)
     page.configuration(doc)
     return page
 
