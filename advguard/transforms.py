@@ -144,10 +144,9 @@ class ImageOp:
         (straight-through), or with ``jpeg="kornia"`` :func:`differentiable_jpeg` at the op's quality."""
         x = _tensor(x)
         f, v = self.family, float(self.value)
+        jpeg = check_jpeg_approx(jpeg)  # every op checks it, so a wrong name fails whatever the op list holds
         if f == "jpeg":
-            if check_jpeg_approx(jpeg) == "kornia":
-                return differentiable_jpeg(x, v)
-            return x
+            return differentiable_jpeg(x, v) if jpeg == "kornia" else x
         if f == "blur":
             return gaussian_blur(x, v)
         if f == "rotate":
@@ -158,10 +157,9 @@ class ImageOp:
         """Forward: the exact op; backward: the gradient of :meth:`approx` (``jpeg``: its JPEG stand-in,
         straight-through by default). A tensor on ``x``'s device."""
         x = _tensor(x)
-        check_jpeg_approx(jpeg)
+        a = self.approx(x, jpeg)  # checks ``jpeg`` before the exact op runs
         with torch.no_grad():
             exact = self(x.detach()).to(x.device, x.dtype)
-        a = self.approx(x, jpeg)
         return a + (exact - a).detach()
 
 

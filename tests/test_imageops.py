@@ -16,7 +16,7 @@ from advguard.detectors import CNNDetector, Detector, ImageOps, make_detector
 from advguard.detectors.imageops import counting_feature, default_k, differences_feature, label_matrix
 from advguard.errors import InputError, ParameterError
 from advguard.metrics import roc_auc
-from advguard.transforms import FAMILIES, ImageOp, apply_ops, paper_ops, parse_ops
+from advguard.transforms import FAMILIES, ImageOp, apply_ops, differentiable_jpeg, paper_ops, parse_ops
 
 
 def _pil_reference(img: Image.Image, op: ImageOp) -> np.ndarray:
@@ -90,9 +90,6 @@ def test_kornia_jpeg_is_the_closer_stand_in_and_carries_a_gradient(cifar_images)
     (qualities 90-25; at 100 both are within a tenth of a grey level on grey images), on colour and grey images;
     BPDA through it keeps the exact forward pass, and its gradient is not the identity's; an unknown stand-in is
     refused by name."""
-
-    from advguard.transforms import differentiable_jpeg
-
     x = torch.from_numpy(cifar_images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
     for q in (90, 75, 25):
         op = ImageOp("jpeg", q)

@@ -43,11 +43,10 @@ if TYPE_CHECKING:  # pragma: no cover
 def bpda_ops(x: torch.Tensor, ops: list[ImageOp], jpeg: str = "identity") -> torch.Tensor:
     """(len(ops), N, C, H, W): every op on every image, exact (Pillow) forward, its approximation's gradient
     backward (``jpeg``: JPEG's stand-in, :data:`advguard.transforms.JPEG_APPROX`; one batched Pillow call for all
-    ops)."""
-    check_jpeg_approx(jpeg)
+    ops; each op's :meth:`~advguard.transforms.ImageOp.approx` checks ``jpeg``)."""
+    approx = torch.stack([op.approx(x, jpeg) for op in ops])
     with torch.no_grad():
         exact = apply_ops(x.detach(), ops).to(x.device, x.dtype)
-    approx = torch.stack([op.approx(x, jpeg) for op in ops])
     return approx + (exact - approx).detach()
 
 
@@ -70,7 +69,7 @@ class ImageOpsTerm(DetectorTerm):
         self.ops: list[ImageOp] = parse_ops(detector.params["ops"])
         self.eot_samples = len(self.ops) if eot_samples is None else min(int(eot_samples), len(self.ops))
         self.kappa_ops = float(kappa_ops)
-        self.jpeg_backward = check_jpeg_approx(jpeg_backward)
+        self.jpeg_backward = jpeg_backward  # checked by every op's approx (and by AdaptiveImageOps up front)
 
     def loss(self, x: torch.Tensor, z: torch.Tensor, label: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if self.eot_samples < len(self.ops):

@@ -143,6 +143,11 @@ def paper_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return ["detector", "the paper's claim", "ours: adaptive bypass %"], rows
 
 
+def _has_lp_rows(doc: dict[str, Any]) -> bool:
+    """Rows attacked at L-p budgets (detectors, the Guard, defended models); a patch-only table has none."""
+    return bool(_rows(doc) or doc.get("model_rows"))
+
+
 def _patch(r: dict[str, Any]) -> list[str]:
     return [k for k in r["cells"] if k.startswith("patch ")]
 
@@ -150,7 +155,7 @@ def _patch(r: dict[str, Any]) -> list[str]:
 def summary_table(doc: dict[str, Any]) -> Summary:
     """The closing lines of a run: per detector, 'plain -> adaptive' at every budget (a patch-only table: per patch
     size)."""
-    return bypass_table(doc) if _rows(doc) or doc.get("model_rows") else patch_table(doc)
+    return bypass_table(doc) if _has_lp_rows(doc) else patch_table(doc)
 
 
 def plot_bypass(doc: dict[str, Any]) -> bytes:
@@ -193,7 +198,7 @@ def build_page(doc: dict[str, Any]) -> Page:
             ]
         )
     )
-    if _rows(doc) or doc.get("model_rows"):  # a patch-only table (no L-p rows) has neither table nor plot
+    if _has_lp_rows(doc):  # a patch-only table has neither this table nor the plot
         page.h2("Bypass rate %: plain PGD -> adaptive attack")
         h, r = bypass_table(doc)
         page.table(h, r, caption="Share of the attacked images misclassified and not flagged (%)")
