@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from advguard.cli import main
@@ -51,8 +52,8 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
         )
     fs = doc["rows"][1]["cells"]
     assert fs["L-inf 4/255"]["adaptive"]["bypass"] > fs["L-inf 4/255"]["plain"]["bypass"]
-    for r in doc["rows"]:
-        assert r["sanity"]["unbounded"]["bypass"] == 1.0
+    for r in doc["rows"]:  # from the clean image, in steps of 1 / steps (10), not rel_stepsize 0.25 x eps = 1
+        assert r["sanity"]["unbounded"]["bypass"] == 1.0 and r["sanity"]["unbounded"]["step"] == pytest.approx(0.1)
     # the patch detector gets its own row per patch size: a universal patch per batch vs the region-misleading patch
     (pr,) = doc["patch_rows"]
     assert pr["label"] == "TaintRadar" and pr["adaptive_attack"] == "region-misleading-patch"
@@ -94,6 +95,29 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
         assert gone not in patch_md, gone
 
 
+def test_unbounded_check_starts_clean_in_steps_of_one_over_steps():
+    """A uniform start in the eps = 1 ball is a noise image (Segmentation Fault on cifar10-cnn: 8 % from there): the
+    unbounded check starts from the clean image, in steps of 1 / steps unless the config sets ``unbounded_step``."""
+    from advguard.experiments.security import run
+    from advguard.experiments.security.options import SecurityOptions
+
+    assert SecurityOptions(steps=50).unbounded_abs_step() == pytest.approx(0.02)
+    assert SecurityOptions(steps=50, unbounded_step=0.05).unbounded_abs_step() == 0.05
+    calls = []
+
+    class Cell:
+        def adaptive(self, attack, det, det_key, params, n=None, desc=""):
+            calls.append(params)
+            return {"n": 4, "bypass": 1.0, "median_linf": 0.1, "seconds": 0.0, "records": np.ones((4, 1))}
+
+    o = SecurityOptions(steps=20, steps_factor=0)
+    out = run.sanity_checks("C", "adaptive-confidence", None, "k", {"steps": 20, "rel_stepsize": 0.1}, Cell(), o)
+    unb = calls[-1]
+    assert unb["eps"] == 1.0 and unb["random_start"] is False and unb["rel_stepsize"] == pytest.approx(0.05)
+    assert calls[0]["rel_stepsize"] == 0.1 and "random_start" not in calls[0]
+    assert out["unbounded"]["step"] == pytest.approx(0.05)
+
+
 def _doc(**security):
     return {
         "experiment": "security",
@@ -120,6 +144,7 @@ def _doc(**security):
         ({"extra": [{"label": "bb", "attack": "pgd", "budgets": ["L2 9"]}]}, "'L2 9' is not a budget's name"),
         ({"extra": [{"label": "bb", "attack": "pgd"}]}, "security.extra[1].attack: 'pgd' does not take a detector"),
         ({"unbounded": "yes"}, "security.unbounded: must be true or false"),
+        ({"unbounded_step": 2}, "security.unbounded_step"),
         (  # a localized attack is a patch-row column: refused where no patch detector is, and at budgets
             {"extra": [{"label": "b", "attack": "taintradar-bpda", "detectors": ["C"], "budgets": ["L2 0.5"]}]},
             "security.extra[1].budgets: 'taintradar-bpda' is localized",
