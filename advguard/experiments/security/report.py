@@ -94,8 +94,8 @@ def detail_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The sanity checks: more steps, unbounded budget, and the extra attacks (black-box) at the sanity budget."""
     extras = sorted({k for r in _rows(doc) for k in r.get("extra", {})})
-    header = ["detector", "images", "adaptive bypass %", "x steps: bypass % (images lost)", "unbounded L-inf: bypass % (step)",
-              *[f"{e}: bypass %" for e in extras]]  # fmt: skip
+    header = ["detector", "images", "adaptive bypass %", "x steps: bypass % (images lost)",
+              "unbounded L-inf: bypass % (step)", *[f"{e}: bypass %" for e in extras]]  # fmt: skip
     rows = []
     for r in _rows(doc):
         s = r.get("sanity")
