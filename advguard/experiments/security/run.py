@@ -17,7 +17,8 @@ Protocol (issue #26; Carlini et al. 2019, "On evaluating adversarial robustness"
 4. Sanity checks at one budget, on the first ``sanity_images`` attack images: the adaptive attack with
    ``steps_factor`` times the steps never bypasses fewer images (checked image by image: the driver continues a
    shorter run); an unbounded budget (L-inf eps = 1, from the clean image) bypasses every image; further attacks
-   (``[[security.extra]]``, e.g. the gradient-free ``square-bypass``, which catches gradient masking when it beats the white-box attack).
+   (``[[security.extra]]``, e.g. the gradient-free ``square-bypass``, which catches gradient masking when it beats
+   the white-box attack).
 
 Every detector fit, score array and cell is cached (chunks of ``batch_size`` images) and the run resumes after an
 interruption. Deviations, stated on the page: detectors are fitted on the harness's plain sets (not each paper's own
