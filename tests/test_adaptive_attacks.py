@@ -179,6 +179,26 @@ def test_targeted_calls_reach_the_target_unflagged(data):
     assert not det.predict(r.x_adv[r.success]).any() and float(r.norms["linf"].max()) <= 8 / 255 + 1e-6
 
 
+def test_cross_entropy_loss_and_losses_cycled_over_restarts(data):
+    """``loss="ce"`` (Madry et al.'s PGD loss) bypasses, targeted too; ``loss=("margin", "ce")`` with two restarts
+    runs the margin first (the same first restart as the margin alone) and the cross-entropy on the images left, so
+    it never bypasses fewer images than the margin alone."""
+    clf, x_fit, _, x, y = data
+    det = make_detector("confidence", clf).fit(x_fit)
+    params = dict(eps=0.25, norm="l2", steps=10, rel_stepsize=0.25, progress=False)
+    ce = make_attack("adaptive-confidence", clf, detector=det, loss="ce", **params)(x, y)
+    assert check_bypasses(det, ce, y) >= 0.3 and ce.params["loss"] == ("ce",)
+    margin = make_attack("adaptive-confidence", clf, detector=det, **params)(x, y)
+    both = make_attack("adaptive-confidence", clf, detector=det, loss=["margin", "ce"], restarts=2, **params)(x, y)
+    check_bypasses(det, both, y)
+    assert (both.success | ~margin.success).all() and both.success_rate >= max(margin.success_rate, ce.success_rate)
+    t = (y[:8] + 1) % clf.num_classes
+    r = make_attack("adaptive-confidence", clf, detector=det, loss="ce", **{**params, "eps": 8 / 255, "norm": "linf"})
+    rt = r(x[:8], y[:8], t)
+    s = rt.success.numpy()
+    assert s.mean() >= 0.5 and (rt.pred_adv.numpy()[s] == t.numpy()[s]).all()
+
+
 def test_the_largest_seed_runs(data):
     """Any seed the attacks accept (0 .. 2**63 - 1) runs: each restart's generator is seeded modulo 2**63."""
     clf, x_fit, _, x, y = data
@@ -227,7 +247,8 @@ def test_bad_parameters_are_refused_by_name(data):
         make_attack("adaptive-squeezing", clf, detector=conf)
     with pytest.raises(ParameterError, match="no threshold"):
         make_attack("adaptive-confidence", clf, detector=make_detector("confidence", clf))
-    bad = [({"steps": 0}, "steps"), ({"rel_stepsize": -1}, "rel_stepsize"), ({"random_start": "yes"}, "random_start")]
+    bad = [({"steps": 0}, "steps"), ({"rel_stepsize": -1}, "rel_stepsize"), ({"random_start": "yes"}, "random_start"),
+           ({"loss": "hinge"}, "loss"), ({"loss": []}, "loss"), ({"loss": ["ce", 3]}, "loss")]  # fmt: skip
     check_refused("adaptive-confidence", clf, conf, bad, ("stpes", "steps"))
     with pytest.raises(ParameterError, match="eot_samples"):
         make_attack("adaptive-image-ops", clf, detector=conf, eot_samples=0)
