@@ -80,6 +80,10 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
     assert "Bypass rate %: plain PGD -> adaptive attack" in md and "The papers' claims" in md
     assert "Patch detectors: bypass rate %, universal patch -> adaptive patch" in md
     assert "Square (black-box): bypass %" in md and "TaintRadar BPDA patch 0.3: bypass (target reached)" in md
+    # extras beyond the sanity budget (here the budget-free detector-aware CW) get their own table, one row each
+    further = md[md.index("## Further attacks: bypass %") : md.index("## The papers' claims")]
+    assert "| Confidence | THEMIS's detector-aware CW (2 paths) (`detector-aware-cw`) | 6 |" in further
+    assert "budget-free" in further and "Square" not in further
     assert "Defended models (no detector): misclassified %, transfer -> white-box" in md
     assert "| Guard |" in md and "3.4 %" not in md  # THEMIS's claim only where THEMIS is a row
     assert main(args) == 0
@@ -91,7 +95,7 @@ def test_security_smoke_config_reports_every_cell_and_reruns_from_cache(tmp_path
 
     patch_md = build_page({**doc, "rows": [], "guard": None, "model_rows": []}).markdown()
     assert "Patch detectors: bypass rate %" in patch_md and "The papers' claims" in patch_md
-    for gone in ("Bypass rate %: plain PGD", "bypass-vs-budget.png", "Sanity checks at", "## Details"):
+    for gone in ("Bypass rate %: plain PGD", "bypass-vs-budget.png", "Sanity checks at", "## Details", "Further"):
         assert gone not in patch_md, gone
 
 

@@ -92,8 +92,9 @@ def detail_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 
 def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """The sanity checks: more steps, unbounded budget, and the extra attacks (black-box) at the sanity budget."""
-    extras = sorted({k for r in _rows(doc) for k in r.get("extra", {})})
+    """The sanity checks: more steps, unbounded budget, and the extra attacks run at the sanity budget only (the
+    black-box check); the other extras are in :func:`extras_table`."""
+    extras = [e for e in _extra_labels(doc) if _extra_budgets(doc, e) == [doc["sanity_budget"]]]
     header = ["detector", "images", "adaptive bypass %", "x steps: bypass % (images lost)",
               "unbounded L-inf: bypass % (step)", *[f"{e}: bypass %" for e in extras]]  # fmt: skip
     rows = []
@@ -111,6 +112,35 @@ def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             f"{ms['factor']}x: {pct(ms['bypass'])} ({ms['lost']})" if ms else "-",
             _unbounded_cell(unb), *cells,
         ])  # fmt: skip
+    return header, rows
+
+
+def _extra_labels(doc: dict[str, Any]) -> list[str]:
+    return sorted({k for r in _rows(doc) for k in r.get("extra", {})})
+
+
+def _extra_budgets(doc: dict[str, Any], label: str) -> list[str]:
+    """The budgets (names, ``"-"`` for a budget-free attack) extra attack ``label`` ran at, in the table's order."""
+    ran = {b for r in _rows(doc) for b in r.get("extra", {}).get(label, {}).get("budgets", {})}
+    return [b for b in [*(x["name"] for x in doc["budgets"]), "-"] if b in ran]
+
+
+def extras_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The extra attacks not confined to the sanity budget: per detector and attack, the bypass rate (%) per
+    budget (``budget-free``: the attack chooses its distortion), with the images attacked."""
+    labels = [e for e in _extra_labels(doc) if _extra_budgets(doc, e) != [doc["sanity_budget"]]]
+    cols = [b for b in [*(x["name"] for x in doc["budgets"]), "-"] if any(b in _extra_budgets(doc, e) for e in labels)]
+    header = ["detector", "attack", "images", *[("budget-free" if b == "-" else b) for b in cols]]
+    rows = []
+    for r in _rows(doc):
+        for e in labels:
+            x = r.get("extra", {}).get(e)
+            if not x:
+                continue
+            per = x["budgets"]
+            n = sorted({v["n"] for v in per.values()})
+            rows.append([r["label"], f"{e} (`{x['attack']}`)", " / ".join(map(str, n)),
+                         *[pct(per[b]["bypass"]) if b in per else "-" for b in cols]])  # fmt: skip
     return header, rows
 
 
@@ -239,6 +269,16 @@ def build_page(doc: dict[str, Any]) -> Page:
             caption="More steps must not lose bypasses (images lost in parentheses must be 0); an unbounded budget "
             "(L-inf eps = 1, from the clean image, in steps of 1 / steps unless the config sets unbounded_step) "
             "should reach 100 %; a black-box attack far above the white-box one would point to masked gradients.",
+        )
+    h, r = extras_table(doc)
+    if r:
+        page.h2("Further attacks: bypass %")
+        page.table(
+            h,
+            r,
+            caption="Other attacks on the same detectors (the config's `[[security.extra]]`): bypass = misclassified "
+            "and not flagged, on the first images of the attack fold; each row's own adaptive attack is in the first "
+            "table.",
         )
     page.h2("The papers' claims")
     h, r = paper_table(doc)
