@@ -107,6 +107,7 @@ def test_unbounded_check_starts_clean_in_steps_of_one_over_steps():
 
     assert SecurityOptions(steps=50).unbounded_abs_step() == pytest.approx(0.02)
     assert SecurityOptions(steps=50, unbounded_step=0.05).unbounded_abs_step() == 0.05
+    assert SecurityOptions(steps=50).unbounded_abs_step(20) == pytest.approx(0.05)  # a row's own steps
     calls = []
 
     class Cell:
@@ -114,7 +115,7 @@ def test_unbounded_check_starts_clean_in_steps_of_one_over_steps():
             calls.append(params)
             return {"n": 4, "bypass": 1.0, "median_linf": 0.1, "seconds": 0.0, "records": np.ones((4, 1))}
 
-    o = SecurityOptions(steps=20, steps_factor=0)
+    o = SecurityOptions(steps=50, steps_factor=0)  # the row's attack_params set steps = 20
     out = run.sanity_checks("C", "adaptive-confidence", None, "k", {"steps": 20, "rel_stepsize": 0.1}, Cell(), o)
     unb = calls[-1]
     assert unb["eps"] == 1.0 and unb["random_start"] is False and unb["rel_stepsize"] == pytest.approx(0.05)
@@ -149,6 +150,20 @@ def _doc(**security):
         ({"extra": [{"label": "bb", "attack": "pgd"}]}, "security.extra[1].attack: 'pgd' does not take a detector"),
         ({"unbounded": "yes"}, "security.unbounded: must be true or false"),
         ({"unbounded_step": 2}, "security.unbounded_step"),
+        # attack parameters are checked when the config is read, not hours into the run
+        (
+            {"attack_params": {"C": {"stpes": 3}}},
+            "security.attack_params.C.stpes: not a parameter of 'adaptive-confidence'; did you mean 'steps'?",
+        ),
+        ({"attack_params": {"FS": {"loss": "hinge"}}}, "security.attack_params.FS.loss"),
+        (
+            {"extra": [{"label": "k", "attack": "adaptive-confidence", "params": {"kappa": -1}}]},
+            "security.extra[1].params.kappa",
+        ),
+        (
+            {"extra": [{"label": "bb", "attack": "square-bypass", "params": {"querys": 5}}]},
+            "security.extra[1].params.querys: not a parameter of 'square-bypass'; did you mean 'queries'?",
+        ),
         (  # a localized attack is a patch-row column: refused where no patch detector is, and at budgets
             {"extra": [{"label": "b", "attack": "taintradar-bpda", "detectors": ["C"], "budgets": ["L2 0.5"]}]},
             "security.extra[1].budgets: 'taintradar-bpda' is localized",

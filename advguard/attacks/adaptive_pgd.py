@@ -14,15 +14,16 @@ with ``margin`` the logit margin of C&W's f_6 (untargeted: Z_y - max_{j != y} Z_
 Z_t) and ``term`` a :class:`DetectorTerm`: a differentiable surrogate of one fitted detector that is 0 where the
 surrogate judges x' clean (a hinge at the detector's calibrated threshold where the surrogate is the score
 itself). Both parts are hinges, so an image that is misclassified (by ``kappa``) *and* judged clean by the surrogate
-has no gradient and stays put. The cross-entropy alternative is Madry et al.'s PGD loss: not a hinge, it keeps
-pushing; on ``cifar10-cnn`` at L2 0.5 it misclassifies 1.5 points more than the margin (Croce & Hein 2020 run both
-losses for this reason), and a sequence (``loss=("margin", "ce")``, cycled over the restarts) runs both. Being
-unbounded it can drown the detector term (against Nguyen's CNN detector it gives plain PGD's figures): it suits
-detectors that a deeper misclassification itself evades (the confidence baseline: 95 % vs the margin's 89 %). Projected
-gradient descent (Madry et al. 2018) in an L-inf (signed gradient) or L2 (normalised gradient) ball of radius
-``eps``, from a uniform random start, ``restarts`` times for the images not bypassing yet. Every ``check_every``
-steps the *real* detector is queried (``evades``): an image counts as a bypass the first time an iterate is
-misclassified and judged clean at the detector's calibrated threshold; it is kept and frozen from then on.
+has no gradient and stays put. The cross-entropy alternative (``loss="ce"``) is Madry et al.'s PGD loss: not a
+hinge, it keeps pushing the image into the wrong class (Croce & Hein 2020 run a cross-entropy and a margin-type loss
+for such reasons), and a sequence (``loss=("margin", "ce")``, cycled over the restarts) runs both. Being unbounded
+it can drown the detector term (against Nguyen's CNN detector on ``cifar10-cnn`` it gives plain PGD's figures); it
+suits detectors that a deeper misclassification itself evades (the confidence baseline there at L2 0.5: 95 % bypass
+vs the margin's 89 %). Projected gradient descent (Madry et al. 2018) in an L-inf (signed gradient) or L2
+(normalised gradient) ball of radius ``eps``, from a uniform random start, ``restarts`` times for the images not
+bypassing yet. Every ``check_every`` steps the *real* detector is queried (``evades``): an image counts as a bypass
+the first time an iterate is misclassified and judged clean at the detector's calibrated threshold; it is kept and
+frozen from then on.
 
 The result's ``success`` is the bypass itself (misclassified, or the target reached, *and* not flagged), re-checked
 on the returned images with the classifier (float32) and the detector. The step size is an absolute share of
@@ -45,7 +46,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import Classifier
 from ..errors import unknown_name
-from ..validation import ParameterError, ParameterTypeError, check_bool, check_keywords, check_number
+from ..validation import ParameterError, ParameterTypeError, check_bool, check_choice, check_keywords, check_number
 from .adaptive import AdaptiveResult, evades
 from .base import Attack, AttackResult
 from .standard import max_distance
@@ -92,18 +93,19 @@ def restart_generator(seed: int, batch: int, restart: int) -> torch.Generator:
 LOSSES = ("margin", "ce")
 
 
-def check_loss(loss: Any, where: str) -> tuple[str, ...]:
+def check_loss(loss: Any, where: str) -> str | tuple[str, ...]:
     """The misclassification loss: ``"margin"`` (C&W's f_6) or ``"ce"`` (cross-entropy), or a non-empty sequence
-    of them (one per restart, cycled)."""
-    names = list(loss) if isinstance(loss, (list, tuple)) else [loss]
-    if not names or len(names) > 1_000:
-        raise ParameterError(f"{where}: loss must be one of {LOSSES} or a non-empty list of them, got {loss!r}")
-    for n in names:
-        if not isinstance(n, str):
-            raise ParameterTypeError(f"{where}: loss must be a string ({', '.join(LOSSES)}), got {n!r}")
-        if n not in LOSSES:
-            raise unknown_name(f"{where} loss", n, list(LOSSES))
-    return tuple(names)
+    of them (one per restart, cycled), as :func:`check_kappa`."""
+    if isinstance(loss, (list, tuple)):
+        if not loss or len(loss) > 1_000:
+            raise ParameterError(f"{where}: loss must be one of {LOSSES} or a non-empty list of them, got {loss!r}")
+        return tuple(check_choice("loss", n, LOSSES, where) for n in loss)
+    return check_choice("loss", loss, LOSSES, where)
+
+
+def _cycled(value: Any, r: int) -> Any:
+    """Restart ``r``'s entry of a parameter given as one value or a sequence cycled over the restarts."""
+    return value[r % len(value)] if isinstance(value, tuple) else value
 
 
 def check_kappa(kappa: Any, where: str) -> float | tuple[float, ...]:
@@ -260,7 +262,8 @@ class AdaptivePGD(Attack):
     eps), ``restarts``, ``kappa`` (C&W's confidence, in logits; a sequence is cycled over the restarts, e.g.
     ``restarts=2, kappa=(0, 10)``: a low- and a high-confidence path, since which one evades a detector better depends
     on the detector and the budget), ``loss`` (``"margin"`` or ``"ce"``, or a sequence cycled over the restarts like
-    ``kappa``; ``kappa`` applies to the margin only), ``weight`` (of the detector term),
+    ``kappa``: restart r takes ``loss[r % len(loss)]`` and ``kappa[r % len(kappa)]``, each cycled on its own;
+    ``kappa`` applies to the margin only), ``weight`` (of the detector term),
     ``check_every`` (steps between queries of the real detector), ``random_start``."""
 
     name = "adaptive-pgd"
@@ -311,8 +314,9 @@ class AdaptivePGD(Attack):
         self.eps = eps
         self.detector = detector
         self.term = self._make_term(detector)
-        self._kappa = 0.0  # the current restart's kappa
-        self._loss = "margin"  # and loss
+        # the current restart's kappa and loss (restart r takes entry r of each sequence, cycled independently)
+        self._kappa: float = _cycled(self.params["kappa"], 0)
+        self._loss: str = _cycled(self.params["loss"], 0)
 
     @classmethod
     def parameters(cls) -> list[str]:
@@ -402,9 +406,7 @@ class AdaptivePGD(Attack):
                 break
             g = restart_generator(self.seed, self.batch_index_, r)
             delta = self._random_delta(x, g)
-            kappas = p["kappa"] if isinstance(p["kappa"], tuple) else (p["kappa"],)
-            self._kappa = kappas[r % len(kappas)]
-            self._loss = p["loss"][r % len(p["loss"])]
+            self._kappa, self._loss = _cycled(p["kappa"], r), _cycled(p["loss"], r)
             cand = _Candidates(x)
             for s in range(1, p["steps"] + 1):
                 # only the images not bypassing yet are computed (a frozen image's iterate does not move)

@@ -101,7 +101,7 @@ class SecurityOptions:
     steps_factor: int = 2
     #: the adaptive attack with an unbounded L-inf budget (eps = 1): it must reach 100 %
     unbounded: bool = True
-    #: the unbounded check's absolute step (0: 1 / steps, so that its steps together can cross the whole pixel
+    #: the unbounded check's absolute step (0: 1 / the row's steps, so that its steps together can cross the pixel
     #: range while none jumps far); it starts from the clean image: a uniform start in the eps = 1 ball is a noise
     #: image (Segmentation Fault on cifar10-cnn: 8 % from there). On cifar10-cnn from the clean image, steps of
     #: 0.1 left image-ops at 96 % and THEMIS at 98 %, steps of 16/255 x 0.1 THEMIS at 98 %, steps of 0.02 none.
@@ -127,9 +127,9 @@ class SecurityOptions:
         models = [ModelRow(**m) for m in s.pop("model", [])]
         return cls(budgets=budgets, extra=extra, model=models, **s)
 
-    def unbounded_abs_step(self) -> float:
-        """The unbounded check's step per iteration (L-inf)."""
-        return self.unbounded_step or 1.0 / self.steps
+    def unbounded_abs_step(self, steps: int | None = None) -> float:
+        """The unbounded check's step per iteration (L-inf) for a run of ``steps`` (default: the table's)."""
+        return self.unbounded_step or 1.0 / (steps or self.steps)
 
     def sanity(self) -> Budget:
         """The budget the sanity checks run at."""
@@ -209,11 +209,17 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
             P.add(f"security.budgets[{i + 1}]", f"repeated budget {name!r}")
         names.append(name)
     names = names or [b.name for b in default_budgets()]
+    kinds = {d.get("label", d.get("name")): d.get("name") for d in doc.get("detector", []) if isinstance(d, dict)}
     for key, value in (sec.get("attack_params") or {}).items():
         if key not in labels:
             P.add(f"security.attack_params.{key}", f"{key!r} is not the label of a [[detector]] (have: {labels})")
         elif not isinstance(value, dict):
             P.add(f"security.attack_params.{key}", "must be a table of the adaptive attack's parameters")
+        else:
+            from .run import ADAPTIVE, PATCH_ADAPTIVE
+
+            adaptive = ADAPTIVE.get(str(kinds.get(key))) or PATCH_ADAPTIVE.get(str(kinds.get(key)))
+            _check_attack_params(f"security.attack_params.{key}", adaptive, value, P)
     for j, name in enumerate(sec.get("guard", [])):
         if name not in labels:
             P.add(f"security.guard[{j + 1}]", f"{name!r} is not the label of a [[detector]] (have: {labels})")
@@ -227,6 +233,8 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         attack = ATTACKS.get(str(e.get("attack")))
         if attack is not None and "detector" not in getattr(attack, "requires", ()):
             P.add(f"{key}.attack", f"{e['attack']!r} does not take a detector: an extra attack must know the detector")
+        if attack is not None and isinstance(e.get("params"), dict):
+            _check_attack_params(f"{key}.params", str(e["attack"]), e["params"], P)
         for j, name in enumerate(e.get("detectors", [])):
             if name not in labels:
                 P.add(f"{key}.detectors[{j + 1}]", f"{name!r} is not the label of a [[detector]] (have: {labels})")
@@ -249,6 +257,33 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
                     f"{e['attack']!r} is localized: it is a column of the patch detectors' rows "
                     f"(have: {patch}); not of {wrong or labels}",
                 )
+
+
+def _check_attack_params(key: str, attack: str | None, params: dict[str, Any], P: Problems) -> None:
+    """Before any image is attacked (a wrong key would fail hours into a run): every key is a parameter of
+    ``attack`` (the closest one suggested), and the adaptive search's ``loss`` and ``kappa`` values are valid."""
+    import difflib
+
+    from ...attacks import ATTACKS
+    from ...attacks.adaptive_pgd import AdaptivePGD, check_kappa, check_loss
+    from ...errors import AdvguardError
+
+    cls = ATTACKS.get(attack or "")
+    if cls is None:
+        return
+    allowed = cls.parameters()
+    for name in params:
+        if name not in allowed:
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (have: {allowed})"
+            P.add(f"{key}.{name}", f"not a parameter of {attack!r}{hint}")
+    if issubclass(cls, AdaptivePGD):
+        for name, check in (("loss", check_loss), ("kappa", check_kappa)):
+            if name in params:
+                try:
+                    check(params[name], attack or "")
+                except AdvguardError as err:
+                    P.add(f"{key}.{name}", str(err))
 
 
 def _labelled(sec: dict[str, Any], table: str, P: Problems) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -95,8 +95,11 @@ def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The sanity checks: more steps, unbounded budget, and the extra attacks run at the sanity budget only (the
     black-box check); the other extras are in :func:`extras_table`."""
     extras = [e for e in _extra_labels(doc) if _extra_budgets(doc, e) == [doc["sanity_budget"]]]
-    header = ["detector", "images", "adaptive bypass %", "x steps: bypass % (images lost)",
-              "unbounded L-inf: bypass % (step)", *[f"{e}: bypass %" for e in extras]]  # fmt: skip
+    unb = (
+        "unbounded L-inf: bypass % (step)" if "clean image" in _unbounded_protocol(doc) else "unbounded L-inf: bypass %"
+    )
+    header = ["detector", "images", "adaptive bypass %", "x steps: bypass % (images lost)", unb,
+              *[f"{e}: bypass %" for e in extras]]  # fmt: skip
     rows = []
     for r in _rows(doc):
         s = r.get("sanity")
@@ -119,17 +122,23 @@ def _extra_labels(doc: dict[str, Any]) -> list[str]:
     return sorted({k for r in _rows(doc) for k in r.get("extra", {})})
 
 
+def _budget_order(doc: dict[str, Any]) -> list[str]:
+    """The table's budget names, then ``"-"`` (a budget-free attack)."""
+    return [*(x["name"] for x in doc["budgets"]), "-"]
+
+
 def _extra_budgets(doc: dict[str, Any], label: str) -> list[str]:
     """The budgets (names, ``"-"`` for a budget-free attack) extra attack ``label`` ran at, in the table's order."""
     ran = {b for r in _rows(doc) for b in r.get("extra", {}).get(label, {}).get("budgets", {})}
-    return [b for b in [*(x["name"] for x in doc["budgets"]), "-"] if b in ran]
+    return [b for b in _budget_order(doc) if b in ran]
 
 
 def extras_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The extra attacks not confined to the sanity budget: per detector and attack, the bypass rate (%) per
     budget (``budget-free``: the attack chooses its distortion), with the images attacked."""
-    labels = [e for e in _extra_labels(doc) if _extra_budgets(doc, e) != [doc["sanity_budget"]]]
-    cols = [b for b in [*(x["name"] for x in doc["budgets"]), "-"] if any(b in _extra_budgets(doc, e) for e in labels)]
+    ran = {e: _extra_budgets(doc, e) for e in _extra_labels(doc)}
+    labels = [e for e, b in ran.items() if b != [doc["sanity_budget"]]]
+    cols = [b for b in _budget_order(doc) if any(b in ran[e] for e in labels)]
     header = ["detector", "attack", "images", *[("budget-free" if b == "-" else b) for b in cols]]
     rows = []
     for r in _rows(doc):
@@ -142,6 +151,16 @@ def extras_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             rows.append([r["label"], f"{e} (`{x['attack']}`)", " / ".join(map(str, n)),
                          *[pct(per[b]["bypass"]) if b in per else "-" for b in cols]])  # fmt: skip
     return header, rows
+
+
+def _unbounded_protocol(doc: dict[str, Any]) -> str:
+    """How the unbounded checks of ``doc`` ran: results written before the check's ``step`` was recorded started
+    at random in the eps = 1 ball, in steps of rel_stepsize x 1."""
+    checks = [r["sanity"]["unbounded"] for r in _rows(doc) if (r.get("sanity") or {}).get("unbounded")]
+    if checks and all("step" in c for c in checks):
+        return "from the clean image, in steps of 1 / steps unless the config sets unbounded_step"
+    rel = doc.get("config", {}).get("security", {}).get("rel_stepsize", 0.1)
+    return f"from a uniform random start in that ball, in steps of {rel:g} (rel_stepsize x 1)"
 
 
 def _unbounded_cell(unb: dict[str, Any] | None) -> str:
@@ -267,8 +286,8 @@ def build_page(doc: dict[str, Any]) -> Page:
             h,
             r,
             caption="More steps must not lose bypasses (images lost in parentheses must be 0); an unbounded budget "
-            "(L-inf eps = 1, from the clean image, in steps of 1 / steps unless the config sets unbounded_step) "
-            "should reach 100 %; a black-box attack far above the white-box one would point to masked gradients.",
+            f"(L-inf eps = 1, {_unbounded_protocol(doc)}) should reach 100 %; a black-box attack far above the "
+            "white-box one would point to masked gradients.",
         )
     h, r = extras_table(doc)
     if r:

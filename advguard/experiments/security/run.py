@@ -578,7 +578,7 @@ def sanity_checks(
         # from the clean image (a uniform start in the eps = 1 ball is a noise image, on which Segmentation
         # Fault's features stay far from clean ones: 8 % on cifar10-cnn), in steps of 1 / steps (eps = 1, so
         # rel_stepsize is the absolute step)
-        step = o.unbounded_abs_step()
+        step = o.unbounded_abs_step(base["steps"])  # a row's attack_params may set its own steps
         unb_params = {**base, "eps": 1.0, "norm": "linf", "rel_stepsize": step, "random_start": False}
         unb = cell.adaptive(attack, det, det_key, unb_params, n, f"{label}: unbounded")
         out["unbounded"] = {"bypass": unb["bypass"], "median_linf": unb["median_linf"], "seconds": unb["seconds"],
