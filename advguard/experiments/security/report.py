@@ -109,7 +109,10 @@ def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         cells = []
         for e in extras:
             per = r.get("extra", {}).get(e, {}).get("budgets", {})
-            cells.append("; ".join(f"{pct(v['bypass'])} ({k})" for k, v in per.items()) or "-")
+            cells.append(
+                "; ".join(f"{pct(v['bypass'])} ({k}{'' if v['n'] == s['n'] else ', of ' + str(v['n'])})"
+                          for k, v in per.items()) or "-"
+            )  # fmt: skip
         rows.append([
             r["label"], s["n"], pct(s["bypass"]),
             f"{ms['factor']}x: {pct(ms['bypass'])} ({ms['lost']})" if ms else "-",
