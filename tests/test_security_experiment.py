@@ -153,7 +153,8 @@ def _doc(**security):
         # attack parameters are checked when the config is read, not hours into the run
         (
             {"attack_params": {"C": {"stpes": 3}}},
-            "security.attack_params.C.stpes: not a parameter of 'adaptive-confidence'; did you mean 'steps'?",
+            "security.attack_params.C.stpes: adaptive-confidence has no parameter 'stpes' (did you mean 'steps'?); "
+            "its parameters: ",
         ),
         ({"attack_params": {"FS": {"loss": "hinge"}}}, "security.attack_params.FS.loss"),
         (
@@ -162,7 +163,7 @@ def _doc(**security):
         ),
         (
             {"extra": [{"label": "bb", "attack": "square-bypass", "params": {"querys": 5}}]},
-            "security.extra[1].params.querys: not a parameter of 'square-bypass'; did you mean 'queries'?",
+            "security.extra[1].params.querys: square-bypass has no parameter 'querys' (did you mean 'queries'?)",
         ),
         (  # a localized attack is a patch-row column: refused where no patch detector is, and at budgets
             {"extra": [{"label": "b", "attack": "taintradar-bpda", "detectors": ["C"], "budgets": ["L2 0.5"]}]},

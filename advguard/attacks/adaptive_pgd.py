@@ -369,11 +369,12 @@ class AdaptivePGD(Attack):
         z = self.classifier.forward(xa)
         targeted = targets is not None
         label = targets if targets is not None else best_other(z, y)
+        goal = targets if targets is not None else y  # the class to reach (targeted) or to leave
         if self._loss == "ce":
-            ce = torch.nn.functional.cross_entropy(z, targets if targets is not None else y, reduction="none")
+            ce = torch.nn.functional.cross_entropy(z, goal, reduction="none")
             loss = ce if targeted else -ce
         else:
-            loss = logit_margin(z, targets if targets is not None else y, targeted).clamp_min(-self._kappa)
+            loss = logit_margin(z, goal, targeted).clamp_min(-self._kappa)
         if p["weight"]:
             loss = loss + p["weight"] * self.term.loss(xa, z, label, g)
         return loss, z

@@ -38,6 +38,7 @@ from .schema import (
     did_you_mean,
     join_key,
     kind_of,
+    no_parameter,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -367,12 +368,7 @@ def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> N
                     if k in ("seed", "progress"):
                         P.add(f"{key}.params.{k}", f"{k} is set by the bench (seed: the config's top-level seed)")
                     elif k not in allowed:
-                        P.add(
-                            f"{key}.params.{k}",
-                            f"{name} has no parameter {k!r}"
-                            + did_you_mean(k, allowed)
-                            + f"; its parameters: {', '.join(sorted(allowed - {'seed', 'progress'}))}",
-                        )
+                        P.add(f"{key}.params.{k}", no_parameter(str(name), k, allowed, allowed - {"seed", "progress"}))
             ts = a.get("target_shift")
             if isinstance(ts, int) and n_classes and ts % n_classes == 0:
                 P.add(
@@ -406,12 +402,7 @@ def _check_detectors(doc: dict[str, Any], P: Problems) -> None:
                 elif k == "decision_model" and d.get("decision_models"):
                     P.add(f"{key}.params.{k}", "give decision_models or params.decision_model, not both")
                 elif allowed is not None and k not in allowed and k not in cls._renamed_params:  # old names warn
-                    P.add(
-                        f"{key}.params.{k}",
-                        f"{d['name']} has no parameter {k!r}"
-                        + did_you_mean(k, allowed)
-                        + f"; its parameters: {', '.join(sorted(allowed))}",
-                    )
+                    P.add(f"{key}.params.{k}", no_parameter(d["name"], k, allowed))
 
 
 def _check_dataset_kwargs(kw: dict[str, Any], dataset: str, info: DatasetInfo, P: Problems) -> None:

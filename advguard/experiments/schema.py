@@ -220,6 +220,13 @@ def did_you_mean(k: str, allowed: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def no_parameter(owner: str, k: str, allowed: Iterable[str], listed: Iterable[str] | None = None) -> str:
+    """ "<owner> has no parameter 'k' (did you mean 'x'?); its parameters: ..." (``listed``: the parameters named,
+    default ``allowed``)."""
+    shown = sorted(allowed if listed is None else listed)
+    return f"{owner} has no parameter {k!r}" + did_you_mean(k, allowed) + f"; its parameters: {', '.join(shown)}"
+
+
 POS_INT, NONNEG_INT, POS_NUM = Int(1), Int(0), Num(0, open_lo=True)
 SHARE = Num(0, 1, open_lo=True, open_hi=True)  # a share of the image area / a rate, strictly inside (0, 1)
 TABLES_HINT = " of tables: write [[{0}]] (double brackets) for each entry, not [{0}]"

@@ -6,7 +6,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..schema import NONNEG_INT, POS_INT, POS_NUM, SHARE, AnyValue, List, Num, OneOf, Problems, Spec, Str, Table
+from ..schema import (
+    NONNEG_INT,
+    POS_INT,
+    POS_NUM,
+    SHARE,
+    AnyValue,
+    List,
+    Num,
+    OneOf,
+    Problems,
+    Spec,
+    Str,
+    Table,
+    no_parameter,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Context
@@ -195,6 +209,7 @@ def schema() -> dict[str, Spec]:
 def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
     """Labels named in the table exist; budgets are unique and inside their norm's range."""
     from ...attacks import ATTACKS
+    from .run import ADAPTIVE, PATCH_ADAPTIVE
 
     sec = doc.get("security") or {}
     labels = [d.get("label", d.get("name")) for d in doc.get("detector", []) if isinstance(d, dict)]
@@ -216,8 +231,6 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
         elif not isinstance(value, dict):
             P.add(f"security.attack_params.{key}", "must be a table of the adaptive attack's parameters")
         else:
-            from .run import ADAPTIVE, PATCH_ADAPTIVE
-
             adaptive = ADAPTIVE.get(str(kinds.get(key))) or PATCH_ADAPTIVE.get(str(kinds.get(key)))
             _check_attack_params(f"security.attack_params.{key}", adaptive, value, P)
     for j, name in enumerate(sec.get("guard", [])):
@@ -245,8 +258,6 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
             if flag in e and not isinstance(e[flag], bool):
                 P.add(f"{key}.{flag}", f"must be true or false, got {e[flag]!r}")
         if attack is not None and getattr(attack, "norm", None) == "l0":  # a localized attack: patch rows only
-            from .run import PATCH_ADAPTIVE
-
             patch = [d.get("label", d.get("name")) for d in doc.get("detector", []) if d.get("name") in PATCH_ADAPTIVE]
             if e.get("budgets"):
                 P.add(f"{key}.budgets", f"{e['attack']!r} is localized: it runs at every patch size, not at budgets")
@@ -262,8 +273,6 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
 def _check_attack_params(key: str, attack: str | None, params: dict[str, Any], P: Problems) -> None:
     """Before any image is attacked (a wrong key would fail hours into a run): every key is a parameter of
     ``attack`` (the closest one suggested), and the adaptive search's ``loss`` and ``kappa`` values are valid."""
-    import difflib
-
     from ...attacks import ATTACKS
     from ...attacks.adaptive_pgd import AdaptivePGD, check_kappa, check_loss
     from ...errors import AdvguardError
@@ -274,9 +283,7 @@ def _check_attack_params(key: str, attack: str | None, params: dict[str, Any], P
     allowed = cls.parameters()
     for name in params:
         if name not in allowed:
-            close = difflib.get_close_matches(name, allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (have: {allowed})"
-            P.add(f"{key}.{name}", f"not a parameter of {attack!r}{hint}")
+            P.add(f"{key}.{name}", no_parameter(str(attack), name, allowed))
     if issubclass(cls, AdaptivePGD):
         for name, check in (("loss", check_loss), ("kappa", check_kappa)):
             if name in params:

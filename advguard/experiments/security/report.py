@@ -94,10 +94,8 @@ def detail_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The sanity checks: more steps, unbounded budget, and the extra attacks run at the sanity budget only (the
     black-box check); the other extras are in :func:`extras_table`."""
-    extras = [e for e in _extra_labels(doc) if _extra_budgets(doc, e) == [doc["sanity_budget"]]]
-    unb = (
-        "unbounded L-inf: bypass % (step)" if "clean image" in _unbounded_protocol(doc) else "unbounded L-inf: bypass %"
-    )
+    extras = [e for e, b in _extra_runs(doc).items() if _sanity_only(doc, b)]
+    unb = "unbounded L-inf: bypass % (step)" if _unbounded_steps_recorded(doc) else "unbounded L-inf: bypass %"
     header = ["detector", "images", "adaptive bypass %", "x steps: bypass % (images lost)", unb,
               *[f"{e}: bypass %" for e in extras]]  # fmt: skip
     rows = []
@@ -121,26 +119,31 @@ def sanity_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def _extra_labels(doc: dict[str, Any]) -> list[str]:
-    return sorted({k for r in _rows(doc) for k in r.get("extra", {})})
-
-
 def _budget_order(doc: dict[str, Any]) -> list[str]:
     """The table's budget names, then ``"-"`` (a budget-free attack)."""
     return [*(x["name"] for x in doc["budgets"]), "-"]
 
 
-def _extra_budgets(doc: dict[str, Any], label: str) -> list[str]:
-    """The budgets (names, ``"-"`` for a budget-free attack) extra attack ``label`` ran at, in the table's order."""
-    ran = {b for r in _rows(doc) for b in r.get("extra", {}).get(label, {}).get("budgets", {})}
-    return [b for b in _budget_order(doc) if b in ran]
+def _extra_runs(doc: dict[str, Any]) -> dict[str, list[str]]:
+    """Per extra attack (label, sorted): the budgets (names, ``"-"`` for a budget-free attack) it ran at, in the
+    table's order."""
+    ran: dict[str, set[str]] = {}
+    for r in _rows(doc):
+        for label, x in r.get("extra", {}).items():
+            ran.setdefault(label, set()).update(x.get("budgets", {}))
+    return {label: [b for b in _budget_order(doc) if b in ran[label]] for label in sorted(ran)}
+
+
+def _sanity_only(doc: dict[str, Any], budgets: list[str]) -> bool:
+    """An extra attack run at the sanity budget only (the black-box check): a column of the sanity table."""
+    return budgets == [doc["sanity_budget"]]
 
 
 def extras_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The extra attacks not confined to the sanity budget: per detector and attack, the bypass rate (%) per
     budget (``budget-free``: the attack chooses its distortion), with the images attacked."""
-    ran = {e: _extra_budgets(doc, e) for e in _extra_labels(doc)}
-    labels = [e for e, b in ran.items() if b != [doc["sanity_budget"]]]
+    ran = _extra_runs(doc)
+    labels = [e for e, b in ran.items() if not _sanity_only(doc, b)]
     cols = [b for b in _budget_order(doc) if any(b in ran[e] for e in labels)]
     header = ["detector", "attack", "images", *[("budget-free" if b == "-" else b) for b in cols]]
     rows = []
@@ -156,11 +159,16 @@ def extras_table(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def _unbounded_protocol(doc: dict[str, Any]) -> str:
-    """How the unbounded checks of ``doc`` ran: results written before the check's ``step`` was recorded started
-    at random in the eps = 1 ball, in steps of rel_stepsize x 1."""
+def _unbounded_steps_recorded(doc: dict[str, Any]) -> bool:
+    """Whether ``doc``'s unbounded checks record their step: results written before they did started at random in
+    the eps = 1 ball, in steps of rel_stepsize x 1."""
     checks = [r["sanity"]["unbounded"] for r in _rows(doc) if (r.get("sanity") or {}).get("unbounded")]
-    if checks and all("step" in c for c in checks):
+    return bool(checks) and all("step" in c for c in checks)
+
+
+def _unbounded_protocol(doc: dict[str, Any]) -> str:
+    """How the unbounded checks of ``doc`` ran (see :func:`_unbounded_steps_recorded`)."""
+    if _unbounded_steps_recorded(doc):
         return "from the clean image, in steps of 1 / steps unless the config sets unbounded_step"
     rel = doc.get("config", {}).get("security", {}).get("rel_stepsize", 0.1)
     return f"from a uniform random start in that ball, in steps of {rel:g} (rel_stepsize x 1)"
