@@ -440,7 +440,8 @@ class RayExecutor:
             return []
         ray = self.ray
         opts = self.task_options(classifier)
-        if opts["num_gpus"] and self.ray.cluster_resources().get("GPU", 0) < opts["num_gpus"]:
+        resources = ray.cluster_resources()
+        if opts["num_gpus"] and resources.get("GPU", 0) < opts["num_gpus"]:
             raise ExecutorError(
                 "the classifier runs on CUDA but the Ray cluster has no GPU (its tasks would wait forever): start "
                 "GPU workers with `ray start --num-gpus=1 ...`, or run with device = cpu"
@@ -450,11 +451,12 @@ class RayExecutor:
         label = desc or "chunk"
         todo = iter(enumerate(tasks))
         pending: dict[Any, int] = {}  # in flight: object ref -> slot in `out`
+        slots = self._slots(opts, resources)  # read once per map: no cluster query per chunk
 
         def submit() -> None:
-            """Top up the tasks in flight to the cluster's free slots (re-read each time: an autoscaled cluster
-            grows). The task's name is its worker's process title while it runs: ray::advguard-chunk:DESC:INDEX."""
-            for i, t in itertools.islice(todo, max(0, self._slots(opts) - len(pending))):
+            """Top up the tasks in flight to ``slots``. The task's name is its worker's process title while it
+            runs: ray::advguard-chunk:DESC:INDEX."""
+            for i, t in itertools.islice(todo, max(0, slots - len(pending))):
                 ref = self._remote.options(**opts, name=f"advguard-chunk:{label}:{t.index}").remote(
                     payload, model, t, desc, self.cpus_per_task
                 )
@@ -467,10 +469,9 @@ class RayExecutor:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    slot = pending.pop(ref)
                     arrays, record = ray.get(ref)
                     # copies: what ray.get returns is read-only and pins the object store
-                    out[slot] = {k: np.array(v) for k, v in arrays.items()}
+                    out[pending.pop(ref)] = {k: np.array(v) for k, v in arrays.items()}
                     self.records.append(record)
                     bar.update(1)
                 submit()
@@ -478,7 +479,8 @@ class RayExecutor:
             bar.close()
         return [a for a in out if a is not None]
 
-    def _slots(self, opts: dict[str, Any]) -> int:
+    @staticmethod
+    def _slots(opts: dict[str, Any], resources: dict[str, float]) -> int:
         """How many chunk tasks run at once on the cluster (its CPUs or GPUs over each task's share; at least 1):
         :meth:`map_chunks` keeps that many in flight and submits the next one as one finishes.
 
@@ -488,10 +490,9 @@ class RayExecutor:
         ray-project/ray#54846, PR #54798 fixed the retry variant): 3 aborts in 3 runs of 20 failing maps on a
         local cluster with ray 2.60.0, and a CI run killed after the Ray tests. With a window nothing is ever
         cancelled: after an error (or Ctrl-C) no new chunk starts and the few in flight finish into the cache."""
-        res = self.ray.cluster_resources()
         if opts["num_gpus"]:
-            return max(1, int(res.get("GPU", 0) // opts["num_gpus"]))
-        return max(1, int(res.get("CPU", 1) // max(opts["num_cpus"], 1)))
+            return max(1, int(resources.get("GPU", 0) // opts["num_gpus"]))
+        return max(1, int(resources.get("CPU", 1) // max(opts["num_cpus"], 1)))
 
 
 def make_executor(name: str, address: str | None = None, **kwargs: Any) -> ChunkExecutor:
