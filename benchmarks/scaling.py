@@ -246,8 +246,10 @@ def render(doc: dict[str, Any]) -> str:
         ),
         "",
         "Overhead per task: (chunk phase x workers - the chunks' own compute time) / chunks. On one worker this is "
-        "Ray's cost per task (scheduling, shipping the inputs and the result, rebuilding the chunk function; the "
-        "model is loaded once per worker, in the warm-up); on two workers it also holds the idle tail (one worker "
+        "Ray's cost per task (scheduling, shipping the inputs and the result, rebuilding the chunk function, and the "
+        "driver's round trip between one chunk finishing and the next being submitted: the executor keeps one task "
+        "per free CPU in flight rather than submitting them all; the model is loaded once per worker, in the "
+        "warm-up); on two workers it also holds the idle tail (one worker "
         "finishing the last chunk alone). A chunk's compute time is measured inside the task (the attack, the "
         "checksummed write and the read-back).\n",
         markdown_table(
