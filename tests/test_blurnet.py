@@ -383,3 +383,33 @@ blackbox = ["lisa-cnn-feature-blur5"]
     assert base["acc_signs"] == 1.0 and base["worst_success"] >= 0.5  # 40 steps already flip most signs
     md = (out / "results.md").read_text()
     assert "2.9 % of the image" in md and "mask % of image" in md
+
+
+def test_sticker_pngs_of_an_earlier_best_target_are_removed(tmp_path):
+    """Re-publishing writes one PNG per model (its best target) and removes the one an earlier run left for a
+    best target that has since changed; other files in the folder stay."""
+    from advguard.experiments.blurnet.protocol import Signs
+    from advguard.experiments.blurnet.report import _stickers
+    from advguard.experiments.blurnet.tables import WhiteBox
+    from advguard.experiments.page import Page
+
+    (tmp_path / "stickers").mkdir()
+    stale, other = tmp_path / "stickers" / "m-target13.png", tmp_path / "stickers" / "notes.txt"
+    stale.write_bytes(b"old")
+    other.write_text("kept")
+    targets = np.array([13, 36])
+    delta = np.zeros((2, 3, 32, 32), np.float32)
+    delta[1, :, 4:8, 4:8] = 0.5
+    mask = np.zeros((2, 32, 32), np.float32)
+    mask[:, 4:8, 4:8] = 1
+    wb = WhiteBox()
+    for model, bt in (("m", 36), ("l1", 13)):
+        wb.stickers[model] = {"delta": delta, "mask": mask, "targets": targets, "seconds": np.float32(0)}
+        wb.rows[model] = {"best_target": bt}
+    signs = Signs(ds=None, idx=np.arange(1), x=torch.full((1, 3, 32, 32), 0.5), classes=None, targets=[13, 36])  # type: ignore[arg-type]
+    _stickers(Page("t"), tmp_path, signs, wb)
+    assert sorted(p.name for p in (tmp_path / "stickers").iterdir()) == [
+        "l1-target13.png",
+        "m-target36.png",
+        "notes.txt",
+    ]

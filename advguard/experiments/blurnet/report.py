@@ -260,9 +260,16 @@ def _figure2(page: Page, cfg: ExperimentConfig, doc: Doc, x0: torch.Tensor, xa: 
 
 
 def _stickers(page: Page, out: Path, signs: Signs, wb: WhiteBox) -> None:
+    """One PNG per model (its best target's sticker); PNGs an earlier run left for another best target go."""
+    written = set()
     for model, s in wb.stickers.items():
         bt = wb.rows[model]["best_target"]
         k = int(np.flatnonzero(s["targets"] == bt)[0])
         sk = Sticker(torch.from_numpy(s["delta"][k]), torch.from_numpy(s["mask"][k]), bt)
-        save_sticker_png(sk, out / "stickers" / f"{model}-target{bt}.png", over=signs.x[0])
+        path = out / "stickers" / f"{model}-target{bt}.png"
+        save_sticker_png(sk, path, over=signs.x[0])
+        written.add(path.name)
+    for old in (out / "stickers").glob("*-target*.png"):
+        if old.name not in written:
+            old.unlink()
     page.text("Stickers (the attacker's best target per model, on the first sign, 8x enlarged): `stickers/*.png`.")
