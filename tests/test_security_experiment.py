@@ -157,6 +157,15 @@ def _doc(**security):
             "its parameters: ",
         ),
         ({"attack_params": {"FS": {"loss": "hinge"}}}, "security.attack_params.FS.loss"),
+        # what the bench passes itself is refused when read (it failed as a TypeError when the cell ran)
+        (
+            {"attack_params": {"C": {"progress": True}}},
+            "security.attack_params.C.progress: progress is set by the bench",
+        ),
+        (
+            {"extra": [{"label": "bb", "attack": "square-bypass", "params": {"detector": "C"}}]},
+            "security.extra[1].params.detector: detector is set by the bench (the row's fitted detector)",
+        ),
         (
             {"extra": [{"label": "k", "attack": "adaptive-confidence", "params": {"kappa": -1}}]},
             "security.extra[1].params.kappa",

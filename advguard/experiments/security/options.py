@@ -270,6 +270,10 @@ def check(doc: dict[str, Any], ctx: Context, P: Problems) -> None:
                 )
 
 
+#: an attack's parameters the security bench sets itself, whatever a config says
+BENCH_SET = {"detector": "the row's fitted detector", "progress": "its own progress bars"}
+
+
 def _check_attack_params(key: str, attack: str | None, params: dict[str, Any], P: Problems) -> None:
     """Before any image is attacked (a wrong key would fail hours into a run): every key is a parameter of
     ``attack`` (the closest one suggested), and the adaptive search's ``loss`` and ``kappa`` values are valid."""
@@ -282,8 +286,10 @@ def _check_attack_params(key: str, attack: str | None, params: dict[str, Any], P
         return
     allowed = cls.parameters()
     for name in params:
-        if name not in allowed:
-            P.add(f"{key}.{name}", no_parameter(str(attack), name, allowed))
+        if name in BENCH_SET:
+            P.add(f"{key}.{name}", f"{name} is set by the bench ({BENCH_SET[name]})")
+        elif name not in allowed:
+            P.add(f"{key}.{name}", no_parameter(str(attack), name, allowed, set(allowed) - set(BENCH_SET)))
     if issubclass(cls, AdaptivePGD):
         for name, check in (("loss", check_loss), ("kappa", check_kappa)):
             if name in params:
