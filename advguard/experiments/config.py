@@ -39,6 +39,7 @@ from .schema import (
     join_key,
     kind_of,
     no_parameter,
+    param_problems,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -363,12 +364,9 @@ def _check_attacks(doc: dict[str, Any], n_classes: int | None, P: Problems) -> N
             params = a.get("params", {})
             names = getattr(ATTACKS[name], "parameters", None) if name in ATTACKS else None
             if isinstance(params, dict) and callable(names):
-                allowed = set(names())
-                for k in sorted(params, key=str):
-                    if k in ("seed", "progress"):
-                        P.add(f"{key}.params.{k}", f"{k} is set by the bench (seed: the config's top-level seed)")
-                    elif k not in allowed:
-                        P.add(f"{key}.params.{k}", no_parameter(str(name), k, allowed, allowed - {"seed", "progress"}))
+                bench_set = dict.fromkeys(("seed", "progress"), "seed: the config's top-level seed")
+                for k, msg in param_problems(str(name), sorted(params, key=str), names(), bench_set):
+                    P.add(f"{key}.params.{k}", msg)
             ts = a.get("target_shift")
             if isinstance(ts, int) and n_classes and ts % n_classes == 0:
                 P.add(

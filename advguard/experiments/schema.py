@@ -7,7 +7,7 @@ their sections' schemas from these pieces (see :meth:`advguard.experiments.regis
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 
 from ..errors import unknown_name
 
@@ -225,6 +225,19 @@ def no_parameter(owner: str, k: str, allowed: Iterable[str], listed: Iterable[st
     default ``allowed``)."""
     shown = sorted(allowed if listed is None else listed)
     return f"{owner} has no parameter {k!r}" + did_you_mean(k, allowed) + f"; its parameters: {', '.join(shown)}"
+
+
+def param_problems(
+    owner: str, params: Iterable[str], allowed: Iterable[str], bench_set: dict[str, str]
+) -> Iterator[tuple[str, str]]:
+    """(name, message) for each of ``params`` a config may not set: those the bench sets itself (``bench_set``:
+    name -> what sets it) and those ``owner`` does not take (the bench-set ones left out of the list)."""
+    allowed = set(allowed)
+    for k in params:
+        if k in bench_set:
+            yield k, f"{k} is set by the bench ({bench_set[k]})"
+        elif k not in allowed:
+            yield k, no_parameter(owner, k, allowed, allowed - set(bench_set))
 
 
 POS_INT, NONNEG_INT, POS_NUM = Int(1), Int(0), Num(0, open_lo=True)

@@ -19,7 +19,7 @@ from ..schema import (
     Spec,
     Str,
     Table,
-    no_parameter,
+    param_problems,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -284,12 +284,8 @@ def _check_attack_params(key: str, attack: str | None, params: dict[str, Any], P
     cls = ATTACKS.get(attack or "")
     if cls is None:
         return
-    allowed = cls.parameters()
-    for name in params:
-        if name in BENCH_SET:
-            P.add(f"{key}.{name}", f"{name} is set by the bench ({BENCH_SET[name]})")
-        elif name not in allowed:
-            P.add(f"{key}.{name}", no_parameter(str(attack), name, allowed, set(allowed) - set(BENCH_SET)))
+    for name, msg in param_problems(str(attack), params, cls.parameters(), BENCH_SET):
+        P.add(f"{key}.{name}", msg)
     if issubclass(cls, AdaptivePGD):
         for name, check in (("loss", check_loss), ("kappa", check_kappa)):
             if name in params:
