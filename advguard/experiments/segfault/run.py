@@ -87,7 +87,7 @@ def run_segfault(
         "units": labels,
         "families": list(fams.pooled),
         "counts": tables.family_counts(fams),
-        "auc": tables.aucs(opts, feats, fams, clf.num_classes, cfg.seed),
+        "auc": tables.aucs(opts, feats, fams, clf.num_classes, cfg.seed, progress),
         "timing": timing,
         "grid_cost": tables.grid_cost(feats, labels),
         "forward_floor": floor,

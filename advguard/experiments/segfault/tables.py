@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._progress import progress_bar
 from ...classifier import Classifier
 from ..common import cache_key
 from .options import SegfaultOptions, unit_label
@@ -20,22 +21,30 @@ from .protocol import FLAVOURS, Array, Families, Features, fit_auc, flavour, tim
 
 
 def aucs(
-    opts: SegfaultOptions, feats: dict[str, dict[str, Features]], fams: Families, num_classes: int, seed: int
+    opts: SegfaultOptions,
+    feats: dict[str, dict[str, Features]],
+    fams: Families,
+    num_classes: int,
+    seed: int,
+    progress: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Tables 2 and 6: unit label -> {"model|family|flavour": test AUC} (train fold 0, test fold 1)."""
+    """Tables 2 and 6: unit label -> {"model|family|flavour": test AUC} (train fold 0, test fold 1). One decision
+    model fitted per cell (units x models x families x flavours), not cached: a bar shows the cells."""
     fold_c, fold_a = fams.fold_c, fams.fold_a
-    out: dict[str, dict[str, float]] = {}
-    for u in opts.unit:
-        lab = unit_label(u)
-        out[lab] = {}
-        for cname in opts.models(u):
-            for g in fams.pooled:
-                for fl in FLAVOURS:
-                    fc = flavour(feats[lab]["clean"], fl, num_classes)
-                    fa = flavour(feats[lab][g], fl, num_classes)
-                    out[lab][f"{cname}|{g}|{fl}"] = fit_auc(
-                        (fc[fold_c == 0], fa[fold_a[g] == 0]), (fc[fold_c == 1], fa[fold_a[g] == 1]), cname, seed
-                    )
+    cells = [
+        (unit_label(u), cname, g, fl)
+        for u in opts.unit
+        for cname in opts.models(u)
+        for g in fams.pooled
+        for fl in FLAVOURS
+    ]
+    out: dict[str, dict[str, float]] = {unit_label(u): {} for u in opts.unit}
+    for lab, cname, g, fl in progress_bar(cells, desc="AUC grid (decision models)", enabled=progress):
+        fc = flavour(feats[lab]["clean"], fl, num_classes)
+        fa = flavour(feats[lab][g], fl, num_classes)
+        out[lab][f"{cname}|{g}|{fl}"] = fit_auc(
+            (fc[fold_c == 0], fa[fold_a[g] == 0]), (fc[fold_c == 1], fa[fold_a[g] == 1]), cname, seed
+        )
     return out
 
 
