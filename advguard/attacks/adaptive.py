@@ -12,13 +12,15 @@ Any :class:`~advguard.detectors.Detector` with a threshold works, not just THEMI
 Deviations from the paper, stated: the detector is checked every ``check_every`` steps (the paper:
 after every step); each restart draws its constant c log-uniformly in [c/10, 10 c] around ``const`` in
 addition to the random start (the paper does not say how paths were diversified beyond the random
-start); and because the detector is random, every bypassing image is re-checked ``recheck`` more times
-with fresh masks and the share of re-checks it evades is reported (a single lucky draw is a weaker
-bypass than one that evades every draw).
+start); and because the detector is random, every bypassing image is re-checked with ``recheck`` fresh
+draws of the detector (:func:`fresh_evasion`: its seed replaced, since a seeded detector repeats an image's
+draw) and the share of re-checks it evades is reported (a bypass of one draw is a weaker bypass than one that
+evades every draw).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +71,33 @@ class AdaptiveResult(AttackResult):
 def evades(detector: Detector, x: torch.Tensor) -> np.ndarray:
     """Per image: does the fitted ``detector`` judge it clean (score at or below its threshold)?"""
     return ~(detector.score(x.detach().cpu()) > detector.threshold_)
+
+
+#: how :func:`fresh_evasion` draws afresh; part of the experiments' cache keys for ``recheck_evasion``, so that
+#: values computed before the re-check used fresh draws (they re-scored the same draw) are never reused
+RECHECK_PROTOCOL = "fresh-seeds"
+
+
+def fresh_evasion(detector: Detector, x: torch.Tensor, draws: int) -> np.ndarray:
+    """Per image: the share of ``draws`` fresh random draws of the fitted ``detector`` that judge it clean.
+
+    A random detector (Erase-and-Restore's masks, TaintRadar's noise fill, SentiNet's inert noise) seeds each
+    image's draw from its ``seed`` and the image's bytes, so re-scoring the same image repeats the same draw.
+    Draw ``j`` (1..``draws``) scores a shallow copy of the detector with ``seed + j`` instead (the fitted decision
+    model and threshold shared; ``detector`` itself unchanged): the same detector deployed with another seed. A
+    deterministic detector gives 0 or 1."""
+    if draws < 1:
+        raise ParameterError(f"fresh_evasion: draws must be >= 1, got {draws}")
+    x = x.detach().cpu()
+    params = detector.get_params(deep=False)
+    if params.get("seed") is None:  # a detector without a seed parameter: its own randomness, if any, is fresh
+        same: np.ndarray = np.mean([evades(detector, x) for _ in range(draws)], axis=0)
+        return same
+    base = int(params["seed"])
+    hits = np.zeros(x.shape[0])
+    for j in range(1, draws + 1):
+        hits += evades(copy.copy(detector).set_params(seed=base + j), x)
+    return hits / draws
 
 
 @register_attack()
@@ -185,10 +214,9 @@ class DetectorAwareCW(Attack):
             for j in np.flatnonzero(~done):
                 best[active[j]] = ((torch.tanh(w[j]) + 1) / 2).detach()
             bar.set_postfix(bypassed=int((restart_of >= 0).sum()), of=n)
-        for i in np.flatnonzero(restart_of >= 0):
-            if p["recheck"]:
-                rep = best[i : i + 1].detach().cpu().repeat(p["recheck"], 1, 1, 1)
-                recheck[i] = float(self._evades(rep).mean())
+        found = np.flatnonzero(restart_of >= 0)
+        if p["recheck"] and len(found):
+            recheck[found] = fresh_evasion(self.detector, best[torch.from_numpy(found).to(x.device)], p["recheck"])
         return best, {"restart": restart_of, "step": step_of, "recheck": recheck}
 
     def _finish(self, r: AttackResult, extras: dict[str, np.ndarray]) -> AdaptiveResult:

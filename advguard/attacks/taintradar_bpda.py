@@ -34,7 +34,7 @@ from ..classifier import Classifier, gradcam_from_gradients
 from ..detectors.taintradar import TaintRadar, upsampled_cam
 from ..errors import unknown_name
 from ..validation import ParameterError, ParameterTypeError, check_keywords, check_number
-from .adaptive import AdaptiveResult, evades
+from .adaptive import AdaptiveResult, evades, fresh_evasion
 from .base import COMMON_PARAMETERS, Attack, AttackResult, register_attack
 from .patch import POSITIONS
 from .region_misleading import softened_cam
@@ -52,10 +52,11 @@ class TaintRadarBPDA(Attack):
 
     ``taintradar`` must be fitted (K and Delta_R chosen). ``success`` (and its alias ``evaded``) marks the bypasses:
     the images classified as their target *and* judged clean by the real detector; ``misclassified`` the target
-    reached alone; ``recheck_evasion`` the share of ``recheck`` fresh detector runs (new noise) that bypassing image
-    also evades. ``evasion_weight`` 0 drops the detector term: a plain localized targeted attack on the same region
-    that stops once the target is reached, never querying the detector (the "without TaintRadar" baseline; the
-    bypass then comes from one detector run on the result).
+    reached alone; ``recheck_evasion`` the share of ``recheck`` fresh detector draws (new noise, the detector
+    re-seeded: :func:`~advguard.attacks.adaptive.fresh_evasion`) that bypassing image also evades.
+    ``evasion_weight`` 0 drops the detector term: a plain localized targeted attack on the same region that stops
+    once the target is reached, never querying the detector (the "without TaintRadar" baseline; the bypass then
+    comes from one detector run on the result).
     """
 
     name = "taintradar-bpda"
@@ -216,9 +217,9 @@ class TaintRadarBPDA(Attack):
         with torch.no_grad():
             best[~done] = image()[~done]
         recheck = np.full(n, np.nan)
-        for i in torch.nonzero(done).flatten().tolist():
-            if p["recheck"]:
-                recheck[i] = float(self._evades(best[i : i + 1].repeat(p["recheck"], 1, 1, 1)).mean())
+        found = torch.nonzero(done).flatten()
+        if p["recheck"] and len(found):  # fresh draws: the detector's seed replaced (an image repeats its own draw)
+            recheck[found.cpu().numpy()] = fresh_evasion(self.detector, best[found], p["recheck"])
         return best, {"step": step_of, "recheck": recheck, "done": done.cpu().numpy()}
 
     def _finish(self, r: AttackResult, extras: dict[str, np.ndarray]) -> AdaptiveResult:

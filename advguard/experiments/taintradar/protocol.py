@@ -43,7 +43,7 @@ import torch
 from numpy.typing import NDArray
 
 from ...attacks import AdversarialPatch, RegionMisleadingPatch
-from ...attacks.adaptive import AdaptiveResult
+from ...attacks.adaptive import RECHECK_PROTOCOL, AdaptiveResult
 from ...attacks.taintradar_bpda import TaintRadarBPDA
 from ...classifier import Classifier
 from ...data import load_dataset
@@ -470,5 +470,5 @@ def bpda_arrays(b: Bench, bp: BpdaOptions, weight: float, progress: bool) -> dic
             "seconds": np.asarray(time.perf_counter() - t0),
         }
 
-    key = cache_key(b.dkey, b.tr.k_, b.tr.delta_r_, asdict(bp), weight)
+    key = cache_key(b.dkey, b.tr.k_, b.tr.delta_r_, asdict(bp), weight, RECHECK_PROTOCOL)
     return cached_arrays(b.folder / f"bpda-{key}.npz", go)

@@ -349,7 +349,7 @@ def adaptive_run(
     first ``a.n_images`` clean test images (never seen by the detector), in chunks of 10 cached under
     ``cache/themis-adaptive`` (resumable)."""
     from ...attacks import shifted_targets
-    from ...attacks.adaptive import AdaptiveResult, DetectorAwareCW
+    from ...attacks.adaptive import RECHECK_PROTOCOL, AdaptiveResult, DetectorAwareCW
 
     params = a.attack_params()
     det.threshold_ = native_threshold(det)  # the paper's operating point: the SVM's own decision
@@ -379,7 +379,9 @@ def adaptive_run(
         )
 
     def path(i: int) -> Path:
-        key = cache_key(md.first.config["weights"], md.first.key, params, test[i : i + chunk].tolist(), cfg.seed)
+        key = cache_key(
+            md.first.config["weights"], md.first.key, params, test[i : i + chunk].tolist(), cfg.seed, RECHECK_PROTOCOL
+        )
         return cache / "themis-adaptive" / f"{key}.npz"
 
     # each chunk an independent task (in this process, or a Ray task under --executor ray), verified and locked

@@ -556,6 +556,16 @@ def _adaptive(pg: Page, v: View) -> None:
     )
 
 
+def _recheck_draws(params: dict[str, Any]) -> int:
+    """How many fresh draws re-checked each bypass: the run's ``recheck``, else DetectorAwareCW's default."""
+    import inspect
+
+    from ...attacks.adaptive import DetectorAwareCW
+
+    default = inspect.signature(DetectorAwareCW.__init__).parameters["recheck"].default
+    return int(params.get("recheck", default))
+
+
 def _adaptive_lines(ad: Doc, model: str) -> list[str]:
     """The bullet points of one adaptive run (attacking ``model``)."""
     pr, curve = ad["params"], ad["bypass_curve"]
@@ -576,7 +586,8 @@ def _adaptive_lines(ad: Doc, model: str) -> list[str]:
         "after "
         f"{min(50, len(curve))}); paper: 3.4 % after 50 paths and 4.2 % after 150 (500 "
         "images).",
-        f"- THEMIS is random: re-checking each bypassing image with 10 fresh draws, it evades "
+        f"- THEMIS is random: re-checking each bypassing image with {_recheck_draws(pr)} fresh draws (the detector "
+        "re-seeded: a seeded detector repeats an image's own draw), it evades "
         f"{pct(ad['mean_recheck_evasion'])} % of them on average; {pct(ad['robust_bypass_rate'])} % "
         "of the "
         "images bypass in at least half of the re-checks.",
