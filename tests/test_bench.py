@@ -340,6 +340,9 @@ def test_themis_experiment_smoke(tmp_path):
     }
     for m, s in doc["sets"].items():  # the train-split clean images: correctly classified ones of 30 drawn
         assert s["extra_clean"]["split"] == "train" and 0 < s["extra_clean"]["correct"] <= 30
+        # the cost table's feature cost is measured in this run beside the floor (not read from the cache's build)
+        assert set(s["er_cost_now"]) == {"telea", "median"}
+        assert all(c["ms_per_image"] > s["forward_floor"]["ms_per_image"] > 0 for c in s["er_cost_now"].values())
         extra = next(r for r in doc["table1"] if r["model"] == m and r["extra_clean"])
         plain = next(r for r in doc["table1"] if r["model"] == m and r["classifier"] == "svc")
         ex = s["extra_clean"]

@@ -131,6 +131,15 @@ def set_probs(
     return probs_cached(det, x, cache / "themis-probs" / f"{cache_key(set_key, n, restore, seed)}.npz", desc, progress)
 
 
+def feature_cost(clf: Classifier, x: Floats, n: int, restore: str) -> dict[str, Any]:
+    """Erase-and-Restore's softmax outputs (the image and its ``n`` restored variants) on ``x``, timed now: ms per
+    image and the number of images, as :func:`~advguard.experiments.common.forward_cost` times the floor."""
+    det = EraseRestore(clf, n=n, restore=restore, progress=False)
+    t = time.perf_counter()
+    det.probs(clf.validate(x))
+    return {"ms_per_image": 1000 * (time.perf_counter() - t) / len(x), "n_images": len(x)}
+
+
 def native_threshold(det: EraseRestore) -> float:
     """The decision model's own cut: decision_function > 0 (SVM, AdaBoost) or P(adversarial) > 0.5."""
     return 0.0 if hasattr(det.estimator_, "decision_function") else 0.5
@@ -191,7 +200,12 @@ class ModelData:
         self.grid_best: dict[tuple[str, tuple[str, ...], int, str], dict[str, Any]] = {}
         if opts.extra_clean_train:
             self.extra = self._extra_clean(cfg, opts.extra_clean_train, opts.n, ds_kwargs, cache, progress)
-        self.floor = forward_cost(clf, first.x_clean[:256])
+        # the cost table's two figures, measured side by side on the same images in this run: the feature's cost
+        # (what the cached probabilities took to build was measured in another run, under other load) and the
+        # plain forward pass it is compared with
+        few = first.x_clean[: 256 if first.x_clean.shape[-1] * first.x_clean.shape[-2] <= 4096 else 16]
+        self.floor = forward_cost(clf, few)
+        self.cost_now = {restore: feature_cost(clf, few, opts.n, restore) for restore in RESTORES}
         #: comparison detectors of the harness (unsupervised, calibrated on training clean images)
         self.compare: dict[str, dict[str, Floats]] = {
             d: self._compare_features(cfg, d, ckey, cache) for d in opts.compare

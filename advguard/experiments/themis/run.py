@@ -109,6 +109,7 @@ def _sets_summary(md: ModelData) -> dict[str, Any]:
             for lab, s in md.sets.items()
         },
         "forward_floor": md.floor,
-        "er_cost": md.cost,
+        "er_cost": md.cost,  # building the cached probabilities (whenever that ran)
+        "er_cost_now": md.cost_now,  # measured in this run beside forward_floor, on the same images
         "extra_clean": md.extra.info,
     }
