@@ -93,6 +93,11 @@ class Plan:
         )
 
 
+def chunk_size(x: Floats) -> int:
+    """Images per chunk of Erase-and-Restore work: 256 CIFAR-sized images (up to 64 x 64), 16 larger ones."""
+    return 256 if x.shape[-1] * x.shape[-2] <= 4096 else 16
+
+
 def probs_cached(det: EraseRestore, x: Floats, path: Path, desc: str, progress: bool) -> tuple[Floats, dict[str, Any]]:
     """(N, 1 + n, C) float32 softmax outputs of ``x`` and its n restored variants, cached at ``path``."""
     clf = det.classifier
@@ -107,7 +112,7 @@ def probs_cached(det: EraseRestore, x: Floats, path: Path, desc: str, progress: 
         x,
         probs,
         np.zeros((0, 1 + det.params["n"], clf.num_classes), np.float32),
-        chunk=256 if x.shape[-1] * x.shape[-2] <= 4096 else 16,
+        chunk=chunk_size(x),
         desc=desc,
         progress=progress,
     )
@@ -203,7 +208,7 @@ class ModelData:
         # the cost table's two figures, measured side by side on the same images in this run: the feature's cost
         # (what the cached probabilities took to build was measured in another run, under other load) and the
         # plain forward pass it is compared with
-        few = first.x_clean[: 256 if first.x_clean.shape[-1] * first.x_clean.shape[-2] <= 4096 else 16]
+        few = first.x_clean[: chunk_size(first.x_clean)]
         self.floor = forward_cost(clf, few)
         self.cost_now = {restore: feature_cost(clf, few, opts.n, restore) for restore in RESTORES}
         #: comparison detectors of the harness (unsupervised, calibrated on training clean images)
